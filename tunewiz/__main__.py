@@ -1,0 +1,3 @@
+from tunewiz.cli import main
+
+main()
