@@ -21,6 +21,7 @@ from pydantic import BaseModel, ValidationError
 from pydantic.fields import FieldInfo
 
 from tunewiz import __version__
+from tunewiz.atomic import atomic_write_text
 from tunewiz.config import Preset
 from tunewiz.errors import TunewizError, did_you_mean
 
@@ -113,6 +114,43 @@ def resolve_preset_path(path_or_name: str) -> Path:
         f"preset `{path_or_name}` not found{did_you_mean(path.stem, list(shipped))}",
         hint=f"give a YAML file, or a shipped preset name: {names} (see `tunewiz presets list`)",
     )
+
+
+def header_comment(path: Path) -> str:
+    """The first line of the comment block a preset file starts with (its one-line description), or ``""``."""
+    for line in path.read_text(encoding="utf-8").splitlines():
+        stripped = line.strip()
+        if not stripped.startswith("#"):
+            return ""
+        text = stripped.lstrip("#").strip()
+        if text:
+            return text
+    return ""
+
+
+def copy_preset(path_or_name: str, dest: Path, force: bool = False) -> Path:
+    """Copy a preset file as written (comments kept) to ``dest``.
+
+    Args:
+        path_or_name: a shipped preset name or a YAML file.
+        dest: the file to write, or an existing directory to write the preset's file name into.
+        force: overwrite ``dest`` when it exists.
+
+    Returns:
+        The file written.
+
+    Raises:
+        TunewizError: the preset is not found, or ``dest`` exists and ``force`` is false.
+    """
+    source = resolve_preset_path(path_or_name)
+    target = dest / source.name if dest.is_dir() else dest
+    if target.exists() and not force:
+        raise TunewizError(
+            f"`{target}` already exists; not overwriting it",
+            hint=f"pass `--force` to overwrite it, or choose another file: `tunewiz presets copy {path_or_name} OTHER.yaml`",
+        )
+    atomic_write_text(target, source.read_text(encoding="utf-8"))
+    return target
 
 
 def load_preset(path_or_name: str, overrides: list[str] | tuple[str, ...] = ()) -> tuple[Preset, Path | None]:

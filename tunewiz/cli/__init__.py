@@ -40,9 +40,9 @@ def _root(
 
 def _register() -> None:
     # One line per command module; each module exposes `register(app)`.
-    from tunewiz.cli import train
+    from tunewiz.cli import presets, train
 
-    for module in (train,):
+    for module in (train, presets):
         module.register(app)
 
 
