@@ -26,7 +26,9 @@ from tunewiz.config import Preset
 from tunewiz.errors import TunewizError, did_you_mean
 
 PRESET_SUFFIXES = (".yaml", ".yml")
-_REPO_PRESETS = Path(__file__).resolve().parent.parent / "presets"
+# A checkout (or an editable install) has presets/ beside the package; an installed package's
+# parent is site-packages, where a stray presets/ from another package must not count.
+_CHECKOUT = Path(__file__).resolve().parent.parent
 # Where `pip install .` puts them (pyproject's [tool.setuptools.data-files]), relative to the prefix.
 _INSTALLED_PRESETS = ("share", "tunewiz", "presets")
 
@@ -65,8 +67,9 @@ _SYNONYMS = {
 
 def shipped_presets() -> list[Path]:
     """Shipped preset files, sorted: the checkout's ``presets/`` (recursively), else the installed copies."""
-    if _REPO_PRESETS.is_dir():
-        return sorted(p for p in _REPO_PRESETS.rglob("*") if p.suffix in PRESET_SUFFIXES and p.is_file())
+    if (_CHECKOUT / "pyproject.toml").is_file():
+        found = (_CHECKOUT / "presets").rglob("*")
+        return sorted(p for p in found if p.suffix in PRESET_SUFFIXES and p.is_file())
     return _installed_presets()
 
 
