@@ -57,8 +57,10 @@ def randomize_lora(model: nn.Module, seed: int = 1) -> None:
 
 
 def logits(model: nn.Module, tokens: torch.Tensor) -> torch.Tensor:
+    """Logits [B, T, V] of a transformers/peft model (output object) or the native one (a tensor)."""
     with torch.no_grad():
-        return model(input_ids=tokens).logits
+        out = model(input_ids=tokens)
+    return out if isinstance(out, torch.Tensor) else out.logits
 
 
 @pytest.fixture
@@ -346,10 +348,12 @@ def test_load_errors_on_a_non_lora_peft_type(tmp_path: Path) -> None:
         load_peft_adapter(tiny_llama(), adapter)
 
 
-def test_load_errors_on_an_unsupported_lora_variant(tmp_path: Path) -> None:
+@pytest.mark.parametrize("option, value", [("use_dora", True), ("modules_to_save", ["embed_tokens"]),
+                                           ("rank_pattern", {"q_proj": 2})])
+def test_load_errors_on_an_unsupported_lora_variant(tmp_path: Path, option: str, value: object) -> None:
     adapter = _saved_adapter(tmp_path)
-    _edit_config(adapter, use_dora=True)
-    with pytest.raises(TunewizError, match="use_dora=True"):
+    _edit_config(adapter, **{option: value})
+    with pytest.raises(TunewizError, match=f"sets {option}="):
         load_peft_adapter(tiny_llama(), adapter)
 
 
@@ -389,3 +393,63 @@ def test_load_round_trips_our_own_adapter(tmp_path: Path, tokens: torch.Tensor) 
     load_peft_adapter(loaded, tmp_path / "a")
     torch.testing.assert_close(logits(loaded, tokens), logits(model, tokens), rtol=0, atol=0)
     assert lora_parameter_count(loaded)[0] == lora_parameter_count(model)[0]
+
+
+# --- the native model and sharded init ------------------------------------------------------------
+
+
+def native_llama_like(hf_model: nn.Module) -> nn.Module:
+    """tunewiz's own Llama holding ``hf_model``'s weights (same state_dict keys)."""
+    native = pytest.importorskip("tunewiz.models.llama")
+    from tunewiz.models.config import LlamaConfig
+
+    model = native.LlamaForCausalLM(LlamaConfig.from_hf(hf_model.config.to_dict()))
+    model.load_state_dict(hf_model.state_dict())
+    return model.eval()
+
+
+def test_native_model_adapter_loads_in_peft_and_merges(tmp_path: Path, tokens: torch.Tensor) -> None:
+    hf = tiny_llama()
+    native = native_llama_like(hf)
+    replaced = apply_lora(native, targets=TARGETS, rank=4, alpha=8.0, dropout=0.0, seed=0)
+    assert len(replaced) == 7
+    randomize_lora(native)
+    ours = logits(native, tokens)
+    save_peft_adapter(lora_state_dict(native), tmp_path / "adapter", base_model="tiny", rank=4, alpha=8.0,
+                      dropout=0.0, targets=TARGETS)
+    peft_model = peft.PeftModel.from_pretrained(copy.deepcopy(hf), str(tmp_path / "adapter")).eval()
+    torch.testing.assert_close(logits(peft_model, tokens), ours, rtol=0, atol=1e-5)
+
+    merge_lora(native)
+    hf.load_state_dict(native.state_dict())
+    torch.testing.assert_close(logits(hf, tokens), ours, rtol=0, atol=1e-5)
+
+
+def test_init_on_meta_then_fsdp2_sharded_matches_eager_init() -> None:
+    # One-process gloo group: the adapters become DTensors, and init must give the same full values.
+    import torch.distributed as dist
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.fsdp import fully_shard
+    from torch.distributed.tensor import DTensor
+
+    eager = tiny_llama()
+    apply_lora(eager, targets=TARGETS, rank=4, alpha=8.0, dropout=0.0, seed=5)
+
+    dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
+    try:
+        with torch.device("meta"):
+            model = transformers.LlamaForCausalLM(eager.config)
+        apply_lora(model, targets=TARGETS, rank=4, alpha=8.0, dropout=0.0, seed=5)
+        mesh = init_device_mesh("cpu", (1,))
+        for layer in model.model.layers:
+            fully_shard(layer, mesh=mesh)
+        fully_shard(model, mesh=mesh)
+        model.to_empty(device="cpu")
+        init_lora_parameters(model, seed=5)
+        assert isinstance(model.model.layers[0].self_attn.q_proj.lora_A.weight, DTensor)
+        sharded = lora_state_dict(model)
+        for key, value in lora_state_dict(eager).items():
+            assert not isinstance(sharded[key], DTensor)
+            torch.testing.assert_close(sharded[key], value, rtol=0, atol=0)
+    finally:
+        dist.destroy_process_group()

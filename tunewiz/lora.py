@@ -36,6 +36,11 @@ _UNSUPPORTED_OPTIONS = {
     "rank_pattern": {},
     "alpha_pattern": {},
     "lora_bias": False,
+    "modules_to_save": None,
+    "layers_to_transform": None,
+    "trainable_token_indices": None,
+    "target_parameters": None,
+    "alora_invocation_tokens": None,
 }
 
 
