@@ -189,6 +189,10 @@ def _read_yaml(path: Path) -> tuple[dict[str, Any], yaml.MappingNode]:
         mark = exc.problem_mark or exc.context_mark
         where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
         problem = exc.problem or exc.context or "invalid YAML"
+        if exc.problem and exc.context and exc.context_mark and exc.context_mark is not mark:
+            # An unclosed bracket or quote fails at the end; say where it was opened.
+            start = exc.context_mark
+            problem += f" ({exc.context} that starts at line {start.line + 1}, column {start.column + 1})"
         raise TunewizError(
             f"`{where}`: YAML syntax error: {problem}",
             hint="fix the YAML at that line and column (check indentation, a missing `:`, or an unclosed quote or bracket)",
