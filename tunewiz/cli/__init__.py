@@ -40,9 +40,9 @@ def _root(
 
 def _register() -> None:
     # One line per command module; each module exposes `register(app)`.
-    from tunewiz.cli import presets, train
+    from tunewiz.cli import presets, train, watch
 
-    for module in (train, presets):
+    for module in (train, presets, watch):
         module.register(app)
 
 

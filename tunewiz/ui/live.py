@@ -1,0 +1,179 @@
+"""The parent process's view of a run: follow ``events.jsonl`` and draw it, live or as plain lines.
+
+The ranks never draw; they append events and poll ``run_dir.stop_request``. This loop owns the
+terminal and Ctrl-C: the first press creates the STOP file (the ranks finish the current optimizer
+step, save a checkpoint and write a ``stop`` event), the second terminates torchrun's process group,
+and SIGKILL follows if it has not exited after ``KILL_GRACE_S``.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any, Literal
+
+from rich.console import Console
+from rich.live import Live
+
+from tunewiz.metrics import follow
+from tunewiz.rundir import RunDir
+from tunewiz.ui.render import plain_lines, render
+from tunewiz.ui.state import DashboardState, apply_event
+
+POLL_S = 0.2  # how often the log is read; also the dashboard's redraw interval
+KILL_GRACE_S = 5.0  # after SIGTERM to the process group, wait this long before SIGKILL
+
+Mode = Literal["tui", "plain"]
+
+
+def choose_mode(no_tui: bool) -> Mode:
+    """``plain`` when asked (``--no-tui``), under CI, on a dumb terminal or when stdout is not a TTY.
+
+    Args:
+        no_tui: the user's ``--no-tui`` flag.
+    """
+    if no_tui or os.environ.get("CI") or os.environ.get("TERM") == "dumb" or not sys.stdout.isatty():
+        return "plain"
+    return "tui"
+
+
+def make_console(mode: Mode) -> Console:
+    """The console for ``mode``: plain mode gets no colour system, so Rich writes no escape codes.
+
+    Args:
+        mode: ``tui`` or ``plain``.
+    """
+    if mode == "plain":
+        return Console(color_system=None, highlight=False, soft_wrap=True, emoji=False)
+    return Console(highlight=False)
+
+
+class StopControl:
+    """What Ctrl-C does while the dashboard runs.
+
+    With a training process: press 1 writes the STOP file, press 2 sends SIGTERM to the torchrun
+    process group, later presses send SIGKILL. Without one (``tunewiz watch``): detach, leaving the
+    run alone.
+
+    Args:
+        run_dir: the run whose ``stop_request`` file press 1 creates.
+        process: torchrun, started with ``start_new_session=True`` so its pid is its group id.
+        state: the dashboard state whose ``stop_requested``/``killing`` flags are set.
+    """
+
+    def __init__(self, run_dir: RunDir, process: subprocess.Popen[Any] | None, state: DashboardState) -> None:
+        self.run_dir = run_dir
+        self.process = process
+        self.state = state
+        self.presses = 0
+        self.detached = False
+        self.created_stop_file = False
+        self.kill_at: float | None = None  # monotonic time when SIGKILL follows SIGTERM
+        self.notes: list[str] = []  # for plain mode: what each press did, printed by the loop
+
+    def interrupt(self) -> None:
+        """Handle one Ctrl-C (called from the SIGINT handler, or directly in tests)."""
+        self.presses += 1
+        if self.process is None:
+            self.detached = True
+            return
+        if self.presses == 1:
+            self.run_dir.stop_request.write_text("stop requested by Ctrl-C in the dashboard\n", encoding="utf-8")
+            self.created_stop_file = True
+            self.state.stop_requested = True
+            self.notes.append("stopping after this step… (Ctrl-C again to stop at once)")
+            return
+        self.state.killing = True
+        if self.presses == 2:
+            self.notes.append("stopping now: terminating the training processes")
+            self._signal(signal.SIGTERM)
+            self.kill_at = time.monotonic() + KILL_GRACE_S
+        else:
+            self._signal(signal.SIGKILL)
+
+    def poll(self) -> None:
+        """Escalate to SIGKILL once the grace period after SIGTERM is over."""
+        if self.kill_at is not None and time.monotonic() >= self.kill_at:
+            self.kill_at = None
+            if self.process is not None and self.process.poll() is None:
+                self._signal(signal.SIGKILL)
+
+    def cleanup(self) -> None:
+        """Remove the STOP file this control created once the ranks are gone, so a later resume runs."""
+        if self.created_stop_file and (self.process is None or self.process.poll() is not None):
+            self.run_dir.stop_request.unlink(missing_ok=True)
+
+    def _signal(self, sig: signal.Signals) -> None:
+        assert self.process is not None
+        try:
+            os.killpg(self.process.pid, sig)
+        except ProcessLookupError:  # already gone
+            pass
+
+
+def _batches(run_dir: RunDir, process: subprocess.Popen[Any] | None, control: StopControl,
+             state: DashboardState) -> Iterator[list[dict[str, Any]]]:
+    """Yield batches of new events until the process exits (then drain) or, without one, the run ends."""
+    events = follow(run_dir.events, poll_s=POLL_S)
+    for batch in events:
+        yield batch
+        control.poll()
+        if process is not None:
+            if process.poll() is not None:
+                state.returncode = process.returncode
+                # The last events may have landed between this read and the exit: read to the end.
+                for rest in events:
+                    if not rest:
+                        return
+                    yield rest
+        elif control.detached or state.finished:
+            return
+
+
+def run_dashboard(run_dir: RunDir, process: subprocess.Popen[Any] | None, *, mode: Mode,
+                  plain_every: int = 10, console: Console | None = None) -> DashboardState:
+    """Follow the run's events and draw them until the run is over; return the final state.
+
+    Args:
+        run_dir: the run directory whose ``events.jsonl`` is followed.
+        process: the torchrun process (its own process group), or None to attach to a run
+            (``tunewiz watch``): then the loop ends on an ``end``/``stop``/``error`` event or Ctrl-C.
+        mode: ``tui`` draws a Rich Live dashboard; ``plain`` prints log lines to stdout.
+        plain_every: in plain mode, print a step line every this many steps.
+        console: where to draw; by default one made for ``mode``.
+    """
+    console = console or make_console(mode)
+    state = DashboardState()
+    control = StopControl(run_dir, process, state)
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: control.interrupt()) if in_main_thread else None
+    try:
+        if mode == "tui":
+            # Live restores the cursor and leaves the last frame on screen when the block exits.
+            with Live(render(state), console=console, auto_refresh=False, redirect_stderr=False) as live:
+                for batch in _batches(run_dir, process, control, state):
+                    for event in batch:
+                        apply_event(state, event)
+                    state.now = time.time()
+                    live.update(render(state), refresh=True)
+            state.now = None
+        else:
+            for batch in _batches(run_dir, process, control, state):
+                for event in batch:
+                    seen = state.warnings_total
+                    apply_event(state, event)
+                    new = state.warnings[len(state.warnings) - (state.warnings_total - seen):]
+                    for line in plain_lines(event, state, new, plain_every):
+                        console.out(line, highlight=False)
+                while control.notes:
+                    console.out(control.notes.pop(0), highlight=False)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
+        control.cleanup()
+    return state

@@ -1,0 +1,375 @@
+"""Draw a :class:`~tunewiz.ui.state.DashboardState`: the Rich dashboard and the plain log lines.
+
+Both are pure functions of the state (and, for plain lines, the event just folded in), so tests
+render them to a capture console and the Live loop only decides when to draw.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from rich.console import Console, ConsoleOptions, Group, RenderableType, RenderResult
+from rich.panel import Panel
+from rich.progress_bar import ProgressBar
+from rich.table import Table
+from rich.text import Text
+
+from tunewiz.ui.state import DashboardState, RunWarning
+
+CHART_HEIGHT = 6  # rows of the loss chart; each row has 8 levels (▁..█), so 48 levels in all
+_BLOCKS = " ▁▂▃▄▅▆▇█"
+SHOWN_WARNINGS = 4
+SHOWN_TRACEBACK_LINES = 8
+MAX_RANK_ROWS = 8  # more ranks than this are summarised as max/min
+
+
+# ---- formatting ---------------------------------------------------------------------------------
+
+
+def fmt_bytes(n: float | None) -> str:
+    """``1.50 GiB``, ``312 MiB``; ``-`` for None."""
+    if n is None:
+        return "-"
+    for unit, size in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if n >= size:
+            value = n / size
+            return f"{value:.2f} {unit}" if value < 10 else f"{value:.1f} {unit}" if value < 100 else f"{value:.0f} {unit}"
+    return f"{int(n)} B"
+
+
+def fmt_duration(seconds: float | None) -> str:
+    """``1h 02m``, ``3m 12s``, ``12s``; ``-`` for None."""
+    if seconds is None or not math.isfinite(seconds):
+        return "-"
+    s = int(round(seconds))
+    if s >= 3600:
+        return f"{s // 3600}h {s % 3600 // 60:02d}m"
+    if s >= 60:
+        return f"{s // 60}m {s % 60:02d}s"
+    return f"{s}s"
+
+
+def fmt_loss(value: float | None) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.4f}" if math.isfinite(value) else str(value)
+
+
+def fmt_num(value: float | None, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def fmt_count(n: int | None) -> str:
+    """``1.2M``, ``350K``, ``812``."""
+    if n is None:
+        return "-"
+    for suffix, size in (("B", 1e9), ("M", 1e6), ("K", 1e3)):
+        if n >= size:
+            return f"{n / size:.1f}{suffix}"
+    return str(n)
+
+
+def _steps_text(state: DashboardState) -> str:
+    total = f"/{state.total_steps}" if state.total_steps else ""
+    pct = f" ({100 * state.step / state.total_steps:.0f}%)" if state.total_steps else ""
+    return f"step {state.step}{total}{pct}"
+
+
+def _epoch_text(state: DashboardState) -> str:
+    if state.epoch is None:
+        return ""
+    return f"epoch {state.epoch}/{state.epochs}" if state.epochs else f"epoch {state.epoch}"
+
+
+def _warning_text(w: RunWarning) -> str:
+    return f"step {w.step}: {w.message}" if w.step is not None else w.message
+
+
+# ---- the loss chart -----------------------------------------------------------------------------
+
+
+class LossChart:
+    """A block chart of the training loss, as wide as the space Rich gives it.
+
+    Each column is the mean of the finite losses in its slice of the run; a slice that holds only
+    NaN/inf losses is drawn as a red ``×`` on the bottom row.
+
+    Args:
+        losses: (step, loss) pairs, oldest first.
+        height: rows; each row has 8 levels.
+    """
+
+    def __init__(self, losses: list[tuple[int, float]], height: int = CHART_HEIGHT) -> None:
+        self.losses = losses
+        self.height = height
+
+    def _columns(self, width: int) -> list[float | None]:
+        n = len(self.losses)
+        cols = min(width, n)
+        out: list[float | None] = []
+        for i in range(cols):
+            chunk = [v for _, v in self.losses[i * n // cols : (i + 1) * n // cols] if math.isfinite(v)]
+            out.append(sum(chunk) / len(chunk) if chunk else None)
+        return out
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        if not self.losses:
+            yield Text("waiting for the first step…", style="dim")
+            return
+        finite = [v for _, v in self.losses if math.isfinite(v)]
+        hi, lo = (max(finite), min(finite)) if finite else (1.0, 0.0)
+        labels = [f"{hi:.3g}", f"{lo:.3g}"]
+        label_w = max(len(s) for s in labels)
+        columns = self._columns(max(options.max_width - label_w - 1, 1))
+        levels = self.height * 8
+        span = hi - lo if hi > lo else 1.0
+        # Height in eighths of a row: at least 1, so the lowest loss still shows as a sliver.
+        heights = [None if v is None else 1 + round((v - lo) / span * (levels - 1)) for v in columns]
+        for row in range(self.height):
+            label = labels[0] if row == 0 else labels[1] if row == self.height - 1 else ""
+            line = Text(label.rjust(label_w) + " ", style="dim")
+            base = (self.height - 1 - row) * 8
+            for h in heights:
+                if h is None:
+                    line.append("×" if row == self.height - 1 else " ", style="bold red")
+                else:
+                    line.append(_BLOCKS[min(max(h - base, 0), 8)], style="cyan")
+            yield line
+        first, last = self.losses[0][0], self.losses[-1][0]
+        axis_w = len(columns)
+        left, right = f"step {first}", f"{last}"
+        yield Text(" " * (label_w + 1) + left + right.rjust(max(axis_w - len(left), len(right) + 1)), style="dim")
+
+
+# ---- the dashboard ------------------------------------------------------------------------------
+
+
+def _header(state: DashboardState) -> Text:
+    parts = [
+        state.model,
+        state.method,
+        " ".join(p for p in (state.device, state.dtype) if p) or None,
+        f"{state.world_size} rank{'s' if state.world_size != 1 else ''}" if state.world_size else None,
+        state.hardware,
+    ]
+    text = Text(" · ".join(p for p in parts if p), style="bold")
+    if state.trainable_params is not None and state.total_params:
+        text.append(
+            f"\ntrainable {fmt_count(state.trainable_params)} of {fmt_count(state.total_params)} params"
+            f" · batch {state.micro_batch_size} × accum {state.grad_accum} × {state.world_size} ranks"
+            f" = {state.global_batch_size}",
+            style="dim",
+        )
+    if state.resumed_from:
+        text.append(f"\nresumed from {state.resumed_from}", style="dim")
+    return text
+
+
+def _progress(state: DashboardState) -> Table:
+    grid = Table.grid(padding=(0, 1), expand=True)
+    grid.add_column(ratio=1)
+    grid.add_column(no_wrap=True)
+    bar = ProgressBar(total=float(state.total_steps or 1), completed=float(state.step if state.total_steps else 0))
+    words = [_steps_text(state), _epoch_text(state), f"elapsed {fmt_duration(state.elapsed)}"]
+    if state.eta_s is not None:
+        words.append(f"ETA {fmt_duration(state.eta_s)}")
+    grid.add_row(bar, Text(" · ".join(w for w in words if w)))
+    return grid
+
+
+def _metrics(state: DashboardState) -> Table:
+    grid = Table.grid(padding=(0, 2))
+    grid.add_column(style="dim", no_wrap=True)
+    grid.add_column(no_wrap=True)
+    loss_style = "bold red" if state.loss is not None and not math.isfinite(state.loss) else "bold"
+    grid.add_row("loss", Text(fmt_loss(state.loss), style=loss_style))
+    grid.add_row("smoothed", fmt_loss(state.loss_ema))
+    grid.add_row("lr", fmt_num(state.lr, ".2e"))
+    grid.add_row("grad norm", fmt_num(state.grad_norm, ".3g"))
+    grid.add_row("tokens/s", fmt_num(state.tokens_per_s, ",.0f"))
+    grid.add_row("tokens", fmt_num(state.tokens_total, ","))
+    best = state.best_val
+    latest = state.val_losses[-1] if state.val_losses else None
+    grid.add_row("val loss", f"{fmt_loss(latest[1])} @ {latest[0]}" if latest else "-")
+    grid.add_row("best val", f"{fmt_loss(best[1])} @ {best[0]}" if best else "-")
+    return grid
+
+
+def _memory(state: DashboardState) -> Table | None:
+    mem = state.peak_memory_bytes
+    if not mem:
+        return None
+    label = "memory (RSS)" if (state.device or "").startswith("cpu") else "memory"
+    planned = state.planned_peak_bytes
+    grid = Table.grid(padding=(0, 1))
+    grid.add_column(style="dim", no_wrap=True)
+    grid.add_column(no_wrap=True)
+    grid.add_column(no_wrap=True)
+    if len(mem) > MAX_RANK_ROWS:
+        top = max(range(len(mem)), key=mem.__getitem__)
+        rows = [(f"max (rank {top})", mem[top]), (f"min of {len(mem)}", min(mem))]
+    else:
+        rows = [(f"rank {i}", b) for i, b in enumerate(mem)]
+    for i, (name, used) in enumerate(rows):
+        title = f"{label} {name}" if i == 0 else " " * (len(label) + 1) + name
+        if planned:
+            ratio = used / planned
+            style = "red" if ratio > 1.0 else "yellow" if ratio > 0.9 else "green"
+            bar = ProgressBar(total=float(planned), completed=float(min(used, planned)), width=20,
+                              complete_style=style, finished_style=style)
+            grid.add_row(title, bar, Text(f"{fmt_bytes(used)} of {fmt_bytes(planned)} planned ({ratio:.0%})", style=style))
+        else:
+            grid.add_row(title, Text(fmt_bytes(used)), Text("(no plan)", style="dim"))
+    return grid
+
+
+def _status(state: DashboardState) -> RenderableType | None:
+    if state.launches == 0:
+        return Text("waiting for the run to start…", style="dim")
+    if state.stop is not None:
+        ckpt = state.stop.get("checkpoint")
+        step = state.stop.get("step", state.step)
+        why = "loss became NaN/inf" if state.stop.get("reason") == "nan" else "stopped on request"
+        text = Text(f"■ stopped at step {step}: {why}", style="bold red" if state.stop.get("reason") == "nan" else "bold yellow")
+        text.append(f"\nlast good checkpoint: {ckpt or 'none'}")
+        if state.stop.get("resume_command"):
+            text.append(f"\nresume: {state.stop['resume_command']}")
+        return text
+    if state.end is not None:
+        return Text(
+            f"✓ finished at step {state.end.get('step', state.step)} in {fmt_duration(state.elapsed)}"
+            f" · outputs in {state.end.get('final_dir')}",
+            style="bold green",
+        )
+    if state.killing:
+        return Text("stopping now: terminating the training processes…", style="bold red")
+    if state.stop_requested:
+        return Text("stopping after this step… (Ctrl-C again to stop at once)", style="bold yellow")
+    if state.returncode not in (None, 0) and not state.errors:
+        return Text(f"✗ the training processes exited with code {state.returncode}", style="bold red")
+    if state.now is not None and state.last_event_time is not None and state.now - state.last_event_time > 120:
+        return Text(f"no new events for {fmt_duration(state.now - state.last_event_time)}", style="yellow")
+    return None
+
+
+def _errors(state: DashboardState) -> Panel | None:
+    if not state.errors:
+        return None
+    body = Text()
+    for i, err in enumerate(state.errors):
+        where = f"rank {err.rank}" if err.rank is not None else "a rank"
+        at = f" at step {err.step}" if err.step is not None else ""
+        body.append(("\n" if i else "") + f"{where} failed{at}: {err.message}", style="bold red")
+        if err.traceback:
+            tail = err.traceback.rstrip().splitlines()[-SHOWN_TRACEBACK_LINES:]
+            body.append("\n" + "\n".join(tail), style="dim")
+    return Panel(body, title="error", title_align="left", border_style="red")
+
+
+def _warnings(state: DashboardState) -> Panel | None:
+    if not state.warnings:
+        return None
+    shown = state.warnings[-SHOWN_WARNINGS:]
+    body = Text("\n".join(_warning_text(w) for w in shown), style="yellow")
+    hidden = state.warnings_total - len(shown)
+    title = f"warnings ({hidden} earlier)" if hidden else "warnings"
+    return Panel(body, title=title, title_align="left", border_style="yellow")
+
+
+def render(state: DashboardState) -> RenderableType:
+    """The whole dashboard for ``state``: a pure function, redrawn by the Live loop.
+
+    Args:
+        state: the folded events of the run.
+    """
+    middle = Table.grid(padding=(0, 3), expand=True)
+    middle.add_column(no_wrap=True)
+    middle.add_column(ratio=1)
+    middle.add_row(_metrics(state), LossChart(state.losses))
+    parts: list[RenderableType | None] = [_header(state), _progress(state), middle, _memory(state)]
+    if state.last_checkpoint:
+        parts.append(Text(f"last checkpoint: step {state.last_checkpoint[0]} · {state.last_checkpoint[1]}", style="dim"))
+    parts += [_warnings(state), _errors(state), _status(state)]
+    failed = bool(state.errors) or (state.stop is not None and state.stop.get("reason") == "nan")
+    return Panel(
+        Group(*(p for p in parts if p is not None)),
+        title=f"tunewiz · {state.run or 'run'}",
+        title_align="left",
+        border_style="red" if failed else "green" if state.end else "blue",
+    )
+
+
+# ---- plain lines --------------------------------------------------------------------------------
+
+
+def status_line(state: DashboardState) -> str:
+    """One line with the latest step's numbers (what plain mode prints every N steps)."""
+    words = [_steps_text(state)]
+    if state.epoch is not None:
+        words.append(_epoch_text(state))
+    words.append(f"loss {fmt_loss(state.loss)} (smoothed {fmt_loss(state.loss_ema)})")
+    words.append(f"lr {fmt_num(state.lr, '.2e')}")
+    words.append(f"grad norm {fmt_num(state.grad_norm, '.3g')}")
+    words.append(f"{fmt_num(state.tokens_per_s, ',.0f')} tok/s")
+    if state.peak_memory_max is not None:
+        planned = f" of {fmt_bytes(state.planned_peak_bytes)} planned" if state.planned_peak_bytes else ""
+        words.append(f"mem {fmt_bytes(state.peak_memory_max)}{planned}")
+    words.append(f"elapsed {fmt_duration(state.elapsed)}")
+    if state.eta_s is not None:
+        words.append(f"ETA {fmt_duration(state.eta_s)}")
+    return " | ".join(words)
+
+
+def plain_lines(event: dict[str, Any], state: DashboardState, new_warnings: list[RunWarning], every: int) -> list[str]:
+    """Plain log lines for ``event``, already folded into ``state``: no markup, no control codes.
+
+    Args:
+        event: the event just folded in.
+        state: the state after folding it.
+        new_warnings: warnings that folding it added (NaN or spike on a step).
+        every: print a step line every this many steps (and always the first and last step).
+    """
+    kind = event.get("event")
+    lines: list[str] = []
+    if kind == "start":
+        words = [f"start: run {state.run}", f"model {state.model}", f"method {state.method}",
+                 " ".join(p for p in (state.device, state.dtype) if p), f"{state.world_size} rank(s)"]
+        if state.hardware:
+            words.append(state.hardware)
+        words.append(f"{state.total_steps} steps")
+        if state.planned_peak_bytes:
+            words.append(f"planned peak {fmt_bytes(state.planned_peak_bytes)}")
+        if state.resumed_from:
+            words.append(f"resumed from {state.resumed_from} at step {state.step}")
+        lines.append(" | ".join(words))
+    elif kind == "step":
+        first = state.first_step == state.step
+        if first or state.step % max(every, 1) == 0 or state.step == state.total_steps:
+            lines.append(status_line(state))
+        lines += [f"warning: {_warning_text(w)}" for w in new_warnings]
+    elif kind == "eval":
+        best = state.best_val
+        best_text = f" (best {fmt_loss(best[1])} at step {best[0]})" if best else ""
+        lines.append(f"eval: step {event.get('step')} val loss {fmt_loss(state.val_losses[-1][1] if state.val_losses else None)}{best_text}")
+    elif kind == "checkpoint":
+        lines.append(f"checkpoint: step {event.get('step')} saved to {event.get('path')}")
+    elif kind in ("oom_fallback", "warning"):
+        lines += [f"warning: {_warning_text(w)}" for w in new_warnings]
+    elif kind == "error":
+        err = state.errors[-1]
+        at = f" at step {err.step}" if err.step is not None else ""
+        lines.append(f"error: rank {err.rank} failed{at}: {err.message}")
+        if err.traceback:
+            lines += ["  " + line for line in err.traceback.rstrip().splitlines()]
+    elif kind == "stop":
+        why = "loss became NaN/inf" if event.get("reason") == "nan" else "stopped on request"
+        lines.append(f"stop: step {event.get('step')}: {why}; last good checkpoint: {event.get('checkpoint') or 'none'}")
+        if event.get("resume_command"):
+            lines.append(f"resume with: {event['resume_command']}")
+    elif kind == "end":
+        lines.append(
+            f"end: step {state.step} in {fmt_duration(state.elapsed)}; {fmt_num(state.tokens_total, ',')} tokens;"
+            f" outputs in {event.get('final_dir')}"
+        )
+    return lines
