@@ -1,0 +1,146 @@
+"""The native model against transformers on tiny random configs of every supported shape: logits,
+loss and gradients with weights copied across BY NAME, KV-cache decoding, packed sequences and
+left-padded batches."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from tunewiz.models import llama
+from tunewiz.models.config import LlamaConfig
+from tunewiz.models.llama import LlamaForCausalLM
+
+SMALL = dict(vocab_size=96, hidden_size=64, intermediate_size=112, num_hidden_layers=2, num_attention_heads=4)
+# name -> (transformers config class name, kwargs); each well under 1M parameters.
+CASES = {
+    "llama2-mha": ("LlamaConfig", dict(SMALL, num_key_value_heads=4, max_position_embeddings=64)),
+    "llama-biases": (
+        "LlamaConfig",
+        dict(SMALL, num_key_value_heads=4, max_position_embeddings=64, attention_bias=True, mlp_bias=True),
+    ),
+    "llama3-gqa-rope-scaling": (
+        "LlamaConfig",
+        dict(
+            SMALL,
+            num_key_value_heads=2,
+            max_position_embeddings=256,
+            rope_theta=500000.0,
+            rope_scaling=dict(
+                rope_type="llama3", factor=8.0, low_freq_factor=1.0, high_freq_factor=4.0,
+                original_max_position_embeddings=32,
+            ),
+        ),
+    ),
+    # Explicit head_dim (not hidden/heads) and a sliding window shorter than the test sequences.
+    "mistral-window": (
+        "MistralConfig",
+        dict(SMALL, num_key_value_heads=2, head_dim=24, max_position_embeddings=64, sliding_window=8),
+    ),
+    "qwen2-qkv-bias": ("Qwen2Config", dict(SMALL, num_key_value_heads=2, max_position_embeddings=64)),
+    "llama-tied-pad": (
+        "LlamaConfig",
+        dict(SMALL, num_key_value_heads=2, max_position_embeddings=64, tie_word_embeddings=True, pad_token_id=0),
+    ),
+}
+
+
+@pytest.fixture(scope="module", params=list(CASES))
+def pair(request: pytest.FixtureRequest) -> tuple[torch.nn.Module, LlamaForCausalLM]:
+    """A random transformers model and ours holding the same weights, copied by name."""
+    import transformers
+
+    class_name, kwargs = CASES[request.param]
+    hf_config = getattr(transformers, class_name)(**kwargs)
+    torch.manual_seed(0)
+    hf = transformers.AutoModelForCausalLM.from_config(hf_config, attn_implementation="eager").eval()
+    with torch.no_grad():  # transformers zero-inits biases; make them matter
+        for name, p in hf.named_parameters():
+            if name.endswith("bias") or name.endswith("norm.weight"):
+                p.add_(torch.randn_like(p) * 0.1)
+    config = LlamaConfig.from_hf(hf_config.to_dict())
+    ours = LlamaForCausalLM(config).eval()
+    assert set(ours.state_dict()) == set(hf.state_dict())
+    ours.load_state_dict(hf.state_dict(), strict=True)
+    assert config.num_parameters() == sum(p.numel() for p in hf.parameters())
+    assert LlamaConfig.from_hf(config.to_hf()) == config
+    return hf, ours
+
+
+def test_logits_loss_and_grads_match_transformers(
+    pair: tuple[torch.nn.Module, LlamaForCausalLM], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    hf, ours = pair
+    gen = torch.Generator().manual_seed(1)
+    ids = torch.randint(1, ours.config.vocab_size, (2, 16), generator=gen)
+    ids[1, 3] = 0  # exercise the padding row of the embedding when pad_token_id=0
+    with torch.no_grad():
+        torch.testing.assert_close(ours(ids), hf(ids).logits, atol=1e-5, rtol=0)
+
+    labels = ids.clone()
+    labels[0, :5] = -100  # a masked prompt
+    # transformers shifts internally (logits[t] predicts labels[t+1]); ours takes labels pre-shifted.
+    shifted = torch.cat([labels[:, 1:], torch.full((2, 1), -100)], dim=1)
+    monkeypatch.setattr(llama, "LOSS_CHUNK_TOKENS", 5)  # several chunks, the last one partial
+    ours.zero_grad()
+    hf.zero_grad()
+    loss_sum, num_tokens = ours(ids, labels=shifted)
+    hf_loss = hf(ids, labels=labels).loss
+    assert num_tokens.item() == (shifted != -100).sum().item() == 26  # 2 x 15 - 4
+    assert loss_sum.dtype == torch.float32
+    torch.testing.assert_close(loss_sum / num_tokens, hf_loss, atol=1e-5, rtol=0)
+    (loss_sum / num_tokens).backward()
+    hf_loss.backward()
+    hf_grads = dict(hf.named_parameters())
+    for name, p in ours.named_parameters():
+        torch.testing.assert_close(p.grad, hf_grads[name].grad, atol=1e-5, rtol=1e-4, msg=name)
+
+
+@torch.no_grad()
+def test_kv_cache_decode_equals_full_recompute(pair: tuple[torch.nn.Module, LlamaForCausalLM]) -> None:
+    _, ours = pair
+    ids = torch.randint(1, ours.config.vocab_size, (2, 14), generator=torch.Generator().manual_seed(2))
+    full = ours(ids)  # [2, 14, V]
+    cache = ours.new_kv_cache(batch=2, max_len=16)
+    steps = [ours(ids[:, :9], kv_cache=cache)]  # prefill
+    steps += [ours(ids[:, t : t + 1], kv_cache=cache) for t in range(9, 14)]  # one token at a time
+    assert cache.length == 14
+    torch.testing.assert_close(torch.cat(steps, dim=1), full, atol=1e-5, rtol=0)
+
+
+@torch.no_grad()
+def test_packed_documents_equal_separate_runs(pair: tuple[torch.nn.Module, LlamaForCausalLM]) -> None:
+    _, ours = pair
+    ids = torch.randint(1, ours.config.vocab_size, (1, 16), generator=torch.Generator().manual_seed(3))
+    doc = torch.tensor([0] * 7 + [1] * 9)
+    causal = torch.tril(torch.ones(16, 16, dtype=torch.bool))
+    mask = (causal & (doc[:, None] == doc[None, :]))[None, None]  # [1, 1, 16, 16] block-diagonal causal
+    positions = torch.cat([torch.arange(7), torch.arange(9)])[None]
+    packed = ours(ids, attn_mask=mask, position_ids=positions)
+    separate = torch.cat([ours(ids[:, :7]), ours(ids[:, 7:])], dim=1)
+    torch.testing.assert_close(packed, separate, atol=1e-5, rtol=0)
+
+
+@torch.no_grad()
+def test_left_padded_batch_generation_equals_single_runs(pair: tuple[torch.nn.Module, LlamaForCausalLM]) -> None:
+    _, ours = pair
+    gen = torch.Generator().manual_seed(4)
+    short, long = torch.randint(1, 96, (1, 5), generator=gen), torch.randint(1, 96, (1, 8), generator=gen)
+    new = torch.randint(1, 96, (2, 3), generator=gen)  # tokens "generated" next, fed one at a time
+    ids = torch.cat([torch.cat([torch.zeros(1, 3, dtype=torch.long), short], 1), long])  # [2, 8]
+    valid = torch.ones(2, 11, dtype=torch.bool)
+    valid[0, :3] = False  # left padding of the short prompt
+    positions = (valid.long().cumsum(1) - 1).clamp(min=0)  # [2, 11]: each prompt starts at 0
+    causal = torch.tril(torch.ones(11, 11, dtype=torch.bool))
+    # Real keys only, but let padding rows see themselves so that no row is fully masked.
+    mask = (causal & valid[:, None, :]) | torch.eye(11, dtype=torch.bool)  # [2, 11, 11]
+    cache = ours.new_kv_cache(batch=2, max_len=11)
+    out = [ours(ids, attn_mask=mask[:, None, :8, :8], position_ids=positions[:, :8], kv_cache=cache)[:, -1:]]
+    for t in range(3):
+        s = 8 + t
+        out.append(ours(new[:, t : t + 1], attn_mask=mask[:, None, s : s + 1, : s + 1],
+                        position_ids=positions[:, s : s + 1], kv_cache=cache))
+    batched = torch.cat(out, dim=1)  # [2, 4, V]: logits after the prompt and after each new token
+    for row, prompt in enumerate([short, long]):
+        alone = ours(torch.cat([prompt, new[row : row + 1]], dim=1))[:, prompt.shape[1] - 1 :]
+        torch.testing.assert_close(batched[row : row + 1], alone, atol=1e-5, rtol=0)

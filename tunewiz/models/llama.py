@@ -1,0 +1,307 @@
+"""A Llama-family decoder (Llama 2/3, Mistral, Qwen2) whose module names and RoPE layout are Hugging
+Face's, so ``state_dict()`` keys equal those of ``transformers.LlamaForCausalLM`` and Hub
+``*.safetensors`` load without renaming.
+
+Read top to bottom: RMSNorm, RoPE, attention, MLP, the decoder block, the stack, the LM head with its
+chunked loss. Shapes: B batch, T new tokens, S keys attended (cached + new), D hidden size,
+H query heads, KV key/value heads, hd head dim, V vocab.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
+
+from tunewiz.models.config import LlamaConfig
+from tunewiz.models.kv_cache import KVCache
+
+IGNORE_INDEX = -100  # label value of positions that carry no loss (prompt tokens, padding)
+LOSS_CHUNK_TOKENS = 1024  # tokens whose [chunk, V] fp32 logits exist at once in the loss
+
+
+class RMSNorm(nn.Module):
+    """Root-mean-square norm, computed in fp32 and cast back before the weight, as transformers does."""
+
+    def __init__(self, dim: int, eps: float) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(dim))
+        self.eps = eps
+
+    def forward(self, x: Tensor) -> Tensor:
+        dtype = x.dtype
+        x = x.float()
+        x = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps)
+        return self.weight * x.to(dtype)
+
+
+def rope_inverse_frequencies(config: LlamaConfig, device: torch.device | str | None = None) -> Tensor:
+    """RoPE inverse frequencies ``theta^(-2i/hd)`` ``[hd/2]`` fp32, with Llama 3.1 scaling when configured.
+
+    Args:
+        config: the architecture.
+        device: where to build the tensor.
+    """
+    dim = config.head_dim
+    inv_freq = 1.0 / (config.rope_theta ** (torch.arange(0, dim, 2, device=device).float() / dim))
+    s = config.rope_scaling
+    if s is None:
+        return inv_freq
+    # Llama 3.1: keep high frequencies, divide low ones by `factor`, interpolate smoothly in between.
+    low_freq_wavelen = s.original_max_position_embeddings / s.low_freq_factor
+    high_freq_wavelen = s.original_max_position_embeddings / s.high_freq_factor
+    wavelen = 2 * torch.pi / inv_freq
+    scaled = torch.where(wavelen > low_freq_wavelen, inv_freq / s.factor, inv_freq)
+    smooth = (s.original_max_position_embeddings / wavelen - s.low_freq_factor) / (
+        s.high_freq_factor - s.low_freq_factor
+    )
+    smoothed = (1 - smooth) * scaled / s.factor + smooth * scaled
+    is_medium = (wavelen >= high_freq_wavelen) & (wavelen <= low_freq_wavelen)
+    return torch.where(is_medium, smoothed, scaled)
+
+
+def rope_cos_sin(config: LlamaConfig, position_ids: Tensor, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
+    """cos/sin tables ``[B, T, hd]`` for the given positions.
+
+    The inverse frequencies are recomputed per call (hd/2 numbers) rather than kept in a buffer: a
+    buffer would need re-initialising after meta-device construction and would lose precision when
+    the model is cast to bf16.
+    """
+    inv_freq = rope_inverse_frequencies(config, position_ids.device)  # [hd/2] fp32
+    freqs = position_ids[..., None].float() * inv_freq  # [B, T, hd/2]
+    emb = torch.cat((freqs, freqs), dim=-1)  # [B, T, hd]: HF's half-split layout, not interleaved
+    return emb.cos().to(dtype), emb.sin().to(dtype)
+
+
+def rotate_half(x: Tensor) -> Tensor:
+    """[x1, x2] -> [-x2, x1] over the last dim (the rotation pairs dim i with dim i + hd/2)."""
+    x1, x2 = x.chunk(2, dim=-1)
+    return torch.cat((-x2, x1), dim=-1)
+
+
+def apply_rope(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
+    """Rotate ``x`` [B, heads, T, hd] by the angles in cos/sin [B, T, hd]."""
+    cos, sin = cos.unsqueeze(1), sin.unsqueeze(1)  # [B, 1, T, hd]: broadcast over heads
+    return x * cos + rotate_half(x) * sin
+
+
+class LlamaAttention(nn.Module):
+    """Grouped-query self-attention with unfused q/k/v projections (LoRA targets them by name)."""
+
+    def __init__(self, config: LlamaConfig, layer_idx: int) -> None:
+        super().__init__()
+        self.layer_idx = layer_idx
+        self.head_dim = config.head_dim
+        self.num_rep = config.num_attention_heads // config.num_key_value_heads  # query heads per kv head
+        q_dim, kv_dim = config.num_attention_heads * config.head_dim, config.num_key_value_heads * config.head_dim
+        self.q_proj = nn.Linear(config.hidden_size, q_dim, bias=config.attention_bias)
+        self.k_proj = nn.Linear(config.hidden_size, kv_dim, bias=config.attention_bias)
+        self.v_proj = nn.Linear(config.hidden_size, kv_dim, bias=config.attention_bias)
+        self.o_proj = nn.Linear(q_dim, config.hidden_size, bias=config.o_proj_bias)
+
+    def forward(
+        self, x: Tensor, cos: Tensor, sin: Tensor, mask: Tensor | None, kv_cache: KVCache | None
+    ) -> Tensor:
+        B, T, _ = x.shape
+        q = self.q_proj(x).view(B, T, -1, self.head_dim).transpose(1, 2)  # [B, H, T, hd]
+        k = self.k_proj(x).view(B, T, -1, self.head_dim).transpose(1, 2)  # [B, KV, T, hd]
+        v = self.v_proj(x).view(B, T, -1, self.head_dim).transpose(1, 2)  # [B, KV, T, hd]
+        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        if kv_cache is not None:
+            k, v = kv_cache.update(self.layer_idx, k, v)  # [B, KV, S, hd]
+        # Query head h reads kv head h // num_rep (transformers' repeat_kv order).
+        k = k.repeat_interleave(self.num_rep, dim=1)  # [B, H, S, hd]
+        v = v.repeat_interleave(self.num_rep, dim=1)  # [B, H, S, hd]
+        # mask None means plain causal attention over a cache-free sequence (S == T).
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=mask is None)  # [B, H, T, hd]
+        return self.o_proj(y.transpose(1, 2).reshape(B, T, -1))  # [B, T, D]
+
+
+class LlamaMLP(nn.Module):
+    """SwiGLU feed-forward: down(silu(gate(x)) * up(x))."""
+
+    def __init__(self, config: LlamaConfig) -> None:
+        super().__init__()
+        self.gate_proj = nn.Linear(config.hidden_size, config.intermediate_size, bias=config.mlp_bias)
+        self.up_proj = nn.Linear(config.hidden_size, config.intermediate_size, bias=config.mlp_bias)
+        self.down_proj = nn.Linear(config.intermediate_size, config.hidden_size, bias=config.mlp_bias)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+
+
+class LlamaDecoderLayer(nn.Module):
+    """One pre-norm block; the unit FSDP2 shards and activation checkpointing wraps."""
+
+    def __init__(self, config: LlamaConfig, layer_idx: int) -> None:
+        super().__init__()
+        self.self_attn = LlamaAttention(config, layer_idx)
+        self.mlp = LlamaMLP(config)
+        self.input_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps)
+        self.post_attention_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps)
+
+    def forward(
+        self, x: Tensor, cos: Tensor, sin: Tensor, mask: Tensor | None, kv_cache: KVCache | None
+    ) -> Tensor:
+        x = x + self.self_attn(self.input_layernorm(x), cos, sin, mask, kv_cache)
+        return x + self.mlp(self.post_attention_layernorm(x))  # [B, T, D]
+
+
+class LlamaModel(nn.Module):
+    """Embedding, the decoder blocks and the final norm (HF's ``model.`` prefix)."""
+
+    def __init__(self, config: LlamaConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size, config.pad_token_id)
+        self.layers = nn.ModuleList(LlamaDecoderLayer(config, i) for i in range(config.num_hidden_layers))
+        self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps)
+
+    def forward(
+        self,
+        input_ids: Tensor,
+        position_ids: Tensor | None,
+        attn_mask: Tensor | None,
+        kv_cache: KVCache | None,
+    ) -> Tensor:
+        B, T = input_ids.shape
+        offset = kv_cache.length if kv_cache is not None else 0
+        if position_ids is None:
+            position_ids = torch.arange(offset, offset + T, device=input_ids.device).expand(B, T)
+        x = self.embed_tokens(input_ids)  # [B, T, D]
+        cos, sin = rope_cos_sin(self.config, position_ids, x.dtype)  # [B, T, hd] each
+        mask = self._attention_mask(attn_mask, T, offset, input_ids.device)
+        for layer in self.layers:
+            x = layer(x, cos, sin, mask, kv_cache)
+        if kv_cache is not None:
+            kv_cache.advance(T)
+        return self.norm(x)  # [B, T, D]
+
+    def _attention_mask(self, attn_mask: Tensor | None, T: int, offset: int, device: torch.device) -> Tensor | None:
+        """The boolean mask [.., T, S] (True = may attend), or None for plain causal attention."""
+        if attn_mask is not None and attn_mask.dtype != torch.bool:
+            raise TypeError(f"attn_mask must be a bool tensor (True = may attend), got {attn_mask.dtype}")
+        S = offset + T
+        window = self.config.sliding_window
+        # Mistral: query at cache slot p sees keys p - window < k <= p; binds only once S exceeds it.
+        windowed = window is not None and S > window
+        if attn_mask is None and offset == 0 and not windowed:
+            return None
+        q_pos = torch.arange(offset, S, device=device)[:, None]  # [T, 1]
+        k_pos = torch.arange(S, device=device)[None, :]  # [1, S]
+        mask = attn_mask if attn_mask is not None else k_pos <= q_pos  # [B, 1, T, S] or [T, S]
+        if windowed:
+            mask = mask & (k_pos > q_pos - window)
+        return mask
+
+
+class LlamaForCausalLM(nn.Module):
+    """The decoder plus ``lm_head``. ``state_dict()`` keys are transformers' (both embedding keys
+    appear when tied, as in transformers; ``save_model`` writes the shared tensor once).
+
+    Args:
+        config: the architecture.
+    """
+
+    def __init__(self, config: LlamaConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.model = LlamaModel(config)
+        self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
+        self.tie_weights()
+
+    def tie_weights(self) -> None:
+        """Make ``lm_head.weight`` the embedding matrix when the config ties them (again after loading)."""
+        if self.config.tie_word_embeddings:
+            self.lm_head.weight = self.model.embed_tokens.weight
+
+    @torch.no_grad()
+    def init_weights(self, std: float = 0.02) -> None:
+        """Random initialisation as transformers does it: normal(0, std) matrices, zero biases, unit norms.
+
+        Args:
+            std: standard deviation of the weight matrices and embeddings.
+        """
+        for module in self.modules():
+            if isinstance(module, (nn.Linear, nn.Embedding)):
+                nn.init.normal_(module.weight, mean=0.0, std=std)
+            if isinstance(module, nn.Linear) and module.bias is not None:
+                nn.init.zeros_(module.bias)
+            if isinstance(module, RMSNorm):
+                nn.init.ones_(module.weight)
+        if self.config.pad_token_id is not None:
+            self.model.embed_tokens.weight[self.config.pad_token_id].zero_()
+
+    def new_kv_cache(
+        self,
+        batch: int,
+        max_len: int,
+        dtype: torch.dtype | None = None,
+        device: torch.device | str | None = None,
+    ) -> KVCache:
+        """An empty KV cache for ``batch`` sequences of up to ``max_len`` tokens.
+
+        Args:
+            batch: sequences decoded together.
+            max_len: prompt plus generated tokens.
+            dtype: defaults to the dtype of the embedding weight.
+            device: defaults to the device of the embedding weight.
+        """
+        weight = self.model.embed_tokens.weight
+        c = self.config
+        return KVCache(
+            c.num_hidden_layers, batch, c.num_key_value_heads, max_len, c.head_dim,
+            dtype=dtype or weight.dtype, device=device or weight.device,
+        )
+
+    def forward(
+        self,
+        input_ids: Tensor,
+        *,
+        labels: Tensor | None = None,
+        position_ids: Tensor | None = None,
+        attn_mask: Tensor | None = None,
+        kv_cache: KVCache | None = None,
+    ) -> Tensor | tuple[Tensor, Tensor]:
+        """Logits, or the summed loss when ``labels`` are given.
+
+        Args:
+            input_ids: tokens ``[B, T]``.
+            labels: targets ``[B, T]`` ALREADY SHIFTED: ``labels[b, t]`` is the token the prediction at
+                position t should give; -100 = no loss there.
+            position_ids: RoPE positions ``[B, T]``; default ``arange(T)`` after the cached length
+                (packed sequences restart them per document).
+            attn_mask: bool, broadcastable to ``[B, 1, T, S]`` with S = cached + T keys; True = may
+                attend. Replaces the causal mask (so it must be causal itself): block-diagonal causal
+                for packed documents, causal minus left padding for batched generation. None = causal.
+            kv_cache: from :meth:`new_kv_cache`; new keys/values are appended, the length advances by T.
+
+        Returns:
+            Without labels, logits ``[B, T, V]`` in the model dtype. With labels, ``(loss_sum,
+            num_tokens)``: the fp32 sum of token cross-entropies over non-ignored positions and their
+            count, so the caller can normalise across micro-batches and ranks.
+        """
+        hidden = self.model(input_ids, position_ids, attn_mask, kv_cache)  # [B, T, D]
+        if labels is None:
+            return self.lm_head(hidden)  # [B, T, V]
+        return self._chunked_loss(hidden, labels)
+
+    def _chunked_loss(self, hidden: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
+        """Cross-entropy over chunks of LOSS_CHUNK_TOKENS tokens. Each chunk runs under activation
+        checkpointing, so backward keeps only the hidden states and recomputes one chunk's [chunk, V]
+        logits at a time instead of holding fp32 logits for every token."""
+        h = hidden.reshape(-1, hidden.shape[-1])  # [B*T, D]
+        y = labels.reshape(-1)  # [B*T]
+        loss_sum = torch.zeros((), dtype=torch.float32, device=hidden.device)
+        for start in range(0, h.shape[0], LOSS_CHUNK_TOKENS):
+            h_chunk, y_chunk = h[start : start + LOSS_CHUNK_TOKENS], y[start : start + LOSS_CHUNK_TOKENS]
+            if torch.is_grad_enabled():
+                loss_sum = loss_sum + checkpoint(self._chunk_loss, h_chunk, y_chunk, use_reentrant=False)
+            else:
+                loss_sum = loss_sum + self._chunk_loss(h_chunk, y_chunk)
+        return loss_sum, (y != IGNORE_INDEX).sum()
+
+    def _chunk_loss(self, h: Tensor, y: Tensor) -> Tensor:
+        logits = self.lm_head(h).float()  # [chunk, V]: upcast per chunk, as transformers upcasts logits
+        return F.cross_entropy(logits, y, ignore_index=IGNORE_INDEX, reduction="sum")
