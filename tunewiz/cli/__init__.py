@@ -40,9 +40,9 @@ def _root(
 
 def _register() -> None:
     # One line per command module; each module exposes `register(app)`.
-    from tunewiz.cli import presets, train, watch
+    from tunewiz.cli import presets, resume, train, watch
 
-    for module in (train, presets, watch):
+    for module in (train, resume, watch, presets):
         module.register(app)
 
 
