@@ -58,7 +58,9 @@ def test_importing_the_cli_imports_no_heavy_library() -> None:
     )
     # Lines look like "import time:  1234 |  5678 |     package.module".
     imported = {
-        line.rsplit("|", 1)[1].strip().split(".")[0] for line in result.stderr.splitlines() if line.startswith("import time:")
+        line.rsplit("|", 1)[1].strip().split(".")[0]
+        for line in result.stderr.splitlines()
+        if line.startswith("import time:")
     }
     assert "tunewiz" in imported, result.stderr[-2000:]
     assert not imported & HEAVY_MODULES, f"`import tunewiz.cli` imports {sorted(imported & HEAVY_MODULES)}"

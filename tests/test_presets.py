@@ -16,7 +16,14 @@ import yaml
 from tunewiz import presets
 from tunewiz.config import Preset
 from tunewiz.errors import TunewizError
-from tunewiz.presets import apply_overrides, copy_preset, dump_preset, header_comment, load_preset, shipped_presets
+from tunewiz.presets import (
+    apply_overrides,
+    copy_preset,
+    dump_preset,
+    header_comment,
+    load_preset,
+    shipped_presets,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 # Bump this when a preset is added under presets/ (so this test never silently covers fewer).
@@ -122,7 +129,10 @@ def test_unknown_key_suggests_names_from_other_tools_and_sections(tmp_path: Path
     path = write(tmp_path, GOOD.replace("  lr: 1e-4", "  gradient_accumulation_steps: 4"))
     assert error_of(str(path)).message.endswith("line 10 (did you mean `grad_accum`?)")
     path = write(tmp_path, GOOD + "learning_rate: 0.1\n")
-    assert error_of(str(path)).message == f"unknown key `learning_rate` in `{path}` line 14 (did you mean `train.lr`?)"
+    assert (
+        error_of(str(path)).message
+        == f"unknown key `learning_rate` in `{path}` line 14 (did you mean `train.lr`?)"
+    )
     path = write(tmp_path, GOOD.replace("train:", "trian:"))
     assert error_of(str(path)).message == f"unknown key `trian` in `{path}` line 9 (did you mean `train`?)"
 
@@ -142,7 +152,9 @@ def test_wrong_type_names_expectation(tmp_path: Path) -> None:
         f"`checkpoint.every_n_steps` in `{path}` line 15: expected an integer > 0 (or null), got `many`"
     )
     path = write(tmp_path, GOOD.replace("train:\n", "train: 3\nx:\n"))
-    assert error_of(str(path)).message.startswith(f"`train` in `{path}` line 9 must be a section (a mapping of keys), got `3`")
+    assert error_of(str(path)).message.startswith(
+        f"`train` in `{path}` line 9 must be a section (a mapping of keys), got `3`"
+    )
 
 
 def test_literal_lists_choices(tmp_path: Path) -> None:
@@ -214,18 +226,32 @@ def test_overrides_apply_on_top_of_the_file(tmp_path: Path) -> None:
     preset, _ = load_preset(str(path), ["train.lr=3e-5", "lora.targets=[all-linear]", "lora.rank=16"])
     assert preset.train.lr == pytest.approx(3e-5)
     assert preset.lora.rank == 16
-    assert preset.lora.targets == ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+    assert preset.lora.targets == [
+        "q_proj",
+        "k_proj",
+        "v_proj",
+        "o_proj",
+        "gate_proj",
+        "up_proj",
+        "down_proj",
+    ]
 
 
 @pytest.mark.parametrize(
     ("override", "message"),
     [
         ("train.lr", "`--set train.lr` must have the form KEY=VALUE"),
-        ("train.lerning_rate=1", "unknown key `train.lerning_rate` in `--set train.lerning_rate=1` (did you mean `lr`?)"),
+        (
+            "train.lerning_rate=1",
+            "unknown key `train.lerning_rate` in `--set train.lerning_rate=1` (did you mean `lr`?)",
+        ),
         ("trian.lr=1", "unknown key `trian` in `--set trian.lr=1` (did you mean `train`?)"),
         ("train.lr.x=1", "`--set train.lr.x=1`: `train.lr` is a single value, not a section"),
         ("lora.targets=[q_proj", "`--set lora.targets=[q_proj`: `[q_proj` is not a valid YAML value"),
-        ("train.micro_batch_size=-1", "`train.micro_batch_size` (from `--set train.micro_batch_size=-1`): expected an integer > 0, got `-1`"),
+        (
+            "train.micro_batch_size=-1",
+            "`train.micro_batch_size` (from `--set train.micro_batch_size=-1`): expected an integer > 0, got `-1`",
+        ),
         ("device=mps", "`device` (from `--set device=mps`) must be one of auto, cpu, cuda; got `mps`"),
     ],
 )
@@ -237,10 +263,15 @@ def test_dump_is_resolved_documented_and_loads_back_equal(tmp_path: Path) -> Non
     odd_name = 'run: "one"\n# not a comment'
     preset, _ = load_preset(
         str(write(tmp_path, GOOD)),
-        [f"name={odd_name}", "data.columns.instruction=q: x", "train.max_grad_norm=null", "model.revision=null"],
+        [
+            f"name={odd_name}",
+            "data.columns.instruction=q: x",
+            "train.max_grad_norm=null",
+            "model.revision=null",
+        ],
     )
     text = dump_preset(preset)
-    assert text.startswith("# Resolved tunewiz preset `run: \"one\" # not a comment`: every default filled in")
+    assert text.startswith('# Resolved tunewiz preset `run: "one" # not a comment`: every default filled in')
     assert "  # Peak learning rate.\n  lr: 0.0001\n" in text
     assert "  epochs: 1\n" in text  # a default, written out
     assert list(yaml.safe_load(text)) == list(Preset.model_fields)
@@ -299,11 +330,26 @@ def test_cli_unknown_key_exits_2_without_traceback(tmp_path: Path) -> None:
     [
         (["presets", "show", "missing.yaml"], "error: preset `missing.yaml` not found"),
         (["presets", "show", "syntax.yaml", "--resolved"], "error: `syntax.yaml:4:2`: YAML syntax error:"),
-        (["presets", "show", "range.yaml", "--resolved"], "error: `train.micro_batch_size` in `range.yaml` line 11: expected an integer > 0, got `-1`"),
-        (["presets", "show", "choice.yaml", "--resolved"], "error: `method` in `choice.yaml` line 4 must be one of lora, qlora, full; got `lroa`"),
-        (["presets", "show", "nopath.yaml", "--resolved"], "error: missing required key `model.path` in section `model` of `nopath.yaml` (line 5)"),
-        (["presets", "show", "good.yaml", "--set", "train.lr=-1"], "error: `train.lr` (from `--set train.lr=-1`): expected a number > 0, got `-1`"),
-        (["presets", "copy", "good.yaml", "good.yaml"], "error: `good.yaml` already exists; not overwriting it"),
+        (
+            ["presets", "show", "range.yaml", "--resolved"],
+            "error: `train.micro_batch_size` in `range.yaml` line 11: expected an integer > 0, got `-1`",
+        ),
+        (
+            ["presets", "show", "choice.yaml", "--resolved"],
+            "error: `method` in `choice.yaml` line 4 must be one of lora, qlora, full; got `lroa`",
+        ),
+        (
+            ["presets", "show", "nopath.yaml", "--resolved"],
+            "error: missing required key `model.path` in section `model` of `nopath.yaml` (line 5)",
+        ),
+        (
+            ["presets", "show", "good.yaml", "--set", "train.lr=-1"],
+            "error: `train.lr` (from `--set train.lr=-1`): expected a number > 0, got `-1`",
+        ),
+        (
+            ["presets", "copy", "good.yaml", "good.yaml"],
+            "error: `good.yaml` already exists; not overwriting it",
+        ),
     ],
 )
 def test_cli_errors(tmp_path: Path, args: list[str], first_line: str) -> None:
@@ -326,7 +372,10 @@ def test_cli_show_copy_and_list(tmp_path: Path) -> None:
     assert (shown.returncode, shown.stdout) == (0, GOOD)
     resolved = run_cli("presets", "show", "good.yaml", "--set", "train.lr=0.5", cwd=tmp_path)
     assert resolved.returncode == 0
-    assert load_preset(str(write(tmp_path, resolved.stdout, "r.yaml")))[0] == load_preset(str(good), ["train.lr=0.5"])[0]
+    assert (
+        load_preset(str(write(tmp_path, resolved.stdout, "r.yaml")))[0]
+        == load_preset(str(good), ["train.lr=0.5"])[0]
+    )
     copied = run_cli("presets", "copy", "good.yaml", "mine.yaml", cwd=tmp_path)
     assert copied.returncode == 0
     assert (tmp_path / "mine.yaml").read_text() == GOOD

@@ -9,8 +9,8 @@ string that set it, what was expected and what was given, and a did-you-mean.
 from __future__ import annotations
 
 import copy
-import json
 import difflib
+import json
 import textwrap
 import types
 from pathlib import Path
@@ -111,7 +111,9 @@ def resolve_preset_path(path_or_name: str) -> Path:
     if path_or_name in shipped:
         return shipped[path_or_name]
     if path.is_dir():
-        raise TunewizError(f"preset `{path_or_name}` is a directory, not a YAML file", hint="give the path of a .yaml file")
+        raise TunewizError(
+            f"preset `{path_or_name}` is a directory, not a YAML file", hint="give the path of a .yaml file"
+        )
     names = ", ".join(f"`{n}`" for n in shipped) or "none found"
     raise TunewizError(
         f"preset `{path_or_name}` not found{did_you_mean(path.stem, list(shipped))}",
@@ -326,7 +328,11 @@ def _explain_one(
     if kind == "extra_forbidden":
         section = _dotted(loc[:-1])
         model = parent if parent is not None else Preset
-        return line, f"unknown key `{dotted}`{where}{_suggest(str(loc[-1]), model, section)}", _valid_keys_hint(model, section)
+        return (
+            line,
+            f"unknown key `{dotted}`{where}{_suggest(str(loc[-1]), model, section)}",
+            _valid_keys_hint(model, section),
+        )
     if kind == "missing":
         section = _dotted(loc[:-1])
         scope = f"section `{section}` of `{path}` (line {line})" if section else f"`{path}`"
@@ -335,7 +341,9 @@ def _explain_one(
             required = ", ".join(f"`{k}`" for k, f in sub.model_fields.items() if f.is_required())
             hint = f"add a `{loc[-1]}:` section with {required} ({' '.join((sub.__doc__ or '').split())})"
             return line, f"missing required section `{dotted}` in {scope}", hint
-        hint = f"add `{loc[-1]}:` to it" + (f" — {field.description}" if field is not None and field.description else "")
+        hint = f"add `{loc[-1]}:` to it" + (
+            f" — {field.description}" if field is not None and field.description else ""
+        )
         return line, f"missing required key `{dotted}` in {scope}", hint
     if loc == ():
         # A whole-preset rule (method vs output, ...): pydantic gives no location.
@@ -343,9 +351,17 @@ def _explain_one(
     got = _show(err.get("input"))
     # An item of a list or mapping (train.betas[0]) is documented by the field that holds it.
     documented = field if field is not None else _field_at(loc[:-1])[1]
-    hint = documented.description if documented is not None and documented.description else _valid_keys_hint(Preset, "")
+    hint = (
+        documented.description
+        if documented is not None and documented.description
+        else _valid_keys_hint(Preset, "")
+    )
     if field is not None and _section_model(field) is not None:
-        return line, f"`{dotted}`{where} must be a section (a mapping of keys), got `{got}`", _valid_keys_hint(_section_model(field), dotted)
+        return (
+            line,
+            f"`{dotted}`{where} must be a section (a mapping of keys), got `{got}`",
+            _valid_keys_hint(_section_model(field), dotted),
+        )
     choices = _literal_choices(field) if field is not None else None
     if choices and kind == "literal_error":
         suggestion = did_you_mean(str(err.get("input")), choices)
@@ -483,7 +499,11 @@ def _show(value: Any) -> str:
         return "null"
     if isinstance(value, bool):
         return "true" if value else "false"
-    text = value if isinstance(value, str) else yaml.safe_dump(value, default_flow_style=True, width=10**6).strip()
+    text = (
+        value
+        if isinstance(value, str)
+        else yaml.safe_dump(value, default_flow_style=True, width=10**6).strip()
+    )
     text = text.removesuffix("\n...").strip()
     return text if len(text) <= 60 else text[:57] + "..."
 
@@ -519,7 +539,11 @@ def dump_preset(preset: Preset) -> str:
 
 def _comment(text: str, indent: str) -> list[str]:
     text = " ".join(text.split())
-    return textwrap.wrap(text, width=100, initial_indent=f"{indent}# ", subsequent_indent=f"{indent}# ") if text else []
+    return (
+        textwrap.wrap(text, width=100, initial_indent=f"{indent}# ", subsequent_indent=f"{indent}# ")
+        if text
+        else []
+    )
 
 
 def _yaml_line(key: str, value: Any, indent: str = "") -> str:

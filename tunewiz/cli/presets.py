@@ -55,12 +55,17 @@ def list_presets() -> None:
     "`tunewiz presets show tiny-lora --resolved --set train.lr=1e-4`.",
 )
 def show(
-    name_or_path: str = typer.Argument(..., metavar="NAME_OR_PATH", help="A shipped preset name or a YAML file."),
+    name_or_path: str = typer.Argument(
+        ..., metavar="NAME_OR_PATH", help="A shipped preset name or a YAML file."
+    ),
     resolved: bool = typer.Option(
         False, "--resolved", help="Print the validated preset with every default filled in and documented."
     ),
     overrides: list[str] = typer.Option(
-        [], "--set", metavar="KEY=VALUE", help="Override a key before resolving (implies --resolved); repeatable."
+        [],
+        "--set",
+        metavar="KEY=VALUE",
+        help="Override a key before resolving (implies --resolved); repeatable.",
     ),
 ) -> None:
     """Print a preset's YAML, as written or resolved."""
