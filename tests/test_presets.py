@@ -27,7 +27,7 @@ from tunewiz.presets import (
 
 REPO = Path(__file__).resolve().parent.parent
 # Bump this when a preset is added under presets/ (so this test never silently covers fewer).
-SHIPPED_PRESET_COUNT = 0
+SHIPPED_PRESET_COUNT = 1
 
 # Line numbers matter: the tests below edit this text and expect errors at these lines.
 GOOD = """\
@@ -298,15 +298,15 @@ def test_header_comment_and_copy(tmp_path: Path) -> None:
     assert "name: changed" in (dest / "p.yaml").read_text()
 
 
-def test_every_shipped_preset_validates() -> None:
+def test_every_shipped_preset_validates(tmp_path: Path) -> None:
     found = sorted((REPO / "presets").rglob("*.yaml"))
     assert len(found) == SHIPPED_PRESET_COUNT, f"found {[p.name for p in found]}: update SHIPPED_PRESET_COUNT"
     assert found == [p for p in shipped_presets() if p.suffix == ".yaml"]
     for path in found:
-        preset, _ = load_preset(str(path))
+        preset, _ = load_preset(path.stem)
         assert header_comment(path), f"{path} needs a header comment (its one-line description)"
-        resolved, _ = load_preset(str(path), [])
-        assert resolved == preset
+        resolved = write(tmp_path, dump_preset(preset), f"{path.stem}.resolved.yaml")
+        assert load_preset(str(resolved))[0] == preset
 
 
 # The real command line: known errors are one error/hint pair and exit code 2, never a traceback.
@@ -383,6 +383,8 @@ def test_cli_show_copy_and_list(tmp_path: Path) -> None:
     assert run_cli("presets", "copy", "good.yaml", "mine.yaml", "--force", cwd=tmp_path).returncode == 0
     listed = run_cli("presets", "list", cwd=tmp_path)
     assert listed.returncode == 0
+    expected = []
     for path in shipped_presets():
-        row = next(line for line in listed.stdout.splitlines() if line.split()[0] == path.stem)
-        assert header_comment(path)[:20] in row
+        preset, _ = load_preset(str(path))
+        expected.append("\t".join([path.stem, preset.model.path, preset.method, header_comment(path)]))
+    assert listed.stdout.splitlines() == expected

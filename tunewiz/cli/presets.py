@@ -34,18 +34,26 @@ def list_presets() -> None:
     from tunewiz.errors import TunewizError
     from tunewiz.presets import header_comment, load_preset, preset_name, shipped_presets
 
-    table = Table("name", "model", "method", "about", box=None, pad_edge=False)
+    rows = []
     for path in shipped_presets():
         try:
             preset, _ = load_preset(str(path))
             model, method = preset.model.path, preset.method
         except TunewizError as exc:
             model, method = "-", f"invalid: {exc.message.splitlines()[0]}"
-        table.add_row(preset_name(path), model, method, header_comment(path))
-    console = Console()
-    if table.row_count == 0:
-        console.print("no shipped presets found", style=None)
+        rows.append((preset_name(path), model, method, header_comment(path)))
+    if not rows:
+        typer.echo("no shipped presets found", err=True)
         return
+    console = Console()
+    if not console.is_terminal:
+        # Piped: one tab-separated row per preset, never wrapped, for scripts.
+        for row in rows:
+            typer.echo("\t".join(row))
+        return
+    table = Table("name", "model", "method", "about", box=None, pad_edge=False)
+    for row in rows:
+        table.add_row(*row)
     console.print(table)
 
 
