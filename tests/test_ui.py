@@ -1,0 +1,307 @@
+"""The dashboard's pure parts: folding events, rendering to a capture console, plain lines, summary, loss.png."""
+
+from __future__ import annotations
+
+import io
+import math
+from pathlib import Path
+from typing import Any
+
+import pytest
+from rich.console import Console
+
+from tunewiz.metrics import read_events
+from tunewiz.rundir import CHECKPOINT_COMPLETE_MARKER, RunDir
+from tunewiz.ui import (
+    choose_mode, fold_events, make_console, plain_lines, print_summary, render, write_loss_plot,
+)
+from tunewiz.ui.state import DashboardState, apply_event, ema
+
+GIB = 1 << 30
+
+
+def start(step: int = 0, t: float = 1000.0, resumed_from: str | None = None, planned: int | None = 2 * GIB) -> dict[str, Any]:
+    return {
+        "event": "start", "time": t, "run": "demo", "model": "tiny-llama", "method": "lora", "device": "cpu",
+        "dtype": "float32", "world_size": 2, "micro_batch_size": 4, "grad_accum": 2, "global_batch_size": 16,
+        "total_steps": 200, "steps_per_epoch": 100, "epochs": 2, "step": step, "resumed_from": resumed_from,
+        "planned_peak_bytes": planned, "hardware": "CPU, 2 cores, 24 GiB", "num_train_samples": 1600,
+        "num_val_samples": 16, "truncated_samples": 0, "trainable_params": 120_000, "total_params": 900_000,
+    }
+
+
+def step(s: int, loss: float, t0: float = 1000.0, elapsed: float | None = None) -> dict[str, Any]:
+    # Setup takes 5 s, then each step 0.5 s.
+    elapsed = 5 + 0.5 * s if elapsed is None else elapsed
+    return {
+        "event": "step", "time": t0 + elapsed, "step": s, "epoch": 1 + (s - 1) // 100, "loss": loss,
+        "lr": 3e-4, "grad_norm": 1.25, "tokens": 4096, "tokens_total": 4096 * s, "tokens_per_s": 800.0 + s,
+        "peak_memory_bytes": [GIB, GIB + GIB // 2], "elapsed": elapsed,
+    }
+
+
+def curve(s: int) -> float:
+    return 1.0 + 3.0 * math.exp(-s / 40)
+
+
+def normal_run(steps: int = 120) -> list[dict[str, Any]]:
+    events = [start()]
+    for s in range(1, steps + 1):
+        events.append(step(s, curve(s)))
+        if s % 50 == 0:
+            events.append({"event": "eval", "time": 1005 + 0.5 * s, "step": s, "val_loss": curve(s) + 0.05})
+            events.append({"event": "checkpoint", "time": 1005 + 0.5 * s, "step": s, "path": f"runs/demo/checkpoints/step-{s}"})
+    return events
+
+
+def capture(renderable: Any, width: int = 100, terminal: bool = True) -> tuple[str, str]:
+    """(plain text, text with escape codes) of ``renderable`` drawn ``width`` columns wide."""
+    console = Console(record=True, width=width, force_terminal=terminal, color_system="truecolor" if terminal else None,
+                      file=io.StringIO(), legacy_windows=False)
+    console.print(renderable)
+    styled = console.file.getvalue()  # type: ignore[attr-defined]
+    return console.export_text(), styled
+
+
+def test_render_normal_run() -> None:
+    state = fold_events(normal_run())
+    text, styled = capture(render(state))
+    assert "tunewiz · demo" in text
+    assert "tiny-llama · lora · cpu float32 · 2 ranks · CPU, 2 cores, 24 GiB" in text
+    # 120 of 200 steps; steps 1..120 took 59.5 s at 2 steps/s, so 80 steps are left: 40 s.
+    assert "step 120/200 (60%) · epoch 2/2 · elapsed 1m 05s · ETA 40s" in text
+    assert f"{curve(120):.4f}" in text
+    assert "3.00e-04" in text and "1.25" in text and "920" in text  # lr, grad norm, tokens/s
+    assert f"val loss   {curve(100) + 0.05:.4f} @ 100" in text
+    assert "memory (RSS) rank 0" in text and "1.00 GiB of 2.00 GiB planned (50%)" in text
+    assert "rank 1" in text and "1.50 GiB of 2.00 GiB planned (75%)" in text
+    assert "last checkpoint: step 100 · runs/demo/checkpoints/step-100" in text
+    assert "█" in text and "step 1" in text  # the chart and its step axis
+    assert "warnings" not in text and "error" not in text
+    assert "\x1b[" in styled  # a terminal gets colour
+    assert max(len(line) for line in text.splitlines()) <= 100
+
+
+def test_chart_falls_with_the_loss() -> None:
+    state = fold_events(normal_run())
+    text, _ = capture(render(state))
+    rows = [line for line in text.splitlines() if "█" in line or "▁" in line]
+    # The top chart row is filled only at the start (high loss), the bottom row in every column.
+    top, bottom = rows[0], rows[-1]
+    assert len(rows) == 6
+    assert sum(top.count(b) for b in "▁▂▃▄▅▆▇█") < 15
+    assert sum(bottom.count(b) for b in "▁▂▃▄▅▆▇█") > 60
+    assert bottom.index("█") < bottom.index("▁")  # high on the left, low on the right
+
+
+def test_render_oom_fallback_run() -> None:
+    events = normal_run(30) + [{
+        "event": "oom_fallback", "time": 1030.0, "step": 30, "micro_batch_size": 2, "grad_accum": 4,
+        "reason": "CUDA out of memory at micro-batch 4",
+    }]
+    state = fold_events(events)
+    text, _ = capture(render(state), width=140)
+    assert "warnings" in text
+    assert "step 30: out of memory: now micro-batch 2 × accumulation 4 (CUDA out of memory at micro-batch 4)" in text
+    assert "batch 2 × accum 4 × 2 ranks = 16" in text
+
+
+def test_render_failed_rank() -> None:
+    tb = "Traceback (most recent call last):\n  File \"recipes/train.py\", line 12\nRuntimeError: boom"
+    events = normal_run(7) + [{"event": "error", "time": 1010.0, "rank": 1, "message": "RuntimeError: boom",
+                                "traceback": tb, "step": 7}]
+    state = fold_events(events)
+    assert state.finished
+    text, _ = capture(render(state))
+    assert "rank 1 failed at step 7: RuntimeError: boom" in text
+    assert 'File "recipes/train.py", line 12' in text
+
+
+def test_render_nan_stop() -> None:
+    events = normal_run(4) + [step(5, float("nan")), {
+        "event": "stop", "time": 1008.0, "step": 5, "reason": "nan", "checkpoint": "runs/demo/checkpoints/step-4",
+        "resume_command": "tunewiz resume runs/demo",
+    }]
+    state = fold_events(events)
+    text, _ = capture(render(state))
+    assert "step 5: loss is nan at step 5" in text
+    assert "■ stopped at step 5: loss became NaN/inf" in text
+    assert "last good checkpoint: runs/demo/checkpoints/step-4" in text
+    assert "resume: tunewiz resume runs/demo" in text
+    assert "×" in text  # the NaN step is marked in the chart
+
+
+def test_render_without_plan_before_start_and_narrow() -> None:
+    text, _ = capture(render(DashboardState()))
+    assert "waiting for the run to start…" in text
+    state = fold_events([start(planned=None), step(1, 2.0)])
+    text, _ = capture(render(state), width=60)
+    assert "(no plan)" in text
+    assert max(len(line) for line in text.splitlines()) <= 60
+
+
+def test_stop_requested_and_kill_status() -> None:
+    state = fold_events(normal_run(3))
+    state.stop_requested = True
+    assert "stopping after this step… (Ctrl-C again to stop at once)" in capture(render(state))[0]
+    state.killing = True
+    assert "stopping now" in capture(render(state))[0]
+
+
+def test_ema_is_bias_corrected_and_skips_nan() -> None:
+    # (0.9·0.1·2 + 0.1·1) / (1 − 0.9²) = 0.28 / 0.19
+    assert ema([2.0, 1.0]) == pytest.approx([2.0, 0.28 / 0.19])
+    assert ema([2.0, float("nan"), 1.0])[1] == pytest.approx(2.0)
+    state = fold_events([start(), step(1, 2.0), step(2, 1.0)])
+    assert state.loss_ema == pytest.approx(0.28 / 0.19)
+
+
+def test_fold_loss_spike_and_inf() -> None:
+    events = [start()] + [step(s, 1.0) for s in range(1, 21)] + [step(21, 5.0), step(22, float("inf"))]
+    state = fold_events(events)
+    messages = [w.message for w in state.warnings]
+    assert messages[0].startswith("loss spike at step 21: 5 is 5.0× the smoothed 1")
+    assert messages[1] == "loss is inf at step 22"
+    assert state.loss == math.inf
+
+
+def test_fold_resume_continues_steps_and_accumulates_time() -> None:
+    first = [start(t=1000.0)] + [step(s, 2.0) for s in range(1, 13)]
+    first += [{"event": "checkpoint", "time": 1010.0, "step": 10, "path": "runs/demo/checkpoints/step-10"},
+              {"event": "stop", "time": 1011.5, "step": 12, "reason": "signal", "checkpoint": None,
+               "resume_command": "tunewiz resume runs/demo"}]
+    # The second launch starts an hour later from step 10: steps 11 and 12 are trained again.
+    second = [start(step=10, t=5000.0, resumed_from="runs/demo/checkpoints/step-10")]
+    second += [step(s, 1.0, t0=5000.0, elapsed=4 + 0.5 * (s - 10)) for s in range(11, 21)]
+    state = fold_events(first)
+    assert state.finished and state.stop is not None
+    assert state.elapsed == pytest.approx(11.5)  # the stop event came 11.5 s after the start
+    state = fold_events(second, state)
+    assert not state.finished and state.stop is None
+    assert state.launches == 2
+    assert state.resumed_from == "runs/demo/checkpoints/step-10"
+    assert [s for s, _ in state.losses] == list(range(1, 21))
+    assert dict(state.losses)[11] == 1.0 and dict(state.losses)[10] == 2.0
+    assert state.step == 20
+    assert state.elapsed == pytest.approx(11.5 + 9.0)  # not the hour between the launches
+    assert state.last_checkpoint == (10, "runs/demo/checkpoints/step-10")
+    # The rate comes from this launch's steps only: 9 steps in 4.5 s.
+    assert state.steps_per_s == pytest.approx(2.0)
+    assert state.eta_s == pytest.approx(90.0)
+
+
+def test_unknown_kinds_and_keys_are_ignored() -> None:
+    state = DashboardState()
+    apply_event(state, {"event": "future_kind", "time": 1.0, "x": 1})
+    apply_event(state, {**start(), "new_field": [1, 2]})
+    assert state.run == "demo"
+
+
+def test_plain_lines_every_n_steps_and_every_event() -> None:
+    events = normal_run(20) + [step(21, float("nan")), {
+        "event": "stop", "time": 1020.0, "step": 21, "reason": "nan", "checkpoint": None, "resume_command": None,
+    }]
+    state = DashboardState()
+    lines: list[str] = []
+    for e in events:
+        seen = state.warnings_total
+        apply_event(state, e)
+        new = state.warnings[len(state.warnings) - (state.warnings_total - seen):]
+        lines += plain_lines(e, state, new, every=10)
+    assert lines[0].startswith("start: run demo | model tiny-llama | method lora | cpu float32 | 2 rank(s)")
+    step_lines = [ln for ln in lines if ln.startswith("step ")]
+    assert [ln.split(" ")[1] for ln in step_lines] == ["1/200", "10/200", "20/200"]
+    assert step_lines[-1].startswith("step 20/200 (10%) | epoch 1/2 | loss ")
+    assert "mem 1.50 GiB of 2.00 GiB planned" in step_lines[-1]
+    assert "warning: step 21: loss is nan at step 21" in lines
+    assert lines[-1] == "stop: step 21: loss became NaN/inf; last good checkpoint: none"
+    assert not any("\x1b" in ln for ln in lines)
+
+
+def test_plain_console_has_no_escape_codes_even_when_forced(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FORCE_COLOR", "1")
+    monkeypatch.setenv("NO_COLOR", "1")
+    console = make_console("plain")
+    console.file = io.StringIO()
+    state = fold_events(normal_run(50))
+    console.print(render(state))
+    print_summary(state, RunDir(Path("runs/demo")), console)
+    out = console.file.getvalue()
+    assert "tunewiz · demo" in out and "\x1b" not in out
+
+
+def test_choose_mode(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("CI", raising=False)
+    # Under pytest stdout is captured, not a TTY.
+    assert choose_mode(no_tui=False) == "plain"
+    monkeypatch.setattr("sys.stdout.isatty", lambda: True)
+    monkeypatch.setenv("TERM", "xterm-256color")
+    assert choose_mode(no_tui=False) == "tui"
+    assert choose_mode(no_tui=True) == "plain"
+    monkeypatch.setenv("CI", "true")
+    assert choose_mode(no_tui=False) == "plain"
+
+
+def _summary(state: DashboardState, run_dir: RunDir) -> str:
+    console = Console(record=True, width=120, file=io.StringIO(), color_system=None)
+    print_summary(state, run_dir, console)
+    return console.export_text()
+
+
+def test_summary_of_a_finished_run(tmp_path: Path) -> None:
+    run = RunDir(tmp_path / "demo")
+    (run.adapter).mkdir(parents=True)
+    events = normal_run(200) + [{"event": "end", "time": 1110.0, "step": 200, "elapsed": 110.0,
+                                 "final_dir": str(run.final), "tokens_total": 819200}]
+    text = _summary(fold_events(events), run)
+    assert "✓ run demo finished: 200 steps" in text
+    assert f"validation loss: final {curve(200) + 0.05:.4f} (step 200), best {curve(200) + 0.05:.4f} (step 200)" in text
+    # Mean tokens/s over steps 2..200 (step 1 is the warm-up): 800 + mean(2..200) = 901.
+    assert "time 1m 50s · 819,200 tokens · 901 tokens/s" in text
+    assert "peak memory 1.50 GiB per rank (planned 2.00 GiB)" in text
+    assert f"adapter (PEFT format): {run.adapter}" in text
+    assert f"tunewiz chat {run.path}" in text and f"tunewiz eval {run.path}" in text
+    assert f"tunewiz push {run.path} --repo-id <your-user>/demo" in text
+
+
+def test_summary_of_a_stopped_and_a_failed_run(tmp_path: Path) -> None:
+    run = RunDir(tmp_path / "demo")
+    ckpt = run.checkpoint(10)
+    ckpt.mkdir(parents=True)
+    (ckpt / CHECKPOINT_COMPLETE_MARKER).touch()
+    run.checkpoint(12).mkdir()  # half-written: never offered
+    stopped = normal_run(12) + [{"event": "stop", "time": 1012.0, "step": 12, "reason": "signal",
+                                 "checkpoint": str(run.checkpoint(12)), "resume_command": None}]
+    text = _summary(fold_events(stopped), run)
+    assert "■ run demo stopped at step 12 on request" in text
+    assert f"last good checkpoint: {ckpt}" in text
+    assert f"resume with:\n  tunewiz resume {run.path}" in text
+
+    failed = normal_run(3) + [{"event": "error", "time": 1003.0, "rank": 0, "message": "ValueError: bad batch",
+                               "traceback": None, "step": 3}]
+    text = _summary(fold_events(failed), RunDir(tmp_path / "fresh"))
+    assert "✗ rank 0 failed at step 3: ValueError: bad batch" in text
+    assert f"no complete checkpoint was saved; start again with:\n  tunewiz train {tmp_path / 'fresh' / 'config.yaml'}" in text
+
+
+def test_loss_plot_is_a_png(tmp_path: Path) -> None:
+    events = normal_run(60) + [step(61, float("nan"))]
+    out = write_loss_plot(events, tmp_path / "loss.png")
+    assert out == tmp_path / "loss.png"
+    data = out.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    width, height = int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+    assert (width, height) == (800, 450)
+    assert write_loss_plot([start()], tmp_path / "none.png") is None
+    assert not (tmp_path / "none.png").exists()
+
+
+def test_loss_plot_from_a_written_log(tmp_path: Path) -> None:
+    from tunewiz.metrics import EventWriter
+
+    run = RunDir(tmp_path / "demo")
+    with EventWriter(run.events) as writer:
+        for e in normal_run(20):
+            writer.write(e.pop("event"), **{k: v for k, v in e.items() if k != "time"})
+    assert write_loss_plot(read_events(run.events), run.loss_plot) == run.loss_plot
+    assert run.loss_plot.stat().st_size > 10_000
