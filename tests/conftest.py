@@ -14,14 +14,18 @@ from pathlib import Path as _Path
 
 import pytest as _pytest
 
-_WORDS = ("the quick brown fox jumps over lazy dog hello world assistant user answer question tokenizer "
-          "model data train learn python code llama chat template is a of to and in it what why how").split()
+_WORDS = (
+    "the quick brown fox jumps over lazy dog hello world assistant user answer question tokenizer "
+    "model data train learn python code llama chat template is a of to and in it what why how"
+).split()
 
 
 def _corpus(n: int = 3000) -> list[str]:
     rng = _random.Random(0)
-    return [" ".join(rng.choice(_WORDS) for _ in range(rng.randint(3, 12))) + rng.choice([".", "!", "?", ""])
-            for _ in range(n)]
+    return [
+        " ".join(rng.choice(_WORDS) for _ in range(rng.randint(3, 12))) + rng.choice([".", "!", "?", ""])
+        for _ in range(n)
+    ]
 
 
 @_pytest.fixture(scope="session")
@@ -31,13 +35,34 @@ def sp_tokenizer_dir(tmp_path_factory: _pytest.TempPathFactory) -> _Path:
 
     out = tmp_path_factory.mktemp("sp_tok")
     spm.SentencePieceTrainer.train(
-        sentence_iterator=iter(_corpus()), model_prefix=str(out / "tokenizer"), vocab_size=600, model_type="bpe",
-        hard_vocab_limit=False, byte_fallback=True, normalization_rule_name="identity",
-        remove_extra_whitespaces=False, unk_id=0, bos_id=1, eos_id=2, pad_id=-1, minloglevel=2)
+        sentence_iterator=iter(_corpus()),
+        model_prefix=str(out / "tokenizer"),
+        vocab_size=600,
+        model_type="bpe",
+        hard_vocab_limit=False,
+        byte_fallback=True,
+        normalization_rule_name="identity",
+        remove_extra_whitespaces=False,
+        unk_id=0,
+        bos_id=1,
+        eos_id=2,
+        pad_id=-1,
+        minloglevel=2,
+    )
     (out / "tokenizer.vocab").unlink()
-    (out / "tokenizer_config.json").write_text(_json.dumps({
-        "tokenizer_class": "LlamaTokenizer", "bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>",
-        "add_bos_token": True, "add_eos_token": False, "legacy": False}))
+    (out / "tokenizer_config.json").write_text(
+        _json.dumps(
+            {
+                "tokenizer_class": "LlamaTokenizer",
+                "bos_token": "<s>",
+                "eos_token": "</s>",
+                "unk_token": "<unk>",
+                "add_bos_token": True,
+                "add_eos_token": False,
+                "legacy": False,
+            }
+        )
+    )
     return out
 
 
@@ -50,18 +75,33 @@ def bpe_tokenizer_dir(tmp_path_factory: _pytest.TempPathFactory) -> _Path:
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=400, special_tokens=specials,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    trainer = trainers.BpeTrainer(
+        vocab_size=400,
+        special_tokens=specials,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
     tok.train_from_iterator(_corpus(), trainer=trainer)
     bos = tok.token_to_id("<|begin_of_text|>")
     tok.post_processor = processors.TemplateProcessing(
-        single="<|begin_of_text|> $A", pair="<|begin_of_text|> $A <|begin_of_text|> $B",
-        special_tokens=[("<|begin_of_text|>", bos)])
+        single="<|begin_of_text|> $A",
+        pair="<|begin_of_text|> $A <|begin_of_text|> $B",
+        special_tokens=[("<|begin_of_text|>", bos)],
+    )
     out = tmp_path_factory.mktemp("bpe_tok")
     tok.save(str(out / "tokenizer.json"))
-    chatml = ("{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] "
-              "+ '<|im_end|>' + '\\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}")
-    (out / "tokenizer_config.json").write_text(_json.dumps({
-        "tokenizer_class": "PreTrainedTokenizerFast", "bos_token": "<|begin_of_text|>",
-        "eos_token": "<|end_of_text|>", "chat_template": chatml}))
+    chatml = (
+        "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] "
+        "+ '<|im_end|>' + '\\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
+    )
+    (out / "tokenizer_config.json").write_text(
+        _json.dumps(
+            {
+                "tokenizer_class": "PreTrainedTokenizerFast",
+                "bos_token": "<|begin_of_text|>",
+                "eos_token": "<|end_of_text|>",
+                "chat_template": chatml,
+            }
+        )
+    )
     return out

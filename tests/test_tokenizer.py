@@ -1,0 +1,198 @@
+"""Tokenizer and chat template parity with transformers, on tokenizers built locally."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from tunewiz.errors import TunewizError
+from tunewiz.templates import builtin_template, resolve_template
+from tunewiz.tokenizer import load_tokenizer
+
+TEXTS = [
+    "hello world", " hello  world\n\nthe", "<s>hello</s> world", "Ünïcode 字 emoji 🙂", "[INST] hi [/INST] ok",
+    "<|im_start|>user\nhi<|im_end|>\n", "  leading", "trailing  ", "", "<|begin_of_text|>the dog<|end_of_text|>",
+]
+CONVERSATION = [
+    {"role": "system", "content": "be brief"},
+    {"role": "user", "content": "what is a llama?"},
+    {"role": "assistant", "content": "an animal."},
+    {"role": "user", "content": "and python?"},
+    {"role": "assistant", "content": "a language."},
+]
+
+
+def _hf(path: Path):
+    transformers = pytest.importorskip("transformers")
+    return transformers.AutoTokenizer.from_pretrained(str(path))
+
+
+@pytest.mark.parametrize("fixture", ["sp_tokenizer_dir", "bpe_tokenizer_dir"])
+def test_encode_decode_match_transformers(fixture: str, request: pytest.FixtureRequest) -> None:
+    path = request.getfixturevalue(fixture)
+    ours, hf = load_tokenizer(path), _hf(path)
+    assert (ours.vocab_size, ours.bos_id, ours.eos_id) == (len(hf), hf.bos_token_id, hf.eos_token_id)
+    for text in TEXTS:
+        # transformers' add_special_tokens=False is our plain encode; its default adds bos (both fixtures).
+        assert ours.encode(text) == hf.encode(text, add_special_tokens=False), text
+        with_bos = ours.encode(text, add_bos=True)
+        assert with_bos == hf.encode(text), text
+        assert ours.decode(with_bos) == hf.decode(with_bos, skip_special_tokens=True), text
+        assert ours.decode(with_bos, skip_special=False) == hf.decode(with_bos, skip_special_tokens=False), text
+
+
+def test_sentencepiece_specials_and_offsets(sp_tokenizer_dir: Path) -> None:
+    tok = load_tokenizer(sp_tokenizer_dir)
+    assert (tok.bos_id, tok.eos_id, tok.pad_id, tok.stop_ids) == (1, 2, 2, frozenset({2}))
+    ids, offsets = tok.encode_with_offsets("<s>hello</s> world")
+    assert ids[0] == 1 and ids[2] == 2 and offsets[0] == (0, 3) and offsets[2] == (8, 12)
+    assert tok.encode("hi", add_eos=True)[-1] == 2
+    assert tok.chat_template is None
+
+
+def test_json_tokenizer_special_tokens_and_stops(bpe_tokenizer_dir: Path) -> None:
+    tok = load_tokenizer(bpe_tokenizer_dir)
+    im_start, im_end = tok.token_to_id("<|im_start|>"), tok.token_to_id("<|im_end|>")
+    assert tok.encode("<|im_start|>user") [0] == im_start
+    assert tok.stop_ids == frozenset({tok.eos_id, im_end})
+    assert tok.pad_id == tok.eos_id  # no pad token: falls back to eos
+    assert tok.special_tokens == {"bos_token": "<|begin_of_text|>", "eos_token": "<|end_of_text|>"}
+
+
+def test_generation_config_adds_stop_ids_and_null_bos(bpe_tokenizer_dir: Path, tmp_path: Path) -> None:
+    shutil.copytree(bpe_tokenizer_dir, tmp_path / "m")
+    config = json.loads((tmp_path / "m" / "tokenizer_config.json").read_text())
+    config["bos_token"] = None  # Qwen2 style: no bos even though config.json names one
+    (tmp_path / "m" / "tokenizer_config.json").write_text(json.dumps(config))
+    (tmp_path / "m" / "config.json").write_text(json.dumps({"bos_token_id": 0, "eos_token_id": 1}))
+    (tmp_path / "m" / "generation_config.json").write_text(json.dumps({"eos_token_id": [1, 2]}))
+    tok = load_tokenizer(tmp_path / "m")
+    assert tok.bos_id is None and tok.encode("hi", add_bos=True) == tok.encode("hi")
+    assert tok.stop_ids == frozenset({1, 2, 3})
+
+
+def test_save_pretrained_copies_files(bpe_tokenizer_dir: Path, sp_tokenizer_dir: Path, tmp_path: Path) -> None:
+    load_tokenizer(bpe_tokenizer_dir).save_pretrained(tmp_path / "a")
+    load_tokenizer(sp_tokenizer_dir).save_pretrained(tmp_path / "b")
+    assert sorted(p.name for p in (tmp_path / "a").iterdir()) == ["tokenizer.json", "tokenizer_config.json"]
+    assert sorted(p.name for p in (tmp_path / "b").iterdir()) == ["tokenizer.model", "tokenizer_config.json"]
+    assert load_tokenizer(tmp_path / "b").encode("the dog") == load_tokenizer(sp_tokenizer_dir).encode("the dog")
+
+
+def test_missing_tokenizer_files(tmp_path: Path) -> None:
+    with pytest.raises(TunewizError, match="has no tokenizer.json or tokenizer.model"):
+        load_tokenizer(tmp_path)
+
+
+# A Llama-3-style model template: system handling, trim, bos, strftime_now, raise_exception, loop controls.
+LLAMA3_LIKE = (
+    "{{ bos_token }}{% set date = strftime_now('%Y') %}"
+    "{% for message in messages %}{% if message['role'] not in ['system', 'user', 'assistant'] %}"
+    "{{ raise_exception('bad role') }}{% endif %}"
+    "{{ '<|start_header_id|>' + message['role'] + '<|end_header_id|>\n\n' + message['content'] | trim + '<|eot_id|>' }}"
+    "{% endfor %}{% if add_generation_prompt %}{{ '<|start_header_id|>assistant<|end_header_id|>\n\n' }}{% endif %}"
+)
+MULTILINE = """{% for message in messages %}
+    {% if message['role'] == 'user' %}
+        {{ 'USER: ' + message['content'] | tojson }}
+    {% else %}
+        {% generation %}{{ 'BOT: ' + message['content'] + eos_token }}{% endgeneration %}
+    {% endif %}
+{% endfor %}
+{% if add_generation_prompt %}BOT:{% endif %}"""
+
+
+@pytest.mark.parametrize("where", ["config_string", "config_list", "jinja_file"])
+@pytest.mark.parametrize("template", [LLAMA3_LIKE, MULTILINE])
+def test_model_template_renders_like_transformers(bpe_tokenizer_dir: Path, tmp_path: Path, where: str,
+                                                  template: str) -> None:
+    model = tmp_path / "m"
+    shutil.copytree(bpe_tokenizer_dir, model)
+    config = json.loads((model / "tokenizer_config.json").read_text())
+    if where == "jinja_file":
+        del config["chat_template"]
+        (model / "chat_template.jinja").write_text(template)
+    else:
+        config["chat_template"] = template if where == "config_string" else [
+            {"name": "tool_use", "template": "unused"}, {"name": "default", "template": template}]
+    (model / "tokenizer_config.json").write_text(json.dumps(config))
+    tok, hf = load_tokenizer(model), _hf(model)
+    assert tok.chat_template is not None
+    assert tok.chat_template.source == ("chat_template.jinja" if where == "jinja_file" else "tokenizer_config.json")
+    for messages in (CONVERSATION, CONVERSATION[:2]):
+        for gen in (False, True):
+            assert tok.chat_template.render(messages, add_generation_prompt=gen) == hf.apply_chat_template(
+                messages, tokenize=False, add_generation_prompt=gen)
+
+
+@pytest.mark.parametrize("name", ["alpaca", "llama2", "llama3", "chatml"])
+def test_builtin_templates_segments(name: str) -> None:
+    template = builtin_template(name, special_tokens={"bos_token": "<s>", "eos_token": "</s>"})
+    messages = CONVERSATION if name != "alpaca" else CONVERSATION[1:]
+    pieces = template.segments(messages)
+    assert "".join(text for text, _ in pieces) == template.render(messages)
+    assistant = [text for text, is_assistant in pieces if is_assistant]
+    assert len(assistant) == 2
+    assert "an animal." in assistant[0] and "a language." in assistant[1]
+    assert "llama" not in "".join(assistant)  # no prompt text is trained
+    # The end-of-turn marker belongs to the reply, so the model learns to stop.
+    end = {"alpaca": "</s>", "llama2": "</s>", "llama3": "<|eot_id|>", "chatml": "<|im_end|>"}[name]
+    assert all(end in text for text in assistant)
+
+
+def test_builtin_render_exact() -> None:
+    messages = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Yo"}]
+    assert builtin_template("chatml").render(messages, add_generation_prompt=False) == (
+        "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\nYo<|im_end|>\n")
+    assert builtin_template("llama2").render(messages) == "<s>[INST] Hi [/INST] Yo </s>"
+    assert builtin_template("llama3", special_tokens={"bos_token": "<|begin_of_text|>"}).render(
+        messages[:1], add_generation_prompt=True) == (
+        "<|begin_of_text|><|start_header_id|>user<|end_header_id|>\n\nHi<|eot_id|>"
+        "<|start_header_id|>assistant<|end_header_id|>\n\n")
+    assert builtin_template("alpaca").render(messages) == (
+        "Below is an instruction that describes a task. Write a response that appropriately completes the "
+        "request.\n\n### Instruction:\nHi\n\n### Response:\nYo</s>")
+    assert builtin_template("chatml").segments(messages) == [
+        ("<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n", False), ("Yo<|im_end|>\n", True)]
+
+
+def test_segments_fallback_for_template_that_is_not_prefix_stable() -> None:
+    from tunewiz.templates import ChatTemplate
+
+    # A trailer after the whole conversation: no prefix rendering is a prefix of the full one, so the
+    # reply is found by its content, and keeps the end-of-turn token that follows it.
+    trailer = "{% for m in messages %}<{{ m['role'] }}>{{ m['content'] }}<|im_end|>{% endfor %}[END]"
+    template = ChatTemplate("model", "tokenizer_config.json", trailer, {"eos_token": "</s>"})
+    messages = [{"role": "user", "content": "q"}, {"role": "assistant", "content": "reply here"}]
+    assert template.segments(messages) == [
+        ("<user>q<|im_end|><assistant>", False), ("reply here<|im_end|>", True), ("[END]", False)]
+
+    # Earlier replies rewritten (as reasoning templates do): an old reply that is not in the rendering is
+    # left untrained; the last one is found by prefixes.
+    rewrite = ("{% for m in messages %}{% if m['role'] == 'assistant' and not loop.last %}[old]"
+               "{% else %}<{{ m['role'] }}>{{ m['content'] }}<|im_end|>{% endif %}{% endfor %}")
+    template = ChatTemplate("model", "tokenizer_config.json", rewrite, {"eos_token": "</s>"})
+    messages = [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a1"},
+                {"role": "user", "content": "q2"}, {"role": "assistant", "content": "a2"}]
+    assert template.segments(messages) == [
+        ("<user>q<|im_end|>[old]<user>q2<|im_end|>", False), ("<assistant>a2<|im_end|>", True)]
+
+
+def test_resolve_template(sp_tokenizer_dir: Path, bpe_tokenizer_dir: Path) -> None:
+    sp, bpe = load_tokenizer(sp_tokenizer_dir), load_tokenizer(bpe_tokenizer_dir)
+    assert resolve_template("auto", bpe, "alpaca") is bpe.chat_template
+    assert resolve_template("model", bpe, "chat") is bpe.chat_template
+    assert resolve_template("auto", sp, "alpaca").source == "builtin:alpaca"
+    assert resolve_template("auto", sp, "chat").source == "builtin:chatml"
+    llama2 = resolve_template("llama2", sp, "chat")
+    assert llama2.source == "builtin:llama2" and llama2.special_tokens["eos_token"] == "</s>"
+    with pytest.raises(TunewizError, match="data.template is `model` but .* has no chat template"):
+        resolve_template("model", sp, "chat")
+
+
+def test_template_error_names_template() -> None:
+    with pytest.raises(TunewizError, match="chat template `llama2` .*alternating"):
+        builtin_template("llama2").render([{"role": "assistant", "content": "x"}])
