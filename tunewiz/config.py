@@ -1,8 +1,8 @@
 """The preset schema: typed, validated, every field documented.
 
 A preset is a YAML file of values (never class names). ``tunewiz train`` resolves it (defaults
-filled in, ``--set key=value`` overrides applied) and saves the result as the run's
-``config.yaml``. Each function that needs settings takes the sub-config it needs
+filled in, ``--set key=value`` overrides applied: see ``tunewiz.presets``) and saves the result as
+the run's ``config.yaml``. Each function that needs settings takes the sub-config it needs
 (``ModelConfig``, ``DataConfig``, ...), not the whole preset.
 """
 
@@ -46,6 +46,11 @@ class LoraSection(_Section):
         description="Linear layers that get an adapter, by Hugging Face module name: "
         + ", ".join(LORA_TARGETS) + ". `all-linear` means every projection except lm_head.",
     )
+
+    @field_validator("targets", mode="before")
+    @classmethod
+    def _all_linear_string(cls, value: object) -> object:
+        return [value] if value == "all-linear" else value
 
     @field_validator("targets")
     @classmethod
