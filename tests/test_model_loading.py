@@ -15,8 +15,13 @@ from tunewiz.models.llama import LlamaForCausalLM
 from tunewiz.models.loading import load_model, load_state_dict_files, resolve_model_dir, save_model
 
 SMALL = dict(
-    vocab_size=96, hidden_size=64, intermediate_size=112, num_hidden_layers=2, num_attention_heads=4,
-    num_key_value_heads=2, max_position_embeddings=64,
+    vocab_size=96,
+    hidden_size=64,
+    intermediate_size=112,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    max_position_embeddings=64,
 )
 IDS = torch.randint(0, 96, (2, 12), generator=torch.Generator().manual_seed(0))
 
@@ -60,7 +65,9 @@ def test_load_transformers_checkpoints(hf_models: dict[str, torch.nn.Module], tm
             assert model.lm_head.weight is model.model.embed_tokens.weight
     bf16 = load_model(tmp_path / "llama-40KB", dtype=torch.bfloat16)
     assert {p.dtype for p in bf16.parameters()} == {torch.bfloat16}
-    torch.testing.assert_close(bf16(IDS).float(), expected_llama := hf_models["llama"](IDS).logits, atol=0.1, rtol=0.05)
+    torch.testing.assert_close(
+        bf16(IDS).float(), expected_llama := hf_models["llama"](IDS).logits, atol=0.1, rtol=0.05
+    )
     assert expected_llama.shape == (2, 12, 96)
 
 
@@ -81,11 +88,22 @@ def test_saved_models_load_in_transformers(hf_models: dict[str, torch.nn.Module]
         torch.testing.assert_close(load_model(out)(IDS), hf(IDS).logits, atol=1e-5, rtol=0)
 
     # A freshly initialised native model (llama3 RoPE scaling, biases) round-trips through transformers.
-    config = LlamaConfig.from_hf({
-        **SMALL, "model_type": "llama", "attention_bias": True, "mlp_bias": True, "eos_token_id": [1, 2],
-        "rope_scaling": {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
-                         "original_max_position_embeddings": 16},
-    })
+    config = LlamaConfig.from_hf(
+        {
+            **SMALL,
+            "model_type": "llama",
+            "attention_bias": True,
+            "mlp_bias": True,
+            "eos_token_id": [1, 2],
+            "rope_scaling": {
+                "rope_type": "llama3",
+                "factor": 8.0,
+                "low_freq_factor": 1.0,
+                "high_freq_factor": 4.0,
+                "original_max_position_embeddings": 16,
+            },
+        }
+    )
     torch.manual_seed(1)
     fresh = LlamaForCausalLM(config)
     fresh.init_weights()
@@ -94,7 +112,9 @@ def test_saved_models_load_in_transformers(hf_models: dict[str, torch.nn.Module]
     assert LlamaConfig.from_file(tmp_path / "fresh" / "config.json") == config
 
 
-def test_resolve_from_hf_cache(hf_models: dict[str, torch.nn.Module], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_resolve_from_hf_cache(
+    hf_models: dict[str, torch.nn.Module], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import huggingface_hub.constants
 
     commit = "0" * 40
@@ -105,7 +125,9 @@ def test_resolve_from_hf_cache(hf_models: dict[str, torch.nn.Module], tmp_path: 
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
     assert resolve_model_dir("someone/tiny-llama") == snapshot
     assert resolve_model_dir("someone/tiny-llama", revision=commit) == snapshot
-    with pytest.raises(TunewizError, match="`someone/other` is not a directory and is not in the Hugging Face cache") as e:
+    with pytest.raises(
+        TunewizError, match="`someone/other` is not a directory and is not in the Hugging Face cache"
+    ) as e:
         resolve_model_dir("someone/other")
     assert "`tunewiz download someone/other`" in (e.value.hint or "")
 
@@ -126,40 +148,80 @@ def test_errors_name_the_culprit(hf_models: dict[str, torch.nn.Module], tmp_path
     pickled.mkdir()
     (pickled / "config.json").write_text(json.dumps(config))
     torch.save({}, pickled / "pytorch_model.bin")
-    with pytest.raises(TunewizError, match=r"no \*.safetensors weights \(it has pytorch_model.bin\).*never pickles"):
+    with pytest.raises(
+        TunewizError,
+        match=r"has no model.safetensors or model.safetensors.index.json \(it has pytorch_model.bin\).*never pickles",
+    ):
         resolve_model_dir(str(pickled))
 
     missing = tmp_path / "missing"
     missing.mkdir()
     (missing / "config.json").write_text(json.dumps(config))
-    state = {k: v.clone() for k, v in hf_models["llama"].state_dict().items() if k != "model.layers.1.mlp.up_proj.weight"}
+    state = {
+        k: v.clone()
+        for k, v in hf_models["llama"].state_dict().items()
+        if k != "model.layers.1.mlp.up_proj.weight"
+    }
     save_file(state, str(missing / "model.safetensors"), metadata={"format": "pt"})
-    with pytest.raises(TunewizError, match=r"1 weight\(s\) missing from `.*model.safetensors`: model.layers.1.mlp.up_proj.weight"):
+    with pytest.raises(
+        TunewizError,
+        match=r"1 weight\(s\) missing from `.*model.safetensors`: model.layers.1.mlp.up_proj.weight",
+    ):
         load_model(missing)
 
     extra = tmp_path / "extra"
     extra.mkdir()
     (extra / "config.json").write_text(json.dumps(config))
-    save_file({**state, "model.layers.1.mlp.up_proj.weight": torch.zeros(112, 64), "model.vision.weight": torch.zeros(2)},
-              str(extra / "model.safetensors"), metadata={"format": "pt"})
-    with pytest.raises(TunewizError, match="unexpected weight `model.vision.weight` in `.*model.safetensors`"):
+    save_file(
+        {
+            **state,
+            "model.layers.1.mlp.up_proj.weight": torch.zeros(112, 64),
+            "model.vision.weight": torch.zeros(2),
+        },
+        str(extra / "model.safetensors"),
+        metadata={"format": "pt"},
+    )
+    with pytest.raises(
+        TunewizError, match="unexpected weight `model.vision.weight` in `.*model.safetensors`"
+    ):
         load_model(extra)
 
     wrong_shape = tmp_path / "wrong-shape"
     wrong_shape.mkdir()
     (wrong_shape / "config.json").write_text(json.dumps({**config, "intermediate_size": 128}))
     (wrong_shape / "model.safetensors").symlink_to(good / "model.safetensors")
-    with pytest.raises(TunewizError, match=r"weight `model.layers.0.mlp.gate_proj.weight` .* has shape \(112, 64\), config.json implies \(128, 64\)"):
+    with pytest.raises(
+        TunewizError,
+        match=r"weight `model.layers.0.mlp.gate_proj.weight` .* has shape \(112, 64\), config.json implies \(128, 64\)",
+    ):
         load_model(wrong_shape)
 
-    with pytest.raises(TunewizError, match="model_type `gpt2`.*not supported; tunewiz supports llama, mistral, qwen2"):
+    with pytest.raises(
+        TunewizError, match="model_type `gpt2`.*not supported; tunewiz supports llama, mistral, qwen2"
+    ):
         LlamaConfig.from_hf({**config, "model_type": "gpt2", "architectures": ["GPT2LMHeadModel"]})
-    assert LlamaConfig.from_hf({**config, "model_type": "smollm", "architectures": ["LlamaForCausalLM"]}).model_type == "llama"
+    assert (
+        LlamaConfig.from_hf(
+            {**config, "model_type": "smollm", "architectures": ["LlamaForCausalLM"]}
+        ).model_type
+        == "llama"
+    )
     with pytest.raises(TunewizError, match="unsupported rope_scaling type `linear`"):
-        LlamaConfig.from_hf({**config, "rope_parameters": {"rope_type": "linear", "factor": 2.0, "rope_theta": 1e4}})
+        LlamaConfig.from_hf(
+            {**config, "rope_parameters": {"rope_type": "linear", "factor": 2.0, "rope_theta": 1e4}}
+        )
     with pytest.raises(TunewizError, match="Qwen2 `use_sliding_window: true` is not supported"):
         LlamaConfig.from_hf({**config, "model_type": "qwen2", "use_sliding_window": True})
     with pytest.raises(TunewizError, match="`tunewiz:no-such-model` is not a shipped model; shipped: "):
         resolve_model_dir("tunewiz:no-such-model")
+    with pytest.raises(TunewizError, match=f"model directory `{tmp_path}/nope` does not exist"):
+        resolve_model_dir(f"{tmp_path}/nope")
+
+    incomplete = tmp_path / "incomplete"
+    hf_models["llama"].save_pretrained(incomplete, max_shard_size="40KB")
+    shard = sorted(incomplete.glob("model-*.safetensors"))[1]
+    shard.unlink()
+    with pytest.raises(TunewizError, match=f"index.json` lists `{shard.name}`, which is not in"):
+        load_model(incomplete)
     with pytest.raises(TunewizError, match="the KV cache holds 4 tokens but 12 were fed"):
         load_model(good)(IDS, kv_cache=LlamaForCausalLM(LlamaConfig.from_hf(config)).new_kv_cache(2, 4))

@@ -27,7 +27,10 @@ CASES = {
             max_position_embeddings=256,
             rope_theta=500000.0,
             rope_scaling=dict(
-                rope_type="llama3", factor=8.0, low_freq_factor=1.0, high_freq_factor=4.0,
+                rope_type="llama3",
+                factor=8.0,
+                low_freq_factor=1.0,
+                high_freq_factor=4.0,
                 original_max_position_embeddings=32,
             ),
         ),
@@ -40,7 +43,9 @@ CASES = {
     "qwen2-qkv-bias": ("Qwen2Config", dict(SMALL, num_key_value_heads=2, max_position_embeddings=64)),
     "llama-tied-pad": (
         "LlamaConfig",
-        dict(SMALL, num_key_value_heads=2, max_position_embeddings=64, tie_word_embeddings=True, pad_token_id=0),
+        dict(
+            SMALL, num_key_value_heads=2, max_position_embeddings=64, tie_word_embeddings=True, pad_token_id=0
+        ),
     ),
 }
 
@@ -122,7 +127,9 @@ def test_packed_documents_equal_separate_runs(pair: tuple[torch.nn.Module, Llama
 
 
 @torch.no_grad()
-def test_left_padded_batch_generation_equals_single_runs(pair: tuple[torch.nn.Module, LlamaForCausalLM]) -> None:
+def test_left_padded_batch_generation_equals_single_runs(
+    pair: tuple[torch.nn.Module, LlamaForCausalLM],
+) -> None:
     _, ours = pair
     gen = torch.Generator().manual_seed(4)
     short, long = torch.randint(1, 96, (1, 5), generator=gen), torch.randint(1, 96, (1, 8), generator=gen)
@@ -138,8 +145,14 @@ def test_left_padded_batch_generation_equals_single_runs(pair: tuple[torch.nn.Mo
     out = [ours(ids, attn_mask=mask[:, None, :8, :8], position_ids=positions[:, :8], kv_cache=cache)[:, -1:]]
     for t in range(3):
         s = 8 + t
-        out.append(ours(new[:, t : t + 1], attn_mask=mask[:, None, s : s + 1, : s + 1],
-                        position_ids=positions[:, s : s + 1], kv_cache=cache))
+        out.append(
+            ours(
+                new[:, t : t + 1],
+                attn_mask=mask[:, None, s : s + 1, : s + 1],
+                position_ids=positions[:, s : s + 1],
+                kv_cache=cache,
+            )
+        )
     batched = torch.cat(out, dim=1)  # [2, 4, V]: logits after the prompt and after each new token
     for row, prompt in enumerate([short, long]):
         alone = ours(torch.cat([prompt, new[row : row + 1]], dim=1))[:, prompt.shape[1] - 1 :]

@@ -107,7 +107,9 @@ class LlamaConfig:
         """
         model_type = _model_type(d, source)
         if d.get("hidden_act", "silu") != "silu":
-            raise TunewizError(f"{source}: hidden_act `{d['hidden_act']}` is not supported; tunewiz implements `silu`")
+            raise TunewizError(
+                f"{source}: hidden_act `{d['hidden_act']}` is not supported; tunewiz implements `silu`"
+            )
         try:
             hidden, heads = int(d["hidden_size"]), int(d["num_attention_heads"])
             rope_theta, rope_scaling = _rope(d, source)
@@ -126,7 +128,8 @@ class LlamaConfig:
                 rope_theta=rope_theta,
                 rope_scaling=rope_scaling,
                 # transformers' Qwen2 hard-codes bias on q/k/v and none on o_proj; Mistral has no biases.
-                attention_bias=model_type == "qwen2" or (model_type == "llama" and bool(d.get("attention_bias"))),
+                attention_bias=model_type == "qwen2"
+                or (model_type == "llama" and bool(d.get("attention_bias"))),
                 o_proj_bias=model_type == "llama" and bool(d.get("attention_bias")),
                 mlp_bias=model_type == "llama" and bool(d.get("mlp_bias")),
                 tie_word_embeddings=bool(d.get("tie_word_embeddings", False)),
@@ -151,7 +154,9 @@ class LlamaConfig:
         try:
             d = json.loads(path.read_text(encoding="utf-8"))
         except FileNotFoundError:
-            raise TunewizError(f"`{path}` does not exist", hint="a model directory needs its `config.json`") from None
+            raise TunewizError(
+                f"`{path}` does not exist", hint="a model directory needs its `config.json`"
+            ) from None
         except json.JSONDecodeError as e:
             raise TunewizError(f"`{path}` is not valid JSON: {e}") from None
         return cls.from_hf(d, source=f"`{path}`")
@@ -180,7 +185,9 @@ class LlamaConfig:
             "rope_parameters": {**rope, "rope_theta": self.rope_theta},
             "tie_word_embeddings": self.tie_word_embeddings,
             "bos_token_id": self.bos_token_id,
-            "eos_token_id": list(self.eos_token_id) if isinstance(self.eos_token_id, tuple) else self.eos_token_id,
+            "eos_token_id": list(self.eos_token_id)
+            if isinstance(self.eos_token_id, tuple)
+            else self.eos_token_id,
             "pad_token_id": self.pad_token_id,
         }
         if self.model_type == "llama":
@@ -194,7 +201,11 @@ class LlamaConfig:
 
     def num_parameters(self) -> int:
         """Exact parameter count; tied embeddings are counted once."""
-        d, q, kv = self.hidden_size, self.num_attention_heads * self.head_dim, self.num_key_value_heads * self.head_dim
+        d, q, kv = (
+            self.hidden_size,
+            self.num_attention_heads * self.head_dim,
+            self.num_key_value_heads * self.head_dim,
+        )
         attn = d * (q + 2 * kv) + q * d + (q + 2 * kv) * self.attention_bias + d * self.o_proj_bias
         mlp = 3 * d * self.intermediate_size + (2 * self.intermediate_size + d) * self.mlp_bias
         per_layer = attn + mlp + 2 * d  # two RMSNorm weights
@@ -248,4 +259,3 @@ def _sliding_window(d: dict[str, Any], model_type: str, source: str) -> int | No
     if window is not None and not (isinstance(window, int) and window > 0):
         raise TunewizError(f"{source}: sliding_window must be a positive integer or null, got {window!r}")
     return window
-

@@ -94,7 +94,10 @@ class LlamaAttention(nn.Module):
         self.layer_idx = layer_idx
         self.head_dim = config.head_dim
         self.num_rep = config.num_attention_heads // config.num_key_value_heads  # query heads per kv head
-        q_dim, kv_dim = config.num_attention_heads * config.head_dim, config.num_key_value_heads * config.head_dim
+        q_dim, kv_dim = (
+            config.num_attention_heads * config.head_dim,
+            config.num_key_value_heads * config.head_dim,
+        )
         self.q_proj = nn.Linear(config.hidden_size, q_dim, bias=config.attention_bias)
         self.k_proj = nn.Linear(config.hidden_size, kv_dim, bias=config.attention_bias)
         self.v_proj = nn.Linear(config.hidden_size, kv_dim, bias=config.attention_bias)
@@ -178,7 +181,9 @@ class LlamaModel(nn.Module):
             kv_cache.advance(T)
         return self.norm(x)  # [B, T, D]
 
-    def _attention_mask(self, attn_mask: Tensor | None, T: int, offset: int, device: torch.device) -> Tensor | None:
+    def _attention_mask(
+        self, attn_mask: Tensor | None, T: int, offset: int, device: torch.device
+    ) -> Tensor | None:
         """The boolean mask [.., T, S] (True = may attend), or None for plain causal attention."""
         if attn_mask is not None and attn_mask.dtype != torch.bool:
             raise TypeError(f"attn_mask must be a bool tensor (True = may attend), got {attn_mask.dtype}")
@@ -251,8 +256,13 @@ class LlamaForCausalLM(nn.Module):
         weight = self.model.embed_tokens.weight
         c = self.config
         return KVCache(
-            c.num_hidden_layers, batch, c.num_key_value_heads, max_len, c.head_dim,
-            dtype=dtype or weight.dtype, device=device or weight.device,
+            c.num_hidden_layers,
+            batch,
+            c.num_key_value_heads,
+            max_len,
+            c.head_dim,
+            dtype=dtype or weight.dtype,
+            device=device or weight.device,
         )
 
     def forward(

@@ -76,12 +76,21 @@ def resolve_model_dir(path: str, revision: str | None = None) -> Path:
     if local.is_dir():
         return check_model_dir(local)
     if local.exists():
-        raise TunewizError(f"model `{path}` is a file; expected a directory with config.json and *.safetensors")
+        raise TunewizError(
+            f"model `{path}` is a file; expected a directory with config.json and *.safetensors"
+        )
+    if path.startswith((".", "/", "~")) or path.count("/") > 1:  # a path, not an `org/name` repo id
+        raise TunewizError(
+            f"model directory `{path}` does not exist",
+            hint="check the path, or give a Hugging Face repo id such as `Qwen/Qwen2.5-0.5B`",
+        )
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import HFValidationError, LocalEntryNotFoundError
 
     try:
-        snapshot = snapshot_download(path, revision=revision, local_files_only=True, allow_patterns=HUB_PATTERNS)
+        snapshot = snapshot_download(
+            path, revision=revision, local_files_only=True, allow_patterns=HUB_PATTERNS
+        )
     except (LocalEntryNotFoundError, HFValidationError):
         at = f" at revision `{revision}`" if revision else ""
         raise TunewizError(
@@ -92,41 +101,48 @@ def resolve_model_dir(path: str, revision: str | None = None) -> Path:
 
 
 def check_model_dir(model_dir: Path) -> Path:
-    """Check that ``model_dir`` has ``config.json`` and safetensors weights, and return it.
+    """Check that ``model_dir`` has ``config.json`` and safetensors weights (``model.safetensors``, or
+    shards listed in ``model.safetensors.index.json``, as transformers expects), and return it.
 
     Args:
         model_dir: the directory.
     """
     if not (model_dir / "config.json").is_file():
         raise TunewizError(
-            f"`{model_dir}` has no config.json", hint="point at the directory that holds the model's config.json"
+            f"`{model_dir}` has no config.json",
+            hint="point at the directory that holds the model's config.json",
         )
-    if not any(model_dir.glob("*.safetensors")):
-        pickles = sorted(p.name for p in model_dir.iterdir() if p.suffix in (".bin", ".pth", ".pt"))
-        found = f" (it has {', '.join(pickles)})" if pickles else ""
-        raise TunewizError(
-            f"`{model_dir}` has no *.safetensors weights{found}; tunewiz loads safetensors only, never pickles",
-            hint="use a repository that ships safetensors, or convert the weights with transformers' "
-            "`save_pretrained(..., safe_serialization=True)` once, yourself",
-        )
-    return model_dir
+    if (model_dir / INDEX_FILE).is_file() or (model_dir / "model.safetensors").is_file():
+        return model_dir
+    others = sorted(
+        p.name for p in model_dir.iterdir() if p.suffix in (".safetensors", ".bin", ".pth", ".pt")
+    )
+    found = f" (it has {', '.join(others)})" if others else ""
+    raise TunewizError(
+        f"`{model_dir}` has no model.safetensors or {INDEX_FILE}{found}; "
+        "tunewiz loads Hugging Face safetensors checkpoints only, never pickles",
+        hint="use a checkpoint that ships `model.safetensors` (most Hub repositories do)",
+    )
 
 
 def _weight_files(model_dir: Path) -> dict[str, Path]:
     """Map every tensor name to the safetensors file holding it (from the index when sharded)."""
     from safetensors import safe_open
 
+    check_model_dir(model_dir)
     index = model_dir / INDEX_FILE
-    if index.is_file():
-        weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
-        return {key: model_dir / name for key, name in weight_map.items()}
-    files = sorted(model_dir.glob("*.safetensors"))
-    if not files:
-        check_model_dir(model_dir)
-    where: dict[str, Path] = {}
-    for file in files:
-        with safe_open(str(file), framework="pt") as f:
-            where.update(dict.fromkeys(f.keys(), file))
+    if not index.is_file():
+        with safe_open(str(model_dir / "model.safetensors"), framework="pt") as f:
+            return dict.fromkeys(f.keys(), model_dir / "model.safetensors")
+    weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
+    where = {key: model_dir / name for key, name in weight_map.items()}
+    absent = sorted({file.name for file in where.values() if not file.is_file()})
+    if absent:
+        raise TunewizError(
+            f"`{index}` lists `{absent[0]}`, which is not in `{model_dir}`"
+            + (f" ({len(absent) - 1} more shard(s) absent)" if len(absent) > 1 else ""),
+            hint="the download is incomplete: run `tunewiz download` again for this model",
+        )
     return where
 
 
@@ -186,7 +202,11 @@ def load_model(
     if unexpected:
         raise TunewizError(
             f"unexpected weight `{unexpected[0]}` in `{where[unexpected[0]]}`"
-            + (f" (and {len(unexpected) - 1} more: {', '.join(unexpected[1:3])}...)" if len(unexpected) > 1 else ""),
+            + (
+                f" (and {len(unexpected) - 1} more: {', '.join(unexpected[1:3])}...)"
+                if len(unexpected) > 1
+                else ""
+            ),
             hint="is this a Llama/Mistral/Qwen2 checkpoint matching its config.json?",
         )
     by_file: dict[Path, list[str]] = defaultdict(list)
@@ -204,7 +224,9 @@ def load_model(
                         f"config.json implies {tuple(expected[key].shape)}",
                         hint="the checkpoint does not match its config.json",
                     )
-                state[key] = tensor.to(device=device, dtype=dtype if tensor.is_floating_point() else tensor.dtype)
+                state[key] = tensor.to(
+                    device=device, dtype=dtype if tensor.is_floating_point() else tensor.dtype
+                )
     if tied:
         state["lm_head.weight"] = state["model.embed_tokens.weight"]
     model.load_state_dict(state, strict=True, assign=True)
@@ -243,7 +265,11 @@ def save_model(
     """
     import torch
 
-    state = model_or_state_dict.state_dict() if isinstance(model_or_state_dict, torch.nn.Module) else model_or_state_dict
+    state = (
+        model_or_state_dict.state_dict()
+        if isinstance(model_or_state_dict, torch.nn.Module)
+        else model_or_state_dict
+    )
     if config.tie_word_embeddings:
         # The same tensor under two names: safetensors refuses shared storage, and transformers re-ties.
         state = {k: v for k, v in state.items() if k != "lm_head.weight"}
@@ -259,12 +285,14 @@ def save_model(
         shard_bytes += size
     out_dir.mkdir(parents=True, exist_ok=True)
     n = len(shards)
-    names = ["model.safetensors"] if n == 1 else [f"model-{i + 1:05d}-of-{n:05d}.safetensors" for i in range(n)]
-    for name, shard in zip(names, shards):
+    names = (
+        ["model.safetensors"] if n == 1 else [f"model-{i + 1:05d}-of-{n:05d}.safetensors" for i in range(n)]
+    )
+    for name, shard in zip(names, shards, strict=True):
         _atomic_save_file(shard, out_dir / name)
     if n > 1:
         total = sum(t.numel() * t.element_size() for t in tensors.values())
-        weight_map = {key: name for name, shard in zip(names, shards) for key in shard}
+        weight_map = {key: name for name, shard in zip(names, shards, strict=True) for key in shard}
         atomic_write_json(out_dir / INDEX_FILE, {"metadata": {"total_size": total}, "weight_map": weight_map})
     written = {*names, INDEX_FILE} if n > 1 else set(names)
     for stale in [*out_dir.glob("model*.safetensors"), out_dir / INDEX_FILE]:
