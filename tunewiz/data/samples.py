@@ -51,7 +51,7 @@ def chat_tokens(messages: list[dict[str, str]], template: ChatTemplate, tokenize
         total += len(piece)
         ends.append(total)
     groups: list[list[int]] = [[] for _ in segments]
-    for token, (start, end) in zip(ids, offsets):
+    for token, (start, end) in zip(ids, offsets, strict=True):
         key = end - 1 if end > start else start
         groups[min(bisect_right(ends, key), len(segments) - 1)].append(token)
 
@@ -60,7 +60,7 @@ def chat_tokens(messages: list[dict[str, str]], template: ChatTemplate, tokenize
     if tokenizer.bos_id is not None and (not ids or ids[0] != tokenizer.bos_id):
         tokens.append(tokenizer.bos_id)
         trained.append(False)
-    for (_, is_assistant), group in zip(segments, groups):
+    for (_, is_assistant), group in zip(segments, groups, strict=True):
         tokens.extend(group)
         trained.extend([is_assistant or train_on_inputs] * len(group))
         if is_assistant and not tokenizer.stop_ids.intersection(group):
@@ -91,5 +91,5 @@ def to_sample(tokens: list[int], trained: list[bool], max_seq_len: int) -> tuple
     truncated = len(tokens) > max_seq_len
     tokens, trained = tokens[:max_seq_len], trained[:max_seq_len]
     # labels[t] = tokens[t + 1] when trained; the last position has no next token in this sample.
-    labels = [tok if keep else IGNORE_INDEX for tok, keep in zip(tokens[1:], trained[1:])] + [IGNORE_INDEX]
+    labels = [tok if keep else IGNORE_INDEX for tok, keep in zip(tokens[1:], trained[1:], strict=True)] + [IGNORE_INDEX]
     return Sample(input_ids=tokens, labels=labels), truncated

@@ -1,0 +1,261 @@
+"""The data pipeline on real small files: formats, masking, truncation, packing, batching, errors."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from tunewiz.config import DataSection
+from tunewiz.data import (
+    IGNORE_INDEX,
+    Sample,
+    build_datasets,
+    collate,
+    detect_format,
+    epoch_order,
+    load_rows,
+    pack,
+)
+from tunewiz.errors import TunewizError
+from tunewiz.tokenizer import Tokenizer, load_tokenizer
+
+ALPACA = [
+    {"instruction": "say hi", "input": "", "output": "hello world"},
+    {"instruction": "name an animal", "input": "a big one", "output": "the llama"},
+    {"instruction": "what is python", "output": "a language to code in"},
+]
+
+
+@pytest.fixture(scope="module")
+def bpe(bpe_tokenizer_dir: Path) -> Tokenizer:
+    return load_tokenizer(bpe_tokenizer_dir)
+
+
+@pytest.fixture(scope="module")
+def sp(sp_tokenizer_dir: Path) -> Tokenizer:
+    return load_tokenizer(sp_tokenizer_dir)
+
+
+def _jsonl(path: Path, rows: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def _cfg(path: Path | str, **kw: object) -> DataSection:
+    return DataSection(path=str(path), val_fraction=kw.pop("val_fraction", 0.0), **kw)
+
+
+def _trained(sample: Sample) -> list[int]:
+    return [label for label in sample.labels if label != IGNORE_INDEX]
+
+
+def test_alpaca_exact_ids_and_mask(tmp_path: Path, bpe: Tokenizer) -> None:
+    train, val, stats = build_datasets(_cfg(_jsonl(tmp_path / "d.jsonl", ALPACA[:1])), bpe, seed=0)
+    prompt = bpe.encode("<|im_start|>user\nsay hi<|im_end|>\n<|im_start|>assistant\n")
+    reply = bpe.encode("hello world<|im_end|>\n")
+    (sample,) = train
+    # bos first (the model's ChatML template does not emit it); no extra eos: <|im_end|> is a stop token.
+    assert sample.input_ids == [bpe.bos_id, *prompt, *reply]
+    assert sample.labels == [IGNORE_INDEX] * len(prompt) + reply + [IGNORE_INDEX]
+    assert val == [] and stats.format == "alpaca" and stats.template == "tokenizer_config.json"
+    assert (stats.num_train, stats.truncated, stats.dropped_empty) == (1, 0, 0)
+    assert stats.token_lengths == {"p50": len(sample.input_ids), "p95": len(sample.input_ids), "max": len(sample.input_ids)}
+
+
+def test_alpaca_input_and_train_on_inputs(tmp_path: Path, bpe: Tokenizer) -> None:
+    path = _jsonl(tmp_path / "d.jsonl", ALPACA[1:2])
+    (masked,), _, _ = build_datasets(_cfg(path), bpe, seed=0)
+    assert "name an animal\n\na big one" in bpe.decode(masked.input_ids)
+    (full,), _, _ = build_datasets(_cfg(path, train_on_inputs=True), bpe, seed=0)
+    assert full.input_ids == masked.input_ids
+    assert full.labels == full.input_ids[1:] + [IGNORE_INDEX]
+
+
+def test_builtin_template_without_stop_token_gets_eos(tmp_path: Path, sp: Tokenizer) -> None:
+    path = _jsonl(tmp_path / "d.jsonl", [{"messages": [{"role": "user", "content": "hi"},
+                                                         {"role": "assistant", "content": "the dog"}]}])
+    (sample,), _, stats = build_datasets(_cfg(path), sp, seed=0)
+    assert stats.template == "builtin:chatml"  # no model template: chatml for chat data
+    # "<|im_end|>" is plain text to this tokenizer, so eos follows the reply and is trained.
+    assert sample.input_ids[0] == sp.bos_id and sample.input_ids[-1] == sp.eos_id
+    assert sp.decode(_trained(sample)) == "the dog<|im_end|>\n"
+    assert sample.labels[-2] == sp.eos_id
+
+
+def test_llama2_reply_boundary_token_is_trained(tmp_path: Path, sp: Tokenizer) -> None:
+    path = _jsonl(tmp_path / "d.jsonl", [{"instruction": "hi", "output": "the dog"}])
+    (sample,), _, _ = build_datasets(_cfg(path, template="llama2"), sp, seed=0)
+    # "<s>[INST] hi [/INST] the dog </s>": the template emits bos (no second one); "▁the" spans the
+    # boundary after "[/INST]" and is trained; "</s>" ends the reply, so no extra eos.
+    assert sample.input_ids.count(sp.bos_id) == 1 and sample.input_ids[-1] == sp.eos_id
+    assert _trained(sample) == sp.encode("the dog </s>")
+    assert sp.decode(_trained(sample)) == "the dog "
+
+
+def test_text_format(tmp_path: Path, sp: Tokenizer) -> None:
+    path = _jsonl(tmp_path / "d.jsonl", [{"text": "the quick fox"}])
+    (sample,), _, stats = build_datasets(_cfg(path), sp, seed=0)
+    ids = [sp.bos_id, *sp.encode("the quick fox"), sp.eos_id]
+    assert sample.input_ids == ids and sample.labels == ids[1:] + [IGNORE_INDEX]
+    assert stats.format == "text" and stats.template is None
+
+
+def test_sharegpt_maps_to_messages(tmp_path: Path, bpe: Tokenizer) -> None:
+    messages = [{"role": "system", "content": "be kind"}, {"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]
+    sharegpt = [{"from": {"user": "human", "assistant": "gpt"}.get(m["role"], m["role"]), "value": m["content"]} for m in messages]
+    a, _, _ = build_datasets(_cfg(_jsonl(tmp_path / "a.jsonl", [{"messages": messages}])), bpe, seed=0)
+    b, _, stats = build_datasets(_cfg(_jsonl(tmp_path / "b.jsonl", [{"conversations": sharegpt}])), bpe, seed=0)
+    assert a == b and stats.format == "chat"
+
+
+def test_csv_parquet_json_list_and_column_mapping(tmp_path: Path, bpe: Tokenizer) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    renamed = [{"question": r["instruction"], "answer": r["output"]} for r in ALPACA]
+    with open(tmp_path / "d.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=["question", "answer"])
+        writer.writeheader()
+        writer.writerows(renamed)
+    pq.write_table(pa.Table.from_pylist(renamed), tmp_path / "d.parquet")
+    (tmp_path / "d.json").write_text(json.dumps(renamed, indent=1))
+    columns = {"instruction": "question", "output": "answer"}
+    reference, _, _ = build_datasets(_cfg(_jsonl(tmp_path / "ref.jsonl", [
+        {"instruction": r["instruction"], "output": r["output"]} for r in ALPACA])), bpe, seed=0)
+    for name in ("d.csv", "d.parquet", "d.json"):
+        train, _, _ = build_datasets(_cfg(tmp_path / name, columns=columns), bpe, seed=0)
+        assert train == reference, name
+    assert load_rows(str(tmp_path / "d.csv"), split="train", columns=columns)[0] == {"instruction": "say hi", "output": "hello world"}
+
+
+def test_detect_format() -> None:
+    assert detect_format([{"instruction": "a", "output": "b"}]) == "alpaca"
+    assert detect_format([{"conversations": []}]) == "chat"
+    assert detect_format([{"text": "x"}]) == "text"
+    with pytest.raises(TunewizError, match=r"cannot tell the format of d.jsonl from its columns \['prompt'\]"):
+        detect_format([{"prompt": "x"}], source="d.jsonl")
+
+
+def test_truncation_and_dropped_counts(tmp_path: Path, bpe: Tokenizer) -> None:
+    rows = [{"text": "the dog " * 40}, {"text": "hi"},
+            {"instruction": "the quick brown fox " * 20, "output": "ok"}]
+    path = _jsonl(tmp_path / "d.jsonl", rows[:2])
+    train, _, stats = build_datasets(_cfg(path, max_seq_len=16), bpe, seed=0)
+    assert [len(s.input_ids) for s in train] == [16, len(bpe.encode("hi")) + 2]
+    assert stats.truncated == 1 and stats.token_lengths["max"] == 16
+    # A prompt longer than max_seq_len leaves no trained token: dropped and counted.
+    path = _jsonl(tmp_path / "e.jsonl", [rows[2], ALPACA[0]])
+    train, _, stats = build_datasets(_cfg(path, max_seq_len=24), bpe, seed=0)
+    assert (len(train), stats.dropped_empty, stats.truncated) == (1, 1, 0)
+
+
+def test_validation_split_val_path_and_max_samples(tmp_path: Path, bpe: Tokenizer) -> None:
+    rows = [{"text": f"the dog {'and fox ' * i}"} for i in range(20)]
+    path = _jsonl(tmp_path / "d.jsonl", rows)
+    t1, v1, s1 = build_datasets(_cfg(path, val_fraction=0.2), bpe, seed=3)
+    t2, v2, _ = build_datasets(_cfg(path, val_fraction=0.2), bpe, seed=3)
+    _, v3, _ = build_datasets(_cfg(path, val_fraction=0.2), bpe, seed=4)
+    assert (s1.num_train, s1.num_val) == (16, 4) and (t1, v1) == (t2, v2) and v1 != v3
+    assert not {tuple(s.input_ids) for s in t1} & {tuple(s.input_ids) for s in v1}
+    val_path = _jsonl(tmp_path / "v.jsonl", rows[:3])
+    train, val, stats = build_datasets(_cfg(path, val_path=str(val_path), max_samples=5), bpe, seed=0)
+    assert (stats.num_train, stats.num_val) == (5, 3)
+
+
+def test_packing_positions_documents_and_mask(tmp_path: Path, bpe: Tokenizer) -> None:
+    rows = [{"text": "hi"}, {"text": "the dog"}, {"text": "the quick brown fox jumps over the lazy dog " * 3}]
+    path = _jsonl(tmp_path / "d.jsonl", rows)
+    unpacked, _, _ = build_datasets(_cfg(path, max_seq_len=32), bpe, seed=0)
+    packed, _, stats = build_datasets(_cfg(path, max_seq_len=32, packing=True), bpe, seed=0)
+    n0, n1 = len(unpacked[0].input_ids), len(unpacked[1].input_ids)
+    assert stats.num_train == 3 and len(packed) == 2 and len(unpacked[2].input_ids) + n0 + n1 > 32
+    row = packed[0]
+    assert row.input_ids == unpacked[0].input_ids + unpacked[1].input_ids
+    assert row.labels == unpacked[0].labels + unpacked[1].labels
+    assert row.labels[n0 - 1] == IGNORE_INDEX  # never predict across samples
+    assert row.position_ids == list(range(n0)) + list(range(n1))
+    assert row.document_ids == [0] * n0 + [1] * n1
+
+    batch = collate(packed, pad_id=bpe.pad_id)
+    length = max(len(r.input_ids) for r in packed)
+    assert batch["attn_mask"].shape == (2, 1, length, length) and batch["attn_mask"].dtype == torch.bool
+    mask = batch["attn_mask"][0, 0]
+    assert mask[n0, n0 - 1].item() is False and mask[n0 + 1, n0].item() is True and mask[0, 1].item() is False
+    assert mask[n0 - 1, : n0].all() and mask.diagonal().all()  # padding attends to itself: no empty row
+    assert batch["position_ids"][0, : n0 + n1].tolist() == row.position_ids
+
+
+def test_pack_respects_limit() -> None:
+    samples = [Sample([1] * n, [2] * (n - 1) + [IGNORE_INDEX]) for n in (3, 4, 2, 5)]
+    assert [len(r.input_ids) for r in pack(samples, 7)] == [7, 2 + 5]
+
+
+def test_epoch_order_is_deterministic() -> None:
+    a = epoch_order(50, epoch=1, seed=7, shuffle=True)
+    assert a == epoch_order(50, epoch=1, seed=7, shuffle=True) and sorted(a) == list(range(50))
+    assert a != epoch_order(50, epoch=2, seed=7, shuffle=True) and a != list(range(50))
+    assert epoch_order(5, epoch=3, seed=0, shuffle=False) == [0, 1, 2, 3, 4]
+
+
+def test_collate_pads_right() -> None:
+    batch = collate([Sample([5, 6, 7], [6, 7, IGNORE_INDEX]), Sample([8], [IGNORE_INDEX])], pad_id=0)
+    assert set(batch) == {"input_ids", "labels"}
+    assert batch["input_ids"].tolist() == [[5, 6, 7], [8, 0, 0]]
+    assert batch["labels"].tolist() == [[6, 7, -100], [-100, -100, -100]]
+    assert batch["input_ids"].dtype == torch.long
+
+
+def test_shipped_sample(tmp_path: Path, bpe: Tokenizer, monkeypatch: pytest.MonkeyPatch) -> None:
+    import tunewiz.data.sources as sources
+
+    _jsonl(tmp_path / "alpaca-sample.jsonl", ALPACA)
+    monkeypatch.setattr(sources, "shipped_datasets_dir", lambda: tmp_path)
+    train, _, _ = build_datasets(_cfg("tunewiz:alpaca-sample"), bpe, seed=0)
+    assert len(train) == 3
+    with pytest.raises(TunewizError, match=r"no shipped dataset `tunewiz:nope`; available: `tunewiz:alpaca-sample`"):
+        load_rows("tunewiz:nope", split="train", columns={})
+
+
+def _error(path: Path | str, tok: Tokenizer, **kw: object) -> TunewizError:
+    with pytest.raises(TunewizError) as info:
+        build_datasets(_cfg(path, **kw), tok, seed=0)
+    return info.value
+
+
+def test_bad_input_errors(tmp_path: Path, bpe: Tokenizer) -> None:
+    assert str(_error(tmp_path / "missing.jsonl", bpe)).startswith(f"data file `{tmp_path / 'missing.jsonl'}` does not exist")
+    (tmp_path / "empty.jsonl").write_text("")
+    assert _error(tmp_path / "empty.jsonl", bpe).message == "empty.jsonl is empty"
+    (tmp_path / "blank.jsonl").write_text("\n\n")
+    assert _error(tmp_path / "blank.jsonl", bpe).message == "blank.jsonl has no rows"
+
+    rows = [*ALPACA[:2], {"instruction": "x", "answer": "y"}]
+    err = _error(_jsonl(tmp_path / "data.jsonl", rows), bpe)
+    assert err.message == "row 3 of data.jsonl has no `output` field; columns are ['answer', 'instruction']"
+    assert "data.columns" in err.hint and "data.format" in err.hint
+
+    (tmp_path / "bad.jsonl").write_text('{"text": "a"}\n{"text": "b"}\n\n{"text": oops}\n')
+    assert _error(tmp_path / "bad.jsonl", bpe).message.startswith("bad.jsonl line 4 is not valid JSON")
+    (tmp_path / "bad.json").write_text('[\n{"text": "a"},\n{"text": }\n]')
+    assert _error(tmp_path / "bad.json", bpe).message.startswith("bad.json line 3 is not valid JSON")
+
+    err = _error(_jsonl(tmp_path / "t.jsonl", [{"text": 3}]), bpe)
+    assert err.message == "row 1 of t.jsonl: `text` is a int, expected text"
+    err = _error(_jsonl(tmp_path / "c.jsonl", [{"conversations": [{"from": "robot", "value": "x"}]}]), bpe)
+    assert err.message == "row 1 of c.jsonl: turn 1 has unknown from `robot`"
+    err = _error(_jsonl(tmp_path / "m.jsonl", [{"messages": [{"role": "user"}]}]), bpe)
+    assert err.message == "row 1 of m.jsonl: turn 1 of `messages` needs `role` and `content`; it has ['role']"
+    (tmp_path / "d.txt").write_text("x")
+    assert "unsupported data file type `.txt`" in _error(tmp_path / "d.txt", bpe).message
+    err = _error(_jsonl(tmp_path / "cut.jsonl", [{"instruction": "the dog " * 30, "output": "ok"}]), bpe, max_seq_len=8)
+    assert err.message.startswith("cut.jsonl: no training sample has a trained token (1 dropped")
+
+
+def test_hub_dataset_offline_error(bpe: Tokenizer) -> None:
+    err = _error("tunewiz-tests/no-such-dataset", bpe)
+    assert err.message.startswith("could not load Hugging Face dataset `tunewiz-tests/no-such-dataset` (split `train`)")
+    assert "offline" in err.hint
