@@ -13,7 +13,13 @@ from rich.console import Console
 from tunewiz.metrics import read_events
 from tunewiz.rundir import CHECKPOINT_COMPLETE_MARKER, RunDir
 from tunewiz.ui import (
-    choose_mode, fold_events, make_console, plain_lines, print_summary, render, write_loss_plot,
+    choose_mode,
+    fold_events,
+    make_console,
+    plain_lines,
+    print_summary,
+    render,
+    write_loss_plot,
 )
 from tunewiz.ui.state import DashboardState, apply_event, ema
 
@@ -128,6 +134,7 @@ def test_render_nan_stop() -> None:
     assert "■ stopped at step 5: loss became NaN/inf" in text
     assert "last good checkpoint: runs/demo/checkpoints/step-4" in text
     assert "resume: tunewiz resume runs/demo" in text
+    assert "last checkpoint: step 4 · runs/demo/checkpoints/step-4" in text
     assert "×" in text  # the NaN step is marked in the chart
 
 

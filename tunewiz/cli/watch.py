@@ -23,7 +23,15 @@ def watch(
     from tunewiz.errors import TunewizError
     from tunewiz.metrics import read_events
     from tunewiz.rundir import RunDir
-    from tunewiz.ui import choose_mode, fold_events, make_console, print_summary, render, run_dashboard, status_line
+    from tunewiz.ui import (
+        choose_mode,
+        fold_events,
+        make_console,
+        print_summary,
+        render,
+        run_dashboard,
+        status_line,
+    )
 
     run = RunDir(run_dir)
     if not run.events.is_file():

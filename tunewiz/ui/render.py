@@ -105,11 +105,13 @@ class LossChart:
         self.height = height
 
     def _columns(self, width: int) -> list[float | None]:
+        # Column i covers losses [i·n/width, (i+1)·n/width): several steps per column on a long
+        # run, one step stretched over several columns on a short one.
         n = len(self.losses)
-        cols = min(width, n)
         out: list[float | None] = []
-        for i in range(cols):
-            chunk = [v for _, v in self.losses[i * n // cols : (i + 1) * n // cols] if math.isfinite(v)]
+        for i in range(width):
+            lo = i * n // width
+            chunk = [v for _, v in self.losses[lo : max((i + 1) * n // width, lo + 1)] if math.isfinite(v)]
             out.append(sum(chunk) / len(chunk) if chunk else None)
         return out
 
@@ -157,7 +159,7 @@ def _header(state: DashboardState) -> Text:
     if state.trainable_params is not None and state.total_params:
         text.append(
             f"\ntrainable {fmt_count(state.trainable_params)} of {fmt_count(state.total_params)} params"
-            f" · batch {state.micro_batch_size} × accum {state.grad_accum} × {state.world_size} ranks"
+            f" · batch {state.micro_batch_size} × accum {state.grad_accum} × {state.world_size} rank{'s' if state.world_size != 1 else ''}"
             f" = {state.global_batch_size}",
             style="dim",
         )
@@ -289,7 +291,9 @@ def render(state: DashboardState) -> RenderableType:
     middle.add_row(_metrics(state), LossChart(state.losses))
     parts: list[RenderableType | None] = [_header(state), _progress(state), middle, _memory(state)]
     if state.last_checkpoint:
-        parts.append(Text(f"last checkpoint: step {state.last_checkpoint[0]} · {state.last_checkpoint[1]}", style="dim"))
+        ckpt_step, ckpt_path = state.last_checkpoint
+        at = f"step {ckpt_step} · " if ckpt_step is not None else ""
+        parts.append(Text(f"last checkpoint: {at}{ckpt_path}", style="dim"))
     parts += [_warnings(state), _errors(state), _status(state)]
     failed = bool(state.errors) or (state.stop is not None and state.stop.get("reason") == "nan")
     return Panel(

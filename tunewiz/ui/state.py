@@ -9,6 +9,7 @@ it resumed from (those steps are trained again).
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,6 +17,7 @@ EMA_BETA = 0.9  # smoothing of the loss: ~10 steps of memory, like TensorBoard's
 SPIKE_FACTOR = 3.0  # a step's loss above SPIKE_FACTOR × the smoothed loss is reported as a spike
 SPIKE_MIN_STEPS = 10  # the EMA is too noisy to judge spikes before this many steps
 MAX_WARNINGS = 50  # older warnings are dropped; the dashboard shows the last few
+_STEP_DIR = re.compile(r"step-(\d+)/?$")  # a checkpoint path's step, as tunewiz.rundir names it
 
 
 @dataclass
@@ -87,7 +89,7 @@ class DashboardState:
 
     # Other events.
     val_losses: list[tuple[int, float]] = field(default_factory=list)
-    last_checkpoint: tuple[int, str] | None = None
+    last_checkpoint: tuple[int | None, str] | None = None  # (step, path)
     warnings: list[RunWarning] = field(default_factory=list)  # the last MAX_WARNINGS
     warnings_total: int = 0  # all warnings ever added, so a reader can tell which ones are new
     errors: list[RankError] = field(default_factory=list)
@@ -297,8 +299,11 @@ def apply_event(state: DashboardState, event: dict[str, Any]) -> DashboardState:
         )
     elif kind == "stop":
         state.stop = event
-        if event.get("checkpoint"):
-            state.last_checkpoint = (int(event.get("step", state.step)), str(event["checkpoint"]))
+        # The stop's checkpoint is the last good one, not necessarily saved at the stop's step.
+        path = event.get("checkpoint")
+        if path and (state.last_checkpoint is None or state.last_checkpoint[1] != str(path)):
+            match = _STEP_DIR.search(str(path))
+            state.last_checkpoint = (int(match.group(1)) if match else None, str(path))
     elif kind == "end":
         state.end = event
         state.step = int(event.get("step", state.step))
