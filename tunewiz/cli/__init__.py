@@ -42,7 +42,9 @@ def _register() -> None:
     # One line per command module; each module exposes `register(app)`.
     from tunewiz.cli import presets, resume, train, watch
 
-    for module in (train, resume, watch, presets):
+    from tunewiz.cli import doctor, plan  # hardware probe and memory planner
+
+    for module in (train, resume, watch, presets, doctor, plan):
         module.register(app)
 
 
