@@ -83,14 +83,17 @@ def prepare_run_dir(preset: Preset, run_dir: Path | None, *, overwrite: bool) ->
     """Create the run directory and write the resolved preset into it.
 
     An existing run is never touched unless `overwrite` is given: its checkpoints are for `resume`.
+    A directory whose run never started training (no start event, no checkpoint) is reused.
     """
     import shutil
 
     from tunewiz.atomic import atomic_write_text
+    from tunewiz.metrics import read_events
     from tunewiz.presets import dump_preset
 
     run = RunDir(run_dir or Path("runs") / preset.name)
-    if run.path.exists() and any(run.path.iterdir()):
+    started = run.checkpoints.exists() or run.final.exists() or any(e.get("event") == "start" for e in read_events(run.events))
+    if started:
         if not overwrite:
             raise TunewizError(
                 f"run directory `{run.path}` already exists",
@@ -108,7 +111,8 @@ def prepare_run_dir(preset: Preset, run_dir: Path | None, *, overwrite: bool) ->
 
 def launch(run: RunDir, argv: list[str], *, tui: bool) -> int:
     """Start torchrun, draw the dashboard until it exits, print the summary; return its exit code."""
-    from tunewiz.ui.live import make_console, print_summary, run_dashboard
+    from tunewiz.ui.live import make_console, run_dashboard
+    from tunewiz.ui.summary import print_summary
 
     log_path = run.path / "logs" / "torchrun.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)

@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 
 from tunewiz import distributed as tdist
-from tunewiz.batching import BatchShape, rank_micro_batches, steps_per_epoch
+from tunewiz.global_batch import BatchShape, rank_micro_batches, steps_per_epoch
 from tunewiz.checkpoint import Progress, load_checkpoint, save_checkpoint
 from tunewiz.config import Preset
 from tunewiz.errors import TunewizError
@@ -140,7 +140,7 @@ class FineTune:
         Σ_m CE_rm / N for its own micro-batches; the sum over ranks of those gradients is ∇L. FSDP2
         averages gradients over the W ranks (divides the sum by W), so each rank scales by W.
         N is counted before any forward pass, so micro-batch 4 × accumulation 1 and micro-batch 1 ×
-        accumulation 4 (same samples, see tunewiz.batching) give the same ∇L up to float rounding.
+        accumulation 4 (same samples, see tunewiz.global_batch) give the same ∇L up to float rounding.
         """
         fault_limit = int(os.environ.get(FAULT_OOM_ENV, "0"))
         local = sum(self.trained_tokens[i] for mb in micro_batches for i in mb)
