@@ -312,3 +312,12 @@ def test_loss_plot_from_a_written_log(tmp_path: Path) -> None:
             writer.write(e.pop("event"), **{k: v for k, v in e.items() if k != "time"})
     assert write_loss_plot(read_events(run.events), run.loss_plot) == run.loss_plot
     assert run.loss_plot.stat().st_size > 10_000
+
+
+def test_importing_the_dashboard_does_not_import_matplotlib() -> None:
+    import subprocess
+    import sys
+
+    code = "import sys, tunewiz.ui, tunewiz.cli.watch; print('matplotlib' in sys.modules, 'torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["False", "False"]

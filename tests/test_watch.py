@@ -90,6 +90,20 @@ def test_plain_dashboard_follows_a_process_to_the_end(tmp_path: Path) -> None:
     assert "\x1b" not in out.getvalue()
 
 
+def test_tui_dashboard_follows_a_process_and_leaves_the_last_frame(tmp_path: Path) -> None:
+    from rich.console import Console
+
+    run = RunDir(tmp_path / "demo")
+    proc = spawn_writer(run, steps=12, delay=0.05, mode="end")
+    out = io.StringIO()
+    console = Console(file=out, force_terminal=True, width=100, color_system="truecolor")
+    state = run_dashboard(run, proc, mode="tui", console=console)
+    text = out.getvalue()
+    assert state.end is not None and state.step == 12 and state.now is None
+    assert "tunewiz · demo" in text and "✓ finished at step 12" in text
+    assert text.rindex("\x1b[?25h") > text.rindex("\x1b[?25l")  # cursor shown again
+
+
 def test_first_ctrl_c_asks_the_ranks_to_stop(tmp_path: Path) -> None:
     run = RunDir(tmp_path / "demo")
     proc = spawn_writer(run, steps=600, delay=0.05, mode="stop")
