@@ -36,6 +36,9 @@ from tunewiz.rundir import CHECKPOINT_COMPLETE_MARKER, RunDir
 
 # Trainable parameters only: a LoRA checkpoint holds the adapter, not the frozen base.
 _STATE_OPTIONS = StateDictOptions(ignore_frozen_params=True)
+# Loading sets only those keys; non-strict because the frozen base is (rightly) not in them. Every
+# trainable key is still required: `dcp.load` fails when the checkpoint lacks one.
+_LOAD_OPTIONS = StateDictOptions(ignore_frozen_params=True, strict=False)
 
 
 @dataclass
@@ -162,7 +165,7 @@ def load_checkpoint(
     state = {"model": model_sd, "optim": optim_sd}
     dcp.load(state, checkpoint_id=path)
     set_state_dict(
-        model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optim"], options=_STATE_OPTIONS
+        model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optim"], options=_LOAD_OPTIONS
     )
     saved = json.loads((path / "progress.json").read_text())
     scheduler.load_state_dict(saved["scheduler"])

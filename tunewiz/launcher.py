@@ -111,7 +111,9 @@ def prepare_run_dir(preset: Preset, run_dir: Path | None, *, overwrite: bool) ->
 
 def launch(run: RunDir, argv: list[str], *, tui: bool) -> int:
     """Start torchrun, draw the dashboard until it exits, print the summary; return its exit code."""
+    from tunewiz.metrics import read_events
     from tunewiz.ui.live import make_console, run_dashboard
+    from tunewiz.ui.lossplot import write_loss_plot
     from tunewiz.ui.summary import print_summary
 
     log_path = run.path / "logs" / "torchrun.log"
@@ -124,6 +126,7 @@ def launch(run: RunDir, argv: list[str], *, tui: bool) -> int:
         mode = "tui" if tui else "plain"
         state = run_dashboard(run, process, mode=mode)
     code = process.wait()
+    write_loss_plot(read_events(run.events), run.loss_plot)
     print_summary(state, run, make_console(mode))
     if code != 0 and not state.errors:
         tail = log_path.read_text(errors="replace").splitlines()[-15:]
