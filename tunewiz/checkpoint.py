@@ -29,6 +29,7 @@ import torch
 import torch.distributed.checkpoint as dcp
 from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict, set_state_dict
 
+from tunewiz import faults
 from tunewiz.atomic import atomic_write_json
 from tunewiz.distributed import DistEnv, barrier
 from tunewiz.errors import TunewizError
@@ -118,6 +119,7 @@ def save_checkpoint(
                 path / "progress.json",
                 {"progress": asdict(progress), "scheduler": scheduler.state_dict(), "world_size": env.world_size},
             )
+        faults.maybe_kill("checkpoint", progress.step)
         barrier()
         if env.is_main:
             atomic_write_json(path / CHECKPOINT_COMPLETE_MARKER, {"step": progress.step})

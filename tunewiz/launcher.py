@@ -79,6 +79,16 @@ def torchrun_env() -> dict[str, str]:
     return env
 
 
+def preflight(preset: Preset) -> None:
+    """Fail fast, before torchrun starts, on a model or a local data file that is not there."""
+    from tunewiz.models.loading import check_model_dir, resolve_model_dir
+
+    check_model_dir(resolve_model_dir(preset.model.path, preset.model.revision))
+    for key, value in (("data.path", preset.data.path), ("data.val_path", preset.data.val_path)):
+        if value and Path(value).suffix in (".json", ".jsonl", ".csv", ".parquet") and not Path(value).is_file():
+            raise TunewizError(f"`{key}`: dataset file `{value}` does not exist", hint="check the path (relative paths are from the current directory)")
+
+
 def prepare_run_dir(preset: Preset, run_dir: Path | None, *, overwrite: bool) -> RunDir:
     """Create the run directory and write the resolved preset into it.
 

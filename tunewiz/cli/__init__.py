@@ -40,11 +40,17 @@ def _root(
 
 def _register() -> None:
     # One line per command module; each module exposes `register(app)`.
-    from tunewiz.cli import presets, resume, train, watch
+    from tunewiz.cli import (  # hardware probe and memory planner
+        chat,  # KV-cache generation, streaming chat
+        doctor,
+        plan,
+        presets,
+        resume,
+        train,
+        watch,
+    )
 
-    from tunewiz.cli import doctor, plan  # hardware probe and memory planner
-
-    for module in (train, resume, watch, presets, doctor, plan):
+    for module in (train, resume, watch, presets, doctor, plan, chat):
         module.register(app)
 
 

@@ -47,7 +47,7 @@ def train(
     import shlex
 
     from tunewiz.distributed import resolve_device
-    from tunewiz.launcher import Topology, launch, prepare_run_dir, torchrun_command
+    from tunewiz.launcher import Topology, launch, preflight, prepare_run_dir, torchrun_command
     from tunewiz.presets import dump_preset, load_preset
     from tunewiz.rundir import RunDir
     from tunewiz.ui.live import choose_mode
@@ -56,6 +56,7 @@ def train(
     resolved, _ = load_preset(preset, overrides)
     topology = Topology(nproc_per_node, nnodes, node_rank, rdzv_endpoint)
     topology.check(resolve_device(resolved.device))
+    preflight(resolved)
     if dry_run:
         run = RunDir(run_dir or Path("runs") / resolved.name)
         typer.echo(dump_preset(resolved))

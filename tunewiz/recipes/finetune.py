@@ -24,17 +24,14 @@ from pathlib import Path
 import torch
 
 from tunewiz import distributed as tdist
-from tunewiz.global_batch import BatchShape, rank_micro_batches, steps_per_epoch
+from tunewiz import faults
 from tunewiz.checkpoint import Progress, load_checkpoint, save_checkpoint
 from tunewiz.config import Preset
 from tunewiz.errors import TunewizError
+from tunewiz.global_batch import BatchShape, rank_micro_batches, steps_per_epoch
 from tunewiz.memory import peak_memory_bytes
 from tunewiz.metrics import EventWriter
 from tunewiz.rundir import RunDir
-
-# Fault injection for tests (documented in docs/concepts/resume.md): raise an out-of-memory error
-# for any micro-batch larger than this, as a GPU would, so the fallback can be exercised on CPU.
-FAULT_OOM_ENV = "TUNEWIZ_FAULT_OOM_ABOVE_MICRO_BATCH"
 
 
 @dataclass
@@ -142,15 +139,13 @@ class FineTune:
         N is counted before any forward pass, so micro-batch 4 × accumulation 1 and micro-batch 1 ×
         accumulation 4 (same samples, see tunewiz.global_batch) give the same ∇L up to float rounding.
         """
-        fault_limit = int(os.environ.get(FAULT_OOM_ENV, "0"))
         local = sum(self.trained_tokens[i] for mb in micro_batches for i in mb)
         total_tokens = int(tdist.all_reduce_sum(torch.tensor([local], dtype=torch.float64, device=self.env.device)).item())
         scale = self.env.world_size / max(total_tokens, 1)
         loss_sum = torch.zeros((), dtype=torch.float64, device=self.env.device)
         input_tokens = 0
         for indices in micro_batches:
-            if fault_limit and len(indices) > fault_limit:
-                raise torch.OutOfMemoryError(f"injected by {FAULT_OOM_ENV}={fault_limit} (micro-batch {len(indices)})")
+            faults.check_oom(len(indices))
             micro_loss, _, n_input = self._forward(indices, self.train_samples)
             (micro_loss * scale).backward()
             loss_sum += micro_loss.detach().double()
@@ -232,6 +227,7 @@ def fit(ft: FineTune, stop: StopFlag, resumed_from: Path | None) -> int:
         ft.optimizer.zero_grad(set_to_none=True)
         step_time = time.perf_counter() - step_start
         p.step += 1
+        faults.maybe_kill("step", p.step)
         p.tokens_total += result.tokens
         p.elapsed += step_time
         p.sample_offset += ft.shape.global_batch
@@ -345,6 +341,14 @@ def read_run_preset(run: RunDir) -> Preset:
     return Preset.model_validate(yaml.safe_load(run.config.read_text()))
 
 
+def _report(events: EventWriter, **fields: object) -> None:
+    """Write an error event; a full disk must not hide the original error behind a second one."""
+    try:
+        events.write("error", **fields)
+    except OSError as exc:
+        print(f"could not write the error event to {events.path}: {exc}", file=sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--run-dir", required=True, type=Path)
@@ -363,11 +367,11 @@ def main(argv: list[str] | None = None) -> int:
         step = ft.progress.step
         return fit(ft, stop, args.resume_from)
     except TunewizError as exc:
-        events.write("error", rank=env.rank, message=str(exc), traceback=None, step=step)
+        _report(events, rank=env.rank, message=str(exc), traceback=None, step=step)
         print(f"error: {exc.message}" + (f"\nhint: {exc.hint}" if exc.hint else ""), file=sys.stderr)
         return exc.exit_code
     except Exception as exc:
-        events.write("error", rank=env.rank, message=f"{type(exc).__name__}: {exc}", traceback=traceback.format_exc(), step=step)
+        _report(events, rank=env.rank, message=f"{type(exc).__name__}: {exc}", traceback=traceback.format_exc(), step=step)
         raise
     finally:
         events.close()

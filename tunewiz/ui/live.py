@@ -20,7 +20,7 @@ from typing import Any, Literal
 from rich.console import Console
 from rich.live import Live
 
-from tunewiz.metrics import follow
+from tunewiz.metrics import follow, read_events
 from tunewiz.rundir import RunDir
 from tunewiz.ui.render import plain_lines, render
 from tunewiz.ui.state import DashboardState, apply_event
@@ -163,11 +163,16 @@ def run_dashboard(run_dir: RunDir, process: subprocess.Popen[Any] | None, *, mod
                     live.update(render(state), refresh=True)
             state.now = None
         else:
+            # A resumed launch appends to the log: fold the earlier launches' events silently.
+            replay = len(read_events(run_dir.events)) if process is not None else 0
             for batch in _batches(run_dir, process, control, state):
                 for event in batch:
                     seen = state.warnings_total
                     apply_event(state, event)
                     new = state.warnings[len(state.warnings) - (state.warnings_total - seen):]
+                    if replay:
+                        replay -= 1
+                        continue
                     for line in plain_lines(event, state, new, plain_every):
                         console.out(line, highlight=False)
                 while control.notes:

@@ -1,0 +1,35 @@
+"""Fault injection, for tests of what a GPU machine or a crash would do to a run.
+
+Set in the environment of `tunewiz train`/`resume` (torchrun passes it to every rank):
+
+``TUNEWIZ_FAULT_OOM_ABOVE_MICRO_BATCH=N``
+    every micro-batch larger than N raises ``torch.OutOfMemoryError`` before its forward pass, as a
+    GPU would, so the OOM fallback runs on CPU.
+``TUNEWIZ_FAULT_KILL=POINT@STEP``
+    the process SIGKILLs itself (no cleanup, like a power cut) at POINT of optimizer step STEP:
+    ``step`` after the optimizer step, ``checkpoint`` in the middle of writing that step's checkpoint
+    (after the tensors, before the completion marker).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+
+import torch
+
+OOM_ENV = "TUNEWIZ_FAULT_OOM_ABOVE_MICRO_BATCH"
+KILL_ENV = "TUNEWIZ_FAULT_KILL"
+
+
+def check_oom(micro_batch_size: int) -> None:
+    """Raise an injected out-of-memory error for a micro-batch above the configured size."""
+    limit = int(os.environ.get(OOM_ENV, "0"))
+    if limit and micro_batch_size > limit:
+        raise torch.OutOfMemoryError(f"injected by {OOM_ENV}={limit} (micro-batch {micro_batch_size})")
+
+
+def maybe_kill(point: str, step: int) -> None:
+    """SIGKILL this process when `TUNEWIZ_FAULT_KILL` names this point and step."""
+    if os.environ.get(KILL_ENV) == f"{point}@{step}":
+        os.kill(os.getpid(), signal.SIGKILL)
