@@ -15,6 +15,8 @@ from __future__ import annotations
 import json
 import math
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -423,6 +425,26 @@ def merge_lora(model: nn.Module) -> nn.Module:
         parent_path, _, attr = path.rpartition(".")
         setattr(model.get_submodule(parent_path), attr, merged)
     return model
+
+
+@contextmanager
+def lora_disabled(model: nn.Module) -> Iterator[None]:
+    """Run ``model`` as its base model inside the block: every LoRALinear computes only ``x Wᵀ + b``.
+
+    Nothing is copied or merged; each layer's ``forward`` is pointed at ``base_forward`` and restored
+    on exit (also on an exception), so the adapter can be switched off and on for comparisons.
+
+    Args:
+        model: a model with LoRALinear layers (a model without any is left unchanged).
+    """
+    modules = [m for _, m in _lora_modules(model)]
+    for module in modules:
+        module.forward = module.base_forward  # an instance attribute shadows the class's forward
+    try:
+        yield
+    finally:
+        for module in modules:
+            del module.forward
 
 
 def lora_parameter_count(model: nn.Module) -> tuple[int, int]:

@@ -1,0 +1,163 @@
+"""`tunewiz chat TARGET`: talk to a fine-tuned model in the terminal, or answer one prompt for a script."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import typer
+
+from tunewiz.errors import TunewizError
+
+if TYPE_CHECKING:
+    from rich.console import Console, RenderableType
+
+    from tunewiz.inference import ChatSession
+
+_SAMPLING = "Sampling"
+_MODEL = "Model"
+COMMANDS = "/reset  /system TEXT  /save FILE  /quit"
+
+
+def register(app: typer.Typer) -> None:
+    app.command(
+        "chat",
+        epilog="Examples: `tunewiz chat runs/tiny-lora` · `tunewiz chat runs/tiny-lora --prompt \"Who found the key?\"` "
+        "· `echo \"Hi\" | tunewiz chat tunewiz:tiny` · `tunewiz chat runs/tiny-lora --compare-base`",
+    )(chat)
+
+
+def chat(
+    target: str = typer.Argument(..., help="A run directory, a model directory, `tunewiz:NAME`, or a Hub id in the local cache."),
+    adapter: Path = typer.Option(None, "--adapter", help="A PEFT LoRA adapter directory to apply.", rich_help_panel=_MODEL),
+    device: str = typer.Option("auto", "--device", help="auto (cuda when available), cpu or cuda.", rich_help_panel=_MODEL),
+    prompt: str = typer.Option(None, "--prompt", help="Answer this one prompt on stdout and exit (stdin that is not a terminal does the same)."),
+    system: str = typer.Option(None, "--system", help="System prompt."),
+    compare_base: bool = typer.Option(False, "--compare-base", help="Also answer with the adapter switched off, side by side."),
+    temperature: float = typer.Option(0.0, "--temperature", help="0 = greedy (reproducible); e.g. 0.7 to sample.", rich_help_panel=_SAMPLING),
+    top_p: float = typer.Option(1.0, "--top-p", help="Nucleus sampling mass in (0, 1]; 1 = off.", rich_help_panel=_SAMPLING),
+    top_k: int = typer.Option(0, "--top-k", help="Sample among the k most likely tokens; 0 = off.", rich_help_panel=_SAMPLING),
+    max_new_tokens: int = typer.Option(256, "--max-new-tokens", help="Longest reply, in tokens.", rich_help_panel=_SAMPLING),
+    repetition_penalty: float = typer.Option(1.0, "--repetition-penalty", help="> 1 discourages repeats; 1 = off.", rich_help_panel=_SAMPLING),
+    seed: int = typer.Option(None, "--seed", help="Seed for sampling, for reproducible replies.", rich_help_panel=_SAMPLING),
+) -> None:
+    """Chat with a model: streaming replies, its chat template, multi-turn, `/reset` `/system` `/save` `/quit`."""
+    from rich.console import Console
+
+    from tunewiz.generate import SamplingParams
+    from tunewiz.inference import ChatSession, chat_template_for, load_for_inference
+
+    params = SamplingParams(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, top_k=top_k,
+                            repetition_penalty=repetition_penalty, seed=seed)
+    one_shot = prompt is not None or not sys.stdin.isatty()
+    if one_shot:
+        prompt = prompt if prompt is not None else sys.stdin.read()
+        if not prompt.strip():
+            raise TunewizError("the prompt is empty" + ("" if "--prompt" in sys.argv else " (nothing on stdin)"),
+                               hint="pass `--prompt TEXT`, pipe text in (`echo \"Hi\" | tunewiz chat ...`), or run in a terminal")
+    err = Console(stderr=True, highlight=False)
+    with err.status(f"loading {target}"):
+        loaded = load_for_inference(target, adapter=adapter, device=device)
+    if compare_base and not loaded.has_adapter:
+        raise TunewizError(f"--compare-base needs a LoRA adapter, and {loaded.description} has none",
+                           hint="point at a LoRA run directory, or add `--adapter DIR`")
+    template, warning = chat_template_for(target, loaded.tokenizer)
+    if warning:
+        err.print(f"warning: {warning}")
+    err.print(f"{loaded.description} on {loaded.device.type} ({str(loaded.dtype).removeprefix('torch.')})")
+    session = ChatSession(loaded, template, params, system=system)
+    if one_shot:
+        _answer_once(session, prompt.strip(), compare_base, Console(highlight=False))
+    else:
+        _interactive(session, compare_base, Console(highlight=False))
+
+
+def _answer_once(session: ChatSession, text: str, compare_base: bool, console: Console) -> None:
+    if not compare_base:
+        _stream(session, text)
+        return
+    base, tuned = _both_answers(session, text)
+    if console.is_terminal:
+        console.print(render_comparison(base, tuned))
+    else:
+        print(f"--- base model (adapter off) ---\n{base}\n\n--- fine-tuned ---\n{tuned}")
+
+
+def _stream(session: ChatSession, text: str) -> None:
+    for piece in session.reply(text):
+        sys.stdout.write(piece)
+        sys.stdout.flush()
+    sys.stdout.write("\n")
+
+
+def _both_answers(session: ChatSession, text: str) -> tuple[str, str]:
+    from tunewiz.inference import base_model_only
+
+    with base_model_only(session.loaded):
+        base = "".join(session.reply(text, record=False))
+    return base, "".join(session.reply(text))
+
+
+def render_comparison(base: str, tuned: str) -> RenderableType:
+    """Two panels side by side: the base model's answer and the fine-tuned one's.
+
+    Args:
+        base: the answer with the adapter switched off.
+        tuned: the answer with the adapter.
+    """
+    from rich.columns import Columns
+    from rich.panel import Panel
+    from rich.text import Text
+
+    return Columns([Panel(Text(base), title="base model (adapter off)", border_style="dim"),
+                    Panel(Text(tuned), title="fine-tuned", border_style="green")], equal=True, expand=True)
+
+
+def _interactive(session: ChatSession, compare_base: bool, console: Console) -> None:
+    import readline  # noqa: F401  (line editing and history for input())
+
+    console.print(f"Chatting with {session.loaded.description}. Commands: {COMMANDS}", style="dim")
+    while True:
+        try:
+            line = input("you> ").strip()
+        except (EOFError, KeyboardInterrupt):
+            console.print()
+            return
+        if not line:
+            continue
+        if line.startswith("/"):
+            if not _command(session, line, console):
+                return
+            continue
+        try:
+            if compare_base:
+                console.print(render_comparison(*_both_answers(session, line)))
+            else:
+                sys.stdout.write("model> ")
+                _stream(session, line)
+        except KeyboardInterrupt:
+            console.print("\n[stopped; this turn is not kept]", style="dim")
+        except TunewizError as exc:
+            console.print(f"error: {exc.message}" + (f"\nhint: {exc.hint}" if exc.hint else ""), markup=False)
+
+
+def _command(session: ChatSession, line: str, console: Console) -> bool:
+    """Run one slash command; False means quit."""
+    name, _, arg = line.partition(" ")
+    arg = arg.strip()
+    if name in ("/quit", "/exit"):
+        return False
+    if name == "/reset":
+        session.reset()
+        console.print("(conversation cleared)", style="dim")
+    elif name == "/system":
+        session.system = arg or None
+        session.reset()
+        console.print(f"(system prompt {'set' if arg else 'removed'}; conversation cleared)", style="dim")
+    elif name == "/save" and arg:
+        session.save(Path(arg).expanduser())
+        console.print(f"(saved to {arg})", style="dim", markup=False)
+    else:
+        console.print(f"unknown command `{line}`; commands: {COMMANDS}", style="dim", markup=False)
+    return True
