@@ -43,14 +43,16 @@ def _register() -> None:
     from tunewiz.cli import (  # hardware probe and memory planner
         chat,  # KV-cache generation, streaming chat
         doctor,
+        download,  # Hub download
         plan,
         presets,
+        push,  # Hub push + model card
         resume,
         train,
         watch,
     )
 
-    for module in (train, resume, watch, presets, doctor, plan, chat):
+    for module in (train, resume, watch, presets, doctor, plan, chat, download, push):
         module.register(app)
 
 

@@ -1,0 +1,56 @@
+"""`tunewiz push RUN_DIR --repo-id USER/NAME`: publish a run's adapter or merged model with a model card."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    app.command(
+        "push",
+        epilog="Example: `tunewiz push runs/tiny-lora --repo-id you/tiny-lora --dry-run staged/` "
+        "(look at staged/README.md), then drop `--dry-run`.",
+    )(push)
+
+
+def push(
+    run_dir: Path = typer.Argument(..., help="A finished run directory, e.g. runs/tiny-lora."),
+    repo_id: str = typer.Option(..., "--repo-id", help="The Hub repository: `USER/NAME` or `ORG/NAME`."),
+    adapter: bool = typer.Option(False, "--adapter", help="Push the PEFT adapter (default when the run has one)."),
+    merged: bool = typer.Option(False, "--merged", help="Push the merged model (safetensors + config + tokenizer)."),
+    private: bool = typer.Option(False, "--private", help="Create the repository private."),
+    license: str = typer.Option(None, "--license", help="License id for the card (default: the base model's)."),
+    dry_run: Path = typer.Option(
+        None, "--dry-run", metavar="DIR", help="Write the folder that would be uploaded to DIR; upload nothing."
+    ),
+) -> None:
+    """Upload a run's LoRA adapter or merged model to the Hugging Face Hub, with a model card.
+
+    The card carries the base model, data, hyperparameters, hardware, peak memory, throughput,
+    eval results and the loss curve. The token comes from `HF_TOKEN` or `hf auth login`; it is
+    never printed and never needed on the command line.
+    """
+    import sys
+
+    from tunewiz.errors import TunewizError
+    from tunewiz.hub import StagedFolder, push_run, stage_push
+
+    if adapter and merged:
+        raise TunewizError("`--adapter` and `--merged` exclude each other", hint="pick one (or neither for the default)")
+    kind = "adapter" if adapter else "merged" if merged else None
+
+    def report(staged: StagedFolder) -> None:
+        for warning in staged.warnings:
+            print(f"warning: {warning}", file=sys.stderr)
+        print(f"{staged.kind}: {', '.join(staged.files)}", file=sys.stderr)
+
+    if dry_run is not None:
+        staged = stage_push(run_dir, dry_run, repo_id=repo_id, kind=kind, license=license)
+        report(staged)
+        print(f"dry run: nothing uploaded; `{staged.path / 'README.md'}` is the model card", file=sys.stderr)
+        typer.echo(str(staged.path))
+        return
+    url = push_run(run_dir, repo_id=repo_id, kind=kind, private=private, license=license, on_staged=report)
+    typer.echo(url)
