@@ -44,6 +44,7 @@ def _register() -> None:
         chat,  # KV-cache generation, streaming chat
         doctor,
         download,  # Hub download
+        eval,  # lm-eval harness
         plan,
         presets,
         push,  # Hub push + model card
@@ -52,7 +53,7 @@ def _register() -> None:
         watch,
     )
 
-    for module in (train, resume, watch, presets, doctor, plan, chat, download, push):
+    for module in (train, resume, watch, presets, doctor, plan, chat, download, push, eval):
         module.register(app)
 
 
