@@ -198,25 +198,36 @@ def estimate(arch: LlamaConfig, inputs: PlanInputs) -> MemoryPlan:
     # while the step runs; the step happens after backward freed the activations.
     grads, states, step_temp = 4 * trained // n_dev, 8 * trained // n_dev, 4 * trained // n_dev
 
-    act = _activations(arch, i, e, targets)
+    saved, block_transient = _activations(arch, i, e, targets)
     loss = _loss_bytes(arch, i, e)
     gather = _fsdp_buffers(arch, i, e, full, n_dev)
     if i.method == "qlora":
         # One projection is dequantised to the compute dtype at a time: [out, in] × e, live in fwd and bwd.
         gather += e * max(a * b for a, b in _projection_shapes(arch).values())
 
-    # Peak: the larger of (a) the start of backward: every saved activation + the loss's chunk + the
-    # first grads, and (b) the optimizer step: all grads + states + the step's temporary, activations gone.
-    # Since Adam states live from the first step on, both phases hold them.
-    # In a full fine-tune the backward peak is at its start (only lm_head's grad exists) or at its end
-    # (all grads, activations gone): counting all grads with all activations is the safe side of both.
-    backward_peak = act + loss + grads
-    step_peak = grads + step_temp
-    if backward_peak >= step_peak:
-        trainable_state, activations, logits = states + grads, act, loss
+    # Backward holds every saved activation and, one after the other, two transients: first the loss
+    # (a chunk's logits, while only the root's grad exists), then each block's recompute/grads. Then the
+    # optimizer step: all grads + states + its temporary, activations gone. AdamW's states live from
+    # the first step on, so every phase holds them. In a full fine-tune the grads grow while the
+    # activations shrink through backward, so its end (all grads, no activations) is a phase too.
+    root_grads = 4 * _root_params(arch) // n_dev if full else grads
+    phases = {
+        "loss": saved + loss + root_grads,
+        "blocks": saved + block_transient + root_grads,
+        "end of backward": grads + (block_transient if full else 0),
+        "optimizer step": grads + step_temp,
+    }
+    phase = max(phases, key=lambda k: phases[k])
+    if phase in ("loss", "blocks"):
+        trainable_state = states + root_grads
+        activations, logits = saved + max(0, block_transient - loss), loss
     else:
-        trainable_state, activations, logits = states + grads + step_temp, 0, 0
-        reasons.append("peak at the optimizer step (all grads + AdamW states + its sqrt temporary), not in backward")
+        trainable_state, activations, logits = states + phases[phase], 0, 0
+    reasons.append(f"peak phase: {phase}" + {
+        "loss": " (all saved activations + one loss chunk's fp32 logits)",
+        "blocks": " (all saved activations + one block's backward)",
+        "end of backward": " (all grads, activations freed)",
+        "optimizer step": " (all grads + AdamW states + the foreach step's sqrt temporary)"}[phase])
 
     tensors = weights + trainable_state + activations + logits + gather
     if i.device == "cuda":
@@ -303,7 +314,8 @@ def _block_backward_temp_per_token(arch: LlamaConfig, e: int) -> int:
     return 2 * e * arch.intermediate_size + 4 * arch.hidden_size
 
 
-def _activations(arch: LlamaConfig, i: PlanInputs, e: int, targets: tuple[str, ...]) -> int:
+def _activations(arch: LlamaConfig, i: PlanInputs, e: int, targets: tuple[str, ...]) -> tuple[int, int]:
+    """(bytes saved for backward until it reaches them, bytes of one block's backward transient)."""
     n = i.micro_batch * i.seq_len
     layers = arch.num_hidden_layers
     block = _block_saved_bytes_per_token(arch, i, e, targets)
@@ -313,10 +325,10 @@ def _activations(arch: LlamaConfig, i: PlanInputs, e: int, targets: tuple[str, .
     rope = 2 * e * arch.head_dim
     if i.activation_checkpointing:
         # Each checkpointed block keeps its input [N, D] e; in backward one block is recomputed.
-        saved = layers * e * arch.hidden_size + block
+        saved, transient = layers * e * arch.hidden_size, block + _block_backward_temp_per_token(arch, e)
     else:
-        saved = layers * block
-    return n * (saved + tail + rope + _block_backward_temp_per_token(arch, e))
+        saved, transient = layers * block, _block_backward_temp_per_token(arch, e)
+    return n * (saved + tail + rope), n * transient
 
 
 def _loss_bytes(arch: LlamaConfig, i: PlanInputs, e: int) -> int:
@@ -325,11 +337,12 @@ def _loss_bytes(arch: LlamaConfig, i: PlanInputs, e: int) -> int:
     if i.loss == "full":
         # [N, V] logits in e, their fp32 upcast, log_softmax's saved fp32 output and its grad.
         return n * v * (e + 4 * (e != 4) + 8)
-    # Chunked + checkpointed (models/llama.py): backward recomputes one chunk: logits [C, V] e, the fp32
-    # upcast, log_softmax's output and the grads of the upcast and of the logits; plus the grad of
-    # the final hidden states [N, D] e that the chunks accumulate into.
+    # Chunked + checkpointed (models/llama.py): backward recomputes one chunk: logits [C, V] e, the
+    # fp32 upcast (the same tensor in fp32) holding log_softmax's output, then the grad of the upcast
+    # (fp32) and of the logits (e); the trace shows 2e + 4 B per logit at the peak (+4 in bf16 for
+    # the upcast). Plus the grad of the final hidden states [N, D] e that the chunks accumulate into.
     c = min(LOSS_CHUNK_TOKENS, n)
-    return c * v * (e + 4 * (e != 4) + 8 + e) + n * arch.hidden_size * e
+    return c * v * (2 * e + 4 + 4 * (e != 4)) + n * arch.hidden_size * e
 
 
 def _fsdp_buffers(arch: LlamaConfig, i: PlanInputs, e: int, full: bool, n_dev: int) -> int:

@@ -157,6 +157,7 @@ def recommend(
 
     base = PlanInputs(dtype=dtype, seq_len=seq_len, lora_targets=req.lora_targets,
                       num_devices=machine.num_devices, device="cuda" if machine.device == "cuda" else "cpu")
+    feasible: list[MemoryPlan] = []
     smallest: MemoryPlan | None = None
     for method in methods:
         for ac in checkpointing:
@@ -167,14 +168,19 @@ def recommend(
                     if smallest is None or plan.peak_high < smallest.peak_high:
                         smallest = plan
                     if plan.peak_high <= capacity:
-                        reasons += _choice_reasons(req, plan, batches, per_device_batch, capacity)
-                        accum = max(1, math.ceil(req.target_global_batch / (mb * machine.num_devices)))
-                        reasons.append(f"grad_accum {accum}: {mb} × {accum} × {machine.num_devices} device(s) = "
-                                       f"{mb * accum * machine.num_devices} sequences per step "
-                                       f"(target {req.target_global_batch})")
-                        verdict: Verdict = "fits with activation checkpointing" if ac else "fits"
-                        return Recommendation(model, machine, verdict, plan, accum, capacity, margin,
-                                              tuple(reasons))
+                        feasible.append(plan)
+    if feasible:
+        # The best of everything that fits. More memory only adds candidates, so the choice never gets
+        # worse on a bigger machine (the monotonicity the tests check).
+        plan = max(feasible, key=lambda p: _preference(p, methods))
+        mb = plan.inputs.micro_batch
+        without_ac = [p.inputs.micro_batch for p in feasible if not p.inputs.activation_checkpointing]
+        reasons += _choice_reasons(req, plan, batches, per_device_batch, capacity, max(without_ac, default=0))
+        accum = max(1, math.ceil(req.target_global_batch / (mb * machine.num_devices)))
+        reasons.append(f"grad_accum {accum}: {mb} × {accum} × {machine.num_devices} device(s) = "
+                       f"{mb * accum * machine.num_devices} sequences per step (target {req.target_global_batch})")
+        verdict: Verdict = "fits with activation checkpointing" if plan.inputs.activation_checkpointing else "fits"
+        return Recommendation(model, machine, verdict, plan, accum, capacity, margin, tuple(reasons))
     assert smallest is not None
     reasons.append(f"nothing fits: the smallest configuration tried needs {smallest.peak_high / GiB:.1f} GiB "
                    f"per device (with its error band) against {capacity / GiB:.1f} GiB")
@@ -194,6 +200,18 @@ def _seq_len(model: CatalogModel, token_lengths: list[int] | None, req: PlanRequ
     return chosen, f"max_seq_len {chosen}: default without a dataset sample (capped by the model's context)"
 
 
+AC_SLOWDOWN = 4 / 3  # activation checkpointing recomputes the forward: ~1/3 more compute per step
+
+
+def _preference(plan: MemoryPlan, methods: list[str]) -> tuple[int, float, int, int]:
+    """Sort key of a fitting plan: the preferred method first (LoRA before QLoRA), then throughput
+    (sequences per forward, divided by the recomputation cost of checkpointing), then LoRA rank,
+    then the smaller peak."""
+    i = plan.inputs
+    throughput = i.micro_batch / (AC_SLOWDOWN if i.activation_checkpointing else 1.0)
+    return (-methods.index(i.method), throughput, i.lora_rank, -plan.peak)
+
+
 def _powers_of_two(limit: int) -> list[int]:
     # Largest first: the search keeps the first that fits.
     out, b = [], 1
@@ -203,7 +221,8 @@ def _powers_of_two(limit: int) -> list[int]:
     return out[::-1]
 
 
-def _choice_reasons(req: PlanRequest, plan: MemoryPlan, batches: list[int], per_device: int, capacity: int) -> list[str]:
+def _choice_reasons(req: PlanRequest, plan: MemoryPlan, batches: list[int], per_device: int, capacity: int,
+                    best_without_ac: int) -> list[str]:
     i = plan.inputs
     out = []
     if req.method:
@@ -221,15 +240,18 @@ def _choice_reasons(req: PlanRequest, plan: MemoryPlan, batches: list[int], per_
     elif i.activation_checkpointing and req.activation_checkpointing is False:
         out.append("activation checkpointing on: needed, although it was asked off "
                    "(`--set train.activation_checkpointing=true`)")
-    elif i.activation_checkpointing:
+    elif i.activation_checkpointing and not best_without_ac:
         out.append("activation checkpointing on: no micro-batch fits without it (it costs ~30% speed)")
+    elif i.activation_checkpointing:
+        out.append(f"activation checkpointing on: micro_batch {i.micro_batch} with it outruns micro_batch "
+                   f"{best_without_ac} without it, despite the ~30% recomputation")
     else:
         out.append("activation checkpointing off: the plan fits without it, so no recomputation")
     if req.micro_batch:
         out.append(f"micro_batch {i.micro_batch}: given")
     else:
         headroom = 1 - plan.peak_high / capacity
-        out.append(f"micro_batch {i.micro_batch}: largest power of two up to {min(per_device, batches[0])} "
+        out.append(f"micro_batch {i.micro_batch}: the fastest power of two up to {min(per_device, batches[0])} "
                    f"that fits, with {headroom:.0%} of the capacity to spare")
     out.append(f"predicted peak {plan.peak / GiB:.2f} GiB per device (±{plan.error_band:.0%})")
     return out
