@@ -45,6 +45,7 @@ def _register() -> None:
         doctor,
         download,  # Hub download
         eval,  # lm-eval harness
+        init,  # the wizard
         plan,
         presets,
         push,  # Hub push + model card
@@ -53,7 +54,7 @@ def _register() -> None:
         watch,
     )
 
-    for module in (train, resume, watch, presets, doctor, plan, chat, download, push, eval):
+    for module in (train, resume, watch, presets, doctor, plan, chat, download, push, eval, init):
         module.register(app)
 
 
