@@ -56,7 +56,7 @@ def chat(
         if not prompt.strip():
             raise TunewizError("the prompt is empty" + ("" if "--prompt" in sys.argv else " (nothing on stdin)"),
                                hint="pass `--prompt TEXT`, pipe text in (`echo \"Hi\" | tunewiz chat ...`), or run in a terminal")
-    err = Console(stderr=True, highlight=False)
+    err = Console(stderr=True, highlight=False, soft_wrap=True)
     with err.status(f"loading {target}"):
         loaded = load_for_inference(target, adapter=adapter, device=device)
     if compare_base and not loaded.has_adapter:
@@ -117,7 +117,7 @@ def render_comparison(base: str, tuned: str) -> RenderableType:
 def _interactive(session: ChatSession, compare_base: bool, console: Console) -> None:
     import readline  # noqa: F401  (line editing and history for input())
 
-    console.print(f"Chatting with {session.loaded.description}. Commands: {COMMANDS}", style="dim")
+    console.print(f"Chatting with {session.loaded.description}. Commands: {COMMANDS}", style="dim", markup=False)
     while True:
         try:
             line = input("you> ").strip()
