@@ -105,3 +105,19 @@ def bpe_tokenizer_dir(tmp_path_factory: _pytest.TempPathFactory) -> _Path:
         )
     )
     return out
+
+
+# --- end-to-end run fixtures (tests/test_recipe.py, tests/test_resume.py) -----------------------------
+@_pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory: _pytest.TempPathFactory) -> _Path:
+    """A ~100k-parameter random Llama with its own tokenizer (see tests/runs.py)."""
+    from runs import build_tiny_model
+
+    return build_tiny_model(tmp_path_factory.mktemp("tiny_model"))
+
+
+@_pytest.fixture(scope="session")
+def tiny_dataset(tmp_path_factory: _pytest.TempPathFactory) -> _Path:
+    from runs import write_dataset
+
+    return write_dataset(tmp_path_factory.mktemp("tiny_data") / "qa.jsonl")

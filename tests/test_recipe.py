@@ -1,0 +1,113 @@
+"""The real recipe through the real CLI on a tiny model: golden losses, the loss normalisation across
+micro-batch/accumulation splits and ranks, and the exported weights in transformers and peft."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from runs import cli, events, step_losses, write_preset
+
+pytestmark = pytest.mark.slow
+
+# Step losses of tests/runs.py's tiny model and dataset with the preset below (CPU, fp32, torch 2.13).
+GOLDEN = {1: 6.0022507, 2: 5.9767373, 3: 6.0137234, 4: 5.7705056, 5: 5.7611453, 6: 5.7847805}
+
+
+@pytest.fixture(scope="module")
+def baseline(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path, tiny_dataset: Path) -> Path:
+    """micro-batch 4 × accumulation 1, one rank."""
+    work = tmp_path_factory.mktemp("baseline")
+    preset = write_preset(work / "base.yaml", tiny_model_dir, tiny_dataset)
+    result = cli("train", str(preset), "--no-tui", cwd=work)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return work / "runs" / "base"
+
+
+def test_golden_losses(baseline: Path) -> None:
+    losses = step_losses(baseline)
+    assert list(losses) == [1, 2, 3, 4, 5, 6]
+    assert losses == pytest.approx(GOLDEN, rel=1e-5)
+    kinds = [e["event"] for e in events(baseline)]
+    assert kinds[0] == "start" and kinds[-1] == "end"
+    assert {"eval", "checkpoint"} <= set(kinds)
+
+
+def test_accumulation_gives_the_same_update(baseline: Path, tmp_path: Path, tiny_model_dir: Path, tiny_dataset: Path) -> None:
+    preset = write_preset(tmp_path / "acc.yaml", tiny_model_dir, tiny_dataset, train={"micro_batch_size": 1, "grad_accum": 4})
+    result = cli("train", str(preset), "--no-tui", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    tokens = {e["step"]: e["tokens"] for e in events(tmp_path / "runs" / "acc") if e["event"] == "step"}
+    assert len(set(tokens.values())) > 1, "samples should differ in length"
+    assert step_losses(tmp_path / "runs" / "acc") == pytest.approx(step_losses(baseline), rel=1e-5)
+
+
+def test_two_ranks_fsdp_match_one_rank(baseline: Path, tmp_path: Path, tiny_model_dir: Path, tiny_dataset: Path) -> None:
+    preset = write_preset(tmp_path / "fsdp.yaml", tiny_model_dir, tiny_dataset, train={"micro_batch_size": 2})
+    result = cli("train", str(preset), "--no-tui", "--nproc-per-node", "2", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    run = tmp_path / "runs" / "fsdp"
+    assert events(run)[0]["world_size"] == 2
+    assert step_losses(run) == pytest.approx(step_losses(baseline), rel=1e-5)
+    assert (run / "final" / "adapter" / "adapter_model.safetensors").is_file()
+
+
+def test_export_loads_in_transformers_and_peft(baseline: Path) -> None:
+    import peft
+    import torch
+    import transformers
+
+    from tunewiz.lora import load_peft_adapter
+    from tunewiz.models.loading import load_model
+
+    final = baseline / "final"
+    base_dir = Path(events(baseline)[0]["model"])
+    ids = torch.tensor([[1, 20, 31, 42, 53, 64, 75]])
+
+    ours = load_model(base_dir)
+    load_peft_adapter(ours, final / "adapter")
+    with torch.no_grad():
+        expected = ours(ids)
+
+    merged = transformers.AutoModelForCausalLM.from_pretrained(final, dtype=torch.float32)
+    adapted = peft.PeftModel.from_pretrained(transformers.AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32), final / "adapter")
+    with torch.no_grad():
+        torch.testing.assert_close(merged(ids).logits, expected, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(adapted(ids).logits, expected, atol=1e-5, rtol=1e-5)
+    assert not torch.allclose(load_model(base_dir)(ids), expected), "training changed nothing"
+
+
+def test_dry_run_prints_the_torchrun_command(tmp_path: Path, tiny_model_dir: Path, tiny_dataset: Path) -> None:
+    preset = write_preset(tmp_path / "dry.yaml", tiny_model_dir, tiny_dataset)
+    result = cli("train", str(preset), "--dry-run", "--nproc-per-node", "2", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "torch.distributed.run --nproc-per-node 2 --standalone -m tunewiz.recipes.finetune --run-dir runs/dry" in result.stdout
+    assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("model.path=/nonexistent/model", "model directory `/nonexistent/model` does not exist"),
+        ("data.path=missing.jsonl", "dataset file `missing.jsonl` does not exist"),
+        ("data.max_seq_len=0", "data.max_seq_len"),
+        ("device=cuda", "no CUDA GPU"),
+    ],
+)
+def test_bad_input_is_one_error_line(tmp_path: Path, tiny_model_dir: Path, tiny_dataset: Path, override: str, message: str) -> None:
+    preset = write_preset(tmp_path / "bad.yaml", tiny_model_dir, tiny_dataset)
+    result = cli("train", str(preset), "--set", override, cwd=tmp_path)
+    assert result.returncode != 0
+    assert message in result.stderr and "hint:" in result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
+    assert not (tmp_path / "runs" / "bad" / "events.jsonl").exists()
+
+
+def test_model_without_safetensors(tmp_path: Path, tiny_model_dir: Path, tiny_dataset: Path) -> None:
+    import shutil
+
+    model = tmp_path / "pickled"
+    shutil.copytree(tiny_model_dir, model)
+    (model / "model.safetensors").rename(model / "pytorch_model.bin")
+    result = cli("train", str(write_preset(tmp_path / "p.yaml", model, tiny_dataset)), cwd=tmp_path)
+    assert result.returncode != 0 and "safetensors" in result.stderr and "Traceback" not in result.stderr
