@@ -166,6 +166,14 @@ def test_plan_cli_json() -> None:
     assert plan["plan"]["breakdown_bytes"]["total"] == plan["plan"]["peak_bytes"]
 
 
+def test_plan_cli_preset_keeps_its_values() -> None:
+    out = _plan_cli(str(ROOT / "presets" / "tiny-lora.yaml"), "--json")
+    assert out.returncode == 0, out.stderr
+    plan = json.loads(out.stdout)
+    assert plan["model"]["name"] == "tunewiz:tiny" and plan["verdict"] == "fits"
+    assert any(r.endswith(": given") for r in plan["reasons"])
+
+
 def test_plan_cli_errors() -> None:
     out = _plan_cli("--model", "llama-3.2-1", "--gpus", "1", "--gpu-memory", "8GB")
     assert out.returncode == 2 and "did you mean `llama-3.2-1b`" in out.stderr and "hint:" in out.stderr

@@ -14,7 +14,7 @@ if TYPE_CHECKING:
 
 _ROWS = (("weights", "weights"), ("trainable_state", "grads + optimizer states"), ("activations", "activations"),
          ("logits_loss", "logits / loss"), ("fsdp_buffers", "FSDP gather buffers"),
-         ("overhead", "CUDA context + allocator" ))
+         ("overhead", "CUDA context + allocator"))
 
 
 def render_recommendation(rec: Recommendation) -> Group:
@@ -28,9 +28,10 @@ def render_recommendation(rec: Recommendation) -> Group:
     from rich.text import Text
 
     i = rec.plan.inputs
-    title = (f"{rec.model.name} ({rec.model.params / 1e9:.2f}B) · {i.method} · {i.dtype} · micro_batch "
+    size = f"{rec.model.params / 1e9:.2f}B" if rec.model.params >= 1e8 else f"{rec.model.params / 1e6:.1f}M"
+    title = (f"{rec.model.name} ({size}) · {i.method} · {i.dtype} · micro_batch "
              f"{i.micro_batch} × seq {i.seq_len} · on {rec.machine.name}")
-    table = Table(title=title, title_justify="left")
+    table = Table()
     table.add_column("per device")
     table.add_column("GiB", justify="right")
     breakdown = rec.plan.breakdown.as_dict()
@@ -42,7 +43,7 @@ def render_recommendation(rec: Recommendation) -> Group:
                   Text(f"{rec.plan.peak / GiB:.2f} ± {rec.plan.error_band:.0%}", style="bold"))
     table.add_row("capacity (after margin)", f"{rec.capacity / GiB:.2f}")
     style = "bold green" if rec.verdict == "fits" else "bold yellow" if rec.fits else "bold red"
-    parts: list[object] = [table, Text(f"verdict: {rec.verdict}", style=style)]
+    parts: list[object] = [Text(title, style="bold"), table, Text(f"verdict: {rec.verdict}", style=style)]
     if rec.fits:
         parts.append(Text(f"grad_accum {rec.grad_accum} → global batch {rec.global_batch} sequences"))
     parts.append(Text("why:"))
