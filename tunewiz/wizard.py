@@ -42,6 +42,7 @@ EXAMPLE = ("tunewiz init --model tunewiz:tiny --dataset tunewiz:story-qa --epoch
            "--output tiny-story-qa.yaml --no-launch")
 SAMPLED_ROWS = 1000  # rows tokenized to size max_seq_len: enough for a stable 99th percentile
 CHARS_PER_TOKEN = 4  # English text with a 32k-150k BPE vocabulary, when the tokenizer is not local
+TEMPLATE_TOKENS_PER_MESSAGE = 5  # role header + end marker: `<|im_start|>user\n … <|im_end|>\n` (chatml, llama3)
 MATMUL_UTILISATION = 0.5  # a training step reaches about half of a bare matmul's FLOP/s
 FULL_LR, LORA_LR = 2e-5, 2e-4  # the usual peak learning rates (torchtune, axolotl, LitGPT recipes)
 
@@ -276,7 +277,8 @@ def _model_title(model: CatalogModel, rec: Recommendation) -> str:
             "does not fit": "✗ does not fit"}[rec.verdict]
     how = f" ({rec.plan.inputs.method}, {rec.plan.peak / GiB:.1f} GiB)" if rec.fits else ""
     gated = "  gated" if model.gated else ""
-    return f"{model.name:28s} {model.params / 1e9:6.2f}B  {mark}{how}{gated}"
+    size = f"{model.params / 1e9:.2f}B" if model.params >= 1e8 else f"{model.params / 1e6:.1f}M"
+    return f"{model.name:28s} {size:>7s}  {mark}{how}{gated}"
 
 
 def _default_model(models: list[CatalogModel], verdicts: dict[str, Recommendation], machine: Machine) -> str:
@@ -409,6 +411,7 @@ def sample_token_lengths(model: CatalogModel, dataset: str, seq_len: int | None
         tokenizer = load_tokenizer(resolve_model_dir(model.repo_id))
     except TunewizError:
         return _estimated_lengths(rows, dataset), (f"estimated at {CHARS_PER_TOKEN} characters per token "
+                                                   f"+ {TEMPLATE_TOKENS_PER_MESSAGE} template tokens per message "
                                                    f"(the tokenizer of {model.name} is not downloaded)"), len(rows)
     cfg = DataSection(path=dataset, max_seq_len=model.max_context, val_fraction=0.0, max_samples=SAMPLED_ROWS)
     samples, _, _ = build_datasets(cfg, tokenizer, seed=0)
@@ -425,7 +428,8 @@ def _estimated_lengths(rows: list[dict[str, Any]], source: str) -> list[int]:
         if fmt == "text":
             chars = len(row_to_text(row, index, source))
         else:
-            chars = sum(len(m["content"]) for m in row_to_messages(row, fmt, index, source))
+            messages = row_to_messages(row, fmt, index, source)
+            chars = sum(len(m["content"]) + CHARS_PER_TOKEN * TEMPLATE_TOKENS_PER_MESSAGE for m in messages)
         lengths.append(max(1, math.ceil(chars / CHARS_PER_TOKEN)))
     return lengths
 
