@@ -15,6 +15,7 @@ from tunewiz.errors import TunewizError
 from tunewiz.presets import load_preset
 from tunewiz.wizard import Choice, WizardFlags, parse_duration, run_wizard
 
+REPO = Path(__file__).resolve().parent.parent
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "NO_COLOR": "1", "COLUMNS": "200"}
 
 
@@ -201,3 +202,28 @@ except Stop:
     done = subprocess.run([sys.executable, "-c", code], env=ENV, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "FIRST Model []"
+
+
+def test_reference_presets_carry_the_planners_current_prediction(tmp_path: Path) -> None:
+    # Each wizard-made shipped preset records the command that made it; making it again must give the
+    # same file apart from the date and the honesty note, so a planner change cannot leave stale numbers.
+    made = sorted(p for p in (REPO / "presets").glob("*.yaml") if "# Made with: tunewiz init " in p.read_text())
+    assert [p.stem for p in made] == ["llama-3.1-8b-full-8x80gb", "llama-3.1-8b-lora-24gb", "llama-3.2-1b-lora-8gb",
+                                      "qwen2.5-0.5b-lora-12gb"]
+    for path in made:
+        text = path.read_text()
+        args = next(line for line in text.splitlines() if line.startswith("# Made with: tunewiz init "))
+        argv = args.removeprefix("# Made with: tunewiz ").split()
+        out = argv.index("-o") + 1
+        argv[out] = str(tmp_path / path.name)
+        done = tunewiz(*argv, cwd=REPO)
+        assert done.returncode == 0, done.stderr
+        again = (tmp_path / path.name).read_text()
+        assert _body(again) == _body(text), f"{path.name} is stale: run the `Made with` line in its header again"
+        assert "# Not measured here: no GPU" in text
+
+
+def _body(text: str) -> list[str]:
+    # Everything but the first line (it carries the date) and the lines the wizard does not write.
+    return [line for line in text.splitlines()[1:]
+            if not line.startswith(("# Not measured", "# next to this", "# Made with", "# Launch"))]
