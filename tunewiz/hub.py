@@ -28,11 +28,11 @@ from pathlib import Path
 from typing import Any, Literal
 
 from tunewiz.errors import TunewizError
-from tunewiz.models.loading import HUB_PATTERNS, INDEX_FILE
+from tunewiz.models.loading import HUB_IGNORE_PATTERNS, HUB_PATTERNS, INDEX_FILE
 from tunewiz.rundir import RunDir
 
 __all__ = [
-    "HUB_PATTERNS", "DownloadPlan", "DownloadResult", "HubContext", "StagedFolder", "download_model",
+    "HUB_IGNORE_PATTERNS", "HUB_PATTERNS", "DownloadPlan", "DownloadResult", "HubContext", "StagedFolder", "download_model",
     "explain_hub_error", "plan_download", "push_run", "resolve_repo_alias", "stage_push", "write_token",
 ]
 
@@ -478,8 +478,14 @@ def _from_cache(repo_id: str, revision: str | None, output_dir: Path | None, ctx
 
     try:
         path = Path(snapshot_download(repo_id, revision=revision, local_dir=output_dir, local_files_only=True,
-                                      allow_patterns=HUB_PATTERNS))
+                                      allow_patterns=HUB_PATTERNS, ignore_patterns=HUB_IGNORE_PATTERNS))
     except LocalEntryNotFoundError as exc:
+        if getattr(exc, "snapshot_path", None):  # IncompleteSnapshotError: an interrupted download
+            raise TunewizError(
+                f"the cached copy of `{repo_id}` is incomplete (`{exc.snapshot_path}`), and offline mode is on",
+                hint=f"run `tunewiz download {repo_id}` once with network access to finish it",
+                exit_code=1,
+            ) from None
         raise _offline(exc, ctx) from None
     check_model_dir(path)
     files = tuple(sorted(p.name for p in path.iterdir() if any(fnmatch.fnmatchcase(p.name, pat) for pat in HUB_PATTERNS)))

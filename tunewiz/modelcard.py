@@ -188,7 +188,7 @@ def _metric_rows(tasks: dict[str, Any]) -> list[tuple[str, str, float, float | N
     rows = []
     for task, metrics in sorted(tasks.items()):
         for key, value in metrics.items():
-            if key.endswith("_stderr") or isinstance(value, bool) or not isinstance(value, (int, float)):
+            if key.partition(",")[0].endswith("_stderr") or isinstance(value, bool) or not isinstance(value, (int, float)):
                 continue
             stderr = metrics.get(f"{key}_stderr")
             if stderr is None and "," in key:  # lm-eval writes `acc_stderr,none` for `acc,none`
@@ -208,8 +208,7 @@ def _eval_results(results: dict[str, Any]) -> list[Any]:
 
     return [
         EvalResult(task_type="text-generation", task_name="Text Generation", dataset_type=task, dataset_name=task,
-                   metric_type=metric.split(" ")[0], metric_name=metric, metric_value=round(value, 4),
-                   source_name="lm-evaluation-harness (tunewiz eval)")
+                   metric_type=metric.split(" ")[0], metric_name=metric, metric_value=round(value, 4))
         for task, metric, value, _ in _metric_rows(results.get("tasks") or {})
     ]
 
