@@ -41,6 +41,8 @@ HUB_PATTERNS = [
     "merges.txt",
     "chat_template.jinja",
 ]
+# fnmatch's `*` crosses `/`: without this, `*.safetensors` would also ask for `onnx/model.safetensors` and the like.
+HUB_IGNORE_PATTERNS = ["*/*"]
 # Older checkpoints store RoPE frequencies; the model recomputes them, as transformers ignores them.
 IGNORED_KEY_SUFFIXES = ("rotary_emb.inv_freq",)
 
@@ -89,7 +91,8 @@ def resolve_model_dir(path: str, revision: str | None = None) -> Path:
 
     try:
         snapshot = snapshot_download(
-            path, revision=revision, local_files_only=True, allow_patterns=HUB_PATTERNS
+            path, revision=revision, local_files_only=True, allow_patterns=HUB_PATTERNS,
+            ignore_patterns=HUB_IGNORE_PATTERNS,
         )
     except (LocalEntryNotFoundError, HFValidationError):
         at = f" at revision `{revision}`" if revision else ""
