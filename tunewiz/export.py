@@ -54,6 +54,10 @@ def export_final(run: RunDir, full: dict[str, torch.Tensor], *, preset: Preset, 
     staging.mkdir(parents=True)
     config = LlamaConfig.from_file(model_dir / "config.json")
     base, lora = split_lora_state(full)
+    if preset.method == "qlora":
+        from tunewiz.quantize import dequantize_state
+
+        base = dequantize_state(base)  # NF4 -> the compute dtype (bf16 unless model.dtype is fp32)
     if lora and preset.output.adapter:
         save_peft_adapter(
             lora,
@@ -64,6 +68,8 @@ def export_final(run: RunDir, full: dict[str, torch.Tensor], *, preset: Preset, 
             dropout=preset.lora.dropout,
             targets=preset.lora.targets,
         )
+        if preset.method == "qlora":
+            _write_qlora_adapter_card(staging / "adapter", preset)
     if preset.output.merged:
         weights = merge_lora_state(base, lora, scaling=preset.lora.alpha / preset.lora.rank) if lora else base
         save_model(weights, staging, config)
@@ -73,3 +79,29 @@ def export_final(run: RunDir, full: dict[str, torch.Tensor], *, preset: Preset, 
     shutil.rmtree(run.final, ignore_errors=True)
     staging.rename(run.final)
     return run.final
+
+
+def _write_qlora_adapter_card(adapter_dir: Path, preset: Preset) -> None:
+    """`adapter/README.md`: say the adapter was trained against a 4-bit base, which matters to whoever
+    loads it onto the full-precision base (outputs differ slightly from the training run's)."""
+    from tunewiz.atomic import atomic_write_text
+    from tunewiz.quantize import NF4_BLOCK_SIZE, NF4_SCALER_BLOCK_SIZE
+
+    atomic_write_text(
+        adapter_dir / "README.md",
+        f"""---
+base_model: {preset.model.path}
+library_name: peft
+tags: [lora, qlora, tunewiz]
+---
+
+# {preset.name}: LoRA adapter trained with QLoRA
+
+This adapter (rank {preset.lora.rank}, alpha {preset.lora.alpha}, on {", ".join(preset.lora.targets)}) was
+trained by tunewiz on a **4-bit base**: the base model's decoder linear weights were NF4 with double
+quantization (blocks of {NF4_BLOCK_SIZE} values, scales quantized in blocks of up to {NF4_SCALER_BLOCK_SIZE}, torchao's
+NF4 tensor); embeddings, norms and lm_head stayed in {preset.model.dtype}. Loaded onto the full-precision
+base with `peft.PeftModel.from_pretrained`, it behaves close to, not exactly as, in training; tunewiz's
+merged export (`final/model.safetensors`, when `output.merged` is on) folds it into the dequantized base.
+""",
+    )

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 from collections import defaultdict
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -168,7 +169,11 @@ def load_state_dict_files(model_dir: Path) -> dict[str, torch.Tensor]:
 
 
 def load_model(
-    model_dir: Path, *, dtype: torch.dtype | None = None, device: str | torch.device = "cpu"
+    model_dir: Path,
+    *,
+    dtype: torch.dtype | None = None,
+    device: str | torch.device = "cpu",
+    convert: Callable[[str, torch.Tensor], torch.Tensor] | None = None,
 ) -> LlamaForCausalLM:
     """Build the model on the meta device and fill it with the directory's safetensors weights.
 
@@ -176,6 +181,9 @@ def load_model(
         model_dir: from :func:`resolve_model_dir`.
         dtype: dtype of the floating-point weights (default fp32).
         device: where the weights go.
+        convert: called as ``convert(key, tensor)`` on each weight as soon as it is read (already
+            in ``dtype`` on ``device``); its result is what the model holds. QLoRA quantizes here,
+            so only one full-precision weight is alive at a time.
 
     Returns:
         The model in eval mode, with no tensor left on the meta device and tied embeddings re-tied.
@@ -227,9 +235,10 @@ def load_model(
                         f"config.json implies {tuple(expected[key].shape)}",
                         hint="the checkpoint does not match its config.json",
                     )
-                state[key] = tensor.to(
+                tensor = tensor.to(
                     device=device, dtype=dtype if tensor.is_floating_point() else tensor.dtype
                 )
+                state[key] = convert(key, tensor) if convert is not None else tensor
     if tied:
         state["lm_head.weight"] = state["model.embed_tokens.weight"]
     model.load_state_dict(state, strict=True, assign=True)

@@ -100,7 +100,14 @@ class FineTune:
 
         preset = self.preset
         dtype = torch.float32 if preset.model.dtype == "fp32" else torch.bfloat16
-        model = load_model(self.model_dir, dtype=dtype, device="cpu")
+        if preset.method == "qlora":
+            from tunewiz.quantize import check_shardable, load_nf4_model
+
+            # Decoder linears become NF4 one by one as they are read (on the training device).
+            model = load_nf4_model(self.model_dir, dtype=dtype, device=self.env.device)
+            check_shardable(model, self.env.world_size)
+        else:
+            model = load_model(self.model_dir, dtype=dtype, device="cpu")
         if preset.method == "full":
             model.requires_grad_(True)
         else:
