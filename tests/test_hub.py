@@ -312,8 +312,8 @@ def test_download_offline_finds_the_cached_model(run: dict, tmp_path: Path, monk
 
     missing = _cli(["download", "someone/not-here"], env)
     assert missing.returncode == 1
-    assert "error: offline mode is on (`HF_HUB_OFFLINE=1`): cannot reach the Hugging Face Hub for " \
-           "`someone/not-here` and is not in the local cache" in missing.stderr
+    assert "error: offline mode is on (`HF_HUB_OFFLINE=1`) and `someone/not-here` is not in the local " \
+           "Hugging Face cache" in missing.stderr
     assert "Traceback" not in missing.stderr
 
     # In process: the same cache resolves for training, and the model loads.

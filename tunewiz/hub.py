@@ -83,11 +83,12 @@ def _server_says(exc: BaseException) -> str:
 
 
 def _offline(exc: BaseException, ctx: HubContext) -> TunewizError:
-    cached = (
-        " and is not in the local cache" if ctx.action == "download" and isinstance(exc, FileNotFoundError) else ""
-    )
+    if ctx.action == "download" and isinstance(exc, FileNotFoundError):
+        message = f"offline mode is on (`HF_HUB_OFFLINE=1`) and `{ctx.repo_id}` is not in the local Hugging Face cache"
+    else:
+        message = f"offline mode is on (`HF_HUB_OFFLINE=1`): cannot reach the Hugging Face Hub to {ctx.action} `{ctx.repo_id}`"
     return TunewizError(
-        f"offline mode is on (`HF_HUB_OFFLINE=1`): cannot reach the Hugging Face Hub for `{ctx.repo_id}`{cached}",
+        message,
         hint="unset it (`unset HF_HUB_OFFLINE`) and run again; models already in the cache work offline",
         exit_code=1,
     )
