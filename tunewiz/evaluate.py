@@ -15,7 +15,10 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import sys
 import time
+import warnings
+from contextlib import redirect_stdout
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from functools import cache
@@ -32,6 +35,7 @@ if TYPE_CHECKING:
     from lm_eval.tasks import TaskManager
 
     from tunewiz.inference import LoadedModel
+    from tunewiz.templates import ChatTemplate
 
 log = logging.getLogger(__name__)
 
@@ -100,13 +104,16 @@ def tunewiz_lm_class() -> type:
                 ``AUTO_BATCH_LOGITS_BYTES``).
             max_length: longest sequence scored; default the model's ``max_position_embeddings``.
             add_bos: start every sequence with bos (as training does) when the tokenizer has one.
+            chat_template: what tasks with ``metadata.chat_template: true`` render prompts with; default
+                the model's own.
         """
 
-        def __init__(self, loaded: LoadedModel, *, batch_size: int | str = "auto",
-                     max_length: int | None = None, add_bos: bool = True) -> None:
+        def __init__(self, loaded: LoadedModel, *, batch_size: int | str = "auto", max_length: int | None = None,
+                     add_bos: bool = True, chat_template: ChatTemplate | None = None) -> None:
             super().__init__()
             self.loaded = loaded
             self.tokenizer = loaded.tokenizer
+            self.template = chat_template or loaded.tokenizer.chat_template
             self.batch_size = batch_size
             self.max_length = max_length or loaded.model.config.max_position_embeddings
             self.add_bos = add_bos and self.tokenizer.bos_id is not None
@@ -230,21 +237,19 @@ def tunewiz_lm_class() -> type:
 
         # -- chat --
         def apply_chat_template(self, chat_history: list[dict[str, str]], add_generation_prompt: bool = True) -> str:
-            """The conversation rendered with the model's chat template (as training renders samples)."""
-            template = self.tokenizer.chat_template
-            if template is None:
+            """The conversation rendered with the chat template, as training renders samples."""
+            if self.template is None:
                 raise TunewizError(f"{self.loaded.description} has no chat template, and a requested task "
                                    "formats prompts with one", hint="evaluate a model with a chat template, or "
                                    "remove `chat_template: true` from the task's metadata")
-            return template.render(chat_history, add_generation_prompt=add_generation_prompt)
+            return self.template.render(chat_history, add_generation_prompt=add_generation_prompt)
 
         @property
         def tokenizer_name(self) -> str:
             return str(self.tokenizer.source_dir)
 
         def chat_template(self, chat_template: bool | str = False) -> str | None:
-            template = self.tokenizer.chat_template
-            return template.template if template is not None else None
+            return self.template.template if self.template is not None else None
 
     return TunewizLM
 
@@ -285,8 +290,6 @@ def _hub_reachable() -> bool:
 def _go_offline() -> None:
     """Make huggingface_hub and datasets fail at once instead of retrying for ~20 s. The env vars
     cover later imports; the module constants cover libraries already imported."""
-    import sys
-
     os.environ["HF_HUB_OFFLINE"] = "1"
     os.environ["HF_DATASETS_OFFLINE"] = "1"
     if "huggingface_hub" in sys.modules:
@@ -339,7 +342,10 @@ def load_tasks(manager: TaskManager, names: list[str], *, builtins: bool) -> dic
     if offline:
         _go_offline()
     try:
-        return get_task_dict(names, manager)
+        with warnings.catch_warnings():
+            # TaskManager.load(), its replacement, flattens groups away; get_task_dict keeps them.
+            warnings.simplefilter("ignore", DeprecationWarning)
+            return get_task_dict(names, manager)
     except Exception as exc:
         if not offline:
             raise
@@ -399,25 +405,27 @@ def _metrics(results: dict[str, Any]) -> dict[str, dict[str, float | None]]:
     return table
 
 
+def _wants_chat(task: Any) -> bool:
+    metadata = getattr(getattr(task, "config", None), "metadata", None) or {}
+    return bool(metadata.get("chat_template"))
+
+
 def _run(lm: Any, task_dict: dict[str, Any], *, limit: int | None, num_fewshot: int | None) -> dict[str, dict[str, float | None]]:
     """Evaluate; tasks whose metadata says ``chat_template: true`` get prompts through the model's chat
     template (as training formats samples), the others plain."""
     from lm_eval import simple_evaluate
 
-    def wants_chat(task: Any) -> bool:
-        metadata = getattr(getattr(task, "config", None), "metadata", None) or {}
-        return bool(metadata.get("chat_template"))
-
-    chat = [t for t in task_dict.values() if wants_chat(t)]
-    plain = [t for t in task_dict.values() if not wants_chat(t)]
+    chat = [t for t in task_dict.values() if _wants_chat(t)]
+    plain = [t for t in task_dict.values() if not _wants_chat(t)]
     table: dict[str, dict[str, float | None]] = {}
     for tasks, use_chat in ((plain, False), (chat, True)):
         if not tasks:
             continue
-        out = simple_evaluate(model=lm, tasks=tasks, limit=limit, num_fewshot=num_fewshot,
-                              apply_chat_template=use_chat, fewshot_as_multiturn=use_chat,
-                              log_samples=False, bootstrap_iters=1000, random_seed=0,
-                              numpy_random_seed=0, torch_random_seed=0, fewshot_random_seed=0)
+        with redirect_stdout(sys.stderr):  # lm-eval prints progress notes; stdout carries only data
+            out = simple_evaluate(model=lm, tasks=tasks, limit=limit, num_fewshot=num_fewshot,
+                                  apply_chat_template=use_chat, fewshot_as_multiturn=use_chat,
+                                  log_samples=False, bootstrap_iters=1000, random_seed=0,
+                                  numpy_random_seed=0, torch_random_seed=0, fewshot_random_seed=0)
         table.update(_metrics(out["results"]))
     return table
 
@@ -440,7 +448,7 @@ def run_eval(target: str, *, tasks: list[str] | None = None, include_path: Path 
     """
     import lm_eval
 
-    from tunewiz.inference import base_model_only, load_for_inference
+    from tunewiz.inference import base_model_only, chat_template_for, load_for_inference
 
     names = tasks or default_tasks(target)
     include = [SHIPPED_TASKS_DIR, *([Path(include_path)] if include_path else [])]
@@ -455,7 +463,11 @@ def run_eval(target: str, *, tasks: list[str] | None = None, include_path: Path 
     if compare_base and not loaded.has_adapter:
         raise TunewizError(f"--compare-base needs an adapter, and `{target}` evaluates {loaded.description} "
                            "with none", hint="evaluate a LoRA run directory, or drop `--compare-base`")
-    lm = tunewiz_lm_class()(loaded, batch_size=batch_size)
+    # A model without a chat template is prompted as its run trained (alpaca/chatml built-ins).
+    template, warning = chat_template_for(target, loaded.tokenizer)
+    if warning and any(_wants_chat(t) for t in task_dict.values()):
+        log.warning(warning)
+    lm = tunewiz_lm_class()(loaded, batch_size=batch_size, chat_template=template)
     scores = _run(lm, task_dict, limit=limit, num_fewshot=num_fewshot)
     base_scores = None
     if compare_base:
