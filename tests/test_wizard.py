@@ -227,3 +227,15 @@ def _body(text: str) -> list[str]:
     # Everything but the first line (it carries the date) and the lines the wizard does not write.
     return [line for line in text.splitlines()[1:]
             if not line.startswith(("# Not measured", "# next to this", "# Made with", "# Launch"))]
+
+
+def test_launch_runs_the_written_preset_through_tunewiz_train(tmp_path: Path) -> None:
+    # A 0.1 s budget is one optimizer step: the launch is the normal `tunewiz train` path (~45 s on 2 cores).
+    env = {**ENV, "TMPDIR": str(tmp_path)}
+    done = subprocess.run([sys.executable, "-m", "tunewiz", "init", "-m", "tunewiz:tiny", "-d", "tunewiz:story-qa",
+                           "--time-budget", "0.1s", "--name", "launched", "-o", "launched.yaml", "--launch"],
+                          cwd=tmp_path, env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert load_preset(str(tmp_path / "launched.yaml"))[0].train.max_steps == 1
+    assert "max_steps 1: a 0.1s budget at an estimated" in done.stdout
+    assert (tmp_path / "runs" / "launched" / "final" / "adapter").is_dir()
