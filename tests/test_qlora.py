@@ -185,9 +185,11 @@ def test_qlora_trains_through_cli_and_exports_loadable_weights(workdir: Path, tm
 def test_qlora_two_ranks_fsdp2_match_one_rank(workdir: Path, tmp_path: Path) -> None:
     preset = _preset(workdir, "qlora-2")
     one, two = tmp_path / "one", tmp_path / "two"
-    for run_dir, nproc in ((one, "1"), (two, "2")):
+    # The same global batch of 8 samples: 1 rank × 2 accumulated micro-batches, 2 ranks × 1.
+    for run_dir, nproc, accum in ((one, "1", "2"), (two, "2", "1")):
         result = cli("train", str(preset), "--set", "method=qlora", "--set", "train.max_steps=4",
-                     "--run-dir", str(run_dir), "--nproc-per-node", nproc, "--no-tui", cwd=tmp_path)
+                     "--set", f"train.grad_accum={accum}", "--run-dir", str(run_dir), "--nproc-per-node", nproc,
+                     "--no-tui", cwd=tmp_path)
         assert result.returncode == 0, result.stdout + result.stderr
     start = next(e for e in events(two) if e["event"] == "start")
     assert start["world_size"] == 2 and start["method"] == "qlora"
