@@ -30,9 +30,18 @@ MAX_NEW = "12"
 def _model_dir(out: Path, tokenizer_dir: Path, seed: int) -> Path:
     """A random ~60k-parameter Llama saved with the tokenizer of ``tokenizer_dir``."""
     tokenizer = load_tokenizer(tokenizer_dir)
-    config = LlamaConfig(model_type="llama", vocab_size=tokenizer.vocab_size, hidden_size=48, intermediate_size=96,
-                         num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, head_dim=12,
-                         max_position_embeddings=256, eos_token_id=tokenizer.eos_id)
+    config = LlamaConfig(
+        model_type="llama",
+        vocab_size=tokenizer.vocab_size,
+        hidden_size=48,
+        intermediate_size=96,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=12,
+        max_position_embeddings=256,
+        eos_token_id=tokenizer.eos_id,
+    )
     torch.manual_seed(seed)
     model = LlamaForCausalLM(config)
     model.init_weights(std=0.1)  # peaked enough that greedy output is a varied sequence
@@ -53,7 +62,8 @@ def run_dir(tmp_path_factory: pytest.TempPathFactory, base_dir: Path) -> Path:
     (run / "final").mkdir(parents=True)
     (run / "config.yaml").write_text(
         f"name: tiny-lora\nmethod: lora\ndevice: cpu\nmodel:\n  path: {base_dir}\n  dtype: fp32\n"
-        "lora:\n  rank: 4\n  alpha: 8\n  targets: [q_proj, v_proj, down_proj]\ndata:\n  path: tunewiz:story-qa\n")
+        "lora:\n  rank: 4\n  alpha: 8\n  targets: [q_proj, v_proj, down_proj]\ndata:\n  path: tunewiz:story-qa\n"
+    )
     model = load_model(base_dir)
     targets = ["q_proj", "v_proj", "down_proj"]
     apply_lora(model, targets=targets, rank=4, alpha=8.0, dropout=0.0, seed=0)
@@ -62,15 +72,23 @@ def run_dir(tmp_path_factory: pytest.TempPathFactory, base_dir: Path) -> Path:
         for name, p in model.named_parameters():
             if "lora_B" in name:
                 p.copy_(torch.randn(p.shape, generator=g) * 0.5)
-    save_peft_adapter(lora_state_dict(model), run / "final" / "adapter", base_model=str(base_dir), rank=4,
-                      alpha=8.0, dropout=0.0, targets=targets)
+    save_peft_adapter(
+        lora_state_dict(model),
+        run / "final" / "adapter",
+        base_model=str(base_dir),
+        rank=4,
+        alpha=8.0,
+        dropout=0.0,
+        targets=targets,
+    )
     save_model(merge_lora(model), run / "final", model.config)
     load_tokenizer(base_dir).save_pretrained(run / "final")
     return run
 
 
-def cli(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], *args: str,
-        stdin: str = "") -> tuple[int, str, str]:
+def cli(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], *args: str, stdin: str = ""
+) -> tuple[int, str, str]:
     """Run `tunewiz ARGS` in-process with ``stdin`` piped in (not a TTY); return (exit code, stdout, stderr)."""
     monkeypatch.setattr(sys, "argv", ["tunewiz", *args])
     monkeypatch.setattr(sys, "stdin", io.StringIO(stdin))
@@ -91,9 +109,16 @@ def expected_answer(model_dir: Path, adapter: Path | None, text: str) -> str:
     model = load_model(model_dir)
     if adapter is not None:
         load_peft_adapter(model, adapter)
-    ids = tokenizer.encode(tokenizer.chat_template.render([{"role": "user", "content": text}], add_generation_prompt=True))
-    [out] = generate(model.eval(), [ids], SamplingParams(max_new_tokens=int(MAX_NEW)), stop_ids=tokenizer.stop_ids,
-                     pad_id=tokenizer.pad_id)
+    ids = tokenizer.encode(
+        tokenizer.chat_template.render([{"role": "user", "content": text}], add_generation_prompt=True)
+    )
+    [out] = generate(
+        model.eval(),
+        [ids],
+        SamplingParams(max_new_tokens=int(MAX_NEW)),
+        stop_ids=tokenizer.stop_ids,
+        pad_id=tokenizer.pad_id,
+    )
     return tokenizer.decode(out)
 
 
@@ -116,26 +141,42 @@ def test_load_run_dir_applies_the_adapter_unmerged(run_dir: Path, base_dir: Path
     assert (tuned - base).abs().max() > 0.1
 
 
-def test_prompt_on_a_run_dir_prints_the_answer(run_dir: Path, monkeypatch: pytest.MonkeyPatch,
-                                               capsys: pytest.CaptureFixture[str]) -> None:
-    code, out, err = cli(monkeypatch, capsys, "chat", str(run_dir), "--prompt", PROMPT, "--max-new-tokens", MAX_NEW)
+def test_prompt_on_a_run_dir_prints_the_answer(
+    run_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, err = cli(
+        monkeypatch, capsys, "chat", str(run_dir), "--prompt", PROMPT, "--max-new-tokens", MAX_NEW
+    )
     assert code == 0, err
     answer = expected_answer(run_dir / "final", None, PROMPT)  # final/ holds the merged weights
     assert answer.strip() and out == answer + "\n"
     assert "+ LoRA adapter (rank 4)" in err
 
 
-def test_piped_stdin_is_one_prompt(run_dir: Path, monkeypatch: pytest.MonkeyPatch,
-                                   capsys: pytest.CaptureFixture[str]) -> None:
-    code, out, _ = cli(monkeypatch, capsys, "chat", str(run_dir), "--max-new-tokens", MAX_NEW, stdin=PROMPT + "\n")
+def test_piped_stdin_is_one_prompt(
+    run_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, _ = cli(
+        monkeypatch, capsys, "chat", str(run_dir), "--max-new-tokens", MAX_NEW, stdin=PROMPT + "\n"
+    )
     assert code == 0
     assert out == expected_answer(run_dir / "final", None, PROMPT) + "\n"
 
 
-def test_compare_base_shows_both_answers(run_dir: Path, base_dir: Path, monkeypatch: pytest.MonkeyPatch,
-                                         capsys: pytest.CaptureFixture[str]) -> None:
-    code, out, err = cli(monkeypatch, capsys, "chat", str(run_dir), "--prompt", PROMPT, "--compare-base",
-                         "--max-new-tokens", MAX_NEW)
+def test_compare_base_shows_both_answers(
+    run_dir: Path, base_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, err = cli(
+        monkeypatch,
+        capsys,
+        "chat",
+        str(run_dir),
+        "--prompt",
+        PROMPT,
+        "--compare-base",
+        "--max-new-tokens",
+        MAX_NEW,
+    )
     assert code == 0, err
     base, tuned = expected_answer(base_dir, None, PROMPT), expected_answer(run_dir / "final", None, PROMPT)
     assert base != tuned
@@ -154,10 +195,21 @@ def test_comparison_renders_side_by_side() -> None:
     assert any("base says hi" in line and "tuned says hello" in line for line in lines)
 
 
-def test_adapter_flag_on_a_model_dir(run_dir: Path, base_dir: Path, monkeypatch: pytest.MonkeyPatch,
-                                     capsys: pytest.CaptureFixture[str]) -> None:
-    code, out, _ = cli(monkeypatch, capsys, "chat", str(base_dir), "--adapter", str(run_dir / "final" / "adapter"),
-                       "--prompt", PROMPT, "--max-new-tokens", MAX_NEW)
+def test_adapter_flag_on_a_model_dir(
+    run_dir: Path, base_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, _ = cli(
+        monkeypatch,
+        capsys,
+        "chat",
+        str(base_dir),
+        "--adapter",
+        str(run_dir / "final" / "adapter"),
+        "--prompt",
+        PROMPT,
+        "--max-new-tokens",
+        MAX_NEW,
+    )
     assert code == 0
     assert out == expected_answer(base_dir, run_dir / "final" / "adapter", PROMPT) + "\n"
 
@@ -170,8 +222,11 @@ def test_session_keeps_turns_and_saves_json(run_dir: Path, tmp_path: Path) -> No
     first = "".join(session.reply("hello"))
     assert session.messages == [{"role": "user", "content": "hello"}, {"role": "assistant", "content": first}]
     text = loaded.tokenizer.decode(session.prompt_ids("again"), skip_special=False)
-    assert text == f"<|im_start|>system\nbe brief<|im_end|>\n<|im_start|>user\nhello<|im_end|>\n<|im_start|>assistant\n" \
-                   f"{first}<|im_end|>\n<|im_start|>user\nagain<|im_end|>\n<|im_start|>assistant\n"
+    assert (
+        text
+        == f"<|im_start|>system\nbe brief<|im_end|>\n<|im_start|>user\nhello<|im_end|>\n<|im_start|>assistant\n"
+        f"{first}<|im_end|>\n<|im_start|>user\nagain<|im_end|>\n<|im_start|>assistant\n"
+    )
     session.save(tmp_path / "chat.json")
     saved = json.loads((tmp_path / "chat.json").read_text())
     assert saved["messages"][0] == {"role": "system", "content": "be brief"} and len(saved["messages"]) == 3
@@ -180,10 +235,15 @@ def test_session_keeps_turns_and_saves_json(run_dir: Path, tmp_path: Path) -> No
 
 
 def test_a_model_without_chat_template_falls_back_with_a_warning(
-        tmp_path: Path, sp_tokenizer_dir: Path, monkeypatch: pytest.MonkeyPatch,
-        capsys: pytest.CaptureFixture[str]) -> None:
+    tmp_path: Path,
+    sp_tokenizer_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     model_dir = _model_dir(tmp_path / "sp", sp_tokenizer_dir, seed=2)
-    code, out, err = cli(monkeypatch, capsys, "chat", str(model_dir), "--prompt", "hello", "--max-new-tokens", "4")
+    code, out, err = cli(
+        monkeypatch, capsys, "chat", str(model_dir), "--prompt", "hello", "--max-new-tokens", "4"
+    )
     assert code == 0, err
     assert "warning:" in err and "has no chat template" in err and "alpaca" in err
 
@@ -192,8 +252,14 @@ def test_interactive_chat_in_a_terminal(run_dir: Path, tmp_path: Path) -> None:
     import pexpect
 
     env = {**os.environ, "NO_COLOR": "1", "HF_HUB_OFFLINE": "1", "TERM": "dumb"}
-    child = pexpect.spawn(sys.executable, ["-m", "tunewiz", "chat", str(run_dir), "--max-new-tokens", "6"],
-                          env=env, encoding="utf-8", timeout=90, dimensions=(40, 120))
+    child = pexpect.spawn(
+        sys.executable,
+        ["-m", "tunewiz", "chat", str(run_dir), "--max-new-tokens", "6"],
+        env=env,
+        encoding="utf-8",
+        timeout=90,
+        dimensions=(40, 120),
+    )
     child.expect_exact("Commands: /reset")
     child.expect_exact("you> ")
     child.sendline("hello")
@@ -225,9 +291,13 @@ def _unfinished(tmp_path: Path, run_dir: Path, checkpoint: bool) -> Path:
 
 
 @pytest.mark.parametrize("checkpoint", [True, False])
-def test_a_run_without_final_weights_is_an_error(tmp_path: Path, run_dir: Path, checkpoint: bool,
-                                                 monkeypatch: pytest.MonkeyPatch,
-                                                 capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_run_without_final_weights_is_an_error(
+    tmp_path: Path,
+    run_dir: Path,
+    checkpoint: bool,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     run = _unfinished(tmp_path, run_dir, checkpoint)
     code, out, err = cli(monkeypatch, capsys, "chat", str(run), "--prompt", "hi")
     assert code == 2 and out == ""
@@ -238,32 +308,43 @@ def test_a_run_without_final_weights_is_an_error(tmp_path: Path, run_dir: Path, 
         assert f"hint: train it again: `tunewiz train {run / 'config.yaml'}" in err
 
 
-@pytest.mark.parametrize(("args", "stdin", "message"), [
-    (["--prompt", "  "], "", "error: the prompt is empty"),
-    ([], "\n", "error: the prompt is empty (nothing on stdin)"),
-    (["--prompt", "hi", "--temperature", "-1"], "", "error: --temperature is -1.0; it must be >= 0"),
-    (["--prompt", "hi", "--top-p", "0"], "", "error: --top-p is 0.0; it must be in (0, 1]"),
-    (["--prompt", "hi", "--top-p", "1.5"], "", "error: --top-p is 1.5"),
-    (["--prompt", "hi", "--top-k", "-3"], "", "error: --top-k is -3"),
-    (["--prompt", "hi", "--max-new-tokens", "0"], "", "error: --max-new-tokens is 0"),
-    (["--prompt", "hi", "--device", "tpu"], "", "error: --device is `tpu`"),
-])
-def test_bad_input_gives_error_and_hint(run_dir: Path, args: list[str], stdin: str, message: str,
-                                        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.parametrize(
+    ("args", "stdin", "message"),
+    [
+        (["--prompt", "  "], "", "error: the prompt is empty"),
+        ([], "\n", "error: the prompt is empty (nothing on stdin)"),
+        (["--prompt", "hi", "--temperature", "-1"], "", "error: --temperature is -1.0; it must be >= 0"),
+        (["--prompt", "hi", "--top-p", "0"], "", "error: --top-p is 0.0; it must be in (0, 1]"),
+        (["--prompt", "hi", "--top-p", "1.5"], "", "error: --top-p is 1.5"),
+        (["--prompt", "hi", "--top-k", "-3"], "", "error: --top-k is -3"),
+        (["--prompt", "hi", "--max-new-tokens", "0"], "", "error: --max-new-tokens is 0"),
+        (["--prompt", "hi", "--device", "tpu"], "", "error: --device is `tpu`"),
+    ],
+)
+def test_bad_input_gives_error_and_hint(
+    run_dir: Path,
+    args: list[str],
+    stdin: str,
+    message: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     code, out, err = cli(monkeypatch, capsys, "chat", str(run_dir), *args, stdin=stdin)
     assert code == 2 and out == ""
     assert err.startswith(message), err
     assert "\nhint: " in err
 
 
-def test_compare_base_without_an_adapter_is_an_error(base_dir: Path, monkeypatch: pytest.MonkeyPatch,
-                                                     capsys: pytest.CaptureFixture[str]) -> None:
+def test_compare_base_without_an_adapter_is_an_error(
+    base_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     code, _, err = cli(monkeypatch, capsys, "chat", str(base_dir), "--prompt", "hi", "--compare-base")
     assert code == 2
     assert "error: --compare-base needs a LoRA adapter" in err and "hint: " in err
 
 
-def test_a_missing_model_is_an_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                     capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_missing_model_is_an_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     code, _, err = cli(monkeypatch, capsys, "chat", str(tmp_path / "nope"), "--prompt", "hi")
     assert code == 2 and "does not exist" in err and "hint: " in err

@@ -13,8 +13,15 @@ from tunewiz.generate import SamplingParams, StreamDecoder, generate, stream
 from tunewiz.models.config import LlamaConfig
 from tunewiz.models.llama import LlamaForCausalLM
 
-SMALL = dict(vocab_size=96, hidden_size=64, intermediate_size=112, num_hidden_layers=2, num_attention_heads=4,
-             max_position_embeddings=128, initializer_range=0.1)
+SMALL = dict(
+    vocab_size=96,
+    hidden_size=64,
+    intermediate_size=112,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    max_position_embeddings=128,
+    initializer_range=0.1,
+)
 CASES = {
     "llama-gqa": ("LlamaConfig", dict(SMALL, num_key_value_heads=2)),
     # A window shorter than prompt + output, so decoding crosses it.
@@ -48,13 +55,22 @@ def prompts(lengths: list[int], seed: int = 1, vocab: int = 96) -> list[list[int
     return [torch.randint(1, vocab, (n,), generator=g).tolist() for n in lengths]
 
 
-def hf_generate(hf: torch.nn.Module, rows: list[list[int]], max_new: int, **kwargs: object) -> list[list[int]]:
+def hf_generate(
+    hf: torch.nn.Module, rows: list[list[int]], max_new: int, **kwargs: object
+) -> list[list[int]]:
     """transformers' generate on left-padded rows (pad id 0), returning each row's new tokens."""
     P = max(len(r) for r in rows)
     ids = torch.tensor([[0] * (P - len(r)) + r for r in rows])
     mask = torch.tensor([[0] * (P - len(r)) + [1] * len(r) for r in rows])
-    out = hf.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_new, min_new_tokens=max_new,
-                      pad_token_id=0, eos_token_id=None, **kwargs)
+    out = hf.generate(
+        input_ids=ids,
+        attention_mask=mask,
+        max_new_tokens=max_new,
+        min_new_tokens=max_new,
+        pad_token_id=0,
+        eos_token_id=None,
+        **kwargs,
+    )
     return out[:, P:].tolist()
 
 
@@ -66,7 +82,9 @@ def test_greedy_equals_transformers_generate(pair: tuple[torch.nn.Module, LlamaF
     assert len(set(expected[0])) > 3  # a real sequence, not one repeated token
 
 
-def test_batched_left_padded_greedy_equals_transformers(pair: tuple[torch.nn.Module, LlamaForCausalLM]) -> None:
+def test_batched_left_padded_greedy_equals_transformers(
+    pair: tuple[torch.nn.Module, LlamaForCausalLM],
+) -> None:
     hf, ours = pair
     rows = prompts([3, 11, 6])
     expected = hf_generate(hf, rows, 16, do_sample=False)
@@ -83,7 +101,9 @@ def test_repetition_penalty_equals_transformers(pair: tuple[torch.nn.Module, Lla
     assert got != generate(ours, [prompt], SamplingParams(max_new_tokens=30), stop_ids=NO_STOP, pad_id=0)
 
 
-def test_kv_cache_decode_logits_equal_full_recompute(model: LlamaForCausalLM, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_kv_cache_decode_logits_equal_full_recompute(
+    model: LlamaForCausalLM, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The logits each decode step sees (left-padded batch, cache) equal a full forward of the row alone."""
     seen: list[torch.Tensor] = []
     choose = gen.choose_next
@@ -138,8 +158,13 @@ def test_sampling_is_reproducible_with_a_seed(model: LlamaForCausalLM) -> None:
 def test_top_k_one_equals_greedy(model: LlamaForCausalLM) -> None:
     rows = prompts([5, 8])
     greedy = generate(model, rows, SamplingParams(max_new_tokens=16), stop_ids=NO_STOP, pad_id=0)
-    top1 = generate(model, rows, SamplingParams(max_new_tokens=16, temperature=2.0, top_k=1, seed=0),
-                    stop_ids=NO_STOP, pad_id=0)
+    top1 = generate(
+        model,
+        rows,
+        SamplingParams(max_new_tokens=16, temperature=2.0, top_k=1, seed=0),
+        stop_ids=NO_STOP,
+        pad_id=0,
+    )
     assert top1 == greedy
 
 
@@ -154,8 +179,10 @@ def test_filters_and_penalty_equal_transformers_processors() -> None:
     for p in (0.05, 0.5, 0.9):
         torch.testing.assert_close(gen.filter_top_p(logits, p), TopPLogitsWarper(p)(history, logits.clone()))
     seen = torch.zeros(3, 50, dtype=torch.bool).scatter_(1, history, True)
-    torch.testing.assert_close(gen.apply_repetition_penalty(logits, seen, 1.3),
-                               RepetitionPenaltyLogitsProcessor(1.3)(history, logits.clone()))
+    torch.testing.assert_close(
+        gen.apply_repetition_penalty(logits, seen, 1.3),
+        RepetitionPenaltyLogitsProcessor(1.3)(history, logits.clone()),
+    )
 
 
 def test_top_p_keeps_only_the_nucleus() -> None:
@@ -164,11 +191,17 @@ def test_top_p_keeps_only_the_nucleus() -> None:
     assert kept.tolist() == [[True, True, False, False]]  # 0.5 + 0.3 is the smallest set reaching 0.75
 
 
-@pytest.mark.parametrize(("field", "value", "flag"), [
-    ("temperature", -0.1, "--temperature"), ("top_p", 0.0, "--top-p"), ("top_p", 1.5, "--top-p"),
-    ("top_k", -1, "--top-k"), ("max_new_tokens", 0, "--max-new-tokens"),
-    ("repetition_penalty", 0.0, "--repetition-penalty"),
-])
+@pytest.mark.parametrize(
+    ("field", "value", "flag"),
+    [
+        ("temperature", -0.1, "--temperature"),
+        ("top_p", 0.0, "--top-p"),
+        ("top_p", 1.5, "--top-p"),
+        ("top_k", -1, "--top-k"),
+        ("max_new_tokens", 0, "--max-new-tokens"),
+        ("repetition_penalty", 0.0, "--repetition-penalty"),
+    ],
+)
 def test_bad_sampling_params_name_the_flag(field: str, value: float, flag: str) -> None:
     with pytest.raises(TunewizError) as err:
         SamplingParams(**{field: value})

@@ -60,8 +60,9 @@ class SamplingParams:
         ]
         for ok, flag, value, expected in checks:
             if not ok:
-                raise TunewizError(f"{flag} is {value}; it must be {expected}",
-                                   hint=f"pass {flag} with a value {expected}")
+                raise TunewizError(
+                    f"{flag} is {value}; it must be {expected}", hint=f"pass {flag} with a value {expected}"
+                )
 
     @property
     def greedy(self) -> bool:
@@ -120,8 +121,9 @@ def filter_top_p(logits: torch.Tensor, p: float) -> torch.Tensor:
     return logits.masked_fill(drop, float("-inf"))
 
 
-def choose_next(logits: torch.Tensor, params: SamplingParams, seen: torch.Tensor,
-                generator: torch.Generator | None) -> torch.Tensor:
+def choose_next(
+    logits: torch.Tensor, params: SamplingParams, seen: torch.Tensor, generator: torch.Generator | None
+) -> torch.Tensor:
     """Pick one token per row.
 
     Args:
@@ -142,8 +144,13 @@ def choose_next(logits: torch.Tensor, params: SamplingParams, seen: torch.Tensor
     return torch.multinomial(logits.softmax(dim=-1), 1, generator=generator).squeeze(-1)
 
 
-def _token_steps(model: LlamaForCausalLM, prompts: Sequence[Sequence[int]], params: SamplingParams,
-                 stop_ids: Collection[int], pad_id: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+def _token_steps(
+    model: LlamaForCausalLM,
+    prompts: Sequence[Sequence[int]],
+    params: SamplingParams,
+    stop_ids: Collection[int],
+    pad_id: int,
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """Yield ``(tokens [B], live [B] bool)`` once per decoding step; ``live`` is False for a row whose
     token is a stop token or that stopped earlier. Ends when every row stopped or after
     ``max_new_tokens`` steps. Runs under no_grad (the callers' decorators cover the generator).
@@ -154,14 +161,16 @@ def _token_steps(model: LlamaForCausalLM, prompts: Sequence[Sequence[int]], para
         return
     empty = [i for i, p in enumerate(prompts) if len(p) == 0]
     if empty:
-        raise TunewizError(f"prompt {empty[0]} has no tokens; generation needs at least one prompt token",
-                           hint="give a non-empty prompt")
+        raise TunewizError(
+            f"prompt {empty[0]} has no tokens; generation needs at least one prompt token",
+            hint="give a non-empty prompt",
+        )
     device = model.model.embed_tokens.weight.device
     B, P = len(prompts), max(len(p) for p in prompts)
     lengths = torch.tensor([len(p) for p in prompts], device=device)  # [B]
     ids = torch.full((B, P), pad_id, dtype=torch.long, device=device)
     for row, prompt in enumerate(prompts):
-        ids[row, P - len(prompt):] = torch.tensor(list(prompt), dtype=torch.long, device=device)
+        ids[row, P - len(prompt) :] = torch.tensor(list(prompt), dtype=torch.long, device=device)
     # Key slots each row may attend: its real prompt tokens, then every generated slot.
     key_ok = torch.ones(B, P + params.max_new_tokens, dtype=torch.bool, device=device)
     key_ok[:, :P] = torch.arange(P, device=device) >= (P - lengths)[:, None]
@@ -203,8 +212,14 @@ def _token_steps(model: LlamaForCausalLM, prompts: Sequence[Sequence[int]], para
         next_pos += 1
 
 
-def generate(model: LlamaForCausalLM, prompts: list[list[int]], params: SamplingParams, *,
-             stop_ids: Collection[int], pad_id: int) -> list[list[int]]:
+def generate(
+    model: LlamaForCausalLM,
+    prompts: list[list[int]],
+    params: SamplingParams,
+    *,
+    stop_ids: Collection[int],
+    pad_id: int,
+) -> list[list[int]]:
     """Generate a continuation for each prompt, all rows decoded together with one KV cache.
 
     The model should be in eval mode (LoRA dropout would otherwise make greedy output random).
@@ -230,8 +245,9 @@ def generate(model: LlamaForCausalLM, prompts: list[list[int]], params: Sampling
     return outputs
 
 
-def stream(model: LlamaForCausalLM, prompt: list[int], params: SamplingParams, *,
-           stop_ids: Collection[int]) -> Iterator[int]:
+def stream(
+    model: LlamaForCausalLM, prompt: list[int], params: SamplingParams, *, stop_ids: Collection[int]
+) -> Iterator[int]:
     """Yield the new tokens of one prompt as they are chosen; the stop token is not yielded.
 
     Args:
@@ -277,9 +293,9 @@ class StreamDecoder:
         return self._advance(final=True)
 
     def _advance(self, *, final: bool) -> str:
-        before = self._tokenizer.decode(self._ids[self._prefix:self._read])
-        after = self._tokenizer.decode(self._ids[self._prefix:])
+        before = self._tokenizer.decode(self._ids[self._prefix : self._read])
+        after = self._tokenizer.decode(self._ids[self._prefix :])
         if len(after) <= len(before) or (after.endswith("\ufffd") and not final):
             return ""
         self._prefix, self._read = self._read, len(self._ids)
-        return after[len(before):]
+        return after[len(before) :]

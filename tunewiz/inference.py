@@ -12,7 +12,7 @@ import json
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -30,8 +30,14 @@ if TYPE_CHECKING:
     from tunewiz.tokenizer import Tokenizer
 
 log = logging.getLogger(__name__)
-_DTYPES = {"fp32": "float32", "float32": "float32", "bf16": "bfloat16", "bfloat16": "bfloat16",
-           "fp16": "float16", "float16": "float16"}
+_DTYPES = {
+    "fp32": "float32",
+    "float32": "float32",
+    "bf16": "bfloat16",
+    "bfloat16": "bfloat16",
+    "fp16": "float16",
+    "float16": "float16",
+}
 
 
 @dataclass
@@ -73,7 +79,9 @@ def _resolve_device_dtype(device: str, dtype: str | None) -> tuple[torch.device,
 
 
 def _has_weights(model_dir: Path) -> bool:
-    return (model_dir / "model.safetensors").is_file() or (model_dir / "model.safetensors.index.json").is_file()
+    return (model_dir / "model.safetensors").is_file() or (
+        model_dir / "model.safetensors.index.json"
+    ).is_file()
 
 
 def _unfinished_run_error(run: RunDir) -> TunewizError:
@@ -81,16 +89,24 @@ def _unfinished_run_error(run: RunDir) -> TunewizError:
     if latest is None:
         return TunewizError(
             f"run `{run.path}` has no final weights and no complete checkpoint: it stopped before its first save",
-            hint=f"train it again: `tunewiz train {run.config} --run-dir {run.path} --overwrite`")
+            hint=f"train it again: `tunewiz train {run.config} --run-dir {run.path} --overwrite`",
+        )
     return TunewizError(
         f"run `{run.path}` has no final weights (`{run.final}` is missing): it is not finished; "
         f"its newest complete checkpoint is `{latest.name}`",
         hint=f"finish it with `tunewiz resume {run.path}`, which continues from `{latest.name}` and writes "
-        "`final/` at the end (add `--set train.max_steps=N` to stop sooner)")
+        "`final/` at the end (add `--set train.max_steps=N` to stop sooner)",
+    )
 
 
-def load_for_inference(target: str, *, adapter: Path | None = None, device: str = "auto",
-                       dtype: str | None = None, merged: bool = False) -> LoadedModel:
+def load_for_inference(
+    target: str,
+    *,
+    adapter: Path | None = None,
+    device: str = "auto",
+    dtype: str | None = None,
+    merged: bool = False,
+) -> LoadedModel:
     """Load a run, a model directory, a shipped model or a cached Hub model for generation.
 
     Args:
@@ -112,8 +128,10 @@ def load_for_inference(target: str, *, adapter: Path | None = None, device: str 
     from tunewiz.tokenizer import load_tokenizer
 
     if merged and adapter is not None:
-        raise TunewizError("`--merged` and `--adapter` exclude each other: merged weights already hold an adapter",
-                           hint="drop one of them")
+        raise TunewizError(
+            "`--merged` and `--adapter` exclude each other: merged weights already hold an adapter",
+            hint="drop one of them",
+        )
     dev, dt = _resolve_device_dtype(device, dtype)
     run = RunDir(Path(target).expanduser())
     if run.config.is_file():
@@ -124,8 +142,10 @@ def load_for_inference(target: str, *, adapter: Path | None = None, device: str 
         use_merged = merged or preset.method == "full" or (adapter is None and not run.adapter.is_dir())
         if use_merged:
             if not _has_weights(run.final):
-                raise TunewizError(f"`{run.final}` has no merged model.safetensors (the run saved only an adapter)",
-                                   hint=f"drop `--merged`, or re-export with `tunewiz resume {run.path} --set output.merged=true`")
+                raise TunewizError(
+                    f"`{run.final}` has no merged model.safetensors (the run saved only an adapter)",
+                    hint=f"drop `--merged`, or re-export with `tunewiz resume {run.path} --set output.merged=true`",
+                )
             model_dir, adapter_dir = run.final, adapter
             what = "full fine-tune" if preset.method == "full" else "merged LoRA weights"
         else:
@@ -136,20 +156,30 @@ def load_for_inference(target: str, *, adapter: Path | None = None, device: str 
         label = f"{run.path}: {base_name}"
     else:
         if merged:
-            raise TunewizError(f"`--merged` needs a run directory; `{target}` is a model", hint="drop `--merged`")
+            raise TunewizError(
+                f"`--merged` needs a run directory; `{target}` is a model", hint="drop `--merged`"
+            )
         model_dir = resolve_model_dir(target)
         base_name, adapter_dir, what, tokenizer_dir, label = target, adapter, None, model_dir, target
 
     model = load_model(model_dir, dtype=dt, device=dev)
     rank = None
     if adapter_dir is not None:
-        load_peft_adapter(model, adapter_dir)
-        model.to(device=dev)
+        load_peft_adapter(model, adapter_dir)  # adapters are created on the base weights' device
         rank = json.loads((Path(adapter_dir) / "adapter_config.json").read_text(encoding="utf-8"))["r"]
     model.eval()  # new LoRA layers start in training mode (dropout on)
-    description = label + (f" + LoRA adapter (rank {rank})" if rank is not None else f" ({what})" if what else "")
-    return LoadedModel(model=model, tokenizer=load_tokenizer(tokenizer_dir), device=dev, dtype=dt,
-                       description=description, has_adapter=rank is not None, base_name=base_name)
+    description = label + (
+        f" + LoRA adapter (rank {rank})" if rank is not None else f" ({what})" if what else ""
+    )
+    return LoadedModel(
+        model=model,
+        tokenizer=load_tokenizer(tokenizer_dir),
+        device=dev,
+        dtype=dt,
+        description=description,
+        has_adapter=rank is not None,
+        base_name=base_name,
+    )
 
 
 @contextmanager
@@ -165,8 +195,10 @@ def base_model_only(loaded: LoadedModel) -> Iterator[None]:
     from tunewiz.lora import lora_disabled
 
     if not loaded.has_adapter:
-        raise TunewizError(f"{loaded.description} has no LoRA adapter to switch off, so there is no base model to compare",
-                           hint="use a LoRA run directory, or pass `--adapter DIR` with a base model")
+        raise TunewizError(
+            f"{loaded.description} has no LoRA adapter to switch off, so there is no base model to compare",
+            hint="use a LoRA run directory, or pass `--adapter DIR` with a base model",
+        )
     with lora_disabled(loaded.model):
         yield
 
@@ -197,7 +229,8 @@ def chat_template_for(target: str, tokenizer: Tokenizer) -> tuple[ChatTemplate, 
             return builtin_template(name, special_tokens=tokenizer.special_tokens), None  # type: ignore[arg-type]
     return builtin_template("alpaca", special_tokens=tokenizer.special_tokens), (
         f"`{tokenizer.source_dir}` has no chat template (no chat_template.jinja, no `chat_template` in "
-        "tokenizer_config.json); using the plain alpaca template (### Instruction / ### Response)")
+        "tokenizer_config.json); using the plain alpaca template (### Instruction / ### Response)"
+    )
 
 
 class ChatSession:
@@ -210,8 +243,9 @@ class ChatSession:
         system: an optional system prompt.
     """
 
-    def __init__(self, loaded: LoadedModel, template: ChatTemplate, params: SamplingParams,
-                 system: str | None = None) -> None:
+    def __init__(
+        self, loaded: LoadedModel, template: ChatTemplate, params: SamplingParams, system: str | None = None
+    ) -> None:
         self.loaded = loaded
         self.template = template
         self.params = params
@@ -245,8 +279,10 @@ class ChatSession:
         ids = self.prompt_ids(user_text)
         limit = self.loaded.model.config.max_position_embeddings
         if len(ids) >= limit:
-            raise TunewizError(f"the conversation is {len(ids)} tokens; the model's context holds {limit}",
-                               hint="start over with `/reset`, or send a shorter message")
+            raise TunewizError(
+                f"the conversation is {len(ids)} tokens; the model's context holds {limit}",
+                hint="start over with `/reset`, or send a shorter message",
+            )
         params = replace(self.params, max_new_tokens=min(self.params.max_new_tokens, limit - len(ids)))
         decoder = StreamDecoder(self.loaded.tokenizer)
         pieces = []
@@ -258,7 +294,10 @@ class ChatSession:
             pieces.append(tail)
             yield tail
         if record:
-            self.messages += [{"role": "user", "content": user_text}, {"role": "assistant", "content": "".join(pieces)}]
+            self.messages += [
+                {"role": "user", "content": user_text},
+                {"role": "assistant", "content": "".join(pieces)},
+            ]
 
     def save(self, path: Path) -> None:
         """Write the conversation as JSON: the model, the sampling settings and the messages.
@@ -266,5 +305,9 @@ class ChatSession:
         Args:
             path: the JSON file (written atomically).
         """
-        data = {"model": self.loaded.description, "sampling": self.params.__dict__, "messages": self.conversation()}
+        data = {
+            "model": self.loaded.description,
+            "sampling": asdict(self.params),
+            "messages": self.conversation(),
+        }
         atomic_write_text(Path(path), json.dumps(data, indent=2, ensure_ascii=False) + "\n")

@@ -23,24 +23,48 @@ COMMANDS = "/reset  /system TEXT  /save FILE  /quit"
 def register(app: typer.Typer) -> None:
     app.command(
         "chat",
-        epilog="Examples: `tunewiz chat runs/tiny-lora` · `tunewiz chat runs/tiny-lora --prompt \"Who found the key?\"` "
-        "· `echo \"Hi\" | tunewiz chat tunewiz:tiny` · `tunewiz chat runs/tiny-lora --compare-base`",
+        epilog='Examples: `tunewiz chat runs/tiny-lora` · `tunewiz chat runs/tiny-lora --prompt "Who found the key?"` '
+        '· `echo "Hi" | tunewiz chat tunewiz:tiny` · `tunewiz chat runs/tiny-lora --compare-base`',
     )(chat)
 
 
 def chat(
-    target: str = typer.Argument(..., help="A run directory, a model directory, `tunewiz:NAME`, or a Hub id in the local cache."),
-    adapter: Path = typer.Option(None, "--adapter", help="A PEFT LoRA adapter directory to apply.", rich_help_panel=_MODEL),
-    device: str = typer.Option("auto", "--device", help="auto (cuda when available), cpu or cuda.", rich_help_panel=_MODEL),
-    prompt: str = typer.Option(None, "--prompt", help="Answer this one prompt on stdout and exit (stdin that is not a terminal does the same)."),
+    target: str = typer.Argument(
+        ..., help="A run directory, a model directory, `tunewiz:NAME`, or a Hub id in the local cache."
+    ),
+    adapter: Path = typer.Option(
+        None, "--adapter", help="A PEFT LoRA adapter directory to apply.", rich_help_panel=_MODEL
+    ),
+    device: str = typer.Option(
+        "auto", "--device", help="auto (cuda when available), cpu or cuda.", rich_help_panel=_MODEL
+    ),
+    prompt: str = typer.Option(
+        None,
+        "--prompt",
+        help="Answer this one prompt on stdout and exit (stdin that is not a terminal does the same).",
+    ),
     system: str = typer.Option(None, "--system", help="System prompt."),
-    compare_base: bool = typer.Option(False, "--compare-base", help="Also answer with the adapter switched off, side by side."),
-    temperature: float = typer.Option(0.0, "--temperature", help="0 = greedy (reproducible); e.g. 0.7 to sample.", rich_help_panel=_SAMPLING),
-    top_p: float = typer.Option(1.0, "--top-p", help="Nucleus sampling mass in (0, 1]; 1 = off.", rich_help_panel=_SAMPLING),
-    top_k: int = typer.Option(0, "--top-k", help="Sample among the k most likely tokens; 0 = off.", rich_help_panel=_SAMPLING),
-    max_new_tokens: int = typer.Option(256, "--max-new-tokens", help="Longest reply, in tokens.", rich_help_panel=_SAMPLING),
-    repetition_penalty: float = typer.Option(1.0, "--repetition-penalty", help="> 1 discourages repeats; 1 = off.", rich_help_panel=_SAMPLING),
-    seed: int = typer.Option(None, "--seed", help="Seed for sampling, for reproducible replies.", rich_help_panel=_SAMPLING),
+    compare_base: bool = typer.Option(
+        False, "--compare-base", help="Also answer with the adapter switched off, side by side."
+    ),
+    temperature: float = typer.Option(
+        0.0, "--temperature", help="0 = greedy (reproducible); e.g. 0.7 to sample.", rich_help_panel=_SAMPLING
+    ),
+    top_p: float = typer.Option(
+        1.0, "--top-p", help="Nucleus sampling mass in (0, 1]; 1 = off.", rich_help_panel=_SAMPLING
+    ),
+    top_k: int = typer.Option(
+        0, "--top-k", help="Sample among the k most likely tokens; 0 = off.", rich_help_panel=_SAMPLING
+    ),
+    max_new_tokens: int = typer.Option(
+        256, "--max-new-tokens", help="Longest reply, in tokens.", rich_help_panel=_SAMPLING
+    ),
+    repetition_penalty: float = typer.Option(
+        1.0, "--repetition-penalty", help="> 1 discourages repeats; 1 = off.", rich_help_panel=_SAMPLING
+    ),
+    seed: int = typer.Option(
+        None, "--seed", help="Seed for sampling, for reproducible replies.", rich_help_panel=_SAMPLING
+    ),
 ) -> None:
     """Chat with a model: streaming replies, its chat template, multi-turn, `/reset` `/system` `/save` `/quit`."""
     from rich.console import Console
@@ -48,20 +72,30 @@ def chat(
     from tunewiz.generate import SamplingParams
     from tunewiz.inference import ChatSession, chat_template_for, load_for_inference
 
-    params = SamplingParams(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, top_k=top_k,
-                            repetition_penalty=repetition_penalty, seed=seed)
+    params = SamplingParams(
+        max_new_tokens=max_new_tokens,
+        temperature=temperature,
+        top_p=top_p,
+        top_k=top_k,
+        repetition_penalty=repetition_penalty,
+        seed=seed,
+    )
     one_shot = prompt is not None or not sys.stdin.isatty()
     if one_shot:
         prompt = prompt if prompt is not None else sys.stdin.read()
         if not prompt.strip():
-            raise TunewizError("the prompt is empty" + ("" if "--prompt" in sys.argv else " (nothing on stdin)"),
-                               hint="pass `--prompt TEXT`, pipe text in (`echo \"Hi\" | tunewiz chat ...`), or run in a terminal")
+            raise TunewizError(
+                "the prompt is empty" + ("" if "--prompt" in sys.argv else " (nothing on stdin)"),
+                hint='pass `--prompt TEXT`, pipe text in (`echo "Hi" | tunewiz chat ...`), or run in a terminal',
+            )
     err = Console(stderr=True, highlight=False, soft_wrap=True)
     with err.status(f"loading {target}"):
         loaded = load_for_inference(target, adapter=adapter, device=device)
     if compare_base and not loaded.has_adapter:
-        raise TunewizError(f"--compare-base needs a LoRA adapter, and {loaded.description} has none",
-                           hint="point at a LoRA run directory, or add `--adapter DIR`")
+        raise TunewizError(
+            f"--compare-base needs a LoRA adapter, and {loaded.description} has none",
+            hint="point at a LoRA run directory, or add `--adapter DIR`",
+        )
     template, warning = chat_template_for(target, loaded.tokenizer)
     if warning:
         err.print(f"warning: {warning}")
@@ -110,14 +144,22 @@ def render_comparison(base: str, tuned: str) -> RenderableType:
     from rich.panel import Panel
     from rich.text import Text
 
-    return Columns([Panel(Text(base), title="base model (adapter off)", border_style="dim"),
-                    Panel(Text(tuned), title="fine-tuned", border_style="green")], equal=True, expand=True)
+    return Columns(
+        [
+            Panel(Text(base), title="base model (adapter off)", border_style="dim"),
+            Panel(Text(tuned), title="fine-tuned", border_style="green"),
+        ],
+        equal=True,
+        expand=True,
+    )
 
 
 def _interactive(session: ChatSession, compare_base: bool, console: Console) -> None:
     import readline  # noqa: F401  (line editing and history for input())
 
-    console.print(f"Chatting with {session.loaded.description}. Commands: {COMMANDS}", style="dim", markup=False)
+    console.print(
+        f"Chatting with {session.loaded.description}. Commands: {COMMANDS}", style="dim", markup=False
+    )
     while True:
         try:
             line = input("you> ").strip()
