@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.distributed.checkpoint as dcp
+from torch.distributed.checkpoint.api import CheckpointException
 from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict, set_state_dict
 
 from tunewiz import faults
@@ -124,14 +125,27 @@ def save_checkpoint(
         if env.is_main:
             atomic_write_json(path / CHECKPOINT_COMPLETE_MARKER, {"step": progress.step})
             _prune(run, keep_last)
-    except OSError as exc:
+    except (OSError, CheckpointException) as exc:
+        reason = _io_reason(exc)
+        if reason is None:
+            raise
         raise TunewizError(
-            f"could not save checkpoint `{path}`: {exc.strerror or exc}",
+            f"could not save checkpoint `{path}`: {reason}",
             hint="free disk space or make the run directory writable, then `tunewiz resume "
             f"{run.path}` continues from the last complete checkpoint",
             exit_code=1,
         ) from exc
     return path
+
+
+def _io_reason(exc: BaseException) -> str | None:
+    """The I/O error behind a failed save (DCP wraps each rank's exception), or None if it was not I/O."""
+    if isinstance(exc, CheckpointException):
+        for failure, _trace in exc.failures.values():
+            if isinstance(failure, OSError):
+                return failure.strerror or str(failure)
+        return None
+    return exc.strerror or str(exc) if isinstance(exc, OSError) else None
 
 
 def _prune(run: RunDir, keep_last: int) -> None:

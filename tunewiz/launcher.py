@@ -136,7 +136,10 @@ def launch(run: RunDir, argv: list[str], *, tui: bool) -> int:
         mode = "tui" if tui else "plain"
         state = run_dashboard(run, process, mode=mode)
     code = process.wait()
-    write_loss_plot(read_events(run.events), run.loss_plot)
+    try:
+        write_loss_plot(read_events(run.events), run.loss_plot)
+    except OSError as exc:  # a full disk must not hide the run's own outcome
+        print(f"warning: could not write {run.loss_plot}: {exc.strerror or exc}", file=sys.stderr)
     print_summary(state, run, make_console(mode))
     if code != 0 and not state.errors:
         tail = log_path.read_text(errors="replace").splitlines()[-15:]
