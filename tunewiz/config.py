@@ -30,8 +30,9 @@ class ModelSection(_Section):
     revision: str | None = Field(None, description="Hub revision (branch, tag or commit) of a repo id.")
     dtype: Literal["fp32", "bf16"] = Field(
         "bf16",
-        description="Compute dtype. bf16 on GPU is mixed precision (fp32 master weights for trained "
-        "parameters); fp32 is exact and the choice for CPU reproducibility.",
+        description="Storage and compute dtype of every parameter, gradient and AdamW state (as torchtune "
+        "does: no fp32 master copy); norms, softmax and the loss are computed in fp32 either way. bf16 halves "
+        "memory; fp32 is exact and the choice for CPU reproducibility.",
     )
 
 
