@@ -9,6 +9,8 @@ Set in the environment of `tunewiz train`/`resume` (torchrun passes it to every 
     the process SIGKILLs itself (no cleanup, like a power cut) at POINT of optimizer step STEP:
     ``step`` after the optimizer step, ``checkpoint`` in the middle of writing that step's checkpoint
     (after the tensors, before the completion marker).
+``TUNEWIZ_FAULT_NAN=STEP``
+    the loss of optimizer step STEP becomes NaN, as a diverging run's would.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import torch
 
 OOM_ENV = "TUNEWIZ_FAULT_OOM_ABOVE_MICRO_BATCH"
 KILL_ENV = "TUNEWIZ_FAULT_KILL"
+NAN_ENV = "TUNEWIZ_FAULT_NAN"
 
 
 def check_oom(micro_batch_size: int) -> None:
@@ -33,3 +36,8 @@ def maybe_kill(point: str, step: int) -> None:
     """SIGKILL this process when `TUNEWIZ_FAULT_KILL` names this point and step."""
     if os.environ.get(KILL_ENV) == f"{point}@{step}":
         os.kill(os.getpid(), signal.SIGKILL)
+
+
+def poison_loss(loss: torch.Tensor, step: int) -> torch.Tensor:
+    """The loss, or NaN when `TUNEWIZ_FAULT_NAN` names this optimizer step."""
+    return loss * float("nan") if os.environ.get(NAN_ENV) == str(step) else loss

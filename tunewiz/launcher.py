@@ -141,6 +141,8 @@ def launch(run: RunDir, argv: list[str], *, tui: bool) -> int:
     except OSError as exc:  # a full disk must not hide the run's own outcome
         print(f"warning: could not write {run.loss_plot}: {exc.strerror or exc}", file=sys.stderr)
     print_summary(state, run, make_console(mode))
+    if code != 0 and state.stop and state.stop.get("reason") == "signal":
+        return 0  # torchrun itself was signalled, but the ranks stopped gracefully and saved
     if code != 0 and not state.errors:
         tail = log_path.read_text(errors="replace").splitlines()[-15:]
         print("\n".join(tail), file=sys.stderr)

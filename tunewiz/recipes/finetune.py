@@ -154,6 +154,7 @@ class FineTune:
         for indices in micro_batches:
             faults.check_oom(len(indices))
             micro_loss, _, n_input = self._forward(indices, self.train_samples)
+            micro_loss = faults.poison_loss(micro_loss, self.progress.step + 1)
             (micro_loss * scale).backward()
             loss_sum += micro_loss.detach().double()
             input_tokens += n_input
