@@ -278,7 +278,6 @@ def _start_fields(ft: FineTune, resumed_from: Path | None) -> dict:
 
     preset, stats = ft.preset, ft.data_stats
     plan = json.loads(ft.run.plan.read_text()) if ft.run.plan.is_file() else {}
-    trainable = sum(p.numel() for p in ft.params) * (ft.env.world_size if ft.env.world_size > 1 else 1)
     return dict(
         run=preset.name, model=preset.model.path, method=preset.method, device=ft.env.device.type,
         dtype=preset.model.dtype, world_size=ft.env.world_size, micro_batch_size=ft.shape.micro_batch_size,
@@ -286,8 +285,9 @@ def _start_fields(ft: FineTune, resumed_from: Path | None) -> dict:
         steps_per_epoch=ft.steps_per_epoch, epochs=preset.train.epochs, step=ft.progress.step,
         resumed_from=str(resumed_from) if resumed_from else None, planned_peak_bytes=plan.get("peak_bytes"),
         hardware=_hardware(ft.env), num_train_samples=len(ft.train_samples), num_val_samples=len(ft.val_samples),
-        truncated_samples=stats.truncated, trainable_params=trainable,
-        total_params=sum(p.numel() for p in ft.model.parameters()) * ft.env.world_size,
+        # numel() of an FSDP2 DTensor is its full (unsharded) size.
+        truncated_samples=stats.truncated, trainable_params=sum(p.numel() for p in ft.params),
+        total_params=sum(p.numel() for p in ft.model.parameters()),
     )
 
 
