@@ -73,13 +73,13 @@ def write_dataset(path: Path, n: int = 96) -> Path:
     return path
 
 
-def write_preset(path: Path, model_dir: Path, data: Path, **sections: dict[str, Any]) -> Path:
+def write_preset(path: Path, model_dir: Path, dataset: Path, **sections: dict[str, Any]) -> Path:
     """A CPU fp32 LoRA preset; keyword arguments update its sections (train={...}, lora={...})."""
     preset: dict[str, Any] = {
         "name": path.stem, "method": "lora", "device": "cpu",
         "model": {"path": str(model_dir), "dtype": "fp32"},
         "lora": {"rank": 4, "alpha": 8, "targets": ["q_proj", "v_proj"]},
-        "data": {"path": str(data), "max_seq_len": 128, "val_fraction": 0.1},
+        "data": {"path": str(dataset), "max_seq_len": 128, "val_fraction": 0.1},
         "train": {"max_steps": 6, "micro_batch_size": 4, "grad_accum": 1, "lr": 1e-2, "warmup_steps": 2},
         "checkpoint": {"every_n_steps": 2, "keep_last": 10},
     }

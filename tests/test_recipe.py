@@ -111,3 +111,32 @@ def test_model_without_safetensors(tmp_path: Path, tiny_model_dir: Path, tiny_da
     (model / "model.safetensors").rename(model / "pytorch_model.bin")
     result = cli("train", str(write_preset(tmp_path / "p.yaml", model, tiny_dataset)), cwd=tmp_path)
     assert result.returncode != 0 and "safetensors" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_activation_checkpointing_changes_no_number(baseline: Path, tmp_path: Path, tiny_model_dir: Path, tiny_dataset: Path) -> None:
+    preset = write_preset(tmp_path / "ac.yaml", tiny_model_dir, tiny_dataset, train={"activation_checkpointing": True})
+    assert cli("train", str(preset), "--no-tui", cwd=tmp_path).returncode == 0
+    assert step_losses(tmp_path / "runs" / "ac") == pytest.approx(step_losses(baseline), rel=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("name", "sections"),
+    [
+        ("bf16", {"model": {"dtype": "bf16"}}),
+        ("packed", {"data": {"packing": True}}),
+        ("full", {"method": "full", "train": {"lr": 1e-3}}),
+    ],
+)
+def test_variants_train_and_export(tmp_path: Path, tiny_model_dir: Path, tiny_dataset: Path, name: str, sections: dict) -> None:
+    import torch
+    import transformers
+
+    preset = write_preset(tmp_path / f"{name}.yaml", tiny_model_dir, tiny_dataset, **sections)
+    result = cli("train", str(preset), "--no-tui", cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    run = tmp_path / "runs" / name
+    losses = list(step_losses(run).values())
+    assert len(losses) == 6 and all(loss == loss for loss in losses)  # no NaN
+    assert losses[-1] < losses[0]
+    model = transformers.AutoModelForCausalLM.from_pretrained(run / "final")
+    assert model(torch.tensor([[1, 5, 9]])).logits.shape[-1] == model.config.vocab_size

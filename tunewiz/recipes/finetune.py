@@ -132,7 +132,7 @@ class FineTune:
             batch["input_ids"], labels=batch["labels"],
             position_ids=batch.get("position_ids"), attn_mask=batch.get("attn_mask"),
         )
-        input_tokens = int((batch["input_ids"] != self.pad_id).sum()) if "position_ids" not in batch else batch["input_ids"].numel()
+        input_tokens = sum(len(samples[i].input_ids) for i in indices)  # padding not counted
         return loss_sum, int((batch["labels"] != -100).sum()), input_tokens
 
     def train_step(self, micro_batches: list[list[int]]) -> StepResult:
