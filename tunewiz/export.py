@@ -10,6 +10,7 @@ import torch
 
 from tunewiz.config import Preset
 from tunewiz.rundir import RunDir
+from tunewiz.templates import ChatTemplate
 
 _LORA_A = ".lora_A.weight"
 _LORA_B = ".lora_B.weight"
@@ -38,11 +39,21 @@ def merge_lora_state(
     return merged
 
 
-def export_final(run: RunDir, full: dict[str, torch.Tensor], *, preset: Preset, model_dir: Path) -> Path:
+def export_final(
+    run: RunDir, full: dict[str, torch.Tensor], *, preset: Preset, model_dir: Path, chat_template: ChatTemplate | None = None
+) -> Path:
     """Write `final/` from the gathered full state dict (rank 0 only).
 
     The folder is built next to `final/` and renamed into place, so `final/` is either the previous
     export or the complete new one.
+
+    Args:
+        run: the run directory.
+        full: the full (unsharded) model state dict, LoRA weights included.
+        preset: the run's resolved preset.
+        model_dir: the base model's directory (config, tokenizer and generation config come from it).
+        chat_template: the template the run trained with; written as `chat_template.jinja` when the
+            base model has none, so chat, eval and transformers format prompts as in training.
     """
     from tunewiz.lora import save_peft_adapter
     from tunewiz.models.config import LlamaConfig
@@ -73,7 +84,10 @@ def export_final(run: RunDir, full: dict[str, torch.Tensor], *, preset: Preset, 
     if preset.output.merged:
         weights = merge_lora_state(base, lora, scaling=preset.lora.alpha / preset.lora.rank) if lora else base
         save_model(weights, staging, config)
-    load_tokenizer(model_dir).save_pretrained(staging)
+    tokenizer = load_tokenizer(model_dir)
+    tokenizer.save_pretrained(staging)
+    if chat_template is not None and tokenizer.chat_template is None:
+        (staging / "chat_template.jinja").write_text(chat_template.template, encoding="utf-8")
     if (model_dir / "generation_config.json").is_file():
         shutil.copy2(model_dir / "generation_config.json", staging / "generation_config.json")
     shutil.rmtree(run.final, ignore_errors=True)

@@ -66,6 +66,7 @@ class FineTune:
         from tunewiz.data import build_datasets
         from tunewiz.models.loading import resolve_model_dir
         from tunewiz.optim import build_optimizer, build_scheduler
+        from tunewiz.templates import resolve_template
         from tunewiz.tokenizer import load_tokenizer
 
         self.run, self.preset, self.env, self.events = run, preset, env, events
@@ -75,6 +76,8 @@ class FineTune:
         tokenizer = load_tokenizer(self.model_dir)
         self.pad_id = tokenizer.pad_id
         self.train_samples, self.val_samples, self.data_stats = build_datasets(preset.data, tokenizer, seed=cfg.seed)
+        text_only = self.data_stats.format == "text"
+        self.chat_template = None if text_only else resolve_template(preset.data.template, tokenizer, self.data_stats.format)
         self.trained_tokens = [sum(label != -100 for label in s.labels) for s in self.train_samples]
         self.shape = BatchShape(cfg.micro_batch_size, cfg.grad_accum, env.world_size)
         self.steps_per_epoch = steps_per_epoch(len(self.train_samples), self.shape.global_batch)
@@ -338,7 +341,7 @@ def _export(ft: FineTune) -> None:
 
     full = get_model_state_dict(ft.model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
     if ft.env.is_main:
-        export_final(ft.run, full, preset=ft.preset, model_dir=ft.model_dir)
+        export_final(ft.run, full, preset=ft.preset, model_dir=ft.model_dir, chat_template=ft.chat_template)
     tdist.barrier()
 
 
