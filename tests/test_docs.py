@@ -1,0 +1,198 @@
+"""The documentation cannot drift from the code.
+
+- Generated pages (CLI reference, preset fields, common errors, API index, catalog tables) and the
+  SVG screenshots equal what their generators in `scripts/` write now.
+- Every `TunewizError` message raised in `tunewiz/` has an entry in the common-errors page.
+- Docstring coverage of the public API is at least 95%.
+- The shell commands in README.md and docs/ marked `<!-- docs-test -->` run on the tiny model.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+import shlex
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "scripts"))
+
+import gen_api_reference  # noqa: E402
+import gen_docs  # noqa: E402
+import gen_error_reference  # noqa: E402
+import render_screenshots  # noqa: E402
+
+from tunewiz.cli import app  # noqa: E402
+
+MIN_DOCSTRING_COVERAGE = 0.95
+MARKER = "<!-- docs-test -->"
+QUICKSTART_COMMANDS = (
+    "bash scripts/setup.sh && .venv/bin/tunewiz train presets/tiny-lora.yaml",
+    "bash scripts/setup.sh --dev && .venv/bin/python -m pytest -q",
+)
+# The commands the docs show, counted when this test was written; the docs only grow.
+MIN_DOC_COMMANDS = 20
+
+
+# ---- generated files ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("path,render", gen_docs.GENERATED, ids=lambda v: getattr(v, "name", ""))
+def test_generated_file_is_up_to_date(path: Path, render) -> None:  # noqa: ANN001
+    assert path.is_file(), f"{path} is missing; run `python scripts/gen_docs.py`"
+    assert path.read_text(encoding="utf-8") == render(), f"{path} is stale; run `python scripts/gen_docs.py`"
+
+
+@pytest.mark.parametrize("path,render", render_screenshots.SCREENSHOTS, ids=lambda v: getattr(v, "name", ""))
+def test_screenshot_is_up_to_date(path: Path, render) -> None:  # noqa: ANN001
+    assert path.read_text(encoding="utf-8") == render(), f"{path} is stale; run `python scripts/render_screenshots.py`"
+
+
+def test_readme_keeps_the_quickstart_contract() -> None:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    quickstart = readme.split("## Quickstart", 1)[1].split("\n## ", 1)[0]
+    for command in QUICKSTART_COMMANDS:
+        assert f"```bash\n{command}\n```" in quickstart
+
+
+# ---- errors ------------------------------------------------------------------------------------
+
+
+def _tunewiz_error_calls() -> int:
+    count = 0
+    for path in (ROOT / "tunewiz").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Call) and getattr(node.func, "id", getattr(node.func, "attr", None)) == "TunewizError":
+                count += 1
+    return count
+
+
+def test_every_tunewiz_error_has_an_entry_in_common_errors() -> None:
+    page = gen_error_reference.TARGET.read_text(encoding="utf-8")
+    entries = gen_error_reference.extract()
+    # Every call yields at least one entry (identical messages share one), so the page covers them all.
+    assert len(entries) >= 0.9 * _tunewiz_error_calls() > 100
+    missing = [f"{e.file} ({e.function}): {e.message}" for e in entries if e.message not in page]
+    assert not missing, "no entry in docs/tutorials/common-errors.md for:\n" + "\n".join(missing)
+
+
+def test_error_templates_show_placeholders() -> None:
+    call = ast.parse('TunewizError(f"unknown model `{key}`{did_you_mean(key, names)}: x" + (" (more)" if n else ""), '
+                     'hint=f"run `tunewiz download {ctx.repo_id}`")').body[0].value
+    assert gen_error_reference.template(call.args[0]) == "unknown model `‹key›`‹did_you_mean›: x[ (more)]"
+    assert gen_error_reference.template(call.keywords[0].value) == "run `tunewiz download ‹repo_id›`"
+
+
+# ---- docstrings --------------------------------------------------------------------------------
+
+
+def _documentable(tree: ast.Module) -> list[tuple[str, bool]]:
+    """(name, has docstring) for the module and its public classes, functions and methods."""
+    found = [("<module>", ast.get_docstring(tree) is not None)]
+
+    def visit(body: list[ast.stmt], prefix: str) -> None:
+        for node in body:
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) and not node.name.startswith("_"):
+                found.append((prefix + node.name, ast.get_docstring(node) is not None))
+                if isinstance(node, ast.ClassDef):
+                    visit(node.body, f"{prefix}{node.name}.")
+
+    visit(tree.body, "")
+    return found
+
+
+def test_public_api_docstring_coverage() -> None:
+    modules = gen_api_reference.public_modules()
+    assert len(modules) >= 40 and "tunewiz.planner.memory" in modules
+    results = []
+    for name in modules:
+        path = ROOT / Path(*name.split("."))
+        path = path / "__init__.py" if path.is_dir() else path.with_suffix(".py")
+        items = _documentable(ast.parse(path.read_text(encoding="utf-8")))
+        if path.name == "__init__.py":
+            items = items[1:] if not items[0][1] else items  # a package's own docstring is optional
+        results += [(f"{name}.{item}", ok) for item, ok in items]
+    coverage = sum(ok for _, ok in results) / len(results)
+    undocumented = [name for name, ok in results if not ok]
+    assert coverage >= MIN_DOCSTRING_COVERAGE, f"{coverage:.1%} documented; missing:\n" + "\n".join(undocumented)
+
+
+def test_citation_metadata() -> None:
+    citation = yaml.safe_load((ROOT / "CITATION.cff").read_text(encoding="utf-8"))
+    assert citation["cff-version"] == "1.2.0"
+    assert citation["title"] == "tunewiz" and citation["license"] == "BSD-3-Clause"
+    version = re.search(r'^version = "(.+)"', (ROOT / "pyproject.toml").read_text(), re.MULTILINE).group(1)
+    assert citation["version"] == version
+
+
+# ---- commands shown in the docs ----------------------------------------------------------------
+
+
+def doc_commands() -> list[tuple[str, list[str]]]:
+    """(source file, argv after `tunewiz`) of every command in a marked block, first occurrence kept,
+    README first, then docs/ pages in name order (so `init` comes before `plan` of its output)."""
+    files = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
+    commands: list[tuple[str, list[str]]] = []
+    seen: set[str] = set()
+    block = re.compile(re.escape(MARKER) + r"\s*```bash\n(.*?)```", re.DOTALL)
+    for path in files:
+        for body in block.findall(path.read_text(encoding="utf-8")):
+            for line in body.replace("\\\n", " ").splitlines():
+                if not line.startswith("tunewiz ") or line in seen:
+                    continue
+                seen.add(line)
+                commands.append((path.relative_to(ROOT).as_posix(), shlex.split(line)[1:]))
+    return commands
+
+
+def cheap(argv: list[str]) -> list[str]:
+    """The same command, made cheap: training only plans (`--dry-run`: the session fixture trained
+    the run the docs use), evaluation looks at 4 documents per task."""
+    if argv[0] == "train" and "--dry-run" not in argv:
+        return [*argv, "--dry-run"]
+    if argv[0] == "eval":
+        if "--limit" in argv:
+            at = argv.index("--limit")
+            argv = argv[:at] + argv[at + 2:]
+        return [*argv, "--limit", "4"]
+    return argv
+
+
+@pytest.fixture(scope="module")
+def docs_workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A working directory holding `presets/` and `runs/tiny-lora`, trained for two steps."""
+    work = tmp_path_factory.mktemp("docs")
+    (work / "presets").symlink_to(ROOT / "presets")
+    result = _invoke(work, ["train", "presets/tiny-lora.yaml", "--set", "train.max_steps=2", "--no-tui"])
+    assert result.exit_code == 0, result.output
+    assert (work / "runs" / "tiny-lora" / "final" / "adapter").is_dir()
+    return work
+
+
+def _invoke(cwd: Path, argv: list[str]):  # noqa: ANN202 (typer.testing.Result)
+    import os
+
+    old = Path.cwd()
+    os.chdir(cwd)
+    try:
+        return CliRunner().invoke(app, argv, env={"NO_COLOR": "1", "COLUMNS": "100", "TQDM_DISABLE": "1"})
+    finally:
+        os.chdir(old)
+
+
+def test_docs_show_commands() -> None:
+    commands = doc_commands()
+    assert len(commands) >= MIN_DOC_COMMANDS, commands
+    assert {argv[0] for _, argv in commands} >= {"train", "plan", "presets", "doctor", "chat", "eval", "resume"}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("source,argv", doc_commands(), ids=lambda v: " ".join(v) if isinstance(v, list) else v)
+def test_doc_command_runs(docs_workdir: Path, source: str, argv: list[str]) -> None:
+    result = _invoke(docs_workdir, cheap(argv))
+    assert result.exit_code == 0, f"`tunewiz {shlex.join(argv)}` from {source} failed:\n{result.output}\n{result.exception!r}"
