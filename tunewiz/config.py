@@ -70,7 +70,7 @@ class DataSection(_Section):
     """The training data and how samples become token sequences."""
 
     path: str = Field(
-        description="A shipped sample (`tunewiz:alpaca-sample`, ...), a local .json/.jsonl/.csv/.parquet "
+        description="A shipped sample (`tunewiz:story-qa`, ...), a local .json/.jsonl/.csv/.parquet "
         "file, or a Hugging Face dataset id."
     )
     split: str = Field("train", description="Split to train on, for Hub datasets.")

@@ -36,6 +36,7 @@ class DistEnv:
 
     @property
     def is_main(self) -> bool:
+        """Rank 0: the process that writes events and the final export."""
         return self.rank == 0
 
 def resolve_device(choice: Literal["auto", "cpu", "cuda"]) -> str:
@@ -134,9 +135,11 @@ def clip_grad_norm(params: list[torch.Tensor], max_norm: float | None) -> torch.
     return total
 
 def barrier() -> None:
+    """Wait for every rank (no-op for one process or before init)."""
     if dist.is_initialized() and dist.get_world_size() > 1:
         dist.barrier()
 
 def shutdown() -> None:
+    """Destroy the process group if one was started."""
     if dist.is_initialized():
         dist.destroy_process_group()

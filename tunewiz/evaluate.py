@@ -193,6 +193,7 @@ def tunewiz_lm_class() -> type:
             return out
 
         def loglikelihood(self, requests: list[Instance], disable_tqdm: bool = False) -> list[tuple[float, bool]]:
+            """(log-probability of the continuation, whether it is the greedy one) per request."""
             return self.score_tokens([self.encode_pair(*req.args) for req in requests])
 
         def loglikelihood_rolling(self, requests: list[Instance], disable_tqdm: bool = False) -> list[float]:
@@ -246,9 +247,11 @@ def tunewiz_lm_class() -> type:
 
         @property
         def tokenizer_name(self) -> str:
+            """The tokenizer's directory, which lm-eval uses as a cache key."""
             return str(self.tokenizer.source_dir)
 
         def chat_template(self, chat_template: bool | str = False) -> str | None:
+            """The run's chat template source (lm-eval records it with the results)."""
             return self.template.template if self.template is not None else None
 
     return TunewizLM

@@ -23,6 +23,7 @@ class BatchShape:
 
     @property
     def global_batch(self) -> int:
+        """Sequences per optimizer step, over all ranks."""
         return self.micro_batch_size * self.grad_accum * self.world_size
 
     def halved(self) -> BatchShape:

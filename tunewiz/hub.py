@@ -293,6 +293,7 @@ class DownloadPlan:
 
     @property
     def total_bytes(self) -> int:
+        """Size of every file to fetch, in bytes."""
         return sum(self.files.values())
 
 

@@ -132,6 +132,7 @@ class LoRALinear(nn.Module):
         return (w + self.scaling * delta).to(self.weight.dtype)
 
     def extra_repr(self) -> str:
+        """Shapes, rank and alpha, shown when the model is printed."""
         return (f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}, "
                 f"rank={self.rank}, alpha={self.alpha}")
 

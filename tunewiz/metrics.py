@@ -51,6 +51,12 @@ class EventWriter:
         self._file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 (closed in close())
 
     def write(self, kind: str, **fields: Any) -> dict[str, Any]:
+        """Append one event (with ``time``) and return it.
+
+        Args:
+            kind: one of ``EVENT_KINDS``.
+            fields: the kind's fields (see the module docstring).
+        """
         if kind not in EVENT_KINDS:
             raise ValueError(f"unknown event kind {kind!r}; expected one of {EVENT_KINDS}")
         event = {"event": kind, "time": time.time(), **fields}
@@ -60,6 +66,7 @@ class EventWriter:
         return event
 
     def close(self) -> None:
+        """Close the log file."""
         self._file.close()
 
     def __enter__(self) -> EventWriter:

@@ -18,6 +18,8 @@ _FIXED_TRAIN_KEYS = ("train.seed",)
 
 @dataclass(frozen=True)
 class ResumePlan:
+    """The preset to continue with, the checkpoint to load, and what `--set` changed."""
+
     preset: Preset
     checkpoint: Path
     changes: list[str]  # "train.micro_batch_size: 4 → 2"

@@ -31,34 +31,42 @@ class RunDir:
 
     @property
     def config(self) -> Path:
+        """The resolved preset."""
         return self.path / "config.yaml"
 
     @property
     def plan(self) -> Path:
+        """The planner's plan, when one was made."""
         return self.path / "plan.json"
 
     @property
     def events(self) -> Path:
+        """Rank 0's event log."""
         return self.path / "events.jsonl"
 
     @property
     def checkpoints(self) -> Path:
+        """Folder of the step checkpoints."""
         return self.path / "checkpoints"
 
     @property
     def final(self) -> Path:
+        """The exported model and/or adapter."""
         return self.path / "final"
 
     @property
     def adapter(self) -> Path:
+        """The PEFT adapter inside ``final/``."""
         return self.final / "adapter"
 
     @property
     def loss_plot(self) -> Path:
+        """The loss curve image."""
         return self.path / "loss.png"
 
     @property
     def eval_results(self) -> Path:
+        """lm-eval results written by ``tunewiz eval``."""
         return self.path / "eval" / "results.json"
 
     @property
@@ -67,6 +75,7 @@ class RunDir:
         return self.path / "STOP"
 
     def checkpoint(self, step: int) -> Path:
+        """The folder of the step-``step`` checkpoint (complete or not)."""
         return self.checkpoints / f"step-{step}"
 
     def complete_checkpoints(self) -> list[tuple[int, Path]]:
@@ -81,5 +90,6 @@ class RunDir:
         return sorted(found)
 
     def latest_checkpoint(self) -> Path | None:
+        """The newest complete checkpoint, or None."""
         complete = self.complete_checkpoints()
         return complete[-1][1] if complete else None

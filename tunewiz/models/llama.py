@@ -30,6 +30,7 @@ class RMSNorm(nn.Module):
         self.eps = eps
 
     def forward(self, x: Tensor) -> Tensor:
+        """Normalise ``x`` [..., dim] by its RMS in fp32, scale, and return it in its dtype."""
         dtype = x.dtype
         x = x.float()
         x = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps)
@@ -106,6 +107,7 @@ class LlamaAttention(nn.Module):
     def forward(
         self, x: Tensor, cos: Tensor, sin: Tensor, mask: Tensor | None, kv_cache: KVCache | None
     ) -> Tensor:
+        """Attention of ``x`` [B, T, D] with RoPE (``cos``/``sin``), an optional mask and KV cache."""
         B, T, _ = x.shape
         q = self.q_proj(x).view(B, T, -1, self.head_dim).transpose(1, 2)  # [B, H, T, hd]
         k = self.k_proj(x).view(B, T, -1, self.head_dim).transpose(1, 2)  # [B, KV, T, hd]
@@ -131,6 +133,7 @@ class LlamaMLP(nn.Module):
         self.down_proj = nn.Linear(config.intermediate_size, config.hidden_size, bias=config.mlp_bias)
 
     def forward(self, x: Tensor) -> Tensor:
+        """SwiGLU: ``down(silu(gate(x)) * up(x))``."""
         return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
 
 
@@ -147,6 +150,7 @@ class LlamaDecoderLayer(nn.Module):
     def forward(
         self, x: Tensor, cos: Tensor, sin: Tensor, mask: Tensor | None, kv_cache: KVCache | None
     ) -> Tensor:
+        """Pre-norm residual block: attention, then the MLP, on ``x`` [B, T, D]."""
         x = x + self.self_attn(self.input_layernorm(x), cos, sin, mask, kv_cache)
         return x + self.mlp(self.post_attention_layernorm(x))  # [B, T, D]
 
@@ -168,6 +172,7 @@ class LlamaModel(nn.Module):
         attn_mask: Tensor | None,
         kv_cache: KVCache | None,
     ) -> Tensor:
+        """Hidden states [B, T, D] after the final norm, for token ids [B, T]."""
         B, T = input_ids.shape
         offset = kv_cache.length if kv_cache is not None else 0
         if position_ids is None:

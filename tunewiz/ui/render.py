@@ -50,12 +50,14 @@ def fmt_duration(seconds: float | None) -> str:
 
 
 def fmt_loss(value: float | None) -> str:
+    """``1.2345``; ``nan``/``inf`` as they are; ``-`` for None."""
     if value is None:
         return "-"
     return f"{value:.4f}" if math.isfinite(value) else str(value)
 
 
 def fmt_num(value: float | None, spec: str) -> str:
+    """``value`` in format ``spec``; ``-`` for None."""
     return "-" if value is None else format(value, spec)
 
 

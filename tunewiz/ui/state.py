@@ -149,6 +149,7 @@ class DashboardState:
 
     @property
     def peak_memory_max(self) -> int | None:
+        """The highest peak memory over the ranks, in bytes."""
         return max(self.peak_memory_bytes) if self.peak_memory_bytes else None
 
 
