@@ -28,7 +28,9 @@ def public_modules(package: Path = PACKAGE) -> list[str]:
         if parts[-1] == "__init__":
             parts = parts[:-1]
         name = ".".join(parts)
-        if any(p.startswith("_") for p in parts) or any(name == e or name.startswith(e + ".") for e in EXCLUDED):
+        if any(p.startswith("_") for p in parts) or any(
+            name == e or name.startswith(e + ".") for e in EXCLUDED
+        ):
             continue
         names.append(name)
     return sorted(names)
@@ -46,8 +48,15 @@ def render() -> str:
         "",
     ]
     for name in public_modules():
-        lines += [f"## `{name}`", "", f"::: {name}", "    options:", "      show_root_heading: false",
-                  "      heading_level: 3", ""]
+        lines += [
+            f"## `{name}`",
+            "",
+            f"::: {name}",
+            "    options:",
+            "      show_root_heading: false",
+            "      heading_level: 3",
+            "",
+        ]
     return "\n".join(lines)
 
 

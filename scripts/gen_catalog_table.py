@@ -57,8 +57,12 @@ def render(readme: str | None = None) -> str:
     text = TARGET.read_text(encoding="utf-8") if readme is None else readme
     if START not in text or END not in text:
         raise ValueError(f"README.md lacks the {START} / {END} markers")
-    return re.sub(re.escape(START) + ".*?" + re.escape(END), lambda _: f"{START}\n{table()}\n{END}", text,
-                  flags=re.DOTALL)
+    return re.sub(
+        re.escape(START) + ".*?" + re.escape(END),
+        lambda _: f"{START}\n{table()}\n{END}",
+        text,
+        flags=re.DOTALL,
+    )
 
 
 def render_page() -> str:

@@ -34,11 +34,15 @@ def _walk(command: Any, path: tuple[str, ...]) -> list[tuple[tuple[str, ...], An
     return found
 
 
-
-
 def _default(param: Any) -> str:
     default = param.default
-    if param.required or default is None or default == [] or default == () or getattr(param, "is_eager", False):
+    if (
+        param.required
+        or default is None
+        or default == []
+        or default == ()
+        or getattr(param, "is_eager", False)
+    ):
         return ""
     if isinstance(default, bool):
         if not param.secondary_opts:

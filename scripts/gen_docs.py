@@ -30,7 +30,11 @@ GENERATED: tuple[tuple[Path, Callable[[], str]], ...] = (
 
 def stale() -> list[Path]:
     """Generated files whose content differs from what their generator writes now."""
-    return [path for path, render in GENERATED if not path.is_file() or path.read_text(encoding="utf-8") != render()]
+    return [
+        path
+        for path, render in GENERATED
+        if not path.is_file() or path.read_text(encoding="utf-8") != render()
+    ]
 
 
 def main(argv: list[str]) -> int:

@@ -25,45 +25,94 @@ MESSAGE_BUILDERS: dict[tuple[str, str], tuple[str, int, int]] = {
 
 # One section per topic, in reading order: module path prefix -> (title, what these errors have in common).
 TOPICS: tuple[tuple[str, str, str], ...] = (
-    ("tunewiz/presets.py", "Presets and `--set`",
-     "The preset file or a `--set key=value` override is wrong. The message names the file and line (or the "
-     "override); `tunewiz presets show NAME --resolved` prints what tunewiz understood, and "
-     "[Preset fields](../reference/preset-fields.md) documents every key."),
+    (
+        "tunewiz/presets.py",
+        "Presets and `--set`",
+        "The preset file or a `--set key=value` override is wrong. The message names the file and line (or the "
+        "override); `tunewiz presets show NAME --resolved` prints what tunewiz understood, and "
+        "[Preset fields](../reference/preset-fields.md) documents every key.",
+    ),
     ("tunewiz/config.py", "Preset schema", "A value breaks a rule of the schema."),
-    ("tunewiz/catalog.py", "Choosing a model", "The model name is not in the catalog and not on disk: "
-     "`tunewiz plan --list-models` lists the catalog."),
+    (
+        "tunewiz/catalog.py",
+        "Choosing a model",
+        "The model name is not in the catalog and not on disk: "
+        "`tunewiz plan --list-models` lists the catalog.",
+    ),
     ("tunewiz/models/kv_cache.py", "Generation", "The KV cache is full."),
-    ("tunewiz/models/", "Model files", "The model directory or checkpoint does not hold what a Llama-family "
-     "model needs (`config.json`, `*.safetensors` whose names and shapes match it)."),
+    (
+        "tunewiz/models/",
+        "Model files",
+        "The model directory or checkpoint does not hold what a Llama-family "
+        "model needs (`config.json`, `*.safetensors` whose names and shapes match it).",
+    ),
     ("tunewiz/tokenizer.py", "Tokenizers", "The model's tokenizer files are missing or unreadable."),
     ("tunewiz/templates.py", "Chat templates", "The prompt template cannot be applied to the data or model."),
-    ("tunewiz/data/", "Data", "The dataset cannot be read or does not match `data.format`. "
-     "The message names the file and the row."),
-    ("tunewiz/lora.py", "LoRA adapters", "An adapter does not match the model it is applied to, or its files "
-     "are incomplete."),
-    ("tunewiz/quantize.py", "QLoRA", "The 4-bit (NF4) base needs `torchao` (`pip install 'tunewiz[qlora]'`) "
-     "and layers whose sizes it can quantize."),
+    (
+        "tunewiz/data/",
+        "Data",
+        "The dataset cannot be read or does not match `data.format`. The message names the file and the row.",
+    ),
+    (
+        "tunewiz/lora.py",
+        "LoRA adapters",
+        "An adapter does not match the model it is applied to, or its files are incomplete.",
+    ),
+    (
+        "tunewiz/quantize.py",
+        "QLoRA",
+        "The 4-bit (NF4) base needs `torchao` (`pip install 'tunewiz[qlora]'`) "
+        "and layers whose sizes it can quantize.",
+    ),
     ("tunewiz/planner/", "Planning", "The hardware or run description given to the planner is incomplete."),
     ("tunewiz/hardware.py", "Hardware", "What tunewiz could not find out about this machine."),
-    ("tunewiz/wizard.py", "The wizard (`tunewiz init`)", "An answer or flag of the wizard is not usable. "
-     "Without a terminal every question needs its flag (`tunewiz init --help`)."),
-    ("tunewiz/launcher.py", "Launching a run", "Checked before torchrun starts: the run directory, the "
-     "topology and the preflight of model and data."),
-    ("tunewiz/distributed.py", "Devices and processes", "The device or process group asked for is not "
-     "available."),
-    ("tunewiz/recipes/", "During training", "Raised by the training processes; the dashboard shows them "
-     "with the rank that failed."),
+    (
+        "tunewiz/wizard.py",
+        "The wizard (`tunewiz init`)",
+        "An answer or flag of the wizard is not usable. "
+        "Without a terminal every question needs its flag (`tunewiz init --help`).",
+    ),
+    (
+        "tunewiz/launcher.py",
+        "Launching a run",
+        "Checked before torchrun starts: the run directory, the "
+        "topology and the preflight of model and data.",
+    ),
+    (
+        "tunewiz/distributed.py",
+        "Devices and processes",
+        "The device or process group asked for is not available.",
+    ),
+    (
+        "tunewiz/recipes/",
+        "During training",
+        "Raised by the training processes; the dashboard shows them with the rank that failed.",
+    ),
     ("tunewiz/checkpoint.py", "Checkpoints", "A checkpoint cannot be written or read."),
-    ("tunewiz/resume.py", "Resuming", "`tunewiz resume` checks the run directory and what `--set` may "
-     "change on a resumed run."),
+    (
+        "tunewiz/resume.py",
+        "Resuming",
+        "`tunewiz resume` checks the run directory and what `--set` may change on a resumed run.",
+    ),
     ("tunewiz/cli/", "Command line", "A combination of flags that cannot work."),
     ("tunewiz/generate.py", "Generation", "Sampling settings or prompt length out of range."),
-    ("tunewiz/inference.py", "Chat and inference", "`tunewiz chat` and `tunewiz eval` load a run, a model "
-     "directory or a cached Hub model; these say which part is missing."),
-    ("tunewiz/evaluate.py", "Evaluation (`tunewiz eval`)", "lm-eval is missing, or a task cannot be found "
-     "or run offline."),
-    ("tunewiz/hub.py", "Hugging Face Hub (`download`, `push`)", "The Hub could not be reached, refused the "
-     "token, or the repository is gated, missing or incomplete. Tokens are never printed."),
+    (
+        "tunewiz/inference.py",
+        "Chat and inference",
+        "`tunewiz chat` and `tunewiz eval` load a run, a model "
+        "directory or a cached Hub model; these say which part is missing.",
+    ),
+    (
+        "tunewiz/evaluate.py",
+        "Evaluation (`tunewiz eval`)",
+        "lm-eval is missing, or a task cannot be found or run offline.",
+    ),
+    (
+        "tunewiz/hub.py",
+        "Hugging Face Hub (`download`, `push`)",
+        "The Hub could not be reached, refused the "
+        "token, or the repository is gated, missing or incomplete. Tokens are never printed.",
+    ),
     ("tunewiz/modelcard.py", "Model card", "The model card cannot be written from the run."),
     ("tunewiz/", "Other", "Errors of modules not listed above."),
 )
@@ -114,7 +163,9 @@ def template(node: ast.expr) -> str:
     if isinstance(node, ast.Constant) and isinstance(node.value, str):
         return node.value
     if isinstance(node, ast.JoinedStr):
-        return "".join(template(v) if isinstance(v, ast.Constant) else _placeholder(v.value) for v in node.values)
+        return "".join(
+            template(v) if isinstance(v, ast.Constant) else _placeholder(v.value) for v in node.values
+        )
     if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Add):
         return template(node.left) + template(node.right)
     if isinstance(node, ast.IfExp):
@@ -139,8 +190,12 @@ def _keyword(call: ast.Call, name: str, position: int) -> ast.expr | None:
 
 def _assignments(function: ast.AST, name: str) -> list[ast.Assign]:
     """Every plain assignment to ``name`` in a function, in line order."""
-    found = [node for node in ast.walk(function)
-             if isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == name for t in node.targets)]
+    found = [
+        node
+        for node in ast.walk(function)
+        if isinstance(node, ast.Assign)
+        and any(isinstance(t, ast.Name) and t.id == name for t in node.targets)
+    ]
     return sorted(found, key=lambda node: node.lineno)
 
 
@@ -153,7 +208,9 @@ def _functions(tree: ast.Module) -> dict[str, ast.FunctionDef | ast.AsyncFunctio
     return {n.name: n for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))}
 
 
-def _builder_entries(functions: dict[str, ast.AST], builder: tuple[str, int, int]) -> list[tuple[str, str | None]]:
+def _builder_entries(
+    functions: dict[str, ast.AST], builder: tuple[str, int, int]
+) -> list[tuple[str, str | None]]:
     helper, message_at, hint_at = functions[builder[0]], builder[1], builder[2]
     found = []
     for node in ast.walk(helper):
@@ -174,8 +231,9 @@ def _resolve_hint(function: ast.AST, name: str) -> str | None:
     return " / ".join(template(v) for v in values) if values else "‹computed at run time›"
 
 
-def _entries_of_call(call: ast.Call, function: ast.AST | None, file: str, functions: dict[str, ast.AST],
-                     function_name: str) -> list[tuple[str, str | None]]:
+def _entries_of_call(
+    call: ast.Call, function: ast.AST | None, file: str, functions: dict[str, ast.AST], function_name: str
+) -> list[tuple[str, str | None]]:
     message = _keyword(call, "message", 0)
     hint_node = _keyword(call, "hint", 1)
     hint: str | None
@@ -191,8 +249,10 @@ def _entries_of_call(call: ast.Call, function: ast.AST | None, file: str, functi
             return _builder_entries(functions, builder)
         values = _assigned(function, message.id) if function is not None else []
         if not values:
-            raise ValueError(f"{file}:{call.lineno}: cannot follow the message `{message.id}` of a TunewizError; "
-                             "assign it in the same function or add its builder to MESSAGE_BUILDERS")
+            raise ValueError(
+                f"{file}:{call.lineno}: cannot follow the message `{message.id}` of a TunewizError; "
+                "assign it in the same function or add its builder to MESSAGE_BUILDERS"
+            )
         return [(template(v), hint) for v in values]
     return [(template(message), hint)] if message is not None else []
 
@@ -270,8 +330,14 @@ def render() -> str:
             if entry.hint:
                 shown.append(f"hint: {entry.hint}")
             code = " (exit code 0: a notice, not a failure)" if entry.exit_code == 0 else ""
-            lines += ["```text", *("\n".join(shown).splitlines()), "```", "",
-                      f"Raised by `{entry.function}` in `{entry.file}`{code}.", ""]
+            lines += [
+                "```text",
+                *("\n".join(shown).splitlines()),
+                "```",
+                "",
+                f"Raised by `{entry.function}` in `{entry.file}`{code}.",
+                "",
+            ]
     return "\n".join(lines)
 
 

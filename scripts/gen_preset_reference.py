@@ -11,10 +11,9 @@ import typing
 from pathlib import Path
 from typing import Any
 
+from markdown_cells import cell
 from pydantic import BaseModel
 from pydantic.fields import FieldInfo
-
-from markdown_cells import cell
 
 ROOT = Path(__file__).resolve().parent.parent
 TARGET = ROOT / "docs" / "reference" / "preset-fields.md"
@@ -73,8 +72,6 @@ def _constraints(field: FieldInfo) -> str:
             if bound is not None:
                 found.append(f"{symbol} {bound}")
     return ", ".join(found)
-
-
 
 
 def _section_table(prefix: str, model: type[BaseModel]) -> list[str]:

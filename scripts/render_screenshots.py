@@ -26,7 +26,9 @@ WIDTH = 110
 
 def _console() -> Console:
     # A fixed-size recording terminal: the SVG must not depend on the terminal this runs in.
-    return Console(record=True, width=WIDTH, force_terminal=True, color_system="truecolor", file=io.StringIO())
+    return Console(
+        record=True, width=WIDTH, force_terminal=True, color_system="truecolor", file=io.StringIO()
+    )
 
 
 def dashboard_svg() -> str:
@@ -45,10 +47,23 @@ def wizard_svg() -> str:
 
     console = _console()
     with tempfile.TemporaryDirectory() as tmp:
-        flags = WizardFlags(model="llama-3.2-1b-instruct", dataset="tunewiz:story-qa", method=None, epochs=1,
-                            time_budget=None, gpus=1, gpu_memory="8GB", micro_batch=None, lora_rank=None,
-                            seq_len=None, output=Path(tmp) / "story-qa.yaml", name="llama-1b-story-qa", yes=True,
-                            force=True, launch=False)
+        flags = WizardFlags(
+            model="llama-3.2-1b-instruct",
+            dataset="tunewiz:story-qa",
+            method=None,
+            epochs=1,
+            time_budget=None,
+            gpus=1,
+            gpu_memory="8GB",
+            micro_batch=None,
+            lora_rank=None,
+            seq_len=None,
+            output=Path(tmp) / "story-qa.yaml",
+            name="llama-1b-story-qa",
+            yes=True,
+            force=True,
+            launch=False,
+        )
         run_wizard(flags, None, console)
     return console.export_svg(title="tunewiz init --gpus 1 --gpu-memory 8GB")
 

@@ -50,7 +50,9 @@ def test_generated_file_is_up_to_date(path: Path, render) -> None:  # noqa: ANN0
 
 @pytest.mark.parametrize("path,render", render_screenshots.SCREENSHOTS, ids=lambda v: getattr(v, "name", ""))
 def test_screenshot_is_up_to_date(path: Path, render) -> None:  # noqa: ANN001
-    assert path.read_text(encoding="utf-8") == render(), f"{path} is stale; run `python scripts/render_screenshots.py`"
+    assert path.read_text(encoding="utf-8") == render(), (
+        f"{path} is stale; run `python scripts/render_screenshots.py`"
+    )
 
 
 def test_readme_keeps_the_quickstart_contract() -> None:
@@ -67,7 +69,10 @@ def _tunewiz_error_calls() -> int:
     count = 0
     for path in (ROOT / "tunewiz").rglob("*.py"):
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-            if isinstance(node, ast.Call) and getattr(node.func, "id", getattr(node.func, "attr", None)) == "TunewizError":
+            if (
+                isinstance(node, ast.Call)
+                and getattr(node.func, "id", getattr(node.func, "attr", None)) == "TunewizError"
+            ):
                 count += 1
     return count
 
@@ -82,8 +87,14 @@ def test_every_tunewiz_error_has_an_entry_in_common_errors() -> None:
 
 
 def test_error_templates_show_placeholders() -> None:
-    call = ast.parse('TunewizError(f"unknown model `{key}`{did_you_mean(key, names)}: x" + (" (more)" if n else ""), '
-                     'hint=f"run `tunewiz download {ctx.repo_id}`")').body[0].value
+    call = (
+        ast.parse(
+            'TunewizError(f"unknown model `{key}`{did_you_mean(key, names)}: x" + (" (more)" if n else ""), '
+            'hint=f"run `tunewiz download {ctx.repo_id}`")'
+        )
+        .body[0]
+        .value
+    )
     assert gen_error_reference.template(call.args[0]) == "unknown model `‹key›`‹did_you_mean›: x[ (more)]"
     assert gen_error_reference.template(call.keywords[0].value) == "run `tunewiz download ‹repo_id›`"
 
@@ -97,7 +108,9 @@ def _documentable(tree: ast.Module) -> list[tuple[str, bool]]:
 
     def visit(body: list[ast.stmt], prefix: str) -> None:
         for node in body:
-            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) and not node.name.startswith("_"):
+            if isinstance(
+                node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)
+            ) and not node.name.startswith("_"):
                 found.append((prefix + node.name, ast.get_docstring(node) is not None))
                 if isinstance(node, ast.ClassDef):
                     visit(node.body, f"{prefix}{node.name}.")
@@ -119,7 +132,9 @@ def test_public_api_docstring_coverage() -> None:
         results += [(f"{name}.{item}", ok) for item, ok in items]
     coverage = sum(ok for _, ok in results) / len(results)
     undocumented = [name for name, ok in results if not ok]
-    assert coverage >= MIN_DOCSTRING_COVERAGE, f"{coverage:.1%} documented; missing:\n" + "\n".join(undocumented)
+    assert coverage >= MIN_DOCSTRING_COVERAGE, f"{coverage:.1%} documented; missing:\n" + "\n".join(
+        undocumented
+    )
 
 
 def test_citation_metadata() -> None:
@@ -158,7 +173,7 @@ def cheap(argv: list[str]) -> list[str]:
     if argv[0] == "eval":
         if "--limit" in argv:
             at = argv.index("--limit")
-            argv = argv[:at] + argv[at + 2:]
+            argv = argv[:at] + argv[at + 2 :]
         return [*argv, "--limit", "4"]
     return argv
 
@@ -188,11 +203,23 @@ def _invoke(cwd: Path, argv: list[str]):  # noqa: ANN202 (typer.testing.Result)
 def test_docs_show_commands() -> None:
     commands = doc_commands()
     assert len(commands) >= MIN_DOC_COMMANDS, commands
-    assert {argv[0] for _, argv in commands} >= {"train", "plan", "presets", "doctor", "chat", "eval", "resume"}
+    assert {argv[0] for _, argv in commands} >= {
+        "train",
+        "plan",
+        "presets",
+        "doctor",
+        "chat",
+        "eval",
+        "resume",
+    }
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("source,argv", doc_commands(), ids=lambda v: " ".join(v) if isinstance(v, list) else v)
+@pytest.mark.parametrize(
+    "source,argv", doc_commands(), ids=lambda v: " ".join(v) if isinstance(v, list) else v
+)
 def test_doc_command_runs(docs_workdir: Path, source: str, argv: list[str]) -> None:
     result = _invoke(docs_workdir, cheap(argv))
-    assert result.exit_code == 0, f"`tunewiz {shlex.join(argv)}` from {source} failed:\n{result.output}\n{result.exception!r}"
+    assert result.exit_code == 0, (
+        f"`tunewiz {shlex.join(argv)}` from {source} failed:\n{result.output}\n{result.exception!r}"
+    )
