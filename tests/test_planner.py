@@ -28,22 +28,29 @@ def test_weights_and_trainable_state_by_hand() -> None:
     # TOY: 2*1000*64 embeddings + 2 layers * (64*(64+2*32) + 64*64 + 3*64*128 + 2*64) + 64 = 202_048 params.
     assert TOY.num_parameters() == 202_048
     full = estimate(TOY, PlanInputs(method="full", dtype="fp32", num_devices=1, device="cpu", seq_len=8))
-    # fp32 master weights 4 B/param; grads 4 + AdamW 8 (+4 for the foreach sqrt if the step is the peak).
+    # Everything in model.dtype: fp32 weights 4 B/param; grads 4 + AdamW 8 (+4 for the foreach sqrt if the
+    # step is the peak).
     assert full.breakdown.weights == 4 * 202_048
     assert full.breakdown.trainable_state in (12 * 202_048, 16 * 202_048)
+    # bf16: no fp32 master copy, grads and AdamW states in bf16 too: half of every number.
+    full_bf16 = estimate(TOY, PlanInputs(method="full", dtype="bf16", num_devices=1, device="cpu", seq_len=8))
+    assert full_bf16.breakdown.weights == 2 * 202_048
+    assert full_bf16.breakdown.trainable_state in (6 * 202_048, 8 * 202_048)
     # LoRA r8 on q, v: r*(in+out) per target per layer = 2 * 8*((64+64) + (64+32)) = 3584 params.
     assert lora_params(TOY, 8, ("q_proj", "v_proj")) == 3584
     lora = estimate(TOY, PlanInputs(method="lora", dtype="bf16", device="cpu", seq_len=8))
     assert lora.trainable_params == 3584
-    assert lora.breakdown.weights == 2 * 202_048 + 4 * 3584
-    assert lora.breakdown.trainable_state == 12 * 3584
+    # The adapters are cast to the model dtype like the frozen base: bf16, 2 B each; grads + AdamW 6 B.
+    assert lora.breakdown.weights == 2 * (202_048 + 3584)
+    assert lora.breakdown.trainable_state == 6 * 3584
     assert lora.breakdown.overhead == CPU_PROCESS_BYTES + int(0.05 * (lora.peak - lora.breakdown.overhead))
 
 
 def test_fsdp_shards_persistent_state() -> None:
     arch = lookup("llama-3.1-8b").arch
-    one = estimate(arch, PlanInputs(method="full", num_devices=1, seq_len=2048))
-    eight = estimate(arch, PlanInputs(method="full", num_devices=8, seq_len=2048))
+    # With checkpointing the persistent state (weights, grads, AdamW) dominates, and that is what shards.
+    one = estimate(arch, PlanInputs(method="full", num_devices=1, seq_len=2048, activation_checkpointing=True))
+    eight = estimate(arch, PlanInputs(method="full", num_devices=8, seq_len=2048, activation_checkpointing=True))
     assert eight.breakdown.weights == one.breakdown.weights // 8
     assert eight.breakdown.fsdp_buffers > 0 == one.breakdown.fsdp_buffers
     assert eight.peak < one.peak / 4
@@ -134,8 +141,10 @@ sys.path.insert(0, str(ROOT / "bench"))
     PlanInputs(method="lora", dtype="bf16", micro_batch=2, seq_len=256),
     PlanInputs(method="lora", dtype="fp32", micro_batch=1, seq_len=512, lora_targets=("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")),
     PlanInputs(method="full", dtype="fp32", micro_batch=1, seq_len=256),
+    PlanInputs(method="full", dtype="bf16", micro_batch=1, seq_len=256),
     PlanInputs(method="lora", dtype="bf16", micro_batch=2, seq_len=512, activation_checkpointing=True),
-], ids=["lora-bf16", "lora-all-fp32", "full-fp32", "lora-ac"])
+    PlanInputs(method="qlora", dtype="bf16", micro_batch=2, seq_len=256),
+], ids=["lora-bf16", "lora-all-fp32", "full-fp32", "full-bf16", "lora-ac", "qlora-bf16"])
 def test_planner_agrees_with_traced_step(inputs: PlanInputs) -> None:
     from planner_vs_trace import compare
 

@@ -11,9 +11,11 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
+from tunewiz.asker import Choice
 from tunewiz.errors import TunewizError
 from tunewiz.presets import load_preset
-from tunewiz.wizard import Choice, WizardFlags, parse_duration, run_wizard
+from tunewiz.time_budget import parse_duration
+from tunewiz.wizard import WizardFlags, run_wizard
 
 REPO = Path(__file__).resolve().parent.parent
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "NO_COLOR": "1", "COLUMNS": "200"}

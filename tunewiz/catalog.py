@@ -132,6 +132,15 @@ CATALOG: tuple[CatalogModel, ...] = (
 )
 
 
+def format_params(count: int) -> str:
+    """A parameter count for people: ``8.03B`` from 0.1B up, ``135.0M`` or ``0.2M`` below.
+
+    Args:
+        count: number of parameters.
+    """
+    return f"{count / 1e9:.2f}B" if count >= 1e8 else f"{count / 1e6:.1f}M"
+
+
 def tiny_model() -> CatalogModel | None:
     """The shipped tiny model (``tunewiz:tiny``), or None when its assets are not built."""
     if not TINY_CONFIG.is_file():

@@ -1,8 +1,10 @@
 """What this machine can train with: GPUs, host RAM, disk, Hub token, optional extras.
 
-``probe()`` looks (torch and psutil are imported inside it; every ``torch.cuda`` call is guarded,
-and a GPU is never inferred from nvcc or /usr/local/cuda). ``describe()`` builds the same
-:class:`Machine` from a description (``--gpus 2 --gpu-memory 24GB``) for planning another machine.
+``probe()`` looks, at one of two depths: the full probe asks torch (imported inside it; every
+``torch.cuda`` call is guarded), the quick one (``quick=True``) reads the GPUs with ``nvidia-smi`` and
+never imports torch, for the wizard's first question and ``tunewiz train``'s plan. Neither infers a GPU
+from nvcc or /usr/local/cuda. ``describe()`` builds the same :class:`Machine` from a description
+(``--gpus 2 --gpu-memory 24GB``) for planning another machine.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import importlib.metadata
 import os
 import re
 import shutil
+import subprocess
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -68,10 +71,10 @@ class Hardware:
 
     Args:
         gpus: detected CUDA devices (empty without a GPU).
-        cuda_available: ``torch.cuda.is_available()``.
-        torch_version: installed torch.
-        cuda_version: CUDA torch was built with (None for a CPU build).
-        driver_version: NVIDIA driver (None unless pynvml can tell).
+        cuda_available: ``torch.cuda.is_available()`` (quick probe: nvidia-smi listed a GPU).
+        torch_version: installed torch (None when it is not installed).
+        cuda_version: CUDA torch was built with (None for a CPU build, or after a quick probe).
+        driver_version: NVIDIA driver (None unless pynvml or nvidia-smi can tell).
         cpu_count: logical CPUs.
         ram_total: host RAM bytes.
         ram_available: host RAM bytes available now.
@@ -83,7 +86,7 @@ class Hardware:
 
     gpus: tuple[Gpu, ...]
     cuda_available: bool
-    torch_version: str
+    torch_version: str | None
     cuda_version: str | None
     driver_version: str | None
     cpu_count: int
@@ -146,24 +149,34 @@ def describe(gpus: int, gpu_memory: str | int, name: str | None = None) -> Machi
     return Machine("cuda", gpus, memory, name or f"{gpus} × {memory / GiB:.0f} GiB GPU")
 
 
-def probe(runs_dir: str | Path = "runs") -> Hardware:
+def probe(runs_dir: str | Path = "runs", *, quick: bool = False) -> Hardware:
     """Look at this machine. Never fails: what cannot be probed becomes a note.
 
     Args:
         runs_dir: where run directories go (its free disk is reported; it need not exist).
+        quick: read the GPUs with ``nvidia-smi`` instead of torch, so torch is never imported (torch
+            takes seconds to import; the wizard's first question must appear at once). It cannot
+            tell the CUDA version torch was built with, nor whether torch can use the GPUs.
     """
     import psutil
-    import torch
 
     notes: list[str] = []
-    gpus, cuda_available = _cuda_gpus(torch, notes)
+    if quick:
+        gpus, driver = _smi_gpus(notes)
+        cuda_available, torch_version, cuda_version = bool(gpus), _version("torch"), None
+    else:
+        import torch
+
+        gpus, cuda_available = _cuda_gpus(torch, notes)
+        torch_version, cuda_version = torch.__version__, torch.version.cuda
+        driver = _driver_version(notes) if gpus else None
     mem = psutil.virtual_memory()
     return Hardware(
         gpus=gpus,
         cuda_available=cuda_available,
-        torch_version=torch.__version__,
-        cuda_version=torch.version.cuda,
-        driver_version=_driver_version(notes) if gpus else None,
+        torch_version=torch_version,
+        cuda_version=cuda_version,
+        driver_version=driver,
         cpu_count=os.cpu_count() or 1,
         ram_total=int(mem.total),
         ram_available=int(mem.available),
@@ -203,6 +216,31 @@ def _cuda_gpus(torch: object, notes: list[str]) -> tuple[tuple[Gpu, ...], bool]:
         except Exception as exc:
             notes.append(f"GPU {index} could not be queried: {exc}")
     return tuple(gpus), True
+
+
+def _smi_gpus(notes: list[str]) -> tuple[tuple[Gpu, ...], str | None]:
+    """(GPUs, driver version) as ``nvidia-smi`` lists them; nothing when it is not installed.
+
+    nvidia-smi ships with the driver and answers in ~0.1 s, where torch takes seconds to import.
+    """
+    exe = shutil.which("nvidia-smi")
+    if exe is None:
+        return (), None
+    query = "index,name,memory.total,memory.free,compute_cap,driver_version"
+    try:
+        out = subprocess.run([exe, f"--query-gpu={query}", "--format=csv,noheader,nounits"],
+                             capture_output=True, text=True, timeout=10, check=True).stdout
+    except (OSError, subprocess.SubprocessError) as exc:
+        notes.append(f"nvidia-smi failed: {exc}")
+        return (), None
+    gpus, driver = [], None
+    for line in out.strip().splitlines():
+        # The name may contain commas: split the fixed fields off both ends.
+        index, rest = line.split(",", 1)
+        name, total_mib, free_mib, cc, driver = (part.strip() for part in rest.rsplit(",", 4))
+        free = int(float(free_mib)) * 1024**2 if free_mib.replace(".", "").isdigit() else None
+        gpus.append(Gpu(int(index), name, int(float(total_mib)) * 1024**2, free, cc, float(cc) >= 8.0))
+    return tuple(gpus), driver
 
 
 def _driver_version(notes: list[str]) -> str | None:

@@ -14,22 +14,21 @@ while the dataset's token lengths are sampled.
 from __future__ import annotations
 
 import dataclasses
-import math
-import os
 import re
 import shlex
-import shutil
-import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING
 
-from tunewiz.catalog import CatalogModel, catalog_models, lookup
+from tunewiz.asker import Asker, Choice
+from tunewiz.catalog import CatalogModel, catalog_models, format_params, lookup
+from tunewiz.dataset_step import choose_dataset, sample_token_lengths
 from tunewiz.errors import TunewizError
-from tunewiz.hardware import GiB, Machine, describe
+from tunewiz.hardware import GiB, Machine, describe, probe
 from tunewiz.planner.recommend import PlanRequest, Recommendation, recommend
+from tunewiz.time_budget import steps_for_budget, try_seconds
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -40,36 +39,7 @@ METHODS = ("lora", "qlora", "full")
 REQUIRED_FLAGS = ("model", "dataset")  # every other question has a recommended or default answer
 EXAMPLE = ("tunewiz init --model tunewiz:tiny --dataset tunewiz:story-qa --epochs 1 "
            "--output tiny-story-qa.yaml --no-launch")
-SAMPLED_ROWS = 1000  # rows tokenized to size max_seq_len: enough for a stable 99th percentile
-CHARS_PER_TOKEN = 4  # English text with a 32k-150k BPE vocabulary, when the tokenizer is not local
-TEMPLATE_TOKENS_PER_MESSAGE = 5  # role header + end marker: `<|im_start|>user\n … <|im_end|>\n` (chatml, llama3)
-MATMUL_UTILISATION = 0.5  # a training step reaches about half of a bare matmul's FLOP/s
 FULL_LR, LORA_LR = 2e-5, 2e-4  # the usual peak learning rates (torchtune, axolotl, LitGPT recipes)
-
-
-@dataclass(frozen=True)
-class Choice:
-    """One answer of a select question.
-
-    Args:
-        value: what the step receives.
-        title: the line shown.
-        description: shown under the list while this answer is highlighted.
-    """
-
-    value: str
-    title: str
-    description: str | None = None
-
-
-class Asker(Protocol):
-    """Asks the user; the wizard never talks to a terminal itself."""
-
-    def select(self, message: str, choices: list[Choice], default: str | None) -> str: ...
-
-    def text(self, message: str, default: str, validate: Callable[[str], str | None]) -> str: ...
-
-    def confirm(self, message: str, default: bool) -> bool: ...
 
 
 @dataclass(frozen=True)
@@ -200,49 +170,22 @@ def detect_machine(gpus: int | None, gpu_memory: str | None) -> tuple[Machine, s
         gpus: describe a machine with this many GPUs (0: CPU) instead of looking at this one.
         gpu_memory: memory per GPU of the described machine.
     """
+    hw = probe(quick=True)  # nvidia-smi + psutil: the first question must appear at once
     if gpus is not None or gpu_memory is not None:
         if gpus is None:
             gpus = 1
         if gpus > 0 and gpu_memory is None:
             raise TunewizError(f"--gpus {gpus} needs --gpu-memory", hint="e.g. `--gpus 2 --gpu-memory 24GB`")
-        machine = describe(gpus, gpu_memory or f"{_cpu_ram()[1] / GiB:.1f}GiB")
+        machine = describe(gpus, gpu_memory or f"{hw.ram_available / GiB:.1f}GiB")
         return machine, f"planning for [bold]{machine.name}[/bold] (described with --gpus/--gpu-memory)"
-    found = _nvidia_smi_gpus()
-    if found:
-        names = {name for name, _, _ in found}
-        smallest = min(total for _, total, _ in found)
-        machine = Machine("cuda", len(found), smallest, f"{len(found)} × {sorted(names)[0]}",
-                          all(cc >= 8.0 for _, _, cc in found))
-        lines = [f"  GPU {i}: {n}, {t / GiB:.1f} GiB, compute {cc}" for i, (n, t, cc) in enumerate(found)]
-        return machine, "\n".join([f"found [bold]{len(found)} GPU(s)[/bold] (nvidia-smi):", *lines])
-    cores, available = _cpu_ram()
-    machine = Machine("cpu", 1, available, f"CPU ({available / GiB:.1f} GiB RAM available)")
-    return machine, (f"[bold]no GPU found[/bold] (no `nvidia-smi`): planning for CPU training — {cores} cores, "
-                     f"{available / GiB:.1f} GiB RAM available. Only small models train in reasonable time on CPU.")
-
-
-def _nvidia_smi_gpus() -> list[tuple[str, int, float]]:
-    # (name, total bytes, compute capability) per GPU. nvidia-smi ships with the driver; torch would
-    # say the same but takes seconds to import, and the first question must appear at once.
-    exe = shutil.which("nvidia-smi")
-    if exe is None:
-        return []
-    try:
-        out = subprocess.run([exe, "--query-gpu=name,memory.total,compute_cap", "--format=csv,noheader,nounits"],
-                             capture_output=True, text=True, timeout=10, check=True).stdout
-    except (OSError, subprocess.SubprocessError):
-        return []
-    gpus = []
-    for line in out.strip().splitlines():
-        name, total_mib, cc = (part.strip() for part in line.rsplit(",", 2))
-        gpus.append((name, int(float(total_mib)) * 1024**2, float(cc)))
-    return gpus
-
-
-def _cpu_ram() -> tuple[int, int]:
-    import psutil
-
-    return os.cpu_count() or 1, int(psutil.virtual_memory().available)
+    machine = hw.machine()
+    if hw.gpus:
+        lines = [f"  GPU {g.index}: {g.name}, {g.total_memory / GiB:.1f} GiB, compute {g.compute_capability}"
+                 for g in hw.gpus]
+        return machine, "\n".join([f"found [bold]{len(hw.gpus)} GPU(s)[/bold] (nvidia-smi):", *lines])
+    return machine, (f"[bold]no GPU found[/bold] (no `nvidia-smi`): planning for CPU training — {hw.cpu_count} "
+                     f"cores, {hw.ram_available / GiB:.1f} GiB RAM available. Only small models train in "
+                     "reasonable time on CPU.")
 
 
 # --- model ---------------------------------------------------------------------------------------
@@ -277,8 +220,7 @@ def _model_title(model: CatalogModel, rec: Recommendation) -> str:
             "does not fit": "✗ does not fit"}[rec.verdict]
     how = f" ({rec.plan.inputs.method}, {rec.plan.peak / GiB:.1f} GiB)" if rec.fits else ""
     gated = "  gated" if model.gated else ""
-    size = f"{model.params / 1e9:.2f}B" if model.params >= 1e8 else f"{model.params / 1e6:.1f}M"
-    return f"{model.name:28s} {size:>7s}  {mark}{how}{gated}"
+    return f"{model.name:28s} {format_params(model.params):>7s}  {mark}{how}{gated}"
 
 
 def _default_model(models: list[CatalogModel], verdicts: dict[str, Recommendation], machine: Machine) -> str:
@@ -301,138 +243,6 @@ def _check_model(text: str) -> str | None:
 
 
 # --- dataset -------------------------------------------------------------------------------------
-
-_LOCAL, _HUB = "__local__", "__hub__"
-
-
-def choose_dataset(flag: str | None, asker: Asker | None, console: Console) -> str:
-    """The dataset: the flag, a shipped sample, a local file (previewed, then confirmed) or a Hub id.
-
-    Args:
-        flag: ``--dataset``.
-        asker: asks when the flag is missing.
-        console: where a local file's preview is printed.
-    """
-    from tunewiz.data.sources import SHIPPED_PREFIX, shipped_datasets_dir
-
-    if flag is not None:
-        if Path(flag).expanduser().is_file():
-            console.print(preview_dataset(flag))
-        return flag
-    assert asker is not None
-    shipped = sorted(p.stem for p in shipped_datasets_dir().glob("*.jsonl") if not p.stem.endswith("-test"))
-    choices = [Choice(SHIPPED_PREFIX + s, f"{SHIPPED_PREFIX}{s}  (shipped sample)") for s in shipped]
-    choices += [Choice(_LOCAL, "a local file (.jsonl, .json, .csv, .parquet)…"),
-                Choice(_HUB, "a Hugging Face dataset id…")]
-    default = f"{SHIPPED_PREFIX}story-qa" if "story-qa" in shipped else None
-    while True:
-        picked = asker.select("Dataset:", choices, default)
-        if picked == _HUB:
-            return asker.text("Hugging Face dataset id (org/name):", "", _check_hub_id)
-        if picked != _LOCAL:
-            return picked
-        path = asker.text("Data file:", "", _check_data_file)
-        console.print(preview_dataset(path))
-        if asker.confirm("Train on this file?", default=True):
-            return path
-
-
-def preview_dataset(path: str, rows: int = 3) -> Any:
-    """A Rich table of the first ``rows`` rows of a data file, titled with its detected format.
-
-    Args:
-        path: a local data file or ``tunewiz:<sample>``.
-        rows: rows to show.
-    """
-    from rich.table import Table
-
-    from tunewiz.data import detect_format, load_rows
-
-    data = load_rows(path, split="train", columns={})
-    fmt = detect_format(data, source=path)
-    table = Table(title=f"{path}: {len(data)} rows, format `{fmt}` (detected from the columns)", title_justify="left")
-    columns = list(data[0])
-    for column in columns:
-        table.add_column(column, overflow="fold", max_width=50)
-    for row in data[:rows]:
-        table.add_row(*(_shorten(row.get(c)) for c in columns))
-    return table
-
-
-def _shorten(value: object, width: int = 120) -> str:
-    text = " ".join(str(value).split())
-    return text if len(text) <= width else text[: width - 1] + "…"
-
-
-def _check_data_file(text: str) -> str | None:
-    from tunewiz.data.sources import LOCAL_SUFFIXES
-
-    path = Path(text).expanduser()
-    if not path.is_file():
-        return f"`{text}` is not a file"
-    if path.suffix.lower() not in LOCAL_SUFFIXES:
-        return f"expected one of {', '.join(LOCAL_SUFFIXES)}"
-    return None
-
-
-def _check_hub_id(text: str) -> str | None:
-    return None if re.fullmatch(r"[\w.-]+/[\w.-]+", text.strip()) else "expected `org/name`"
-
-
-def sample_token_lengths(model: CatalogModel, dataset: str, seq_len: int | None
-                         ) -> tuple[list[int] | None, str, int | None]:
-    """Token lengths of up to ``SAMPLED_ROWS`` rows, for sizing ``max_seq_len``.
-
-    With the model's tokenizer when it is local (the shipped model, a directory, the HF cache);
-    otherwise estimated from the characters. A Hub dataset is not read here (it downloads when
-    training starts), and a fixed ``--seq-len`` needs no sample.
-
-    Args:
-        model: the chosen model.
-        dataset: the chosen dataset.
-        seq_len: ``--seq-len``, when given.
-
-    Returns:
-        (lengths or None, how they were found, number of rows or None).
-    """
-    from tunewiz.data.sources import SHIPPED_PREFIX
-
-    if not dataset.startswith(SHIPPED_PREFIX) and not Path(dataset).expanduser().is_file():
-        return None, "not sampled: a Hub dataset is read when training starts (give --seq-len to size it)", None
-    from tunewiz.config import DataSection
-    from tunewiz.data import build_datasets, load_rows
-    from tunewiz.models.loading import resolve_model_dir
-    from tunewiz.tokenizer import load_tokenizer
-
-    rows = load_rows(dataset, split="train", columns={})
-    if seq_len is not None:
-        return None, f"not sampled: --seq-len {seq_len} given", len(rows)
-    try:
-        tokenizer = load_tokenizer(resolve_model_dir(model.repo_id))
-    except TunewizError:
-        return _estimated_lengths(rows, dataset), (f"estimated at {CHARS_PER_TOKEN} characters per token "
-                                                   f"+ {TEMPLATE_TOKENS_PER_MESSAGE} template tokens per message "
-                                                   f"(the tokenizer of {model.name} is not downloaded)"), len(rows)
-    cfg = DataSection(path=dataset, max_seq_len=model.max_context, val_fraction=0.0, max_samples=SAMPLED_ROWS)
-    samples, _, _ = build_datasets(cfg, tokenizer, seed=0)
-    lengths = [len(s.input_ids) for s in samples]
-    return lengths, f"measured with the tokenizer of {model.name} on {len(lengths)} rows", len(rows)
-
-
-def _estimated_lengths(rows: list[dict[str, Any]], source: str) -> list[int]:
-    from tunewiz.data.formats import detect_format, row_to_messages, row_to_text
-
-    fmt = detect_format(rows, source=source)
-    lengths = []
-    for index, row in enumerate(rows[:SAMPLED_ROWS], start=1):
-        if fmt == "text":
-            chars = len(row_to_text(row, index, source))
-        else:
-            messages = row_to_messages(row, fmt, index, source)
-            chars = sum(len(m["content"]) + CHARS_PER_TOKEN * TEMPLATE_TOKENS_PER_MESSAGE for m in messages)
-        lengths.append(max(1, math.ceil(chars / CHARS_PER_TOKEN)))
-    return lengths
-
 
 # --- method and schedule -------------------------------------------------------------------------
 
@@ -485,86 +295,14 @@ def choose_schedule(flags: WizardFlags, asker: Asker | None, rec: Recommendation
         if how == "epochs":
             epochs = int(asker.text("Epochs:", "1", _check_positive_int))
         else:
-            budget = asker.text("Time budget:", "30m", lambda t: None if _try_seconds(t) else "e.g. 90m, 2h, 1h30m")
+            budget = asker.text("Time budget:", "30m", lambda t: None if try_seconds(t) else "e.g. 90m, 2h, 1h30m")
     if budget is None:
         epochs = epochs or 1
         return epochs, None, f"epochs {epochs}: " + ("given" if flags.epochs else "chosen" if asker else "default")
-    seconds = parse_duration(budget)
-    per_second = estimate_tokens_per_second(rec)
-    mean = sum(lengths) / len(lengths) if lengths else rec.plan.inputs.seq_len
-    tokens_per_step = rec.global_batch * min(mean, rec.plan.inputs.seq_len)
-    steps = max(1, int(seconds * per_second / tokens_per_step))
-    return 1, steps, (f"max_steps {steps}: a {budget} budget at an estimated {per_second:,.0f} tokens/s "
-                      f"({MATMUL_UTILISATION:.0%} of this machine's measured matmul FLOP/s) and "
-                      f"{tokens_per_step:,.0f} tokens per step; an estimate, not a measurement")
+    steps, reason = steps_for_budget(budget, rec, lengths)
+    return 1, steps, reason
 
 
-def parse_duration(text: str) -> float:
-    """Seconds in ``90m``, ``2h``, ``1h30m``, ``45s``, or a bare number of minutes.
-
-    Args:
-        text: the value of ``--time-budget``.
-    """
-    seconds = _try_seconds(text)
-    if seconds is None:
-        raise TunewizError(f"--time-budget `{text}` is not a duration", hint="write it like `90m`, `2h` or `1h30m`")
-    return seconds
-
-
-def _try_seconds(text: str) -> float | None:
-    text = text.strip().lower()
-    if re.fullmatch(r"\d+(\.\d+)?", text):
-        return float(text) * 60 or None
-    parts = re.fullmatch(r"(?:(\d+(?:\.\d+)?)h)?\s*(?:(\d+(?:\.\d+)?)m)?\s*(?:(\d+(?:\.\d+)?)s)?", text)
-    if not text or parts is None:
-        return None
-    h, m, s = (float(p) if p else 0.0 for p in parts.groups())
-    return h * 3600 + m * 60 + s or None
-
-
-def estimate_tokens_per_second(rec: Recommendation) -> float:
-    """Training tokens per second per machine, from a matmul measured on this machine's device.
-
-    FLOPs per token: 6 × parameters for full fine-tuning (forward 2, backward 4), 4 × for LoRA (the
-    frozen weights need no weight gradient), plus attention's 12 × layers × seq_len × hidden (PaLM's
-    count). Utilisation ``MATMUL_UTILISATION`` of the measured matmul rate.
-
-    Args:
-        rec: the plan (model, method, dtype, sequence length, devices).
-    """
-    if rec.machine.device == "cuda" and not _nvidia_smi_gpus():
-        raise TunewizError("--time-budget needs this machine's GPUs to measure their speed",
-                           hint="give `--epochs N` when planning for another machine")
-    i, arch = rec.plan.inputs, rec.model.arch
-    per_token = (6 if i.method == "full" else 4) * rec.model.params + 12 * arch.num_hidden_layers * i.seq_len * arch.hidden_size
-    return measure_matmul_flops(rec.machine.device, i.dtype) * MATMUL_UTILISATION * rec.machine.num_devices / per_token
-
-
-def measure_matmul_flops(device: str, dtype: str, size: int = 1024, seconds: float = 0.3) -> float:
-    """FLOP/s of a square matmul on ``device`` in ``dtype`` (``bf16``/``fp32``), timed for about ``seconds``.
-
-    Args:
-        device: ``cuda`` or ``cpu``.
-        dtype: ``bf16`` or ``fp32``.
-        size: the matrices are size × size.
-        seconds: time spent measuring.
-    """
-    import time
-
-    import torch
-
-    dt = torch.bfloat16 if dtype == "bf16" else torch.float32
-    a = torch.randn(size, size, device=device, dtype=dt)  # [size, size]
-    b = torch.randn(size, size, device=device, dtype=dt)
-    a @ b  # warm-up: kernel selection and thread pools
-    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
-    sync()
-    start, runs = time.perf_counter(), 0
-    while time.perf_counter() - start < seconds:
-        a @ b
-        runs += 1
-        sync()
-    return 2 * size**3 * runs / (time.perf_counter() - start)
 
 
 def _check_positive_int(text: str) -> str | None:

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 import typer
 
 if TYPE_CHECKING:
-    from tunewiz.wizard import Choice
+    from tunewiz.asker import Choice
 
 _WHAT = "What to train"
 _HW = "Hardware (default: this machine)"

@@ -57,7 +57,7 @@ def plan(
 
 
 def _print_catalog(as_json: bool) -> None:
-    from tunewiz.catalog import catalog_models
+    from tunewiz.catalog import catalog_models, format_params
 
     models = catalog_models()
     if as_json:
@@ -67,4 +67,4 @@ def _print_catalog(as_json: bool) -> None:
         return
     for m in models:
         gated = " (gated)" if m.gated else ""
-        typer.echo(f"{m.name:26s} {m.params / 1e9:6.2f}B  {m.repo_id}{gated}")
+        typer.echo(f"{m.name:26s} {format_params(m.params):>7s}  {m.repo_id}{gated}")

@@ -48,6 +48,7 @@ def train(
 
     from tunewiz.distributed import resolve_device
     from tunewiz.launcher import Topology, launch, preflight, prepare_run_dir, torchrun_command
+    from tunewiz.planner.runplan import write_run_plan
     from tunewiz.presets import dump_preset, load_preset
     from tunewiz.rundir import RunDir
     from tunewiz.ui.live import choose_mode
@@ -63,5 +64,6 @@ def train(
         typer.echo(shlex.join(torchrun_command(run, topology)))
         return
     run = prepare_run_dir(resolved, run_dir, overwrite=overwrite)
+    write_run_plan(resolved, run, world_size=nproc_per_node * nnodes)
     code = launch(run, torchrun_command(run, topology), tui=choose_mode(no_tui) == "tui")
     raise typer.Exit(code)

@@ -7,8 +7,14 @@ runtime's own overhead. ``bench/planner_vs_trace.py`` checks it against a fake-t
 real step.
 
 Notation: N = micro_batch × seq_len tokens per device, D hidden, Q = heads × head_dim,
-K = kv_heads × head_dim, I intermediate, V vocab, r LoRA rank, e bytes of the compute dtype
-(2 for bf16, 4 for fp32), a = 4 bytes of the LoRA adapters (always fp32: ``lora.py`` promotes them).
+K = kv_heads × head_dim, I intermediate, V vocab, r LoRA rank, e bytes of the preset's ``model.dtype``
+(2 for bf16, 4 for fp32).
+
+dtype semantics (``FineTune._build_model`` in ``tunewiz/recipes/finetune.py``): EVERY parameter — the
+frozen base, the LoRA adapters, or the whole model in a full fine-tune — is stored in ``model.dtype``;
+gradients and AdamW states have the same dtype; there is no fp32 master copy and no autocast (torchtune's
+approach). Only RMSNorm, softmax and the loss compute in fp32 internally, which shows up in the
+activations (fp32 copies inside the norms, the loss chunk's fp32 logits). fp32 runs are all-fp32.
 """
 
 from __future__ import annotations
@@ -16,7 +22,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+from tunewiz.catalog import format_params
 from tunewiz.models.config import LlamaConfig
+from tunewiz.quantize import NF4_BYTES_PER_PARAM
 
 GiB = 1024**3
 MiB = 1024**2
@@ -25,11 +33,13 @@ Method = Literal["lora", "qlora", "full"]
 Dtype = Literal["bf16", "fp32"]
 Device = Literal["cuda", "cpu"]
 
-NF4_BYTES_PER_PARAM = 0.52  # 4-bit codes + one bf16 scale per 64-weight block (+ double-quantised scales)
 LOSS_CHUNK_TOKENS = 1024  # = tunewiz.models.llama.LOSS_CHUNK_TOKENS (not imported: that module imports torch)
 CUDA_CONTEXT_BYTES = 600 * MiB  # CUDA context + cuBLAS/cuDNN workspaces outside the caching allocator
 NCCL_BUFFER_BYTES = 400 * MiB  # NCCL communicator buffers, only with more than one GPU
-CPU_PROCESS_BYTES = 700 * MiB  # RSS of a Python process with torch and the data pipeline imported
+# RSS of the recipe's process besides its tensors: Python + torch + tunewiz imported (~280 MiB measured on
+# Linux, torch 2.13 CPU), the gloo process group, tokenizer, data and the CPU kernels' first-use buffers.
+# A tiny-model run here peaks at ~344 MiB RSS with ~7 MiB of tensors (tests/test_run_plan.py checks it).
+CPU_PROCESS_BYTES = 340 * MiB
 ALLOCATOR_SLACK = 0.05  # caching-allocator fragmentation, as a share of the tensors' peak
 ERROR_BAND = {"cuda": 0.10, "cpu": 0.10}  # ± share of the predicted peak (see the module docstring)
 
@@ -44,7 +54,7 @@ class PlanInputs:
 
     Args:
         method: ``lora``, ``qlora`` (NF4 base) or ``full``.
-        dtype: compute dtype: ``bf16`` (trained parameters kept in fp32) or ``fp32``.
+        dtype: the preset's ``model.dtype``: every parameter, gradient and AdamW state is stored in it.
         micro_batch: sequences per device per forward/backward.
         seq_len: tokens per sequence (``max_seq_len``; packed rows are full).
         lora_rank: rank r of the adapters (ignored for ``full``).
@@ -53,7 +63,7 @@ class PlanInputs:
         num_devices: data-parallel ranks; with more than one, FSDP2 shards weights, grads and
             optimizer state over them.
         device: ``cuda`` or ``cpu``; only the fixed overheads differ.
-        optimizer: ``adamw`` (two fp32 states per trained parameter; foreach kernels).
+        optimizer: ``adamw`` (two states per trained parameter, in ``dtype``; foreach kernels).
         loss: ``chunked`` (tunewiz's loss: fp32 logits for 1024 tokens at a time) or ``full``
             ([N, V] fp32 logits at once, as a naive ``cross_entropy(model(x).float())``).
     """
@@ -176,27 +186,27 @@ def estimate(arch: LlamaConfig, inputs: PlanInputs) -> MemoryPlan:
     trained = total if full else adapters
     reasons: list[str] = []
 
-    # --- weights: each rank stores 1/n_dev of every parameter (FSDP2 shards when n_dev > 1).
+    # --- weights: each rank stores 1/n_dev of every parameter (FSDP2 shards when n_dev > 1), all in
+    # model.dtype (the recipe casts the adapters to it too).
     linear = arch.num_hidden_layers * _layer_linear_params(arch)
     other = total - linear  # embeddings, lm_head when untied, norms, biases
     if full:
-        # Trained parameters are fp32 (the optimizer updates fp32 master weights) in both dtypes.
-        weights = 4 * total
-        reasons.append("full fine-tune: every parameter trained, kept in fp32 (4 B) with fp32 grads and "
-                       "two fp32 AdamW states: 16 B per parameter before sharding")
+        weights = e * total
+        reasons.append(f"full fine-tune: every parameter trained; weights, grads and both AdamW states in "
+                       f"{i.dtype} (no fp32 master copy): {4 * e} B per parameter before sharding")
     elif i.method == "qlora":
-        weights = int(NF4_BYTES_PER_PARAM * linear) + e * other + 4 * adapters
-        reasons.append(f"QLoRA: the {linear / 1e9:.2f}B linear weights in NF4 ({NF4_BYTES_PER_PARAM} B/param), "
-                       f"embeddings and norms in {i.dtype}")
+        weights = int(NF4_BYTES_PER_PARAM * linear) + e * (other + adapters)
+        reasons.append(f"QLoRA: the {format_params(linear)} linear weights in NF4 ({NF4_BYTES_PER_PARAM:.3f} "
+                       f"B/param), embeddings, norms and adapters in {i.dtype}")
     else:
-        weights = e * total + 4 * adapters
-        reasons.append(f"LoRA: frozen base in {i.dtype} ({e} B/param), fp32 adapters on {', '.join(targets)}")
+        weights = e * (total + adapters)
+        reasons.append(f"LoRA: frozen base and adapters on {', '.join(targets)} in {i.dtype} ({e} B/param)")
     weights //= n_dev
 
-    # --- trainable state: fp32 grads + AdamW exp_avg/exp_avg_sq (4 + 8 B), sharded. The foreach step
-    # (optim.py, foreach=True) allocates sqrt(exp_avg_sq) for the whole group: +4 B per trained param
+    # --- trainable state: grads + AdamW exp_avg/exp_avg_sq (e + 2e B), sharded. The foreach step
+    # (optim.py, foreach=True) allocates sqrt(exp_avg_sq) for the whole group: +e B per trained param
     # while the step runs; the step happens after backward freed the activations.
-    grads, states, step_temp = 4 * trained // n_dev, 8 * trained // n_dev, 4 * trained // n_dev
+    grads, states, step_temp = e * trained // n_dev, 2 * e * trained // n_dev, e * trained // n_dev
 
     saved, block_transient = _activations(arch, i, e, targets)
     loss = _loss_bytes(arch, i, e)
@@ -210,7 +220,7 @@ def estimate(arch: LlamaConfig, inputs: PlanInputs) -> MemoryPlan:
     # optimizer step: all grads + states + its temporary, activations gone. AdamW's states live from
     # the first step on, so every phase holds them. In a full fine-tune the grads grow while the
     # activations shrink through backward, so its end (all grads, no activations) is a phase too.
-    root_grads = 4 * _root_params(arch) // n_dev if full else grads
+    root_grads = e * _root_params(arch) // n_dev if full else grads
     phases = {
         "loss": saved + loss + root_grads,
         "blocks": saved + block_transient + root_grads,
@@ -265,7 +275,6 @@ def _block_saved_bytes_per_token(arch: LlamaConfig, i: PlanInputs, e: int, targe
     d, q, m = arch.hidden_size, arch.num_attention_heads * arch.head_dim, arch.intermediate_size
     heads = arch.num_attention_heads
     full = i.method == "full"
-    lora_cast = e != 4  # LoRA runs in fp32: x.to(fp32) is a new [N, in] tensor per adapter in bf16
     shapes = _projection_shapes(arch)
 
     def rms_norm(consumers_save_output: bool) -> int:
@@ -280,11 +289,12 @@ def _block_saved_bytes_per_token(arch: LlamaConfig, i: PlanInputs, e: int, targe
         return saved
 
     def lora(names: tuple[str, ...], input_saved: bool) -> int:
-        # Per adapter: its fp32 input (a cast copy in bf16; the shared input itself in fp32, counted
-        # once) and lora_A's output [N, r] fp32, saved by lora_B.
+        # The adapters have the input's dtype, so `x.to(lora dtype)` is x itself: lora_A saves the
+        # projections' shared input [N, in] e (once, unless a trained base already saves it), and
+        # lora_B saves lora_A's output [N, r] e per adapter.
         hit = [n for n in names if n in targets]
-        cast = sum(4 * shapes[n][0] for n in hit) if lora_cast else (4 * shapes[hit[0]][0] if hit and not input_saved else 0)
-        return cast + 4 * i.lora_rank * len(hit)
+        shared_input = e * shapes[hit[0]][0] if hit and not input_saved else 0
+        return shared_input + e * i.lora_rank * len(hit)
 
     per_token = 0
     # Attention: norm -> q/k/v -> RoPE (saves only cos/sin, shared) -> repeat_interleave of k, v to H heads
@@ -294,7 +304,7 @@ def _block_saved_bytes_per_token(arch: LlamaConfig, i: PlanInputs, e: int, targe
     per_token += 4 * q * e + 4 * heads
     # o_proj input: y.transpose(1, 2).reshape(B, T, Q): a copy unless SDPA's output is already
     # [B, T, H, hd] in memory (CUDA flash/efficient kernels); saved when o_proj is trained.
-    o_saves = full or (not lora_cast and "o_proj" in targets)
+    o_saves = full or "o_proj" in targets
     if o_saves and i.device == "cpu":
         per_token += e * q
     per_token += lora(("o_proj",), o_saves)
@@ -350,12 +360,12 @@ def _fsdp_buffers(arch: LlamaConfig, i: PlanInputs, e: int, full: bool, n_dev: i
         return 0  # distributed.py applies FSDP2 only when world_size > 1
     total = arch.num_parameters()
     layer = (total - _root_params(arch)) // arch.num_hidden_layers
-    stored = 4 if full else e  # parameters are gathered in the dtype they are stored in
+    stored = e  # parameters are gathered in the dtype they are stored in: model.dtype
     # The root (embeddings, final norm, untied lm_head) stays gathered from forward to the end of backward;
     # a block and the prefetched next one are gathered at a time; in backward a block's unsharded grads
     # exist until reduce-scatter (full fine-tune only: LoRA grads are tiny).
     root = _root_params(arch)
-    return stored * (root + 2 * layer) + (4 * layer if full else 0) - (stored * (root + 2 * layer)) // n_dev
+    return stored * (root + 2 * layer) + (e * layer if full else 0) - (stored * (root + 2 * layer)) // n_dev
 
 
 def _root_params(arch: LlamaConfig) -> int:

@@ -13,7 +13,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Literal
 
-from tunewiz.catalog import CATALOG, CatalogModel
+from tunewiz.catalog import CATALOG, CatalogModel, format_params
 from tunewiz.hardware import GiB, Machine
 from tunewiz.planner.memory import MemoryPlan, PlanInputs, estimate
 
@@ -280,7 +280,7 @@ def _alternatives(machine: Machine, model: CatalogModel, smallest: MemoryPlan, c
     if smaller:
         # The largest that fits, preferring a base/instruct kind like the model asked for.
         best = max(smaller, key=lambda m: ((m.chat_template is None) == (model.chat_template is None), m.params))
-        out.append(f"a smaller model: `{best.name}` ({best.params / 1e9:.2f}B) fits with {i.method}")
+        out.append(f"a smaller model: `{best.name}` ({format_params(best.params)}) fits with {i.method}")
     if not out:
         out.append(f"nothing in the catalog fits {capacity / GiB:.1f} GiB per device with {i.method}; "
                    "use a machine with more memory")

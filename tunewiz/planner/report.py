@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from tunewiz.catalog import format_params
 from tunewiz.planner.memory import GiB
 
 if TYPE_CHECKING:
@@ -28,8 +29,7 @@ def render_recommendation(rec: Recommendation) -> Group:
     from rich.text import Text
 
     i = rec.plan.inputs
-    size = f"{rec.model.params / 1e9:.2f}B" if rec.model.params >= 1e8 else f"{rec.model.params / 1e6:.1f}M"
-    title = (f"{rec.model.name} ({size}) · {i.method} · {i.dtype} · micro_batch "
+    title = (f"{rec.model.name} ({format_params(rec.model.params)}) · {i.method} · {i.dtype} · micro_batch "
              f"{i.micro_batch} × seq {i.seq_len} · on {rec.machine.name}")
     table = Table()
     table.add_column("per device")
