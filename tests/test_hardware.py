@@ -69,3 +69,14 @@ def test_doctor_json() -> None:
     assert report["gpus"] == [] and report["hub_token"] is True
     assert report["cpu_count"] >= 1 and report["ram_total"] > 0
     assert FAKE_TOKEN not in out.stdout
+
+
+def test_quick_probe_imports_no_torch_and_agrees_with_the_full_probe() -> None:
+    code = ("import sys; from tunewiz.hardware import probe; hw = probe(quick=True); "
+            "print(len(hw.gpus), hw.cuda_available, hw.cuda_version, hw.torch_version, 'torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    gpus, cuda, cuda_version, torch_version, imported = out.stdout.split()
+    full = probe()
+    assert (int(gpus), cuda == "True", imported) == (len(full.gpus), full.cuda_available, "False")
+    assert cuda_version == "None" and torch_version == full.torch_version
