@@ -17,6 +17,7 @@ from pathlib import Path
 from tunewiz.assets_build.build import PRETRAIN_NOTE, build_static, build_weights
 
 ASSETS = Path(__file__).resolve().parents[1] / "tunewiz" / "assets"
+GENERATED_DIRS = ("datasets", "tiny")
 
 
 def check(assets: Path, seed: int) -> list[str]:
@@ -32,7 +33,13 @@ def check(assets: Path, seed: int) -> list[str]:
         card = assets / "tiny" / "README.md"
         pretrained = not card.is_file() or PRETRAIN_NOTE in card.read_text(encoding="utf-8")
         built = {p.relative_to(fresh) for p in build_static(fresh, seed, pretrained=pretrained)}
-        committed = {p.relative_to(assets) for p in assets.rglob("*") if p.is_file() and p.suffix != ".safetensors"}
+        # Only the generator's folders: other files under tunewiz/assets (eval tasks, ...) are not ours.
+        committed = {
+            p.relative_to(assets)
+            for folder in GENERATED_DIRS
+            for p in (assets / folder).rglob("*")
+            if p.is_file() and p.suffix != ".safetensors"
+        }
         problems = [f"missing from {assets}: {p}" for p in sorted(built - committed)]
         problems += [f"not produced by the generator: {p}" for p in sorted(committed - built)]
         problems += [

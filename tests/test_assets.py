@@ -27,7 +27,7 @@ TINY_FILES = [
 ]
 DATASET_ROWS = {
     "story-qa.jsonl": 2000, "story-qa-test.jsonl": 200, "story-chat.jsonl": 500,
-    "story-text.jsonl": 300, "pretrain.jsonl": 16000,
+    "story-text.jsonl": 300, "pretrain.jsonl": 10000,
 }
 
 
@@ -110,8 +110,8 @@ def test_chat_template_renders_alpaca_turns_ending_with_eos() -> None:
     ]
     text = template.render(messages=messages, bos_token="<s>", eos_token="</s>", add_generation_prompt=True)
     assert text == (
-        "<s>Be brief.\n\n### Instruction:\nMia has a red kite.\nWhat colour is Mia's kite?\n\n"
-        "### Response:\nMia's kite is red.</s>### Instruction:\nWho has a red kite?\n\n### Response:\n"
+        "<s>Be brief.\n\n### Instruction: Mia has a red kite.\nWhat colour is Mia's kite?\n\n"
+        "### Response: Mia's kite is red.</s>### Instruction: Who has a red kite?\n\n### Response:"
     )
 
 

@@ -26,7 +26,7 @@ class Sizes:
     qa_test: int = 200
     chat: int = 500
     text: int = 300
-    pretrain: int = 16000
+    pretrain: int = 10000
 
 
 def _rng(seed: int, name: str) -> random.Random:

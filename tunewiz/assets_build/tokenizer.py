@@ -18,15 +18,19 @@ UNK_ID, BOS_ID, EOS_ID = 0, 1, 2
 
 # An alpaca-style chat template: the system prompt as a preamble, user turns as instructions,
 # assistant turns as responses closed with eos (the model learns to stop there).
+# A message starts after "Header: " rather than on a new line: SentencePiece gives a word after a
+# space ("▁red") a different piece than a word after a newline ("red"), and the model learned the
+# spaced pieces from its corpus, so an answer copied from the story is the same tokens. The
+# generation prompt ends at the colon; the reply's first piece carries the space.
 CHAT_TEMPLATE = (
     "{{ bos_token }}"
     "{% for message in messages %}"
     "{% if message['role'] == 'system' %}{{ message['content'] + '\\n\\n' }}"
-    "{% elif message['role'] == 'user' %}{{ '### Instruction:\\n' + message['content'] + '\\n\\n' }}"
-    "{% elif message['role'] == 'assistant' %}{{ '### Response:\\n' + message['content'] + eos_token }}"
+    "{% elif message['role'] == 'user' %}{{ '### Instruction: ' + message['content'] + '\\n\\n' }}"
+    "{% elif message['role'] == 'assistant' %}{{ '### Response: ' + message['content'] + eos_token }}"
     "{% endif %}"
     "{% endfor %}"
-    "{% if add_generation_prompt %}{{ '### Response:\\n' }}{% endif %}"
+    "{% if add_generation_prompt %}{{ '### Response:' }}{% endif %}"
 )
 
 # Prompt scaffolding the tokenizer should encode compactly: the chat template's headers and the
