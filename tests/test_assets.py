@@ -159,7 +159,7 @@ def test_generator_is_deterministic(tmp_path: Path) -> None:
     first = build_static(tmp_path / "a", seed=3, sizes=sizes)
     second = build_static(tmp_path / "b", seed=3, sizes=sizes)
     assert [p.relative_to(tmp_path / "a") for p in first] == [p.relative_to(tmp_path / "b") for p in second]
-    assert all(a.read_bytes() == b.read_bytes() for a, b in zip(first, second))
+    assert all(a.read_bytes() == b.read_bytes() for a, b in zip(first, second, strict=True))
     build_static(tmp_path / "c", seed=4, sizes=sizes)
     qa = Path("datasets") / "story-qa.jsonl"
     assert (tmp_path / "c" / qa).read_bytes() != (tmp_path / "a" / qa).read_bytes()  # the seed matters

@@ -137,7 +137,7 @@ def make_story(rng: random.Random, held_out: frozenset[tuple[str, str, str]], *,
     if test_fact and kinds[0] == "action":
         kinds[0] = "has"
     facts = []
-    for i, (name, obj, place, kind) in enumerate(zip(names, objects, places, kinds)):
+    for i, (name, obj, place, kind) in enumerate(zip(names, objects, places, kinds, strict=True)):
         if kind == "action":
             facts.append(_action_fact(name, place, rng))
             continue
