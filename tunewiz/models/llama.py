@@ -303,11 +303,17 @@ class LlamaForCausalLM(nn.Module):
         return self._chunked_loss(hidden, labels)
 
     def _chunked_loss(self, hidden: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
-        """Cross-entropy over chunks of LOSS_CHUNK_TOKENS tokens. Each chunk runs under activation
-        checkpointing, so backward keeps only the hidden states and recomputes one chunk's [chunk, V]
-        logits at a time instead of holding fp32 logits for every token."""
+        """Cross-entropy over chunks of LOSS_CHUNK_TOKENS tokens, never holding [B*T, V] logits.
+
+        A plain ``lm_head`` takes the fused path (:class:`LinearCrossEntropy`: gradients computed
+        chunk by chunk in the forward pass, no recompute). A wrapped one (LoRA on ``lm_head``, NF4)
+        runs each chunk under activation checkpointing instead: backward recomputes one chunk's
+        logits at a time, one extra ``lm_head`` matmul per chunk."""
         h = hidden.reshape(-1, hidden.shape[-1])  # [B*T, D]
         y = labels.reshape(-1)  # [B*T]
+        num_tokens = (y != IGNORE_INDEX).sum()
+        if torch.is_grad_enabled() and type(self.lm_head) is nn.Linear:
+            return LinearCrossEntropy.apply(h, self.lm_head.weight, y), num_tokens
         loss_sum = torch.zeros((), dtype=torch.float32, device=hidden.device)
         for start in range(0, h.shape[0], LOSS_CHUNK_TOKENS):
             h_chunk, y_chunk = h[start : start + LOSS_CHUNK_TOKENS], y[start : start + LOSS_CHUNK_TOKENS]
@@ -315,8 +321,52 @@ class LlamaForCausalLM(nn.Module):
                 loss_sum = loss_sum + checkpoint(self._chunk_loss, h_chunk, y_chunk, use_reentrant=False)
             else:
                 loss_sum = loss_sum + self._chunk_loss(h_chunk, y_chunk)
-        return loss_sum, (y != IGNORE_INDEX).sum()
+        return loss_sum, num_tokens
 
     def _chunk_loss(self, h: Tensor, y: Tensor) -> Tensor:
         logits = self.lm_head(h).float()  # [chunk, V]: upcast per chunk, as transformers upcasts logits
         return F.cross_entropy(logits, y, ignore_index=IGNORE_INDEX, reduction="sum")
+
+
+class LinearCrossEntropy(torch.autograd.Function):
+    """``sum(cross_entropy(h Wᵀ, y))`` whose forward also computes the gradients, chunk by chunk.
+
+    Per chunk of C tokens: logits [C, V] in W's dtype, upcast to fp32 (as transformers does), the
+    loss from their log-sum-exp, then in place ``softmax - onehot`` (zero on ignored rows) = d loss /
+    d logits, cast back to W's dtype for ``d h = G W`` [C, D] and ``d W += Gᵀ h`` [V, D]. Backward only
+    scales the saved gradients by the incoming one. Compared with checkpointing each chunk this saves
+    the recomputed ``lm_head`` matmul, and no logits outlive their chunk.
+    """
+
+    @staticmethod
+    def forward(ctx, h: Tensor, weight: Tensor, y: Tensor) -> Tensor:  # noqa: ANN001 (ctx)
+        """h [N, D], weight [V, D], y [N] (IGNORE_INDEX = no loss) -> fp32 scalar loss sum."""
+        need_h, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        grad_h = torch.empty_like(h) if need_h else None  # [N, D]
+        grad_w = torch.zeros_like(weight) if need_w else None  # [V, D]
+        loss_sum = torch.zeros((), dtype=torch.float32, device=h.device)
+        for start in range(0, h.shape[0], LOSS_CHUNK_TOKENS):
+            h_c, y_c = h[start : start + LOSS_CHUNK_TOKENS], y[start : start + LOSS_CHUNK_TOKENS]
+            logits = F.linear(h_c, weight).float()  # [C, V] fp32 (a copy unless W is fp32)
+            trained = y_c != IGNORE_INDEX  # [C]
+            target = y_c.clamp(min=0)[:, None]  # [C, 1]: any valid index on ignored rows
+            lse = torch.logsumexp(logits, dim=-1)  # [C]
+            loss_sum += ((lse - logits.gather(1, target).squeeze(1)) * trained).sum()
+            if not (need_h or need_w):
+                continue
+            probs = logits.sub_(lse[:, None]).exp_()  # [C, V] softmax, in place of the logits
+            probs.scatter_add_(1, target, torch.full_like(lse[:, None], -1.0))  # - onehot
+            grad = (probs * trained[:, None]).to(weight.dtype)  # [C, V] d loss / d logits
+            if need_h:
+                torch.mm(grad, weight, out=grad_h[start : start + LOSS_CHUNK_TOKENS])
+            if need_w:
+                grad_w.addmm_(grad.t(), h_c)
+        ctx.save_for_backward(grad_h, grad_w)
+        return loss_sum
+
+    @staticmethod
+    def backward(ctx, grad_out: Tensor) -> tuple[Tensor | None, Tensor | None, None]:  # noqa: ANN001 (ctx)
+        grad_h, grad_w = ctx.saved_tensors
+        scale = grad_out.to(grad_h.dtype if grad_h is not None else grad_w.dtype)
+        return (grad_h * scale if grad_h is not None else None,
+                grad_w * scale if grad_w is not None else None, None)
