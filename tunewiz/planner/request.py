@@ -66,14 +66,15 @@ def build_request(
 
 def _machine(gpus: int | None, gpu_memory: str | None, device: str) -> Machine:
     if gpus is None and gpu_memory is None:
-        hw = probe()
+        # quick: GPUs from nvidia-smi, so `tunewiz plan` never imports torch (~0.7 s of its ~1.2 s).
+        hw = probe(quick=True)
         return hw.machine() if device != "cpu" or not hw.gpus else _cpu_only(hw)
     if gpus is None:
         gpus = 1
     if gpus > 0 and gpu_memory is None:
         raise TunewizError(f"--gpus {gpus} needs --gpu-memory", hint="e.g. `--gpus 2 --gpu-memory 24GB`")
     if gpus == 0 and gpu_memory is None:
-        return _cpu_only(probe())
+        return _cpu_only(probe(quick=True))
     return describe(gpus, gpu_memory or "0")
 
 
