@@ -28,3 +28,9 @@ def load_test_split(**_: Any) -> Any:
 def user_prompt(doc: dict[str, str]) -> str:
     """The user message of an alpaca row: the instruction, a blank line, then the input."""
     return row_to_messages(doc, "alpaca", 0, str(TEST_FILE))[0]["content"]
+
+
+def spaced_answer(doc: dict[str, str]) -> str:
+    """The answer as the continuation of a chat prompt: lm-eval drops `target_delimiter` when it applies a
+    chat template, and the tiny model's template puts one space between `### Response:` and the reply."""
+    return " " + doc["output"]
