@@ -145,7 +145,7 @@ def tiny_model() -> CatalogModel | None:
     """The shipped tiny model (``tunewiz:tiny``), or None when its assets are not built."""
     if not TINY_CONFIG.is_file():
         return None
-    return CatalogModel(TINY_NAME, TINY_NAME, LlamaConfig.from_file(TINY_CONFIG), "apache-2.0", False, "chatml")
+    return CatalogModel(TINY_NAME, TINY_NAME, LlamaConfig.from_file(TINY_CONFIG), "apache-2.0", False, "alpaca")
 
 
 def catalog_models() -> list[CatalogModel]:
