@@ -140,3 +140,15 @@ def test_variants_train_and_export(tmp_path: Path, tiny_model_dir: Path, tiny_da
     assert losses[-1] < losses[0]
     model = transformers.AutoModelForCausalLM.from_pretrained(run / "final")
     assert model(torch.tensor([[1, 5, 9]])).logits.shape[-1] == model.config.vocab_size
+
+
+def test_more_processes_than_gpus_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    from tunewiz import launcher
+    from tunewiz.errors import TunewizError
+
+    monkeypatch.setattr(launcher, "_cuda_device_count", lambda: 1)  # the GPU count is the boundary here
+    with pytest.raises(TunewizError, match="more processes than this machine's 1 GPU"):
+        launcher.Topology(nproc_per_node=2).check("cuda")
+    launcher.Topology(nproc_per_node=2).check("cpu")  # CPU ranks are processes, not devices
+    with pytest.raises(TunewizError, match="--rdzv-endpoint"):
+        launcher.Topology(nnodes=2).check("cpu")
