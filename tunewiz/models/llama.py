@@ -356,17 +356,20 @@ class LinearCrossEntropy(torch.autograd.Function):
                 continue
             probs = logits.sub_(lse[:, None]).exp_()  # [C, V] softmax, in place of the logits
             probs.scatter_add_(1, target, torch.full_like(lse[:, None], -1.0))  # - onehot
-            grad = (probs * trained[:, None]).to(weight.dtype)  # [C, V] d loss / d logits
+            grad = probs.mul_(trained[:, None]).to(weight.dtype)  # [C, V] d loss / d logits
             if need_h:
                 torch.mm(grad, weight, out=grad_h[start : start + LOSS_CHUNK_TOKENS])
             if need_w:
                 grad_w.addmm_(grad.t(), h_c)
-        ctx.save_for_backward(grad_h, grad_w)
+        # On ctx rather than save_for_backward: backward drops ctx's references, so autograd can
+        # take the returned tensors as the .grad instead of copying them (a [V, D] copy in full FT).
+        ctx.grads = grad_h, grad_w
         return loss_sum
 
     @staticmethod
     def backward(ctx, grad_out: Tensor) -> tuple[Tensor | None, Tensor | None, None]:  # noqa: ANN001 (ctx)
-        grad_h, grad_w = ctx.saved_tensors
+        (grad_h, grad_w), ctx.grads = ctx.grads, None
         scale = grad_out.to(grad_h.dtype if grad_h is not None else grad_w.dtype)
-        return (grad_h * scale if grad_h is not None else None,
-                grad_w * scale if grad_w is not None else None, None)
+        # In place: the saved gradients are ours alone, and a [V, D] copy would raise the peak.
+        return (grad_h.mul_(scale) if grad_h is not None else None,
+                grad_w.mul_(scale) if grad_w is not None else None, None)
