@@ -347,12 +347,11 @@ def _loss_bytes(arch: LlamaConfig, i: PlanInputs, e: int) -> int:
     if i.loss == "full":
         # [N, V] logits in e, their fp32 upcast, log_softmax's saved fp32 output and its grad.
         return n * v * (e + 4 * (e != 4) + 8)
-    # Chunked + checkpointed (models/llama.py): backward recomputes one chunk: logits [C, V] e, the
-    # fp32 upcast (the same tensor in fp32) holding log_softmax's output, then the grad of the upcast
-    # (fp32) and of the logits (e); the trace shows 2e + 4 B per logit at the peak (+4 in bf16 for
-    # the upcast). Plus the grad of the final hidden states [N, D] e that the chunks accumulate into.
+    # Fused chunked loss (models/llama.py, LinearCrossEntropy): per chunk the fp32 logits [C, V] (turned
+    # into softmax - onehot in place) and their cast to e for the grad matmuls (none in fp32), plus
+    # the grad of the final hidden states [N, D] e that the forward fills chunk by chunk.
     c = min(LOSS_CHUNK_TOKENS, n)
-    return c * v * (2 * e + 4 + 4 * (e != 4)) + n * arch.hidden_size * e
+    return c * v * (4 + e * (e != 4)) + n * arch.hidden_size * e
 
 
 def _fsdp_buffers(arch: LlamaConfig, i: PlanInputs, e: int, full: bool, n_dev: int) -> int:
