@@ -17,7 +17,8 @@ full fine-tuning too; fp32 and bf16 (bf16 weights and adapters everywhere, as ea
 Each (framework, configuration) is a long-lived worker process, so its memory is its own. The parent
 warms every worker up, then runs ``--rounds`` rounds of ``--steps`` timed steps, rotating which
 framework goes first, so drift and other people's load hit all of them alike. tokens/s is the median
-over rounds; the min–max spread is printed to show the noise. Memory is the peak anonymous resident
+over rounds and tunewiz's speed-up is the median of the per-round ratios (the sides of a round ran
+back to back, so load drift cancels); the min–max spread is printed to show the noise. Memory is the peak anonymous resident
 memory (``RssAnon``, sampled every 5 ms) during training, minus the process's value after its imports
 and before the model was built: weights + gradients + optimizer state + activations + allocator slack.
 
@@ -344,7 +345,7 @@ def bench_run(run: tuple, args: argparse.Namespace, model_dir: Path, env: dict[s
 def table(results: dict[str, dict[str, Result]], peak: dict[str, float]) -> str:
     """The Markdown table: one row per configuration and framework."""
     lines = [
-        "| config | framework | tokens/s (median) | spread min–max | peak memory | tunewiz speed-up | share of matmul peak | first loss |",
+        "| config | framework | tokens/s (median) | spread min–max | peak memory | tunewiz speed-up (median of per-round ratios) | share of matmul peak | first loss |",
         "|---|---|---:|---:|---:|---:|---:|---:|",
     ]
     for run in RUNS:
@@ -354,7 +355,9 @@ def table(results: dict[str, dict[str, Result]], peak: dict[str, float]) -> str:
         by = results[name]
         ours = by.get("tunewiz")
         for framework, res in by.items():
-            ratio = f"{ours.median / res.median:.2f}×" if ours and framework != "tunewiz" else "—"
+            # Paired by round (both ran within seconds of each other), so load drift cancels.
+            paired = [a / b for a, b in zip(ours.rates, res.rates)] if ours and framework != "tunewiz" else []
+            ratio = f"{statistics.median(paired):.2f}×" if paired else "—"
             share = res.median * flops_per_token(method) / (peak[dtype] * 1e9)
             lines.append(
                 f"| {name} | {framework} | {res.median:,.0f} | {min(res.rates):,.0f}–{max(res.rates):,.0f} | "
