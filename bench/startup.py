@@ -37,7 +37,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
-    print("| command | best of %d | target | imports torch |" % args.repeats)
+    print(f"| command | best of {args.repeats} | target | imports torch |")
     print("|---|---:|---:|---|")
     for label, cmd in COMMANDS.items():
         seconds, torch_loaded = measure(cmd, args.repeats)

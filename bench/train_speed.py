@@ -102,8 +102,6 @@ def _corpus(torch):  # noqa: ANN001, ANN202 (torch module: workers import it laz
 
 
 def _tunewiz_step(model_dir: Path, dtype, method: str, targets: list[str] | None):  # noqa: ANN001, ANN202
-    import torch
-
     from tunewiz.config import TrainSection
     from tunewiz.distributed import clip_grad_norm
     from tunewiz.lora import apply_lora
@@ -356,7 +354,7 @@ def table(results: dict[str, dict[str, Result]], peak: dict[str, float]) -> str:
         ours = by.get("tunewiz")
         for framework, res in by.items():
             # Paired by round (both ran within seconds of each other), so load drift cancels.
-            paired = [a / b for a, b in zip(ours.rates, res.rates)] if ours and framework != "tunewiz" else []
+            paired = [a / b for a, b in zip(ours.rates, res.rates, strict=False)] if ours and framework != "tunewiz" else []
             ratio = f"{statistics.median(paired):.2f}×" if paired else "—"
             share = res.median * flops_per_token(method) / (peak[dtype] * 1e9)
             lines.append(
