@@ -108,7 +108,7 @@ TOPICS: tuple[tuple[str, str, str], ...] = (
         "lm-eval is missing, or a task cannot be found or run offline.",
     ),
     (
-        "tunewiz/hub.py",
+        "tunewiz/hub/",
         "Hugging Face Hub (`download`, `push`)",
         "The Hub could not be reached, refused the "
         "token, or the repository is gated, missing or incomplete. Tokens are never printed.",
