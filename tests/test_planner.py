@@ -95,7 +95,7 @@ def test_reference_machines_monotone_and_safe(model: str) -> None:
         by_memory.setdefault(gpus, []).append((gib, rec))
     for recs in by_memory.values():
         recs.sort(key=lambda r: r[0])
-        for (_, small), (_, big) in zip(recs, recs[1:]):
+        for (_, small), (_, big) in zip(recs, recs[1:], strict=False):
             # More memory never gives a smaller plan, nor turns a fit into a miss.
             assert big.fits or not small.fits
             if small.fits and big.fits:
