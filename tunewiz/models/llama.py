@@ -388,15 +388,23 @@ class LinearCrossEntropy(torch.autograd.Function):
         for start in range(0, h.shape[0], LOSS_CHUNK_TOKENS):
             h_c, y_c = h[start : start + LOSS_CHUNK_TOKENS], y[start : start + LOSS_CHUNK_TOKENS]
             logits = F.linear(h_c, weight).float()  # [C, V] fp32 (a copy unless W is fp32)
-            trained = y_c != IGNORE_INDEX  # [C]
+            trained = (y_c != IGNORE_INDEX).float()  # [C]: 1 where the token carries loss
             target = y_c.clamp(min=0)[:, None]  # [C, 1]: any valid index on ignored rows
-            lse = torch.logsumexp(logits, dim=-1)  # [C]
-            loss_sum += ((lse - logits.gather(1, target).squeeze(1)) * trained).sum()
+            target_logit = logits.gather(1, target).squeeze(1)  # [C], before the logits are overwritten
+            # torch.logsumexp's own steps, written out so that the one exp over [C, V] also gives the
+            # softmax (logsumexp + exp(logits - lse) took two exps and an out-of-place [C, V] copy):
+            # the loss is bitwise the same, the gradient differs by rounding.
+            row_max = logits.amax(dim=-1, keepdim=True)  # [C, 1]
+            row_max.masked_fill_(row_max.isinf(), 0.0)
+            exp = logits.sub_(row_max).exp_()  # [C, V] in place of the logits
+            total = exp.sum(dim=-1)  # [C]
+            lse = total.log().add_(row_max.squeeze(1))  # [C]
+            loss_sum += ((lse - target_logit) * trained).sum()
             if not (need_h or need_w):
                 continue
-            probs = logits.sub_(lse[:, None]).exp_()  # [C, V] softmax, in place of the logits
-            probs.scatter_add_(1, target, torch.full_like(lse[:, None], -1.0))  # - onehot
-            grad = probs.mul_(trained[:, None]).to(weight.dtype)  # [C, V] d loss / d logits
+            probs = exp.mul_((trained / total)[:, None])  # [C, V] softmax, zero on ignored rows
+            probs.scatter_add_(1, target, -trained[:, None])  # - onehot on trained rows
+            grad = probs.to(weight.dtype)  # [C, V] d loss / d logits
             if need_h:
                 torch.mm(grad, weight, out=grad_h[start : start + LOSS_CHUNK_TOKENS])
             if need_w:
