@@ -219,7 +219,8 @@ def _apply_start(state: DashboardState, e: dict[str, Any]) -> None:
     state.loss_ema = state.ema_sum / state.ema_weight if state.ema_weight > 0 else None
     state.stop = state.end = None
     state.errors = []
-    state.stop_requested = state.killing = False
+    # stop_requested/killing are not reset: they record this parent's Ctrl-C, which can come before the
+    # launch's start event has been read.
     state.returncode = None
 
 
