@@ -34,6 +34,7 @@ Dtype = Literal["bf16", "fp32"]
 Device = Literal["cuda", "cpu"]
 
 LOSS_CHUNK_TOKENS = 1024  # = tunewiz.models.llama.LOSS_CHUNK_TOKENS (not imported: that module imports torch)
+MATMUL_ATTENTION_MAX_SCORES = 2**22  # = tunewiz.models.llama.MATMUL_ATTENTION_MAX_SCORES (same reason)
 CUDA_CONTEXT_BYTES = 600 * MiB  # CUDA context + cuBLAS/cuDNN workspaces outside the caching allocator
 NCCL_BUFFER_BYTES = 400 * MiB  # NCCL communicator buffers, only with more than one GPU
 # RSS of the recipe's process besides its tensors: Python + torch + tunewiz imported (~280 MiB measured on
@@ -299,9 +300,15 @@ def _block_saved_bytes_per_token(arch: LlamaConfig, i: PlanInputs, e: int, targe
     per_token = 0
     # Attention: norm -> q/k/v -> RoPE (saves only cos/sin, shared) -> repeat_interleave of k, v to H heads
     # -> SDPA saves q, k_rep, v_rep [N, Q] e each, its output [N, Q] e and logsumexp [N, H] fp32.
+    # bf16 training on CPU with a small score matrix uses `matmul_attention` instead (models/llama.py):
+    # it saves the scaled q, k_rep, v_rep [N, Q] e and the probabilities [B, H, T, T] e = H*T per token.
     per_token += rms_norm(full)
     per_token += lora(_ATTN_TARGETS, full)
-    per_token += 4 * q * e + 4 * heads
+    scores = i.micro_batch * heads * i.seq_len * i.seq_len
+    if i.device == "cpu" and e == 2 and scores <= MATMUL_ATTENTION_MAX_SCORES:
+        per_token += 3 * q * e + heads * i.seq_len * e
+    else:
+        per_token += 4 * q * e + 4 * heads
     # o_proj input: y.transpose(1, 2).reshape(B, T, Q): a copy unless SDPA's output is already
     # [B, T, H, hd] in memory (CUDA flash/efficient kernels); saved when o_proj is trained.
     o_saves = full or "o_proj" in targets
