@@ -157,3 +157,27 @@ def test_left_padded_batch_generation_equals_single_runs(
     for row, prompt in enumerate([short, long]):
         alone = ours(torch.cat([prompt, new[row : row + 1]], dim=1))[:, prompt.shape[1] - 1 :]
         torch.testing.assert_close(batched[row : row + 1], alone, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("packed", [False, True])
+def test_matmul_attention_equals_sdpa(packed: bool) -> None:
+    # bf16 CPU training takes `matmul_attention` instead of SDPA (models/llama.py); in fp32 both must agree,
+    # outputs and gradients, for the causal mask and a packed block-diagonal one.
+    import torch.nn.functional as F
+
+    from tunewiz.models.llama import matmul_attention
+
+    torch.manual_seed(0)
+    B, H, T, hd = 2, 4, 12, 16
+    q, k, v = (torch.randn(B, H, T, hd, requires_grad=True) for _ in range(3))
+    mask = None
+    if packed:
+        doc = torch.tensor([0] * 5 + [1] * 7)
+        mask = (doc[:, None] == doc[None, :]) & torch.ones(T, T, dtype=torch.bool).tril()
+    ours = matmul_attention(q, k, v, mask)
+    ref = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=mask is None)
+    torch.testing.assert_close(ours, ref, atol=1e-5, rtol=1e-5)
+    g_ours = torch.autograd.grad(ours.square().sum(), (q, k, v))
+    g_ref = torch.autograd.grad(ref.square().sum(), (q, k, v))
+    for a, b in zip(g_ours, g_ref, strict=True):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
