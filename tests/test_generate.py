@@ -6,11 +6,11 @@ from __future__ import annotations
 
 import pytest
 import torch
+from hf_pairs import random_pair
 
 import tunewiz.generate as gen
 from tunewiz.errors import TunewizError
 from tunewiz.generate import SamplingParams, StreamDecoder, generate, stream
-from tunewiz.models.config import LlamaConfig
 from tunewiz.models.llama import LlamaForCausalLM
 
 SMALL = dict(
@@ -34,15 +34,8 @@ NO_STOP: tuple[int, ...] = ()
 @pytest.fixture(scope="module", params=list(CASES))
 def pair(request: pytest.FixtureRequest) -> tuple[torch.nn.Module, LlamaForCausalLM]:
     """A random transformers model and ours with the same weights (state dict names are identical)."""
-    import transformers
-
     class_name, kwargs = CASES[request.param]
-    hf_config = getattr(transformers, class_name)(**kwargs)
-    torch.manual_seed(0)
-    hf = transformers.AutoModelForCausalLM.from_config(hf_config, attn_implementation="eager").eval()
-    ours = LlamaForCausalLM(LlamaConfig.from_hf(hf_config.to_dict())).eval()
-    ours.load_state_dict(hf.state_dict(), strict=True)
-    return hf, ours
+    return random_pair(class_name, kwargs)
 
 
 @pytest.fixture(scope="module")

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from hf_pairs import random_pair
 
 from tunewiz.models import llama
 from tunewiz.models.config import LlamaConfig
@@ -53,20 +54,10 @@ CASES = {
 @pytest.fixture(scope="module", params=list(CASES))
 def pair(request: pytest.FixtureRequest) -> tuple[torch.nn.Module, LlamaForCausalLM]:
     """A random transformers model and ours holding the same weights, copied by name."""
-    import transformers
-
     class_name, kwargs = CASES[request.param]
-    hf_config = getattr(transformers, class_name)(**kwargs)
-    torch.manual_seed(0)
-    hf = transformers.AutoModelForCausalLM.from_config(hf_config, attn_implementation="eager").eval()
-    with torch.no_grad():  # transformers zero-inits biases; make them matter
-        for name, p in hf.named_parameters():
-            if name.endswith("bias") or name.endswith("norm.weight"):
-                p.add_(torch.randn_like(p) * 0.1)
-    config = LlamaConfig.from_hf(hf_config.to_dict())
-    ours = LlamaForCausalLM(config).eval()
+    hf, ours = random_pair(class_name, kwargs, perturb=True)
+    config = ours.config
     assert set(ours.state_dict()) == set(hf.state_dict())
-    ours.load_state_dict(hf.state_dict(), strict=True)
     assert config.num_parameters() == sum(p.numel() for p in hf.parameters())
     assert LlamaConfig.from_hf(config.to_hf()) == config
     return hf, ours
