@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -16,7 +17,7 @@ def register(app: typer.Typer) -> None:
     )(train)
 
 
-def topology_options():  # noqa: ANN201 (shared option declarations for train and resume)
+def topology_options() -> dict[str, Any]:
     """torchrun placement flags, the same for `train` and `resume`."""
     return dict(
         nproc_per_node=typer.Option(1, "--nproc-per-node", min=1, help="Processes (GPUs) on this node.", rich_help_panel=_LAUNCH),

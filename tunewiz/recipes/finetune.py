@@ -20,6 +20,7 @@ import time
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -32,6 +33,9 @@ from tunewiz.global_batch import BatchShape, rank_micro_batches, steps_per_epoch
 from tunewiz.memory import peak_memory_bytes
 from tunewiz.metrics import EventWriter
 from tunewiz.rundir import RunDir
+
+if TYPE_CHECKING:
+    from tunewiz.data import Sample
 
 
 @dataclass
@@ -127,7 +131,7 @@ class FineTune:
 
     # -- one optimizer step ------------------------------------------------------------------------
 
-    def _forward(self, indices: list[int], samples: list) -> tuple[torch.Tensor, int, int]:
+    def _forward(self, indices: list[int], samples: list[Sample]) -> tuple[torch.Tensor, int, int]:
         from tunewiz.data import collate
 
         batch = {k: v.to(self.env.device) for k, v in collate([samples[i] for i in indices], self.pad_id).items()}
@@ -198,7 +202,8 @@ class FineTune:
         return [int(t.item()) for t in gathered]
 
 
-def _masked(sample):  # noqa: ANN001, ANN202 (a data.Sample)
+def _masked(sample: Sample) -> Sample:
+    """The sample with every label ignored: a forward pass that counts no tokens."""
     from dataclasses import replace
 
     return replace(sample, labels=[-100] * len(sample.labels))
