@@ -16,7 +16,7 @@ import time
 
 import torch
 
-from tunewiz.generate import SamplingParams, generate
+from tunewiz.inference.generate import SamplingParams, generate
 from tunewiz.models.config import LlamaConfig
 from tunewiz.models.llama import LlamaForCausalLM
 

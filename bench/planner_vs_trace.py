@@ -30,9 +30,9 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from tunewiz.catalog import lookup
+from tunewiz.models.catalog import lookup
 from tunewiz.models.config import LlamaConfig
-from tunewiz.planner.memory import GiB, PlanInputs, estimate
+from tunewiz.plan.memory import GiB, PlanInputs, estimate
 
 ALL_LINEAR = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
@@ -94,10 +94,10 @@ def build_traced_model(model_dir: Path, inputs: PlanInputs, fake_mode):  # noqa:
     """
     import torch
 
-    from tunewiz.distributed import apply_activation_checkpointing
-    from tunewiz.lora import apply_lora
+    from tunewiz.lora.layer import apply_lora
     from tunewiz.models.loading import load_model
-    from tunewiz.quantize import nf4_converter
+    from tunewiz.models.nf4 import nf4_converter
+    from tunewiz.train.distributed import apply_activation_checkpointing
 
     dtype = torch.float32 if inputs.dtype == "fp32" else torch.bfloat16
     quantize = nf4_converter("cpu") if inputs.method == "qlora" else None
@@ -114,7 +114,14 @@ def build_traced_model(model_dir: Path, inputs: PlanInputs, fake_mode):  # noqa:
         if inputs.method == "full":
             model.requires_grad_(True)
         else:
-            apply_lora(model, targets=list(inputs.lora_targets), rank=inputs.lora_rank, alpha=16.0, dropout=0.0, seed=0)
+            apply_lora(
+                model,
+                targets=list(inputs.lora_targets),
+                rank=inputs.lora_rank,
+                alpha=16.0,
+                dropout=0.0,
+                seed=0,
+            )
             for param in model.parameters():  # as the recipe: adapters in the model dtype
                 if param.requires_grad:
                     param.data = param.data.to(dtype)
@@ -133,9 +140,9 @@ def traced_peak(arch: LlamaConfig, inputs: PlanInputs) -> int:
     import torch
     from torch._subclasses.fake_tensor import FakeTensorMode
 
-    from tunewiz.config import TrainSection
-    from tunewiz.distributed import clip_grad_norm
-    from tunewiz.optim import build_optimizer
+    from tunewiz.preset.schema import TrainSection
+    from tunewiz.train.distributed import clip_grad_norm
+    from tunewiz.train.optim import build_optimizer
 
     fake_mode = FakeTensorMode(allow_non_fake_inputs=True)
     with tempfile.TemporaryDirectory(prefix="tunewiz-trace-") as tmp:
@@ -248,20 +255,64 @@ def _configs(quick: bool) -> list[tuple[str, LlamaConfig, PlanInputs]]:
     l8 = lookup("llama-3.1-8b").arch
     qwen = lookup("qwen2.5-0.5b").arch
     out += [
-        ("smollm2-135m full fp32 b1x512", smol, PlanInputs(method="full", dtype="fp32", micro_batch=1, seq_len=512)),
-        ("smollm2-135m lora all r16 bf16 b4x1024", smol, PlanInputs(micro_batch=4, seq_len=1024, lora_rank=16, lora_targets=ALL_LINEAR)),
-        ("smollm2-135m lora qv bf16 AC b4x1024", smol, PlanInputs(micro_batch=4, seq_len=1024, activation_checkpointing=True)),
+        (
+            "smollm2-135m full fp32 b1x512",
+            smol,
+            PlanInputs(method="full", dtype="fp32", micro_batch=1, seq_len=512),
+        ),
+        (
+            "smollm2-135m lora all r16 bf16 b4x1024",
+            smol,
+            PlanInputs(micro_batch=4, seq_len=1024, lora_rank=16, lora_targets=ALL_LINEAR),
+        ),
+        (
+            "smollm2-135m lora qv bf16 AC b4x1024",
+            smol,
+            PlanInputs(micro_batch=4, seq_len=1024, activation_checkpointing=True),
+        ),
         ("smollm2-135m qlora qv bf16 b2x512", smol, PlanInputs(method="qlora", micro_batch=2, seq_len=512)),
         ("qwen2.5-0.5b lora qv bf16 b2x2048", qwen, PlanInputs(micro_batch=2, seq_len=2048)),
-        ("qwen2.5-0.5b full fp32 AC b2x1024", qwen, PlanInputs(method="full", dtype="fp32", micro_batch=2, seq_len=1024, activation_checkpointing=True)),
-        ("qwen2.5-0.5b full bf16 AC b2x2048", qwen, PlanInputs(method="full", micro_batch=2, seq_len=2048, activation_checkpointing=True)),
-        ("qwen2.5-0.5b qlora all bf16 AC b2x2048", qwen, PlanInputs(method="qlora", micro_batch=2, seq_len=2048, lora_targets=ALL_LINEAR, activation_checkpointing=True)),
+        (
+            "qwen2.5-0.5b full fp32 AC b2x1024",
+            qwen,
+            PlanInputs(
+                method="full", dtype="fp32", micro_batch=2, seq_len=1024, activation_checkpointing=True
+            ),
+        ),
+        (
+            "qwen2.5-0.5b full bf16 AC b2x2048",
+            qwen,
+            PlanInputs(method="full", micro_batch=2, seq_len=2048, activation_checkpointing=True),
+        ),
+        (
+            "qwen2.5-0.5b qlora all bf16 AC b2x2048",
+            qwen,
+            PlanInputs(
+                method="qlora",
+                micro_batch=2,
+                seq_len=2048,
+                lora_targets=ALL_LINEAR,
+                activation_checkpointing=True,
+            ),
+        ),
         ("llama-3.2-1b lora qv bf16 b2x2048", l1, PlanInputs(micro_batch=2, seq_len=2048)),
-        ("llama-3.2-1b lora all fp32 b1x1024", l1, PlanInputs(dtype="fp32", micro_batch=1, seq_len=1024, lora_targets=ALL_LINEAR)),
-        ("llama-3.2-1b full fp32 b1x2048", l1, PlanInputs(method="full", dtype="fp32", micro_batch=1, seq_len=2048)),
+        (
+            "llama-3.2-1b lora all fp32 b1x1024",
+            l1,
+            PlanInputs(dtype="fp32", micro_batch=1, seq_len=1024, lora_targets=ALL_LINEAR),
+        ),
+        (
+            "llama-3.2-1b full fp32 b1x2048",
+            l1,
+            PlanInputs(method="full", dtype="fp32", micro_batch=1, seq_len=2048),
+        ),
         ("llama-3.2-1b full bf16 b2x2048", l1, PlanInputs(method="full", micro_batch=2, seq_len=2048)),
         ("llama-3.2-3b full bf16 b2x4096 (torchtune)", l3, TORCHTUNE_3B_FULL),
-        ("llama-3.2-3b full bf16 AC b2x4096", l3, dataclasses.replace(TORCHTUNE_3B_FULL, activation_checkpointing=True)),
+        (
+            "llama-3.2-3b full bf16 AC b2x4096",
+            l3,
+            dataclasses.replace(TORCHTUNE_3B_FULL, activation_checkpointing=True),
+        ),
         ("llama-3.1-8b lora qv bf16 AC b2x2048 (torchtune)", l8, TORCHTUNE_8B_LORA),
         ("llama-3.1-8b lora qv bf16 b1x4096", l8, PlanInputs(micro_batch=1, seq_len=4096)),
         ("llama-3.1-8b qlora qv bf16 AC b2x2048", l8, dataclasses.replace(TORCHTUNE_8B_LORA, method="qlora")),
@@ -270,13 +321,19 @@ def _configs(quick: bool) -> list[tuple[str, LlamaConfig, PlanInputs]]:
 
 
 # torchtune's published peaks (README, "memory and training speed"): the same configurations on CUDA.
-TORCHTUNE_8B_LORA = PlanInputs(method="lora", micro_batch=2, seq_len=2048, lora_rank=8, activation_checkpointing=True)
+TORCHTUNE_8B_LORA = PlanInputs(
+    method="lora", micro_batch=2, seq_len=2048, lora_rank=8, activation_checkpointing=True
+)
 TORCHTUNE_3B_FULL = PlanInputs(method="full", micro_batch=2, seq_len=4096)
 PUBLISHED = [
     ("llama-3.1-8b LoRA q,v r8 b2 packed 2048 AC, RTX 4090", "llama-3.1-8b", TORCHTUNE_8B_LORA, 16.2),
     ("llama-3.2-3b full b2 seq 4096, A100", "llama-3.2-3b", TORCHTUNE_3B_FULL, 25.5),
-    ("llama-3.2-3b full b2 seq 4096 + compile, chunked CE, AC", "llama-3.2-3b",
-     dataclasses.replace(TORCHTUNE_3B_FULL, activation_checkpointing=True), 24.9),
+    (
+        "llama-3.2-3b full b2 seq 4096 + compile, chunked CE, AC",
+        "llama-3.2-3b",
+        dataclasses.replace(TORCHTUNE_3B_FULL, activation_checkpointing=True),
+        24.9,
+    ),
 ]
 
 
@@ -289,12 +346,16 @@ def main(argv: list[str] | None = None) -> int:
     for label, arch, inputs in _configs(args.quick):
         c = compare(label, arch, inputs)
         worst = max(worst, abs(c.error))
-        print(f"{c.label:50s} {c.traced / 2**20:11.1f} {c.predicted / 2**20:12.1f} {c.error:+7.1%}", flush=True)
+        print(
+            f"{c.label:50s} {c.traced / 2**20:11.1f} {c.predicted / 2**20:12.1f} {c.error:+7.1%}", flush=True
+        )
     print(f"worst error: {worst:.1%}")
     print(f"\n{'published (torchtune README)':56s} {'GiB':>6s} {'planner GiB':>12s} {'tensors':>8s}")
     for label, model, inputs, published in PUBLISHED:
         plan = estimate(lookup(model).arch, inputs)
-        print(f"{label:56s} {published:6.1f} {plan.peak / GiB:12.2f} {predicted_tensor_peak(lookup(model).arch, inputs) / GiB:8.2f}")
+        print(
+            f"{label:56s} {published:6.1f} {plan.peak / GiB:12.2f} {predicted_tensor_peak(lookup(model).arch, inputs) / GiB:8.2f}"
+        )
     return 0 if worst <= 0.05 else 1
 
 

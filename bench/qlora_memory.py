@@ -27,10 +27,20 @@ from pathlib import Path
 
 # ~110M parameters: 12 blocks of width 768 (85M in the decoder linears) + a tied 32k × 768 embedding.
 CONFIG = {
-    "model_type": "llama", "architectures": ["LlamaForCausalLM"], "vocab_size": 32000, "hidden_size": 768,
-    "intermediate_size": 2048, "num_hidden_layers": 12, "num_attention_heads": 12, "num_key_value_heads": 12,
-    "max_position_embeddings": 1024, "rms_norm_eps": 1e-5, "rope_theta": 10000.0, "tie_word_embeddings": True,
-    "bos_token_id": 1, "eos_token_id": 2,
+    "model_type": "llama",
+    "architectures": ["LlamaForCausalLM"],
+    "vocab_size": 32000,
+    "hidden_size": 768,
+    "intermediate_size": 2048,
+    "num_hidden_layers": 12,
+    "num_attention_heads": 12,
+    "num_key_value_heads": 12,
+    "max_position_embeddings": 1024,
+    "rms_norm_eps": 1e-5,
+    "rope_theta": 10000.0,
+    "tie_word_embeddings": True,
+    "bos_token_id": 1,
+    "eos_token_id": 2,
 }
 TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
@@ -84,9 +94,9 @@ def measure(method: str, model_dir: Path, steps: int, batch: int, seq: int) -> d
 
     import torch
 
-    from tunewiz.lora import apply_lora
+    from tunewiz.lora.layer import apply_lora
     from tunewiz.models.loading import load_model
-    from tunewiz.quantize import is_nf4, load_nf4_model, nf4_storage_bytes
+    from tunewiz.models.nf4 import is_nf4, load_nf4_model, nf4_storage_bytes
 
     torch.manual_seed(0)
     dtype = torch.bfloat16
@@ -122,7 +132,9 @@ def measure(method: str, model_dir: Path, steps: int, batch: int, seq: int) -> d
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--batch", type=int, default=2)
     parser.add_argument("--seq", type=int, default=256)
@@ -137,22 +149,40 @@ def main() -> None:
         build_model_dir(model_dir)
         results = {}
         for method in ("lora", "qlora"):
-            cmd = [sys.executable, __file__, "--worker", method, "--model-dir", str(model_dir),
-                   "--steps", str(args.steps), "--batch", str(args.batch), "--seq", str(args.seq)]
+            cmd = [
+                sys.executable,
+                __file__,
+                "--worker",
+                method,
+                "--model-dir",
+                str(model_dir),
+                "--steps",
+                str(args.steps),
+                "--batch",
+                str(args.batch),
+                "--seq",
+                str(args.seq),
+            ]
             env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": str(2**20)}
             out = subprocess.run(cmd, check=True, capture_output=True, text=True, env=env).stdout
             results[method] = json.loads(out.strip().splitlines()[-1])
     mib = 2**20
-    print(f"model: {CONFIG['num_hidden_layers']} × {CONFIG['hidden_size']}, ~110M params, bf16, CPU; "
-          f"batch {args.batch} × {args.seq}, {args.steps} timed steps, LoRA r=8 on all projections")
+    print(
+        f"model: {CONFIG['num_hidden_layers']} × {CONFIG['hidden_size']}, ~110M params, bf16, CPU; "
+        f"batch {args.batch} × {args.seq}, {args.steps} timed steps, LoRA r=8 on all projections"
+    )
     print(f"{'method':<8}{'weights MiB':>13}{'peak RSS MiB':>14}{'peak anon MiB':>15}{'tokens/s':>10}")
     for method, r in results.items():
-        print(f"{method:<8}{r['weight_bytes'] / mib:>13.1f}{r['peak_rss'] / mib:>14.1f}"
-              f"{r['peak_anon'] / mib:>15.1f}{r['tokens_per_s']:>10.1f}")
+        print(
+            f"{method:<8}{r['weight_bytes'] / mib:>13.1f}{r['peak_rss'] / mib:>14.1f}"
+            f"{r['peak_anon'] / mib:>15.1f}{r['tokens_per_s']:>10.1f}"
+        )
     q, lo = results["qlora"], results["lora"]
-    print(f"QLoRA / LoRA: weights {q['weight_bytes'] / lo['weight_bytes']:.3f}, "
-          f"peak anon {q['peak_anon'] / lo['peak_anon']:.3f}, peak RSS {q['peak_rss'] / lo['peak_rss']:.3f}, "
-          f"tokens/s {q['tokens_per_s'] / lo['tokens_per_s']:.3f}")
+    print(
+        f"QLoRA / LoRA: weights {q['weight_bytes'] / lo['weight_bytes']:.3f}, "
+        f"peak anon {q['peak_anon'] / lo['peak_anon']:.3f}, peak RSS {q['peak_rss'] / lo['peak_rss']:.3f}, "
+        f"tokens/s {q['tokens_per_s'] / lo['tokens_per_s']:.3f}"
+    )
 
 
 if __name__ == "__main__":

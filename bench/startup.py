@@ -15,7 +15,15 @@ import time
 COMMANDS = {
     "tunewiz --help": ["--help"],
     "tunewiz plan presets/tiny-lora.yaml": ["plan", "presets/tiny-lora.yaml"],
-    "tunewiz plan --model llama-3.1-8b --gpus 1 --gpu-memory 24GB": ["plan", "--model", "llama-3.1-8b", "--gpus", "1", "--gpu-memory", "24GB"],
+    "tunewiz plan --model llama-3.1-8b --gpus 1 --gpu-memory 24GB": [
+        "plan",
+        "--model",
+        "llama-3.1-8b",
+        "--gpus",
+        "1",
+        "--gpu-memory",
+        "24GB",
+    ],
 }
 TARGETS = {"tunewiz --help": 0.3}  # seconds; every plan command: 1.0
 
@@ -28,13 +36,17 @@ def measure(args: list[str], repeats: int) -> tuple[float, bool]:
         start = time.perf_counter()
         subprocess.run(argv, capture_output=True, check=True)
         best = min(best, time.perf_counter() - start)
-    trace = subprocess.run([sys.executable, "-X", "importtime", *argv[1:]], capture_output=True, text=True, check=True)
+    trace = subprocess.run(
+        [sys.executable, "-X", "importtime", *argv[1:]], capture_output=True, text=True, check=True
+    )
     imported_torch = any(line.rstrip().endswith("| torch") for line in trace.stderr.splitlines())
     return best, imported_torch
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
     print(f"| command | best of {args.repeats} | target | imports torch |")
@@ -42,7 +54,9 @@ def main() -> None:
     for label, cmd in COMMANDS.items():
         seconds, torch_loaded = measure(cmd, args.repeats)
         target = TARGETS.get(label, 1.0)
-        print(f"| `{label}` | {seconds:.2f} s | < {target} s {'✓' if seconds < target else '✗'} | {'yes' if torch_loaded else 'no'} |")
+        print(
+            f"| `{label}` | {seconds:.2f} s | < {target} s {'✓' if seconds < target else '✗'} | {'yes' if torch_loaded else 'no'} |"
+        )
 
 
 if __name__ == "__main__":

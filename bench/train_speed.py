@@ -51,18 +51,36 @@ from dataclasses import dataclass
 from pathlib import Path
 
 CONFIG = {
-    "model_type": "llama", "architectures": ["LlamaForCausalLM"], "vocab_size": 8000, "hidden_size": 512,
-    "intermediate_size": 1408, "num_hidden_layers": 6, "num_attention_heads": 8, "num_key_value_heads": 8,
-    "max_position_embeddings": 512, "rms_norm_eps": 1e-5, "rope_theta": 10000.0, "tie_word_embeddings": False,
-    "bos_token_id": 1, "eos_token_id": 2, "torch_dtype": "float32",
+    "model_type": "llama",
+    "architectures": ["LlamaForCausalLM"],
+    "vocab_size": 8000,
+    "hidden_size": 512,
+    "intermediate_size": 1408,
+    "num_hidden_layers": 6,
+    "num_attention_heads": 8,
+    "num_key_value_heads": 8,
+    "max_position_embeddings": 512,
+    "rms_norm_eps": 1e-5,
+    "rope_theta": 10000.0,
+    "tie_word_embeddings": False,
+    "bos_token_id": 1,
+    "eos_token_id": 2,
+    "torch_dtype": "float32",
 }
 BATCH, SEQ = 4, 256
 RANK, ALPHA = 8, 16.0
-TARGETS = {"qv": ["q_proj", "v_proj"], "all": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]}
+TARGETS = {
+    "qv": ["q_proj", "v_proj"],
+    "all": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+}
 # (name, dtype, method, lora targets key)
 RUNS = [
-    ("fp32-lora-qv", "fp32", "lora", "qv"), ("fp32-lora-all", "fp32", "lora", "all"), ("fp32-full", "fp32", "full", None),
-    ("bf16-lora-qv", "bf16", "lora", "qv"), ("bf16-lora-all", "bf16", "lora", "all"), ("bf16-full", "bf16", "full", None),
+    ("fp32-lora-qv", "fp32", "lora", "qv"),
+    ("fp32-lora-all", "fp32", "lora", "all"),
+    ("fp32-full", "fp32", "full", None),
+    ("bf16-lora-qv", "bf16", "lora", "qv"),
+    ("bf16-lora-all", "bf16", "lora", "all"),
+    ("bf16-full", "bf16", "full", None),
 ]
 FRAMEWORKS = ("tunewiz", "torchtune", "hf+peft")
 TORCHTUNE_PYTHON = Path("/work/bench-venvs/torchtune/bin/python")
@@ -102,11 +120,11 @@ def _corpus(torch):  # noqa: ANN001, ANN202 (torch module: workers import it laz
 
 
 def _tunewiz_step(model_dir: Path, dtype, method: str, targets: list[str] | None):  # noqa: ANN001, ANN202
-    from tunewiz.config import TrainSection
-    from tunewiz.distributed import clip_grad_norm
-    from tunewiz.lora import apply_lora
+    from tunewiz.lora.layer import apply_lora
     from tunewiz.models.loading import load_model
-    from tunewiz.optim import build_optimizer
+    from tunewiz.preset.schema import TrainSection
+    from tunewiz.train.distributed import clip_grad_norm
+    from tunewiz.train.optim import build_optimizer
 
     model = load_model(model_dir, dtype=dtype, device="cpu")
     if method == "full":
@@ -140,7 +158,9 @@ def _hf_step(model_dir: Path, dtype, method: str, targets: list[str] | None):  #
     if method != "full":
         from peft import LoraConfig, get_peft_model
 
-        lora = LoraConfig(r=RANK, lora_alpha=ALPHA, lora_dropout=0.0, target_modules=targets, task_type="CAUSAL_LM")
+        lora = LoraConfig(
+            r=RANK, lora_alpha=ALPHA, lora_dropout=0.0, target_modules=targets, task_type="CAUSAL_LM"
+        )
         # autocast_adapter_dtype=False: bf16 adapters like the other two (peft's default would keep fp32 ones).
         model = get_peft_model(model, lora, autocast_adapter_dtype=False)
     model.train()
@@ -168,20 +188,39 @@ def _torchtune_step(model_dir: Path, dtype, method: str, targets: list[str] | No
     from torchtune.modules.peft import get_adapter_params, set_trainable_params
 
     c = CONFIG
-    arch = dict(vocab_size=c["vocab_size"], num_layers=c["num_hidden_layers"], num_heads=c["num_attention_heads"],
-                num_kv_heads=c["num_key_value_heads"], embed_dim=c["hidden_size"], max_seq_len=c["max_position_embeddings"],
-                intermediate_dim=c["intermediate_size"], norm_eps=c["rms_norm_eps"])
+    arch = dict(
+        vocab_size=c["vocab_size"],
+        num_layers=c["num_hidden_layers"],
+        num_heads=c["num_attention_heads"],
+        num_kv_heads=c["num_key_value_heads"],
+        embed_dim=c["hidden_size"],
+        max_seq_len=c["max_position_embeddings"],
+        intermediate_dim=c["intermediate_size"],
+        norm_eps=c["rms_norm_eps"],
+    )
     previous = torch.get_default_dtype()
     torch.set_default_dtype(dtype)  # as its recipe's `training.set_default_dtype`: everything in `dtype`
     if method == "full":
         model = llama2(**arch)
     else:
         attn = [t for t in targets if t.endswith("_proj") and t[0] in "qkvo"]
-        model = lora_llama2(lora_attn_modules=attn, apply_lora_to_mlp=len(targets) > len(attn), apply_lora_to_output=False,
-                            lora_rank=RANK, lora_alpha=ALPHA, lora_dropout=0.0, **arch)
+        model = lora_llama2(
+            lora_attn_modules=attn,
+            apply_lora_to_mlp=len(targets) > len(attn),
+            apply_lora_to_output=False,
+            lora_rank=RANK,
+            lora_alpha=ALPHA,
+            lora_dropout=0.0,
+            **arch,
+        )
     torch.set_default_dtype(previous)
     hf_state = {k: v.to(dtype) for k, v in load_file(str(model_dir / "model.safetensors")).items()}
-    state = hf_to_tune(hf_state, num_heads=c["num_attention_heads"], num_kv_heads=c["num_key_value_heads"], dim=c["hidden_size"])
+    state = hf_to_tune(
+        hf_state,
+        num_heads=c["num_attention_heads"],
+        num_kv_heads=c["num_key_value_heads"],
+        dim=c["hidden_size"],
+    )
     missing, unexpected = model.load_state_dict(state, strict=False)
     assert not unexpected and all("lora" in k for k in missing), (missing, unexpected)
     if method != "full":
@@ -205,7 +244,9 @@ def _torchtune_step(model_dir: Path, dtype, method: str, targets: list[str] | No
     return model, step
 
 
-def worker(framework: str, model_dir: Path, dtype_name: str, method: str, targets: list[str] | None, warmup: int) -> None:
+def worker(
+    framework: str, model_dir: Path, dtype_name: str, method: str, targets: list[str] | None, warmup: int
+) -> None:
     """Build one side, warm it up, then serve ``run N`` requests on stdin with a JSON line each."""
     import torch
 
@@ -231,7 +272,9 @@ def worker(framework: str, model_dir: Path, dtype_name: str, method: str, target
             loss = step(data[done % len(data)])
             done += 1
         seconds = time.perf_counter() - start
-        _emit({"seconds": seconds, "tokens": n * BATCH * SEQ, "loss": loss, "peak_bytes": sampler.peak - base})
+        _emit(
+            {"seconds": seconds, "tokens": n * BATCH * SEQ, "loss": loss, "peak_bytes": sampler.peak - base}
+        )
 
 
 def _emit(payload: dict) -> None:
@@ -250,7 +293,7 @@ class Worker:
     def read(self) -> dict:
         for line in self.proc.stdout:
             if line.startswith(PREFIX):
-                return json.loads(line[len(PREFIX):])
+                return json.loads(line[len(PREFIX) :])
         raise RuntimeError(f"worker {self.proc.args} exited with {self.proc.wait()} before answering")
 
     def run(self, steps: int) -> dict:
@@ -315,7 +358,9 @@ def write_model(out: Path) -> None:
     save_model(model, out, config)
 
 
-def bench_run(run: tuple, args: argparse.Namespace, model_dir: Path, env: dict[str, str]) -> dict[str, Result]:
+def bench_run(
+    run: tuple, args: argparse.Namespace, model_dir: Path, env: dict[str, str]
+) -> dict[str, Result]:
     """Warm up one worker per framework for this configuration, then the interleaved timed rounds."""
     name, dtype, method, targets_key = run
     targets = ",".join(TARGETS[targets_key]) if targets_key else "-"
@@ -323,15 +368,29 @@ def bench_run(run: tuple, args: argparse.Namespace, model_dir: Path, env: dict[s
     meta: dict[str, dict] = {}
     for framework in args.frameworks:
         python = str(TORCHTUNE_PYTHON) if framework == "torchtune" else sys.executable
-        argv = [python, str(Path(__file__).resolve()), "--worker", framework, "--model-dir", str(model_dir),
-                "--dtype", dtype, "--method", method, "--targets", targets, "--warmup", str(args.warmup)]
+        argv = [
+            python,
+            str(Path(__file__).resolve()),
+            "--worker",
+            framework,
+            "--model-dir",
+            str(model_dir),
+            "--dtype",
+            dtype,
+            "--method",
+            method,
+            "--targets",
+            targets,
+            "--warmup",
+            str(args.warmup),
+        ]
         workers[framework] = Worker(argv, env)
         meta[framework] = workers[framework].read()  # wait: warm-ups do not overlap
     rates: dict[str, list[float]] = {f: [] for f in workers}
     peaks: dict[str, int] = dict.fromkeys(workers, 0)
     order = list(workers)
     for r in range(args.rounds):
-        for framework in order[r % len(order):] + order[: r % len(order)]:
+        for framework in order[r % len(order) :] + order[: r % len(order)]:
             out = workers[framework].run(args.steps)
             rates[framework].append(out["tokens"] / out["seconds"])
             peaks[framework] = max(peaks[framework], out["peak_bytes"])
@@ -354,7 +413,11 @@ def table(results: dict[str, dict[str, Result]], peak: dict[str, float]) -> str:
         ours = by.get("tunewiz")
         for framework, res in by.items():
             # Paired by round (both ran within seconds of each other), so load drift cancels.
-            paired = [a / b for a, b in zip(ours.rates, res.rates, strict=False)] if ours and framework != "tunewiz" else []
+            paired = (
+                [a / b for a, b in zip(ours.rates, res.rates, strict=False)]
+                if ours and framework != "tunewiz"
+                else []
+            )
             ratio = f"{statistics.median(paired):.2f}×" if paired else "—"
             share = res.median * flops_per_token(method) / (peak[dtype] * 1e9)
             lines.append(
@@ -365,7 +428,9 @@ def table(results: dict[str, dict[str, Result]], peak: dict[str, float]) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--rounds", type=int, default=3, help="interleaved timed rounds per configuration")
     parser.add_argument("--steps", type=int, default=4, help="optimizer steps per round")
     parser.add_argument("--warmup", type=int, default=2, help="untimed steps before the first round")
@@ -386,7 +451,12 @@ def main() -> None:
         args.frameworks.remove("torchtune")
         print(f"note: torchtune skipped: no {TORCHTUNE_PYTHON} (create it as the module docstring says)")
     runs = [r for r in RUNS if not args.only or r[0] in args.only.split(",")]
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_VERBOSITY": "error", "TOKENIZERS_PARALLELISM": "false"}
+    env = {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "TRANSFORMERS_VERBOSITY": "error",
+        "TOKENIZERS_PARALLELISM": "false",
+    }
     peak_before = matmul_peak()
     results: dict[str, dict[str, Result]] = {}
     with tempfile.TemporaryDirectory() as tmp:
@@ -400,10 +470,12 @@ def main() -> None:
     peak_after = matmul_peak()
     peak = {k: (peak_before[k] + peak_after[k]) / 2 for k in peak_before}
     print()
-    print(f"Llama {CONFIG['num_hidden_layers']}×{CONFIG['hidden_size']}, vocab {CONFIG['vocab_size']}, batch {BATCH} × seq {SEQ}; "
-          f"{args.warmup} warm-up steps, {args.rounds} rounds × {args.steps} steps; "
-          f"2048² matmul: fp32 {peak_before['fp32']:.0f}/{peak_after['fp32']:.0f}, bf16 {peak_before['bf16']:.0f}/{peak_after['bf16']:.0f} "
-          f"GFLOP/s (before/after)")
+    print(
+        f"Llama {CONFIG['num_hidden_layers']}×{CONFIG['hidden_size']}, vocab {CONFIG['vocab_size']}, batch {BATCH} × seq {SEQ}; "
+        f"{args.warmup} warm-up steps, {args.rounds} rounds × {args.steps} steps; "
+        f"2048² matmul: fp32 {peak_before['fp32']:.0f}/{peak_after['fp32']:.0f}, bf16 {peak_before['bf16']:.0f}/{peak_after['bf16']:.0f} "
+        f"GFLOP/s (before/after)"
+    )
     print()
     print(table(results, peak))
 

@@ -13,7 +13,7 @@ ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "tunewiz"
 TARGET = ROOT / "docs" / "reference" / "api.md"
 # Sub-packages that are not library API: the Typer layer, the asset builder, shipped data.
-EXCLUDED = ("tunewiz.cli", "tunewiz.assets_build", "tunewiz.assets")
+EXCLUDED = ("tunewiz.cli", "tiny_assets", "tunewiz.assets")
 
 
 def public_modules(package: Path = PACKAGE) -> list[str]:

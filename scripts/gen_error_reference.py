@@ -20,21 +20,21 @@ TARGET = ROOT / "docs" / "tutorials" / "common-errors.md"
 # (file, function holding `TunewizError(name, ...)`) -> (helper returning (line, message, hint) tuples,
 # index of the message in them, index of the hint). presets._explain turns pydantic errors into one.
 MESSAGE_BUILDERS: dict[tuple[str, str], tuple[str, int, int]] = {
-    ("tunewiz/presets.py", "_explain"): ("_explain_one", 1, 2),
+    ("tunewiz/preset/files.py", "_explain"): ("_explain_one", 1, 2),
 }
 
 # One section per topic, in reading order: module path prefix -> (title, what these errors have in common).
 TOPICS: tuple[tuple[str, str, str], ...] = (
     (
-        "tunewiz/presets.py",
+        "tunewiz/preset/files.py",
         "Presets and `--set`",
         "The preset file or a `--set key=value` override is wrong. The message names the file and line (or the "
         "override); `tunewiz presets show NAME --resolved` prints what tunewiz understood, and "
         "[Preset fields](../reference/preset-fields.md) documents every key.",
     ),
-    ("tunewiz/config.py", "Preset schema", "A value breaks a rule of the schema."),
+    ("tunewiz/preset/schema.py", "Preset schema", "A value breaks a rule of the schema."),
     (
-        "tunewiz/catalog.py",
+        "tunewiz/models/catalog.py",
         "Choosing a model",
         "The model name is not in the catalog and not on disk: "
         "`tunewiz plan --list-models` lists the catalog.",
@@ -46,64 +46,68 @@ TOPICS: tuple[tuple[str, str, str], ...] = (
         "The model directory or checkpoint does not hold what a Llama-family "
         "model needs (`config.json`, `*.safetensors` whose names and shapes match it).",
     ),
-    ("tunewiz/tokenizer.py", "Tokenizers", "The model's tokenizer files are missing or unreadable."),
-    ("tunewiz/templates.py", "Chat templates", "The prompt template cannot be applied to the data or model."),
+    ("tunewiz/text/tokenizer.py", "Tokenizers", "The model's tokenizer files are missing or unreadable."),
+    (
+        "tunewiz/text/templates.py",
+        "Chat templates",
+        "The prompt template cannot be applied to the data or model.",
+    ),
     (
         "tunewiz/data/",
         "Data",
         "The dataset cannot be read or does not match `data.format`. The message names the file and the row.",
     ),
     (
-        "tunewiz/lora.py",
+        "tunewiz/lora/layer.py",
         "LoRA adapters",
         "An adapter does not match the model it is applied to, or its files are incomplete.",
     ),
     (
-        "tunewiz/quantize.py",
+        "tunewiz/models/nf4.py",
         "QLoRA",
         "The 4-bit (NF4) base needs `torchao` (`pip install 'tunewiz[qlora]'`) "
         "and layers whose sizes it can quantize.",
     ),
-    ("tunewiz/planner/", "Planning", "The hardware or run description given to the planner is incomplete."),
-    ("tunewiz/hardware.py", "Hardware", "What tunewiz could not find out about this machine."),
+    ("tunewiz/plan/", "Planning", "The hardware or run description given to the planner is incomplete."),
+    ("tunewiz/plan/hardware.py", "Hardware", "What tunewiz could not find out about this machine."),
     (
-        "tunewiz/wizard.py",
+        "tunewiz/wizard/flow.py",
         "The wizard (`tunewiz init`)",
         "An answer or flag of the wizard is not usable. "
         "Without a terminal every question needs its flag (`tunewiz init --help`).",
     ),
     (
-        "tunewiz/launcher.py",
+        "tunewiz/train/launcher.py",
         "Launching a run",
         "Checked before torchrun starts: the run directory, the "
         "topology and the preflight of model and data.",
     ),
     (
-        "tunewiz/distributed.py",
+        "tunewiz/train/distributed.py",
         "Devices and processes",
         "The device or process group asked for is not available.",
     ),
     (
-        "tunewiz/recipes/",
+        "tunewiz/train/",
         "During training",
         "Raised by the training processes; the dashboard shows them with the rank that failed.",
     ),
-    ("tunewiz/checkpoint.py", "Checkpoints", "A checkpoint cannot be written or read."),
+    ("tunewiz/train/checkpoint.py", "Checkpoints", "A checkpoint cannot be written or read."),
     (
-        "tunewiz/resume.py",
+        "tunewiz/train/resume.py",
         "Resuming",
         "`tunewiz resume` checks the run directory and what `--set` may change on a resumed run.",
     ),
     ("tunewiz/cli/", "Command line", "A combination of flags that cannot work."),
-    ("tunewiz/generate.py", "Generation", "Sampling settings or prompt length out of range."),
+    ("tunewiz/inference/generate.py", "Generation", "Sampling settings or prompt length out of range."),
     (
-        "tunewiz/inference.py",
+        "tunewiz/inference/load.py",
         "Chat and inference",
         "`tunewiz chat` and `tunewiz eval` load a run, a model "
         "directory or a cached Hub model; these say which part is missing.",
     ),
     (
-        "tunewiz/evaluate.py",
+        "tunewiz/inference/evaluate.py",
         "Evaluation (`tunewiz eval`)",
         "lm-eval is missing, or a task cannot be found or run offline.",
     ),
@@ -113,7 +117,7 @@ TOPICS: tuple[tuple[str, str, str], ...] = (
         "The Hub could not be reached, refused the "
         "token, or the repository is gated, missing or incomplete. Tokens are never printed.",
     ),
-    ("tunewiz/modelcard.py", "Model card", "The model card cannot be written from the run."),
+    ("tunewiz/hub/modelcard.py", "Model card", "The model card cannot be written from the run."),
     ("tunewiz/", "Other", "Errors of modules not listed above."),
 )
 

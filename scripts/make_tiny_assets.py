@@ -1,10 +1,10 @@
 """Generate tunewiz's shipped tiny model and sample datasets (`tunewiz/assets/`), deterministically.
 
-    python scripts/make_tiny_assets.py            # everything, pretraining included (~10 min on 2 cores)
-    python scripts/make_tiny_assets.py --no-pretrain   # data, tokenizer, configs, random-init weights
-    python scripts/make_tiny_assets.py --weights-only  # only (re)pretrain the weights
-    python scripts/make_tiny_assets.py --check    # regenerate all but the weights in a temp dir and
-                                                  # compare with the committed files byte for byte
+python scripts/make_tiny_assets.py            # everything, pretraining included (~10 min on 2 cores)
+python scripts/make_tiny_assets.py --no-pretrain   # data, tokenizer, configs, random-init weights
+python scripts/make_tiny_assets.py --weights-only  # only (re)pretrain the weights
+python scripts/make_tiny_assets.py --check    # regenerate all but the weights in a temp dir and
+                                              # compare with the committed files byte for byte
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from tunewiz.assets_build.build import PRETRAIN_NOTE, build_static, build_weights
+from tiny_assets.build import PRETRAIN_NOTE, build_static, build_weights
 
 ASSETS = Path(__file__).resolve().parents[1] / "tunewiz" / "assets"
 GENERATED_DIRS = ("datasets", "tiny")
@@ -56,15 +56,24 @@ def main(argv: list[str] | None = None) -> int:
     Args:
         argv: Command-line arguments (default: `sys.argv[1:]`).
     """
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--out", type=Path, default=ASSETS, help="assets directory (default: tunewiz/assets)")
     parser.add_argument("--seed", type=int, default=0, help="world and initialisation seed")
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--check", action="store_true", help="compare a fresh build with the committed files")
-    mode.add_argument("--no-pretrain", action="store_true", help="ship the random initialisation as the weights")
-    mode.add_argument("--weights-only", action="store_true", help="keep the data and tokenizer; only pretrain")
+    mode.add_argument(
+        "--no-pretrain", action="store_true", help="ship the random initialisation as the weights"
+    )
+    mode.add_argument(
+        "--weights-only", action="store_true", help="keep the data and tokenizer; only pretrain"
+    )
     parser.add_argument(
-        "--pretrain-set", action="append", default=[], metavar="KEY=VALUE",
+        "--pretrain-set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
         help="extra `--set` override for the pretraining run (repeatable), e.g. train.max_steps=2",
     )
     args = parser.parse_args(argv)

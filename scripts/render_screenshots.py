@@ -33,7 +33,7 @@ def _console() -> Console:
 
 def dashboard_svg() -> str:
     """The dashboard of the recorded tiny-lora run, as SVG text."""
-    from tunewiz.metrics import read_events
+    from tunewiz.run.events import read_events
     from tunewiz.ui import fold_events, render
 
     console = _console()
@@ -43,7 +43,7 @@ def dashboard_svg() -> str:
 
 def wizard_svg() -> str:
     """The wizard's plan for Llama 3.2 1B Instruct on one 8 GB GPU, as SVG text."""
-    from tunewiz.wizard import WizardFlags, run_wizard
+    from tunewiz.wizard.flow import WizardFlags, run_wizard
 
     console = _console()
     with tempfile.TemporaryDirectory() as tmp:

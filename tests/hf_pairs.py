@@ -10,7 +10,9 @@ from tunewiz.models.config import LlamaConfig
 from tunewiz.models.llama import LlamaForCausalLM
 
 
-def random_pair(class_name: str, kwargs: dict[str, Any], *, perturb: bool = False) -> tuple[torch.nn.Module, LlamaForCausalLM]:
+def random_pair(
+    class_name: str, kwargs: dict[str, Any], *, perturb: bool = False
+) -> tuple[torch.nn.Module, LlamaForCausalLM]:
     """(transformers model, ours), eval mode, seed 0. `perturb` makes biases and norm weights non-trivial
     (transformers initialises them to 0 and 1, which would hide a missing bias or norm)."""
     import transformers

@@ -36,21 +36,50 @@ def build_tiny_model(out: Path) -> Path:
         for _ in range(2000)
     ]
     spm.SentencePieceTrainer.train(
-        sentence_iterator=iter(corpus), model_prefix=str(out / "tokenizer"), vocab_size=400, model_type="bpe",
-        hard_vocab_limit=False, byte_fallback=True, unk_id=0, bos_id=1, eos_id=2, pad_id=-1, minloglevel=2,
+        sentence_iterator=iter(corpus),
+        model_prefix=str(out / "tokenizer"),
+        vocab_size=400,
+        model_type="bpe",
+        hard_vocab_limit=False,
+        byte_fallback=True,
+        unk_id=0,
+        bos_id=1,
+        eos_id=2,
+        pad_id=-1,
+        minloglevel=2,
     )
     (out / "tokenizer.vocab").unlink()
-    (out / "tokenizer_config.json").write_text(json.dumps({
-        "tokenizer_class": "LlamaTokenizer", "bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>",
-        "add_bos_token": True, "add_eos_token": False,
-    }))
+    (out / "tokenizer_config.json").write_text(
+        json.dumps(
+            {
+                "tokenizer_class": "LlamaTokenizer",
+                "bos_token": "<s>",
+                "eos_token": "</s>",
+                "unk_token": "<unk>",
+                "add_bos_token": True,
+                "add_eos_token": False,
+            }
+        )
+    )
     vocab = spm.SentencePieceProcessor(model_file=str(out / "tokenizer.model")).get_piece_size()
-    config = LlamaConfig.from_hf({
-        "model_type": "llama", "architectures": ["LlamaForCausalLM"], "vocab_size": vocab, "hidden_size": 64,
-        "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
-        "max_position_embeddings": 256, "rms_norm_eps": 1e-5, "rope_theta": 10000.0, "tie_word_embeddings": False,
-        "bos_token_id": 1, "eos_token_id": 2,
-    })
+    config = LlamaConfig.from_hf(
+        {
+            "model_type": "llama",
+            "architectures": ["LlamaForCausalLM"],
+            "vocab_size": vocab,
+            "hidden_size": 64,
+            "intermediate_size": 128,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 4,
+            "num_key_value_heads": 2,
+            "max_position_embeddings": 256,
+            "rms_norm_eps": 1e-5,
+            "rope_theta": 10000.0,
+            "tie_word_embeddings": False,
+            "bos_token_id": 1,
+            "eos_token_id": 2,
+        }
+    )
     torch.manual_seed(0)
     model = LlamaForCausalLM(config)
     model.init_weights()
@@ -64,11 +93,13 @@ def write_dataset(path: Path, n: int = 96) -> Path:
     rows = []
     for _ in range(n):
         name, colour, obj = rng.choice(_NAMES), rng.choice(_COLOURS), rng.choice(_OBJECTS)
-        rows.append({
-            "instruction": "Answer the question.",
-            "input": f"{name} has a {colour} {obj}. What colour is the {obj}?",
-            "output": " ".join([colour] * rng.randint(1, 3)),
-        })
+        rows.append(
+            {
+                "instruction": "Answer the question.",
+                "input": f"{name} has a {colour} {obj}. What colour is the {obj}?",
+                "output": " ".join([colour] * rng.randint(1, 3)),
+            }
+        )
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return path
 
@@ -76,7 +107,9 @@ def write_dataset(path: Path, n: int = 96) -> Path:
 def write_preset(path: Path, model_dir: Path, dataset: Path, **sections: dict[str, Any]) -> Path:
     """A CPU fp32 LoRA preset; keyword arguments update its sections (train={...}, lora={...})."""
     preset: dict[str, Any] = {
-        "name": path.stem, "method": "lora", "device": "cpu",
+        "name": path.stem,
+        "method": "lora",
+        "device": "cpu",
         "model": {"path": str(model_dir), "dtype": "fp32"},
         "lora": {"rank": 4, "alpha": 8, "targets": ["q_proj", "v_proj"]},
         "data": {"path": str(dataset), "max_seq_len": 128, "val_fraction": 0.1},
@@ -92,10 +125,14 @@ def write_preset(path: Path, model_dir: Path, dataset: Path, **sections: dict[st
     return path
 
 
-def cli(*args: str, cwd: Path, env: dict[str, str] | None = None, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+def cli(
+    *args: str, cwd: Path, env: dict[str, str] | None = None, timeout: float = 300
+) -> subprocess.CompletedProcess[str]:
     """Run `tunewiz ARGS` in a subprocess (plain output: stdout is not a TTY)."""
     full_env = {**os.environ, "TMPDIR": str(cwd), **(env or {})}
-    return subprocess.run([*TUNEWIZ, *args], cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [*TUNEWIZ, *args], cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout
+    )
 
 
 def events(run_dir: Path) -> list[dict[str, Any]]:

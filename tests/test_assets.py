@@ -11,10 +11,10 @@ from pathlib import Path
 import jinja2
 import pytest
 import sentencepiece as spm
+from tiny_assets.build import build_static
+from tiny_assets.datasets import QA_INSTRUCTION, Sizes
+from tiny_assets.world import COLOURS, NAMES, OBJECTS, PLACES
 
-from tunewiz.assets_build.build import build_static
-from tunewiz.assets_build.datasets import QA_INSTRUCTION, Sizes
-from tunewiz.assets_build.world import COLOURS, NAMES, OBJECTS, PLACES
 from tunewiz.models.config import LlamaConfig
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -22,12 +22,20 @@ ASSETS = ROOT / "tunewiz" / "assets"
 TINY = ASSETS / "tiny"
 DATA = ASSETS / "datasets"
 TINY_FILES = [
-    "config.json", "generation_config.json", "tokenizer.model", "tokenizer_config.json",
-    "special_tokens_map.json", "model.safetensors", "README.md",
+    "config.json",
+    "generation_config.json",
+    "tokenizer.model",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "model.safetensors",
+    "README.md",
 ]
 DATASET_ROWS = {
-    "story-qa.jsonl": 2000, "story-qa-test.jsonl": 200, "story-chat.jsonl": 500,
-    "story-text.jsonl": 300, "pretrain.jsonl": 10000,
+    "story-qa.jsonl": 2000,
+    "story-qa-test.jsonl": 200,
+    "story-chat.jsonl": 500,
+    "story-text.jsonl": 300,
+    "pretrain.jsonl": 10000,
 }
 
 
@@ -59,7 +67,9 @@ def test_config_loads_with_tunewiz_models_and_matches_the_tokenizer(sp: spm.Sent
     config = LlamaConfig.from_file(TINY / "config.json")
     assert (config.model_type, _json("config.json")["architectures"]) == ("llama", ["LlamaForCausalLM"])
     assert config.num_key_value_heads < config.num_attention_heads  # GQA
-    assert config.tie_word_embeddings and config.max_position_embeddings == 512 and config.rope_theta == 10000.0
+    assert (
+        config.tie_word_embeddings and config.max_position_embeddings == 512 and config.rope_theta == 10000.0
+    )
     assert 1_000_000 < config.num_parameters() < 4_000_000
     assert sp.get_piece_size() == config.vocab_size == 1024
 
@@ -68,8 +78,12 @@ def test_special_token_ids_agree_everywhere(sp: spm.SentencePieceProcessor) -> N
     config, generation = _json("config.json"), _json("generation_config.json")
     tok_config, special = _json("tokenizer_config.json"), _json("special_tokens_map.json")
     assert (sp.unk_id(), sp.bos_id(), sp.eos_id()) == (0, 1, 2)
-    assert config["bos_token_id"] == generation["bos_token_id"] == sp.piece_to_id(tok_config["bos_token"]) == 1
-    assert config["eos_token_id"] == generation["eos_token_id"] == sp.piece_to_id(tok_config["eos_token"]) == 2
+    assert (
+        config["bos_token_id"] == generation["bos_token_id"] == sp.piece_to_id(tok_config["bos_token"]) == 1
+    )
+    assert (
+        config["eos_token_id"] == generation["eos_token_id"] == sp.piece_to_id(tok_config["eos_token"]) == 2
+    )
     assert special == {"bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>"}
     assert tok_config["add_bos_token"] is True and tok_config["add_eos_token"] is False
 
@@ -89,7 +103,10 @@ def test_weights_match_the_config() -> None:
     assert shapes["model.embed_tokens.weight"] == (config.vocab_size, config.hidden_size)
     assert "lm_head.weight" not in shapes  # tied
     assert sum(n for n in (_numel(s) for s in shapes.values())) == config.num_parameters()
-    assert shapes["model.layers.0.self_attn.k_proj.weight"] == (config.num_key_value_heads * config.head_dim, config.hidden_size)
+    assert shapes["model.layers.0.self_attn.k_proj.weight"] == (
+        config.num_key_value_heads * config.head_dim,
+        config.hidden_size,
+    )
 
 
 def _numel(shape: tuple[int, ...]) -> int:
@@ -166,7 +183,9 @@ def test_generator_is_deterministic(tmp_path: Path) -> None:
 
 
 def test_committed_assets_match_a_fresh_build() -> None:
-    spec = importlib.util.spec_from_file_location("make_tiny_assets", ROOT / "scripts" / "make_tiny_assets.py")
+    spec = importlib.util.spec_from_file_location(
+        "make_tiny_assets", ROOT / "scripts" / "make_tiny_assets.py"
+    )
     script = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(script)
     assert script.check(ASSETS, seed=0) == []

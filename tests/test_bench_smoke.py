@@ -31,10 +31,12 @@ def test_flops_per_token_counts_lora_without_weight_gradients() -> None:
 
 def test_table_reports_tunewiz_ratio_to_each_framework() -> None:
     mib = 2**20
-    results = {"bf16-lora-qv": {
-        "tunewiz": train_speed.Result([1500.0, 1600.0, 1550.0], 300 * mib, 9.0974),
-        "hf+peft": train_speed.Result([1000.0, 1100.0], 400 * mib, 9.0974),
-    }}
+    results = {
+        "bf16-lora-qv": {
+            "tunewiz": train_speed.Result([1500.0, 1600.0, 1550.0], 300 * mib, 9.0974),
+            "hf+peft": train_speed.Result([1000.0, 1100.0], 400 * mib, 9.0974),
+        }
+    }
     text = train_speed.table(results, {"fp32": 100.0, "bf16": 400.0})
     rows = [line for line in text.splitlines() if line.startswith("| bf16-lora-qv")]
     assert len(rows) == 2

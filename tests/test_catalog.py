@@ -7,12 +7,27 @@ from pathlib import Path
 
 import pytest
 
-from tunewiz.catalog import CATALOG, catalog_models, lookup
 from tunewiz.errors import TunewizError
+from tunewiz.models.catalog import CATALOG, catalog_models, lookup
 
-REQUIRED = ["llama-3.2-1b", "llama-3.2-1b-instruct", "llama-3.2-3b", "llama-3.2-3b-instruct", "llama-3.1-8b",
-            "llama-2-7b", "llama-2-13b", "mistral-7b-v0.3", "qwen2.5-0.5b", "qwen2.5-1.5b", "qwen2.5-3b",
-            "qwen2.5-7b", "smollm2-135m", "smollm2-360m", "smollm2-1.7b", "tinyllama-1.1b-chat"]
+REQUIRED = [
+    "llama-3.2-1b",
+    "llama-3.2-1b-instruct",
+    "llama-3.2-3b",
+    "llama-3.2-3b-instruct",
+    "llama-3.1-8b",
+    "llama-2-7b",
+    "llama-2-13b",
+    "mistral-7b-v0.3",
+    "qwen2.5-0.5b",
+    "qwen2.5-1.5b",
+    "qwen2.5-3b",
+    "qwen2.5-7b",
+    "smollm2-135m",
+    "smollm2-360m",
+    "smollm2-1.7b",
+    "tinyllama-1.1b-chat",
+]
 
 
 def test_catalog_has_every_required_model() -> None:
@@ -30,7 +45,12 @@ def test_param_count_within_one_percent_of_published(model) -> None:
 def test_known_architecture_numbers() -> None:
     m = lookup("meta-llama/Llama-3.1-8B")  # case-insensitive repo id
     a = m.arch
-    assert (a.vocab_size, a.num_hidden_layers, a.hidden_size, a.intermediate_size) == (128256, 32, 4096, 14336)
+    assert (a.vocab_size, a.num_hidden_layers, a.hidden_size, a.intermediate_size) == (
+        128256,
+        32,
+        4096,
+        14336,
+    )
     assert (a.num_attention_heads, a.num_key_value_heads, a.tie_word_embeddings) == (32, 8, False)
     assert m.gated and m.license == "llama3.1" and m.max_context == 131072
     q = lookup("qwen2.5-0.5b-instruct")
@@ -40,10 +60,21 @@ def test_known_architecture_numbers() -> None:
 
 def _write_config(d: Path) -> None:
     d.mkdir(parents=True)
-    (d / "config.json").write_text(json.dumps({
-        "model_type": "llama", "vocab_size": 1000, "hidden_size": 64, "intermediate_size": 128,
-        "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
-        "max_position_embeddings": 512, "tie_word_embeddings": True}))
+    (d / "config.json").write_text(
+        json.dumps(
+            {
+                "model_type": "llama",
+                "vocab_size": 1000,
+                "hidden_size": 64,
+                "intermediate_size": 128,
+                "num_hidden_layers": 2,
+                "num_attention_heads": 4,
+                "num_key_value_heads": 2,
+                "max_position_embeddings": 512,
+                "tie_word_embeddings": True,
+            }
+        )
+    )
     (d / "tokenizer_config.json").write_text(json.dumps({"chat_template": "<|im_start|>{{ x }}"}))
 
 

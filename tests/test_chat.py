@@ -15,13 +15,13 @@ import pytest
 import torch
 
 from tunewiz.cli import main
-from tunewiz.generate import SamplingParams, generate
-from tunewiz.inference import ChatSession, base_model_only, chat_template_for, load_for_inference
-from tunewiz.lora import apply_lora, lora_state_dict, merge_lora, save_peft_adapter
+from tunewiz.inference.generate import SamplingParams, generate
+from tunewiz.inference.load import ChatSession, base_model_only, chat_template_for, load_for_inference
+from tunewiz.lora.layer import apply_lora, lora_state_dict, merge_lora, save_peft_adapter
 from tunewiz.models.config import LlamaConfig
 from tunewiz.models.llama import LlamaForCausalLM
 from tunewiz.models.loading import load_model, save_model
-from tunewiz.tokenizer import load_tokenizer
+from tunewiz.text.tokenizer import load_tokenizer
 
 PROMPT = "what is the quick fox?"
 MAX_NEW = "12"
@@ -103,7 +103,7 @@ def cli(
 
 def expected_answer(model_dir: Path, adapter: Path | None, text: str) -> str:
     """The greedy answer computed without the chat code: template, generate, decode."""
-    from tunewiz.lora import load_peft_adapter
+    from tunewiz.lora.layer import load_peft_adapter
 
     tokenizer = load_tokenizer(model_dir)
     model = load_model(model_dir)

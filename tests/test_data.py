@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 import torch
 
-from tunewiz.config import DataSection
 from tunewiz.data import (
     IGNORE_INDEX,
     Sample,
@@ -21,7 +20,8 @@ from tunewiz.data import (
     pack,
 )
 from tunewiz.errors import TunewizError
-from tunewiz.tokenizer import Tokenizer, load_tokenizer
+from tunewiz.preset.schema import DataSection
+from tunewiz.text.tokenizer import Tokenizer, load_tokenizer
 
 ALPACA = [
     {"instruction": "say hi", "input": "", "output": "hello world"},
@@ -63,7 +63,11 @@ def test_alpaca_exact_ids_and_mask(tmp_path: Path, bpe: Tokenizer) -> None:
     assert sample.labels == [IGNORE_INDEX] * len(prompt) + reply + [IGNORE_INDEX]
     assert val == [] and stats.format == "alpaca" and stats.template == "tokenizer_config.json"
     assert (stats.num_train, stats.truncated, stats.dropped_empty) == (1, 0, 0)
-    assert stats.token_lengths == {"p50": len(sample.input_ids), "p95": len(sample.input_ids), "max": len(sample.input_ids)}
+    assert stats.token_lengths == {
+        "p50": len(sample.input_ids),
+        "p95": len(sample.input_ids),
+        "max": len(sample.input_ids),
+    }
 
 
 def test_alpaca_input_and_train_on_inputs(tmp_path: Path, bpe: Tokenizer) -> None:
@@ -76,8 +80,10 @@ def test_alpaca_input_and_train_on_inputs(tmp_path: Path, bpe: Tokenizer) -> Non
 
 
 def test_builtin_template_without_stop_token_gets_eos(tmp_path: Path, sp: Tokenizer) -> None:
-    path = _jsonl(tmp_path / "d.jsonl", [{"messages": [{"role": "user", "content": "hi"},
-                                                         {"role": "assistant", "content": "the dog"}]}])
+    path = _jsonl(
+        tmp_path / "d.jsonl",
+        [{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "the dog"}]}],
+    )
     (sample,), _, stats = build_datasets(_cfg(path), sp, seed=0)
     assert stats.template == "builtin:chatml"  # no model template: chatml for chat data
     # "<|im_end|>" is plain text to this tokenizer, so eos follows the reply and is trained.
@@ -105,10 +111,19 @@ def test_text_format(tmp_path: Path, sp: Tokenizer) -> None:
 
 
 def test_sharegpt_maps_to_messages(tmp_path: Path, bpe: Tokenizer) -> None:
-    messages = [{"role": "system", "content": "be kind"}, {"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]
-    sharegpt = [{"from": {"user": "human", "assistant": "gpt"}.get(m["role"], m["role"]), "value": m["content"]} for m in messages]
+    messages = [
+        {"role": "system", "content": "be kind"},
+        {"role": "user", "content": "q"},
+        {"role": "assistant", "content": "a"},
+    ]
+    sharegpt = [
+        {"from": {"user": "human", "assistant": "gpt"}.get(m["role"], m["role"]), "value": m["content"]}
+        for m in messages
+    ]
     a, _, _ = build_datasets(_cfg(_jsonl(tmp_path / "a.jsonl", [{"messages": messages}])), bpe, seed=0)
-    b, _, stats = build_datasets(_cfg(_jsonl(tmp_path / "b.jsonl", [{"conversations": sharegpt}])), bpe, seed=0)
+    b, _, stats = build_datasets(
+        _cfg(_jsonl(tmp_path / "b.jsonl", [{"conversations": sharegpt}])), bpe, seed=0
+    )
     assert a == b and stats.format == "chat"
 
 
@@ -124,25 +139,41 @@ def test_csv_parquet_json_list_and_column_mapping(tmp_path: Path, bpe: Tokenizer
     pq.write_table(pa.Table.from_pylist(renamed), tmp_path / "d.parquet")
     (tmp_path / "d.json").write_text(json.dumps(renamed, indent=1))
     columns = {"instruction": "question", "output": "answer"}
-    reference, _, _ = build_datasets(_cfg(_jsonl(tmp_path / "ref.jsonl", [
-        {"instruction": r["instruction"], "output": r["output"]} for r in ALPACA])), bpe, seed=0)
+    reference, _, _ = build_datasets(
+        _cfg(
+            _jsonl(
+                tmp_path / "ref.jsonl",
+                [{"instruction": r["instruction"], "output": r["output"]} for r in ALPACA],
+            )
+        ),
+        bpe,
+        seed=0,
+    )
     for name in ("d.csv", "d.parquet", "d.json"):
         train, _, _ = build_datasets(_cfg(tmp_path / name, columns=columns), bpe, seed=0)
         assert train == reference, name
-    assert load_rows(str(tmp_path / "d.csv"), split="train", columns=columns)[0] == {"instruction": "say hi", "output": "hello world"}
+    assert load_rows(str(tmp_path / "d.csv"), split="train", columns=columns)[0] == {
+        "instruction": "say hi",
+        "output": "hello world",
+    }
 
 
 def test_detect_format() -> None:
     assert detect_format([{"instruction": "a", "output": "b"}]) == "alpaca"
     assert detect_format([{"conversations": []}]) == "chat"
     assert detect_format([{"text": "x"}]) == "text"
-    with pytest.raises(TunewizError, match=r"cannot tell the format of d.jsonl from its columns \['prompt'\]"):
+    with pytest.raises(
+        TunewizError, match=r"cannot tell the format of d.jsonl from its columns \['prompt'\]"
+    ):
         detect_format([{"prompt": "x"}], source="d.jsonl")
 
 
 def test_truncation_and_dropped_counts(tmp_path: Path, bpe: Tokenizer) -> None:
-    rows = [{"text": "the dog " * 40}, {"text": "hi"},
-            {"instruction": "the quick brown fox " * 20, "output": "ok"}]
+    rows = [
+        {"text": "the dog " * 40},
+        {"text": "hi"},
+        {"instruction": "the quick brown fox " * 20, "output": "ok"},
+    ]
     path = _jsonl(tmp_path / "d.jsonl", rows[:2])
     train, _, stats = build_datasets(_cfg(path, max_seq_len=16), bpe, seed=0)
     assert [len(s.input_ids) for s in train] == [16, len(bpe.encode("hi")) + 2]
@@ -185,7 +216,7 @@ def test_packing_positions_documents_and_mask(tmp_path: Path, bpe: Tokenizer) ->
     assert batch["attn_mask"].shape == (2, 1, length, length) and batch["attn_mask"].dtype == torch.bool
     mask = batch["attn_mask"][0, 0]
     assert mask[n0, n0 - 1].item() is False and mask[n0 + 1, n0].item() is True and mask[0, 1].item() is False
-    assert mask[n0 - 1, : n0].all() and mask.diagonal().all()  # padding attends to itself: no empty row
+    assert mask[n0 - 1, :n0].all() and mask.diagonal().all()  # padding attends to itself: no empty row
     assert batch["position_ids"][0, : n0 + n1].tolist() == row.position_ids
 
 
@@ -216,7 +247,9 @@ def test_shipped_sample(tmp_path: Path, bpe: Tokenizer, monkeypatch: pytest.Monk
     monkeypatch.setattr(sources, "shipped_datasets_dir", lambda: tmp_path)
     train, _, _ = build_datasets(_cfg("tunewiz:alpaca-sample"), bpe, seed=0)
     assert len(train) == 3
-    with pytest.raises(TunewizError, match=r"no shipped dataset `tunewiz:nope`; available: `tunewiz:alpaca-sample`"):
+    with pytest.raises(
+        TunewizError, match=r"no shipped dataset `tunewiz:nope`; available: `tunewiz:alpaca-sample`"
+    ):
         load_rows("tunewiz:nope", split="train", columns={})
 
 
@@ -227,7 +260,9 @@ def _error(path: Path | str, tok: Tokenizer, **kw: object) -> TunewizError:
 
 
 def test_bad_input_errors(tmp_path: Path, bpe: Tokenizer) -> None:
-    assert str(_error(tmp_path / "missing.jsonl", bpe)).startswith(f"data file `{tmp_path / 'missing.jsonl'}` does not exist")
+    assert str(_error(tmp_path / "missing.jsonl", bpe)).startswith(
+        f"data file `{tmp_path / 'missing.jsonl'}` does not exist"
+    )
     (tmp_path / "empty.jsonl").write_text("")
     assert _error(tmp_path / "empty.jsonl", bpe).message == "empty.jsonl is empty"
     (tmp_path / "blank.jsonl").write_text("\n\n")
@@ -251,11 +286,15 @@ def test_bad_input_errors(tmp_path: Path, bpe: Tokenizer) -> None:
     assert err.message == "row 1 of m.jsonl: turn 1 of `messages` needs `role` and `content`; it has ['role']"
     (tmp_path / "d.txt").write_text("x")
     assert "unsupported data file type `.txt`" in _error(tmp_path / "d.txt", bpe).message
-    err = _error(_jsonl(tmp_path / "cut.jsonl", [{"instruction": "the dog " * 30, "output": "ok"}]), bpe, max_seq_len=8)
+    err = _error(
+        _jsonl(tmp_path / "cut.jsonl", [{"instruction": "the dog " * 30, "output": "ok"}]), bpe, max_seq_len=8
+    )
     assert err.message.startswith("cut.jsonl: no training sample has a trained token (1 dropped")
 
 
 def test_hub_dataset_offline_error(bpe: Tokenizer) -> None:
     err = _error("tunewiz-tests/no-such-dataset", bpe)
-    assert err.message.startswith("could not load Hugging Face dataset `tunewiz-tests/no-such-dataset` (split `train`)")
+    assert err.message.startswith(
+        "could not load Hugging Face dataset `tunewiz-tests/no-such-dataset` (split `train`)"
+    )
     assert "offline" in err.hint

@@ -13,8 +13,8 @@ import torch
 import yaml
 
 from tunewiz.errors import TunewizError
-from tunewiz.evaluate import EvalResult, run_eval, tunewiz_lm_class
-from tunewiz.inference import load_for_inference
+from tunewiz.inference.evaluate import EvalResult, run_eval, tunewiz_lm_class
+from tunewiz.inference.load import load_for_inference
 
 TOKENIZER_FILES = ("tokenizer.model", "tokenizer_config.json")
 STORY = "Mia has a red cup. Tom has a blue ball. Ana has a green kite. What colour is the kite?"
@@ -28,22 +28,46 @@ def _instances(kind: str, args: list[tuple[str, ...]]) -> list:
 
 def _write_tasks(out: Path) -> Path:
     """Three local tasks over JSONL files: multiple choice, generation, and rolling perplexity."""
-    rows = [{"story": f"{n} has a {c} {o}.", "object": o, "colour": c, "choices": ["red", "blue", "green"]}
-            for n, c, o in [("Mia", "red", "cup"), ("Tom", "blue", "ball"), ("Ana", "green", "kite"),
-                            ("Leo", "red", "hat"), ("Sam", "blue", "kite"), ("Ivy", "green", "cup")]]
+    rows = [
+        {"story": f"{n} has a {c} {o}.", "object": o, "colour": c, "choices": ["red", "blue", "green"]}
+        for n, c, o in [
+            ("Mia", "red", "cup"),
+            ("Tom", "blue", "ball"),
+            ("Ana", "green", "kite"),
+            ("Leo", "red", "hat"),
+            ("Sam", "blue", "kite"),
+            ("Ivy", "green", "cup"),
+        ]
+    ]
     data = out / "colours.jsonl"
     data.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    common = {"dataset_path": "json", "dataset_kwargs": {"data_files": {"test": str(data)}}, "test_split": "test",
-              "metadata": {"version": 1.0}}
+    common = {
+        "dataset_path": "json",
+        "dataset_kwargs": {"data_files": {"test": str(data)}},
+        "test_split": "test",
+        "metadata": {"version": 1.0},
+    }
     tasks = {
-        "tw_mc": {"output_type": "multiple_choice", "doc_to_text": "{{story}} What colour is the {{object}}?",
-                  "doc_to_choice": "{{choices}}", "doc_to_target": "{{choices.index(colour)}}",
-                  "metric_list": [{"metric": "acc"}, {"metric": "acc_norm"}]},
-        "tw_gen": {"output_type": "generate_until", "doc_to_text": "{{story}} What colour is the {{object}}?",
-                   "doc_to_target": "{{colour}}", "generation_kwargs": {"until": ["."], "max_gen_toks": 5},
-                   "metric_list": [{"metric": "exact_match", "aggregation": "mean", "higher_is_better": True}]},
-        "tw_ppl": {"output_type": "loglikelihood_rolling", "doc_to_text": "", "doc_to_target": "{{story}} " * 8,
-                   "metric_list": [{"metric": m} for m in ("word_perplexity", "byte_perplexity", "bits_per_byte")]},
+        "tw_mc": {
+            "output_type": "multiple_choice",
+            "doc_to_text": "{{story}} What colour is the {{object}}?",
+            "doc_to_choice": "{{choices}}",
+            "doc_to_target": "{{choices.index(colour)}}",
+            "metric_list": [{"metric": "acc"}, {"metric": "acc_norm"}],
+        },
+        "tw_gen": {
+            "output_type": "generate_until",
+            "doc_to_text": "{{story}} What colour is the {{object}}?",
+            "doc_to_target": "{{colour}}",
+            "generation_kwargs": {"until": ["."], "max_gen_toks": 5},
+            "metric_list": [{"metric": "exact_match", "aggregation": "mean", "higher_is_better": True}],
+        },
+        "tw_ppl": {
+            "output_type": "loglikelihood_rolling",
+            "doc_to_text": "",
+            "doc_to_target": "{{story}} " * 8,
+            "metric_list": [{"metric": m} for m in ("word_perplexity", "byte_perplexity", "bits_per_byte")],
+        },
     }
     for name, cfg in tasks.items():
         (out / f"{name}.yaml").write_text(yaml.safe_dump({"task": name, **common, **cfg}))
@@ -61,7 +85,7 @@ def lora_run(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> 
     with a random non-zero adapter so it differs from its base."""
     from runs import write_preset
 
-    from tunewiz.lora import apply_lora, lora_state_dict, save_peft_adapter
+    from tunewiz.lora.layer import apply_lora, lora_state_dict, save_peft_adapter
     from tunewiz.models.loading import load_model
 
     run = tmp_path_factory.mktemp("run")
@@ -73,8 +97,15 @@ def lora_run(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> 
         for name, p in model.named_parameters():
             if "lora_" in name:
                 p.copy_(torch.randn(p.shape, generator=gen) * 0.3)
-    save_peft_adapter(lora_state_dict(model), run / "final" / "adapter", base_model=str(tiny_model_dir),
-                      rank=4, alpha=8, dropout=0.0, targets=["q_proj", "v_proj"])
+    save_peft_adapter(
+        lora_state_dict(model),
+        run / "final" / "adapter",
+        base_model=str(tiny_model_dir),
+        rank=4,
+        alpha=8,
+        dropout=0.0,
+        targets=["q_proj", "v_proj"],
+    )
     for name in TOKENIZER_FILES:
         shutil.copyfile(tiny_model_dir / name, run / "final" / name)
     return run
@@ -92,8 +123,13 @@ def test_loglikelihoods_equal_direct_computation(lora_run: Path) -> None:
     assert loaded.has_adapter
     tok = loaded.tokenizer
     lm = tunewiz_lm_class()(loaded, batch_size=3)
-    requests = [(STORY, " green"), (STORY + " ", "green"), ("Mia has", " a red cup and a blue ball."),
-                ("", "Tom has a blue ball."), (STORY * 3, " red")]
+    requests = [
+        (STORY, " green"),
+        (STORY + " ", "green"),
+        ("Mia has", " a red cup and a blue ball."),
+        ("", "Tom has a blue ball."),
+        (STORY * 3, " red"),
+    ]
     got = lm.loglikelihood(_instances("loglikelihood", requests))
     for (context, cont), (logprob, _) in zip(requests, got, strict=True):
         if context:
@@ -101,12 +137,14 @@ def test_loglikelihoods_equal_direct_computation(lora_run: Path) -> None:
             whole = [tok.bos_id, *tok.encode(context + cont)]
         else:  # an empty context conditions on bos alone
             ctx_ids, whole = [tok.bos_id], [tok.bos_id, *tok.encode(cont)]
-        assert whole[:len(ctx_ids)] == ctx_ids
-        assert logprob == pytest.approx(_direct_loglikelihood(loaded.model, whole, len(whole) - len(ctx_ids)), abs=1e-4)
+        assert whole[: len(ctx_ids)] == ctx_ids
+        assert logprob == pytest.approx(
+            _direct_loglikelihood(loaded.model, whole, len(whole) - len(ctx_ids)), abs=1e-4
+        )
 
     # Left truncation: only the last max_length + 1 tokens take part.
     short = tunewiz_lm_class()(loaded, batch_size=2, max_length=12)
-    (logprob, _), = short.loglikelihood(_instances("loglikelihood", [(STORY, " green")]))
+    ((logprob, _),) = short.loglikelihood(_instances("loglikelihood", [(STORY, " green")]))
     whole = [tok.bos_id, *tok.encode(STORY + " green")]
     n_cont = len(whole) - len([tok.bos_id, *tok.encode(STORY)])
     assert logprob == pytest.approx(_direct_loglikelihood(loaded.model, whole[-13:], n_cont), abs=1e-4)
@@ -118,8 +156,13 @@ def test_loglikelihoods_equal_direct_computation(lora_run: Path) -> None:
 
 
 def test_local_tasks_end_to_end(tiny_model_dir: Path, tasks_dir: Path) -> None:
-    result = run_eval(str(tiny_model_dir), tasks=["tw_mc", "tw_gen", "tw_ppl"], include_path=tasks_dir,
-                      batch_size=4, device="cpu")
+    result = run_eval(
+        str(tiny_model_dir),
+        tasks=["tw_mc", "tw_gen", "tw_ppl"],
+        include_path=tasks_dir,
+        batch_size=4,
+        device="cpu",
+    )
     assert not result.index_included_builtins and result.index_seconds < 2.0
     assert set(result.tasks) == {"tw_mc", "tw_gen", "tw_ppl"}
     assert set(result.tasks["tw_mc"]) == {"acc", "acc_stderr", "acc_norm", "acc_norm_stderr"}
@@ -130,8 +173,9 @@ def test_local_tasks_end_to_end(tiny_model_dir: Path, tasks_dir: Path) -> None:
     assert result.base is None and result.adapter is None
 
 
-def test_merged_weights_match_lm_eval_hflm(lora_run: Path, tiny_model_dir: Path, tasks_dir: Path,
-                                           tmp_path: Path) -> None:
+def test_merged_weights_match_lm_eval_hflm(
+    lora_run: Path, tiny_model_dir: Path, tasks_dir: Path, tmp_path: Path
+) -> None:
     """Merge the adapter, save with save_model, load into transformers, and require lm-eval's HFLM to
     give our numbers: loglikelihood (with and without bos), rolling windows, a task's metrics."""
     import transformers
@@ -139,7 +183,7 @@ def test_merged_weights_match_lm_eval_hflm(lora_run: Path, tiny_model_dir: Path,
     from lm_eval.models.huggingface import HFLM
     from lm_eval.tasks import TaskManager
 
-    from tunewiz.lora import merge_lora
+    from tunewiz.lora.layer import merge_lora
     from tunewiz.models.loading import save_model
 
     loaded = load_for_inference(str(lora_run), device="cpu")
@@ -152,24 +196,34 @@ def test_merged_weights_match_lm_eval_hflm(lora_run: Path, tiny_model_dir: Path,
     hf_tok = transformers.AutoTokenizer.from_pretrained(str(merged_dir))
     ours = load_for_inference(str(merged_dir), device="cpu")
 
-    requests = _instances("loglikelihood", [(STORY, " green"), (STORY + " ", "red"), ("", "Mia has a cup."),
-                                            (STORY * 4, " blue")])
+    requests = _instances(
+        "loglikelihood",
+        [(STORY, " green"), (STORY + " ", "red"), ("", "Mia has a cup."), (STORY * 4, " blue")],
+    )
     # (No trailing whitespace: our SentencePiece backend drops it where transformers' Llama tokenizer
     # keeps a "▁" token; loglikelihood requests are unaffected, their trailing spaces move to the continuation.)
     long_text = _instances("loglikelihood_rolling", [(" ".join([STORY] * 5),), ("Ivy has a hat.",)])
     for add_bos in (True, False):
         hflm = HFLM(pretrained=hf_model, tokenizer=hf_tok, batch_size=3, max_length=32, add_bos_token=add_bos)
         lm = tunewiz_lm_class()(ours, batch_size=3, max_length=32, add_bos=add_bos)
-        for (a, greedy_a), (b, greedy_b) in zip(lm.loglikelihood(requests), hflm.loglikelihood(requests), strict=True):
+        for (a, greedy_a), (b, greedy_b) in zip(
+            lm.loglikelihood(requests), hflm.loglikelihood(requests), strict=True
+        ):
             assert a == pytest.approx(b, abs=1e-4) and greedy_a == greedy_b
     # HFLM encodes rolling texts with its bos setting and prefixes bos again, so compare without it.
-    assert lm.loglikelihood_rolling(long_text) == pytest.approx(hflm.loglikelihood_rolling(long_text), abs=1e-3)
+    assert lm.loglikelihood_rolling(long_text) == pytest.approx(
+        hflm.loglikelihood_rolling(long_text), abs=1e-3
+    )
 
     manager = TaskManager(include_path=str(tasks_dir), include_defaults=False)
     hflm = HFLM(pretrained=hf_model, tokenizer=hf_tok, batch_size=3, max_length=32, add_bos_token=True)
     lm = tunewiz_lm_class()(ours, batch_size=3, max_length=32)
-    theirs = simple_evaluate(model=hflm, tasks=["tw_mc"], task_manager=manager, log_samples=False)["results"]["tw_mc"]
-    mine = simple_evaluate(model=lm, tasks=["tw_mc"], task_manager=manager, log_samples=False)["results"]["tw_mc"]
+    theirs = simple_evaluate(model=hflm, tasks=["tw_mc"], task_manager=manager, log_samples=False)["results"][
+        "tw_mc"
+    ]
+    mine = simple_evaluate(model=lm, tasks=["tw_mc"], task_manager=manager, log_samples=False)["results"][
+        "tw_mc"
+    ]
     assert mine["acc,none"] == theirs["acc,none"] and mine["acc_norm,none"] == theirs["acc_norm,none"]
 
 
@@ -177,17 +231,35 @@ def test_cli_writes_results_with_base_deltas(lora_run: Path) -> None:
     """No --tasks: a run trained on tunewiz:story-qa is evaluated on the shipped story_qa tasks."""
     from runs import cli
 
-    proc = cli("eval", str(lora_run), "--limit", "3", "--compare-base", "--json", "--device", "cpu", cwd=lora_run)
+    proc = cli(
+        "eval", str(lora_run), "--limit", "3", "--compare-base", "--json", "--device", "cpu", cwd=lora_run
+    )
     assert proc.returncode == 0, proc.stderr
     printed = json.loads(proc.stdout)
     written = json.loads((lora_run / "eval" / "results.json").read_text())
     assert printed == written
-    assert set(written) == {"model", "adapter", "tasks", "base", "limit", "num_fewshot", "lm_eval_version", "date"}
+    assert set(written) == {
+        "model",
+        "adapter",
+        "tasks",
+        "base",
+        "limit",
+        "num_fewshot",
+        "lm_eval_version",
+        "date",
+    }
     assert written["adapter"] == str(lora_run / "final" / "adapter") and written["limit"] == 3
     assert set(written["tasks"]) == set(written["base"]) == {"story_qa", "story_qa_loglik"}
-    assert set(written["tasks"]["story_qa_loglik"]) == {"perplexity", "perplexity_stderr", "acc", "acc_stderr"}
+    assert set(written["tasks"]["story_qa_loglik"]) == {
+        "perplexity",
+        "perplexity_stderr",
+        "acc",
+        "acc_stderr",
+    }
     # The random adapter changes the answer's likelihood, so the base differs.
-    assert written["tasks"]["story_qa_loglik"]["perplexity"] != written["base"]["story_qa_loglik"]["perplexity"]
+    assert (
+        written["tasks"]["story_qa_loglik"]["perplexity"] != written["base"]["story_qa_loglik"]["perplexity"]
+    )
     assert "indexed tasks in" in proc.stderr and "local tasks only" in proc.stderr
 
 
@@ -196,11 +268,18 @@ def test_results_table_shows_deltas() -> None:
 
     from tunewiz.cli.eval import results_table
 
-    result = EvalResult(model="tunewiz:tiny", adapter="runs/x/final/adapter",
-                        tasks={"story_qa": {"exact_match": 0.5, "exact_match_stderr": 0.1}},
-                        base={"story_qa": {"exact_match": 0.25, "exact_match_stderr": 0.1}}, limit=4,
-                        num_fewshot=None, lm_eval_version="0.4.13", date="2026-01-01T00:00:00+00:00",
-                        index_seconds=0.01, index_included_builtins=False)
+    result = EvalResult(
+        model="tunewiz:tiny",
+        adapter="runs/x/final/adapter",
+        tasks={"story_qa": {"exact_match": 0.5, "exact_match_stderr": 0.1}},
+        base={"story_qa": {"exact_match": 0.25, "exact_match_stderr": 0.1}},
+        limit=4,
+        num_fewshot=None,
+        lm_eval_version="0.4.13",
+        date="2026-01-01T00:00:00+00:00",
+        index_seconds=0.01,
+        index_included_builtins=False,
+    )
     console = Console(record=True, width=120)
     console.print(results_table(result))
     text = console.export_text()
@@ -217,7 +296,9 @@ def test_hub_task_offline_and_unknown_task(tiny_model_dir: Path, monkeypatch: py
     assert "allenai/ai2_arc" in err.value.message and "arc_easy" in err.value.message
     assert "--include-path" in (err.value.hint or "")
 
-    with pytest.raises(TunewizError, match="unknown task `story_qa_logli` \\(did you mean `story_qa_loglik`\\?\\)"):
+    with pytest.raises(
+        TunewizError, match="unknown task `story_qa_logli` \\(did you mean `story_qa_loglik`\\?\\)"
+    ):
         run_eval(str(tiny_model_dir), tasks=["story_qa_logli"], device="cpu")
 
 

@@ -8,9 +8,9 @@ import pytest
 import torch
 from hf_pairs import random_pair
 
-import tunewiz.generate as gen
+import tunewiz.inference.generate as gen
 from tunewiz.errors import TunewizError
-from tunewiz.generate import SamplingParams, StreamDecoder, generate, stream
+from tunewiz.inference.generate import SamplingParams, StreamDecoder, generate, stream
 from tunewiz.models.llama import LlamaForCausalLM
 
 SMALL = dict(
@@ -209,7 +209,7 @@ def test_an_empty_prompt_is_an_error(model: LlamaForCausalLM) -> None:
 
 @pytest.mark.parametrize("fixture", ["sp_tokenizer_dir", "bpe_tokenizer_dir"])
 def test_stream_decoder_pieces_join_to_the_full_decode(fixture: str, request: pytest.FixtureRequest) -> None:
-    from tunewiz.tokenizer import load_tokenizer
+    from tunewiz.text.tokenizer import load_tokenizer
 
     tokenizer = load_tokenizer(request.getfixturevalue(fixture))
     text = "the quick fox is über-lazy 🦙 and 日本 words"

@@ -10,15 +10,23 @@ import sys
 import pytest
 
 from tunewiz.errors import TunewizError
-from tunewiz.hardware import GiB, describe, parse_memory, probe
+from tunewiz.plan.hardware import GiB, describe, parse_memory, probe
 
 FAKE_TOKEN = "hf_tunewizFakeTokenForTests1234567890"
 
 
-@pytest.mark.parametrize(("text", "expected"), [
-    ("24GB", 24 * GiB), ("24GiB", 24 * GiB), ("24", 24 * GiB), ("24 gb", 24 * GiB),
-    ("80000MiB", 80000 * 1024**2), ("0.5TB", 512 * GiB), ("7.5", int(7.5 * GiB)),
-])
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("24GB", 24 * GiB),
+        ("24GiB", 24 * GiB),
+        ("24", 24 * GiB),
+        ("24 gb", 24 * GiB),
+        ("80000MiB", 80000 * 1024**2),
+        ("0.5TB", 512 * GiB),
+        ("7.5", int(7.5 * GiB)),
+    ],
+)
 def test_parse_memory(text: str, expected: int) -> None:
     assert parse_memory(text) == expected
 
@@ -49,8 +57,13 @@ def _doctor(*args: str, token: str | None = None) -> subprocess.CompletedProcess
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     if token:
         env["HF_TOKEN"] = token
-    return subprocess.run([sys.executable, "-m", "tunewiz", "doctor", *args], capture_output=True, text=True,
-                          env=env, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "tunewiz", "doctor", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
 
 
 def test_doctor_says_cpu_and_hides_the_token() -> None:
@@ -72,8 +85,10 @@ def test_doctor_json() -> None:
 
 
 def test_quick_probe_imports_no_torch_and_agrees_with_the_full_probe() -> None:
-    code = ("import sys; from tunewiz.hardware import probe; hw = probe(quick=True); "
-            "print(len(hw.gpus), hw.cuda_available, hw.cuda_version, hw.torch_version, 'torch' in sys.modules)")
+    code = (
+        "import sys; from tunewiz.plan.hardware import probe; hw = probe(quick=True); "
+        "print(len(hw.gpus), hw.cuda_available, hw.cuda_version, hw.torch_version, 'torch' in sys.modules)"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     gpus, cuda, cuda_version, torch_version, imported = out.stdout.split()

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pexpect
 
-from tunewiz.presets import load_preset
+from tunewiz.preset.files import load_preset
 
 UP, DOWN, ENTER, BACKSPACE = "\x1b[A", "\x1b[B", "\r", "\x7f"
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
@@ -25,8 +25,15 @@ def answer(child: pexpect.spawn, prompt: str, *keys: str) -> None:
 
 def test_wizard_in_a_pseudo_terminal(tmp_path: Path) -> None:
     env = {**os.environ, "TERM": "xterm-256color", "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
-    child = pexpect.spawn(sys.executable, ["-m", "tunewiz", "init"], cwd=str(tmp_path), env=env,
-                          dimensions=(60, 200), encoding="utf-8", timeout=60)
+    child = pexpect.spawn(
+        sys.executable,
+        ["-m", "tunewiz", "init"],
+        cwd=str(tmp_path),
+        env=env,
+        dimensions=(60, 200),
+        encoding="utf-8",
+        timeout=60,
+    )
     screen: list[str] = []
     child.logfile_read = _Collect(screen)
     answer(child, r"Model \(fit verdicts for CPU", ENTER)  # the default on CPU: the shipped tiny model
@@ -47,7 +54,11 @@ def test_wizard_in_a_pseudo_terminal(tmp_path: Path) -> None:
     assert "tunewiz train tiny-lora-story-chat.yaml" in text
     preset, _ = load_preset(str(tmp_path / "tiny-lora-story-chat.yaml"))
     assert (preset.name, preset.data.path, preset.method, preset.train.epochs) == (
-        "tiny-lora-story-chat", "tunewiz:story-chat", "lora", 2)
+        "tiny-lora-story-chat",
+        "tunewiz:story-chat",
+        "lora",
+        2,
+    )
     assert not (tmp_path / "runs").exists()  # answered "no": nothing launched
 
 

@@ -19,7 +19,7 @@ from torch import nn
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from tunewiz.errors import TunewizError  # noqa: E402
-from tunewiz.lora import (  # noqa: E402
+from tunewiz.lora.layer import (  # noqa: E402
     LoRALinear,
     apply_lora,
     from_peft_state_dict,
@@ -41,8 +41,14 @@ TARGETS = ["q_proj", "v_proj", "down_proj", "lm_head"]
 def tiny_llama(seed: int = 0, tie: bool = False) -> nn.Module:
     """A 2-layer grouped-query-attention Llama with random weights (~27k parameters)."""
     config = transformers.LlamaConfig(
-        vocab_size=128, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-        num_key_value_heads=2, max_position_embeddings=64, tie_word_embeddings=tie,
+        vocab_size=128,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=64,
+        tie_word_embeddings=tie,
     )
     torch.manual_seed(seed)
     return transformers.LlamaForCausalLM(config).eval()
@@ -145,8 +151,11 @@ def test_apply_lora_replaces_exactly_the_targets_and_freezes_the_rest() -> None:
     base_keys = set(model.state_dict())
     replaced = apply_lora(model, targets=TARGETS, rank=4, alpha=8.0, dropout=0.0, seed=0)
 
-    expected = [f"model.layers.{i}.{m}" for i in range(2)
-                for m in ("self_attn.q_proj", "self_attn.v_proj", "mlp.down_proj")] + ["lm_head"]
+    expected = [
+        f"model.layers.{i}.{m}"
+        for i in range(2)
+        for m in ("self_attn.q_proj", "self_attn.v_proj", "mlp.down_proj")
+    ] + ["lm_head"]
     assert sorted(replaced) == sorted(expected)
     for name, module in model.named_modules():
         is_target = name in expected
@@ -215,13 +224,23 @@ def test_export_loads_in_peft_with_equal_logits(tmp_path: Path, tokens: torch.Te
     apply_lora(model, targets=TARGETS, rank=4, alpha=8.0, dropout=0.05, seed=0)
     randomize_lora(model)
     model.eval()
-    save_peft_adapter(lora_state_dict(model), tmp_path / "adapter", base_model="tiny-random-llama", rank=4,
-                      alpha=8.0, dropout=0.05, targets=TARGETS)
+    save_peft_adapter(
+        lora_state_dict(model),
+        tmp_path / "adapter",
+        base_model="tiny-random-llama",
+        rank=4,
+        alpha=8.0,
+        dropout=0.05,
+        targets=TARGETS,
+    )
 
     config = json.loads((tmp_path / "adapter" / "adapter_config.json").read_text())
     assert config["peft_type"] == "LORA" and config["task_type"] == "CAUSAL_LM"
     assert (config["r"], config["lora_alpha"], config["lora_dropout"]) == (4, 8.0, 0.05)
-    assert config["target_modules"] == sorted(TARGETS) and config["base_model_name_or_path"] == "tiny-random-llama"
+    assert (
+        config["target_modules"] == sorted(TARGETS)
+        and config["base_model_name_or_path"] == "tiny-random-llama"
+    )
     # Every field we write is a LoraConfig field, so peft loads it without any warning.
     assert set(config) <= {f.name for f in __import__("dataclasses").fields(peft.LoraConfig)}
 
@@ -239,15 +258,26 @@ def test_export_loads_in_peft_with_equal_logits(tmp_path: Path, tokens: torch.Te
 def test_import_of_a_peft_made_adapter_gives_peft_logits(tmp_path: Path, tokens: torch.Tensor) -> None:
     base = tiny_llama()
     ours = copy.deepcopy(base)
-    config = peft.LoraConfig(r=4, lora_alpha=16, lora_dropout=0.1, target_modules=["k_proj", "o_proj", "up_proj"],
-                             task_type="CAUSAL_LM", init_lora_weights=False)  # random B: a non-zero update
+    config = peft.LoraConfig(
+        r=4,
+        lora_alpha=16,
+        lora_dropout=0.1,
+        target_modules=["k_proj", "o_proj", "up_proj"],
+        task_type="CAUSAL_LM",
+        init_lora_weights=False,
+    )  # random B: a non-zero update
     peft_model = peft.get_peft_model(base, config).eval()
     peft_model.save_pretrained(str(tmp_path / "peft-adapter"))
 
     load_peft_adapter(ours, tmp_path / "peft-adapter")
     ours.eval()
-    assert sorted(p for p, _ in ours.named_modules() if "lora" not in p and isinstance(_, LoRALinear)) == sorted(
-        f"model.layers.{i}.{m}" for i in range(2) for m in ("self_attn.k_proj", "self_attn.o_proj", "mlp.up_proj"))
+    assert sorted(
+        p for p, _ in ours.named_modules() if "lora" not in p and isinstance(_, LoRALinear)
+    ) == sorted(
+        f"model.layers.{i}.{m}"
+        for i in range(2)
+        for m in ("self_attn.k_proj", "self_attn.o_proj", "mlp.up_proj")
+    )
     torch.testing.assert_close(logits(ours, tokens), logits(peft_model, tokens), rtol=0, atol=1e-5)
 
 
@@ -255,14 +285,17 @@ def test_import_of_a_peft_adapter_on_lm_head_and_all_linear(tmp_path: Path, toke
     # peft also saves lm_head's base weight (`lm_head.base_layer.weight`) and a string target_modules.
     base = tiny_llama()
     ours = copy.deepcopy(base)
-    config = peft.LoraConfig(r=2, lora_alpha=4, target_modules=".*(q_proj|lm_head)", task_type="CAUSAL_LM",
-                             init_lora_weights=False)
+    config = peft.LoraConfig(
+        r=2, lora_alpha=4, target_modules=".*(q_proj|lm_head)", task_type="CAUSAL_LM", init_lora_weights=False
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # peft's own notice that it saves the lm_head base weight
         peft_model = peft.get_peft_model(base, config).eval()
         peft_model.save_pretrained(str(tmp_path / "peft-adapter"))
     load_peft_adapter(ours, tmp_path / "peft-adapter")
-    assert isinstance(ours.lm_head, LoRALinear) and isinstance(ours.model.layers[1].self_attn.q_proj, LoRALinear)
+    assert isinstance(ours.lm_head, LoRALinear) and isinstance(
+        ours.model.layers[1].self_attn.q_proj, LoRALinear
+    )
     torch.testing.assert_close(logits(ours.eval(), tokens), logits(peft_model, tokens), rtol=0, atol=1e-5)
 
 
@@ -272,7 +305,8 @@ def test_peft_key_renaming_round_trips() -> None:
     assert list(peft_keys) == ["base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight"]
     assert from_peft_state_dict(peft_keys).keys() == ours.keys()
     assert list(from_peft_state_dict({"base_model.model.lm_head.base_layer.weight": torch.zeros(1)})) == [
-        "lm_head.weight"]
+        "lm_head.weight"
+    ]
     with pytest.raises(TunewizError, match="do not start with `base_model.model.`"):
         from_peft_state_dict({"model.layers.0.self_attn.q_proj.lora_A.weight": torch.zeros(1)})
 
@@ -318,8 +352,9 @@ def _saved_adapter(tmp_path: Path, rank: int = 4, targets: list[str] | None = No
     targets = targets or ["q_proj", "v_proj"]
     apply_lora(model, targets=targets, rank=rank, alpha=8.0, dropout=0.0, seed=0)
     out = tmp_path / "adapter"
-    save_peft_adapter(lora_state_dict(model), out, base_model="tiny", rank=rank, alpha=8.0, dropout=0.0,
-                      targets=targets)
+    save_peft_adapter(
+        lora_state_dict(model), out, base_model="tiny", rank=rank, alpha=8.0, dropout=0.0, targets=targets
+    )
     return out
 
 
@@ -348,8 +383,10 @@ def test_load_errors_on_a_non_lora_peft_type(tmp_path: Path) -> None:
         load_peft_adapter(tiny_llama(), adapter)
 
 
-@pytest.mark.parametrize("option, value", [("use_dora", True), ("modules_to_save", ["embed_tokens"]),
-                                           ("rank_pattern", {"q_proj": 2})])
+@pytest.mark.parametrize(
+    "option, value",
+    [("use_dora", True), ("modules_to_save", ["embed_tokens"]), ("rank_pattern", {"q_proj": 2})],
+)
 def test_load_errors_on_an_unsupported_lora_variant(tmp_path: Path, option: str, value: object) -> None:
     adapter = _saved_adapter(tmp_path)
     _edit_config(adapter, **{option: value})
@@ -360,7 +397,9 @@ def test_load_errors_on_an_unsupported_lora_variant(tmp_path: Path, option: str,
 def test_load_errors_on_a_rank_mismatch(tmp_path: Path) -> None:
     adapter = _saved_adapter(tmp_path, rank=4)
     _edit_config(adapter, r=8)
-    with pytest.raises(TunewizError, match=r"has rank 4 at `model\.layers\.0\.self_attn\.q_proj\.lora_A\.weight`.*r=8"):
+    with pytest.raises(
+        TunewizError, match=r"has rank 4 at `model\.layers\.0\.self_attn\.q_proj\.lora_A\.weight`.*r=8"
+    ):
         load_peft_adapter(tiny_llama(), adapter)
 
 
@@ -371,7 +410,9 @@ def test_load_errors_on_keys_that_match_no_module(tmp_path: Path) -> None:
     weights = load_file(adapter / "adapter_model.safetensors")
     weights["base_model.model.model.layers.7.self_attn.q_proj.lora_A.weight"] = torch.zeros(4, 32)
     save_file(weights, adapter / "adapter_model.safetensors")
-    with pytest.raises(TunewizError, match=r"match no module.*model\.layers\.7\.self_attn\.q_proj\.lora_A\.weight"):
+    with pytest.raises(
+        TunewizError, match=r"match no module.*model\.layers\.7\.self_attn\.q_proj\.lora_A\.weight"
+    ):
         load_peft_adapter(tiny_llama(), adapter)
 
 
@@ -387,8 +428,15 @@ def test_load_round_trips_our_own_adapter(tmp_path: Path, tokens: torch.Tensor) 
     model = tiny_llama()
     apply_lora(model, targets=TARGETS, rank=4, alpha=8.0, dropout=0.0, seed=0)
     randomize_lora(model)
-    save_peft_adapter(lora_state_dict(model), tmp_path / "a", base_model="tiny", rank=4, alpha=8.0, dropout=0.0,
-                      targets=TARGETS)
+    save_peft_adapter(
+        lora_state_dict(model),
+        tmp_path / "a",
+        base_model="tiny",
+        rank=4,
+        alpha=8.0,
+        dropout=0.0,
+        targets=TARGETS,
+    )
     loaded = tiny_llama()
     load_peft_adapter(loaded, tmp_path / "a")
     torch.testing.assert_close(logits(loaded, tokens), logits(model, tokens), rtol=0, atol=0)
@@ -415,8 +463,15 @@ def test_native_model_adapter_loads_in_peft_and_merges(tmp_path: Path, tokens: t
     assert len(replaced) == 7
     randomize_lora(native)
     ours = logits(native, tokens)
-    save_peft_adapter(lora_state_dict(native), tmp_path / "adapter", base_model="tiny", rank=4, alpha=8.0,
-                      dropout=0.0, targets=TARGETS)
+    save_peft_adapter(
+        lora_state_dict(native),
+        tmp_path / "adapter",
+        base_model="tiny",
+        rank=4,
+        alpha=8.0,
+        dropout=0.0,
+        targets=TARGETS,
+    )
     peft_model = peft.PeftModel.from_pretrained(copy.deepcopy(hf), str(tmp_path / "adapter")).eval()
     torch.testing.assert_close(logits(peft_model, tokens), ours, rtol=0, atol=1e-5)
 

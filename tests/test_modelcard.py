@@ -8,8 +8,14 @@ from pathlib import Path
 import pytest
 from huggingface_hub import ModelCard
 
-from tunewiz.config import Preset
-from tunewiz.modelcard import CardFacts, hub_dataset_id, hub_model_id, read_training_stats, render_model_card
+from tunewiz.hub.modelcard import (
+    CardFacts,
+    hub_dataset_id,
+    hub_model_id,
+    read_training_stats,
+    render_model_card,
+)
+from tunewiz.preset.schema import Preset
 
 GIB = 2**30
 
@@ -34,28 +40,85 @@ def _preset(**changes: object) -> Preset:
 
 # Two launches (a resume): the card reports the last start's hardware and the summed training time.
 EVENTS = [
-    {"event": "start", "time": 0, "hardware": "1 × NVIDIA GeForce RTX 4090", "device": "cuda", "world_size": 1,
-     "num_train_samples": 49402, "trainable_params": 921_600, "total_params": 135_436_416, "step": 0},
-    {"event": "step", "time": 1, "step": 1, "loss": 2.1, "tokens_per_s": 9000.0, "peak_memory_bytes": [6 * GIB],
-     "tokens_total": 30000, "elapsed": 3.0},
-    {"event": "start", "time": 2, "hardware": "1 × NVIDIA GeForce RTX 4090", "device": "cuda", "world_size": 1,
-     "num_train_samples": 49402, "trainable_params": 921_600, "total_params": 135_436_416, "step": 1},
-    {"event": "step", "time": 3, "step": 2, "loss": 1.5, "tokens_per_s": 12000.0, "peak_memory_bytes": [7 * GIB],
-     "tokens_total": 60000, "elapsed": 3.0},
-    {"event": "step", "time": 4, "step": 3, "loss": 1.25, "tokens_per_s": 11000.0,
-     "peak_memory_bytes": [int(6.5 * GIB)], "tokens_total": 90000, "elapsed": 6.0},
+    {
+        "event": "start",
+        "time": 0,
+        "hardware": "1 × NVIDIA GeForce RTX 4090",
+        "device": "cuda",
+        "world_size": 1,
+        "num_train_samples": 49402,
+        "trainable_params": 921_600,
+        "total_params": 135_436_416,
+        "step": 0,
+    },
+    {
+        "event": "step",
+        "time": 1,
+        "step": 1,
+        "loss": 2.1,
+        "tokens_per_s": 9000.0,
+        "peak_memory_bytes": [6 * GIB],
+        "tokens_total": 30000,
+        "elapsed": 3.0,
+    },
+    {
+        "event": "start",
+        "time": 2,
+        "hardware": "1 × NVIDIA GeForce RTX 4090",
+        "device": "cuda",
+        "world_size": 1,
+        "num_train_samples": 49402,
+        "trainable_params": 921_600,
+        "total_params": 135_436_416,
+        "step": 1,
+    },
+    {
+        "event": "step",
+        "time": 3,
+        "step": 2,
+        "loss": 1.5,
+        "tokens_per_s": 12000.0,
+        "peak_memory_bytes": [7 * GIB],
+        "tokens_total": 60000,
+        "elapsed": 3.0,
+    },
+    {
+        "event": "step",
+        "time": 4,
+        "step": 3,
+        "loss": 1.25,
+        "tokens_per_s": 11000.0,
+        "peak_memory_bytes": [int(6.5 * GIB)],
+        "tokens_total": 90000,
+        "elapsed": 6.0,
+    },
     {"event": "eval", "time": 5, "step": 3, "val_loss": 1.4375},
     {"event": "end", "time": 6, "step": 3, "elapsed": 3725.0, "tokens_total": 90000, "final_dir": "final"},
     {"event": "future_kind", "time": 7},
 ]
 
 RESULTS = {
-    "model": "runs/smol-alpaca/final", "adapter": "runs/smol-alpaca/final/adapter",
-    "tasks": {"hellaswag": {"acc,none": 0.4125, "acc_stderr,none": 0.0049, "acc_norm,none": 0.5, "alias": "hellaswag"},
-              "arc_easy": {"acc": 0.625, "acc_stderr": 0.01}},
-    "base": {"tasks": {"hellaswag": {"acc,none": 0.4, "acc_stderr,none": 0.0049, "acc_norm,none": 0.49},
-                       "arc_easy": {"acc": 0.6, "acc_stderr": 0.01}}},
-    "limit": 100, "num_fewshot": 0, "lm_eval_version": "0.4.13", "date": "2026-01-02",
+    "model": "runs/smol-alpaca/final",
+    "adapter": "runs/smol-alpaca/final/adapter",
+    "tasks": {
+        "hellaswag": {
+            "acc,none": 0.4125,
+            "acc_stderr,none": 0.0049,
+            "acc_norm,none": 0.5,
+            "alias": "hellaswag",
+        },
+        "arc_easy": {"acc": 0.625, "acc_stderr": 0.01},
+    },
+    "base": {
+        "tasks": {
+            "hellaswag": {"acc,none": 0.4, "acc_stderr,none": 0.0049, "acc_norm,none": 0.49},
+            "arc_easy": {"acc": 0.6, "acc_stderr": 0.01},
+        }
+    },
+    "limit": 100,
+    "num_fewshot": 0,
+    "lm_eval_version": "0.4.13",
+    "date": "2026-01-02",
 }
 
 
@@ -80,8 +143,13 @@ def test_training_stats_fold_all_launches() -> None:
 
 
 def test_adapter_card_metadata_round_trips(tmp_path: Path) -> None:
-    text, warnings = render_model_card(_facts(), repo_id="alice/smol-alpaca-lora", kind="adapter",
-                                       badge="tunewiz-badge.svg", loss_plot="loss.png")
+    text, warnings = render_model_card(
+        _facts(),
+        repo_id="alice/smol-alpaca-lora",
+        kind="adapter",
+        badge="tunewiz-badge.svg",
+        loss_plot="loss.png",
+    )
     assert warnings == []
     card = _load(text, tmp_path)
     meta = card.data.to_dict()
@@ -92,18 +160,29 @@ def test_adapter_card_metadata_round_trips(tmp_path: Path) -> None:
     assert meta["library_name"] == "peft" and meta["pipeline_tag"] == "text-generation"
     assert meta["tags"] == ["tunewiz", "lora", "llama", "peft"]
     results = {(r.dataset_type, r.metric_name): r.metric_value for r in card.data.eval_results}
-    assert results == {("arc_easy", "acc"): 0.625, ("hellaswag", "acc"): 0.4125, ("hellaswag", "acc_norm"): 0.5}
+    assert results == {
+        ("arc_easy", "acc"): 0.625,
+        ("hellaswag", "acc"): 0.4125,
+        ("hellaswag", "acc_norm"): 0.5,
+    }
     assert card.data.model_name == "smol-alpaca-lora"
     assert "model-index" in text.split("---")[1]
 
 
 def test_card_body_reads_like_a_page(tmp_path: Path) -> None:
-    text, _ = render_model_card(_facts(), repo_id="alice/smol-alpaca-lora", kind="adapter",
-                                badge="tunewiz-badge.svg", loss_plot="loss.png")
+    text, _ = render_model_card(
+        _facts(),
+        repo_id="alice/smol-alpaca-lora",
+        kind="adapter",
+        badge="tunewiz-badge.svg",
+        loss_plot="loss.png",
+    )
     body = _load(text, tmp_path).text
     assert body.startswith("\n# smol-alpaca-lora\n\n![Trained with tunewiz](tunewiz-badge.svg)")
-    assert ("A LoRA adapter for [HuggingFaceTB/SmolLM2-135M](https://huggingface.co/HuggingFaceTB/SmolLM2-135M), "
-            "fine-tuned on [tatsu-lab/alpaca](https://huggingface.co/datasets/tatsu-lab/alpaca)") in body
+    assert (
+        "A LoRA adapter for [HuggingFaceTB/SmolLM2-135M](https://huggingface.co/HuggingFaceTB/SmolLM2-135M), "
+        "fine-tuned on [tatsu-lab/alpaca](https://huggingface.co/datasets/tatsu-lab/alpaca)"
+    ) in body
     assert "3 optimizer steps, 90.0k trained tokens, 1 h 02 min, on 1 × NVIDIA GeForce RTX 4090." in body
     # Eval table with the base model and the change; the limit caveat.
     assert "| hellaswag | acc | 0.4125 ± 0.0049 | 0.4000 ± 0.0049 | +0.0125 |" in body
@@ -128,8 +207,9 @@ def test_card_body_reads_like_a_page(tmp_path: Path) -> None:
 
 
 def test_merged_card_without_eval(tmp_path: Path) -> None:
-    text, _ = render_model_card(_facts(_preset(method="full"), results=None), repo_id="alice/smol-full",
-                                kind="merged", license="mit")
+    text, _ = render_model_card(
+        _facts(_preset(method="full"), results=None), repo_id="alice/smol-full", kind="merged", license="mit"
+    )
     card = _load(text, tmp_path)
     meta = card.data.to_dict()
     assert meta["library_name"] == "transformers" and meta["license"] == "mit"
@@ -152,17 +232,20 @@ def test_license_and_local_base_model(tmp_path: Path) -> None:
     meta = _load(text, tmp_path).data.to_dict()
     assert "base_model" not in meta and "datasets" not in meta and "license" not in meta
     assert any("--license" in w for w in warnings) and any("not on the Hub" in w for w in warnings)
-    assert "PeftModel.from_pretrained(base, \"a/b\")" in text
+    assert 'PeftModel.from_pretrained(base, "a/b")' in text
 
 
-@pytest.mark.parametrize(("path", "model", "dataset"), [
-    ("meta-llama/Llama-3.2-1B", "meta-llama/Llama-3.2-1B", "meta-llama/Llama-3.2-1B"),
-    ("tunewiz:tiny", None, None),
-    ("./data/qa.jsonl", None, None),
-    ("qa.parquet", None, None),
-    ("squad", None, "squad"),
-    ("/abs/dir", None, None),
-])
+@pytest.mark.parametrize(
+    ("path", "model", "dataset"),
+    [
+        ("meta-llama/Llama-3.2-1B", "meta-llama/Llama-3.2-1B", "meta-llama/Llama-3.2-1B"),
+        ("tunewiz:tiny", None, None),
+        ("./data/qa.jsonl", None, None),
+        ("qa.parquet", None, None),
+        ("squad", None, "squad"),
+        ("/abs/dir", None, None),
+    ],
+)
 def test_hub_ids(path: str, model: str | None, dataset: str | None) -> None:
     assert hub_model_id(path) == model
     assert hub_dataset_id(path) == dataset

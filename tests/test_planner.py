@@ -12,15 +12,24 @@ from pathlib import Path
 
 import pytest
 
-from tunewiz.catalog import lookup
-from tunewiz.hardware import GiB, describe
+from tunewiz.models.catalog import lookup
 from tunewiz.models.config import LlamaConfig
-from tunewiz.planner.memory import CPU_PROCESS_BYTES, CUDA_CONTEXT_BYTES, PlanInputs, estimate, lora_params
-from tunewiz.planner.recommend import PlanRequest, _preference, recommend, seq_len_from_lengths
+from tunewiz.plan.hardware import GiB, describe
+from tunewiz.plan.memory import CPU_PROCESS_BYTES, CUDA_CONTEXT_BYTES, PlanInputs, estimate, lora_params
+from tunewiz.plan.recommend import PlanRequest, _preference, recommend, seq_len_from_lengths
 
 ROOT = Path(__file__).resolve().parent.parent
-TOY = LlamaConfig(model_type="llama", vocab_size=1000, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                  num_attention_heads=4, num_key_value_heads=2, head_dim=16, max_position_embeddings=512)
+TOY = LlamaConfig(
+    model_type="llama",
+    vocab_size=1000,
+    hidden_size=64,
+    intermediate_size=128,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    head_dim=16,
+    max_position_embeddings=512,
+)
 REFERENCE_MACHINES = [(1, 8), (1, 12), (1, 16), (1, 24), (2, 24), (1, 48), (1, 80), (8, 80), (2, 16), (8, 24)]
 
 
@@ -49,8 +58,12 @@ def test_weights_and_trainable_state_by_hand() -> None:
 def test_fsdp_shards_persistent_state() -> None:
     arch = lookup("llama-3.1-8b").arch
     # With checkpointing the persistent state (weights, grads, AdamW) dominates, and that is what shards.
-    one = estimate(arch, PlanInputs(method="full", num_devices=1, seq_len=2048, activation_checkpointing=True))
-    eight = estimate(arch, PlanInputs(method="full", num_devices=8, seq_len=2048, activation_checkpointing=True))
+    one = estimate(
+        arch, PlanInputs(method="full", num_devices=1, seq_len=2048, activation_checkpointing=True)
+    )
+    eight = estimate(
+        arch, PlanInputs(method="full", num_devices=8, seq_len=2048, activation_checkpointing=True)
+    )
     assert eight.breakdown.weights == one.breakdown.weights // 8
     assert eight.breakdown.fsdp_buffers > 0 == one.breakdown.fsdp_buffers
     assert eight.peak < one.peak / 4
@@ -76,7 +89,10 @@ def test_more_work_never_needs_less_memory(knob: str) -> None:
 def test_checkpointing_and_chunked_loss_save_memory() -> None:
     arch = lookup("llama-3.2-3b").arch
     base = PlanInputs(method="full", micro_batch=2, seq_len=4096)
-    assert estimate(arch, dataclasses.replace(base, activation_checkpointing=True)).peak < estimate(arch, base).peak
+    assert (
+        estimate(arch, dataclasses.replace(base, activation_checkpointing=True)).peak
+        < estimate(arch, base).peak
+    )
     assert estimate(arch, dataclasses.replace(base, loss="full")).peak > estimate(arch, base).peak
 
 
@@ -137,14 +153,24 @@ def test_fixed_off_checkpointing_reports_fits_with_checkpointing() -> None:
 sys.path.insert(0, str(ROOT / "bench"))
 
 
-@pytest.mark.parametrize("inputs", [
-    PlanInputs(method="lora", dtype="bf16", micro_batch=2, seq_len=256),
-    PlanInputs(method="lora", dtype="fp32", micro_batch=1, seq_len=512, lora_targets=("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")),
-    PlanInputs(method="full", dtype="fp32", micro_batch=1, seq_len=256),
-    PlanInputs(method="full", dtype="bf16", micro_batch=1, seq_len=256),
-    PlanInputs(method="lora", dtype="bf16", micro_batch=2, seq_len=512, activation_checkpointing=True),
-    PlanInputs(method="qlora", dtype="bf16", micro_batch=2, seq_len=256),
-], ids=["lora-bf16", "lora-all-fp32", "full-fp32", "full-bf16", "lora-ac", "qlora-bf16"])
+@pytest.mark.parametrize(
+    "inputs",
+    [
+        PlanInputs(method="lora", dtype="bf16", micro_batch=2, seq_len=256),
+        PlanInputs(
+            method="lora",
+            dtype="fp32",
+            micro_batch=1,
+            seq_len=512,
+            lora_targets=("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"),
+        ),
+        PlanInputs(method="full", dtype="fp32", micro_batch=1, seq_len=256),
+        PlanInputs(method="full", dtype="bf16", micro_batch=1, seq_len=256),
+        PlanInputs(method="lora", dtype="bf16", micro_batch=2, seq_len=512, activation_checkpointing=True),
+        PlanInputs(method="qlora", dtype="bf16", micro_batch=2, seq_len=256),
+    ],
+    ids=["lora-bf16", "lora-all-fp32", "full-fp32", "full-bf16", "lora-ac", "qlora-bf16"],
+)
 def test_planner_agrees_with_traced_step(inputs: PlanInputs) -> None:
     from planner_vs_trace import compare
 
@@ -157,8 +183,9 @@ TRACE_TOLERANCE = 0.05
 
 def _plan_cli(*args: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "COLUMNS": "120"}
-    return subprocess.run([sys.executable, "-m", "tunewiz", "plan", *args], capture_output=True, text=True,
-                          env=env, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "tunewiz", "plan", *args], capture_output=True, text=True, env=env, timeout=120
+    )
 
 
 def test_plan_cli_table() -> None:
@@ -168,7 +195,9 @@ def test_plan_cli_table() -> None:
 
 
 def test_plan_cli_json() -> None:
-    out = _plan_cli("--model", "llama-2-13b", "--gpus", "1", "--gpu-memory", "8", "--method", "lora", "--json")
+    out = _plan_cli(
+        "--model", "llama-2-13b", "--gpus", "1", "--gpu-memory", "8", "--method", "lora", "--json"
+    )
     assert out.returncode == 0, out.stderr
     plan = json.loads(out.stdout)
     assert plan["verdict"] == "does not fit" and plan["alternatives"]

@@ -13,10 +13,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tunewiz import presets
-from tunewiz.config import Preset
 from tunewiz.errors import TunewizError
-from tunewiz.presets import (
+from tunewiz.preset import files as presets
+from tunewiz.preset.files import (
     apply_overrides,
     copy_preset,
     dump_preset,
@@ -24,6 +23,7 @@ from tunewiz.presets import (
     load_preset,
     shipped_presets,
 )
+from tunewiz.preset.schema import Preset
 
 REPO = Path(__file__).resolve().parent.parent
 # Bump this when a preset is added under presets/ (so this test never silently covers fewer).

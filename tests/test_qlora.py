@@ -1,4 +1,4 @@
-"""QLoRA: NF4 base weights (tunewiz.quantize), training through the real CLI on 1 and 2 ranks,
+"""QLoRA: NF4 base weights (tunewiz.models.nf4), training through the real CLI on 1 and 2 ranks,
 and the final export loaded back by peft and transformers."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from tests.runs import cli, events, step_losses, write_dataset, write_preset
-from tunewiz.quantize import (
+from tunewiz.models.nf4 import (
     NF4_BLOCK_SIZE,
     NF4_BYTES_PER_PARAM,
     check_shardable,
@@ -38,7 +38,9 @@ def _build_model(out: Path) -> Path:
 
     build_tiny_model(out)  # for its SentencePiece tokenizer; the weights are replaced below
     hf = json.loads((out / "config.json").read_text())
-    hf.update(hidden_size=128, intermediate_size=256, num_attention_heads=2, num_key_value_heads=1, head_dim=64)
+    hf.update(
+        hidden_size=128, intermediate_size=256, num_attention_heads=2, num_key_value_heads=1, head_dim=64
+    )
     config = LlamaConfig.from_hf(hf)
     torch.manual_seed(0)
     model = LlamaForCausalLM(config)
@@ -58,8 +60,12 @@ def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def _preset(workdir: Path, name: str, **sections: dict) -> Path:
     # Written as LoRA: the method is switched on the command line, as a user would.
     return write_preset(
-        workdir / f"{name}.yaml", workdir / "model", workdir / "data.jsonl",
-        lora={"rank": 8, "alpha": 16, "targets": _TARGETS}, train={"max_steps": 16, "lr": 5e-3}, **sections,
+        workdir / f"{name}.yaml",
+        workdir / "model",
+        workdir / "data.jsonl",
+        lora={"rank": 8, "alpha": 16, "targets": _TARGETS},
+        train={"max_steps": 16, "lr": 5e-3},
+        **sections,
     )
 
 
@@ -98,7 +104,9 @@ def test_nf4_linear_matches_full_precision_within_quantization_error() -> None:
     assert 0.01 < float(rel) < 0.15
     # Quantization is deterministic (exact resume relies on it).
     again = to_nf4(weight)
-    assert torch.equal(again.quantized_data, nf4.quantized_data) and torch.equal(again.quantized_scalers, nf4.quantized_scalers)
+    assert torch.equal(again.quantized_data, nf4.quantized_data) and torch.equal(
+        again.quantized_scalers, nf4.quantized_scalers
+    )
 
 
 def test_nf4_backward_reaches_the_input_only() -> None:
@@ -111,7 +119,9 @@ def test_nf4_backward_reaches_the_input_only() -> None:
 
 def test_scaler_block_size_keeps_scale_blocks_shardable() -> None:
     assert scaler_block_size(65536) == 256  # Llama-3-8B k_proj 1024 × 4096: QLoRA's 256, 256 scale blocks
-    assert scaler_block_size(1792) == 224  # Qwen2.5-0.5B k_proj 128 × 896: 8 scale blocks of 224, not 7 of 256
+    assert (
+        scaler_block_size(1792) == 224
+    )  # Qwen2.5-0.5B k_proj 128 × 896: 8 scale blocks of 224, not 7 of 256
     assert scaler_block_size(128) == 16  # our test model's k_proj 64 × 128
     assert scaler_block_size(3) == 3  # not a multiple of 8 blocks: the largest divisor (runs on one rank)
 
@@ -132,7 +142,9 @@ def test_load_nf4_model_quantizes_decoder_linears_only(workdir: Path) -> None:
 def test_qlora_trains_through_cli_and_exports_loadable_weights(workdir: Path, tmp_path: Path) -> None:
     preset = _preset(workdir, "qlora-1")
     run_dir = tmp_path / "run"
-    result = cli("train", str(preset), "--set", "method=qlora", "--run-dir", str(run_dir), "--no-tui", cwd=tmp_path)
+    result = cli(
+        "train", str(preset), "--set", "method=qlora", "--run-dir", str(run_dir), "--no-tui", cwd=tmp_path
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     start = next(e for e in events(run_dir) if e["event"] == "start")
     assert start["method"] == "qlora"
@@ -150,7 +162,7 @@ def test_qlora_trains_through_cli_and_exports_loadable_weights(workdir: Path, tm
     card = (run_dir / "final" / "adapter" / "README.md").read_text()
     assert "4-bit base" in card and "NF4" in card
 
-    from tunewiz.lora import load_peft_adapter
+    from tunewiz.lora.layer import load_peft_adapter
 
     # Our trained QLoRA model, rebuilt: NF4 base (deterministic) + the exported adapter.
     ours = load_nf4_model(workdir / "model", dtype=torch.float32, device="cpu")
@@ -187,9 +199,22 @@ def test_qlora_two_ranks_fsdp2_match_one_rank(workdir: Path, tmp_path: Path) -> 
     one, two = tmp_path / "one", tmp_path / "two"
     # The same global batch of 8 samples: 1 rank × 2 accumulated micro-batches, 2 ranks × 1.
     for run_dir, nproc, accum in ((one, "1", "2"), (two, "2", "1")):
-        result = cli("train", str(preset), "--set", "method=qlora", "--set", "train.max_steps=4",
-                     "--set", f"train.grad_accum={accum}", "--run-dir", str(run_dir), "--nproc-per-node", nproc,
-                     "--no-tui", cwd=tmp_path)
+        result = cli(
+            "train",
+            str(preset),
+            "--set",
+            "method=qlora",
+            "--set",
+            "train.max_steps=4",
+            "--set",
+            f"train.grad_accum={accum}",
+            "--run-dir",
+            str(run_dir),
+            "--nproc-per-node",
+            nproc,
+            "--no-tui",
+            cwd=tmp_path,
+        )
         assert result.returncode == 0, result.stdout + result.stderr
     start = next(e for e in events(two) if e["event"] == "start")
     assert start["world_size"] == 2 and start["method"] == "qlora"
@@ -202,7 +227,10 @@ def test_qlora_two_ranks_fsdp2_match_one_rank(workdir: Path, tmp_path: Path) -> 
     # The export gathered the sharded NF4 weights and dequantized them: the same merged model.
     from safetensors.torch import load_file
 
-    merged_one, merged_two = load_file(one / "final" / "model.safetensors"), load_file(two / "final" / "model.safetensors")
+    merged_one, merged_two = (
+        load_file(one / "final" / "model.safetensors"),
+        load_file(two / "final" / "model.safetensors"),
+    )
     assert merged_one.keys() == merged_two.keys()
     for key in merged_one:
         torch.testing.assert_close(merged_two[key], merged_one[key], rtol=1e-4, atol=1e-5)

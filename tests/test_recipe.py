@@ -33,8 +33,12 @@ def test_golden_losses(baseline: Path) -> None:
     assert {"eval", "checkpoint"} <= set(kinds)
 
 
-def test_accumulation_gives_the_same_update(baseline: Path, tmp_path: Path, tiny_model_dir: Path, tiny_dataset: Path) -> None:
-    preset = write_preset(tmp_path / "acc.yaml", tiny_model_dir, tiny_dataset, train={"micro_batch_size": 1, "grad_accum": 4})
+def test_accumulation_gives_the_same_update(
+    baseline: Path, tmp_path: Path, tiny_model_dir: Path, tiny_dataset: Path
+) -> None:
+    preset = write_preset(
+        tmp_path / "acc.yaml", tiny_model_dir, tiny_dataset, train={"micro_batch_size": 1, "grad_accum": 4}
+    )
     result = cli("train", str(preset), "--no-tui", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     tokens = {e["step"]: e["tokens"] for e in events(tmp_path / "runs" / "acc") if e["event"] == "step"}
@@ -42,7 +46,9 @@ def test_accumulation_gives_the_same_update(baseline: Path, tmp_path: Path, tiny
     assert step_losses(tmp_path / "runs" / "acc") == pytest.approx(step_losses(baseline), rel=1e-5)
 
 
-def test_two_ranks_fsdp_match_one_rank(baseline: Path, tmp_path: Path, tiny_model_dir: Path, tiny_dataset: Path) -> None:
+def test_two_ranks_fsdp_match_one_rank(
+    baseline: Path, tmp_path: Path, tiny_model_dir: Path, tiny_dataset: Path
+) -> None:
     preset = write_preset(tmp_path / "fsdp.yaml", tiny_model_dir, tiny_dataset, train={"micro_batch_size": 2})
     result = cli("train", str(preset), "--no-tui", "--nproc-per-node", "2", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
@@ -57,7 +63,7 @@ def test_export_loads_in_transformers_and_peft(baseline: Path) -> None:
     import torch
     import transformers
 
-    from tunewiz.lora import load_peft_adapter
+    from tunewiz.lora.layer import load_peft_adapter
     from tunewiz.models.loading import load_model
 
     final = baseline / "final"
@@ -70,18 +76,25 @@ def test_export_loads_in_transformers_and_peft(baseline: Path) -> None:
         expected = ours(ids)
 
     merged = transformers.AutoModelForCausalLM.from_pretrained(final, dtype=torch.float32)
-    adapted = peft.PeftModel.from_pretrained(transformers.AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32), final / "adapter")
+    adapted = peft.PeftModel.from_pretrained(
+        transformers.AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32), final / "adapter"
+    )
     with torch.no_grad():
         torch.testing.assert_close(merged(ids).logits, expected, atol=1e-5, rtol=1e-5)
         torch.testing.assert_close(adapted(ids).logits, expected, atol=1e-5, rtol=1e-5)
     assert not torch.allclose(load_model(base_dir)(ids), expected), "training changed nothing"
 
 
-def test_dry_run_prints_the_torchrun_command(tmp_path: Path, tiny_model_dir: Path, tiny_dataset: Path) -> None:
+def test_dry_run_prints_the_torchrun_command(
+    tmp_path: Path, tiny_model_dir: Path, tiny_dataset: Path
+) -> None:
     preset = write_preset(tmp_path / "dry.yaml", tiny_model_dir, tiny_dataset)
     result = cli("train", str(preset), "--dry-run", "--nproc-per-node", "2", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
-    assert "torch.distributed.run --nproc-per-node 2 --standalone -m tunewiz.recipes.finetune --run-dir runs/dry" in result.stdout
+    assert (
+        "torch.distributed.run --nproc-per-node 2 --standalone -m tunewiz.train.recipe --run-dir runs/dry"
+        in result.stdout
+    )
     assert not (tmp_path / "runs").exists()
 
 
@@ -94,7 +107,9 @@ def test_dry_run_prints_the_torchrun_command(tmp_path: Path, tiny_model_dir: Pat
         ("device=cuda", "no CUDA GPU"),
     ],
 )
-def test_bad_input_is_one_error_line(tmp_path: Path, tiny_model_dir: Path, tiny_dataset: Path, override: str, message: str) -> None:
+def test_bad_input_is_one_error_line(
+    tmp_path: Path, tiny_model_dir: Path, tiny_dataset: Path, override: str, message: str
+) -> None:
     preset = write_preset(tmp_path / "bad.yaml", tiny_model_dir, tiny_dataset)
     result = cli("train", str(preset), "--set", override, cwd=tmp_path)
     assert result.returncode != 0
@@ -113,8 +128,12 @@ def test_model_without_safetensors(tmp_path: Path, tiny_model_dir: Path, tiny_da
     assert result.returncode != 0 and "safetensors" in result.stderr and "Traceback" not in result.stderr
 
 
-def test_activation_checkpointing_changes_no_number(baseline: Path, tmp_path: Path, tiny_model_dir: Path, tiny_dataset: Path) -> None:
-    preset = write_preset(tmp_path / "ac.yaml", tiny_model_dir, tiny_dataset, train={"activation_checkpointing": True})
+def test_activation_checkpointing_changes_no_number(
+    baseline: Path, tmp_path: Path, tiny_model_dir: Path, tiny_dataset: Path
+) -> None:
+    preset = write_preset(
+        tmp_path / "ac.yaml", tiny_model_dir, tiny_dataset, train={"activation_checkpointing": True}
+    )
     assert cli("train", str(preset), "--no-tui", cwd=tmp_path).returncode == 0
     assert step_losses(tmp_path / "runs" / "ac") == pytest.approx(step_losses(baseline), rel=1e-5)
 
@@ -127,7 +146,9 @@ def test_activation_checkpointing_changes_no_number(baseline: Path, tmp_path: Pa
         ("full", {"method": "full", "train": {"lr": 1e-3}}),
     ],
 )
-def test_variants_train_and_export(tmp_path: Path, tiny_model_dir: Path, tiny_dataset: Path, name: str, sections: dict) -> None:
+def test_variants_train_and_export(
+    tmp_path: Path, tiny_model_dir: Path, tiny_dataset: Path, name: str, sections: dict
+) -> None:
     import torch
     import transformers
 
@@ -143,8 +164,8 @@ def test_variants_train_and_export(tmp_path: Path, tiny_model_dir: Path, tiny_da
 
 
 def test_more_processes_than_gpus_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
-    from tunewiz import launcher
     from tunewiz.errors import TunewizError
+    from tunewiz.train import launcher
 
     monkeypatch.setattr(launcher, "_cuda_device_count", lambda: 1)  # the GPU count is the boundary here
     with pytest.raises(TunewizError, match="more processes than this machine's 1 GPU"):

@@ -21,7 +21,9 @@ def _final_bytes(run: Path) -> bytes:
 @pytest.fixture(scope="module")
 def uninterrupted(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path, tiny_dataset: Path) -> Path:
     work = tmp_path_factory.mktemp("whole")
-    result = cli("train", str(write_preset(work / "whole.yaml", tiny_model_dir, tiny_dataset)), "--no-tui", cwd=work)
+    result = cli(
+        "train", str(write_preset(work / "whole.yaml", tiny_model_dir, tiny_dataset)), "--no-tui", cwd=work
+    )
     assert result.returncode == 0, result.stderr
     return work / "runs" / "whole"
 
@@ -36,16 +38,32 @@ def uninterrupted(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path
     ],
 )
 def test_killed_run_resumes_exactly(
-    uninterrupted: Path, tmp_path: Path, tiny_model_dir: Path, tiny_dataset: Path, kill: str, resumes_from: str, nproc: int
+    uninterrupted: Path,
+    tmp_path: Path,
+    tiny_model_dir: Path,
+    tiny_dataset: Path,
+    kill: str,
+    resumes_from: str,
+    nproc: int,
 ) -> None:
     mb = 4 // nproc  # the same global batch as the uninterrupted run
     preset = write_preset(tmp_path / "run.yaml", tiny_model_dir, tiny_dataset, train={"micro_batch_size": mb})
     run = tmp_path / "runs" / "run"
-    killed = cli("train", str(preset), "--no-tui", "--nproc-per-node", str(nproc), cwd=tmp_path, env={"TUNEWIZ_FAULT_KILL": kill})
+    killed = cli(
+        "train",
+        str(preset),
+        "--no-tui",
+        "--nproc-per-node",
+        str(nproc),
+        cwd=tmp_path,
+        env={"TUNEWIZ_FAULT_KILL": kill},
+    )
     assert killed.returncode != 0
     assert not (run / "final").exists()
     if kill.startswith("checkpoint"):
-        assert (run / "checkpoints" / "step-4").is_dir() and not (run / "checkpoints" / "step-4" / "COMPLETE").exists()
+        assert (run / "checkpoints" / "step-4").is_dir() and not (
+            run / "checkpoints" / "step-4" / "COMPLETE"
+        ).exists()
 
     resumed = cli("resume", str(run), "--no-tui", "--nproc-per-node", str(nproc), cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
@@ -57,11 +75,22 @@ def test_killed_run_resumes_exactly(
     assert len(starts) == 2 and starts[1]["resumed_from"].endswith(resumes_from)
 
 
-def test_resume_with_another_micro_batch_split(uninterrupted: Path, tmp_path: Path, tiny_model_dir: Path, tiny_dataset: Path) -> None:
+def test_resume_with_another_micro_batch_split(
+    uninterrupted: Path, tmp_path: Path, tiny_model_dir: Path, tiny_dataset: Path
+) -> None:
     preset = write_preset(tmp_path / "split.yaml", tiny_model_dir, tiny_dataset)
     run = tmp_path / "runs" / "split"
     cli("train", str(preset), "--no-tui", cwd=tmp_path, env={"TUNEWIZ_FAULT_KILL": "step@3"})
-    resumed = cli("resume", str(run), "--no-tui", "--set", "train.micro_batch_size=2", "--set", "train.grad_accum=2", cwd=tmp_path)
+    resumed = cli(
+        "resume",
+        str(run),
+        "--no-tui",
+        "--set",
+        "train.micro_batch_size=2",
+        "--set",
+        "train.grad_accum=2",
+        cwd=tmp_path,
+    )
     assert resumed.returncode == 0, resumed.stderr
     assert "changed train.micro_batch_size: 4 → 2" in resumed.stdout
     assert step_losses(run) == pytest.approx(step_losses(uninterrupted), rel=1e-5)
@@ -80,24 +109,44 @@ def test_finished_run_says_it_is_finished(tmp_path: Path, uninterrupted: Path) -
     assert "is finished (step 6)" in result.stdout and "tunewiz chat" in result.stdout
 
 
-def test_oom_fallback_keeps_the_global_batch(tmp_path: Path, tiny_model_dir: Path, tiny_dataset: Path) -> None:
+def test_oom_fallback_keeps_the_global_batch(
+    tmp_path: Path, tiny_model_dir: Path, tiny_dataset: Path
+) -> None:
     preset = write_preset(tmp_path / "oom.yaml", tiny_model_dir, tiny_dataset)
-    result = cli("train", str(preset), "--no-tui", cwd=tmp_path, env={"TUNEWIZ_FAULT_OOM_ABOVE_MICRO_BATCH": "2"})
+    result = cli(
+        "train", str(preset), "--no-tui", cwd=tmp_path, env={"TUNEWIZ_FAULT_OOM_ABOVE_MICRO_BATCH": "2"}
+    )
     assert result.returncode == 0, result.stderr
     run = tmp_path / "runs" / "oom"
     fallbacks = [e for e in events(run) if e["event"] == "oom_fallback"]
     assert [(e["micro_batch_size"], e["grad_accum"]) for e in fallbacks] == [(2, 2)]
 
-    reference = write_preset(tmp_path / "ref.yaml", tiny_model_dir, tiny_dataset, train={"micro_batch_size": 2, "grad_accum": 2})
+    reference = write_preset(
+        tmp_path / "ref.yaml", tiny_model_dir, tiny_dataset, train={"micro_batch_size": 2, "grad_accum": 2}
+    )
     assert cli("train", str(reference), "--no-tui", cwd=tmp_path).returncode == 0
     assert step_losses(run) == pytest.approx(step_losses(tmp_path / "runs" / "ref"), rel=1e-5)
 
 
-def test_oom_at_micro_batch_one_stops_with_a_hint(tmp_path: Path, tiny_model_dir: Path, tiny_dataset: Path) -> None:
-    preset = write_preset(tmp_path / "tight.yaml", tiny_model_dir, tiny_dataset, train={"micro_batch_size": 2, "grad_accum": 2})
-    result = cli("train", str(preset), "--no-tui", cwd=tmp_path, env={"TUNEWIZ_FAULT_OOM_ABOVE_MICRO_BATCH": "1"})
+def test_oom_at_micro_batch_one_stops_with_a_hint(
+    tmp_path: Path, tiny_model_dir: Path, tiny_dataset: Path
+) -> None:
+    preset = write_preset(
+        tmp_path / "tight.yaml", tiny_model_dir, tiny_dataset, train={"micro_batch_size": 2, "grad_accum": 2}
+    )
+    result = cli(
+        "train", str(preset), "--no-tui", cwd=tmp_path, env={"TUNEWIZ_FAULT_OOM_ABOVE_MICRO_BATCH": "1"}
+    )
     assert result.returncode == 0  # 2 → 1 fits
-    result = cli("train", str(preset), "--no-tui", "--run-dir", "runs/t2", cwd=tmp_path, env={"TUNEWIZ_FAULT_OOM_ABOVE_MICRO_BATCH": "-1"})
+    result = cli(
+        "train",
+        str(preset),
+        "--no-tui",
+        "--run-dir",
+        "runs/t2",
+        cwd=tmp_path,
+        env={"TUNEWIZ_FAULT_OOM_ABOVE_MICRO_BATCH": "-1"},
+    )
     assert result.returncode != 0
     errors = [e for e in events(tmp_path / "runs" / "t2") if e["event"] == "error"]
     assert errors and "out of memory at micro-batch 1" in errors[0]["message"]
@@ -106,21 +155,38 @@ def test_oom_at_micro_batch_one_stops_with_a_hint(tmp_path: Path, tiny_model_dir
 
 def _mount_tmpfs(path: Path, size: str) -> bool:
     path.mkdir()
-    return subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], capture_output=True).returncode == 0
+    return (
+        subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], capture_output=True
+        ).returncode
+        == 0
+    )
 
 
-def test_disk_full_keeps_the_last_checkpoint(uninterrupted: Path, tmp_path: Path, tiny_model_dir: Path, tiny_dataset: Path) -> None:
+def test_disk_full_keeps_the_last_checkpoint(
+    uninterrupted: Path, tmp_path: Path, tiny_model_dir: Path, tiny_dataset: Path
+) -> None:
     disk = tmp_path / "disk"
     if not _mount_tmpfs(disk, "4m"):
         pytest.skip("mounting a tmpfs needs root")
     try:
         preset = write_preset(tmp_path / "full.yaml", tiny_model_dir, tiny_dataset)
         run = disk / "full"
-        cli("train", str(preset), "--no-tui", "--run-dir", str(run), cwd=tmp_path, env={"TUNEWIZ_FAULT_KILL": "step@3"})
+        cli(
+            "train",
+            str(preset),
+            "--no-tui",
+            "--run-dir",
+            str(run),
+            cwd=tmp_path,
+            env={"TUNEWIZ_FAULT_KILL": "step@3"},
+        )
         assert (run / "checkpoints" / "step-2" / "COMPLETE").is_file()
         filler = disk / "filler"
         subprocess.run(["dd", "if=/dev/zero", f"of={filler}", "bs=4k"], capture_output=True)  # fill the disk
-        subprocess.run(["truncate", "-s", f"-{16 * 1024}", str(filler)], check=True)  # leave 16 KiB for the logs
+        subprocess.run(
+            ["truncate", "-s", f"-{16 * 1024}", str(filler)], check=True
+        )  # leave 16 KiB for the logs
 
         result = cli("resume", str(run), "--no-tui", cwd=tmp_path)
         assert result.returncode != 0

@@ -9,17 +9,22 @@ from pathlib import Path
 import pytest
 from runs import build_tiny_model, cli, events, write_dataset, write_preset
 
-from tunewiz.planner.memory import CPU_PROCESS_BYTES, ERROR_BAND
-from tunewiz.planner.runplan import run_plan
-from tunewiz.presets import load_preset
+from tunewiz.plan.memory import CPU_PROCESS_BYTES, ERROR_BAND
+from tunewiz.plan.runplan import run_plan
+from tunewiz.preset.files import load_preset
 
 
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     tmp = tmp_path_factory.mktemp("run-plan")
     model = build_tiny_model(tmp / "model")
-    preset = write_preset(tmp / "plan-check.yaml", model, write_dataset(tmp / "data.jsonl"),
-                          train={"max_steps": 3}, checkpoint={"every_n_steps": None})
+    preset = write_preset(
+        tmp / "plan-check.yaml",
+        model,
+        write_dataset(tmp / "data.jsonl"),
+        train={"max_steps": 3},
+        checkpoint={"every_n_steps": None},
+    )
     done = cli("train", str(preset), "--run-dir", str(tmp / "run"), cwd=tmp, env={"HF_HUB_OFFLINE": "1"})
     assert done.returncode == 0, done.stderr[-3000:]
     return preset, tmp / "run"

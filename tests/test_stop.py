@@ -26,7 +26,10 @@ def _wait_for_step(run: Path, proc: subprocess.Popen[str], timeout: float = 120)
 
 
 def _children(pid: int) -> list[int]:
-    return [int(p) for p in subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout.split()]
+    return [
+        int(p)
+        for p in subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout.split()
+    ]
 
 
 def _rank_pids(tunewiz_pid: int) -> list[int]:
@@ -35,12 +38,24 @@ def _rank_pids(tunewiz_pid: int) -> list[int]:
 
 
 @pytest.mark.parametrize("how", ["ctrl-c", "sigterm-rank"])
-def test_stop_saves_a_checkpoint_and_resumes(tmp_path: Path, tiny_model_dir: Path, tiny_dataset: Path, how: str) -> None:
-    preset = write_preset(tmp_path / "long.yaml", tiny_model_dir, tiny_dataset, train={"max_steps": 60}, checkpoint={"every_n_steps": 1000})
+def test_stop_saves_a_checkpoint_and_resumes(
+    tmp_path: Path, tiny_model_dir: Path, tiny_dataset: Path, how: str
+) -> None:
+    preset = write_preset(
+        tmp_path / "long.yaml",
+        tiny_model_dir,
+        tiny_dataset,
+        train={"max_steps": 60},
+        checkpoint={"every_n_steps": 1000},
+    )
     run = tmp_path / "runs" / "long"
     proc = subprocess.Popen(
-        [*TUNEWIZ, "train", str(preset), "--no-tui"], cwd=tmp_path, text=True,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**os.environ, "TMPDIR": str(tmp_path)},
+        [*TUNEWIZ, "train", str(preset), "--no-tui"],
+        cwd=tmp_path,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env={**os.environ, "TMPDIR": str(tmp_path)},
     )
     _wait_for_step(run, proc)
     if how == "ctrl-c":

@@ -9,12 +9,20 @@ from pathlib import Path
 import pytest
 
 from tunewiz.errors import TunewizError
-from tunewiz.templates import builtin_template, resolve_template
-from tunewiz.tokenizer import load_tokenizer
+from tunewiz.text.templates import builtin_template, resolve_template
+from tunewiz.text.tokenizer import load_tokenizer
 
 TEXTS = [
-    "hello world", " hello  world\n\nthe", "<s>hello</s> world", "Ünïcode 字 emoji 🙂", "[INST] hi [/INST] ok",
-    "<|im_start|>user\nhi<|im_end|>\n", "  leading", "trailing  ", "", "<|begin_of_text|>the dog<|end_of_text|>",
+    "hello world",
+    " hello  world\n\nthe",
+    "<s>hello</s> world",
+    "Ünïcode 字 emoji 🙂",
+    "[INST] hi [/INST] ok",
+    "<|im_start|>user\nhi<|im_end|>\n",
+    "  leading",
+    "trailing  ",
+    "",
+    "<|begin_of_text|>the dog<|end_of_text|>",
 ]
 CONVERSATION = [
     {"role": "system", "content": "be brief"},
@@ -41,7 +49,9 @@ def test_encode_decode_match_transformers(fixture: str, request: pytest.FixtureR
         with_bos = ours.encode(text, add_bos=True)
         assert with_bos == hf.encode(text), text
         assert ours.decode(with_bos) == hf.decode(with_bos, skip_special_tokens=True), text
-        assert ours.decode(with_bos, skip_special=False) == hf.decode(with_bos, skip_special_tokens=False), text
+        assert ours.decode(with_bos, skip_special=False) == hf.decode(with_bos, skip_special_tokens=False), (
+            text
+        )
 
 
 def test_sentencepiece_specials_and_offsets(sp_tokenizer_dir: Path) -> None:
@@ -56,7 +66,7 @@ def test_sentencepiece_specials_and_offsets(sp_tokenizer_dir: Path) -> None:
 def test_json_tokenizer_special_tokens_and_stops(bpe_tokenizer_dir: Path) -> None:
     tok = load_tokenizer(bpe_tokenizer_dir)
     im_start, im_end = tok.token_to_id("<|im_start|>"), tok.token_to_id("<|im_end|>")
-    assert tok.encode("<|im_start|>user") [0] == im_start
+    assert tok.encode("<|im_start|>user")[0] == im_start
     assert tok.stop_ids == frozenset({tok.eos_id, im_end})
     assert tok.pad_id == tok.eos_id  # no pad token: falls back to eos
     assert tok.special_tokens == {"bos_token": "<|begin_of_text|>", "eos_token": "<|end_of_text|>"}
@@ -74,12 +84,16 @@ def test_generation_config_adds_stop_ids_and_null_bos(bpe_tokenizer_dir: Path, t
     assert tok.stop_ids == frozenset({1, 2, 3})
 
 
-def test_save_pretrained_copies_files(bpe_tokenizer_dir: Path, sp_tokenizer_dir: Path, tmp_path: Path) -> None:
+def test_save_pretrained_copies_files(
+    bpe_tokenizer_dir: Path, sp_tokenizer_dir: Path, tmp_path: Path
+) -> None:
     load_tokenizer(bpe_tokenizer_dir).save_pretrained(tmp_path / "a")
     load_tokenizer(sp_tokenizer_dir).save_pretrained(tmp_path / "b")
     assert sorted(p.name for p in (tmp_path / "a").iterdir()) == ["tokenizer.json", "tokenizer_config.json"]
     assert sorted(p.name for p in (tmp_path / "b").iterdir()) == ["tokenizer.model", "tokenizer_config.json"]
-    assert load_tokenizer(tmp_path / "b").encode("the dog") == load_tokenizer(sp_tokenizer_dir).encode("the dog")
+    assert load_tokenizer(tmp_path / "b").encode("the dog") == load_tokenizer(sp_tokenizer_dir).encode(
+        "the dog"
+    )
 
 
 def test_missing_tokenizer_files(tmp_path: Path) -> None:
@@ -107,8 +121,9 @@ MULTILINE = """{% for message in messages %}
 
 @pytest.mark.parametrize("where", ["config_string", "config_list", "jinja_file"])
 @pytest.mark.parametrize("template", [LLAMA3_LIKE, MULTILINE])
-def test_model_template_renders_like_transformers(bpe_tokenizer_dir: Path, tmp_path: Path, where: str,
-                                                  template: str) -> None:
+def test_model_template_renders_like_transformers(
+    bpe_tokenizer_dir: Path, tmp_path: Path, where: str, template: str
+) -> None:
     model = tmp_path / "m"
     shutil.copytree(bpe_tokenizer_dir, model)
     config = json.loads((model / "tokenizer_config.json").read_text())
@@ -116,16 +131,22 @@ def test_model_template_renders_like_transformers(bpe_tokenizer_dir: Path, tmp_p
         del config["chat_template"]
         (model / "chat_template.jinja").write_text(template)
     else:
-        config["chat_template"] = template if where == "config_string" else [
-            {"name": "tool_use", "template": "unused"}, {"name": "default", "template": template}]
+        config["chat_template"] = (
+            template
+            if where == "config_string"
+            else [{"name": "tool_use", "template": "unused"}, {"name": "default", "template": template}]
+        )
     (model / "tokenizer_config.json").write_text(json.dumps(config))
     tok, hf = load_tokenizer(model), _hf(model)
     assert tok.chat_template is not None
-    assert tok.chat_template.source == ("chat_template.jinja" if where == "jinja_file" else "tokenizer_config.json")
+    assert tok.chat_template.source == (
+        "chat_template.jinja" if where == "jinja_file" else "tokenizer_config.json"
+    )
     for messages in (CONVERSATION, CONVERSATION[:2]):
         for gen in (False, True):
             assert tok.chat_template.render(messages, add_generation_prompt=gen) == hf.apply_chat_template(
-                messages, tokenize=False, add_generation_prompt=gen)
+                messages, tokenize=False, add_generation_prompt=gen
+            )
 
 
 @pytest.mark.parametrize("name", ["alpaca", "llama2", "llama3", "chatml"])
@@ -146,21 +167,27 @@ def test_builtin_templates_segments(name: str) -> None:
 def test_builtin_render_exact() -> None:
     messages = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Yo"}]
     assert builtin_template("chatml").render(messages, add_generation_prompt=False) == (
-        "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\nYo<|im_end|>\n")
+        "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\nYo<|im_end|>\n"
+    )
     assert builtin_template("llama2").render(messages) == "<s>[INST] Hi [/INST] Yo </s>"
     assert builtin_template("llama3", special_tokens={"bos_token": "<|begin_of_text|>"}).render(
-        messages[:1], add_generation_prompt=True) == (
+        messages[:1], add_generation_prompt=True
+    ) == (
         "<|begin_of_text|><|start_header_id|>user<|end_header_id|>\n\nHi<|eot_id|>"
-        "<|start_header_id|>assistant<|end_header_id|>\n\n")
+        "<|start_header_id|>assistant<|end_header_id|>\n\n"
+    )
     assert builtin_template("alpaca").render(messages) == (
         "Below is an instruction that describes a task. Write a response that appropriately completes the "
-        "request.\n\n### Instruction:\nHi\n\n### Response:\nYo</s>")
+        "request.\n\n### Instruction:\nHi\n\n### Response:\nYo</s>"
+    )
     assert builtin_template("chatml").segments(messages) == [
-        ("<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n", False), ("Yo<|im_end|>\n", True)]
+        ("<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n", False),
+        ("Yo<|im_end|>\n", True),
+    ]
 
 
 def test_segments_fallback_for_template_that_is_not_prefix_stable() -> None:
-    from tunewiz.templates import ChatTemplate
+    from tunewiz.text.templates import ChatTemplate
 
     # A trailer after the whole conversation: no prefix rendering is a prefix of the full one, so the
     # reply is found by its content, and keeps the end-of-turn token that follows it.
@@ -168,17 +195,28 @@ def test_segments_fallback_for_template_that_is_not_prefix_stable() -> None:
     template = ChatTemplate("model", "tokenizer_config.json", trailer, {"eos_token": "</s>"})
     messages = [{"role": "user", "content": "q"}, {"role": "assistant", "content": "reply here"}]
     assert template.segments(messages) == [
-        ("<user>q<|im_end|><assistant>", False), ("reply here<|im_end|>", True), ("[END]", False)]
+        ("<user>q<|im_end|><assistant>", False),
+        ("reply here<|im_end|>", True),
+        ("[END]", False),
+    ]
 
     # Earlier replies rewritten (as reasoning templates do): an old reply that is not in the rendering is
     # left untrained; the last one is found by prefixes.
-    rewrite = ("{% for m in messages %}{% if m['role'] == 'assistant' and not loop.last %}[old]"
-               "{% else %}<{{ m['role'] }}>{{ m['content'] }}<|im_end|>{% endif %}{% endfor %}")
+    rewrite = (
+        "{% for m in messages %}{% if m['role'] == 'assistant' and not loop.last %}[old]"
+        "{% else %}<{{ m['role'] }}>{{ m['content'] }}<|im_end|>{% endif %}{% endfor %}"
+    )
     template = ChatTemplate("model", "tokenizer_config.json", rewrite, {"eos_token": "</s>"})
-    messages = [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a1"},
-                {"role": "user", "content": "q2"}, {"role": "assistant", "content": "a2"}]
+    messages = [
+        {"role": "user", "content": "q"},
+        {"role": "assistant", "content": "a1"},
+        {"role": "user", "content": "q2"},
+        {"role": "assistant", "content": "a2"},
+    ]
     assert template.segments(messages) == [
-        ("<user>q<|im_end|>[old]<user>q2<|im_end|>", False), ("<assistant>a2<|im_end|>", True)]
+        ("<user>q<|im_end|>[old]<user>q2<|im_end|>", False),
+        ("<assistant>a2<|im_end|>", True),
+    ]
 
 
 def test_resolve_template(sp_tokenizer_dir: Path, bpe_tokenizer_dir: Path) -> None:

@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 from rich.console import Console
 
-from tunewiz.metrics import read_events
-from tunewiz.rundir import CHECKPOINT_COMPLETE_MARKER, RunDir
+from tunewiz.run.directory import CHECKPOINT_COMPLETE_MARKER, RunDir
+from tunewiz.run.events import read_events
 from tunewiz.ui import (
     choose_mode,
     fold_events,
@@ -26,13 +26,33 @@ from tunewiz.ui.state import DashboardState, apply_event, ema
 GIB = 1 << 30
 
 
-def start(step: int = 0, t: float = 1000.0, resumed_from: str | None = None, planned: int | None = 2 * GIB) -> dict[str, Any]:
+def start(
+    step: int = 0, t: float = 1000.0, resumed_from: str | None = None, planned: int | None = 2 * GIB
+) -> dict[str, Any]:
     return {
-        "event": "start", "time": t, "run": "demo", "model": "tiny-llama", "method": "lora", "device": "cpu",
-        "dtype": "float32", "world_size": 2, "micro_batch_size": 4, "grad_accum": 2, "global_batch_size": 16,
-        "total_steps": 200, "steps_per_epoch": 100, "epochs": 2, "step": step, "resumed_from": resumed_from,
-        "planned_peak_bytes": planned, "hardware": "CPU, 2 cores, 24 GiB", "num_train_samples": 1600,
-        "num_val_samples": 16, "truncated_samples": 0, "trainable_params": 120_000, "total_params": 900_000,
+        "event": "start",
+        "time": t,
+        "run": "demo",
+        "model": "tiny-llama",
+        "method": "lora",
+        "device": "cpu",
+        "dtype": "float32",
+        "world_size": 2,
+        "micro_batch_size": 4,
+        "grad_accum": 2,
+        "global_batch_size": 16,
+        "total_steps": 200,
+        "steps_per_epoch": 100,
+        "epochs": 2,
+        "step": step,
+        "resumed_from": resumed_from,
+        "planned_peak_bytes": planned,
+        "hardware": "CPU, 2 cores, 24 GiB",
+        "num_train_samples": 1600,
+        "num_val_samples": 16,
+        "truncated_samples": 0,
+        "trainable_params": 120_000,
+        "total_params": 900_000,
     }
 
 
@@ -40,9 +60,18 @@ def step(s: int, loss: float, t0: float = 1000.0, elapsed: float | None = None) 
     # Setup takes 5 s, then each step 0.5 s.
     elapsed = 5 + 0.5 * s if elapsed is None else elapsed
     return {
-        "event": "step", "time": t0 + elapsed, "step": s, "epoch": 1 + (s - 1) // 100, "loss": loss,
-        "lr": 3e-4, "grad_norm": 1.25, "tokens": 4096, "tokens_total": 4096 * s, "tokens_per_s": 800.0 + s,
-        "peak_memory_bytes": [GIB, GIB + GIB // 2], "elapsed": elapsed,
+        "event": "step",
+        "time": t0 + elapsed,
+        "step": s,
+        "epoch": 1 + (s - 1) // 100,
+        "loss": loss,
+        "lr": 3e-4,
+        "grad_norm": 1.25,
+        "tokens": 4096,
+        "tokens_total": 4096 * s,
+        "tokens_per_s": 800.0 + s,
+        "peak_memory_bytes": [GIB, GIB + GIB // 2],
+        "elapsed": elapsed,
     }
 
 
@@ -56,14 +85,27 @@ def normal_run(steps: int = 120) -> list[dict[str, Any]]:
         events.append(step(s, curve(s)))
         if s % 50 == 0:
             events.append({"event": "eval", "time": 1005 + 0.5 * s, "step": s, "val_loss": curve(s) + 0.05})
-            events.append({"event": "checkpoint", "time": 1005 + 0.5 * s, "step": s, "path": f"runs/demo/checkpoints/step-{s}"})
+            events.append(
+                {
+                    "event": "checkpoint",
+                    "time": 1005 + 0.5 * s,
+                    "step": s,
+                    "path": f"runs/demo/checkpoints/step-{s}",
+                }
+            )
     return events
 
 
 def capture(renderable: Any, width: int = 100, terminal: bool = True) -> tuple[str, str]:
     """(plain text, text with escape codes) of ``renderable`` drawn ``width`` columns wide."""
-    console = Console(record=True, width=width, force_terminal=terminal, color_system="truecolor" if terminal else None,
-                      file=io.StringIO(), legacy_windows=False)
+    console = Console(
+        record=True,
+        width=width,
+        force_terminal=terminal,
+        color_system="truecolor" if terminal else None,
+        file=io.StringIO(),
+        legacy_windows=False,
+    )
     console.print(renderable)
     styled = console.file.getvalue()  # type: ignore[attr-defined]
     return console.export_text(), styled
@@ -101,21 +143,38 @@ def test_chart_falls_with_the_loss() -> None:
 
 
 def test_render_oom_fallback_run() -> None:
-    events = normal_run(30) + [{
-        "event": "oom_fallback", "time": 1030.0, "step": 30, "micro_batch_size": 2, "grad_accum": 4,
-        "reason": "CUDA out of memory at micro-batch 4",
-    }]
+    events = normal_run(30) + [
+        {
+            "event": "oom_fallback",
+            "time": 1030.0,
+            "step": 30,
+            "micro_batch_size": 2,
+            "grad_accum": 4,
+            "reason": "CUDA out of memory at micro-batch 4",
+        }
+    ]
     state = fold_events(events)
     text, _ = capture(render(state), width=140)
     assert "warnings" in text
-    assert "step 30: out of memory: now micro-batch 2 × accumulation 4 (CUDA out of memory at micro-batch 4)" in text
+    assert (
+        "step 30: out of memory: now micro-batch 2 × accumulation 4 (CUDA out of memory at micro-batch 4)"
+        in text
+    )
     assert "batch 2 × accum 4 × 2 ranks = 16" in text
 
 
 def test_render_failed_rank() -> None:
-    tb = "Traceback (most recent call last):\n  File \"recipes/train.py\", line 12\nRuntimeError: boom"
-    events = normal_run(7) + [{"event": "error", "time": 1010.0, "rank": 1, "message": "RuntimeError: boom",
-                                "traceback": tb, "step": 7}]
+    tb = 'Traceback (most recent call last):\n  File "recipes/train.py", line 12\nRuntimeError: boom'
+    events = normal_run(7) + [
+        {
+            "event": "error",
+            "time": 1010.0,
+            "rank": 1,
+            "message": "RuntimeError: boom",
+            "traceback": tb,
+            "step": 7,
+        }
+    ]
     state = fold_events(events)
     assert state.finished
     text, _ = capture(render(state))
@@ -124,10 +183,17 @@ def test_render_failed_rank() -> None:
 
 
 def test_render_nan_stop() -> None:
-    events = normal_run(4) + [step(5, float("nan")), {
-        "event": "stop", "time": 1008.0, "step": 5, "reason": "nan", "checkpoint": "runs/demo/checkpoints/step-4",
-        "resume_command": "tunewiz resume runs/demo",
-    }]
+    events = normal_run(4) + [
+        step(5, float("nan")),
+        {
+            "event": "stop",
+            "time": 1008.0,
+            "step": 5,
+            "reason": "nan",
+            "checkpoint": "runs/demo/checkpoints/step-4",
+            "resume_command": "tunewiz resume runs/demo",
+        },
+    ]
     state = fold_events(events)
     text, _ = capture(render(state))
     assert "step 5: loss is nan at step 5" in text
@@ -174,9 +240,17 @@ def test_fold_loss_spike_and_inf() -> None:
 
 def test_fold_resume_continues_steps_and_accumulates_time() -> None:
     first = [start(t=1000.0)] + [step(s, 2.0) for s in range(1, 13)]
-    first += [{"event": "checkpoint", "time": 1010.0, "step": 10, "path": "runs/demo/checkpoints/step-10"},
-              {"event": "stop", "time": 1011.5, "step": 12, "reason": "signal", "checkpoint": None,
-               "resume_command": "tunewiz resume runs/demo"}]
+    first += [
+        {"event": "checkpoint", "time": 1010.0, "step": 10, "path": "runs/demo/checkpoints/step-10"},
+        {
+            "event": "stop",
+            "time": 1011.5,
+            "step": 12,
+            "reason": "signal",
+            "checkpoint": None,
+            "resume_command": "tunewiz resume runs/demo",
+        },
+    ]
     # The second launch starts an hour later from step 10: steps 11 and 12 are trained again.
     second = [start(step=10, t=5000.0, resumed_from="runs/demo/checkpoints/step-10")]
     second += [step(s, 1.0, t0=5000.0, elapsed=4 + 0.5 * (s - 10)) for s in range(11, 21)]
@@ -205,15 +279,23 @@ def test_unknown_kinds_and_keys_are_ignored() -> None:
 
 
 def test_plain_lines_every_n_steps_and_every_event() -> None:
-    events = normal_run(20) + [step(21, float("nan")), {
-        "event": "stop", "time": 1020.0, "step": 21, "reason": "nan", "checkpoint": None, "resume_command": None,
-    }]
+    events = normal_run(20) + [
+        step(21, float("nan")),
+        {
+            "event": "stop",
+            "time": 1020.0,
+            "step": 21,
+            "reason": "nan",
+            "checkpoint": None,
+            "resume_command": None,
+        },
+    ]
     state = DashboardState()
     lines: list[str] = []
     for e in events:
         seen = state.warnings_total
         apply_event(state, e)
-        new = state.warnings[len(state.warnings) - (state.warnings_total - seen):]
+        new = state.warnings[len(state.warnings) - (state.warnings_total - seen) :]
         lines += plain_lines(e, state, new, every=10)
     assert lines[0].startswith("start: run demo | model tiny-llama | method lora | cpu float32 | 2 rank(s)")
     step_lines = [ln for ln in lines if ln.startswith("step ")]
@@ -258,11 +340,22 @@ def _summary(state: DashboardState, run_dir: RunDir) -> str:
 def test_summary_of_a_finished_run(tmp_path: Path) -> None:
     run = RunDir(tmp_path / "demo")
     (run.adapter).mkdir(parents=True)
-    events = normal_run(200) + [{"event": "end", "time": 1110.0, "step": 200, "elapsed": 110.0,
-                                 "final_dir": str(run.final), "tokens_total": 819200}]
+    events = normal_run(200) + [
+        {
+            "event": "end",
+            "time": 1110.0,
+            "step": 200,
+            "elapsed": 110.0,
+            "final_dir": str(run.final),
+            "tokens_total": 819200,
+        }
+    ]
     text = _summary(fold_events(events), run)
     assert "✓ run demo finished: 200 steps" in text
-    assert f"validation loss: final {curve(200) + 0.05:.4f} (step 200), best {curve(200) + 0.05:.4f} (step 200)" in text
+    assert (
+        f"validation loss: final {curve(200) + 0.05:.4f} (step 200), best {curve(200) + 0.05:.4f} (step 200)"
+        in text
+    )
     # Mean tokens/s over steps 2..200 (step 1 is the warm-up): 800 + mean(2..200) = 901.
     assert "time 1m 50s · 819,200 tokens · 901 tokens/s" in text
     assert "peak memory 1.50 GiB per rank (planned 2.00 GiB)" in text
@@ -277,18 +370,37 @@ def test_summary_of_a_stopped_and_a_failed_run(tmp_path: Path) -> None:
     ckpt.mkdir(parents=True)
     (ckpt / CHECKPOINT_COMPLETE_MARKER).touch()
     run.checkpoint(12).mkdir()  # half-written: never offered
-    stopped = normal_run(12) + [{"event": "stop", "time": 1012.0, "step": 12, "reason": "signal",
-                                 "checkpoint": str(run.checkpoint(12)), "resume_command": None}]
+    stopped = normal_run(12) + [
+        {
+            "event": "stop",
+            "time": 1012.0,
+            "step": 12,
+            "reason": "signal",
+            "checkpoint": str(run.checkpoint(12)),
+            "resume_command": None,
+        }
+    ]
     text = _summary(fold_events(stopped), run)
     assert "■ run demo stopped at step 12 on request" in text
     assert f"last good checkpoint: {ckpt}" in text
     assert f"resume with:\n  tunewiz resume {run.path}" in text
 
-    failed = normal_run(3) + [{"event": "error", "time": 1003.0, "rank": 0, "message": "ValueError: bad batch",
-                               "traceback": None, "step": 3}]
+    failed = normal_run(3) + [
+        {
+            "event": "error",
+            "time": 1003.0,
+            "rank": 0,
+            "message": "ValueError: bad batch",
+            "traceback": None,
+            "step": 3,
+        }
+    ]
     text = _summary(fold_events(failed), RunDir(tmp_path / "fresh"))
     assert "✗ rank 0 failed at step 3: ValueError: bad batch" in text
-    assert f"no complete checkpoint was saved; start again with:\n  tunewiz train {tmp_path / 'fresh' / 'config.yaml'}" in text
+    assert (
+        f"no complete checkpoint was saved; start again with:\n  tunewiz train {tmp_path / 'fresh' / 'config.yaml'}"
+        in text
+    )
 
 
 def test_loss_plot_is_a_png(tmp_path: Path) -> None:
@@ -304,7 +416,7 @@ def test_loss_plot_is_a_png(tmp_path: Path) -> None:
 
 
 def test_loss_plot_from_a_written_log(tmp_path: Path) -> None:
-    from tunewiz.metrics import EventWriter
+    from tunewiz.run.events import EventWriter
 
     run = RunDir(tmp_path / "demo")
     with EventWriter(run.events) as writer:

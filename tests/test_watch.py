@@ -1,6 +1,6 @@
 """The dashboard against real processes: a writer subprocess appends events while we follow them.
 
-The writer is a few lines of Python using tunewiz.metrics.EventWriter (no torch), standing in for
+The writer is a few lines of Python using tunewiz.run.events.EventWriter (no torch), standing in for
 rank 0 of a torchrun recipe: it polls the STOP file like the recipe does.
 """
 
@@ -17,12 +17,12 @@ from pathlib import Path
 
 import pexpect
 
-from tunewiz.rundir import RunDir
+from tunewiz.run.directory import RunDir
 from tunewiz.ui import make_console, run_dashboard
 
 WRITER = r"""
 import math, sys, time, pathlib
-from tunewiz.metrics import EventWriter
+from tunewiz.run.events import EventWriter
 
 run_dir, steps, delay, mode = pathlib.Path(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3]), sys.argv[4]
 w = EventWriter(run_dir / "events.jsonl")
@@ -55,8 +55,11 @@ def _env() -> dict[str, str]:
 def spawn_writer(run: RunDir, steps: int, delay: float, mode: str) -> subprocess.Popen[bytes]:
     # Like the launcher: its own session, so Ctrl-C in the terminal reaches only the parent.
     run.path.mkdir(parents=True, exist_ok=True)
-    return subprocess.Popen([sys.executable, "-c", WRITER, str(run.path), str(steps), str(delay), mode],
-                            env=_env(), start_new_session=True)
+    return subprocess.Popen(
+        [sys.executable, "-c", WRITER, str(run.path), str(steps), str(delay), mode],
+        env=_env(),
+        start_new_session=True,
+    )
 
 
 def wait_for(predicate, timeout: float = 30.0) -> None:  # type: ignore[no-untyped-def]
@@ -86,7 +89,9 @@ def test_plain_dashboard_follows_a_process_to_the_end(tmp_path: Path) -> None:
     assert state.returncode == 0 and state.end is not None and state.step == 25
     assert lines[0].startswith("start: run demo | model tiny-llama | method lora | cpu float32 | 1 rank(s)")
     assert [ln.split(" ")[1] for ln in lines if ln.startswith("step ")] == ["1/25", "10/25", "20/25", "25/25"]
-    assert lines[-1].startswith("end: step 25 in ") and lines[-1].endswith(f"1,600 tokens; outputs in {run.final}")
+    assert lines[-1].startswith("end: step 25 in ") and lines[-1].endswith(
+        f"1,600 tokens; outputs in {run.final}"
+    )
     assert "\x1b" not in out.getvalue()
 
 
@@ -121,7 +126,10 @@ def test_first_ctrl_c_asks_the_ranks_to_stop(tmp_path: Path) -> None:
     assert state.stop is not None and state.stop["reason"] == "signal"
     assert state.stop_requested and not state.killing and state.returncode == 0
     assert "stopping after this step… (Ctrl-C again to stop at once)" in text
-    assert f"stop: step {state.step}: stopped on request; last good checkpoint: {run.checkpoint(state.step)}" in text
+    assert (
+        f"stop: step {state.step}: stopped on request; last good checkpoint: {run.checkpoint(state.step)}"
+        in text
+    )
     assert f"resume with: tunewiz resume {run.path}" in text
     assert not run.stop_request.exists()  # consumed: a later resume must not stop at once
     assert signal.getsignal(signal.SIGINT) is original
@@ -149,8 +157,13 @@ def test_second_ctrl_c_terminates_the_process_group(tmp_path: Path) -> None:
 
 
 def _watch(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "tunewiz", "watch", *args], capture_output=True, text=True,
-                          env=_env(), timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "tunewiz", "watch", *args],
+        capture_output=True,
+        text=True,
+        env=_env(),
+        timeout=timeout,
+    )
 
 
 def test_watch_a_finished_run_prints_the_summary_and_exits(tmp_path: Path) -> None:
@@ -185,8 +198,14 @@ def test_watch_rejects_a_directory_without_events(tmp_path: Path) -> None:
 
 
 def _spawn_watch_tty(run: RunDir) -> pexpect.spawn:
-    return pexpect.spawn(sys.executable, ["-m", "tunewiz", "watch", str(run.path)], env=_env(),
-                         dimensions=(40, 120), encoding="utf-8", timeout=30)
+    return pexpect.spawn(
+        sys.executable,
+        ["-m", "tunewiz", "watch", str(run.path)],
+        env=_env(),
+        dimensions=(40, 120),
+        encoding="utf-8",
+        timeout=30,
+    )
 
 
 def test_watch_draws_the_dashboard_in_a_terminal(tmp_path: Path) -> None:

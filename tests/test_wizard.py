@@ -11,19 +11,26 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from tunewiz.asker import Choice
 from tunewiz.errors import TunewizError
-from tunewiz.presets import load_preset
-from tunewiz.time_budget import parse_duration
-from tunewiz.wizard import WizardFlags, run_wizard
+from tunewiz.plan.time_budget import parse_duration
+from tunewiz.preset.files import load_preset
+from tunewiz.wizard.asker import Choice
+from tunewiz.wizard.flow import WizardFlags, run_wizard
 
 REPO = Path(__file__).resolve().parent.parent
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "NO_COLOR": "1", "COLUMNS": "200"}
 
 
 def tunewiz(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "tunewiz", *args], cwd=cwd, env=ENV, stdin=subprocess.DEVNULL,
-                          capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "tunewiz", *args],
+        cwd=cwd,
+        env=ENV,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 class ScriptedAsker:
@@ -62,15 +69,39 @@ def quiet() -> Console:
 
 def test_flags_end_to_end_writes_a_preset_train_accepts(tmp_path: Path) -> None:
     out = tmp_path / "run.yaml"
-    done = tunewiz("init", "--model", "tunewiz:tiny", "--dataset", "tunewiz:story-qa", "--epochs", "2",
-                   "--lora-rank", "4", "--output", str(out), "--name", "wiz", "--no-launch", cwd=tmp_path)
+    done = tunewiz(
+        "init",
+        "--model",
+        "tunewiz:tiny",
+        "--dataset",
+        "tunewiz:story-qa",
+        "--epochs",
+        "2",
+        "--lora-rank",
+        "4",
+        "--output",
+        str(out),
+        "--name",
+        "wiz",
+        "--no-launch",
+        cwd=tmp_path,
+    )
     assert done.returncode == 0, done.stderr
     assert "no GPU found" in done.stdout and "predicted peak" in done.stdout
     assert f"tunewiz train {out}" in done.stdout
     preset, _ = load_preset(str(out))
     assert (preset.name, preset.method, preset.device) == ("wiz", "lora", "cpu")
-    assert (preset.model.path, preset.model.dtype, preset.data.path) == ("tunewiz:tiny", "fp32", "tunewiz:story-qa")
-    assert (preset.lora.rank, preset.lora.alpha, preset.train.epochs, preset.train.max_steps) == (4, 8.0, 2, None)
+    assert (preset.model.path, preset.model.dtype, preset.data.path) == (
+        "tunewiz:tiny",
+        "fp32",
+        "tunewiz:story-qa",
+    )
+    assert (preset.lora.rank, preset.lora.alpha, preset.train.epochs, preset.train.max_steps) == (
+        4,
+        8.0,
+        2,
+        None,
+    )
     # The story-QA answers are short: the 99th percentile of the tokenized rows is under 128 tokens.
     assert preset.data.max_seq_len == 128
     # Global batch 16 on one process: the largest power-of-two micro-batch that fits, no accumulation.
@@ -85,11 +116,32 @@ def test_flags_end_to_end_writes_a_preset_train_accepts(tmp_path: Path) -> None:
 
 def test_described_gpu_machine_and_method_flag(tmp_path: Path) -> None:
     out = tmp_path / "l1b.yaml"
-    done = tunewiz("init", "-m", "llama-3.2-1b-instruct", "-d", "tunewiz:story-chat", "--gpus", "2",
-                   "--gpu-memory", "24GB", "--method", "full", "--seq-len", "1024", "-o", str(out), "--yes", cwd=tmp_path)
+    done = tunewiz(
+        "init",
+        "-m",
+        "llama-3.2-1b-instruct",
+        "-d",
+        "tunewiz:story-chat",
+        "--gpus",
+        "2",
+        "--gpu-memory",
+        "24GB",
+        "--method",
+        "full",
+        "--seq-len",
+        "1024",
+        "-o",
+        str(out),
+        "--yes",
+        cwd=tmp_path,
+    )
     assert done.returncode == 0, done.stderr
     preset, _ = load_preset(str(out))
-    assert (preset.method, preset.device, preset.model.path) == ("full", "auto", "meta-llama/Llama-3.2-1B-Instruct")
+    assert (preset.method, preset.device, preset.model.path) == (
+        "full",
+        "auto",
+        "meta-llama/Llama-3.2-1B-Instruct",
+    )
     assert (preset.model.dtype, preset.data.max_seq_len, preset.train.lr) == ("bf16", 1024, 2e-5)
     assert preset.output.adapter is False
     # Two GPUs: the command starts one process per GPU, and the batch is split over them.
@@ -102,7 +154,9 @@ def test_missing_flags_without_a_tty(tmp_path: Path) -> None:
     done = tunewiz("init", "--epochs", "1", cwd=tmp_path)
     assert done.returncode == 2
     lines = done.stderr.splitlines()
-    assert lines[0] == "error: no terminal to ask on (stdin is not a TTY), and --model, --dataset are not given"
+    assert (
+        lines[0] == "error: no terminal to ask on (stdin is not a TTY), and --model, --dataset are not given"
+    )
     assert lines[1].startswith("hint: give `--model` and `--dataset` as flags, e.g. `tunewiz init --model ")
     assert "Traceback" not in done.stderr and "EOFError" not in done.stderr
     assert list(tmp_path.iterdir()) == []
@@ -120,8 +174,14 @@ def test_refuses_to_overwrite_without_force(tmp_path: Path) -> None:
 
 
 def test_plan_that_does_not_fit_stops_with_what_would(tmp_path: Path) -> None:
-    flags = WizardFlags(model="llama-2-13b", dataset="tunewiz:story-qa", method="full", gpus=1, gpu_memory="8GB",
-                        output=tmp_path / "x.yaml")
+    flags = WizardFlags(
+        model="llama-2-13b",
+        dataset="tunewiz:story-qa",
+        method="full",
+        gpus=1,
+        gpu_memory="8GB",
+        output=tmp_path / "x.yaml",
+    )
     with pytest.raises(TunewizError, match="llama-2-13b with full does not fit 1 × 8 GiB GPU") as info:
         run_wizard(flags, None, quiet())
     assert "smaller model" in info.value.hint
@@ -133,18 +193,21 @@ def test_scripted_asker_every_question(tmp_path: Path) -> None:
     data.write_text("".join(f'{{"instruction": "say {i}", "output": "{i} {i} {i}"}}\n' for i in range(40)))
     out = tmp_path / "asked.yaml"
     out.write_text("old\n")
-    asker = ScriptedAsker([
-        "tunewiz:tiny",        # model
-        "__local__",           # dataset: a local file…
-        str(data),             # …its path
-        True,                  # train on this previewed file
-        DEFAULT,               # method: the recommended one
-        "budget", "2m",        # a time budget
-        "asked-run",           # name
-        str(out),              # output
-        True,                  # overwrite the existing file
-        False,                 # do not launch
-    ])
+    asker = ScriptedAsker(
+        [
+            "tunewiz:tiny",  # model
+            "__local__",  # dataset: a local file…
+            str(data),  # …its path
+            True,  # train on this previewed file
+            DEFAULT,  # method: the recommended one
+            "budget",
+            "2m",  # a time budget
+            "asked-run",  # name
+            str(out),  # output
+            True,  # overwrite the existing file
+            False,  # do not launch
+        ]
+    )
     result = run_wizard(WizardFlags(), asker, quiet())
     assert asker.answers == []
     questions = [q for q, _, _ in asker.asked]
@@ -163,12 +226,20 @@ def test_scripted_asker_every_question(tmp_path: Path) -> None:
 
 
 def test_hub_model_without_local_tokenizer_estimates_lengths(tmp_path: Path) -> None:
-    flags = WizardFlags(model="qwen2.5-0.5b-instruct", dataset="tunewiz:story-qa", gpus=1, gpu_memory="12GB",
-                        output=tmp_path / "q.yaml", launch=False)
+    flags = WizardFlags(
+        model="qwen2.5-0.5b-instruct",
+        dataset="tunewiz:story-qa",
+        gpus=1,
+        gpu_memory="12GB",
+        output=tmp_path / "q.yaml",
+        launch=False,
+    )
     console = Console(record=True, width=200, file=open(os.devnull, "w"))  # noqa: SIM115
     result = run_wizard(flags, None, console)
-    assert ("estimated at 4 characters per token + 5 template tokens per message (the tokenizer of "
-            "qwen2.5-0.5b-instruct is not downloaded)") in console.export_text()
+    assert (
+        "estimated at 4 characters per token + 5 template tokens per message (the tokenizer of "
+        "qwen2.5-0.5b-instruct is not downloaded)"
+    ) in console.export_text()
     # The estimate's 99th percentile (65 tokens) lands where the shipped tokenizer's (69) does.
     assert result.preset.model.path == "Qwen/Qwen2.5-0.5B-Instruct" and result.preset.data.max_seq_len == 128
 
@@ -184,7 +255,7 @@ def test_first_question_imports_no_torch() -> None:
     code = """
 import sys
 from rich.console import Console
-from tunewiz.wizard import WizardFlags, run_wizard
+from tunewiz.wizard.flow import WizardFlags, run_wizard
 
 class Stop(Exception):
     pass
@@ -209,9 +280,15 @@ except Stop:
 def test_reference_presets_carry_the_planners_current_prediction(tmp_path: Path) -> None:
     # Each wizard-made shipped preset records the command that made it; making it again must give the
     # same file apart from the date and the honesty note, so a planner change cannot leave stale numbers.
-    made = sorted(p for p in (REPO / "presets").glob("*.yaml") if "# Made with: tunewiz init " in p.read_text())
-    assert [p.stem for p in made] == ["llama-3.1-8b-full-8x80gb", "llama-3.1-8b-lora-24gb", "llama-3.2-1b-lora-8gb",
-                                      "qwen2.5-0.5b-lora-12gb"]
+    made = sorted(
+        p for p in (REPO / "presets").glob("*.yaml") if "# Made with: tunewiz init " in p.read_text()
+    )
+    assert [p.stem for p in made] == [
+        "llama-3.1-8b-full-8x80gb",
+        "llama-3.1-8b-lora-24gb",
+        "llama-3.2-1b-lora-8gb",
+        "qwen2.5-0.5b-lora-12gb",
+    ]
     for path in made:
         text = path.read_text()
         args = next(line for line in text.splitlines() if line.startswith("# Made with: tunewiz init "))
@@ -221,22 +298,49 @@ def test_reference_presets_carry_the_planners_current_prediction(tmp_path: Path)
         done = tunewiz(*argv, cwd=REPO)
         assert done.returncode == 0, done.stderr
         again = (tmp_path / path.name).read_text()
-        assert _body(again) == _body(text), f"{path.name} is stale: run the `Made with` line in its header again"
+        assert _body(again) == _body(text), (
+            f"{path.name} is stale: run the `Made with` line in its header again"
+        )
         assert "# Not measured here: no GPU" in text
 
 
 def _body(text: str) -> list[str]:
     # Everything but the first line (it carries the date) and the lines the wizard does not write.
-    return [line for line in text.splitlines()[1:]
-            if not line.startswith(("# Not measured", "# next to this", "# Made with", "# Launch"))]
+    return [
+        line
+        for line in text.splitlines()[1:]
+        if not line.startswith(("# Not measured", "# next to this", "# Made with", "# Launch"))
+    ]
 
 
 def test_launch_runs_the_written_preset_through_tunewiz_train(tmp_path: Path) -> None:
     # A 0.1 s budget is one optimizer step: the launch is the normal `tunewiz train` path (~45 s on 2 cores).
     env = {**ENV, "TMPDIR": str(tmp_path)}
-    done = subprocess.run([sys.executable, "-m", "tunewiz", "init", "-m", "tunewiz:tiny", "-d", "tunewiz:story-qa",
-                           "--time-budget", "0.1s", "--name", "launched", "-o", "launched.yaml", "--launch"],
-                          cwd=tmp_path, env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "tunewiz",
+            "init",
+            "-m",
+            "tunewiz:tiny",
+            "-d",
+            "tunewiz:story-qa",
+            "--time-budget",
+            "0.1s",
+            "--name",
+            "launched",
+            "-o",
+            "launched.yaml",
+            "--launch",
+        ],
+        cwd=tmp_path,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     assert load_preset(str(tmp_path / "launched.yaml"))[0].train.max_steps == 1
     assert "max_steps 1: a 0.1s budget at an estimated" in done.stdout

@@ -33,7 +33,9 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def _root(
-    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Show the version and exit."),
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Show the version and exit."
+    ),
 ) -> None:
     """Fine-tune open LLMs with LoRA or full fine-tuning."""
 
@@ -81,5 +83,8 @@ def main() -> None:
     except Exception as exc:  # unknown failure: short by default, full with TUNEWIZ_DEBUG=1
         if os.environ.get("TUNEWIZ_DEBUG"):
             raise
-        print_error(f"unexpected {type(exc).__name__}: {exc}", "run again with `TUNEWIZ_DEBUG=1` for the traceback, and report it")
+        print_error(
+            f"unexpected {type(exc).__name__}: {exc}",
+            "run again with `TUNEWIZ_DEBUG=1` for the traceback, and report it",
+        )
         sys.exit(1)

@@ -13,7 +13,7 @@ from tunewiz.errors import TunewizError
 if TYPE_CHECKING:
     from rich.console import Console, RenderableType
 
-    from tunewiz.inference import ChatSession
+    from tunewiz.inference.load import ChatSession
 
 _SAMPLING = "Sampling"
 _MODEL = "Model"
@@ -69,8 +69,8 @@ def chat(
     """Chat with a model: streaming replies, its chat template, multi-turn, `/reset` `/system` `/save` `/quit`."""
     from rich.console import Console
 
-    from tunewiz.generate import SamplingParams
-    from tunewiz.inference import ChatSession, chat_template_for, load_for_inference
+    from tunewiz.inference.generate import SamplingParams
+    from tunewiz.inference.load import ChatSession, chat_template_for, load_for_inference
 
     params = SamplingParams(
         max_new_tokens=max_new_tokens,
@@ -126,7 +126,7 @@ def _stream(session: ChatSession, text: str) -> None:
 
 
 def _both_answers(session: ChatSession, text: str) -> tuple[str, str]:
-    from tunewiz.inference import base_model_only
+    from tunewiz.inference.load import base_model_only
 
     with base_model_only(session.loaded):
         base = "".join(session.reply(text, record=False))

@@ -13,7 +13,9 @@ def register(app: typer.Typer) -> None:
 
 def doctor(
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON (for scripts)."),
-    runs_dir: str = typer.Option("runs", "--runs-dir", help="Where run directories go (its free disk is shown)."),
+    runs_dir: str = typer.Option(
+        "runs", "--runs-dir", help="Where run directories go (its free disk is shown)."
+    ),
 ) -> None:
     """Check GPUs, CUDA, host RAM, disk, Hub token and optional extras.
 
@@ -22,7 +24,7 @@ def doctor(
     from rich.console import Console
     from rich.table import Table
 
-    from tunewiz.hardware import GiB, probe
+    from tunewiz.plan.hardware import GiB, probe
 
     hw = probe(runs_dir)
     if as_json:
@@ -35,21 +37,40 @@ def doctor(
             table.add_column(column)
         for g in hw.gpus:
             free = f"{g.free_memory / GiB:.1f} GiB" if g.free_memory is not None else "?"
-            table.add_row(str(g.index), g.name, f"{g.total_memory / GiB:.1f} GiB", free, g.compute_capability,
-                          "yes" if g.bf16 else "no")
+            table.add_row(
+                str(g.index),
+                g.name,
+                f"{g.total_memory / GiB:.1f} GiB",
+                free,
+                g.compute_capability,
+                "yes" if g.bf16 else "no",
+            )
         console.print(table)
     else:
-        console.print("[bold]no GPU found — tunewiz will train on CPU[/bold] (torch.cuda.is_available() is False)")
-    console.print(f"torch {hw.torch_version}, CUDA build {hw.cuda_version or 'none (CPU build)'}, "
-                  f"driver {hw.driver_version or 'unknown'}")
-    console.print(f"CPU: {hw.cpu_count} logical cores; RAM {hw.ram_total / GiB:.1f} GiB total, "
-                  f"{hw.ram_available / GiB:.1f} GiB available")
+        console.print(
+            "[bold]no GPU found — tunewiz will train on CPU[/bold] (torch.cuda.is_available() is False)"
+        )
+    console.print(
+        f"torch {hw.torch_version}, CUDA build {hw.cuda_version or 'none (CPU build)'}, "
+        f"driver {hw.driver_version or 'unknown'}"
+    )
+    console.print(
+        f"CPU: {hw.cpu_count} logical cores; RAM {hw.ram_total / GiB:.1f} GiB total, "
+        f"{hw.ram_available / GiB:.1f} GiB available"
+    )
     for path, free in hw.disks.items():
         console.print(f"disk: {free / GiB:.1f} GiB free at `{path}`")
-    console.print("Hugging Face token: " + ("configured" if hw.hub_token else
-                  "not configured (gated models such as Llama need `hf auth login`)"))
-    extras = ", ".join(f"{name} {version}" if version else f"{name} (not installed)"
-                       for name, version in hw.extras.items())
+    console.print(
+        "Hugging Face token: "
+        + (
+            "configured"
+            if hw.hub_token
+            else "not configured (gated models such as Llama need `hf auth login`)"
+        )
+    )
+    extras = ", ".join(
+        f"{name} {version}" if version else f"{name} (not installed)" for name, version in hw.extras.items()
+    )
     console.print(f"optional extras: {extras}")
     for note in hw.notes:
         console.print(f"note: {note}")

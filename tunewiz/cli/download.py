@@ -16,7 +16,9 @@ def register(app: typer.Typer) -> None:
 
 
 def download(
-    repo_id: str = typer.Argument(..., help="Hub model id (`org/name`) or a catalog short name (`smollm2-135m`)."),
+    repo_id: str = typer.Argument(
+        ..., help="Hub model id (`org/name`) or a catalog short name (`smollm2-135m`)."
+    ),
     revision: str = typer.Option(None, "--revision", help="Branch, tag or commit (default: main)."),
     output_dir: Path = typer.Option(
         None, "--output-dir", help="Put the files in this directory instead of the Hugging Face cache."
@@ -33,7 +35,11 @@ def download(
     from tunewiz.hub import DownloadPlan, download_model
 
     def announce(plan: DownloadPlan) -> None:
-        size = f"{plan.total_bytes / 1e9:.2f} GB" if plan.total_bytes >= 1e8 else f"{plan.total_bytes / 1e6:.1f} MB"
+        size = (
+            f"{plan.total_bytes / 1e9:.2f} GB"
+            if plan.total_bytes >= 1e8
+            else f"{plan.total_bytes / 1e6:.1f} MB"
+        )
         print(f"{plan.repo_id} @ {plan.commit[:12]}: {len(plan.files)} files, {size}", file=sys.stderr)
 
     result = download_model(repo_id, revision=revision, output_dir=output_dir, on_plan=announce)

@@ -14,7 +14,7 @@ import typer
 if TYPE_CHECKING:
     from rich.table import Table
 
-    from tunewiz.evaluate import EvalResult
+    from tunewiz.inference.evaluate import EvalResult
 
 
 def register(app: typer.Typer) -> None:
@@ -33,7 +33,7 @@ def results_table(result: EvalResult) -> Table:
     """One row per task and metric; with a base-model run, its value and the change too.
 
     Args:
-        result: what :func:`tunewiz.evaluate.run_eval` returned.
+        result: what :func:`tunewiz.inference.evaluate.run_eval` returned.
     """
     from rich.table import Table
 
@@ -62,13 +62,37 @@ def _fmt(value: float | None) -> str:
 
 
 def eval_command(
-    target: str = typer.Argument(..., help="Run directory, model directory, `tunewiz:NAME`, or a Hub id in the local cache."),
-    tasks: str | None = typer.Option(None, "--tasks", help="Comma-separated task names (default: the shipped task of the run's sample dataset)."),
-    include_path: Path | None = typer.Option(None, "--include-path", help="Directory of local lm-eval task YAMLs.", rich_help_panel="Tasks"),
-    limit: int | None = typer.Option(None, "--limit", min=1, help="Evaluate only the first N documents of each task.", rich_help_panel="Tasks"),
-    num_fewshot: int | None = typer.Option(None, "--num-fewshot", min=0, help="Few-shot examples (default: each task's own).", rich_help_panel="Tasks"),
-    batch_size: str = typer.Option("auto", "--batch-size", help="`auto` or rows per forward.", rich_help_panel="Model"),
-    compare_base: bool = typer.Option(False, "--compare-base", help="Also evaluate the base model (adapter off) and show the change."),
+    target: str = typer.Argument(
+        ..., help="Run directory, model directory, `tunewiz:NAME`, or a Hub id in the local cache."
+    ),
+    tasks: str | None = typer.Option(
+        None,
+        "--tasks",
+        help="Comma-separated task names (default: the shipped task of the run's sample dataset).",
+    ),
+    include_path: Path | None = typer.Option(
+        None, "--include-path", help="Directory of local lm-eval task YAMLs.", rich_help_panel="Tasks"
+    ),
+    limit: int | None = typer.Option(
+        None,
+        "--limit",
+        min=1,
+        help="Evaluate only the first N documents of each task.",
+        rich_help_panel="Tasks",
+    ),
+    num_fewshot: int | None = typer.Option(
+        None,
+        "--num-fewshot",
+        min=0,
+        help="Few-shot examples (default: each task's own).",
+        rich_help_panel="Tasks",
+    ),
+    batch_size: str = typer.Option(
+        "auto", "--batch-size", help="`auto` or rows per forward.", rich_help_panel="Model"
+    ),
+    compare_base: bool = typer.Option(
+        False, "--compare-base", help="Also evaluate the base model (adapter off) and show the change."
+    ),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda.", rich_help_panel="Model"),
     as_json: bool = typer.Option(False, "--json", help="Print results.json to stdout instead of the table."),
 ) -> None:
@@ -78,15 +102,23 @@ def eval_command(
     """
     from rich.console import Console
 
-    from tunewiz.evaluate import run_eval
+    from tunewiz.inference.evaluate import run_eval
 
     if not os.environ.get("TUNEWIZ_DEBUG"):
         # lm-eval's progress bars and per-task notices would bury the table.
         os.environ.setdefault("TQDM_DISABLE", "1")
         logging.getLogger("lm_eval").setLevel(logging.ERROR)
     names = [t.strip() for t in tasks.split(",") if t.strip()] if tasks else None
-    result = run_eval(target, tasks=names, include_path=include_path, limit=limit, num_fewshot=num_fewshot,
-                      batch_size=_batch_size(batch_size), compare_base=compare_base, device=device)
+    result = run_eval(
+        target,
+        tasks=names,
+        include_path=include_path,
+        limit=limit,
+        num_fewshot=num_fewshot,
+        batch_size=_batch_size(batch_size),
+        compare_base=compare_base,
+        device=device,
+    )
     where = "with lm-eval's built-in tasks" if result.index_included_builtins else "local tasks only"
     print(f"indexed tasks in {result.index_seconds:.2f} s ({where})", file=sys.stderr)
     if as_json:

@@ -1,6 +1,6 @@
 """`tunewiz init`: the guided wizard that plans a run and writes it as a preset.
 
-The questions live in :mod:`tunewiz.wizard`; this module parses the flags, picks who answers (the
+The questions live in :mod:`tunewiz.wizard.flow`; this module parses the flags, picks who answers (the
 terminal through questionary, or nobody: flags and defaults), prints the command, and launches it
 through the normal `tunewiz train` path when asked.
 """
@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 import typer
 
 if TYPE_CHECKING:
-    from tunewiz.asker import Choice
+    from tunewiz.wizard.asker import Choice
 
 _WHAT = "What to train"
 _HW = "Hardware (default: this machine)"
@@ -45,7 +45,11 @@ class QuestionaryAsker:
     def text(self, message: str, default: str, validate: Callable[[str], str | None]) -> str:
         import questionary
 
-        return questionary.text(message, default=default, validate=lambda t: validate(t) or True).unsafe_ask().strip()
+        return (
+            questionary.text(message, default=default, validate=lambda t: validate(t) or True)
+            .unsafe_ask()
+            .strip()
+        )
 
     def confirm(self, message: str, default: bool) -> bool:
         import questionary
@@ -54,30 +58,81 @@ class QuestionaryAsker:
 
 
 def init(
-    model: str | None = typer.Option(None, "--model", "-m", help="Catalog name, Hub id or local model directory.", rich_help_panel=_WHAT),
-    dataset: str | None = typer.Option(None, "--dataset", "-d", help="`tunewiz:story-qa`, a local file or a Hub dataset id.", rich_help_panel=_WHAT),
+    model: str | None = typer.Option(
+        None, "--model", "-m", help="Catalog name, Hub id or local model directory.", rich_help_panel=_WHAT
+    ),
+    dataset: str | None = typer.Option(
+        None,
+        "--dataset",
+        "-d",
+        help="`tunewiz:story-qa`, a local file or a Hub dataset id.",
+        rich_help_panel=_WHAT,
+    ),
     method: str | None = typer.Option(None, "--method", help="lora, qlora or full.", rich_help_panel=_PLAN),
-    epochs: int | None = typer.Option(None, "--epochs", min=1, help="Passes over the data (default 1).", rich_help_panel=_PLAN),
-    time_budget: str | None = typer.Option(None, "--time-budget", help="Train for about this long instead: 90m, 2h.", rich_help_panel=_PLAN),
-    micro_batch: int | None = typer.Option(None, "--micro-batch", min=1, help="Sequences per device per step.", rich_help_panel=_PLAN),
-    lora_rank: int | None = typer.Option(None, "--lora-rank", min=1, help="LoRA rank.", rich_help_panel=_PLAN),
-    seq_len: int | None = typer.Option(None, "--seq-len", min=16, help="max_seq_len (default: from the dataset).", rich_help_panel=_PLAN),
-    gpus: int | None = typer.Option(None, "--gpus", min=0, help="Plan for N GPUs (0: CPU).", rich_help_panel=_HW),
-    gpu_memory: str | None = typer.Option(None, "--gpu-memory", help="Per-GPU memory: 24GB.", rich_help_panel=_HW),
-    output: Path | None = typer.Option(None, "--output", "-o", help="Preset file to write (default: NAME.yaml).", rich_help_panel=_OUT),
-    name: str | None = typer.Option(None, "--name", help="Run name (default: model-method-dataset).", rich_help_panel=_OUT),
-    yes: bool = typer.Option(False, "--yes", "-y", help="Ask nothing: take every recommended or default answer.", rich_help_panel=_OUT),
+    epochs: int | None = typer.Option(
+        None, "--epochs", min=1, help="Passes over the data (default 1).", rich_help_panel=_PLAN
+    ),
+    time_budget: str | None = typer.Option(
+        None, "--time-budget", help="Train for about this long instead: 90m, 2h.", rich_help_panel=_PLAN
+    ),
+    micro_batch: int | None = typer.Option(
+        None, "--micro-batch", min=1, help="Sequences per device per step.", rich_help_panel=_PLAN
+    ),
+    lora_rank: int | None = typer.Option(
+        None, "--lora-rank", min=1, help="LoRA rank.", rich_help_panel=_PLAN
+    ),
+    seq_len: int | None = typer.Option(
+        None, "--seq-len", min=16, help="max_seq_len (default: from the dataset).", rich_help_panel=_PLAN
+    ),
+    gpus: int | None = typer.Option(
+        None, "--gpus", min=0, help="Plan for N GPUs (0: CPU).", rich_help_panel=_HW
+    ),
+    gpu_memory: str | None = typer.Option(
+        None, "--gpu-memory", help="Per-GPU memory: 24GB.", rich_help_panel=_HW
+    ),
+    output: Path | None = typer.Option(
+        None, "--output", "-o", help="Preset file to write (default: NAME.yaml).", rich_help_panel=_OUT
+    ),
+    name: str | None = typer.Option(
+        None, "--name", help="Run name (default: model-method-dataset).", rich_help_panel=_OUT
+    ),
+    yes: bool = typer.Option(
+        False,
+        "--yes",
+        "-y",
+        help="Ask nothing: take every recommended or default answer.",
+        rich_help_panel=_OUT,
+    ),
     force: bool = typer.Option(False, "--force", help="Overwrite the output file.", rich_help_panel=_OUT),
-    launch: bool | None = typer.Option(None, "--launch/--no-launch", help="Start `tunewiz train` after writing (default: ask; no without a terminal).", rich_help_panel=_OUT),
+    launch: bool | None = typer.Option(
+        None,
+        "--launch/--no-launch",
+        help="Start `tunewiz train` after writing (default: ask; no without a terminal).",
+        rich_help_panel=_OUT,
+    ),
 ) -> None:
     """Plan a fine-tuning run for this machine and write it as a preset; every question has a flag."""
     from rich.console import Console
 
-    from tunewiz.wizard import WizardFlags, run_wizard
+    from tunewiz.wizard.flow import WizardFlags, run_wizard
 
-    flags = WizardFlags(model=model, dataset=dataset, method=method, epochs=epochs, time_budget=time_budget,
-                        gpus=gpus, gpu_memory=gpu_memory, micro_batch=micro_batch, lora_rank=lora_rank,
-                        seq_len=seq_len, output=output, name=name, yes=yes, force=force, launch=launch)
+    flags = WizardFlags(
+        model=model,
+        dataset=dataset,
+        method=method,
+        epochs=epochs,
+        time_budget=time_budget,
+        gpus=gpus,
+        gpu_memory=gpu_memory,
+        micro_batch=micro_batch,
+        lora_rank=lora_rank,
+        seq_len=seq_len,
+        output=output,
+        name=name,
+        yes=yes,
+        force=force,
+        launch=launch,
+    )
     # questionary on a closed or piped stdin raises a bare EOFError (or takes defaults silently).
     asker = QuestionaryAsker() if sys.stdin.isatty() and sys.stdout.isatty() else None
     console = Console(highlight=False)

@@ -32,7 +32,7 @@ def list_presets() -> None:
     from rich.table import Table
 
     from tunewiz.errors import TunewizError
-    from tunewiz.presets import header_comment, load_preset, preset_name, shipped_presets
+    from tunewiz.preset.files import header_comment, load_preset, preset_name, shipped_presets
 
     rows = []
     for path in shipped_presets():
@@ -77,7 +77,7 @@ def show(
     ),
 ) -> None:
     """Print a preset's YAML, as written or resolved."""
-    from tunewiz.presets import dump_preset, load_preset, resolve_preset_path
+    from tunewiz.preset.files import dump_preset, load_preset, resolve_preset_path
 
     if resolved or overrides:
         preset, _ = load_preset(name_or_path, overrides)
@@ -96,7 +96,7 @@ def copy(
     force: bool = typer.Option(False, "--force", "-f", help="Overwrite DEST if it exists."),
 ) -> None:
     """Copy a preset to a file you can edit."""
-    from tunewiz.presets import copy_preset
+    from tunewiz.preset.files import copy_preset
 
     written = copy_preset(name, dest, force=force)
     typer.echo(f"wrote {written}; train it with: tunewiz train {written}", err=True)

@@ -18,12 +18,21 @@ def register(app: typer.Typer) -> None:
 def push(
     run_dir: Path = typer.Argument(..., help="A finished run directory, e.g. runs/tiny-lora."),
     repo_id: str = typer.Option(..., "--repo-id", help="The Hub repository: `USER/NAME` or `ORG/NAME`."),
-    adapter: bool = typer.Option(False, "--adapter", help="Push the PEFT adapter (default when the run has one)."),
-    merged: bool = typer.Option(False, "--merged", help="Push the merged model (safetensors + config + tokenizer)."),
+    adapter: bool = typer.Option(
+        False, "--adapter", help="Push the PEFT adapter (default when the run has one)."
+    ),
+    merged: bool = typer.Option(
+        False, "--merged", help="Push the merged model (safetensors + config + tokenizer)."
+    ),
     private: bool = typer.Option(False, "--private", help="Create the repository private."),
-    license: str = typer.Option(None, "--license", help="License id for the card (default: the base model's)."),
+    license: str = typer.Option(
+        None, "--license", help="License id for the card (default: the base model's)."
+    ),
     dry_run: Path = typer.Option(
-        None, "--dry-run", metavar="DIR", help="Write the folder that would be uploaded to DIR; upload nothing."
+        None,
+        "--dry-run",
+        metavar="DIR",
+        help="Write the folder that would be uploaded to DIR; upload nothing.",
     ),
 ) -> None:
     """Upload a run's LoRA adapter or merged model to the Hugging Face Hub, with a model card.
@@ -38,7 +47,9 @@ def push(
     from tunewiz.hub import StagedFolder, push_run, stage_push
 
     if adapter and merged:
-        raise TunewizError("`--adapter` and `--merged` exclude each other", hint="pick one (or neither for the default)")
+        raise TunewizError(
+            "`--adapter` and `--merged` exclude each other", hint="pick one (or neither for the default)"
+        )
     kind = "adapter" if adapter else "merged" if merged else None
 
     def report(staged: StagedFolder) -> None:

@@ -20,8 +20,14 @@ def register(app: typer.Typer) -> None:
 
 def resume(
     run_dir: Path = typer.Argument(..., help="The run directory to continue."),
-    from_: str = typer.Option(None, "--from", help="Checkpoint to resume from, e.g. `step-40` (default: the newest complete one)."),
-    set_: list[str] = typer.Option([], "--set", help="Change train.*, checkpoint.*, output.* or device: `--set train.micro_batch_size=2`."),
+    from_: str = typer.Option(
+        None, "--from", help="Checkpoint to resume from, e.g. `step-40` (default: the newest complete one)."
+    ),
+    set_: list[str] = typer.Option(
+        [],
+        "--set",
+        help="Change train.*, checkpoint.*, output.* or device: `--set train.micro_batch_size=2`.",
+    ),
     nproc_per_node: int = _T["nproc_per_node"],
     nnodes: int = _T["nnodes"],
     node_rank: int = _T["node_rank"],
@@ -30,12 +36,12 @@ def resume(
 ) -> None:
     """Continue a run from its last complete checkpoint: same data position, optimizer, schedule and RNG."""
     from tunewiz.atomic import atomic_write_text
-    from tunewiz.distributed import resolve_device
     from tunewiz.errors import TunewizError
-    from tunewiz.launcher import Topology, launch, torchrun_command
-    from tunewiz.presets import dump_preset
-    from tunewiz.resume import plan_resume
-    from tunewiz.rundir import RunDir
+    from tunewiz.preset.files import dump_preset
+    from tunewiz.run.directory import RunDir
+    from tunewiz.train.distributed import resolve_device
+    from tunewiz.train.launcher import Topology, launch, torchrun_command
+    from tunewiz.train.resume import plan_resume
     from tunewiz.ui.live import choose_mode
 
     run = RunDir(run_dir)
@@ -53,5 +59,7 @@ def resume(
         typer.echo(f"  changed {change}")
     if plan.changes:
         atomic_write_text(run.config, dump_preset(plan.preset))
-    code = launch(run, torchrun_command(run, topology, resume_from=plan.checkpoint), tui=choose_mode(no_tui) == "tui")
+    code = launch(
+        run, torchrun_command(run, topology, resume_from=plan.checkpoint), tui=choose_mode(no_tui) == "tui"
+    )
     raise typer.Exit(code)

@@ -20,11 +20,19 @@ def register(app: typer.Typer) -> None:
 def topology_options() -> dict[str, Any]:
     """torchrun placement flags, the same for `train` and `resume`."""
     return dict(
-        nproc_per_node=typer.Option(1, "--nproc-per-node", min=1, help="Processes (GPUs) on this node.", rich_help_panel=_LAUNCH),
+        nproc_per_node=typer.Option(
+            1, "--nproc-per-node", min=1, help="Processes (GPUs) on this node.", rich_help_panel=_LAUNCH
+        ),
         nnodes=typer.Option(1, "--nnodes", min=1, help="Number of nodes.", rich_help_panel=_LAUNCH),
-        node_rank=typer.Option(0, "--node-rank", min=0, help="This node's rank (0..nnodes-1).", rich_help_panel=_LAUNCH),
-        rdzv_endpoint=typer.Option(None, "--rdzv-endpoint", help="HOST:PORT of node 0, for several nodes.", rich_help_panel=_LAUNCH),
-        no_tui=typer.Option(False, "--no-tui", help="Plain log lines instead of the live dashboard.", rich_help_panel=_LAUNCH),
+        node_rank=typer.Option(
+            0, "--node-rank", min=0, help="This node's rank (0..nnodes-1).", rich_help_panel=_LAUNCH
+        ),
+        rdzv_endpoint=typer.Option(
+            None, "--rdzv-endpoint", help="HOST:PORT of node 0, for several nodes.", rich_help_panel=_LAUNCH
+        ),
+        no_tui=typer.Option(
+            False, "--no-tui", help="Plain log lines instead of the live dashboard.", rich_help_panel=_LAUNCH
+        ),
     )
 
 
@@ -32,12 +40,20 @@ _T = topology_options()
 
 
 def train(
-    preset: str = typer.Argument(..., help="Preset YAML file, or a shipped preset name (`tunewiz presets list`)."),
-    set_: list[str] = typer.Option([], "--set", help="Override a preset value: `--set train.lr=1e-4` (repeatable)."),
+    preset: str = typer.Argument(
+        ..., help="Preset YAML file, or a shipped preset name (`tunewiz presets list`)."
+    ),
+    set_: list[str] = typer.Option(
+        [], "--set", help="Override a preset value: `--set train.lr=1e-4` (repeatable)."
+    ),
     device: str = typer.Option(None, "--device", help="cpu, cuda or auto (overrides the preset's `device`)."),
     run_dir: Path = typer.Option(None, "--run-dir", help="Run directory (default: runs/<preset name>)."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Delete an existing run directory of the same name first."),
-    dry_run: bool = typer.Option(False, "--dry-run", help="Print the torchrun command and the resolved preset; launch nothing."),
+    overwrite: bool = typer.Option(
+        False, "--overwrite", help="Delete an existing run directory of the same name first."
+    ),
+    dry_run: bool = typer.Option(
+        False, "--dry-run", help="Print the torchrun command and the resolved preset; launch nothing."
+    ),
     nproc_per_node: int = _T["nproc_per_node"],
     nnodes: int = _T["nnodes"],
     node_rank: int = _T["node_rank"],
@@ -47,11 +63,11 @@ def train(
     """Fine-tune a model as a preset describes, on this machine's GPUs (or CPU)."""
     import shlex
 
-    from tunewiz.distributed import resolve_device
-    from tunewiz.launcher import Topology, launch, preflight, prepare_run_dir, torchrun_command
-    from tunewiz.planner.runplan import write_run_plan
-    from tunewiz.presets import dump_preset, load_preset
-    from tunewiz.rundir import RunDir
+    from tunewiz.plan.runplan import write_run_plan
+    from tunewiz.preset.files import dump_preset, load_preset
+    from tunewiz.run.directory import RunDir
+    from tunewiz.train.distributed import resolve_device
+    from tunewiz.train.launcher import Topology, launch, preflight, prepare_run_dir, torchrun_command
     from tunewiz.ui.live import choose_mode
 
     overrides = list(set_) + ([f"device={device}"] if device else [])

@@ -21,8 +21,8 @@ def watch(
     Example: `tunewiz watch runs/tiny-lora`
     """
     from tunewiz.errors import TunewizError
-    from tunewiz.metrics import read_events
-    from tunewiz.rundir import RunDir
+    from tunewiz.run.directory import RunDir
+    from tunewiz.run.events import read_events
     from tunewiz.ui import (
         choose_mode,
         fold_events,

@@ -16,13 +16,20 @@ from tunewiz.data.samples import IGNORE_INDEX, Sample, chat_tokens, text_tokens,
 from tunewiz.data.sources import load_rows
 
 if TYPE_CHECKING:
-    from tunewiz.config import DataSection
-    from tunewiz.templates import ChatTemplate
-    from tunewiz.tokenizer import Tokenizer
+    from tunewiz.preset.schema import DataSection
+    from tunewiz.text.templates import ChatTemplate
+    from tunewiz.text.tokenizer import Tokenizer
 
 __all__ = [
-    "IGNORE_INDEX", "DataStats", "Sample", "build_datasets", "collate", "detect_format", "epoch_order",
-    "load_rows", "pack",
+    "IGNORE_INDEX",
+    "DataStats",
+    "Sample",
+    "build_datasets",
+    "collate",
+    "detect_format",
+    "epoch_order",
+    "load_rows",
+    "pack",
 ]
 
 
@@ -44,7 +51,9 @@ class DataStats:
     token_lengths: dict[str, int]
 
 
-def build_datasets(cfg: DataSection, tokenizer: Tokenizer, *, seed: int) -> tuple[list[Sample], list[Sample], DataStats]:
+def build_datasets(
+    cfg: DataSection, tokenizer: Tokenizer, *, seed: int
+) -> tuple[list[Sample], list[Sample], DataStats]:
     """Load, tokenize, mask, truncate, split and (optionally) pack the run's data.
 
     Args:
@@ -52,7 +61,7 @@ def build_datasets(cfg: DataSection, tokenizer: Tokenizer, *, seed: int) -> tupl
         tokenizer: the model's tokenizer.
         seed: run seed; it picks the validation rows when ``val_fraction`` is used.
     """
-    from tunewiz.templates import resolve_template
+    from tunewiz.text.templates import resolve_template
 
     source = _source_name(cfg.path)
     rows = load_rows(cfg.path, split=cfg.split, columns=cfg.columns)
@@ -76,8 +85,12 @@ def build_datasets(cfg: DataSection, tokenizer: Tokenizer, *, seed: int) -> tupl
         raise _no_samples(source, counts["dropped"])
     lengths = sorted(len(s.input_ids) for s in train)
     stats = DataStats(
-        num_train=len(train), num_val=len(val), truncated=counts["truncated"], dropped_empty=counts["dropped"],
-        format=fmt, template=None if template is None else template.source,
+        num_train=len(train),
+        num_val=len(val),
+        truncated=counts["truncated"],
+        dropped_empty=counts["dropped"],
+        format=fmt,
+        template=None if template is None else template.source,
         token_lengths={"p50": _percentile(lengths, 50), "p95": _percentile(lengths, 95), "max": lengths[-1]},
     )
     if cfg.packing:
@@ -89,8 +102,9 @@ def _source_name(path: str) -> str:
     return path if path.startswith("tunewiz:") or not Path(path).suffix else Path(path).name
 
 
-def _split(rows: list[dict[str, Any]], val_fraction: float, seed: int
-           ) -> tuple[list[tuple[int, dict[str, Any]]], list[tuple[int, dict[str, Any]]]]:
+def _split(
+    rows: list[dict[str, Any]], val_fraction: float, seed: int
+) -> tuple[list[tuple[int, dict[str, Any]]], list[tuple[int, dict[str, Any]]]]:
     """(row number, row) lists for train and validation; validation rows are a seeded random subset."""
     numbered = list(enumerate(rows, start=1))
     num_val = round(len(rows) * val_fraction)
@@ -101,12 +115,21 @@ def _split(rows: list[dict[str, Any]], val_fraction: float, seed: int
     import numpy as np
 
     held_out = set(np.random.default_rng(seed).permutation(len(rows))[:num_val].tolist())
-    return ([r for i, r in enumerate(numbered) if i not in held_out],
-            [r for i, r in enumerate(numbered) if i in held_out])
+    return (
+        [r for i, r in enumerate(numbered) if i not in held_out],
+        [r for i, r in enumerate(numbered) if i in held_out],
+    )
 
 
-def _tokenize(rows: list[tuple[int, dict[str, Any]]], fmt: DataFormat, template: ChatTemplate | None,
-              tokenizer: Tokenizer, cfg: DataSection, source: str, counts: dict[str, int]) -> list[Sample]:
+def _tokenize(
+    rows: list[tuple[int, dict[str, Any]]],
+    fmt: DataFormat,
+    template: ChatTemplate | None,
+    tokenizer: Tokenizer,
+    cfg: DataSection,
+    source: str,
+    counts: dict[str, int],
+) -> list[Sample]:
     samples = []
     for index, row in rows:
         if fmt == "text":
@@ -127,9 +150,11 @@ def _tokenize(rows: list[tuple[int, dict[str, Any]]], fmt: DataFormat, template:
 def _no_samples(source: str, dropped: int) -> Exception:
     from tunewiz.errors import TunewizError
 
-    return TunewizError(f"{source}: no training sample has a trained token ({dropped} dropped: the response "
-                        "was empty or cut off by `data.max_seq_len`)",
-                        hint="raise `data.max_seq_len`, check the response column, or set `data.train_on_inputs: true`")
+    return TunewizError(
+        f"{source}: no training sample has a trained token ({dropped} dropped: the response "
+        "was empty or cut off by `data.max_seq_len`)",
+        hint="raise `data.max_seq_len`, check the response column, or set `data.train_on_inputs: true`",
+    )
 
 
 def _percentile(sorted_values: list[int], q: int) -> int:

@@ -5,8 +5,8 @@ from __future__ import annotations
 from bisect import bisect_right
 from dataclasses import dataclass
 
-from tunewiz.templates import ChatTemplate
-from tunewiz.tokenizer import Tokenizer
+from tunewiz.text.templates import ChatTemplate
+from tunewiz.text.tokenizer import Tokenizer
 
 IGNORE_INDEX = -100
 
@@ -27,8 +27,9 @@ class Sample:
     document_ids: list[int] | None = None
 
 
-def chat_tokens(messages: list[dict[str, str]], template: ChatTemplate, tokenizer: Tokenizer,
-                *, train_on_inputs: bool) -> tuple[list[int], list[bool]]:
+def chat_tokens(
+    messages: list[dict[str, str]], template: ChatTemplate, tokenizer: Tokenizer, *, train_on_inputs: bool
+) -> tuple[list[int], list[bool]]:
     """Token ids of a conversation and which of them are trained.
 
     The rendering is encoded once, as at inference; each token goes to the template segment that holds
@@ -91,5 +92,7 @@ def to_sample(tokens: list[int], trained: list[bool], max_seq_len: int) -> tuple
     truncated = len(tokens) > max_seq_len
     tokens, trained = tokens[:max_seq_len], trained[:max_seq_len]
     # labels[t] = tokens[t + 1] when trained; the last position has no next token in this sample.
-    labels = [tok if keep else IGNORE_INDEX for tok, keep in zip(tokens[1:], trained[1:], strict=True)] + [IGNORE_INDEX]
+    labels = [tok if keep else IGNORE_INDEX for tok, keep in zip(tokens[1:], trained[1:], strict=True)] + [
+        IGNORE_INDEX
+    ]
     return Sample(input_ids=tokens, labels=labels), truncated

@@ -31,7 +31,9 @@ def load_rows(path: str, *, split: str, columns: dict[str, str]) -> list[dict[st
     """
     rows = _read(path, split)
     if not rows:
-        raise TunewizError(f"{_label(path)} has no rows", hint="check the file, or point `data.path` at another one")
+        raise TunewizError(
+            f"{_label(path)} has no rows", hint="check the file, or point `data.path` at another one"
+        )
     if columns:
         renames = {source: target for target, source in columns.items()}
         rows = [{renames.get(key, key): value for key, value in row.items()} for row in rows]
@@ -44,14 +46,21 @@ def _label(path: str) -> str:
 
 def _read(path: str, split: str) -> list[dict[str, Any]]:
     if path.startswith(SHIPPED_PREFIX):
-        return _read_shipped(path[len(SHIPPED_PREFIX):])
+        return _read_shipped(path[len(SHIPPED_PREFIX) :])
     local = Path(path).expanduser()
     if local.is_file():
         return _read_local(local)
-    if local.suffix.lower() in LOCAL_SUFFIXES or local.is_absolute() or path.startswith((".", "~")) or not _HUB_ID.match(path):
-        raise TunewizError(f"data file `{path}` does not exist",
-                           hint="check `data.path`; it takes a local .json/.jsonl/.csv/.parquet file, "
-                                "`tunewiz:<sample>` or a Hugging Face dataset id")
+    if (
+        local.suffix.lower() in LOCAL_SUFFIXES
+        or local.is_absolute()
+        or path.startswith((".", "~"))
+        or not _HUB_ID.match(path)
+    ):
+        raise TunewizError(
+            f"data file `{path}` does not exist",
+            hint="check `data.path`; it takes a local .json/.jsonl/.csv/.parquet file, "
+            "`tunewiz:<sample>` or a Hugging Face dataset id",
+        )
     return _read_hub(path, split)
 
 
@@ -60,19 +69,25 @@ def _read_shipped(name: str) -> list[dict[str, Any]]:
     file = folder / f"{name}.jsonl"
     if not file.is_file():
         available = sorted(p.stem for p in folder.glob("*.jsonl")) if folder.is_dir() else []
-        raise TunewizError(f"no shipped dataset `tunewiz:{name}`; available: "
-                           + (", ".join(f"`tunewiz:{a}`" for a in available) or "none"),
-                           hint="use one of the names above, or a local file path in `data.path`")
+        raise TunewizError(
+            f"no shipped dataset `tunewiz:{name}`; available: "
+            + (", ".join(f"`tunewiz:{a}`" for a in available) or "none"),
+            hint="use one of the names above, or a local file path in `data.path`",
+        )
     return _read_jsonl(file)
 
 
 def _read_local(path: Path) -> list[dict[str, Any]]:
     suffix = path.suffix.lower()
     if suffix not in LOCAL_SUFFIXES:
-        raise TunewizError(f"{path.name}: unsupported data file type `{suffix}`",
-                           hint=f"convert it to one of {', '.join(LOCAL_SUFFIXES)}")
+        raise TunewizError(
+            f"{path.name}: unsupported data file type `{suffix}`",
+            hint=f"convert it to one of {', '.join(LOCAL_SUFFIXES)}",
+        )
     if path.stat().st_size == 0:
-        raise TunewizError(f"{path.name} is empty", hint="check the file, or point `data.path` at another one")
+        raise TunewizError(
+            f"{path.name} is empty", hint="check the file, or point `data.path` at another one"
+        )
     if suffix == ".jsonl":
         return _read_jsonl(path)
     if suffix == ".json":
@@ -81,8 +96,10 @@ def _read_local(path: Path) -> list[dict[str, Any]]:
             try:
                 rows = json.loads(text)
             except json.JSONDecodeError as exc:
-                raise TunewizError(f"{path.name} line {exc.lineno} is not valid JSON: {exc.msg}",
-                                   hint="fix the file (a JSON list of objects, or one object per line)") from exc
+                raise TunewizError(
+                    f"{path.name} line {exc.lineno} is not valid JSON: {exc.msg}",
+                    hint="fix the file (a JSON list of objects, or one object per line)",
+                ) from exc
             return _objects(rows, path.name)
         return _read_jsonl(path)
     if suffix == ".csv":
@@ -102,19 +119,25 @@ def _read_jsonl(path: Path) -> list[dict[str, Any]]:
             try:
                 rows.append(json.loads(line))
             except json.JSONDecodeError as exc:
-                raise TunewizError(f"{path.name} line {lineno} is not valid JSON: {exc.msg}",
-                                   hint="each line of a .jsonl file must be one JSON object") from exc
+                raise TunewizError(
+                    f"{path.name} line {lineno} is not valid JSON: {exc.msg}",
+                    hint="each line of a .jsonl file must be one JSON object",
+                ) from exc
     return _objects(rows, path.name)
 
 
 def _objects(rows: Any, name: str) -> list[dict[str, Any]]:
     if not isinstance(rows, list):
-        raise TunewizError(f"{name} holds a JSON {type(rows).__name__}, not a list of rows",
-                           hint="use a JSON list of objects, or one object per line (.jsonl)")
+        raise TunewizError(
+            f"{name} holds a JSON {type(rows).__name__}, not a list of rows",
+            hint="use a JSON list of objects, or one object per line (.jsonl)",
+        )
     for i, row in enumerate(rows, start=1):
         if not isinstance(row, dict):
-            raise TunewizError(f"row {i} of {name} is a JSON {type(row).__name__}, not an object",
-                               hint="each row must be an object such as {\"instruction\": ..., \"output\": ...}")
+            raise TunewizError(
+                f"row {i} of {name} is a JSON {type(row).__name__}, not an object",
+                hint='each row must be an object such as {"instruction": ..., "output": ...}',
+            )
     return rows
 
 
@@ -124,8 +147,10 @@ def _read_hub(dataset_id: str, split: str) -> list[dict[str, Any]]:
     try:
         ds = datasets.load_dataset(dataset_id, split=split)
     except Exception as exc:  # offline, unknown id, unknown split, gated: all surface here
-        raise TunewizError(f"could not load Hugging Face dataset `{dataset_id}` (split `{split}`): "
-                           f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}",
-                           hint="check the id and `data.split`; offline, only datasets already in the HF cache "
-                                "load (run once online), or download it and point `data.path` at the file") from exc
+        raise TunewizError(
+            f"could not load Hugging Face dataset `{dataset_id}` (split `{split}`): "
+            f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}",
+            hint="check the id and `data.split`; offline, only datasets already in the HF cache "
+            "load (run once online), or download it and point `data.path` at the file",
+        ) from exc
     return ds.to_list()

@@ -23,6 +23,18 @@ from tunewiz.hub.errors import HubContext, explain_hub_error
 from tunewiz.hub.push import StagedFolder, push_run, stage_push
 
 __all__ = [
-    "HUB_IGNORE_PATTERNS", "HUB_PATTERNS", "DownloadPlan", "DownloadResult", "HubContext", "StagedFolder", "download_model",
-    "explain_hub_error", "plan_download", "push_run", "resolve_repo_alias", "select_files", "stage_push", "write_token",
+    "HUB_IGNORE_PATTERNS",
+    "HUB_PATTERNS",
+    "DownloadPlan",
+    "DownloadResult",
+    "HubContext",
+    "StagedFolder",
+    "download_model",
+    "explain_hub_error",
+    "plan_download",
+    "push_run",
+    "resolve_repo_alias",
+    "select_files",
+    "stage_push",
+    "write_token",
 ]

@@ -17,7 +17,9 @@ def write_token() -> str:
 
     token = get_token()
     if not token:
-        raise TunewizError("no Hugging Face token: pushing needs one with write access",
-                           hint=f"{LOGIN_HINT}; `tunewiz push --dry-run DIR` writes the folder without one",
-                           exit_code=1)
+        raise TunewizError(
+            "no Hugging Face token: pushing needs one with write access",
+            hint=f"{LOGIN_HINT}; `tunewiz push --dry-run DIR` writes the folder without one",
+            exit_code=1,
+        )
     return token

@@ -31,7 +31,7 @@ def resolve_repo_alias(name: str) -> str:
     Args:
         name: a Hub repo id or a catalog short name.
     """
-    from tunewiz.catalog import CATALOG
+    from tunewiz.models.catalog import CATALOG
 
     if "/" in name:
         return name
@@ -108,13 +108,17 @@ def select_files(sizes: dict[str, int | None], repo_id: str) -> dict[str, int]:
             exit_code=1,
         )
     if "config.json" not in chosen:
-        raise TunewizError(f"`{repo_id}` has no config.json at its top level; it is not a transformers model",
-                           hint="pick a repo whose files include config.json and *.safetensors", exit_code=1)
+        raise TunewizError(
+            f"`{repo_id}` has no config.json at its top level; it is not a transformers model",
+            hint="pick a repo whose files include config.json and *.safetensors",
+            exit_code=1,
+        )
     return chosen
 
 
-def plan_download(repo_id: str, *, revision: str | None = None, output_dir: Path | None = None,
-                  token: str | None = None) -> DownloadPlan:
+def plan_download(
+    repo_id: str, *, revision: str | None = None, output_dir: Path | None = None, token: str | None = None
+) -> DownloadPlan:
     """Ask the Hub which files a download needs and how many bytes are missing locally.
 
     Args:
@@ -129,8 +133,9 @@ def plan_download(repo_id: str, *, revision: str | None = None, output_dir: Path
     from huggingface_hub import HfApi
 
     try:
-        info = HfApi(token=token).model_info(repo_id, revision=revision, files_metadata=True,
-                                             timeout=METADATA_TIMEOUT_S)
+        info = HfApi(token=token).model_info(
+            repo_id, revision=revision, files_metadata=True, timeout=METADATA_TIMEOUT_S
+        )
     except Exception as exc:
         error = explain_hub_error(exc, HubContext("download", repo_id, revision, token))
         if error is None:
@@ -138,7 +143,9 @@ def plan_download(repo_id: str, *, revision: str | None = None, output_dir: Path
         raise error from None
     siblings = {s.rfilename: s for s in info.siblings or []}
     files = select_files({name: s.size for name, s in siblings.items()}, repo_id)
-    missing = sum(size for name, size in files.items() if not _present(siblings[name], name, size, repo_id, output_dir))
+    missing = sum(
+        size for name, size in files.items() if not _present(siblings[name], name, size, repo_id, output_dir)
+    )
     return DownloadPlan(repo_id, info.sha or revision or "main", files, missing)
 
 
@@ -195,8 +202,13 @@ def _gb(n: int) -> str:
     return f"{n / 1e9:.2f} GB" if n >= 1e8 else f"{n / 1e6:.1f} MB"
 
 
-def download_model(repo_id: str, *, revision: str | None = None, output_dir: Path | None = None,
-                   on_plan: Callable[[DownloadPlan], None] | None = None) -> DownloadResult:
+def download_model(
+    repo_id: str,
+    *,
+    revision: str | None = None,
+    output_dir: Path | None = None,
+    on_plan: Callable[[DownloadPlan], None] | None = None,
+) -> DownloadResult:
     """Download the files tunewiz uses from a model repository, with huggingface_hub's progress bars.
 
     With ``HF_HUB_OFFLINE=1`` nothing is asked of the Hub: a model already in the cache is returned
@@ -224,7 +236,10 @@ def download_model(repo_id: str, *, revision: str | None = None, output_dir: Pat
         on_plan(plan)
     try:
         path = snapshot_download(
-            repo_id, revision=revision, local_dir=output_dir, allow_patterns=sorted(plan.files),
+            repo_id,
+            revision=revision,
+            local_dir=output_dir,
+            allow_patterns=sorted(plan.files),
             etag_timeout=METADATA_TIMEOUT_S,
         )
     except Exception as exc:
@@ -235,15 +250,25 @@ def download_model(repo_id: str, *, revision: str | None = None, output_dir: Pat
     return DownloadResult(repo_id, Path(path), tuple(sorted(plan.files)), plan.missing_bytes)
 
 
-def _from_cache(repo_id: str, revision: str | None, output_dir: Path | None, ctx: HubContext) -> DownloadResult:
+def _from_cache(
+    repo_id: str, revision: str | None, output_dir: Path | None, ctx: HubContext
+) -> DownloadResult:
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import LocalEntryNotFoundError
 
     from tunewiz.models.loading import check_model_dir
 
     try:
-        path = Path(snapshot_download(repo_id, revision=revision, local_dir=output_dir, local_files_only=True,
-                                      allow_patterns=HUB_PATTERNS, ignore_patterns=HUB_IGNORE_PATTERNS))
+        path = Path(
+            snapshot_download(
+                repo_id,
+                revision=revision,
+                local_dir=output_dir,
+                local_files_only=True,
+                allow_patterns=HUB_PATTERNS,
+                ignore_patterns=HUB_IGNORE_PATTERNS,
+            )
+        )
     except LocalEntryNotFoundError as exc:
         if getattr(exc, "snapshot_path", None):  # IncompleteSnapshotError: an interrupted download
             raise TunewizError(
@@ -253,5 +278,9 @@ def _from_cache(repo_id: str, revision: str | None, output_dir: Path | None, ctx
             ) from None
         raise _offline(exc, ctx) from None
     check_model_dir(path)
-    files = tuple(sorted(p.name for p in path.iterdir() if any(fnmatch.fnmatchcase(p.name, pat) for pat in HUB_PATTERNS)))
+    files = tuple(
+        sorted(
+            p.name for p in path.iterdir() if any(fnmatch.fnmatchcase(p.name, pat) for pat in HUB_PATTERNS)
+        )
+    )
     return DownloadResult(repo_id, path, files, 0, offline=True)

@@ -116,7 +116,9 @@ def _not_cached(exc: BaseException, ctx: HubContext) -> TunewizError:
 
 def _no_token(exc: BaseException, ctx: HubContext) -> TunewizError:
     return TunewizError(
-        f"no Hugging Face token found: {ctx.action} of `{ctx.repo_id}` needs one", hint=LOGIN_HINT, exit_code=1
+        f"no Hugging Face token found: {ctx.action} of `{ctx.repo_id}` needs one",
+        hint=LOGIN_HINT,
+        exit_code=1,
     )
 
 
@@ -155,8 +157,11 @@ def _unreachable(exc: BaseException, ctx: HubContext) -> TunewizError:
 def _transport_errors() -> tuple[type[BaseException], ...]:
     # huggingface_hub 0.x speaks requests, 1.x httpx, 2.x httpx2: whichever is installed fails the same way.
     found: list[type[BaseException]] = [ConnectionError, TimeoutError]
-    for module, names in (("httpx2", ("TransportError",)), ("httpx", ("TransportError",)),
-                          ("requests", ("ConnectionError", "Timeout"))):
+    for module, names in (
+        ("httpx2", ("TransportError",)),
+        ("httpx", ("TransportError",)),
+        ("requests", ("ConnectionError", "Timeout")),
+    ):
         try:
             imported = __import__(module)
         except ImportError:
@@ -215,7 +220,7 @@ def _redacted(error: TunewizError, token: str | None) -> TunewizError:
 
 
 def _catalog_suggestion(repo_id: str) -> str:
-    from tunewiz.catalog import CATALOG
+    from tunewiz.models.catalog import CATALOG
 
     by_lower = {m.repo_id.lower(): m.repo_id for m in CATALOG} | {m.name: m.repo_id for m in CATALOG}
     close = difflib.get_close_matches(repo_id.lower(), list(by_lower), n=1, cutoff=0.6)

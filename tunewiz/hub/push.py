@@ -20,7 +20,7 @@ from tunewiz.errors import TunewizError
 from tunewiz.hub.auth import write_token
 from tunewiz.hub.errors import HubContext, explain_hub_error
 from tunewiz.models.loading import HUB_PATTERNS, INDEX_FILE
-from tunewiz.rundir import RunDir
+from tunewiz.run.directory import RunDir
 
 PushKind = Literal["adapter", "merged"]
 BADGE_FILE = "tunewiz-badge.svg"
@@ -28,8 +28,14 @@ BADGE_ASSET = Path(__file__).resolve().parent.parent / "assets" / "badge.svg"
 # Files a tokenizer may consist of; the adapter repo carries them too, so
 # `AutoTokenizer.from_pretrained(adapter_repo)` works and the chat template travels with the adapter.
 TOKENIZER_FILES = (
-    "tokenizer.json", "tokenizer_config.json", "tokenizer.model", "special_tokens_map.json",
-    "added_tokens.json", "vocab.json", "merges.txt", "chat_template.jinja",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "tokenizer.model",
+    "special_tokens_map.json",
+    "added_tokens.json",
+    "vocab.json",
+    "merges.txt",
+    "chat_template.jinja",
 )
 
 
@@ -61,8 +67,10 @@ def check_run_dir(run_dir: Path) -> RunDir:
     """
     run = RunDir(Path(run_dir))
     if not run.config.is_file():
-        raise TunewizError(f"`{run_dir}` is not a run directory: `{run.config}` does not exist",
-                           hint="pass the directory `tunewiz train` created, e.g. `runs/<name>`")
+        raise TunewizError(
+            f"`{run_dir}` is not a run directory: `{run.config}` does not exist",
+            hint="pass the directory `tunewiz train` created, e.g. `runs/<name>`",
+        )
     if not run.final.is_dir():
         latest = run.latest_checkpoint()
         where = f" (its newest checkpoint is `{latest.name}`)" if latest else ""
@@ -81,8 +89,9 @@ def _choose_kind(run: RunDir, kind: PushKind | None) -> PushKind:
     if kind == "adapter" and not has_adapter:
         raise TunewizError(
             f"`{run.final}` has no LoRA adapter (`adapter/adapter_model.safetensors`)",
-            hint="push the merged model with `--merged`" if has_merged else
-            "the run saved no adapter: set `output.adapter: true` (LoRA runs only) and train again",
+            hint="push the merged model with `--merged`"
+            if has_merged
+            else "the run saved no adapter: set `output.adapter: true` (LoRA runs only) and train again",
         )
     if kind == "merged" and not has_merged:
         raise TunewizError(
@@ -99,7 +108,8 @@ def _files_to_stage(run: RunDir, kind: PushKind) -> dict[str, Path]:
         weights = {p.name: p for p in sorted(run.adapter.iterdir()) if p.is_file()}
         return {**weights, **tokenizer}
     weights = {
-        p.name: p for p in sorted(run.final.iterdir())
+        p.name: p
+        for p in sorted(run.final.iterdir())
         if p.is_file() and any(fnmatch.fnmatchcase(p.name, pat) for pat in HUB_PATTERNS)
     }
     return {**weights, **tokenizer}
@@ -113,8 +123,9 @@ def _place(source: Path, dest: Path) -> None:
         shutil.copy2(source, dest)
 
 
-def stage_push(run_dir: Path, out_dir: Path, *, repo_id: str, kind: PushKind | None = None,
-               license: str | None = None) -> StagedFolder:
+def stage_push(
+    run_dir: Path, out_dir: Path, *, repo_id: str, kind: PushKind | None = None, license: str | None = None
+) -> StagedFolder:
     """Write the folder that ``tunewiz push`` uploads: weights, tokenizer, ``README.md``, ``loss.png``, badge.
 
     The folder is built beside ``out_dir`` and renamed into place, so ``out_dir`` is complete or absent.
@@ -129,20 +140,28 @@ def stage_push(run_dir: Path, out_dir: Path, *, repo_id: str, kind: PushKind | N
     Raises:
         TunewizError: the run is unfinished, lacks the asked-for weights, or ``out_dir`` is not empty.
     """
-    from tunewiz.modelcard import read_card_facts, render_model_card
+    from tunewiz.hub.modelcard import read_card_facts, render_model_card
 
     check_repo_id(repo_id)
     run = check_run_dir(run_dir)
     kind = _choose_kind(run, kind)
     out_dir = Path(out_dir)
     if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
-        raise TunewizError(f"`{out_dir}` already exists and is not empty; the staged folder would mix with it",
-                           hint="pass a new or empty directory to `--dry-run`")
+        raise TunewizError(
+            f"`{out_dir}` already exists and is not empty; the staged folder would mix with it",
+            hint="pass a new or empty directory to `--dry-run`",
+        )
     files = _files_to_stage(run, kind)
     has_loss_plot = run.loss_plot.is_file()
     facts = read_card_facts(run)
-    card, warnings = render_model_card(facts, repo_id=repo_id, kind=kind, license=license,
-                                       badge=BADGE_FILE, loss_plot="loss.png" if has_loss_plot else None)
+    card, warnings = render_model_card(
+        facts,
+        repo_id=repo_id,
+        kind=kind,
+        license=license,
+        badge=BADGE_FILE,
+        loss_plot="loss.png" if has_loss_plot else None,
+    )
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
     try:
@@ -173,16 +192,26 @@ def check_repo_id(repo_id: str) -> None:
     try:
         validate_repo_id(repo_id)
     except HFValidationError as exc:
-        raise TunewizError(f"`{repo_id}` is not a valid repo id: {exc}",
-                           hint="use `USER/NAME` with letters, digits, `-`, `_` and `.`") from None
+        raise TunewizError(
+            f"`{repo_id}` is not a valid repo id: {exc}",
+            hint="use `USER/NAME` with letters, digits, `-`, `_` and `.`",
+        ) from None
     if repo_id.count("/") != 1:
-        raise TunewizError(f"`--repo-id {repo_id}` must be `USER/NAME` (or `ORG/NAME`)",
-                           hint="`hf auth whoami` shows your user name and organisations")
+        raise TunewizError(
+            f"`--repo-id {repo_id}` must be `USER/NAME` (or `ORG/NAME`)",
+            hint="`hf auth whoami` shows your user name and organisations",
+        )
 
 
-def push_run(run_dir: Path, *, repo_id: str, kind: PushKind | None = None, private: bool = False,
-             license: str | None = None,
-             on_staged: Callable[[StagedFolder], None] | None = None) -> str:
+def push_run(
+    run_dir: Path,
+    *,
+    repo_id: str,
+    kind: PushKind | None = None,
+    private: bool = False,
+    license: str | None = None,
+    on_staged: Callable[[StagedFolder], None] | None = None,
+) -> str:
     """Stage a run's adapter or merged model with its card, create the repo if needed, and upload it.
 
     Args:
@@ -211,8 +240,12 @@ def push_run(run_dir: Path, *, repo_id: str, kind: PushKind | None = None, priva
         api = HfApi(token=token)
         try:
             url = api.create_repo(repo_id, repo_type="model", private=private, exist_ok=True)
-            api.upload_folder(repo_id=repo_id, repo_type="model", folder_path=staged.path,
-                              commit_message=f"Upload {staged.kind} trained with tunewiz")
+            api.upload_folder(
+                repo_id=repo_id,
+                repo_type="model",
+                folder_path=staged.path,
+                commit_message=f"Upload {staged.kind} trained with tunewiz",
+            )
         except Exception as exc:
             error = explain_hub_error(exc, HubContext("push", repo_id, None, token))
             if error is None:

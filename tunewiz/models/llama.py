@@ -99,8 +99,12 @@ def use_matmul_attention(q: Tensor, S: int) -> bool:
     and a large score matrix would cost B*H*T*S bf16 values of activation memory per layer.
     """
     B, H, T, _ = q.shape
-    return (torch.is_grad_enabled() and q.dtype == torch.bfloat16 and q.device.type == "cpu"
-            and B * H * T * S <= MATMUL_ATTENTION_MAX_SCORES)
+    return (
+        torch.is_grad_enabled()
+        and q.dtype == torch.bfloat16
+        and q.device.type == "cpu"
+        and B * H * T * S <= MATMUL_ATTENTION_MAX_SCORES
+    )
 
 
 def matmul_attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None) -> Tensor:
@@ -163,7 +167,9 @@ class LlamaAttention(nn.Module):
             y = matmul_attention(q, k, v, mask)  # [B, H, T, hd]
         else:
             # mask None means plain causal attention over a cache-free sequence (S == T).
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=mask is None)  # [B, H, T, hd]
+            y = F.scaled_dot_product_attention(
+                q, k, v, attn_mask=mask, is_causal=mask is None
+            )  # [B, H, T, hd]
         return self.o_proj(y.transpose(1, 2).reshape(B, T, -1))  # [B, T, D]
 
 
@@ -423,5 +429,8 @@ class LinearCrossEntropy(torch.autograd.Function):
         (grad_h, grad_w), ctx.grads = ctx.grads, None
         scale = grad_out.to(grad_h.dtype if grad_h is not None else grad_w.dtype)
         # In place: the saved gradients are ours alone, and a [V, D] copy would raise the peak.
-        return (grad_h.mul_(scale) if grad_h is not None else None,
-                grad_w.mul_(scale) if grad_w is not None else None, None)
+        return (
+            grad_h.mul_(scale) if grad_h is not None else None,
+            grad_w.mul_(scale) if grad_w is not None else None,
+            None,
+        )

@@ -92,7 +92,10 @@ def resolve_model_dir(path: str, revision: str | None = None) -> Path:
 
     try:
         snapshot = snapshot_download(
-            path, revision=revision, local_files_only=True, allow_patterns=HUB_PATTERNS,
+            path,
+            revision=revision,
+            local_files_only=True,
+            allow_patterns=HUB_PATTERNS,
             ignore_patterns=HUB_IGNORE_PATTERNS,
         )
     except (LocalEntryNotFoundError, HFValidationError):
@@ -235,9 +238,7 @@ def load_model(
                         f"config.json implies {tuple(expected[key].shape)}",
                         hint="the checkpoint does not match its config.json",
                     )
-                tensor = tensor.to(
-                    device=device, dtype=dtype if tensor.is_floating_point() else tensor.dtype
-                )
+                tensor = tensor.to(device=device, dtype=dtype if tensor.is_floating_point() else tensor.dtype)
                 state[key] = convert(key, tensor) if convert is not None else tensor
     if tied:
         state["lm_head.weight"] = state["model.embed_tokens.weight"]

@@ -11,6 +11,16 @@ from tunewiz.ui.state import DashboardState, apply_event, fold_events
 from tunewiz.ui.summary import print_summary
 
 __all__ = [
-    "DashboardState", "StopControl", "apply_event", "choose_mode", "fold_events", "make_console",
-    "plain_lines", "print_summary", "render", "run_dashboard", "status_line", "write_loss_plot",
+    "DashboardState",
+    "StopControl",
+    "apply_event",
+    "choose_mode",
+    "fold_events",
+    "make_console",
+    "plain_lines",
+    "print_summary",
+    "render",
+    "run_dashboard",
+    "status_line",
+    "write_loss_plot",
 ]

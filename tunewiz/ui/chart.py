@@ -63,4 +63,6 @@ class LossChart:
         first, last = self.losses[0][0], self.losses[-1][0]
         axis_w = len(columns)
         left, right = f"step {first}", f"{last}"
-        yield Text(" " * (label_w + 1) + left + right.rjust(max(axis_w - len(left), len(right) + 1)), style="dim")
+        yield Text(
+            " " * (label_w + 1) + left + right.rjust(max(axis_w - len(left), len(right) + 1)), style="dim"
+        )

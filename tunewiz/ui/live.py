@@ -20,8 +20,8 @@ from typing import Any, Literal
 from rich.console import Console
 from rich.live import Live
 
-from tunewiz.metrics import follow, read_events
-from tunewiz.rundir import RunDir
+from tunewiz.run.directory import RunDir
+from tunewiz.run.events import follow, read_events
 from tunewiz.ui.render import plain_lines, render
 from tunewiz.ui.state import DashboardState, apply_event
 
@@ -83,7 +83,9 @@ class StopControl:
             self.detached = True
             return
         if self.presses == 1:
-            self.run_dir.stop_request.write_text("stop requested by Ctrl-C in the dashboard\n", encoding="utf-8")
+            self.run_dir.stop_request.write_text(
+                "stop requested by Ctrl-C in the dashboard\n", encoding="utf-8"
+            )
             self.created_stop_file = True
             self.state.stop_requested = True
             self.notes.append("stopping after this step… (Ctrl-C again to stop at once)")
@@ -116,8 +118,9 @@ class StopControl:
             pass
 
 
-def _batches(run_dir: RunDir, process: subprocess.Popen[Any] | None, control: StopControl,
-             state: DashboardState) -> Iterator[list[dict[str, Any]]]:
+def _batches(
+    run_dir: RunDir, process: subprocess.Popen[Any] | None, control: StopControl, state: DashboardState
+) -> Iterator[list[dict[str, Any]]]:
     """Yield batches of new events until the process exits (then drain) or, without one, the run ends."""
     events = follow(run_dir.events, poll_s=POLL_S)
     for batch in events:
@@ -135,8 +138,14 @@ def _batches(run_dir: RunDir, process: subprocess.Popen[Any] | None, control: St
             return
 
 
-def run_dashboard(run_dir: RunDir, process: subprocess.Popen[Any] | None, *, mode: Mode,
-                  plain_every: int = 10, console: Console | None = None) -> DashboardState:
+def run_dashboard(
+    run_dir: RunDir,
+    process: subprocess.Popen[Any] | None,
+    *,
+    mode: Mode,
+    plain_every: int = 10,
+    console: Console | None = None,
+) -> DashboardState:
     """Follow the run's events and draw them until the run is over; return the final state.
 
     Args:
@@ -151,7 +160,9 @@ def run_dashboard(run_dir: RunDir, process: subprocess.Popen[Any] | None, *, mod
     state = DashboardState()
     control = StopControl(run_dir, process, state)
     in_main_thread = threading.current_thread() is threading.main_thread()
-    previous = signal.signal(signal.SIGINT, lambda signum, frame: control.interrupt()) if in_main_thread else None
+    previous = (
+        signal.signal(signal.SIGINT, lambda signum, frame: control.interrupt()) if in_main_thread else None
+    )
     try:
         if mode == "tui":
             # Live restores the cursor and leaves the last frame on screen when the block exits.
@@ -169,7 +180,7 @@ def run_dashboard(run_dir: RunDir, process: subprocess.Popen[Any] | None, *, mod
                 for event in batch:
                     seen = state.warnings_total
                     apply_event(state, event)
-                    new = state.warnings[len(state.warnings) - (state.warnings_total - seen):]
+                    new = state.warnings[len(state.warnings) - (state.warnings_total - seen) :]
                     if replay:
                         replay -= 1
                         continue

@@ -18,7 +18,7 @@ def write_loss_plot(events: list[dict[str, Any]], path: Path) -> Path | None:
     :func:`tunewiz.ui.state.fold_events`).
 
     Args:
-        events: the run's events, oldest first (``tunewiz.metrics.read_events``).
+        events: the run's events, oldest first (``tunewiz.run.events.read_events``).
         path: the PNG to write (atomically), usually ``RunDir.loss_plot``.
     """
     state = fold_events(events)
@@ -39,8 +39,14 @@ def write_loss_plot(events: list[dict[str, Any]], path: Path) -> Path | None:
     ax.plot(steps, ema(values), color="tab:blue", linewidth=2, label="training loss (smoothed)")
     val = [(s, v) for s, v in state.val_losses if math.isfinite(v)]
     if val:
-        ax.plot([s for s, _ in val], [v for _, v in val], color="tab:orange", marker="o", linewidth=2,
-                label="validation loss")
+        ax.plot(
+            [s for s, _ in val],
+            [v for _, v in val],
+            color="tab:orange",
+            marker="o",
+            linewidth=2,
+            label="validation loss",
+        )
     bad = [s for s, v in state.losses if not math.isfinite(v)]
     for step in bad:
         ax.axvline(step, color="tab:red", linestyle=":", linewidth=1)

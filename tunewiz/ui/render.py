@@ -33,7 +33,13 @@ def fmt_bytes(n: float | None) -> str:
     for unit, size in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
         if n >= size:
             value = n / size
-            return f"{value:.2f} {unit}" if value < 10 else f"{value:.1f} {unit}" if value < 100 else f"{value:.0f} {unit}"
+            return (
+                f"{value:.2f} {unit}"
+                if value < 10
+                else f"{value:.1f} {unit}"
+                if value < 100
+                else f"{value:.0f} {unit}"
+            )
     return f"{int(n)} B"
 
 
@@ -115,7 +121,9 @@ def _progress(state: DashboardState) -> Table:
     grid = Table.grid(padding=(0, 1), expand=True)
     grid.add_column(ratio=1)
     grid.add_column(no_wrap=True)
-    bar = ProgressBar(total=float(state.total_steps or 1), completed=float(state.step if state.total_steps else 0))
+    bar = ProgressBar(
+        total=float(state.total_steps or 1), completed=float(state.step if state.total_steps else 0)
+    )
     words = [_steps_text(state), _epoch_text(state), f"elapsed {fmt_duration(state.elapsed)}"]
     if state.eta_s is not None:
         words.append(f"ETA {fmt_duration(state.eta_s)}")
@@ -161,9 +169,18 @@ def _memory(state: DashboardState) -> Table | None:
         if planned:
             ratio = used / planned
             style = "red" if ratio > 1.0 else "yellow" if ratio > 0.9 else "green"
-            bar = ProgressBar(total=float(planned), completed=float(min(used, planned)), width=20,
-                              complete_style=style, finished_style=style)
-            grid.add_row(title, bar, Text(f"{fmt_bytes(used)} of {fmt_bytes(planned)} planned ({ratio:.0%})", style=style))
+            bar = ProgressBar(
+                total=float(planned),
+                completed=float(min(used, planned)),
+                width=20,
+                complete_style=style,
+                finished_style=style,
+            )
+            grid.add_row(
+                title,
+                bar,
+                Text(f"{fmt_bytes(used)} of {fmt_bytes(planned)} planned ({ratio:.0%})", style=style),
+            )
         else:
             grid.add_row(title, Text(fmt_bytes(used)), Text("(no plan)", style="dim"))
     return grid
@@ -176,7 +193,10 @@ def _status(state: DashboardState) -> RenderableType | None:
         ckpt = state.stop.get("checkpoint")
         step = state.stop.get("step", state.step)
         why = "loss became NaN/inf" if state.stop.get("reason") == "nan" else "stopped on request"
-        text = Text(f"■ stopped at step {step}: {why}", style="bold red" if state.stop.get("reason") == "nan" else "bold yellow")
+        text = Text(
+            f"■ stopped at step {step}: {why}",
+            style="bold red" if state.stop.get("reason") == "nan" else "bold yellow",
+        )
         text.append(f"\nlast good checkpoint: {ckpt or 'none'}")
         if state.stop.get("resume_command"):
             text.append(f"\nresume: {state.stop['resume_command']}")
@@ -193,7 +213,11 @@ def _status(state: DashboardState) -> RenderableType | None:
         return Text("stopping after this step… (Ctrl-C again to stop at once)", style="bold yellow")
     if state.returncode not in (None, 0) and not state.errors:
         return Text(f"✗ the training processes exited with code {state.returncode}", style="bold red")
-    if state.now is not None and state.last_event_time is not None and state.now - state.last_event_time > 120:
+    if (
+        state.now is not None
+        and state.last_event_time is not None
+        and state.now - state.last_event_time > 120
+    ):
         return Text(f"no new events for {fmt_duration(state.now - state.last_event_time)}", style="yellow")
     return None
 
@@ -268,7 +292,9 @@ def status_line(state: DashboardState) -> str:
     return " | ".join(words)
 
 
-def plain_lines(event: dict[str, Any], state: DashboardState, new_warnings: list[RunWarning], every: int) -> list[str]:
+def plain_lines(
+    event: dict[str, Any], state: DashboardState, new_warnings: list[RunWarning], every: int
+) -> list[str]:
     """Plain log lines for ``event``, already folded into ``state``: no markup, no control codes.
 
     Args:
@@ -280,8 +306,13 @@ def plain_lines(event: dict[str, Any], state: DashboardState, new_warnings: list
     kind = event.get("event")
     lines: list[str] = []
     if kind == "start":
-        words = [f"start: run {state.run}", f"model {state.model}", f"method {state.method}",
-                 " ".join(p for p in (state.device, state.dtype) if p), f"{state.world_size} rank(s)"]
+        words = [
+            f"start: run {state.run}",
+            f"model {state.model}",
+            f"method {state.method}",
+            " ".join(p for p in (state.device, state.dtype) if p),
+            f"{state.world_size} rank(s)",
+        ]
         if state.hardware:
             words.append(state.hardware)
         words.append(f"{state.total_steps} steps")
@@ -298,7 +329,9 @@ def plain_lines(event: dict[str, Any], state: DashboardState, new_warnings: list
     elif kind == "eval":
         best = state.best_val
         best_text = f" (best {fmt_loss(best[1])} at step {best[0]})" if best else ""
-        lines.append(f"eval: step {event.get('step')} val loss {fmt_loss(state.val_losses[-1][1] if state.val_losses else None)}{best_text}")
+        lines.append(
+            f"eval: step {event.get('step')} val loss {fmt_loss(state.val_losses[-1][1] if state.val_losses else None)}{best_text}"
+        )
     elif kind == "checkpoint":
         lines.append(f"checkpoint: step {event.get('step')} saved to {event.get('path')}")
     elif kind in ("oom_fallback", "warning"):
@@ -311,7 +344,9 @@ def plain_lines(event: dict[str, Any], state: DashboardState, new_warnings: list
             lines += ["  " + line for line in err.traceback.rstrip().splitlines()]
     elif kind == "stop":
         why = "loss became NaN/inf" if event.get("reason") == "nan" else "stopped on request"
-        lines.append(f"stop: step {event.get('step')}: {why}; last good checkpoint: {event.get('checkpoint') or 'none'}")
+        lines.append(
+            f"stop: step {event.get('step')}: {why}; last good checkpoint: {event.get('checkpoint') or 'none'}"
+        )
         if event.get("resume_command"):
             lines.append(f"resume with: {event['resume_command']}")
     elif kind == "end":

@@ -1,4 +1,4 @@
-"""Fold the events of ``events.jsonl`` (see :mod:`tunewiz.metrics`) into one dashboard state.
+"""Fold the events of ``events.jsonl`` (see :mod:`tunewiz.run.events`) into one dashboard state.
 
 The state is plain data: the Live loop, the plain-line printer, the summary and ``loss.png`` all
 read it, and only :func:`apply_event` writes it. A resumed run appends a second ``start`` event to
@@ -17,7 +17,7 @@ EMA_BETA = 0.9  # smoothing of the loss: ~10 steps of memory, like TensorBoard's
 SPIKE_FACTOR = 3.0  # a step's loss above SPIKE_FACTOR × the smoothed loss is reported as a spike
 SPIKE_MIN_STEPS = 10  # the EMA is too noisy to judge spikes before this many steps
 MAX_WARNINGS = 50  # older warnings are dropped; the dashboard shows the last few
-_STEP_DIR = re.compile(r"step-(\d+)/?$")  # a checkpoint path's step, as tunewiz.rundir names it
+_STEP_DIR = re.compile(r"step-(\d+)/?$")  # a checkpoint path's step, as tunewiz.run.directory names it
 
 
 @dataclass
@@ -197,9 +197,23 @@ def _apply_start(state: DashboardState, e: dict[str, Any]) -> None:
         state.elapsed_before += state.launch_elapsed
     state.launches += 1
     for key in (
-        "run", "model", "method", "device", "dtype", "hardware", "world_size", "micro_batch_size",
-        "grad_accum", "global_batch_size", "total_steps", "steps_per_epoch", "epochs",
-        "planned_peak_bytes", "trainable_params", "total_params", "resumed_from",
+        "run",
+        "model",
+        "method",
+        "device",
+        "dtype",
+        "hardware",
+        "world_size",
+        "micro_batch_size",
+        "grad_accum",
+        "global_batch_size",
+        "total_steps",
+        "steps_per_epoch",
+        "epochs",
+        "planned_peak_bytes",
+        "trainable_params",
+        "total_params",
+        "resumed_from",
     ):
         setattr(state, key, e.get(key))
     resumed_step = int(e.get("step") or 0)
@@ -255,7 +269,11 @@ def _apply_step(state: DashboardState, e: dict[str, Any]) -> None:
         and len(state.losses) > SPIKE_MIN_STEPS
         and loss > SPIKE_FACTOR * state.loss_ema
     ):
-        _warn(state, step, f"loss spike at step {step}: {loss:.4g} is {loss / state.loss_ema:.1f}× the smoothed {state.loss_ema:.4g}")
+        _warn(
+            state,
+            step,
+            f"loss spike at step {step}: {loss:.4g} is {loss / state.loss_ema:.1f}× the smoothed {state.loss_ema:.4g}",
+        )
     state.ema_sum, state.ema_weight = _ema_update(state.ema_sum, state.ema_weight, loss)
     state.loss_ema = state.ema_sum / state.ema_weight
 
@@ -289,7 +307,8 @@ def apply_event(state: DashboardState, event: dict[str, Any]) -> DashboardState:
         state.grad_accum = event.get("grad_accum", state.grad_accum)
         reason = event.get("reason")
         _warn(
-            state, event.get("step"),
+            state,
+            event.get("step"),
             f"out of memory: now micro-batch {state.micro_batch_size} × accumulation {state.grad_accum}"
             + (f" ({reason})" if reason else ""),
         )
@@ -297,7 +316,9 @@ def apply_event(state: DashboardState, event: dict[str, Any]) -> DashboardState:
         _warn(state, event.get("step"), str(event.get("message", "")))
     elif kind == "error":
         state.errors.append(
-            RankError(event.get("rank"), str(event.get("message", "")), event.get("traceback"), event.get("step"))
+            RankError(
+                event.get("rank"), str(event.get("message", "")), event.get("traceback"), event.get("step")
+            )
         )
     elif kind == "stop":
         state.stop = event

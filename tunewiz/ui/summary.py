@@ -11,7 +11,7 @@ import shlex
 from rich.console import Console
 from rich.text import Text
 
-from tunewiz.rundir import RunDir
+from tunewiz.run.directory import RunDir
 from tunewiz.ui.render import fmt_bytes, fmt_duration, fmt_loss, fmt_num
 from tunewiz.ui.state import DashboardState
 
@@ -76,7 +76,9 @@ def print_summary(state: DashboardState, run_dir: RunDir, console: Console) -> N
     out = Text()
     if state.launches == 0:
         code = f" (exit code {state.returncode})" if state.returncode not in (None, 0) else ""
-        out.append(f"✗ run {name} wrote no events{code}: it failed before training started\n", style="bold red")
+        out.append(
+            f"✗ run {name} wrote no events{code}: it failed before training started\n", style="bold red"
+        )
         out.append(f"  look at the output above, or at {run_dir.events}\n")
     elif state.end is not None:
         out.append(f"✓ run {name} finished: {state.step} steps\n", style="bold green")
@@ -92,11 +94,20 @@ def print_summary(state: DashboardState, run_dir: RunDir, console: Console) -> N
                 at = f" at step {err.step}" if err.step is not None else ""
                 out.append(f"✗ rank {err.rank} failed{at}: {err.message}\n", style="bold red")
         elif nan:
-            out.append(f"✗ run {name} stopped at step {state.stop['step']}: the loss became NaN/inf\n", style="bold red")
+            out.append(
+                f"✗ run {name} stopped at step {state.stop['step']}: the loss became NaN/inf\n",
+                style="bold red",
+            )
         elif state.stop is not None:
-            out.append(f"■ run {name} stopped at step {state.stop.get('step', state.step)} on request\n", style="bold yellow")
+            out.append(
+                f"■ run {name} stopped at step {state.stop.get('step', state.step)} on request\n",
+                style="bold yellow",
+            )
         else:
-            out.append(f"✗ the training processes exited with code {state.returncode} at step {state.step}\n", style="bold red")
+            out.append(
+                f"✗ the training processes exited with code {state.returncode} at step {state.step}\n",
+                style="bold red",
+            )
         out.append_text(_numbers(state))
         checkpoint = _last_good_checkpoint(state, run_dir)
         if checkpoint:

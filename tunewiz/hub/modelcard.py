@@ -1,0 +1,558 @@
+"""The model card (``README.md``) pushed with a run: Hub metadata up top, then a page a person reads.
+
+The facts come from the run directory alone: ``config.yaml`` (what was trained, how),
+``events.jsonl`` (hardware, steps, tokens, throughput, peak memory, wall time, losses),
+``eval/results.json`` (the lm-eval table and ``model-index``) and ``final/`` (architecture, chat
+template). :func:`read_card_facts` gathers them; :func:`render_model_card` writes the card. The
+YAML header is built by huggingface_hub's ``ModelCardData``, so ``ModelCard.load`` reads it back.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import statistics
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from tunewiz.errors import TunewizError
+from tunewiz.preset.schema import Preset
+from tunewiz.run.directory import RunDir
+
+HUB_URL = "https://huggingface.co"
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+_DATASET_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
+_LOCAL_SUFFIXES = (".json", ".jsonl", ".csv", ".parquet", ".txt")
+# Catalog licenses the Hub knows by id; any other one is written as `other` with its name and link.
+_HUB_LICENSES = {
+    "apache-2.0",
+    "mit",
+    "bsd-3-clause",
+    "llama2",
+    "llama3",
+    "llama3.1",
+    "llama3.2",
+    "llama3.3",
+    "gemma",
+    "cc-by-4.0",
+    "cc-by-sa-4.0",
+    "cc-by-nc-4.0",
+    "openrail",
+    "creativeml-openrail-m",
+    "gpl-3.0",
+}
+_METHOD_TEXT = {"lora": "LoRA", "qlora": "QLoRA (4-bit NF4 base weights)", "full": "full fine-tuning"}
+
+
+@dataclass(frozen=True)
+class TrainingStats:
+    """What the event log says about a run (None where it has no record).
+
+    Args:
+        hardware: e.g. ``1 × NVIDIA GeForce RTX 4090`` or ``CPU (2 cores), 1 rank(s)``.
+        device: ``cuda`` or ``cpu``.
+        world_size: ranks of the last launch.
+        steps: optimizer steps done.
+        train_samples: training samples after the validation split.
+        tokens_total: trained (non-masked) tokens.
+        wall_s: training seconds, summed over launches (resumes).
+        tokens_per_s: median input tokens/s over the logged steps, all ranks.
+        peak_memory_bytes: the highest per-rank peak (CUDA max allocated; process RSS on CPU).
+        final_loss: training loss of the last logged step.
+        val_loss: the last validation loss.
+        trainable_params: parameters that were trained.
+        total_params: all parameters of the model (adapters included).
+        launches: 1 plus the number of resumes.
+    """
+
+    hardware: str | None = None
+    device: str | None = None
+    world_size: int | None = None
+    steps: int | None = None
+    train_samples: int | None = None
+    tokens_total: int | None = None
+    wall_s: float | None = None
+    tokens_per_s: float | None = None
+    peak_memory_bytes: int | None = None
+    final_loss: float | None = None
+    val_loss: float | None = None
+    trainable_params: int | None = None
+    total_params: int | None = None
+    launches: int = 0
+
+
+@dataclass(frozen=True)
+class CardFacts:
+    """Everything the card says, read from one run directory.
+
+    Args:
+        preset: the resolved preset (``config.yaml``).
+        stats: from ``events.jsonl``.
+        eval: ``eval/results.json``, or None when the run was not evaluated.
+        model_type: ``llama``, ``mistral``, ``qwen2`` (``final/config.json``), or None.
+        has_chat_template: the tokenizer in ``final/`` carries a chat template.
+    """
+
+    preset: Preset
+    stats: TrainingStats
+    eval: dict[str, Any] | None
+    model_type: str | None
+    has_chat_template: bool
+
+
+def read_training_stats(events: list[dict[str, Any]]) -> TrainingStats:
+    """Fold the events of a run (all launches) into the numbers the card shows.
+
+    Args:
+        events: as :func:`tunewiz.run.events.read_events` returns them.
+    """
+    starts = [e for e in events if e.get("event") == "start"]
+    steps = [e for e in events if e.get("event") == "step"]
+    evals = [e for e in events if e.get("event") == "eval" and e.get("val_loss") is not None]
+    ends = [e for e in events if e.get("event") == "end"]
+    start = starts[-1] if starts else {}
+    peaks = [int(p) for e in steps for p in (e.get("peak_memory_bytes") or []) if p is not None]
+    rates = [float(e["tokens_per_s"]) for e in steps if e.get("tokens_per_s")]
+    last_step = steps[-1] if steps else {}
+    end = ends[-1] if ends else {}
+    return TrainingStats(
+        hardware=start.get("hardware"),
+        device=start.get("device"),
+        world_size=start.get("world_size"),
+        steps=end.get("step", last_step.get("step")),
+        train_samples=start.get("num_train_samples"),
+        tokens_total=end.get("tokens_total", last_step.get("tokens_total")),
+        wall_s=end.get("elapsed"),  # the recipe sums training time over launches
+        tokens_per_s=statistics.median(rates) if rates else None,
+        peak_memory_bytes=max(peaks) if peaks else None,
+        final_loss=last_step.get("loss"),
+        val_loss=evals[-1]["val_loss"] if evals else None,
+        trainable_params=start.get("trainable_params"),
+        total_params=start.get("total_params"),
+        launches=len(starts),
+    )
+
+
+def read_card_facts(run: RunDir) -> CardFacts:
+    """Gather the card's facts from a finished run directory.
+
+    Args:
+        run: the run directory (``config.yaml`` and ``final/`` must exist).
+    """
+    from tunewiz.preset.files import load_preset
+    from tunewiz.run.events import read_events
+
+    preset, _ = load_preset(str(run.config))
+    results = None
+    if run.eval_results.is_file():
+        try:
+            results = json.loads(run.eval_results.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as exc:
+            raise TunewizError(
+                f"`{run.eval_results}` is not valid JSON: {exc}",
+                hint=f"run `tunewiz eval {run.path}` again, or delete the file",
+            ) from None
+    config = run.final / "config.json"
+    model_type = (
+        json.loads(config.read_text(encoding="utf-8")).get("model_type") if config.is_file() else None
+    )
+    return CardFacts(
+        preset,
+        read_training_stats(read_events(run.events)),
+        results,
+        model_type,
+        _has_chat_template(run.final),
+    )
+
+
+def _has_chat_template(folder: Path) -> bool:
+    if (folder / "chat_template.jinja").is_file():
+        return True
+    config = folder / "tokenizer_config.json"
+    return config.is_file() and bool(json.loads(config.read_text(encoding="utf-8")).get("chat_template"))
+
+
+def hub_model_id(path: str) -> str | None:
+    """``path`` if it names a Hub model (``org/name``), None for ``tunewiz:`` and local directories."""
+    if path.startswith(("tunewiz:", ".", "/", "~")) or Path(path).expanduser().is_dir():
+        return None
+    return path if _HUB_ID.match(path) else None
+
+
+def hub_dataset_id(path: str) -> str | None:
+    """``path`` if it names a Hub dataset, None for shipped samples and local files."""
+    if path.startswith(("tunewiz:", ".", "/", "~")) or path.lower().endswith(_LOCAL_SUFFIXES):
+        return None
+    return path if _DATASET_ID.match(path) else None
+
+
+def _license(base_id: str | None, base_path: str, given: str | None) -> tuple[dict[str, str], str | None]:
+    """(license metadata, warning): the given id, else the base model's license from the catalog."""
+    if given:
+        return {"license": given}, None
+    from tunewiz.models.catalog import lookup
+
+    try:
+        known = lookup(base_id or base_path).license
+    except TunewizError:
+        known = "unknown"
+    if known == "unknown":
+        return (
+            {},
+            f"the base model's license is unknown; pass `--license ID` (e.g. `--license {'apache-2.0'}`)",
+        )
+    if known in _HUB_LICENSES:
+        return {"license": known}, None
+    link = f"{HUB_URL}/{base_id}/blob/main/LICENSE" if base_id else None
+    return {"license": "other", "license_name": known, **({"license_link": link} if link else {})}, None
+
+
+def _metric_rows(tasks: dict[str, Any]) -> list[tuple[str, str, float, float | None]]:
+    """(task, metric, value, stderr) for every numeric metric; lm-eval's ``acc,none`` becomes ``acc``."""
+    rows = []
+    for task, metrics in sorted(tasks.items()):
+        for key, value in metrics.items():
+            if (
+                key.partition(",")[0].endswith("_stderr")
+                or isinstance(value, bool)
+                or not isinstance(value, (int, float))
+            ):
+                continue
+            stderr = metrics.get(f"{key}_stderr")
+            if stderr is None and "," in key:  # lm-eval writes `acc_stderr,none` for `acc,none`
+                name, _, flt = key.partition(",")
+                stderr = metrics.get(f"{name}_stderr,{flt}")
+            rows.append(
+                (task, _metric_name(key), float(value), stderr if isinstance(stderr, (int, float)) else None)
+            )
+    return rows
+
+
+def _metric_name(key: str) -> str:
+    name, _, flt = key.partition(",")
+    return name if flt in ("", "none") else f"{name} ({flt})"
+
+
+def _eval_results(results: dict[str, Any]) -> list[Any]:
+    from huggingface_hub import EvalResult
+
+    return [
+        EvalResult(
+            task_type="text-generation",
+            task_name="Text Generation",
+            dataset_type=task,
+            dataset_name=task,
+            metric_type=metric.split(" ")[0],
+            metric_name=metric,
+            metric_value=round(value, 4),
+        )
+        for task, metric, value, _ in _metric_rows(results.get("tasks") or {})
+    ]
+
+
+def render_model_card(
+    facts: CardFacts,
+    *,
+    repo_id: str,
+    kind: Literal["adapter", "merged"],
+    license: str | None = None,
+    badge: str | None = None,
+    loss_plot: str | None = None,
+) -> tuple[str, list[str]]:
+    """Write the model card.
+
+    Args:
+        facts: from :func:`read_card_facts`.
+        repo_id: the repository the card is for (the usage snippets load it).
+        kind: ``adapter`` (a PEFT adapter; library peft) or ``merged`` (library transformers).
+        license: license id; None takes the base model's from the catalog.
+        badge: file name of the badge image in the repository, or None.
+        loss_plot: file name of the loss curve image in the repository, or None.
+
+    Returns:
+        The ``README.md`` text, and warnings for the user (missing license, local base model).
+    """
+    from huggingface_hub import ModelCardData
+
+    preset = facts.preset
+    base_id = hub_model_id(preset.model.path)
+    dataset_id = hub_dataset_id(preset.data.path)
+    license_meta, license_warning = _license(base_id, preset.model.path, license)
+    warnings = [license_warning] if license_warning else []
+    if base_id is None:
+        warnings.append(
+            f"the base model `{preset.model.path}` is not on the Hub; the card says where it came "
+            "from, but the Hub cannot link to it"
+        )
+    results = _eval_results(facts.eval) if facts.eval else []
+    tags = ["tunewiz", preset.method, *([facts.model_type] if facts.model_type else [])]
+    if kind == "adapter":
+        tags.append("peft")
+    data = ModelCardData(
+        base_model=base_id,
+        datasets=[dataset_id] if dataset_id else None,
+        library_name="peft" if kind == "adapter" else "transformers",
+        pipeline_tag="text-generation",
+        tags=tags,
+        model_name=repo_id.split("/")[-1] if results else None,
+        eval_results=results or None,
+        **({"base_model_relation": "adapter" if kind == "adapter" else "finetune"} if base_id else {}),
+        **license_meta,
+    )
+    body = "\n\n".join(
+        part
+        for part in (
+            _intro(facts, repo_id, kind, base_id, dataset_id, badge),
+            _results_section(facts),
+            _usage_section(facts, repo_id, kind, base_id),
+            _training_section(facts, loss_plot),
+            _hyperparameters_section(facts),
+            _footer(),
+        )
+        if part
+    )
+    return f"---\n{data.to_yaml()}\n---\n\n{body}\n", warnings
+
+
+def _link_model(base_id: str | None, path: str) -> str:
+    return f"[{base_id}]({HUB_URL}/{base_id})" if base_id else f"`{path}`"
+
+
+def _link_data(dataset_id: str | None, path: str) -> str:
+    return f"[{dataset_id}]({HUB_URL}/datasets/{dataset_id})" if dataset_id else f"`{path}`"
+
+
+def _intro(
+    facts: CardFacts, repo_id: str, kind: str, base_id: str | None, dataset_id: str | None, badge: str | None
+) -> str:
+    p, s = facts.preset, facts.stats
+    base = _link_model(base_id, p.model.path)
+    data = _link_data(dataset_id, p.data.path)
+    method = _METHOD_TEXT[p.method]
+    if kind == "adapter":
+        what = f"A {method} adapter for {base}, fine-tuned on {data}"
+    elif p.method == "full":
+        what = f"{base}, fine-tuned on {data} with full fine-tuning"
+    else:
+        what = f"{base}, fine-tuned on {data} with {method}, the adapter merged into the weights"
+    how = []
+    if s.steps is not None:
+        how.append(f"{s.steps:,} optimizer steps")
+    if s.tokens_total is not None:
+        how.append(f"{_count(s.tokens_total)} trained tokens")
+    if s.wall_s is not None:
+        how.append(f"{_duration(s.wall_s)}")
+    if s.hardware:
+        how.append(f"on {s.hardware}")
+    line = f"{what}, with tunewiz" + (f": {', '.join(how)}." if how else ".")
+    head = f"# {repo_id.split('/')[-1]}\n\n" + (f"![Trained with tunewiz]({badge})\n\n" if badge else "")
+    if kind == "adapter":
+        line += (
+            f" It is small (rank {p.lora.rank}, on {', '.join(f'`{t}`' for t in p.lora.targets)}) and "
+            "loads on top of the base model."
+        )
+    return head + line
+
+
+def _results_section(facts: CardFacts) -> str:
+    if not facts.eval:
+        return ""
+    ev = facts.eval
+    rows = _metric_rows(ev.get("tasks") or {})
+    if not rows:
+        return ""
+    base = (
+        {(t, m): (v, e) for t, m, v, e in _metric_rows((ev.get("base") or {}).get("tasks") or {})}
+        if isinstance(ev.get("base"), dict)
+        else {}
+    )
+    header = "| Task | Metric | This model |" + (" Base model | Change |" if base else "")
+    rule = "|---|---|---:|" + ("---:|---:|" if base else "")
+    lines = ["## Evaluation", "", header, rule]
+    for task, metric, value, stderr in rows:
+        cells = f"| {task} | {metric} | {_value(value, stderr)} |"
+        if base:
+            b = base.get((task, metric))
+            cells += f" {_value(*b)} | {value - b[0]:+.4f} |" if b else " – | – |"
+        lines.append(cells)
+    notes = []
+    shots = ev.get("num_fewshot")
+    notes.append(f"{shots}-shot" if shots is not None else "default few-shot settings")
+    if ev.get("limit"):
+        notes.append(
+            f"first {ev['limit']} examples per task only, so not comparable to full leaderboard numbers"
+        )
+    if ev.get("lm_eval_version"):
+        notes.append(f"lm-evaluation-harness {ev['lm_eval_version']}")
+    if ev.get("date"):
+        notes.append(str(ev["date"]))
+    lines += ["", f"Measured with `tunewiz eval` ({'; '.join(notes)}). ± is the standard error."]
+    return "\n".join(lines)
+
+
+def _usage_section(facts: CardFacts, repo_id: str, kind: str, base_id: str | None) -> str:
+    base_ref = base_id or "path/to/base-model"
+    local = repo_id.split("/")[-1]
+    prompt = _prompt_snippet(facts)
+    if kind == "adapter":
+        if base_id:
+            load = (
+                f"from peft import AutoPeftModelForCausalLM\nfrom transformers import AutoTokenizer\n\n"
+                f'model = AutoPeftModelForCausalLM.from_pretrained("{repo_id}")  # fetches {base_id} too\n'
+                f'tokenizer = AutoTokenizer.from_pretrained("{repo_id}")'
+            )
+        else:
+            load = (
+                "from peft import PeftModel\nfrom transformers import AutoModelForCausalLM, AutoTokenizer\n\n"
+                f'base = AutoModelForCausalLM.from_pretrained("{base_ref}")  # the base model it was trained on\n'
+                f'model = PeftModel.from_pretrained(base, "{repo_id}")\n'
+                f'tokenizer = AutoTokenizer.from_pretrained("{repo_id}")'
+            )
+        merge = (
+            "\n\nTo ship one model instead of two, fold the adapter in: `model = model.merge_and_unload()`."
+        )
+        cli = f"hf download {repo_id} --local-dir {local}\ntunewiz chat {base_ref} --adapter {local}"
+    else:
+        load = (
+            "from transformers import AutoModelForCausalLM, AutoTokenizer\n\n"
+            f'model = AutoModelForCausalLM.from_pretrained("{repo_id}")\n'
+            f'tokenizer = AutoTokenizer.from_pretrained("{repo_id}")'
+        )
+        merge = ""
+        cli = f"tunewiz download {repo_id}\ntunewiz chat {repo_id}"
+    return (
+        f"## Use it\n\nWith transformers{' and peft' if kind == 'adapter' else ''}:\n\n"
+        f"```python\n{load}\n\n{prompt}\n```{merge}\n\n"
+        f"In the terminal, with tunewiz:\n\n```bash\n{cli}\n```"
+    )
+
+
+def _prompt_snippet(facts: CardFacts) -> str:
+    template = facts.preset.data.template
+    if facts.has_chat_template and template in ("auto", "model"):
+        return (
+            'messages = [{"role": "user", "content": "Explain LoRA in one sentence."}]\n'
+            'inputs = tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt", '
+            "return_dict=True)\n"
+            "output = model.generate(**inputs, max_new_tokens=128)\n"
+            'print(tokenizer.decode(output[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True))'
+        )
+    return (
+        f"# Trained with the `{template}` prompt template: format prompts the same way.\n"
+        'inputs = tokenizer("Explain LoRA in one sentence.", return_tensors="pt")\n'
+        "output = model.generate(**inputs, max_new_tokens=128)\n"
+        'print(tokenizer.decode(output[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True))'
+    )
+
+
+def _training_section(facts: CardFacts, loss_plot: str | None) -> str:
+    s, p = facts.stats, facts.preset
+    memory_kind = "process RSS" if s.device == "cpu" else "max allocated per GPU"
+    rows = [
+        ("Hardware", s.hardware),
+        ("Precision", p.model.dtype),
+        ("Optimizer steps", f"{s.steps:,}" if s.steps is not None else None),
+        ("Training samples", f"{s.train_samples:,}" if s.train_samples is not None else None),
+        ("Trained tokens", _count(s.tokens_total) if s.tokens_total is not None else None),
+        (
+            "Training time",
+            _duration(s.wall_s) + (f" over {s.launches} launches (resumed)" if s.launches > 1 else "")
+            if s.wall_s is not None
+            else None,
+        ),
+        (
+            "Throughput",
+            f"{s.tokens_per_s:,.0f} tokens/s (median over steps, all ranks)" if s.tokens_per_s else None,
+        ),
+        ("Peak memory", f"{_bytes(s.peak_memory_bytes)} ({memory_kind})" if s.peak_memory_bytes else None),
+        ("Trainable parameters", _params(s.trainable_params, s.total_params)),
+        ("Final training loss", f"{s.final_loss:.4f}" if s.final_loss is not None else None),
+        ("Final validation loss", f"{s.val_loss:.4f}" if s.val_loss is not None else None),
+    ]
+    table = "\n".join(f"| {k} | {v} |" for k, v in rows if v is not None)
+    text = "## Training\n\n| | |\n|---|---|\n" + table if table else "## Training"
+    if loss_plot:
+        text += f"\n\n![Training and validation loss]({loss_plot})"
+    return text
+
+
+def _hyperparameters_section(facts: CardFacts) -> str:
+    p = facts.preset
+    t, d = p.train, p.data
+    batch = f"{t.micro_batch_size} per rank × {t.grad_accum} accumulation"
+    if facts.stats.world_size:
+        batch += f" × {facts.stats.world_size} rank(s) = {t.micro_batch_size * t.grad_accum * facts.stats.world_size}"
+    rows = [
+        ("Method", _METHOD_TEXT[p.method]),
+        *(
+            [
+                ("LoRA rank / alpha / dropout", f"{p.lora.rank} / {p.lora.alpha:g} / {p.lora.dropout:g}"),
+                ("LoRA targets", ", ".join(f"`{x}`" for x in p.lora.targets)),
+            ]
+            if p.method != "full"
+            else []
+        ),
+        ("Epochs", str(t.epochs) + (f" (capped at {t.max_steps} steps)" if t.max_steps else "")),
+        ("Batch size (samples)", batch),
+        (
+            "Learning rate",
+            f"{t.lr:g}, {t.schedule} schedule, {t.warmup_steps} warm-up steps"
+            + (f", floor {t.min_lr_ratio:g}× peak" if t.min_lr_ratio else ""),
+        ),
+        ("Optimizer", f"AdamW, betas {tuple(t.betas)}, weight decay {t.weight_decay:g}"),
+        ("Gradient clipping", f"{t.max_grad_norm:g}" if t.max_grad_norm else "none"),
+        ("Sequence length", f"{d.max_seq_len}" + (", packed" if d.packing else "")),
+        (
+            "Prompt template",
+            f"`{d.template}`, loss on "
+            + ("prompts and responses" if d.train_on_inputs else "responses only"),
+        ),
+        (
+            "Data",
+            f"`{d.path}`"
+            + (f" (split `{d.split}`)" if hub_dataset_id(d.path) else "")
+            + (f", first {d.max_samples} samples" if d.max_samples else "")
+            + (f", {d.val_fraction:g} held out for validation" if d.val_fraction else ""),
+        ),
+        ("Activation checkpointing", "on" if t.activation_checkpointing else "off"),
+        ("Seed", str(t.seed)),
+    ]
+    table = "\n".join(f"| {k} | {v} |" for k, v in rows)
+    return (
+        f"## Hyperparameters\n\nFrom the run's resolved preset (`config.yaml`).\n\n| | |\n|---|---|\n{table}"
+    )
+
+
+def _footer() -> str:
+    return "---\n\nTrained and published with tunewiz: `tunewiz train`, `tunewiz eval`, `tunewiz push`."
+
+
+def _value(value: float, stderr: float | None) -> str:
+    return f"{value:.4f} ± {stderr:.4f}" if stderr is not None else f"{value:.4f}"
+
+
+def _count(n: int) -> str:
+    for unit, size in (("B", 1e9), ("M", 1e6), ("k", 1e3)):
+        if n >= size:
+            return f"{n / size:.1f}{unit}"
+    return str(n)
+
+
+def _params(trainable: int | None, total: int | None) -> str | None:
+    if trainable is None:
+        return None
+    if not total:
+        return _count(trainable)
+    return f"{_count(trainable)} of {_count(total)} ({100 * trainable / total:.2f}%)"
+
+
+def _bytes(n: int) -> str:
+    return f"{n / 2**30:.2f} GiB" if n >= 2**30 else f"{n / 2**20:.0f} MiB"
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(round(seconds))
+    h, rest = divmod(seconds, 3600)
+    m, s = divmod(rest, 60)
+    return f"{h} h {m:02d} min" if h else (f"{m} min {s:02d} s" if m else f"{s} s")

@@ -1,0 +1,1 @@
+"""Using a trained run: load it (``load``), generate (``generate``), evaluate (``evaluate``)."""

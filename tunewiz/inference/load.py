@@ -1,0 +1,313 @@
+"""Load a model to talk to, and hold a chat conversation with it.
+
+``load_for_inference`` accepts what a user points at: a run directory (its base model plus the LoRA
+adapter from ``final/adapter``, kept unmerged so :func:`base_model_only` can switch it off), a model
+directory, a shipped ``tunewiz:`` name, or a Hub id already in the local cache. ``ChatSession`` keeps
+the messages, renders them with the chat template and streams the reply as text pieces.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from tunewiz.atomic import atomic_write_text
+from tunewiz.errors import TunewizError
+from tunewiz.inference.generate import SamplingParams, StreamDecoder, stream
+from tunewiz.run.directory import RunDir
+
+if TYPE_CHECKING:
+    import torch
+
+    from tunewiz.models.llama import LlamaForCausalLM
+    from tunewiz.preset.schema import Preset
+    from tunewiz.text.templates import ChatTemplate
+    from tunewiz.text.tokenizer import Tokenizer
+
+log = logging.getLogger(__name__)
+_DTYPES = {
+    "fp32": "float32",
+    "float32": "float32",
+    "bf16": "bfloat16",
+    "bfloat16": "bfloat16",
+    "fp16": "float16",
+    "float16": "float16",
+}
+
+
+@dataclass
+class LoadedModel:
+    """A model ready for generation.
+
+    Args:
+        model: the native model in eval mode, LoRA layers (if any) unmerged.
+        tokenizer: its tokenizer (the run's ``final/`` copy for a run directory).
+        device: where the weights are.
+        dtype: the weights' floating-point dtype.
+        description: what was loaded, e.g. ``runs/x: tunewiz:tiny + LoRA adapter (rank 16)``.
+        has_adapter: a LoRA adapter is applied (so :func:`base_model_only` can switch it off).
+        base_name: the base model's name (``tunewiz:tiny``, a Hub id or a directory).
+    """
+
+    model: LlamaForCausalLM
+    tokenizer: Tokenizer
+    device: torch.device
+    dtype: torch.dtype
+    description: str
+    has_adapter: bool
+    base_name: str
+
+
+def _resolve_device_dtype(device: str, dtype: str | None) -> tuple[torch.device, torch.dtype]:
+    import torch
+
+    from tunewiz.train.distributed import resolve_device
+
+    if device not in ("auto", "cpu", "cuda"):
+        raise TunewizError(f"--device is `{device}`; expected auto, cpu or cuda", hint="pass `--device auto`")
+    kind = resolve_device(device)  # type: ignore[arg-type]
+    if dtype is None:
+        return torch.device(kind), torch.bfloat16 if kind == "cuda" else torch.float32
+    if dtype not in _DTYPES:
+        raise TunewizError(f"dtype `{dtype}` is not one of {', '.join(_DTYPES)}", hint="use `fp32` or `bf16`")
+    return torch.device(kind), getattr(torch, _DTYPES[dtype])
+
+
+def _has_weights(model_dir: Path) -> bool:
+    return (model_dir / "model.safetensors").is_file() or (
+        model_dir / "model.safetensors.index.json"
+    ).is_file()
+
+
+def _unfinished_run_error(run: RunDir) -> TunewizError:
+    latest = run.latest_checkpoint()
+    if latest is None:
+        return TunewizError(
+            f"run `{run.path}` has no final weights and no complete checkpoint: it stopped before its first save",
+            hint=f"train it again: `tunewiz train {run.config} --run-dir {run.path} --overwrite`",
+        )
+    return TunewizError(
+        f"run `{run.path}` has no final weights (`{run.final}` is missing): it is not finished; "
+        f"its newest complete checkpoint is `{latest.name}`",
+        hint=f"finish it with `tunewiz resume {run.path}`, which continues from `{latest.name}` and writes "
+        "`final/` at the end (add `--set train.max_steps=N` to stop sooner)",
+    )
+
+
+def load_for_inference(
+    target: str,
+    *,
+    adapter: Path | None = None,
+    device: str = "auto",
+    dtype: str | None = None,
+    merged: bool = False,
+) -> LoadedModel:
+    """Load a run, a model directory, a shipped model or a cached Hub model for generation.
+
+    Args:
+        target: a run directory (the base model named in its ``config.yaml`` plus ``final/adapter``
+            applied unmerged; ``final/`` itself for full fine-tuning), a model directory, a
+            ``tunewiz:NAME`` shipped model, or a Hub id in the local HF cache.
+        adapter: a PEFT LoRA adapter directory to apply instead of (or, for a model, on top of) the
+            run's own.
+        device: ``auto`` (cuda when available, else cpu), ``cpu`` or ``cuda``.
+        dtype: ``fp32``, ``bf16`` or ``fp16``; default bf16 on GPU and fp32 on CPU.
+        merged: for a run directory, load the merged weights in ``final/`` instead of base + adapter.
+
+    Returns:
+        The model in eval mode with its tokenizer.
+    """
+    from tunewiz.lora.layer import load_peft_adapter
+    from tunewiz.models.loading import load_model, resolve_model_dir
+    from tunewiz.preset.files import load_preset
+    from tunewiz.text.tokenizer import load_tokenizer
+
+    if merged and adapter is not None:
+        raise TunewizError(
+            "`--merged` and `--adapter` exclude each other: merged weights already hold an adapter",
+            hint="drop one of them",
+        )
+    dev, dt = _resolve_device_dtype(device, dtype)
+    run = RunDir(Path(target).expanduser())
+    if run.config.is_file():
+        if not run.final.is_dir():
+            raise _unfinished_run_error(run)
+        preset, _ = load_preset(str(run.config))
+        base_name = preset.model.path
+        use_merged = merged or preset.method == "full" or (adapter is None and not run.adapter.is_dir())
+        if use_merged:
+            if not _has_weights(run.final):
+                raise TunewizError(
+                    f"`{run.final}` has no merged model.safetensors (the run saved only an adapter)",
+                    hint=f"drop `--merged`, or re-export with `tunewiz resume {run.path} --set output.merged=true`",
+                )
+            model_dir, adapter_dir = run.final, adapter
+            what = "full fine-tune" if preset.method == "full" else "merged LoRA weights"
+        else:
+            model_dir = resolve_model_dir(base_name, preset.model.revision)
+            adapter_dir = adapter or run.adapter
+            what = None
+        tokenizer_dir = run.final if (run.final / "tokenizer_config.json").is_file() else model_dir
+        label = f"{run.path}: {base_name}"
+    else:
+        if merged:
+            raise TunewizError(
+                f"`--merged` needs a run directory; `{target}` is a model", hint="drop `--merged`"
+            )
+        model_dir = resolve_model_dir(target)
+        base_name, adapter_dir, what, tokenizer_dir, label = target, adapter, None, model_dir, target
+
+    model = load_model(model_dir, dtype=dt, device=dev)
+    rank = None
+    if adapter_dir is not None:
+        load_peft_adapter(model, adapter_dir)  # adapters are created on the base weights' device
+        rank = json.loads((Path(adapter_dir) / "adapter_config.json").read_text(encoding="utf-8"))["r"]
+    model.eval()  # new LoRA layers start in training mode (dropout on)
+    description = label + (
+        f" + LoRA adapter (rank {rank})" if rank is not None else f" ({what})" if what else ""
+    )
+    return LoadedModel(
+        model=model,
+        tokenizer=load_tokenizer(tokenizer_dir),
+        device=dev,
+        dtype=dt,
+        description=description,
+        has_adapter=rank is not None,
+        base_name=base_name,
+    )
+
+
+@contextmanager
+def base_model_only(loaded: LoadedModel) -> Iterator[None]:
+    """Switch the LoRA adapter off inside the block, so the model computes as its base model.
+
+    Args:
+        loaded: a model loaded with an adapter.
+
+    Raises:
+        TunewizError: the model has no adapter (a model directory, or a full fine-tune).
+    """
+    from tunewiz.lora.layer import lora_disabled
+
+    if not loaded.has_adapter:
+        raise TunewizError(
+            f"{loaded.description} has no LoRA adapter to switch off, so there is no base model to compare",
+            hint="use a LoRA run directory, or pass `--adapter DIR` with a base model",
+        )
+    with lora_disabled(loaded.model):
+        yield
+
+
+def chat_template_for(target: str, tokenizer: Tokenizer) -> tuple[ChatTemplate, str | None]:
+    """The template to chat with, and a warning when it is a guess.
+
+    The model's own template comes first. A run directory whose model has none uses the template
+    the run trained with (``data.template``, or the one its ``data.format`` implies); anything else
+    falls back to the plain alpaca template, with a warning.
+
+    Args:
+        target: what the user pointed at (a run directory is recognised by its ``config.yaml``).
+        tokenizer: the loaded tokenizer.
+    """
+    from tunewiz.preset.files import load_preset
+    from tunewiz.text.templates import builtin_template
+
+    if tokenizer.chat_template is not None:
+        return tokenizer.chat_template, None
+    run = RunDir(Path(target).expanduser())
+    if run.config.is_file():
+        preset: Preset = load_preset(str(run.config))[0]
+        name = preset.data.template
+        if name in ("auto", "model"):
+            name = {"alpaca": "alpaca", "chat": "chatml"}.get(preset.data.format, "")
+        if name:
+            return builtin_template(name, special_tokens=tokenizer.special_tokens), None  # type: ignore[arg-type]
+    return builtin_template("alpaca", special_tokens=tokenizer.special_tokens), (
+        f"`{tokenizer.source_dir}` has no chat template (no chat_template.jinja, no `chat_template` in "
+        "tokenizer_config.json); using the plain alpaca template (### Instruction / ### Response)"
+    )
+
+
+class ChatSession:
+    """A multi-turn conversation: messages, the template, and streaming replies.
+
+    Args:
+        loaded: the model to talk to.
+        template: the chat template.
+        params: sampling settings for every reply.
+        system: an optional system prompt.
+    """
+
+    def __init__(
+        self, loaded: LoadedModel, template: ChatTemplate, params: SamplingParams, system: str | None = None
+    ) -> None:
+        self.loaded = loaded
+        self.template = template
+        self.params = params
+        self.system = system
+        self.messages: list[dict[str, str]] = []
+
+    def reset(self) -> None:
+        """Forget the conversation (the system prompt stays)."""
+        self.messages.clear()
+
+    def conversation(self, user_text: str | None = None) -> list[dict[str, str]]:
+        """The messages as the template sees them: system prompt first, then the turns (and ``user_text``)."""
+        system = [{"role": "system", "content": self.system}] if self.system else []
+        user = [{"role": "user", "content": user_text}] if user_text is not None else []
+        return [*system, *self.messages, *user]
+
+    def prompt_ids(self, user_text: str) -> list[int]:
+        """Token ids of the conversation plus ``user_text``, ending with the assistant header."""
+        text = self.template.render(self.conversation(user_text), add_generation_prompt=True)
+        return self.loaded.tokenizer.encode(text)  # the template writes bos itself when the model wants it
+
+    def reply(self, user_text: str, *, record: bool = True) -> Iterator[str]:
+        """Stream the model's answer to ``user_text`` as text pieces.
+
+        Args:
+            user_text: the user's message (not empty).
+            record: append the exchange to the conversation once the reply is complete.
+        """
+        if not user_text.strip():
+            raise TunewizError("the prompt is empty", hint="type a message, or pass `--prompt TEXT`")
+        ids = self.prompt_ids(user_text)
+        limit = self.loaded.model.config.max_position_embeddings
+        if len(ids) >= limit:
+            raise TunewizError(
+                f"the conversation is {len(ids)} tokens; the model's context holds {limit}",
+                hint="start over with `/reset`, or send a shorter message",
+            )
+        params = replace(self.params, max_new_tokens=min(self.params.max_new_tokens, limit - len(ids)))
+        decoder = StreamDecoder(self.loaded.tokenizer)
+        pieces = []
+        for token in stream(self.loaded.model, ids, params, stop_ids=self.loaded.tokenizer.stop_ids):
+            if piece := decoder.push(token):
+                pieces.append(piece)
+                yield piece
+        if tail := decoder.flush():
+            pieces.append(tail)
+            yield tail
+        if record:
+            self.messages += [
+                {"role": "user", "content": user_text},
+                {"role": "assistant", "content": "".join(pieces)},
+            ]
+
+    def save(self, path: Path) -> None:
+        """Write the conversation as JSON: the model, the sampling settings and the messages.
+
+        Args:
+            path: the JSON file (written atomically).
+        """
+        data = {
+            "model": self.loaded.description,
+            "sampling": asdict(self.params),
+            "messages": self.conversation(),
+        }
+        atomic_write_text(Path(path), json.dumps(data, indent=2, ensure_ascii=False) + "\n")

@@ -1,0 +1,63 @@
+"""A recommendation as a Rich renderable: the breakdown table, the verdict, the reasons, and what
+would fit. Pure: it draws; the caller prints."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from tunewiz.models.catalog import format_params
+from tunewiz.plan.memory import GiB
+
+if TYPE_CHECKING:
+    from rich.console import Group
+
+    from tunewiz.plan.recommend import Recommendation
+
+_ROWS = (
+    ("weights", "weights"),
+    ("trainable_state", "grads + optimizer states"),
+    ("activations", "activations"),
+    ("logits_loss", "logits / loss"),
+    ("fsdp_buffers", "FSDP gather buffers"),
+    ("overhead", "CUDA context + allocator"),
+)
+
+
+def render_recommendation(rec: Recommendation) -> Group:
+    """The breakdown table, verdict, reasons and alternatives of a recommendation.
+
+    Args:
+        rec: from :func:`tunewiz.plan.recommend.recommend`.
+    """
+    from rich.console import Group
+    from rich.table import Table
+    from rich.text import Text
+
+    i = rec.plan.inputs
+    title = (
+        f"{rec.model.name} ({format_params(rec.model.params)}) · {i.method} · {i.dtype} · micro_batch "
+        f"{i.micro_batch} × seq {i.seq_len} · on {rec.machine.name}"
+    )
+    table = Table()
+    table.add_column("per device")
+    table.add_column("GiB", justify="right")
+    breakdown = rec.plan.breakdown.as_dict()
+    for key, label in _ROWS:
+        if key == "overhead" and i.device == "cpu":
+            label = "process + allocator"
+        table.add_row(label, f"{breakdown[key] / GiB:.2f}")
+    table.add_row(
+        Text("predicted peak", style="bold"),
+        Text(f"{rec.plan.peak / GiB:.2f} ± {rec.plan.error_band:.0%}", style="bold"),
+    )
+    table.add_row("capacity (after margin)", f"{rec.capacity / GiB:.2f}")
+    style = "bold green" if rec.verdict == "fits" else "bold yellow" if rec.fits else "bold red"
+    parts: list[object] = [Text(title, style="bold"), table, Text(f"verdict: {rec.verdict}", style=style)]
+    if rec.fits:
+        parts.append(Text(f"grad_accum {rec.grad_accum} → global batch {rec.global_batch} sequences"))
+    parts.append(Text("why:"))
+    parts += [Text(f"  • {r}") for r in (*rec.reasons, *rec.plan.reasons)]
+    if rec.alternatives:
+        parts.append(Text("what would fit:"))
+        parts += [Text(f"  • {a}") for a in rec.alternatives]
+    return Group(*parts)

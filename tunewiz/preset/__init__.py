@@ -1,0 +1,1 @@
+"""Presets: the typed schema (``schema``) and YAML files with ``--set`` overrides (``files``)."""

@@ -1,0 +1,557 @@
+"""Preset files: find them, read them, apply ``--set`` overrides, validate, and write them back.
+
+The schema lives in :mod:`tunewiz.preset.schema`; this module turns a YAML file plus overrides into a
+:class:`~tunewiz.preset.schema.Preset`, and turns every way that can fail into a :class:`TunewizError`
+that names the culprit: the file and line of a key (from PyYAML's node marks), the ``--set``
+string that set it, what was expected and what was given, and a did-you-mean.
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+import json
+import textwrap
+import types
+from pathlib import Path
+from typing import Any, Literal, Union, get_args, get_origin
+
+import yaml
+from pydantic import BaseModel, ValidationError
+from pydantic.fields import FieldInfo
+
+from tunewiz import __version__
+from tunewiz.atomic import atomic_write_text
+from tunewiz.errors import TunewizError, did_you_mean
+from tunewiz.preset.schema import Preset
+
+PRESET_SUFFIXES = (".yaml", ".yml")
+# A checkout (or an editable install) has presets/ beside the package; an installed package's
+# parent is site-packages, where a stray presets/ from another package must not count.
+_CHECKOUT = Path(__file__).resolve().parent.parent
+# Where `pip install .` puts them (pyproject's [tool.setuptools.data-files]), relative to the prefix.
+_INSTALLED_PRESETS = ("share", "tunewiz", "presets")
+
+# Names other fine-tuning tools use for our keys, so a user coming from them gets pointed right.
+_SYNONYMS = {
+    "learning_rate": "lr",
+    "batch_size": "micro_batch_size",
+    "per_device_train_batch_size": "micro_batch_size",
+    "gradient_accumulation_steps": "grad_accum",
+    "gradient_accumulation": "grad_accum",
+    "num_epochs": "epochs",
+    "num_train_epochs": "epochs",
+    "lr_scheduler": "schedule",
+    "lr_scheduler_type": "schedule",
+    "scheduler": "schedule",
+    "warmup": "warmup_steps",
+    "gradient_checkpointing": "activation_checkpointing",
+    "clip_grad_norm": "max_grad_norm",
+    "r": "rank",
+    "lora_r": "rank",
+    "lora_rank": "rank",
+    "lora_alpha": "alpha",
+    "lora_dropout": "dropout",
+    "target_modules": "targets",
+    "lora_target_modules": "targets",
+    "sequence_len": "max_seq_len",
+    "seq_len": "max_seq_len",
+    "max_length": "max_seq_len",
+    "model_name_or_path": "path",
+    "base_model": "path",
+    "dataset": "path",
+    "save_steps": "every_n_steps",
+    "save_total_limit": "keep_last",
+}
+
+
+def shipped_presets() -> list[Path]:
+    """Shipped preset files, sorted: the checkout's ``presets/`` (recursively), else the installed copies."""
+    if (_CHECKOUT / "pyproject.toml").is_file():
+        found = (_CHECKOUT / "presets").rglob("*")
+        return sorted(p for p in found if p.suffix in PRESET_SUFFIXES and p.is_file())
+    return _installed_presets()
+
+
+def _installed_presets() -> list[Path]:
+    # A non-editable install has no checkout beside the package; the wheel's data files sit under
+    # the install prefix, which the distribution's RECORD knows for every scheme (venv, --user).
+    from importlib import metadata
+
+    try:
+        files = metadata.distribution("tunewiz").files or []
+    except metadata.PackageNotFoundError:
+        return []
+    found = []
+    for file in files:
+        parts = file.parts
+        if file.suffix in PRESET_SUFFIXES and len(parts) >= 4 and parts[-4:-1] == _INSTALLED_PRESETS:
+            found.append(Path(file.locate()).resolve())
+    return sorted(found)
+
+
+def preset_name(path: Path) -> str:
+    """The name a shipped preset is called by: its file name without the suffix (``tiny-lora``)."""
+    return path.stem
+
+
+def resolve_preset_path(path_or_name: str) -> Path:
+    """Find a preset: an existing YAML file, else a shipped preset by name.
+
+    Args:
+        path_or_name: a path to a YAML file, or the name of a shipped preset (``tiny-lora``).
+
+    Raises:
+        TunewizError: neither exists; the hint lists the shipped names.
+    """
+    path = Path(path_or_name).expanduser()
+    if path.is_file():
+        return path
+    shipped = {preset_name(p): p for p in shipped_presets()}
+    if path_or_name in shipped:
+        return shipped[path_or_name]
+    if path.is_dir():
+        raise TunewizError(
+            f"preset `{path_or_name}` is a directory, not a YAML file", hint="give the path of a .yaml file"
+        )
+    names = ", ".join(f"`{n}`" for n in shipped) or "none found"
+    raise TunewizError(
+        f"preset `{path_or_name}` not found{did_you_mean(path.stem, list(shipped))}",
+        hint=f"give a YAML file, or a shipped preset name: {names} (see `tunewiz presets list`)",
+    )
+
+
+def header_comment(path: Path) -> str:
+    """The first line of the comment block a preset file starts with (its one-line description), or ``""``."""
+    for line in path.read_text(encoding="utf-8").splitlines():
+        stripped = line.strip()
+        if not stripped.startswith("#"):
+            return ""
+        text = stripped.lstrip("#").strip()
+        if text:
+            return text
+    return ""
+
+
+def copy_preset(path_or_name: str, dest: Path, force: bool = False) -> Path:
+    """Copy a preset file as written (comments kept) to ``dest``.
+
+    Args:
+        path_or_name: a shipped preset name or a YAML file.
+        dest: the file to write, or an existing directory to write the preset's file name into.
+        force: overwrite ``dest`` when it exists.
+
+    Returns:
+        The file written.
+
+    Raises:
+        TunewizError: the preset is not found, or ``dest`` exists and ``force`` is false.
+    """
+    source = resolve_preset_path(path_or_name)
+    target = dest / source.name if dest.is_dir() else dest
+    if target.exists() and not force:
+        raise TunewizError(
+            f"`{target}` already exists; not overwriting it",
+            hint=f"pass `--force` to overwrite it, or choose another file: `tunewiz presets copy {path_or_name} OTHER.yaml`",
+        )
+    atomic_write_text(target, source.read_text(encoding="utf-8"))
+    return target
+
+
+def load_preset(path_or_name: str, overrides: list[str] | tuple[str, ...] = ()) -> tuple[Preset, Path | None]:
+    """Read a preset file or shipped preset, apply ``--set`` overrides, and validate it.
+
+    Args:
+        path_or_name: a YAML file path, or a shipped preset name (``tiny-lora``).
+        overrides: ``KEY=VALUE`` strings (``train.lr=1e-4``), applied in order after the file.
+
+    Returns:
+        The validated preset, and the file it was read from.
+
+    Raises:
+        TunewizError: the file is missing or not valid YAML, a key is unknown, a value has the
+            wrong type or range, a required key is missing, or an override is malformed.
+    """
+    path = resolve_preset_path(path_or_name)
+    data, root = _read_yaml(path)
+    data = apply_overrides(data, list(overrides))
+    try:
+        return Preset.model_validate(data), path
+    except ValidationError as exc:
+        raise _explain(exc, path, root, list(overrides)) from None
+
+
+def _read_yaml(path: Path) -> tuple[dict[str, Any], yaml.MappingNode]:
+    """Parse ``path`` into plain data and the node tree that knows each key's line."""
+    text = path.read_text(encoding="utf-8")
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
+        problem = exc.problem or exc.context or "invalid YAML"
+        if exc.problem and exc.context and exc.context_mark and exc.context_mark is not mark:
+            # An unclosed bracket or quote fails at the end; say where it was opened.
+            start = exc.context_mark
+            problem += f" ({exc.context} that starts at line {start.line + 1}, column {start.column + 1})"
+        raise TunewizError(
+            f"`{where}`: YAML syntax error: {problem}",
+            hint="fix the YAML at that line and column (check indentation, a missing `:`, or an unclosed quote or bracket)",
+        ) from None
+    if not isinstance(data, dict) or not isinstance(root, yaml.MappingNode):
+        raise TunewizError(
+            f"preset `{path}` must be a mapping of keys (name, model, data, ...), got {_kind(data)}",
+            hint="start from a shipped preset: `tunewiz presets copy tiny-lora my.yaml`",
+        )
+    _check_duplicate_keys(root, path)
+    return data, root
+
+
+def _check_duplicate_keys(node: yaml.Node, path: Path, prefix: str = "") -> None:
+    # PyYAML keeps the last of two equal keys silently; a preset with both is a mistake.
+    if isinstance(node, yaml.MappingNode):
+        seen: dict[str, int] = {}
+        for key, value in node.value:
+            dotted = f"{prefix}{key.value}"
+            line = key.start_mark.line + 1
+            if key.value in seen:
+                raise TunewizError(
+                    f"`{dotted}` appears twice in `{path}` (lines {seen[key.value]} and {line})",
+                    hint="keep one of them",
+                )
+            seen[key.value] = line
+            _check_duplicate_keys(value, path, f"{dotted}.")
+    elif isinstance(node, yaml.SequenceNode):
+        for item in node.value:
+            _check_duplicate_keys(item, path, prefix)
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str] | tuple[str, ...]) -> dict[str, Any]:
+    """Return a copy of ``data`` with ``KEY=VALUE`` overrides applied in order.
+
+    Values are parsed as YAML (``1e-4``, ``true``, ``null``, ``[q_proj, v_proj]``), except that a
+    string-typed key keeps the text as written (``name=2024`` stays ``"2024"``).
+
+    Args:
+        data: the preset as plain data (not modified).
+        overrides: strings like ``train.lr=1e-4`` or ``lora.targets=[q_proj,v_proj]``.
+
+    Raises:
+        TunewizError: an override has no ``=``, names an unknown key, or has unparsable YAML.
+    """
+    result = copy.deepcopy(data)
+    for override in overrides:
+        keys, raw = _split_override(override)
+        annotation = _check_override_keys(keys, override)
+        try:
+            value = yaml.safe_load(raw)
+        except yaml.YAMLError:
+            raise TunewizError(
+                f"`--set {override}`: `{raw}` is not a valid YAML value",
+                hint="quote strings with special characters, and write lists as `[a, b]`",
+            ) from None
+        if _strip_optional(annotation) is str and value is not None and not isinstance(value, str):
+            value = raw
+        target = result
+        for depth, key in enumerate(keys[:-1]):
+            child = target.setdefault(key, {})
+            if not isinstance(child, dict):
+                section = ".".join(keys[: depth + 1])
+                raise TunewizError(
+                    f"`--set {override}`: `{section}` is {_kind(child)} in the preset, not a section",
+                    hint=f"set the whole value instead: `--set {section}=...`",
+                )
+            target = child
+        target[keys[-1]] = value
+    return result
+
+
+def _split_override(override: str) -> tuple[list[str], str]:
+    key, sep, raw = override.partition("=")
+    keys = key.strip().split(".")
+    if not sep or not all(keys):
+        raise TunewizError(
+            f"`--set {override}` must have the form KEY=VALUE",
+            hint="for example `--set train.lr=1e-4` or `--set lora.targets=[q_proj,v_proj]`",
+        )
+    return keys, raw.strip()
+
+
+def _check_override_keys(keys: list[str], override: str) -> Any:
+    """Check an override's key path against the schema; return the type of the value it sets."""
+    model: type[BaseModel] | None = Preset
+    field: FieldInfo | None = None
+    for depth, key in enumerate(keys):
+        if model is None:
+            # Past a leaf: only a mapping-valued field (data.columns) takes sub-keys.
+            if field is not None and get_origin(field.annotation) is dict and depth == len(keys) - 1:
+                return get_args(field.annotation)[1]
+            parent = ".".join(keys[:depth])
+            raise TunewizError(
+                f"`--set {override}`: `{parent}` is a single value, not a section",
+                hint=f"set it directly: `--set {parent}=...`",
+            )
+        if key not in model.model_fields:
+            section = ".".join(keys[:depth])
+            raise TunewizError(
+                f"unknown key `{'.'.join(keys[: depth + 1])}` in `--set {override}`{_suggest(key, model, section)}",
+                hint=_valid_keys_hint(model, section),
+            )
+        field = model.model_fields[key]
+        model = _section_model(field)
+    return field.annotation if field is not None else None
+
+
+def _explain(exc: ValidationError, path: Path, root: yaml.MappingNode, overrides: list[str]) -> TunewizError:
+    """Turn pydantic's errors into one TunewizError: the first (by line) as the message, the rest as `also:` lines."""
+    explained = [_explain_one(err, path, root, overrides) for err in exc.errors()]
+    explained.sort(key=lambda item: item[0])
+    _, message, hint = explained[0]
+    for _, other, _ in explained[1:]:
+        message += f"\n  also: {other}"
+    return TunewizError(message, hint=hint)
+
+
+def _explain_one(
+    err: dict[str, Any], path: Path, root: yaml.MappingNode, overrides: list[str]
+) -> tuple[int, str, str]:
+    """Explain one pydantic error as (line for sorting, message, hint)."""
+    loc = tuple(err["loc"])
+    dotted = _dotted(loc)
+    override = _override_for(loc, overrides)
+    line = _line_of(root, loc)
+    where = f" (from `--set {override}`)" if override else f" in `{path}` line {line}"
+    parent, field = _field_at(loc)
+    kind = err["type"]
+
+    if kind == "extra_forbidden":
+        section = _dotted(loc[:-1])
+        model = parent if parent is not None else Preset
+        return (
+            line,
+            f"unknown key `{dotted}`{where}{_suggest(str(loc[-1]), model, section)}",
+            _valid_keys_hint(model, section),
+        )
+    if kind == "missing":
+        section = _dotted(loc[:-1])
+        scope = f"section `{section}` of `{path}` (line {line})" if section else f"`{path}`"
+        sub = _section_model(field) if field is not None else None
+        if sub is not None:
+            required = ", ".join(f"`{k}`" for k, f in sub.model_fields.items() if f.is_required())
+            hint = f"add a `{loc[-1]}:` section with {required} ({' '.join((sub.__doc__ or '').split())})"
+            return line, f"missing required section `{dotted}` in {scope}", hint
+        hint = f"add `{loc[-1]}:` to it" + (
+            f" — {field.description}" if field is not None and field.description else ""
+        )
+        return line, f"missing required key `{dotted}` in {scope}", hint
+    if loc == ():
+        # A whole-preset rule (method vs output, ...): pydantic gives no location.
+        return 0, f"`{path}`: {_strip_value_error(err['msg'])}", "change one of the keys it names"
+    got = _show(err.get("input"))
+    # An item of a list or mapping (train.betas[0]) is documented by the field that holds it.
+    documented = field if field is not None else _field_at(loc[:-1])[1]
+    hint = (
+        documented.description
+        if documented is not None and documented.description
+        else _valid_keys_hint(Preset, "")
+    )
+    if field is not None and _section_model(field) is not None:
+        return (
+            line,
+            f"`{dotted}`{where} must be a section (a mapping of keys), got `{got}`",
+            _valid_keys_hint(_section_model(field), dotted),
+        )
+    choices = _literal_choices(field) if field is not None else None
+    if choices and kind == "literal_error":
+        suggestion = did_you_mean(str(err.get("input")), choices)
+        return line, f"`{dotted}`{where} must be one of {', '.join(choices)}; got `{got}`{suggestion}", hint
+    if field is not None and kind != "value_error":
+        return line, f"`{dotted}`{where}: expected {_expected(field)}, got `{got}`", hint
+    given = "" if kind == "value_error" else f", got `{got}`"
+    return line, f"`{dotted}`{where}: {_strip_value_error(err['msg'])}{given}", hint
+
+
+def _line_of(root: yaml.MappingNode, loc: tuple[Any, ...]) -> int:
+    """1-based line of the deepest node along ``loc`` that exists in the file (the key itself when present)."""
+    node: yaml.Node = root
+    line = root.start_mark.line + 1
+    for part in loc:
+        if isinstance(node, yaml.MappingNode):
+            match = next(((k, v) for k, v in node.value if k.value == str(part)), None)
+            if match is None:
+                return line
+            line, node = match[0].start_mark.line + 1, match[1]
+        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
+            node = node.value[part]
+            line = node.start_mark.line + 1
+        else:
+            return line
+    return line
+
+
+def _override_for(loc: tuple[Any, ...], overrides: list[str]) -> str | None:
+    """The last override that set ``loc`` or a section containing it."""
+    for override in reversed(overrides):
+        keys = tuple(override.partition("=")[0].strip().split("."))
+        if tuple(str(p) for p in loc[: len(keys)]) == keys:
+            return override
+    return None
+
+
+def _field_at(loc: tuple[Any, ...]) -> tuple[type[BaseModel] | None, FieldInfo | None]:
+    """The model that holds the last key of ``loc`` and that key's field, when ``loc`` names a schema field."""
+    model: type[BaseModel] | None = Preset
+    field: FieldInfo | None = None
+    last = len(loc) - 1
+    for i, part in enumerate(loc):
+        if model is None or not isinstance(part, str) or part not in model.model_fields:
+            return (model, None) if i == last else (None, None)
+        field = model.model_fields[part]
+        if i < last:
+            model = _section_model(field)
+    return model, field
+
+
+def _section_model(field: FieldInfo) -> type[BaseModel] | None:
+    ann = field.annotation
+    return ann if isinstance(ann, type) and issubclass(ann, BaseModel) else None
+
+
+def _suggest(key: str, model: type[BaseModel], section: str) -> str:
+    """A did-you-mean: a close key of this section, or a name other tools use for one, or a key of another section."""
+    valid = list(model.model_fields)
+    close = did_you_mean(key, valid)
+    if close:
+        return close
+    synonym = difflib.get_close_matches(key.lower(), list(_SYNONYMS), n=1, cutoff=0.8)
+    target = _SYNONYMS[synonym[0]] if synonym else key
+    if target in valid:
+        return f" (did you mean `{target}`?)"
+    for name, other in Preset.model_fields.items():
+        sub = _section_model(other)
+        if sub is not None and target in sub.model_fields and name != section:
+            return f" (did you mean `{name}.{target}`?)"
+    return ""
+
+
+def _valid_keys_hint(model: type[BaseModel], section: str) -> str:
+    where = f"`{section}`" if section else "a preset's top level"
+    return f"valid keys in {where}: {', '.join(model.model_fields)}"
+
+
+def _literal_choices(field: FieldInfo) -> list[str] | None:
+    ann = _strip_optional(field.annotation)
+    return [str(c) for c in get_args(ann)] if get_origin(ann) is Literal else None
+
+
+def _strip_optional(ann: Any) -> Any:
+    if get_origin(ann) in (Union, types.UnionType):
+        rest = [a for a in get_args(ann) if a is not type(None)]
+        if len(rest) == 1:
+            return rest[0]
+    return ann
+
+
+def _expected(field: FieldInfo) -> str:
+    """What a field takes, in words: ``an integer > 0``, ``a number >= 0 and < 1 (or null)``."""
+    ann = _strip_optional(field.annotation)
+    origin = get_origin(ann)
+    names = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}
+    if origin is list:
+        text = "a list of strings" if get_args(ann) == (str,) else "a list"
+    elif origin is dict:
+        text = "a mapping of names to strings"
+    elif origin is tuple:
+        text = f"a list of {len(get_args(ann))} numbers"
+    else:
+        text = names.get(ann, getattr(ann, "__name__", str(ann)))
+    bounds = []
+    for meta in field.metadata:
+        for attr, symbol in (("gt", ">"), ("ge", ">="), ("lt", "<"), ("le", "<=")):
+            if getattr(meta, attr, None) is not None:
+                bounds.append(f"{symbol} {getattr(meta, attr)}")
+    if bounds:
+        text += " " + " and ".join(bounds)
+    if ann is not field.annotation:
+        text += " (or null)"
+    return text
+
+
+def _strip_value_error(msg: str) -> str:
+    return msg.removeprefix("Value error, ").removeprefix("Assertion failed, ")
+
+
+def _dotted(loc: tuple[Any, ...]) -> str:
+    text = ""
+    for part in loc:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text
+
+
+def _kind(value: Any) -> str:
+    return "empty" if value is None else f"a {type(value).__name__}"
+
+
+def _show(value: Any) -> str:
+    """A value as the user would have written it in YAML, shortened."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    text = (
+        value
+        if isinstance(value, str)
+        else yaml.safe_dump(value, default_flow_style=True, width=10**6).strip()
+    )
+    text = text.removesuffix("\n...").strip()
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def dump_preset(preset: Preset) -> str:
+    """The resolved preset as YAML: every key with its value (defaults filled in), in schema order,
+    each preceded by its description as a comment, under a header comment.
+
+    Args:
+        preset: a validated preset.
+
+    Returns:
+        YAML text that :func:`load_preset` reads back to an equal preset.
+    """
+    data = preset.model_dump(mode="json")
+    lines = [
+        f"# Resolved tunewiz preset `{' '.join(preset.name.split())}`: every default filled in (tunewiz {__version__}).",
+        "# Train it with `tunewiz train THIS_FILE`; the comments say what each key does.",
+    ]
+    for name, field in Preset.model_fields.items():
+        section = _section_model(field)
+        lines.append("")
+        lines.extend(_comment(field.description or (section.__doc__ if section else ""), ""))
+        if section is None:
+            lines.append(_yaml_line(name, data[name]))
+            continue
+        lines.append(f"{name}:")
+        for sub_name, sub_field in section.model_fields.items():
+            lines.extend(_comment(sub_field.description or "", "  "))
+            lines.append(_yaml_line(sub_name, data[name][sub_name], "  "))
+    return "\n".join(lines) + "\n"
+
+
+def _comment(text: str, indent: str) -> list[str]:
+    text = " ".join(text.split())
+    return (
+        textwrap.wrap(text, width=100, initial_indent=f"{indent}# ", subsequent_indent=f"{indent}# ")
+        if text
+        else []
+    )
+
+
+def _yaml_line(key: str, value: Any, indent: str = "") -> str:
+    # Flow style keeps each key on one line, so the comment above it stays next to it. A plain
+    # scalar dumped alone ends with the document-end marker `...`, which is dropped.
+    text = yaml.safe_dump(value, default_flow_style=True, sort_keys=False, width=10**6)
+    text = text.removesuffix("\n").removesuffix("\n...").strip()
+    if "\n" in text:
+        # A string with line breaks would fold over several lines; JSON is YAML on one line.
+        text = json.dumps(value, ensure_ascii=False)
+    return f"{indent}{key}: {text}"

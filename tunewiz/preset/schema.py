@@ -1,0 +1,183 @@
+"""The preset schema: typed, validated, every field documented.
+
+A preset is a YAML file of values (never class names). ``tunewiz train`` resolves it (defaults
+filled in, ``--set key=value`` overrides applied: see ``tunewiz.preset.files``) and saves the result as
+the run's ``config.yaml``. Each function that needs settings takes the sub-config it needs
+(``ModelConfig``, ``DataConfig``, ...), not the whole preset.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj", "lm_head")
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class ModelSection(_Section):
+    """Which model to fine-tune and in what precision."""
+
+    path: str = Field(
+        description="The base model: `tunewiz:tiny` (shipped), a local directory with config.json and "
+        "*.safetensors, or a Hugging Face repo id resolved through the local HF cache "
+        "(`tunewiz download REPO_ID` puts it there)."
+    )
+    revision: str | None = Field(None, description="Hub revision (branch, tag or commit) of a repo id.")
+    dtype: Literal["fp32", "bf16"] = Field(
+        "bf16",
+        description="Storage and compute dtype of every parameter, gradient and AdamW state (as torchtune "
+        "does: no fp32 master copy); norms, softmax and the loss are computed in fp32 either way. bf16 halves "
+        "memory; fp32 is exact and the choice for CPU reproducibility.",
+    )
+
+
+class LoraSection(_Section):
+    """LoRA adapter settings (used when `method` is `lora` or `qlora`)."""
+
+    rank: int = Field(8, gt=0, description="Rank r of the low-rank update B·A.")
+    alpha: float = Field(16.0, gt=0, description="Scale: the update is multiplied by alpha / rank.")
+    dropout: float = Field(0.0, ge=0.0, lt=1.0, description="Dropout on the LoRA input.")
+    targets: list[str] = Field(
+        default_factory=lambda: ["q_proj", "v_proj"],
+        description="Linear layers that get an adapter, by Hugging Face module name: "
+        + ", ".join(LORA_TARGETS)
+        + ". `all-linear` means every projection except lm_head.",
+    )
+
+    @field_validator("targets", mode="before")
+    @classmethod
+    def _all_linear_string(cls, value: object) -> object:
+        return [value] if value == "all-linear" else value
+
+    @field_validator("targets")
+    @classmethod
+    def _known_targets(cls, value: list[str]) -> list[str]:
+        if value == ["all-linear"]:
+            return list(LORA_TARGETS[:-1])
+        unknown = [t for t in value if t not in LORA_TARGETS]
+        if unknown:
+            raise ValueError(
+                f"unknown LoRA target(s) {unknown}; choose from {list(LORA_TARGETS)} or `all-linear`"
+            )
+        if not value:
+            raise ValueError("at least one LoRA target is needed")
+        return value
+
+
+class DataSection(_Section):
+    """The training data and how samples become token sequences."""
+
+    path: str = Field(
+        description="A shipped sample (`tunewiz:story-qa`, ...), a local .json/.jsonl/.csv/.parquet "
+        "file, or a Hugging Face dataset id."
+    )
+    split: str = Field("train", description="Split to train on, for Hub datasets.")
+    format: Literal["auto", "alpaca", "chat", "text"] = Field(
+        "auto",
+        description="alpaca: instruction/input/output; chat: `messages` (role/content) or ShareGPT "
+        "`conversations` (from/value); text: plain `text`. auto detects it from the columns.",
+    )
+    columns: dict[str, str] = Field(
+        default_factory=dict,
+        description="Rename dataset columns to the format's names, e.g. {instruction: question, output: answer}.",
+    )
+    template: Literal["auto", "model", "alpaca", "llama2", "llama3", "chatml"] = Field(
+        "auto",
+        description="Prompt template. model: the model's chat template; auto: the model's when it has "
+        "one, else alpaca for alpaca data and chatml for chat data.",
+    )
+    max_seq_len: int = Field(512, gt=0, description="Samples longer than this are truncated (and counted).")
+    train_on_inputs: bool = Field(
+        False, description="Also compute the loss on prompts, not only on responses."
+    )
+    packing: bool = Field(
+        False, description="Pack several samples into each max_seq_len row (attention stays within a sample)."
+    )
+    val_fraction: float = Field(
+        0.05, ge=0.0, lt=1.0, description="Share of samples held out for validation loss."
+    )
+    val_path: str | None = Field(None, description="A separate validation file instead of val_fraction.")
+    shuffle: bool = Field(
+        True, description="Shuffle samples each epoch (seeded by train.seed and the epoch)."
+    )
+    max_samples: int | None = Field(
+        None, gt=0, description="Use only the first N samples (quick experiments)."
+    )
+
+
+class TrainSection(_Section):
+    """The optimisation loop."""
+
+    epochs: int = Field(1, gt=0, description="Passes over the training data.")
+    max_steps: int | None = Field(
+        None, gt=0, description="Stop after this many optimizer steps (overrides epochs)."
+    )
+    micro_batch_size: int = Field(4, gt=0, description="Samples per rank per forward/backward.")
+    grad_accum: int = Field(1, gt=0, description="Micro-batches accumulated per optimizer step.")
+    lr: float = Field(3e-4, gt=0, description="Peak learning rate.")
+    min_lr_ratio: float = Field(
+        0.0, ge=0.0, le=1.0, description="Final LR as a fraction of the peak (cosine/linear)."
+    )
+    weight_decay: float = Field(0.0, ge=0.0, description="AdamW weight decay.")
+    betas: tuple[float, float] = Field((0.9, 0.999), description="AdamW betas.")
+    warmup_steps: int = Field(0, ge=0, description="Linear warm-up steps.")
+    schedule: Literal["cosine", "linear", "constant"] = Field(
+        "cosine", description="LR schedule after warm-up."
+    )
+    max_grad_norm: float | None = Field(
+        1.0, gt=0, description="Clip the gradient norm to this (null: no clipping)."
+    )
+    seed: int = Field(0, description="Seed for initialisation, data order and dropout.")
+    activation_checkpointing: bool = Field(
+        False, description="Recompute each block's activations in backward (less memory, ~30% slower)."
+    )
+    eval_every_n_steps: int | None = Field(
+        None, gt=0, description="Validation loss every N steps (null: at the end of each epoch only)."
+    )
+    log_every_n_steps: int = Field(1, gt=0, description="Write a step event every N steps.")
+
+
+class CheckpointSection(_Section):
+    """Step checkpoints, for resume."""
+
+    every_n_steps: int | None = Field(
+        None, gt=0, description="Save every N steps (null: only at the end of each epoch)."
+    )
+    keep_last: int = Field(
+        2, ge=1, description="Complete checkpoints to keep; the newest complete one is never deleted."
+    )
+
+
+class OutputSection(_Section):
+    """What `final/` holds at the end of a run."""
+
+    adapter: bool = Field(True, description="Save the LoRA adapter in PEFT format (LoRA/QLoRA only).")
+    merged: bool = Field(True, description="Save the merged model as safetensors, loadable by transformers.")
+
+
+class Preset(_Section):
+    """A tunewiz preset: everything a run needs, and nothing about the machine it was planned on
+    except the device choice."""
+
+    name: str = Field(description="Run name; the run directory is runs/<name> unless --run-dir is given.")
+    method: Literal["lora", "qlora", "full"] = Field(
+        "lora", description="LoRA, QLoRA (4-bit NF4 base) or full fine-tuning."
+    )
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: cuda when available, else cpu.")
+    model: ModelSection
+    lora: LoraSection = Field(default_factory=LoraSection)
+    data: DataSection
+    train: TrainSection = Field(default_factory=TrainSection)
+    checkpoint: CheckpointSection = Field(default_factory=CheckpointSection)
+    output: OutputSection = Field(default_factory=OutputSection)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Preset:
+        if self.method == "full" and not self.output.merged:
+            raise ValueError("output.merged must be true for method `full` (there is no adapter to save)")
+        return self

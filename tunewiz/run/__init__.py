@@ -1,0 +1,1 @@
+"""The run directory (``directory``) and its event log ``events.jsonl`` (``events``)."""

@@ -1,0 +1,95 @@
+"""The run directory: the unit that train writes and resume, chat, eval and push read.
+
+Layout::
+
+    runs/<name>/
+      config.yaml          resolved preset (every default filled in)
+      plan.json            the planner's plan for this run (when one was made)
+      events.jsonl         rank 0's event log (see tunewiz.run.events)
+      checkpoints/step-N/  step checkpoints; complete only once COMPLETE exists
+      final/               adapter/ (PEFT) and/or merged model.safetensors, config.json,
+                           tokenizer files, README.md (model card)
+      loss.png             training and validation loss
+      eval/results.json    lm-eval results
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+CHECKPOINT_COMPLETE_MARKER = "COMPLETE"
+_STEP_DIR = re.compile(r"^step-(\d+)$")
+
+
+@dataclass(frozen=True)
+class RunDir:
+    """Paths inside one run directory. Creating the object touches nothing on disk."""
+
+    path: Path
+
+    @property
+    def config(self) -> Path:
+        """The resolved preset."""
+        return self.path / "config.yaml"
+
+    @property
+    def plan(self) -> Path:
+        """The planner's plan, when one was made."""
+        return self.path / "plan.json"
+
+    @property
+    def events(self) -> Path:
+        """Rank 0's event log."""
+        return self.path / "events.jsonl"
+
+    @property
+    def checkpoints(self) -> Path:
+        """Folder of the step checkpoints."""
+        return self.path / "checkpoints"
+
+    @property
+    def final(self) -> Path:
+        """The exported model and/or adapter."""
+        return self.path / "final"
+
+    @property
+    def adapter(self) -> Path:
+        """The PEFT adapter inside ``final/``."""
+        return self.final / "adapter"
+
+    @property
+    def loss_plot(self) -> Path:
+        """The loss curve image."""
+        return self.path / "loss.png"
+
+    @property
+    def eval_results(self) -> Path:
+        """lm-eval results written by ``tunewiz eval``."""
+        return self.path / "eval" / "results.json"
+
+    @property
+    def stop_request(self) -> Path:
+        """File the parent creates to ask the ranks to stop gracefully at the next step boundary."""
+        return self.path / "STOP"
+
+    def checkpoint(self, step: int) -> Path:
+        """The folder of the step-``step`` checkpoint (complete or not)."""
+        return self.checkpoints / f"step-{step}"
+
+    def complete_checkpoints(self) -> list[tuple[int, Path]]:
+        """Complete step checkpoints, oldest first. Half-written ones (no marker) are left out."""
+        if not self.checkpoints.is_dir():
+            return []
+        found = []
+        for child in self.checkpoints.iterdir():
+            match = _STEP_DIR.match(child.name)
+            if match and (child / CHECKPOINT_COMPLETE_MARKER).is_file():
+                found.append((int(match.group(1)), child))
+        return sorted(found)
+
+    def latest_checkpoint(self) -> Path | None:
+        """The newest complete checkpoint, or None."""
+        complete = self.complete_checkpoints()
+        return complete[-1][1] if complete else None

@@ -1,0 +1,137 @@
+"""The event log: rank 0 appends one JSON object per line to ``events.jsonl``; the parent reads it.
+
+Every event has ``event`` (its kind) and ``time`` (Unix seconds). The kinds and their fields:
+
+========== ==================================================================================
+start      run, model, method, device, dtype, world_size, micro_batch_size, grad_accum,
+           global_batch_size, total_steps, steps_per_epoch, epochs, step (0, or the step
+           resumed from), resumed_from (checkpoint path or null), planned_peak_bytes (or null),
+           hardware (str), num_train_samples, num_val_samples, truncated_samples,
+           trainable_params, total_params
+step       step, epoch, loss (mean over trained tokens of this optimizer step), lr, grad_norm,
+           tokens (trained tokens this step, all ranks), tokens_total, tokens_per_s
+           (input tokens/s, all ranks, this step), peak_memory_bytes (list, one per rank:
+           CUDA max allocated on GPU, process RSS on CPU), elapsed (s since this launch)
+eval       step, val_loss
+checkpoint step, path
+oom_fallback step, micro_batch_size, grad_accum (the new values), reason
+warning    message, step (or null)
+error      rank, message, traceback (str or null), step (or null)
+stop       step, reason ("signal" or "nan"), checkpoint (path or null), resume_command
+end        step, elapsed, final_dir, tokens_total
+========== ==================================================================================
+
+Readers must ignore unknown keys and unknown kinds so the schema can grow.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+EVENT_KINDS = (
+    "start",
+    "step",
+    "eval",
+    "checkpoint",
+    "oom_fallback",
+    "warning",
+    "error",
+    "stop",
+    "end",
+)
+
+
+class EventWriter:
+    """Appends events to ``events.jsonl``; each line is flushed and fsynced as it is written.
+
+    Args:
+        path: the run's ``events.jsonl``; appended to, so a resumed run continues the same log.
+    """
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 (closed in close())
+
+    def write(self, kind: str, **fields: Any) -> dict[str, Any]:
+        """Append one event (with ``time``) and return it.
+
+        Args:
+            kind: one of ``EVENT_KINDS``.
+            fields: the kind's fields (see the module docstring).
+        """
+        if kind not in EVENT_KINDS:
+            raise ValueError(f"unknown event kind {kind!r}; expected one of {EVENT_KINDS}")
+        event = {"event": kind, "time": time.time(), **fields}
+        self._file.write(json.dumps(event, default=_jsonable) + "\n")
+        self._file.flush()
+        os.fsync(self._file.fileno())
+        return event
+
+    def close(self) -> None:
+        """Close the log file."""
+        self._file.close()
+
+    def __enter__(self) -> EventWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _jsonable(value: Any) -> Any:
+    if hasattr(value, "item"):  # 0-d tensors and numpy scalars
+        return value.item()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"event field of type {type(value).__name__} is not JSON serialisable")
+
+
+def parse_lines(lines: list[str]) -> list[dict[str, Any]]:
+    """Parse complete event lines; a torn last line (a writer mid-append) is skipped."""
+    events = []
+    for line in lines:
+        line = line.strip()
+        if not line:
+            continue
+        try:
+            events.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return events
+
+
+def read_events(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
+    """All events of a run so far (empty when the log does not exist yet)."""
+    path = Path(path)
+    if not path.exists():
+        return []
+    return parse_lines(path.read_text(encoding="utf-8").splitlines())
+
+
+def follow(path: str | os.PathLike[str], poll_s: float = 0.2) -> Iterator[list[dict[str, Any]]]:
+    """Yield batches of new events as they are appended (an empty batch on each idle poll).
+
+    The caller decides when to stop (for example on an ``end`` event or when the process exits).
+    """
+    path = Path(path)
+    offset = 0
+    pending = ""
+    while True:
+        batch: list[dict[str, Any]] = []
+        if path.exists():
+            with open(path, encoding="utf-8") as f:
+                f.seek(offset)
+                chunk = f.read()
+                offset = f.tell()
+            pending += chunk
+            *complete, pending = pending.split("\n")
+            batch = parse_lines(complete)
+        yield batch
+        if not batch:
+            time.sleep(poll_s)

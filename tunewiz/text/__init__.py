@@ -1,0 +1,1 @@
+"""Text: tokenizers (SentencePiece and ``tokenizer.json``) and chat templates."""

@@ -1,0 +1,298 @@
+"""Chat templates: the model's own (jinja, rendered exactly as transformers renders it) or a built-in.
+
+``ChatTemplate.segments`` splits a rendered conversation into prompt and assistant pieces for loss
+masking, for any template, by rendering prefixes of the conversation:
+
+* the text before assistant message ``i`` ends where ``render(messages[:i], add_generation_prompt=True)``
+  ends (the prompt includes the assistant header), and
+* assistant message ``i`` ends where ``render(messages[:i + 1])`` ends (so it includes the template's
+  end-of-turn token, which the model must learn to emit).
+
+This assumes the template is *prefix-stable*: rendering a prefix of a conversation gives a prefix of
+the full rendering. Templates that rewrite earlier turns (e.g. dropping reasoning from old assistant
+turns) or date-stamp the system prompt can break that; then the assistant piece falls back to the
+message's content found in the rendering, plus an end-of-turn token that directly follows it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping
+from datetime import datetime
+from functools import lru_cache
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from tunewiz.errors import TunewizError, did_you_mean
+
+if TYPE_CHECKING:
+    import jinja2
+
+    from tunewiz.text.tokenizer import Tokenizer
+
+log = logging.getLogger(__name__)
+
+BuiltinName = Literal["alpaca", "llama2", "llama3", "chatml"]
+ALPACA_PREAMBLE = "Below is an instruction that describes a task. Write a response that appropriately completes the request."
+
+# Built-in templates, written for transformers' jinja settings (trim_blocks, lstrip_blocks). Each
+# starts with `messages and` guards so that rendering an empty prefix works (segments needs it).
+_BUILTINS: dict[str, str] = {
+    "alpaca": (
+        "{% if messages and messages[0]['role'] == 'system' %}{{ messages[0]['content'] + '\\n\\n' }}"
+        "{% set loop_messages = messages[1:] %}{% else %}{{ '" + ALPACA_PREAMBLE + "\\n\\n' }}"
+        "{% set loop_messages = messages %}{% endif %}"
+        "{% for message in loop_messages %}"
+        "{% if message['role'] == 'user' %}{{ ('\\n\\n' if not loop.first else '') + '### Instruction:\\n' + message['content'] + '\\n\\n' }}"
+        "{% elif message['role'] == 'assistant' %}{{ '### Response:\\n' + message['content'] + eos_token }}"
+        "{% else %}{{ raise_exception('the alpaca template has no role ' + message['role']) }}{% endif %}"
+        "{% endfor %}"
+        "{% if add_generation_prompt %}{{ '### Response:\\n' }}{% endif %}"
+    ),
+    "llama2": (
+        "{% if messages and messages[0]['role'] == 'system' %}{% set loop_messages = messages[1:] %}"
+        "{% set system_message = messages[0]['content'] %}{% else %}{% set loop_messages = messages %}"
+        "{% set system_message = false %}{% endif %}"
+        "{% for message in loop_messages %}"
+        "{% if (message['role'] == 'user') != (loop.index0 % 2 == 0) %}"
+        "{{ raise_exception('the llama2 template needs alternating user/assistant messages') }}{% endif %}"
+        "{% if loop.index0 == 0 and system_message != false %}"
+        "{% set content = '<<SYS>>\\n' + system_message + '\\n<</SYS>>\\n\\n' + message['content'] %}"
+        "{% else %}{% set content = message['content'] %}{% endif %}"
+        "{% if message['role'] == 'user' %}{{ bos_token + '[INST] ' + content | trim + ' [/INST]' }}"
+        "{% else %}{{ ' ' + content | trim + ' ' + eos_token }}{% endif %}"
+        "{% endfor %}"
+    ),
+    "llama3": (
+        "{{ bos_token }}{% for message in messages %}"
+        "{{ '<|start_header_id|>' + message['role'] + '<|end_header_id|>\\n\\n' + message['content'] | trim + '<|eot_id|>' }}"
+        "{% endfor %}"
+        "{% if add_generation_prompt %}{{ '<|start_header_id|>assistant<|end_header_id|>\\n\\n' }}{% endif %}"
+    ),
+    "chatml": (
+        "{% for message in messages %}"
+        "{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n' }}"
+        "{% endfor %}"
+        "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
+    ),
+}
+# Special tokens a built-in template renders with when no tokenizer supplies them.
+_DEFAULT_SPECIALS = {"bos_token": "<s>", "eos_token": "</s>"}
+# End-of-turn strings the non-prefix-stable fallback keeps with the assistant's text.
+_END_OF_TURN = ("<|eot_id|>", "<|im_end|>", "<|end|>", "<end_of_turn>")
+
+
+class ChatTemplate:
+    """A jinja chat template and the special tokens it renders with.
+
+    Args:
+        name: a label for messages (``model`` or the built-in's name).
+        source: where it came from: ``tokenizer_config.json``, ``chat_template.jinja`` or ``builtin:<name>``.
+        template: the jinja source.
+        special_tokens: ``bos_token``, ``eos_token``, ... strings passed to the template as variables.
+    """
+
+    def __init__(self, name: str, source: str, template: str, special_tokens: Mapping[str, str]) -> None:
+        self.name = name
+        self.source = source
+        self.template = template
+        self.special_tokens = dict(special_tokens)
+
+    def __repr__(self) -> str:
+        return f"ChatTemplate(name={self.name!r}, source={self.source!r})"
+
+    def render(self, messages: list[dict[str, str]], *, add_generation_prompt: bool = False) -> str:
+        """The conversation as text, as transformers' ``apply_chat_template(tokenize=False)`` gives it.
+
+        Args:
+            messages: ``{"role": ..., "content": ...}`` dicts.
+            add_generation_prompt: append the assistant header that prompts a reply.
+        """
+        import jinja2
+
+        try:
+            return _compile(self.template).render(
+                messages=messages,
+                tools=None,
+                documents=None,
+                add_generation_prompt=add_generation_prompt,
+                **self.special_tokens,
+            )
+        except jinja2.TemplateError as exc:
+            raise TunewizError(
+                f"chat template `{self.name}` ({self.source}) failed: {exc}",
+                hint="check the conversation's roles, or choose another `data.template`",
+            ) from exc
+
+    def segments(self, messages: list[dict[str, str]]) -> list[tuple[str, bool]]:
+        """Split ``render(messages)`` into ``(text, is_assistant_output)`` pieces, in order.
+
+        The pieces concatenate to ``render(messages)``. See the module docstring for the approach.
+
+        Args:
+            messages: the conversation; assistant messages become the ``True`` pieces.
+        """
+        full = self.render(messages)
+        pieces: list[tuple[str, bool]] = []
+        pos = 0
+        for i, message in enumerate(messages):
+            if message["role"] != "assistant":
+                continue
+            span = self._prefix_span(messages, i, full, pos) or self._content_span(
+                message["content"], full, pos
+            )
+            if span is None:
+                log.warning(
+                    "chat template `%s`: assistant message %d not found in the rendering; it is not trained",
+                    self.name,
+                    i,
+                )
+                continue
+            start, end = span
+            if start > pos:
+                pieces.append((full[pos:start], False))
+            pieces.append((full[start:end], True))
+            pos = end
+        if pos < len(full):
+            pieces.append((full[pos:], False))
+        return pieces
+
+    def _prefix_span(
+        self, messages: list[dict[str, str]], i: int, full: str, pos: int
+    ) -> tuple[int, int] | None:
+        """Span of assistant message ``i`` from prefix renderings, or None if the template is not prefix-stable."""
+        try:
+            before = self.render(messages[:i], add_generation_prompt=True)
+            through = self.render(messages[: i + 1])
+        except TunewizError:
+            return None  # e.g. a template that rejects a conversation not ending in a user turn
+        if not (
+            len(before) >= pos
+            and full.startswith(before)
+            and full.startswith(through)
+            and len(through) > len(before)
+        ):
+            return None
+        return len(before), len(through)
+
+    def _content_span(self, content: str, full: str, pos: int) -> tuple[int, int] | None:
+        """Fallback: the message's content as rendered, plus a directly following end-of-turn token."""
+        stripped = content.strip()
+        start = full.find(stripped, pos) if stripped else -1
+        if start < 0:
+            return None
+        end = start + len(stripped)
+        for marker in (*_END_OF_TURN, self.special_tokens.get("eos_token", "")):
+            if marker and full.startswith(marker, end):
+                return start, end + len(marker)
+        return start, end
+
+
+@lru_cache(maxsize=16)
+def _compile(template: str) -> jinja2.Template:
+    """Compile like transformers: immutable sandbox, trim_blocks, lstrip_blocks, its globals and tojson."""
+    import jinja2
+    import jinja2.ext
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+    def raise_exception(message: str) -> None:
+        raise jinja2.exceptions.TemplateError(message)
+
+    def tojson(
+        x: Any,
+        ensure_ascii: bool = False,
+        indent: int | None = None,
+        separators: tuple[str, str] | None = None,
+        sort_keys: bool = False,
+    ) -> str:
+        # Jinja's own tojson escapes HTML characters; templates expect plain JSON.
+        return json.dumps(
+            x, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys
+        )
+
+    def strftime_now(fmt: str) -> str:
+        return datetime.now().strftime(fmt)
+
+    class GenerationTag(jinja2.ext.Extension):
+        # `{% generation %}...{% endgeneration %}` marks assistant text for transformers' assistant masks;
+        # it renders its body unchanged (segments finds assistant text by prefixes instead).
+        tags = {"generation"}
+
+        def parse(self, parser: jinja2.parser.Parser) -> jinja2.nodes.Node:
+            lineno = next(parser.stream).lineno
+            body = parser.parse_statements(("name:endgeneration",), drop_needle=True)
+            return jinja2.nodes.Scope(body).set_lineno(lineno)
+
+    env = ImmutableSandboxedEnvironment(
+        trim_blocks=True, lstrip_blocks=True, extensions=[GenerationTag, jinja2.ext.loopcontrols]
+    )
+    env.filters["tojson"] = tojson
+    env.globals["raise_exception"] = raise_exception
+    env.globals["strftime_now"] = strftime_now
+    return env.from_string(template)
+
+
+def builtin_template(name: BuiltinName, *, special_tokens: Mapping[str, str] | None = None) -> ChatTemplate:
+    """A built-in template.
+
+    Args:
+        name: ``alpaca``, ``llama2``, ``llama3`` or ``chatml``.
+        special_tokens: the tokenizer's ``bos_token``/``eos_token`` strings (default ``<s>``/``</s>``).
+    """
+    if name not in _BUILTINS:
+        raise TunewizError(
+            f"unknown built-in template `{name}`{did_you_mean(name, _BUILTINS)}",
+            hint=f"choose one of {', '.join(_BUILTINS)}",
+        )
+    return ChatTemplate(
+        name, f"builtin:{name}", _BUILTINS[name], {**_DEFAULT_SPECIALS, **(special_tokens or {})}
+    )
+
+
+def load_model_template(
+    model_dir: Path, tokenizer_config: Mapping[str, Any], special_tokens: Mapping[str, str]
+) -> ChatTemplate | None:
+    """The model's chat template: ``chat_template.jinja``, else ``chat_template`` in tokenizer_config.json.
+
+    Args:
+        model_dir: the model directory.
+        tokenizer_config: its parsed tokenizer_config.json (empty if absent).
+        special_tokens: the tokenizer's named special token strings.
+    """
+    jinja_file = Path(model_dir) / "chat_template.jinja"
+    if jinja_file.is_file():
+        return ChatTemplate(
+            "model", "chat_template.jinja", jinja_file.read_text(encoding="utf-8"), special_tokens
+        )
+    value = tokenizer_config.get("chat_template")
+    if isinstance(value, list):  # [{"name": "default", "template": ...}, {"name": "tool_use", ...}]
+        named = {entry.get("name"): entry.get("template") for entry in value if isinstance(entry, dict)}
+        value = named.get("default")
+    if isinstance(value, str) and value:
+        return ChatTemplate("model", "tokenizer_config.json", value, special_tokens)
+    return None
+
+
+def resolve_template(choice: str, tokenizer: Tokenizer, data_format: str) -> ChatTemplate:
+    """The template a run uses, from ``data.template``.
+
+    Args:
+        choice: ``model`` (the model's, an error if it has none), ``auto`` (the model's if any, else
+            alpaca for alpaca data and chatml otherwise) or a built-in name.
+        tokenizer: the model's tokenizer (its template and special tokens).
+        data_format: the resolved data format (``alpaca``, ``chat`` or ``text``).
+    """
+    if choice == "model":
+        if tokenizer.chat_template is None:
+            raise TunewizError(
+                f"data.template is `model` but {tokenizer.source_dir} has no chat template "
+                "(no chat_template.jinja, no `chat_template` in tokenizer_config.json)",
+                hint="set `data.template` to `auto`, `alpaca`, `llama2`, `llama3` or `chatml`",
+            )
+        return tokenizer.chat_template
+    if choice == "auto":
+        if tokenizer.chat_template is not None:
+            return tokenizer.chat_template
+        choice = "alpaca" if data_format == "alpaca" else "chatml"
+    return builtin_template(choice, special_tokens=tokenizer.special_tokens)  # type: ignore[arg-type]

@@ -1,0 +1,442 @@
+"""One tokenizer interface over the two formats Llama-family checkpoints ship.
+
+* ``tokenizer.json`` (preferred when present): the ``tokenizers`` library, as transformers uses it.
+* ``tokenizer.model`` (SentencePiece, Llama 1/2 and Mistral without a tokenizer.json): the
+  ``sentencepiece`` library, made to behave like transformers' non-legacy Llama tokenizer: special
+  token strings in the text map to their ids, and no dummy-prefix space is added to text that follows
+  a special token or already starts with a space.
+
+Special tokens come from ``tokenizer_config.json`` (then ``special_tokens_map.json``), and ids from
+``generation_config.json`` / ``config.json`` fill in what they leave out, as transformers does.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from tunewiz.errors import TunewizError
+
+if TYPE_CHECKING:
+    from tunewiz.text.templates import ChatTemplate
+
+# Files that make up a tokenizer; save_pretrained copies the ones the source directory has.
+TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer.model",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "added_tokens.json",
+    "chat_template.jinja",
+    "chat_template.json",
+)
+# End-of-turn tokens of the common chat templates; generation stops on them as on eos.
+END_OF_TURN_TOKENS = ("<|eot_id|>", "<|im_end|>", "</s>", "<|end|>", "<end_of_turn>", "<|eom_id|>")
+_NAMED_SPECIALS = ("bos_token", "eos_token", "unk_token", "pad_token")
+# transformers' clean_up_tokenization: undo the spaces a word-level tokenizer put before punctuation.
+_CLEANUP = (
+    (" .", "."),
+    (" ?", "?"),
+    (" !", "!"),
+    (" ,", ","),
+    (" ' ", "'"),
+    (" n't", "n't"),
+    (" 'm", "'m"),
+    (" 's", "'s"),
+    (" 've", "'ve"),
+    (" 're", "'re"),
+)
+
+Offsets = list[tuple[int, int]]
+
+
+class Tokenizer:
+    """A model's tokenizer: encode/decode, special ids, and the model's chat template.
+
+    Build it with :func:`load_tokenizer`. ``pad_id`` falls back to ``eos_id`` when the model has no
+    pad token. ``stop_ids`` holds eos, the generation config's eos ids and the end-of-turn tokens
+    (``<|eot_id|>``, ``<|im_end|>``, ``</s>``, ...) the vocabulary has.
+    """
+
+    def __init__(
+        self,
+        backend: _Backend,
+        source_dir: Path,
+        special_tokens: dict[str, str],
+        bos_id: int | None,
+        eos_id: int,
+        pad_id: int | None,
+        extra_stop_ids: Sequence[int],
+        clean_up_spaces: bool,
+        chat_template: ChatTemplate | None,
+    ) -> None:
+        self._backend = backend
+        self.source_dir = source_dir
+        self.special_tokens = special_tokens
+        self.vocab_size = backend.vocab_size
+        self.bos_id = bos_id
+        self.eos_id = eos_id
+        self.pad_id = pad_id if pad_id is not None else eos_id
+        stops = {eos_id, *extra_stop_ids}
+        stops.update(i for tok in END_OF_TURN_TOKENS if (i := backend.special_id(tok)) is not None)
+        self.stop_ids: frozenset[int] = frozenset(stops)
+        self._clean_up_spaces = clean_up_spaces
+        self.chat_template = chat_template
+
+    def encode(self, text: str, *, add_bos: bool = False, add_eos: bool = False) -> list[int]:
+        """Token ids of ``text``; special token strings in it (``<|im_start|>``) become their ids.
+
+        Args:
+            text: the text to encode.
+            add_bos: prepend bos (when the tokenizer has one).
+            add_eos: append eos.
+        """
+        ids, _ = self._backend.encode(text)
+        if add_bos and self.bos_id is not None:
+            ids = [self.bos_id, *ids]
+        if add_eos:
+            ids = [*ids, self.eos_id]
+        return ids
+
+    def encode_with_offsets(self, text: str) -> tuple[list[int], Offsets]:
+        """Token ids of ``text`` and each token's ``(start, end)`` character span in it.
+
+        Byte-fallback pieces of one character share its span; a dummy-prefix piece has an empty one.
+
+        Args:
+            text: the text to encode (no bos/eos are added).
+        """
+        return self._backend.encode(text)
+
+    def decode(self, ids: Sequence[int], *, skip_special: bool = True) -> str:
+        """Text of ``ids``.
+
+        Args:
+            ids: token ids.
+            skip_special: leave out special tokens (bos, eos, ``<|eot_id|>``, ...).
+        """
+        text = self._backend.decode([int(i) for i in ids], skip_special=skip_special)
+        if self._clean_up_spaces:
+            for before, after in _CLEANUP:
+                text = text.replace(before, after)
+        return text
+
+    def token_to_id(self, token: str) -> int | None:
+        """Id of a special or added token string, or None when the vocabulary lacks it."""
+        return self._backend.special_id(token)
+
+    def save_pretrained(self, out_dir: Path) -> None:
+        """Copy the source tokenizer files (and chat template file) into ``out_dir``.
+
+        Args:
+            out_dir: destination directory, created if missing.
+        """
+        out_dir = Path(out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        for name in TOKENIZER_FILES:
+            if (self.source_dir / name).is_file():
+                shutil.copyfile(self.source_dir / name, out_dir / name)
+
+
+class _Backend:
+    vocab_size: int
+    # bos/eos ids the tokenizer file itself declares (SentencePiece does; tokenizer.json does not).
+    native_bos: int | None = None
+    native_eos: int | None = None
+
+    def encode(self, text: str) -> tuple[list[int], Offsets]:
+        raise NotImplementedError
+
+    def decode(self, ids: list[int], *, skip_special: bool) -> str:
+        raise NotImplementedError
+
+    def special_id(self, token: str) -> int | None:
+        raise NotImplementedError
+
+
+class _JsonBackend(_Backend):
+    """``tokenizer.json`` through the ``tokenizers`` library (added tokens match inside text)."""
+
+    def __init__(self, path: Path, added_tokens: dict[int, dict[str, Any]]) -> None:
+        from tokenizers import AddedToken
+        from tokenizers import Tokenizer as HFTokenizer
+
+        self._tk = HFTokenizer.from_file(str(path))
+        vocab = self._tk.get_vocab(with_added_tokens=True)
+        # tokenizer_config.json may declare added tokens that tokenizer.json lacks (transformers adds them).
+        missing = [
+            AddedToken(
+                t["content"],
+                special=t.get("special", True),
+                normalized=t.get("normalized", False),
+                lstrip=t.get("lstrip", False),
+                rstrip=t.get("rstrip", False),
+            )
+            for t in added_tokens.values()
+            if t["content"] not in vocab
+        ]
+        if missing:
+            self._tk.add_special_tokens(missing)
+        self.vocab_size = self._tk.get_vocab_size(with_added_tokens=True)
+
+    def encode(self, text: str) -> tuple[list[int], Offsets]:
+        enc = self._tk.encode(text, add_special_tokens=False)
+        return list(enc.ids), [tuple(o) for o in enc.offsets]
+
+    def decode(self, ids: list[int], *, skip_special: bool) -> str:
+        return self._tk.decode(ids, skip_special_tokens=skip_special)
+
+    def special_id(self, token: str) -> int | None:
+        return self._tk.token_to_id(token)
+
+
+class _SentencePieceBackend(_Backend):
+    """``tokenizer.model`` through ``sentencepiece``, with transformers' non-legacy Llama behaviour."""
+
+    def __init__(self, path: Path, specials: dict[str, int]) -> None:
+        import sentencepiece as spm
+
+        self._sp = spm.SentencePieceProcessor(model_file=str(path))
+        # A second processor without the dummy-prefix space, for text after a special token or text that
+        # already starts with a space (transformers' Metaspace with prepend_scheme="first").
+        self._sp_cont = spm.SentencePieceProcessor(
+            model_proto=_without_dummy_prefix(self._sp.serialized_model_proto())
+        )
+        size = self._sp.GetPieceSize()
+        control = {
+            self._sp.IdToPiece(i): i for i in range(size) if self._sp.IsControl(i) or self._sp.IsUnknown(i)
+        }
+        self._specials = {**control, **specials}
+        self._special_ids = {i: tok for tok, i in self._specials.items()}
+        # Longest first, so "<|im_start|>" wins over any special it contains.
+        self._by_length = sorted(self._specials, key=len, reverse=True)
+        self.vocab_size = max(size, max(self._special_ids, default=-1) + 1)
+        self.native_bos = self._sp.bos_id() if self._sp.bos_id() >= 0 else None
+        self.native_eos = self._sp.eos_id() if self._sp.eos_id() >= 0 else None
+
+    def encode(self, text: str) -> tuple[list[int], Offsets]:
+        ids: list[int] = []
+        offsets: Offsets = []
+        for start, chunk, special in self._split(text):
+            if special is not None:
+                ids.append(special)
+                offsets.append((start, start + len(chunk)))
+                continue
+            proc = self._sp if start == 0 and not chunk.startswith(" ") else self._sp_cont
+            out = proc.encode(chunk, out_type="offset_mapping")
+            ids.extend(out["ids"])
+            offsets.extend((start + s, start + e) for s, e in out["offsets"])
+        return ids, offsets
+
+    def _split(self, text: str) -> list[tuple[int, str, int | None]]:
+        """Split ``text`` into (start, chunk, special id or None) around special token strings."""
+        pieces: list[tuple[int, str, int | None]] = []
+        pos = plain = 0
+        while pos < len(text):
+            match = next((tok for tok in self._by_length if text.startswith(tok, pos)), None)
+            if match is None:
+                pos += 1
+                continue
+            if plain < pos:
+                pieces.append((plain, text[plain:pos], None))
+            pieces.append((pos, match, self._specials[match]))
+            pos = plain = pos + len(match)
+        if plain < len(text):
+            pieces.append((plain, text[plain:], None))
+        return pieces
+
+    def decode(self, ids: list[int], *, skip_special: bool) -> str:
+        parts: list[str] = []
+        run: list[int] = []
+
+        def flush() -> None:
+            if run:
+                # Only the text at the very start loses its dummy-prefix space, as in transformers.
+                parts.append((self._sp_cont if parts else self._sp).decode(run))
+                run.clear()
+
+        for i in ids:
+            if i in self._special_ids:
+                flush()
+                if not skip_special:
+                    parts.append(self._special_ids[i])
+            else:
+                run.append(i)
+        flush()
+        return "".join(parts)
+
+    def special_id(self, token: str) -> int | None:
+        if token in self._specials:
+            return self._specials[token]
+        i = self._sp.PieceToId(token)
+        return None if i == self._sp.unk_id() and token != self._sp.IdToPiece(i) else i
+
+
+def _without_dummy_prefix(model_proto: bytes) -> bytes:
+    """The serialized SentencePiece ModelProto with ``normalizer_spec.add_dummy_prefix = false``.
+
+    Edited at the protobuf wire level (ModelProto field 3 is normalizer_spec; its field 3 is the bool
+    add_dummy_prefix) so that protobuf is not a runtime dependency.
+    """
+    out = bytearray()
+    for number, wire, payload, raw in _proto_fields(model_proto):
+        if number == 3 and wire == 2:
+            body = b"".join(r for n, _, _, r in _proto_fields(payload) if n != 3) + bytes([(3 << 3) | 0, 0])
+            out += _varint((3 << 3) | 2) + _varint(len(body)) + body
+        else:
+            out += raw
+    return bytes(out)
+
+
+def _proto_fields(data: bytes) -> list[tuple[int, int, bytes, bytes]]:
+    """(field number, wire type, payload, raw bytes incl. key) of each top-level protobuf field."""
+    fields = []
+    pos = 0
+    while pos < len(data):
+        start = pos
+        key, pos = _read_varint(data, pos)
+        number, wire = key >> 3, key & 7
+        if wire == 0:
+            _, pos = _read_varint(data, pos)
+            payload = data[start:pos]
+        elif wire == 1 or wire == 5:
+            pos += 8 if wire == 1 else 4
+            payload = data[start:pos]
+        elif wire == 2:
+            length, pos = _read_varint(data, pos)
+            payload = data[pos : pos + length]
+            pos += length
+        else:
+            raise TunewizError(
+                f"tokenizer.model has an unsupported protobuf wire type {wire}",
+                hint="re-save the tokenizer with `sentencepiece`, or provide a tokenizer.json",
+            )
+        fields.append((number, wire, payload, data[start:pos]))
+    return fields
+
+
+def _read_varint(data: bytes, pos: int) -> tuple[int, int]:
+    value = shift = 0
+    while True:
+        byte = data[pos]
+        pos += 1
+        value |= (byte & 0x7F) << shift
+        shift += 7
+        if not byte & 0x80:
+            return value, pos
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte = value & 0x7F
+        value >>= 7
+        out.append(byte | (0x80 if value else 0))
+        if not value:
+            return bytes(out)
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        return {}
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise TunewizError(
+            f"{path} is not valid JSON (line {exc.lineno}: {exc.msg})",
+            hint="restore the file from the model's repository",
+        ) from exc
+
+
+def _token_content(value: Any) -> str | None:
+    """A special token entry is a string or an AddedToken dict with ``content``."""
+    if isinstance(value, dict):
+        return value.get("content")
+    return value if isinstance(value, str) else None
+
+
+def _first_id(value: Any) -> int | None:
+    if isinstance(value, list):
+        return value[0] if value else None
+    return value if isinstance(value, int) else None
+
+
+def load_tokenizer(model_dir: Path) -> Tokenizer:
+    """Load the tokenizer (and chat template) of a model directory.
+
+    Args:
+        model_dir: a directory with ``tokenizer.json`` or ``tokenizer.model`` and, usually,
+            ``tokenizer_config.json``.
+    """
+    from tunewiz.text.templates import load_model_template
+
+    model_dir = Path(model_dir)
+    config = _read_json(model_dir / "tokenizer_config.json")
+    legacy_map = _read_json(model_dir / "special_tokens_map.json")
+    gen_config = _read_json(model_dir / "generation_config.json")
+    model_config = _read_json(model_dir / "config.json")
+    added = {int(k): v for k, v in (config.get("added_tokens_decoder") or {}).items() if isinstance(v, dict)}
+
+    if (model_dir / "tokenizer.json").is_file():
+        backend: _Backend = _JsonBackend(model_dir / "tokenizer.json", added)
+    elif (model_dir / "tokenizer.model").is_file():
+        backend = _SentencePieceBackend(
+            model_dir / "tokenizer.model", {v["content"]: k for k, v in added.items()}
+        )
+    else:
+        raise TunewizError(
+            f"{model_dir} has no tokenizer.json or tokenizer.model",
+            hint="download the model again with `tunewiz download REPO_ID`, or copy its tokenizer files there",
+        )
+
+    special_tokens: dict[str, str] = {}
+    for name in _NAMED_SPECIALS:
+        content = _token_content(config.get(name)) or _token_content(legacy_map.get(name))
+        if content is not None:
+            special_tokens[name] = content
+
+    def resolve(name: str, *id_sources: Any) -> int | None:
+        if name in config and config[name] is None and name != "eos_token":
+            return None  # declared absent (Qwen2 has no bos), so config.json's id must not fill it in
+        if name in special_tokens and (i := backend.special_id(special_tokens[name])) is not None:
+            return i
+        return next((i for src in id_sources if (i := _first_id(src)) is not None), None)
+
+    bos_id = resolve(
+        "bos_token", gen_config.get("bos_token_id"), model_config.get("bos_token_id"), backend.native_bos
+    )
+    eos_id = resolve(
+        "eos_token", gen_config.get("eos_token_id"), model_config.get("eos_token_id"), backend.native_eos
+    )
+    pad_id = resolve("pad_token", gen_config.get("pad_token_id"), model_config.get("pad_token_id"))
+    if eos_id is None:
+        raise TunewizError(
+            f"{model_dir}: no eos token in tokenizer_config.json, generation_config.json or config.json",
+            hint="set `eos_token` in tokenizer_config.json",
+        )
+    for name, i in (("bos_token", bos_id), ("eos_token", eos_id)):
+        if name not in special_tokens and i is not None:
+            special_tokens[name] = backend.decode([i], skip_special=False)
+
+    extra_stops = gen_config.get("eos_token_id")
+    extra_stops = (
+        extra_stops
+        if isinstance(extra_stops, list)
+        else [extra_stops]
+        if isinstance(extra_stops, int)
+        else []
+    )
+    return Tokenizer(
+        backend,
+        model_dir,
+        special_tokens,
+        bos_id,
+        eos_id,
+        pad_id,
+        extra_stops,
+        clean_up_spaces=bool(config.get("clean_up_tokenization_spaces", False)),
+        chat_template=load_model_template(model_dir, config, special_tokens),
+    )

@@ -1,0 +1,489 @@
+"""LoRA, QLoRA and full fine-tuning of a Llama-family model, one recipe for 1..N ranks.
+
+Started by torchrun (``tunewiz train`` builds the command)::
+
+    torchrun --standalone --nproc-per-node N -m tunewiz.train.recipe --run-dir runs/NAME
+
+It reads the resolved preset from ``RUN_DIR/config.yaml``; rank 0 appends events to
+``RUN_DIR/events.jsonl``; step checkpoints go to ``RUN_DIR/checkpoints/step-N/`` and the result to
+``RUN_DIR/final/``. ``--resume-from`` continues from a step checkpoint exactly.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+import threading
+import time
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import torch
+
+from tunewiz.errors import TunewizError
+from tunewiz.preset.schema import Preset
+from tunewiz.run.directory import RunDir
+from tunewiz.run.events import EventWriter
+from tunewiz.train import distributed as tdist
+from tunewiz.train import faults
+from tunewiz.train.batch_shape import BatchShape, rank_micro_batches, steps_per_epoch
+from tunewiz.train.checkpoint import Progress, load_checkpoint, save_checkpoint
+from tunewiz.train.peak_memory import peak_memory_bytes
+
+if TYPE_CHECKING:
+    from tunewiz.data import Sample
+
+
+@dataclass
+class StepResult:
+    loss: float  # mean cross-entropy over the step's trained tokens, all ranks
+    tokens: int  # trained (non-masked) tokens, all ranks
+    input_tokens: int  # non-padding input tokens, all ranks (for tokens/s)
+
+
+class StopFlag:
+    """Set by SIGINT/SIGTERM: finish the optimizer step, checkpoint, exit. A second signal exits now."""
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, self._handle)
+
+    def _handle(self, signum: int, frame: object) -> None:
+        if self._event.is_set():
+            os._exit(128 + signum)
+        self._event.set()
+
+    def is_set(self) -> bool:
+        return self._event.is_set()
+
+
+class FineTune:
+    """Holds what the loop needs; setup happens in `__init__`, in the order torchtune writes down:
+    data, model (load, adapters, freeze), parallelise, optimizer, then restore a checkpoint."""
+
+    def __init__(self, run: RunDir, preset: Preset, env: tdist.DistEnv, events: EventWriter) -> None:
+        from tunewiz.data import build_datasets
+        from tunewiz.models.loading import resolve_model_dir
+        from tunewiz.text.templates import resolve_template
+        from tunewiz.text.tokenizer import load_tokenizer
+        from tunewiz.train.optim import build_optimizer, build_scheduler
+
+        self.run, self.preset, self.env, self.events = run, preset, env, events
+        cfg = preset.train
+        torch.manual_seed(cfg.seed)
+        self.model_dir = resolve_model_dir(preset.model.path, preset.model.revision)
+        tokenizer = load_tokenizer(self.model_dir)
+        self.pad_id = tokenizer.pad_id
+        self.train_samples, self.val_samples, self.data_stats = build_datasets(
+            preset.data, tokenizer, seed=cfg.seed
+        )
+        text_only = self.data_stats.format == "text"
+        self.chat_template = (
+            None if text_only else resolve_template(preset.data.template, tokenizer, self.data_stats.format)
+        )
+        self.trained_tokens = [sum(label != -100 for label in s.labels) for s in self.train_samples]
+        self.shape = BatchShape(cfg.micro_batch_size, cfg.grad_accum, env.world_size)
+        self.steps_per_epoch = steps_per_epoch(len(self.train_samples), self.shape.global_batch)
+        if self.steps_per_epoch == 0:
+            raise TunewizError(
+                f"the training set has {len(self.train_samples)} samples, fewer than one global batch "
+                f"({self.shape.global_batch} = micro_batch_size {cfg.micro_batch_size} × grad_accum "
+                f"{cfg.grad_accum} × {env.world_size} rank(s))",
+                hint="lower `train.micro_batch_size` or `train.grad_accum` (`--set train.grad_accum=1`), or add data",
+            )
+        self.total_steps = cfg.max_steps or cfg.epochs * self.steps_per_epoch
+        self.model = self._build_model()
+        self.params = [p for p in self.model.parameters() if p.requires_grad]
+        self.optimizer = build_optimizer(self.params, cfg)
+        self.scheduler = build_scheduler(self.optimizer, total_steps=self.total_steps, cfg=cfg)
+        self.progress = Progress(micro_batch_size=cfg.micro_batch_size, grad_accum=cfg.grad_accum)
+        # Dropout differs per rank; initialisation above did not (same seed everywhere).
+        torch.manual_seed(cfg.seed + 1 + env.rank)
+
+    def _build_model(self) -> torch.nn.Module:
+        from tunewiz.lora.layer import apply_lora
+        from tunewiz.models.loading import load_model
+
+        preset = self.preset
+        dtype = torch.float32 if preset.model.dtype == "fp32" else torch.bfloat16
+        if preset.method == "qlora":
+            from tunewiz.models.nf4 import check_shardable, load_nf4_model
+
+            # Decoder linears become NF4 one by one as they are read (on the training device).
+            model = load_nf4_model(self.model_dir, dtype=dtype, device=self.env.device)
+            check_shardable(model, self.env.world_size)
+        else:
+            model = load_model(self.model_dir, dtype=dtype, device="cpu")
+        if preset.method == "full":
+            model.requires_grad_(True)
+        else:
+            lora = preset.lora
+            apply_lora(
+                model,
+                targets=lora.targets,
+                rank=lora.rank,
+                alpha=lora.alpha,
+                dropout=lora.dropout,
+                seed=preset.train.seed,
+            )
+            # One dtype per FSDP unit: adapters live in the compute dtype, like the frozen base.
+            for param in model.parameters():
+                if param.requires_grad:
+                    param.data = param.data.to(dtype)
+        return tdist.parallelize(
+            model, self.env, activation_checkpointing=preset.train.activation_checkpointing
+        )
+
+    def restore(self, checkpoint: Path) -> None:
+        self.progress = load_checkpoint(checkpoint, self.model, self.optimizer, self.scheduler, self.env)
+
+    # -- one optimizer step ------------------------------------------------------------------------
+
+    def _forward(self, indices: list[int], samples: list[Sample]) -> tuple[torch.Tensor, int, int]:
+        from tunewiz.data import collate
+
+        batch = {
+            k: v.to(self.env.device) for k, v in collate([samples[i] for i in indices], self.pad_id).items()
+        }
+        loss_sum, _ = self.model(
+            batch["input_ids"],
+            labels=batch["labels"],
+            position_ids=batch.get("position_ids"),
+            attn_mask=batch.get("attn_mask"),
+        )
+        input_tokens = sum(len(samples[i].input_ids) for i in indices)  # padding not counted
+        return loss_sum, int((batch["labels"] != -100).sum()), input_tokens
+
+    def train_step(self, micro_batches: list[list[int]]) -> StepResult:
+        """Forward/backward over this rank's micro-batches, then clip and step the optimizer.
+
+        Loss normalisation. The update we want is the gradient of
+            L = (Σ over ranks r, micro-batches m, trained tokens t of CE_rmt) / N,
+        N = trained tokens in the whole optimizer step, all ranks. Each rank back-propagates
+        Σ_m CE_rm / N for its own micro-batches; the sum over ranks of those gradients is ∇L. FSDP2
+        averages gradients over the W ranks (divides the sum by W), so each rank scales by W.
+        N is counted before any forward pass, so micro-batch 4 × accumulation 1 and micro-batch 1 ×
+        accumulation 4 (same samples, see tunewiz.train.batch_shape) give the same ∇L up to float rounding.
+        """
+        local = sum(self.trained_tokens[i] for mb in micro_batches for i in mb)
+        total_tokens = int(
+            tdist.all_reduce_sum(torch.tensor([local], dtype=torch.float64, device=self.env.device)).item()
+        )
+        scale = self.env.world_size / max(total_tokens, 1)
+        loss_sum = torch.zeros((), dtype=torch.float64, device=self.env.device)
+        input_tokens = 0
+        for indices in micro_batches:
+            faults.check_oom(len(indices))
+            micro_loss, _, n_input = self._forward(indices, self.train_samples)
+            micro_loss = faults.poison_loss(micro_loss, self.progress.step + 1)
+            (micro_loss * scale).backward()
+            loss_sum += micro_loss.detach().double()
+            input_tokens += n_input
+        totals = tdist.all_reduce_sum(
+            torch.stack(
+                [loss_sum, torch.tensor(float(input_tokens), dtype=torch.float64, device=self.env.device)]
+            )
+        )
+        return StepResult(
+            loss=float(totals[0]) / max(total_tokens, 1), tokens=total_tokens, input_tokens=int(totals[1])
+        )
+
+    @torch.no_grad()
+    def validate(self) -> float | None:
+        """Mean validation loss over all validation samples, all ranks.
+
+        Every rank runs the same number of forward passes (FSDP gathers are collective): a rank with
+        fewer samples pads its last batch with a masked repeat that contributes no tokens.
+        """
+        if not self.val_samples:
+            return None
+        self.model.eval()
+        mine = list(range(self.env.rank, len(self.val_samples), self.env.world_size))
+        per_rank = -(-len(self.val_samples) // self.env.world_size)
+        mb = self.shape.micro_batch_size
+        totals = torch.zeros(2, dtype=torch.float64, device=self.env.device)
+        for start in range(0, per_rank, mb):
+            indices = mine[start : start + mb]
+            if not indices:  # this rank ran out: a forward pass that counts nothing
+                _ = self._forward([0], [_masked(self.val_samples[0])])
+                continue
+            loss_sum, n, _ = self._forward(indices, self.val_samples)
+            totals += torch.stack(
+                [loss_sum.double(), torch.tensor(float(n), dtype=torch.float64, device=self.env.device)]
+            )
+        tdist.all_reduce_sum(totals)
+        self.model.train()
+        return float(totals[0] / totals[1]) if totals[1] > 0 else None
+
+    def peak_memory_per_rank(self) -> list[int]:
+        mine = torch.tensor([peak_memory_bytes(self.env.device)], dtype=torch.int64, device=self.env.device)
+        if self.env.world_size == 1:
+            return [int(mine.item())]
+        gathered = [torch.zeros_like(mine) for _ in range(self.env.world_size)]
+        torch.distributed.all_gather(gathered, mine)
+        return [int(t.item()) for t in gathered]
+
+
+def _masked(sample: Sample) -> Sample:
+    """The sample with every label ignored: a forward pass that counts no tokens."""
+    from dataclasses import replace
+
+    return replace(sample, labels=[-100] * len(sample.labels))
+
+
+# -- the loop ---------------------------------------------------------------------------------------
+
+
+def fit(ft: FineTune, stop: StopFlag, resumed_from: Path | None) -> int:
+    """Train until the step budget is spent or a stop is requested; return the exit code."""
+    from tunewiz.data import epoch_order
+
+    env, cfg, run, events, p = ft.env, ft.preset.train, ft.run, ft.events, ft.progress
+    if env.is_main:
+        events.write("start", **_start_fields(ft, resumed_from))
+    launch_start, last_checkpoint = time.perf_counter(), resumed_from
+    order = epoch_order(len(ft.train_samples), epoch=p.epoch, seed=cfg.seed, shuffle=ft.preset.data.shuffle)
+    ft.shape = BatchShape(
+        p.micro_batch_size or cfg.micro_batch_size, p.grad_accum or cfg.grad_accum, env.world_size
+    )
+    ft.model.train()
+    while p.step < ft.total_steps:
+        step_start = time.perf_counter()
+        micro_batches = rank_micro_batches(order, p.sample_offset, ft.shape, env.rank)
+        try:
+            result, oom = ft.train_step(micro_batches), False
+        except torch.OutOfMemoryError as exc:
+            result, oom, oom_reason = None, True, str(exc)
+        if tdist.any_rank(oom, env.device):  # decided by all ranks together
+            _fall_back(ft, oom_reason if oom else "out of memory on another rank")
+            continue
+        lr = ft.scheduler.get_last_lr()[0]
+        if not torch.isfinite(torch.tensor(result.loss)):
+            ft.optimizer.zero_grad(set_to_none=True)
+            return _stop_on_nan(ft, p.step + 1, result.loss, last_checkpoint)
+        grad_norm = tdist.clip_grad_norm(ft.params, cfg.max_grad_norm)
+        ft.optimizer.step()
+        ft.scheduler.step()
+        ft.optimizer.zero_grad(set_to_none=True)
+        step_time = time.perf_counter() - step_start
+        p.step += 1
+        faults.maybe_kill("step", p.step)
+        p.tokens_total += result.tokens
+        p.elapsed += step_time
+        p.sample_offset += ft.shape.global_batch
+        end_of_epoch = p.sample_offset + ft.shape.global_batch > len(ft.train_samples)
+        if end_of_epoch and p.step < ft.total_steps:
+            p.epoch, p.sample_offset = p.epoch + 1, 0
+            order = epoch_order(
+                len(ft.train_samples), epoch=p.epoch, seed=cfg.seed, shuffle=ft.preset.data.shuffle
+            )
+        peaks = ft.peak_memory_per_rank()
+        if env.is_main and (p.step % cfg.log_every_n_steps == 0 or p.step == ft.total_steps):
+            events.write(
+                "step",
+                step=p.step,
+                epoch=p.epoch,
+                loss=result.loss,
+                lr=lr,
+                grad_norm=float(grad_norm),
+                tokens=result.tokens,
+                tokens_total=p.tokens_total,
+                tokens_per_s=result.input_tokens / step_time,
+                peak_memory_bytes=peaks,
+                elapsed=time.perf_counter() - launch_start,
+            )
+        last_step = p.step == ft.total_steps
+        if (cfg.eval_every_n_steps and p.step % cfg.eval_every_n_steps == 0) or end_of_epoch or last_step:
+            val_loss = ft.validate()
+            if env.is_main and val_loss is not None:
+                events.write("eval", step=p.step, val_loss=val_loss)
+        every = ft.preset.checkpoint.every_n_steps
+        stopping = tdist.any_rank(stop.is_set() or run.stop_request.exists(), env.device)
+        if (every and p.step % every == 0) or end_of_epoch or last_step or stopping:
+            p.micro_batch_size, p.grad_accum = ft.shape.micro_batch_size, ft.shape.grad_accum
+            last_checkpoint = save_checkpoint(
+                run, p, ft.model, ft.optimizer, ft.scheduler, env, keep_last=ft.preset.checkpoint.keep_last
+            )
+            if env.is_main:
+                events.write("checkpoint", step=p.step, path=str(last_checkpoint))
+        if stopping and not last_step:
+            if env.is_main:
+                run.stop_request.unlink(missing_ok=True)
+                events.write(
+                    "stop",
+                    step=p.step,
+                    reason="signal",
+                    checkpoint=str(last_checkpoint),
+                    resume_command=f"tunewiz resume {run.path}",
+                )
+            return 0
+    _export(ft)
+    if env.is_main:
+        events.write(
+            "end", step=p.step, elapsed=p.elapsed, final_dir=str(run.final), tokens_total=p.tokens_total
+        )
+    return 0
+
+
+def _start_fields(ft: FineTune, resumed_from: Path | None) -> dict:
+    import json
+
+    preset, stats = ft.preset, ft.data_stats
+    plan = json.loads(ft.run.plan.read_text()) if ft.run.plan.is_file() else {}
+    return dict(
+        run=preset.name,
+        model=preset.model.path,
+        method=preset.method,
+        device=ft.env.device.type,
+        dtype=preset.model.dtype,
+        world_size=ft.env.world_size,
+        micro_batch_size=ft.shape.micro_batch_size,
+        grad_accum=ft.shape.grad_accum,
+        global_batch_size=ft.shape.global_batch,
+        total_steps=ft.total_steps,
+        steps_per_epoch=ft.steps_per_epoch,
+        epochs=preset.train.epochs,
+        step=ft.progress.step,
+        resumed_from=str(resumed_from) if resumed_from else None,
+        planned_peak_bytes=plan.get("peak_bytes"),
+        hardware=_hardware(ft.env),
+        num_train_samples=len(ft.train_samples),
+        num_val_samples=len(ft.val_samples),
+        # numel() of an FSDP2 DTensor is its full (unsharded) size.
+        truncated_samples=stats.truncated,
+        trainable_params=sum(p.numel() for p in ft.params),
+        total_params=sum(p.numel() for p in ft.model.parameters()),
+    )
+
+
+def _hardware(env: tdist.DistEnv) -> str:
+    if env.device.type == "cuda":
+        return f"{env.world_size} × {torch.cuda.get_device_name(env.device)}"
+    return f"CPU ({os.cpu_count()} cores), {env.world_size} rank(s)"
+
+
+def _fall_back(ft: FineTune, reason: str) -> None:
+    """Halve the micro-batch and double accumulation (same global batch, same normalisation)."""
+    ft.optimizer.zero_grad(set_to_none=True)
+    if ft.env.device.type == "cuda":
+        torch.cuda.empty_cache()
+    if ft.shape.micro_batch_size == 1:
+        savers = (
+            []
+            if ft.preset.train.activation_checkpointing
+            else ["`--set train.activation_checkpointing=true`"]
+        )
+        savers += ["a shorter `data.max_seq_len`", "a smaller model (`tunewiz plan` shows what fits)"]
+        raise TunewizError(
+            f"out of memory at micro-batch 1 (step {ft.progress.step + 1}): {reason}",
+            hint="try " + ", ".join(savers),
+            exit_code=1,
+        )
+    ft.shape = ft.shape.halved()
+    if ft.env.is_main:
+        ft.events.write(
+            "oom_fallback",
+            step=ft.progress.step + 1,
+            micro_batch_size=ft.shape.micro_batch_size,
+            grad_accum=ft.shape.grad_accum,
+            reason=reason,
+        )
+
+
+def _stop_on_nan(ft: FineTune, step: int, loss: float, last_checkpoint: Path | None) -> int:
+    if ft.env.is_main:
+        where = (
+            f"the last good checkpoint is `{last_checkpoint}`"
+            if last_checkpoint
+            else "no checkpoint was saved yet"
+        )
+        ft.events.write(
+            "error",
+            rank=ft.env.rank,
+            step=step,
+            traceback=None,
+            message=f"loss is {loss} at step {step}; stopped before the update; {where}",
+        )
+        ft.events.write(
+            "stop",
+            step=step - 1,
+            reason="nan",
+            checkpoint=str(last_checkpoint) if last_checkpoint else None,
+            resume_command=f"tunewiz resume {ft.run.path} --set train.lr=<lower>",
+        )
+    return 1
+
+
+def _export(ft: FineTune) -> None:
+    """Gather the full state dict on rank 0 (collective) and write `final/`."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+    from tunewiz.train.export import export_final
+
+    full = get_model_state_dict(ft.model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+    if ft.env.is_main:
+        export_final(ft.run, full, preset=ft.preset, model_dir=ft.model_dir, chat_template=ft.chat_template)
+    tdist.barrier()
+
+
+def read_run_preset(run: RunDir) -> Preset:
+    """The resolved preset the launcher wrote into the run directory."""
+    import yaml
+
+    return Preset.model_validate(yaml.safe_load(run.config.read_text()))
+
+
+def _report(events: EventWriter, **fields: object) -> None:
+    """Write an error event; a full disk must not hide the original error behind a second one."""
+    try:
+        events.write("error", **fields)
+    except OSError as exc:
+        print(f"could not write the error event to {events.path}: {exc}", file=sys.stderr)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--run-dir", required=True, type=Path)
+    parser.add_argument(
+        "--resume-from", type=Path, default=None, help="a complete checkpoints/step-N directory"
+    )
+    args = parser.parse_args(argv)
+    run = RunDir(args.run_dir)
+    preset = read_run_preset(run)
+    stop = StopFlag()
+    env = tdist.init_distributed(tdist.resolve_device(preset.device))
+    events = EventWriter(run.events)
+    step = None
+    try:
+        ft = FineTune(run, preset, env, events)
+        if args.resume_from:
+            ft.restore(args.resume_from)
+        step = ft.progress.step
+        return fit(ft, stop, args.resume_from)
+    except TunewizError as exc:
+        _report(events, rank=env.rank, message=str(exc), traceback=None, step=step)
+        print(f"error: {exc.message}" + (f"\nhint: {exc.hint}" if exc.hint else ""), file=sys.stderr)
+        return exc.exit_code
+    except Exception as exc:
+        _report(
+            events,
+            rank=env.rank,
+            message=f"{type(exc).__name__}: {exc}",
+            traceback=traceback.format_exc(),
+            step=step,
+        )
+        raise
+    finally:
+        events.close()
+        tdist.shutdown()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
