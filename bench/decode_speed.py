@@ -100,7 +100,8 @@ def main() -> None:
     for batch in (1, 8):
         rates, same = bench_batch(ours, hf, batch, args)
         print(
-            f"batch {batch}: tunewiz {rates['tunewiz']:.0f} tok/s, transformers {rates['transformers']:.0f} tok/s, "
+            f"batch {batch}: tunewiz {rates['tunewiz']:.0f} tok/s, transformers "
+            f"{rates['transformers']:.0f} tok/s, "
             f"ratio {rates['tunewiz'] / rates['transformers']:.2f}x (same tokens: {same})"
         )
 

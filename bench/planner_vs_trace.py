@@ -354,7 +354,8 @@ def main(argv: list[str] | None = None) -> int:
     for label, model, inputs, published in PUBLISHED:
         plan = estimate(lookup(model).arch, inputs)
         print(
-            f"{label:56s} {published:6.1f} {plan.peak / GiB:12.2f} {predicted_tensor_peak(lookup(model).arch, inputs) / GiB:8.2f}"
+            f"{label:56s} {published:6.1f} {plan.peak / GiB:12.2f} "
+            f"{predicted_tensor_peak(lookup(model).arch, inputs) / GiB:8.2f}"
         )
     return 0 if worst <= 0.05 else 1
 

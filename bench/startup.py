@@ -55,7 +55,8 @@ def main() -> None:
         seconds, torch_loaded = measure(cmd, args.repeats)
         target = TARGETS.get(label, 1.0)
         print(
-            f"| `{label}` | {seconds:.2f} s | < {target} s {'✓' if seconds < target else '✗'} | {'yes' if torch_loaded else 'no'} |"
+            f"| `{label}` | {seconds:.2f} s | < {target} s {'✓' if seconds < target else '✗'} | "
+            f"{'yes' if torch_loaded else 'no'} |"
         )
 
 

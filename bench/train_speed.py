@@ -18,9 +18,10 @@ Each (framework, configuration) is a long-lived worker process, so its memory is
 warms every worker up, then runs ``--rounds`` rounds of ``--steps`` timed steps, rotating which
 framework goes first, so drift and other people's load hit all of them alike. tokens/s is the median
 over rounds and tunewiz's speed-up is the median of the per-round ratios (the sides of a round ran
-back to back, so load drift cancels); the min–max spread is printed to show the noise. Memory is the peak anonymous resident
-memory (``RssAnon``, sampled every 5 ms) during training, minus the process's value after its imports
-and before the model was built: weights + gradients + optimizer state + activations + allocator slack.
+back to back, so load drift cancels); the min–max spread is printed to show the noise. Memory is the peak
+anonymous resident memory (``RssAnon``, sampled every 5 ms) during training, minus the process's
+value after its imports and before the model was built: weights + gradients + optimizer state +
+activations + allocator slack.
 
 "share of peak" = model FLOP/s over the measured 2048² matmul FLOP/s of the same dtype (measured in
 this run): full fine-tuning does 6·N + 12·L·D·T FLOPs per token (N = matmul parameters incl. lm_head,
@@ -161,7 +162,8 @@ def _hf_step(model_dir: Path, dtype, method: str, targets: list[str] | None):  #
         lora = LoraConfig(
             r=RANK, lora_alpha=ALPHA, lora_dropout=0.0, target_modules=targets, task_type="CAUSAL_LM"
         )
-        # autocast_adapter_dtype=False: bf16 adapters like the other two (peft's default would keep fp32 ones).
+        # autocast_adapter_dtype=False: bf16 adapters like the other two (peft's default would keep
+        # fp32 ones).
         model = get_peft_model(model, lora, autocast_adapter_dtype=False)
     model.train()
     params = [p for p in model.parameters() if p.requires_grad]
@@ -402,7 +404,8 @@ def bench_run(
 def table(results: dict[str, dict[str, Result]], peak: dict[str, float]) -> str:
     """The Markdown table: one row per configuration and framework."""
     lines = [
-        "| config | framework | tokens/s (median) | spread min–max | peak memory | tunewiz speed-up (median of per-round ratios) | share of matmul peak | first loss |",
+        "| config | framework | tokens/s (median) | spread min–max | peak memory | tunewiz speed-up "
+        "(median of per-round ratios) | share of matmul peak | first loss |",
         "|---|---|---:|---:|---:|---:|---:|---:|",
     ]
     for run in RUNS:
@@ -471,9 +474,11 @@ def main() -> None:
     peak = {k: (peak_before[k] + peak_after[k]) / 2 for k in peak_before}
     print()
     print(
-        f"Llama {CONFIG['num_hidden_layers']}×{CONFIG['hidden_size']}, vocab {CONFIG['vocab_size']}, batch {BATCH} × seq {SEQ}; "
+        f"Llama {CONFIG['num_hidden_layers']}×{CONFIG['hidden_size']}, vocab "
+        f"{CONFIG['vocab_size']}, batch {BATCH} × seq {SEQ}; "
         f"{args.warmup} warm-up steps, {args.rounds} rounds × {args.steps} steps; "
-        f"2048² matmul: fp32 {peak_before['fp32']:.0f}/{peak_after['fp32']:.0f}, bf16 {peak_before['bf16']:.0f}/{peak_after['bf16']:.0f} "
+        f"2048² matmul: fp32 {peak_before['fp32']:.0f}/{peak_after['fp32']:.0f}, bf16 "
+        f"{peak_before['bf16']:.0f}/{peak_after['bf16']:.0f} "
         f"GFLOP/s (before/after)"
     )
     print()

@@ -28,7 +28,8 @@ TOPICS: tuple[tuple[str, str, str], ...] = (
     (
         "tunewiz/preset/files.py",
         "Presets and `--set`",
-        "The preset file or a `--set key=value` override is wrong. The message names the file and line (or the "
+        "The preset file or a `--set key=value` override is wrong. The message names the file and "
+        "line (or the "
         "override); `tunewiz presets show NAME --resolved` prints what tunewiz understood, and "
         "[Preset fields](../reference/preset-fields.md) documents every key.",
     ),

@@ -92,7 +92,8 @@ def bpe_tokenizer_dir(tmp_path_factory: _pytest.TempPathFactory) -> _Path:
     tok.save(str(out / "tokenizer.json"))
     chatml = (
         "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] "
-        "+ '<|im_end|>' + '\\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
+        "+ '<|im_end|>' + '\\n' }}{% endfor %}{% if add_generation_prompt %}{{ "
+        "'<|im_start|>assistant\\n' }}{% endif %}"
     )
     (out / "tokenizer_config.json").write_text(
         _json.dumps(

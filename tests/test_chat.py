@@ -62,7 +62,8 @@ def run_dir(tmp_path_factory: pytest.TempPathFactory, base_dir: Path) -> Path:
     (run / "final").mkdir(parents=True)
     (run / "config.yaml").write_text(
         f"name: tiny-lora\nmethod: lora\ndevice: cpu\nmodel:\n  path: {base_dir}\n  dtype: fp32\n"
-        "lora:\n  rank: 4\n  alpha: 8\n  targets: [q_proj, v_proj, down_proj]\ndata:\n  path: tunewiz:story-qa\n"
+        "lora:\n  rank: 4\n  alpha: 8\n  targets: [q_proj, v_proj, down_proj]\ndata:\n  path: "
+        "tunewiz:story-qa\n"
     )
     model = load_model(base_dir)
     targets = ["q_proj", "v_proj", "down_proj"]
@@ -89,7 +90,10 @@ def run_dir(tmp_path_factory: pytest.TempPathFactory, base_dir: Path) -> Path:
 def cli(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], *args: str, stdin: str = ""
 ) -> tuple[int, str, str]:
-    """Run `tunewiz ARGS` in-process with ``stdin`` piped in (not a TTY); return (exit code, stdout, stderr)."""
+    """Run `tunewiz ARGS` in-process with ``stdin`` piped in (not a TTY).
+
+    Returns (exit code, stdout, stderr).
+    """
     monkeypatch.setattr(sys, "argv", ["tunewiz", *args])
     monkeypatch.setattr(sys, "stdin", io.StringIO(stdin))
     code = 0
@@ -223,8 +227,8 @@ def test_session_keeps_turns_and_saves_json(run_dir: Path, tmp_path: Path) -> No
     assert session.messages == [{"role": "user", "content": "hello"}, {"role": "assistant", "content": first}]
     text = loaded.tokenizer.decode(session.prompt_ids("again"), skip_special=False)
     assert (
-        text
-        == f"<|im_start|>system\nbe brief<|im_end|>\n<|im_start|>user\nhello<|im_end|>\n<|im_start|>assistant\n"
+        text == "<|im_start|>system\nbe "
+        "brief<|im_end|>\n<|im_start|>user\nhello<|im_end|>\n<|im_start|>assistant\n"
         f"{first}<|im_end|>\n<|im_start|>user\nagain<|im_end|>\n<|im_start|>assistant\n"
     )
     session.save(tmp_path / "chat.json")

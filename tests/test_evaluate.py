@@ -201,7 +201,8 @@ def test_merged_weights_match_lm_eval_hflm(
         [(STORY, " green"), (STORY + " ", "red"), ("", "Mia has a cup."), (STORY * 4, " blue")],
     )
     # (No trailing whitespace: our SentencePiece backend drops it where transformers' Llama tokenizer
-    # keeps a "▁" token; loglikelihood requests are unaffected, their trailing spaces move to the continuation.)
+    # keeps a "▁" token; loglikelihood requests are unaffected, their trailing spaces move to the
+    # continuation.)
     long_text = _instances("loglikelihood_rolling", [(" ".join([STORY] * 5),), ("Ivy has a hat.",)])
     for add_bos in (True, False):
         hflm = HFLM(pretrained=hf_model, tokenizer=hf_tok, batch_size=3, max_length=32, add_bos_token=add_bos)

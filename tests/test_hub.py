@@ -271,7 +271,10 @@ def test_dry_run_refuses_a_non_empty_folder_and_an_unfinished_run(run: dict, tmp
 
 
 def _invoke(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    """Run the console entry point in process: exit code, stdout, and stdout + stderr as the user sees them."""
+    """Run the console entry point in process.
+
+    Returns the exit code, stdout, and stdout + stderr as the user sees them.
+    """
     argv = sys.argv
     sys.argv = ["tunewiz", *args]
     try:
@@ -406,7 +409,10 @@ def test_push_without_a_token(
 
 
 def build_hf_cache(hub: Path, repo_id: str, source: Path, commit: str = COMMIT) -> Path:
-    """Lay out `source`'s files the way huggingface_hub caches them: blobs/<sha256>, snapshot symlinks, refs/main."""
+    """Lay out `source`'s files the way huggingface_hub caches them.
+
+    That is blobs/<sha256>, snapshot symlinks and refs/main.
+    """
     repo = hub / ("models--" + repo_id.replace("/", "--"))
     snapshot = repo / "snapshots" / commit
     snapshot.mkdir(parents=True)

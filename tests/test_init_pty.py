@@ -16,7 +16,10 @@ ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 
 
 def answer(child: pexpect.spawn, prompt: str, *keys: str) -> None:
-    """Wait for ``prompt``, then type ``keys``; each key is sent once prompt_toolkit has drawn the question."""
+    """Wait for ``prompt``, then type ``keys``.
+
+    Each key is sent once prompt_toolkit has drawn the question.
+    """
     child.expect(prompt)
     for key in keys:
         child.expect(r"\x1b\[\?25h|\x1b\[\?12l", timeout=10)  # the cursor is shown: the prompt is drawn

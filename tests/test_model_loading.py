@@ -150,7 +150,8 @@ def test_errors_name_the_culprit(hf_models: dict[str, torch.nn.Module], tmp_path
     torch.save({}, pickled / "pytorch_model.bin")
     with pytest.raises(
         TunewizError,
-        match=r"has no model.safetensors or model.safetensors.index.json \(it has pytorch_model.bin\).*never pickles",
+        match=r"has no model.safetensors or model.safetensors.index.json \(it has "
+        r"pytorch_model.bin\).*never pickles",
     ):
         resolve_model_dir(str(pickled))
 
@@ -192,7 +193,8 @@ def test_errors_name_the_culprit(hf_models: dict[str, torch.nn.Module], tmp_path
     (wrong_shape / "model.safetensors").symlink_to(good / "model.safetensors")
     with pytest.raises(
         TunewizError,
-        match=r"weight `model.layers.0.mlp.gate_proj.weight` .* has shape \(112, 64\), config.json implies \(128, 64\)",
+        match=r"weight `model.layers.0.mlp.gate_proj.weight` .* has shape \(112, 64\), config.json "
+        r"implies \(128, 64\)",
     ):
         load_model(wrong_shape)
 

@@ -171,6 +171,7 @@ sys.path.insert(0, str(ROOT / "bench"))
     ],
     ids=["lora-bf16", "lora-all-fp32", "full-fp32", "full-bf16", "lora-ac", "qlora-bf16"],
 )
+@pytest.mark.slow
 def test_planner_agrees_with_traced_step(inputs: PlanInputs) -> None:
     from planner_vs_trace import compare
 

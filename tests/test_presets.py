@@ -250,7 +250,8 @@ def test_overrides_apply_on_top_of_the_file(tmp_path: Path) -> None:
         ("lora.targets=[q_proj", "`--set lora.targets=[q_proj`: `[q_proj` is not a valid YAML value"),
         (
             "train.micro_batch_size=-1",
-            "`train.micro_batch_size` (from `--set train.micro_batch_size=-1`): expected an integer > 0, got `-1`",
+            "`train.micro_batch_size` (from `--set train.micro_batch_size=-1`): expected an integer "
+            "> 0, got `-1`",
         ),
         ("device=mps", "`device` (from `--set device=mps`) must be one of auto, cpu, cuda; got `mps`"),
     ],

@@ -13,6 +13,9 @@ from tunewiz.plan.memory import CPU_PROCESS_BYTES, ERROR_BAND
 from tunewiz.plan.runplan import run_plan
 from tunewiz.preset.files import load_preset
 
+# Both tests read one real `tunewiz train` run (torchrun).
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:

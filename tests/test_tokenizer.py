@@ -106,8 +106,10 @@ LLAMA3_LIKE = (
     "{{ bos_token }}{% set date = strftime_now('%Y') %}"
     "{% for message in messages %}{% if message['role'] not in ['system', 'user', 'assistant'] %}"
     "{{ raise_exception('bad role') }}{% endif %}"
-    "{{ '<|start_header_id|>' + message['role'] + '<|end_header_id|>\n\n' + message['content'] | trim + '<|eot_id|>' }}"
-    "{% endfor %}{% if add_generation_prompt %}{{ '<|start_header_id|>assistant<|end_header_id|>\n\n' }}{% endif %}"
+    "{{ '<|start_header_id|>' + message['role'] + '<|end_header_id|>\n\n' + message['content'] | "
+    "trim + '<|eot_id|>' }}"
+    "{% endfor %}{% if add_generation_prompt %}{{ "
+    "'<|start_header_id|>assistant<|end_header_id|>\n\n' }}{% endif %}"
 )
 MULTILINE = """{% for message in messages %}
     {% if message['role'] == 'user' %}

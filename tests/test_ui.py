@@ -1,4 +1,7 @@
-"""The dashboard's pure parts: folding events, rendering to a capture console, plain lines, summary, loss.png."""
+"""The dashboard's pure parts.
+
+Folding events, rendering to a capture console, plain lines, summary, loss.png.
+"""
 
 from __future__ import annotations
 
@@ -398,8 +401,8 @@ def test_summary_of_a_stopped_and_a_failed_run(tmp_path: Path) -> None:
     text = _summary(fold_events(failed), RunDir(tmp_path / "fresh"))
     assert "✗ rank 0 failed at step 3: ValueError: bad batch" in text
     assert (
-        f"no complete checkpoint was saved; start again with:\n  tunewiz train {tmp_path / 'fresh' / 'config.yaml'}"
-        in text
+        "no complete checkpoint was saved; start again with:\n  tunewiz train "
+        f"{tmp_path / 'fresh' / 'config.yaml'}" in text
     )
 
 
@@ -430,6 +433,9 @@ def test_importing_the_dashboard_does_not_import_matplotlib() -> None:
     import subprocess
     import sys
 
-    code = "import sys, tunewiz.ui, tunewiz.cli.watch; print('matplotlib' in sys.modules, 'torch' in sys.modules)"
+    code = (
+        "import sys, tunewiz.ui, tunewiz.cli.watch; print('matplotlib' in sys.modules, 'torch' "
+        "in sys.modules)"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.split() == ["False", "False"]

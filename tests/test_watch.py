@@ -40,10 +40,16 @@ for s in range(1, steps + 1):
     if mode == "stop" and (run_dir / "STOP").exists():
         ckpt = run_dir / "checkpoints" / f"step-{s}"
         w.write("checkpoint", step=s, path=str(ckpt))
-        w.write("stop", step=s, reason="signal", checkpoint=str(ckpt), resume_command=f"tunewiz resume {run_dir}")
+        w.write(
+            "stop", step=s, reason="signal", checkpoint=str(ckpt),
+            resume_command=f"tunewiz resume {run_dir}",
+        )
         sys.exit(0)
 if mode == "end":
-    w.write("end", step=steps, elapsed=time.time() - t0, final_dir=str(run_dir / "final"), tokens_total=64 * steps)
+    w.write(
+        "end", step=steps, elapsed=time.time() - t0, final_dir=str(run_dir / "final"),
+        tokens_total=64 * steps,
+    )
 """
 
 

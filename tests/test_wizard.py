@@ -313,6 +313,7 @@ def _body(text: str) -> list[str]:
     ]
 
 
+@pytest.mark.slow
 def test_launch_runs_the_written_preset_through_tunewiz_train(tmp_path: Path) -> None:
     # A 0.1 s budget is one optimizer step: the launch is the normal `tunewiz train` path (~45 s on 2 cores).
     env = {**ENV, "TMPDIR": str(tmp_path)}

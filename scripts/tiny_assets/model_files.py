@@ -120,6 +120,10 @@ def write_model_card(out_dir: Path, config: LlamaConfig, n_params: int, pretrain
         n_params: Parameter count.
         pretrain_note: How the weights were made (pretraining run, or random initialisation).
     """
+    attention = (
+        f"{config.num_attention_heads} query heads, {config.num_key_value_heads} key/value heads (GQA), "
+        f"head dim {config.head_dim}"
+    )
     text = f"""---
 license: bsd-3-clause
 library_name: tunewiz
@@ -136,7 +140,7 @@ It knows nothing but a small synthetic world of people, objects, colours and pla
 |---|---|
 | layers | {config.num_hidden_layers} |
 | hidden size | {config.hidden_size} (MLP {config.intermediate_size}) |
-| attention | {config.num_attention_heads} query heads, {config.num_key_value_heads} key/value heads (GQA), head dim {config.head_dim} |
+| attention | {attention} |
 | vocabulary | {config.vocab_size} (SentencePiece BPE, byte fallback; `<unk>`=0 `<s>`=1 `</s>`=2) |
 | context | {config.max_position_embeddings} tokens, RoPE theta {config.rope_theta:g} |
 | embeddings | tied with `lm_head` |

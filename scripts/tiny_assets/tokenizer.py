@@ -38,7 +38,8 @@ CHAT_TEMPLATE = (
 TEMPLATE_TEXT = (
     "Below is an instruction that describes a task, paired with an input that provides further context. "
     "Write a response that appropriately completes the request.",
-    "Below is an instruction that describes a task. Write a response that appropriately completes the request.",
+    "Below is an instruction that describes a task. Write a response that appropriately completes "
+    "the request.",
     "### Instruction:",
     "### Input:",
     "### Response:",

@@ -23,7 +23,8 @@ COMMANDS = "/reset  /system TEXT  /save FILE  /quit"
 def register(app: typer.Typer) -> None:
     app.command(
         "chat",
-        epilog='Examples: `tunewiz chat runs/tiny-lora` · `tunewiz chat runs/tiny-lora --prompt "Who found the key?"` '
+        epilog="Examples: `tunewiz chat runs/tiny-lora` · `tunewiz chat runs/tiny-lora --prompt "
+        '"Who found the key?"` '
         '· `echo "Hi" | tunewiz chat tunewiz:tiny` · `tunewiz chat runs/tiny-lora --compare-base`',
     )(chat)
 
@@ -66,7 +67,10 @@ def chat(
         None, "--seed", help="Seed for sampling, for reproducible replies.", rich_help_panel=_SAMPLING
     ),
 ) -> None:
-    """Chat with a model: streaming replies, its chat template, multi-turn, `/reset` `/system` `/save` `/quit`."""
+    """Chat with a model: streaming replies, its chat template, multi-turn.
+
+    In a chat, `/reset` `/system` `/save` `/quit`.
+    """
     from rich.console import Console
 
     from tunewiz.inference.generate import SamplingParams
@@ -86,7 +90,8 @@ def chat(
         if not prompt.strip():
             raise TunewizError(
                 "the prompt is empty" + ("" if "--prompt" in sys.argv else " (nothing on stdin)"),
-                hint='pass `--prompt TEXT`, pipe text in (`echo "Hi" | tunewiz chat ...`), or run in a terminal',
+                hint='pass `--prompt TEXT`, pipe text in (`echo "Hi" | tunewiz chat ...`), or run '
+                "in a terminal",
             )
     err = Console(stderr=True, highlight=False, soft_wrap=True)
     with err.status(f"loading {target}"):

@@ -13,7 +13,8 @@ import typer
 presets_app = typer.Typer(
     name="presets",
     help="List, show and copy presets (the YAML files `tunewiz train` runs).",
-    epilog="Example: `tunewiz presets copy tiny-lora my-run.yaml`, edit it, then `tunewiz train my-run.yaml`.",
+    epilog="Example: `tunewiz presets copy tiny-lora my-run.yaml`, edit it, then "
+    "`tunewiz train my-run.yaml`.",
     no_args_is_help=True,
 )
 

@@ -14,7 +14,8 @@ _T = topology_options()
 def register(app: typer.Typer) -> None:
     app.command(
         "resume",
-        epilog="Example: `tunewiz resume runs/tiny-lora --set train.micro_batch_size=2 --set train.grad_accum=2`",
+        epilog="Example: `tunewiz resume runs/tiny-lora --set train.micro_batch_size=2 --set "
+        "train.grad_accum=2`",
     )(resume)
 
 

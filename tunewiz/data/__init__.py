@@ -37,7 +37,8 @@ __all__ = [
 class DataStats:
     """What ``build_datasets`` made, for the start event and the planner.
 
-    ``num_train``/``num_val`` count samples before packing. ``token_lengths`` summarises the train samples' lengths before packing (p50, p95, max), the
+    ``num_train``/``num_val`` count samples before packing. ``token_lengths`` summarises the train
+    samples' lengths before packing (p50, p95, max), the
     distribution the planner sizes activations with. ``truncated`` and ``dropped_empty`` count
     train and validation samples together.
     """

@@ -34,7 +34,8 @@ def detect_format(rows: list[dict[str, Any]], *, source: str = "the dataset") ->
     if "text" in keys:
         return "text"
     raise TunewizError(
-        f"cannot tell the format of {source} from its columns {sorted(keys)}: expected `instruction`+`output` "
+        f"cannot tell the format of {source} from its columns {sorted(keys)}: expected "
+        "`instruction`+`output` "
         "(alpaca), `messages` or `conversations` (chat), or `text`",
         hint=_FIX_HINT,
     )

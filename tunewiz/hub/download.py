@@ -272,7 +272,8 @@ def _from_cache(
     except LocalEntryNotFoundError as exc:
         if getattr(exc, "snapshot_path", None):  # IncompleteSnapshotError: an interrupted download
             raise TunewizError(
-                f"the cached copy of `{repo_id}` is incomplete (`{exc.snapshot_path}`), and offline mode is on",
+                f"the cached copy of `{repo_id}` is incomplete (`{exc.snapshot_path}`), and offline "
+                "mode is on",
                 hint=f"run `tunewiz download {repo_id}` once with network access to finish it",
                 exit_code=1,
             ) from None

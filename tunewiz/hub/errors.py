@@ -47,9 +47,15 @@ def _server_says(exc: BaseException) -> str:
 
 def _offline(exc: BaseException, ctx: HubContext) -> TunewizError:
     if ctx.action == "download" and isinstance(exc, FileNotFoundError):
-        message = f"offline mode is on (`HF_HUB_OFFLINE=1`) and `{ctx.repo_id}` is not in the local Hugging Face cache"
+        message = (
+            f"offline mode is on (`HF_HUB_OFFLINE=1`) and `{ctx.repo_id}` is not in the local "
+            "Hugging Face cache"
+        )
     else:
-        message = f"offline mode is on (`HF_HUB_OFFLINE=1`): cannot reach the Hugging Face Hub to {ctx.action} `{ctx.repo_id}`"
+        message = (
+            "offline mode is on (`HF_HUB_OFFLINE=1`): cannot reach the Hugging Face Hub to "
+            f"{ctx.action} `{ctx.repo_id}`"
+        )
     return TunewizError(
         message,
         hint="unset it (`unset HF_HUB_OFFLINE`) and run again; models already in the cache work offline",
@@ -140,7 +146,8 @@ def _forbidden(exc: BaseException, ctx: HubContext) -> TunewizError:
         )
     return TunewizError(
         f"access to `{ctx.repo_id}` denied (HTTP 403){_server_says(exc)}",
-        hint=f"accept the model's terms on {HUB_URL}/{ctx.repo_id} if it asks for it, and log in with {LOGIN_HINT}",
+        hint=f"accept the model's terms on {HUB_URL}/{ctx.repo_id} if it asks for it, and log in "
+        f"with {LOGIN_HINT}",
         exit_code=1,
     )
 

@@ -405,7 +405,8 @@ def _usage_section(facts: CardFacts, repo_id: str, kind: str, base_id: str | Non
         else:
             load = (
                 "from peft import PeftModel\nfrom transformers import AutoModelForCausalLM, AutoTokenizer\n\n"
-                f'base = AutoModelForCausalLM.from_pretrained("{base_ref}")  # the base model it was trained on\n'
+                f'base = AutoModelForCausalLM.from_pretrained("{base_ref}")  # the base model it '
+                "was trained on\n"
                 f'model = PeftModel.from_pretrained(base, "{repo_id}")\n'
                 f'tokenizer = AutoTokenizer.from_pretrained("{repo_id}")'
             )
@@ -433,7 +434,8 @@ def _prompt_snippet(facts: CardFacts) -> str:
     if facts.has_chat_template and template in ("auto", "model"):
         return (
             'messages = [{"role": "user", "content": "Explain LoRA in one sentence."}]\n'
-            'inputs = tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt", '
+            "inputs = tokenizer.apply_chat_template(messages, add_generation_prompt=True, "
+            'return_tensors="pt", '
             "return_dict=True)\n"
             "output = model.generate(**inputs, max_new_tokens=128)\n"
             'print(tokenizer.decode(output[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True))'
@@ -482,7 +484,10 @@ def _hyperparameters_section(facts: CardFacts) -> str:
     t, d = p.train, p.data
     batch = f"{t.micro_batch_size} per rank × {t.grad_accum} accumulation"
     if facts.stats.world_size:
-        batch += f" × {facts.stats.world_size} rank(s) = {t.micro_batch_size * t.grad_accum * facts.stats.world_size}"
+        batch += (
+            f" × {facts.stats.world_size} rank(s) = "
+            f"{t.micro_batch_size * t.grad_accum * facts.stats.world_size}"
+        )
     rows = [
         ("Method", _METHOD_TEXT[p.method]),
         *(

@@ -88,7 +88,8 @@ def _unfinished_run_error(run: RunDir) -> TunewizError:
     latest = run.latest_checkpoint()
     if latest is None:
         return TunewizError(
-            f"run `{run.path}` has no final weights and no complete checkpoint: it stopped before its first save",
+            f"run `{run.path}` has no final weights and no complete checkpoint: it stopped before "
+            "its first save",
             hint=f"train it again: `tunewiz train {run.config} --run-dir {run.path} --overwrite`",
         )
     return TunewizError(
@@ -144,7 +145,8 @@ def load_for_inference(
             if not _has_weights(run.final):
                 raise TunewizError(
                     f"`{run.final}` has no merged model.safetensors (the run saved only an adapter)",
-                    hint=f"drop `--merged`, or re-export with `tunewiz resume {run.path} --set output.merged=true`",
+                    hint=f"drop `--merged`, or re-export with `tunewiz resume {run.path} --set "
+                    "output.merged=true`",
                 )
             model_dir, adapter_dir = run.final, adapter
             what = "full fine-tune" if preset.method == "full" else "merged LoRA weights"

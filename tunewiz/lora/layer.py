@@ -117,7 +117,9 @@ class LoRALinear(nn.Module):
 
     @torch.no_grad()
     def reset_lora_parameters(self, generator: torch.Generator) -> None:
-        """A ~ kaiming-uniform(a=√5) (peft's and nn.Linear's init: U(±1/√in)), B = 0, so the update starts at 0.
+        """A ~ kaiming-uniform(a=√5) (peft's and nn.Linear's init: U(±1/√in)), B = 0.
+
+        So the update starts at 0.
 
         The values are drawn on CPU from ``generator`` and then copied, so they are the same on every
         device and, for sharded (DTensor) parameters, on every rank and world size.
@@ -140,7 +142,8 @@ class LoRALinear(nn.Module):
     def extra_repr(self) -> str:
         """Shapes, rank and alpha, shown when the model is printed."""
         return (
-            f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}, "
+            f"in_features={self.in_features}, out_features={self.out_features}, "
+            f"bias={self.bias is not None}, "
             f"rank={self.rank}, alpha={self.alpha}"
         )
 
@@ -259,7 +262,9 @@ def lora_state_dict(model: nn.Module) -> dict[str, Tensor]:
 
 
 def to_peft_state_dict(sd: dict[str, Tensor]) -> dict[str, Tensor]:
-    """Rename our adapter keys to peft's saved keys: ``X.lora_A.weight`` -> ``base_model.model.X.lora_A.weight``.
+    """Rename our adapter keys to peft's saved keys.
+
+    ``X.lora_A.weight`` -> ``base_model.model.X.lora_A.weight``.
 
     Args:
         sd: adapter weights under our names, as :func:`lora_state_dict` returns them.

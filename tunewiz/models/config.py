@@ -237,7 +237,8 @@ def _rope(d: dict[str, Any], source: str) -> tuple[float, Llama3RopeScaling | No
         return theta, None
     if rope_type != "llama3":
         raise TunewizError(
-            f"{source}: unsupported rope_scaling type `{rope_type}`; tunewiz supports plain RoPE and `llama3`",
+            f"{source}: unsupported rope_scaling type `{rope_type}`; "
+            "tunewiz supports plain RoPE and `llama3`",
             hint="pick a model without linear/dynamic/yarn RoPE scaling",
         )
     return theta, Llama3RopeScaling(

@@ -42,7 +42,8 @@ HUB_PATTERNS = [
     "merges.txt",
     "chat_template.jinja",
 ]
-# fnmatch's `*` crosses `/`: without this, `*.safetensors` would also ask for `onnx/model.safetensors` and the like.
+# fnmatch's `*` crosses `/`: without this, `*.safetensors` would also ask for
+# `onnx/model.safetensors` and the like.
 HUB_IGNORE_PATTERNS = ["*/*"]
 # Older checkpoints store RoPE frequencies; the model recomputes them, as transformers ignores them.
 IGNORED_KEY_SUFFIXES = ("rotary_emb.inv_freq",)
@@ -71,7 +72,8 @@ def resolve_model_dir(path: str, revision: str | None = None) -> Path:
         shipped = shipped_models()
         if name not in shipped:
             raise TunewizError(
-                f"`{path}` is not a shipped model; shipped: {', '.join(f'`tunewiz:{n}`' for n in shipped) or 'none'}",
+                f"`{path}` is not a shipped model; shipped: "
+                f"{', '.join(f'`tunewiz:{n}`' for n in shipped) or 'none'}",
                 hint="use one of the shipped names, a local directory or a Hugging Face repo id",
             )
         return check_model_dir(ASSETS_DIR / name)

@@ -1,7 +1,8 @@
 """Peak memory per device of one training step, as a breakdown in bytes. Pure Python: no torch.
 
 The model counts the tensors tunewiz's own step allocates (``tunewiz/models/llama.py``,
-``tunewiz/lora/layer.py``, ``tunewiz/train/distributed.py``, ``tunewiz/train/optim.py``): weights, trainable state,
+``tunewiz/lora/layer.py``, ``tunewiz/train/distributed.py``, ``tunewiz/train/optim.py``): weights,
+trainable state,
 the tensors autograd saves for backward, the chunked loss, FSDP2's unsharded copies, and the
 runtime's own overhead. ``bench/planner_vs_trace.py`` checks it against a fake-tensor trace of the
 real step.
@@ -310,7 +311,8 @@ def _layer_linear_params(arch: LlamaConfig) -> int:
 
 def _block_saved_bytes_per_token(arch: LlamaConfig, i: PlanInputs, e: int, targets: tuple[str, ...]) -> int:
     """Bytes autograd saves per token in one decoder block (no checkpointing). The derivation follows
-    the block's forward in ``tunewiz/models/llama.py`` and ``LoRALinear.forward`` in ``tunewiz/lora/layer.py``.
+    the block's forward in ``tunewiz/models/llama.py`` and ``LoRALinear.forward`` in
+    ``tunewiz/lora/layer.py``.
 
     A frozen ``F.linear`` saves nothing of its input (its input-grad needs only the weight); a trained
     one saves its input. ``x * y`` saves each factor whose partner needs a grad.

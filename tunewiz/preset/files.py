@@ -28,7 +28,7 @@ from tunewiz.preset.schema import Preset
 PRESET_SUFFIXES = (".yaml", ".yml")
 # A checkout (or an editable install) has presets/ beside the package; an installed package's
 # parent is site-packages, where a stray presets/ from another package must not count.
-_CHECKOUT = Path(__file__).resolve().parent.parent
+_CHECKOUT = Path(__file__).resolve().parents[2]  # tunewiz/preset/files.py -> the checkout
 # Where `pip install .` puts them (pyproject's [tool.setuptools.data-files]), relative to the prefix.
 _INSTALLED_PRESETS = ("share", "tunewiz", "presets")
 
@@ -152,7 +152,8 @@ def copy_preset(path_or_name: str, dest: Path, force: bool = False) -> Path:
     if target.exists() and not force:
         raise TunewizError(
             f"`{target}` already exists; not overwriting it",
-            hint=f"pass `--force` to overwrite it, or choose another file: `tunewiz presets copy {path_or_name} OTHER.yaml`",
+            hint="pass `--force` to overwrite it, or choose another file: `tunewiz presets copy "
+            f"{path_or_name} OTHER.yaml`",
         )
     atomic_write_text(target, source.read_text(encoding="utf-8"))
     return target
@@ -197,7 +198,8 @@ def _read_yaml(path: Path) -> tuple[dict[str, Any], yaml.MappingNode]:
             problem += f" ({exc.context} that starts at line {start.line + 1}, column {start.column + 1})"
         raise TunewizError(
             f"`{where}`: YAML syntax error: {problem}",
-            hint="fix the YAML at that line and column (check indentation, a missing `:`, or an unclosed quote or bracket)",
+            hint="fix the YAML at that line and column (check indentation, a missing `:`, or an "
+            "unclosed quote or bracket)",
         ) from None
     if not isinstance(data, dict) or not isinstance(root, yaml.MappingNode):
         raise TunewizError(
@@ -295,7 +297,8 @@ def _check_override_keys(keys: list[str], override: str) -> Any:
         if key not in model.model_fields:
             section = ".".join(keys[:depth])
             raise TunewizError(
-                f"unknown key `{'.'.join(keys[: depth + 1])}` in `--set {override}`{_suggest(key, model, section)}",
+                f"unknown key `{'.'.join(keys[: depth + 1])}` in `--set "
+                f"{override}`{_suggest(key, model, section)}",
                 hint=_valid_keys_hint(model, section),
             )
         field = model.model_fields[key]
@@ -304,7 +307,10 @@ def _check_override_keys(keys: list[str], override: str) -> Any:
 
 
 def _explain(exc: ValidationError, path: Path, root: yaml.MappingNode, overrides: list[str]) -> TunewizError:
-    """Turn pydantic's errors into one TunewizError: the first (by line) as the message, the rest as `also:` lines."""
+    """Turn pydantic's errors into one TunewizError.
+
+    The first (by line) is the message, the rest become `also:` lines.
+    """
     explained = [_explain_one(err, path, root, overrides) for err in exc.errors()]
     explained.sort(key=lambda item: item[0])
     _, message, hint = explained[0]
@@ -373,7 +379,10 @@ def _explain_one(
 
 
 def _line_of(root: yaml.MappingNode, loc: tuple[Any, ...]) -> int:
-    """1-based line of the deepest node along ``loc`` that exists in the file (the key itself when present)."""
+    """1-based line of the deepest node along ``loc`` that exists in the file.
+
+    The key itself when present.
+    """
     node: yaml.Node = root
     line = root.start_mark.line + 1
     for part in loc:
@@ -400,7 +409,10 @@ def _override_for(loc: tuple[Any, ...], overrides: list[str]) -> str | None:
 
 
 def _field_at(loc: tuple[Any, ...]) -> tuple[type[BaseModel] | None, FieldInfo | None]:
-    """The model that holds the last key of ``loc`` and that key's field, when ``loc`` names a schema field."""
+    """The model that holds the last key of ``loc`` and that key's field.
+
+    Both None unless ``loc`` names a schema field.
+    """
     model: type[BaseModel] | None = Preset
     field: FieldInfo | None = None
     last = len(loc) - 1
@@ -419,7 +431,10 @@ def _section_model(field: FieldInfo) -> type[BaseModel] | None:
 
 
 def _suggest(key: str, model: type[BaseModel], section: str) -> str:
-    """A did-you-mean: a close key of this section, or a name other tools use for one, or a key of another section."""
+    """A did-you-mean for an unknown key.
+
+    A close key of this section, or a name other tools use for one, or a key of another section.
+    """
     valid = list(model.model_fields)
     close = did_you_mean(key, valid)
     if close:
@@ -520,7 +535,8 @@ def dump_preset(preset: Preset) -> str:
     """
     data = preset.model_dump(mode="json")
     lines = [
-        f"# Resolved tunewiz preset `{' '.join(preset.name.split())}`: every default filled in (tunewiz {__version__}).",
+        f"# Resolved tunewiz preset `{' '.join(preset.name.split())}`: every default filled in "
+        f"(tunewiz {__version__}).",
         "# Train it with `tunewiz train THIS_FILE`; the comments say what each key does.",
     ]
     for name, field in Preset.model_fields.items():

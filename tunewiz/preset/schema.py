@@ -31,7 +31,8 @@ class ModelSection(_Section):
     dtype: Literal["fp32", "bf16"] = Field(
         "bf16",
         description="Storage and compute dtype of every parameter, gradient and AdamW state (as torchtune "
-        "does: no fp32 master copy); norms, softmax and the loss are computed in fp32 either way. bf16 halves "
+        "does: no fp32 master copy); norms, softmax and the loss are computed in fp32 either way. "
+        "bf16 halves "
         "memory; fp32 is exact and the choice for CPU reproducibility.",
     )
 
@@ -84,7 +85,8 @@ class DataSection(_Section):
     )
     columns: dict[str, str] = Field(
         default_factory=dict,
-        description="Rename dataset columns to the format's names, e.g. {instruction: question, output: answer}.",
+        description="Rename dataset columns to the format's names, e.g. {instruction: question, "
+        "output: answer}.",
     )
     template: Literal["auto", "model", "alpaca", "llama2", "llama3", "chatml"] = Field(
         "auto",

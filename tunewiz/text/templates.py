@@ -34,7 +34,10 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 BuiltinName = Literal["alpaca", "llama2", "llama3", "chatml"]
-ALPACA_PREAMBLE = "Below is an instruction that describes a task. Write a response that appropriately completes the request."
+ALPACA_PREAMBLE = (
+    "Below is an instruction that describes a task. Write a response that "
+    "appropriately completes the request."
+)
 
 # Built-in templates, written for transformers' jinja settings (trim_blocks, lstrip_blocks). Each
 # starts with `messages and` guards so that rendering an empty prefix works (segments needs it).
@@ -44,7 +47,8 @@ _BUILTINS: dict[str, str] = {
         "{% set loop_messages = messages[1:] %}{% else %}{{ '" + ALPACA_PREAMBLE + "\\n\\n' }}"
         "{% set loop_messages = messages %}{% endif %}"
         "{% for message in loop_messages %}"
-        "{% if message['role'] == 'user' %}{{ ('\\n\\n' if not loop.first else '') + '### Instruction:\\n' + message['content'] + '\\n\\n' }}"
+        "{% if message['role'] == 'user' %}{{ ('\\n\\n' if not loop.first else '') + '### "
+        "Instruction:\\n' + message['content'] + '\\n\\n' }}"
         "{% elif message['role'] == 'assistant' %}{{ '### Response:\\n' + message['content'] + eos_token }}"
         "{% else %}{{ raise_exception('the alpaca template has no role ' + message['role']) }}{% endif %}"
         "{% endfor %}"
@@ -66,7 +70,8 @@ _BUILTINS: dict[str, str] = {
     ),
     "llama3": (
         "{{ bos_token }}{% for message in messages %}"
-        "{{ '<|start_header_id|>' + message['role'] + '<|end_header_id|>\\n\\n' + message['content'] | trim + '<|eot_id|>' }}"
+        "{{ '<|start_header_id|>' + message['role'] + '<|end_header_id|>\\n\\n' + "
+        "message['content'] | trim + '<|eot_id|>' }}"
         "{% endfor %}"
         "{% if add_generation_prompt %}{{ '<|start_header_id|>assistant<|end_header_id|>\\n\\n' }}{% endif %}"
     ),
@@ -161,7 +166,10 @@ class ChatTemplate:
     def _prefix_span(
         self, messages: list[dict[str, str]], i: int, full: str, pos: int
     ) -> tuple[int, int] | None:
-        """Span of assistant message ``i`` from prefix renderings, or None if the template is not prefix-stable."""
+        """Span of assistant message ``i`` from prefix renderings.
+
+        None if the template is not prefix-stable.
+        """
         try:
             before = self.render(messages[:i], add_generation_prompt=True)
             through = self.render(messages[: i + 1])

@@ -389,7 +389,8 @@ def load_tokenizer(model_dir: Path) -> Tokenizer:
     else:
         raise TunewizError(
             f"{model_dir} has no tokenizer.json or tokenizer.model",
-            hint="download the model again with `tunewiz download REPO_ID`, or copy its tokenizer files there",
+            hint="download the model again with `tunewiz download REPO_ID`, "
+            "or copy its tokenizer files there",
         )
 
     special_tokens: dict[str, str] = {}

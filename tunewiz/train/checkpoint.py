@@ -164,7 +164,8 @@ def read_progress(path: Path) -> Progress:
     """The progress recorded in a complete checkpoint (no torch state is loaded)."""
     if not (path / CHECKPOINT_COMPLETE_MARKER).is_file():
         raise TunewizError(
-            f"checkpoint `{path}` is incomplete (no {CHECKPOINT_COMPLETE_MARKER} marker): it was being written when the run stopped",
+            f"checkpoint `{path}` is incomplete (no {CHECKPOINT_COMPLETE_MARKER} marker): it was "
+            "being written when the run stopped",
             hint="resume from an earlier complete checkpoint: `tunewiz resume RUN_DIR --from step-N`",
         )
     return Progress(**json.loads((path / "progress.json").read_text())["progress"])

@@ -120,9 +120,10 @@ tags: [lora, qlora, tunewiz]
 
 This adapter (rank {preset.lora.rank}, alpha {preset.lora.alpha}, on {", ".join(preset.lora.targets)}) was
 trained by tunewiz on a **4-bit base**: the base model's decoder linear weights were NF4 with double
-quantization (blocks of {NF4_BLOCK_SIZE} values, scales quantized in blocks of up to {NF4_SCALER_BLOCK_SIZE}, torchao's
-NF4 tensor); embeddings, norms and lm_head stayed in {preset.model.dtype}. Loaded onto the full-precision
-base with `peft.PeftModel.from_pretrained`, it behaves close to, not exactly as, in training; tunewiz's
-merged export (`final/model.safetensors`, when `output.merged` is on) folds it into the dequantized base.
+quantization (blocks of {NF4_BLOCK_SIZE} values, scales quantized in blocks of up to {NF4_SCALER_BLOCK_SIZE},
+torchao's NF4 tensor); embeddings, norms and lm_head stayed in {preset.model.dtype}. Loaded onto the
+full-precision base with `peft.PeftModel.from_pretrained`, it behaves close to, not exactly as, in training;
+tunewiz's merged export (`final/model.safetensors`, when `output.merged` is on) folds it into the
+dequantized base.
 """,
     )

@@ -40,7 +40,8 @@ class Topology:
         if self.nnodes > 1 and not self.rdzv_endpoint:
             raise TunewizError(
                 f"`--nnodes {self.nnodes}` needs `--rdzv-endpoint HOST:PORT` (the first node's address)",
-                hint="run the same command on every node with `--node-rank 0..N-1 --rdzv-endpoint node0:29500`",
+                hint="run the same command on every node with `--node-rank 0..N-1 --rdzv-endpoint "
+                "node0:29500`",
             )
         if not 0 <= self.node_rank < self.nnodes:
             raise TunewizError(
@@ -51,7 +52,8 @@ class Topology:
             gpus = _cuda_device_count()
             if self.nproc_per_node > gpus:
                 raise TunewizError(
-                    f"`--nproc-per-node {self.nproc_per_node}` asks for more processes than this machine's {gpus} GPU(s)",
+                    f"`--nproc-per-node {self.nproc_per_node}` asks for more processes than this "
+                    f"machine's {gpus} GPU(s)",
                     hint=f"use `--nproc-per-node {max(gpus, 1)}`" + ("" if gpus else ", or `--device cpu`"),
                 )
 

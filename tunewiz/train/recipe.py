@@ -94,7 +94,8 @@ class FineTune:
                 f"the training set has {len(self.train_samples)} samples, fewer than one global batch "
                 f"({self.shape.global_batch} = micro_batch_size {cfg.micro_batch_size} × grad_accum "
                 f"{cfg.grad_accum} × {env.world_size} rank(s))",
-                hint="lower `train.micro_batch_size` or `train.grad_accum` (`--set train.grad_accum=1`), or add data",
+                hint="lower `train.micro_batch_size` or `train.grad_accum` (`--set "
+                "train.grad_accum=1`), or add data",
             )
         self.total_steps = cfg.max_steps or cfg.epochs * self.steps_per_epoch
         self.model = self._build_model()

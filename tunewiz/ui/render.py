@@ -108,7 +108,8 @@ def _header(state: DashboardState) -> Text:
     if state.trainable_params is not None and state.total_params:
         text.append(
             f"\ntrainable {fmt_count(state.trainable_params)} of {fmt_count(state.total_params)} params"
-            f" · batch {state.micro_batch_size} × accum {state.grad_accum} × {state.world_size} rank{'s' if state.world_size != 1 else ''}"
+            f" · batch {state.micro_batch_size} × accum {state.grad_accum} × {state.world_size} "
+            f"rank{'s' if state.world_size != 1 else ''}"
             f" = {state.global_batch_size}",
             style="dim",
         )
@@ -330,7 +331,8 @@ def plain_lines(
         best = state.best_val
         best_text = f" (best {fmt_loss(best[1])} at step {best[0]})" if best else ""
         lines.append(
-            f"eval: step {event.get('step')} val loss {fmt_loss(state.val_losses[-1][1] if state.val_losses else None)}{best_text}"
+            f"eval: step {event.get('step')} val loss "
+            f"{fmt_loss(state.val_losses[-1][1] if state.val_losses else None)}{best_text}"
         )
     elif kind == "checkpoint":
         lines.append(f"checkpoint: step {event.get('step')} saved to {event.get('path')}")
@@ -345,13 +347,15 @@ def plain_lines(
     elif kind == "stop":
         why = "loss became NaN/inf" if event.get("reason") == "nan" else "stopped on request"
         lines.append(
-            f"stop: step {event.get('step')}: {why}; last good checkpoint: {event.get('checkpoint') or 'none'}"
+            f"stop: step {event.get('step')}: {why}; last good checkpoint: "
+            f"{event.get('checkpoint') or 'none'}"
         )
         if event.get("resume_command"):
             lines.append(f"resume with: {event['resume_command']}")
     elif kind == "end":
         lines.append(
-            f"end: step {state.step} in {fmt_duration(state.elapsed)}; {fmt_num(state.tokens_total, ',')} tokens;"
+            f"end: step {state.step} in {fmt_duration(state.elapsed)}; "
+            f"{fmt_num(state.tokens_total, ',')} tokens;"
             f" outputs in {event.get('final_dir')}"
         )
     return lines

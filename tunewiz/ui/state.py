@@ -272,7 +272,8 @@ def _apply_step(state: DashboardState, e: dict[str, Any]) -> None:
         _warn(
             state,
             step,
-            f"loss spike at step {step}: {loss:.4g} is {loss / state.loss_ema:.1f}× the smoothed {state.loss_ema:.4g}",
+            f"loss spike at step {step}: {loss:.4g} is {loss / state.loss_ema:.1f}× the smoothed "
+            f"{state.loss_ema:.4g}",
         )
     state.ema_sum, state.ema_weight = _ema_update(state.ema_sum, state.ema_weight, loss)
     state.loss_ema = state.ema_sum / state.ema_weight

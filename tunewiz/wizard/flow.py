@@ -480,12 +480,14 @@ def preset_text(preset: Preset, rec: Recommendation, command: list[str]) -> str:
 
     i = rec.plan.inputs
     header = [
-        f"# {rec.model.name} {i.method} on {preset.data.path}, planned by `tunewiz init` for {rec.machine.name} "
+        f"# {rec.model.name} {i.method} on {preset.data.path}, planned by `tunewiz init` for "
+        f"{rec.machine.name} "
         f"({date.today().isoformat()}).",
         f"# Launch: {shlex.join(command)}",
         f"# Planner's predicted peak: {rec.plan.peak / GiB:.2f} GiB ± {rec.plan.error_band:.0%} per device "
         f"({rec.verdict}; capacity after margin {rec.capacity / GiB:.2f} GiB).",
-        "# Not measured yet: `tunewiz train` records the measured peak next to this prediction in events.jsonl.",
+        "# Not measured yet: `tunewiz train` records the measured peak next to this prediction in "
+        "events.jsonl.",
     ]
     return "\n".join(header) + "\n" + dump_preset(preset)
 
