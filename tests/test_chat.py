@@ -16,11 +16,12 @@ import torch
 
 from tunewiz.cli import main
 from tunewiz.inference.generate import SamplingParams, generate
-from tunewiz.inference.load import ChatSession, base_model_only, chat_template_for, load_for_inference
+from tunewiz.inference.load import ChatSession, base_model_only, load_for_inference, prompt_builder_for
 from tunewiz.lora.layer import apply_lora, lora_state_dict, merge_lora, save_peft_adapter
 from tunewiz.models.config import LlamaConfig
 from tunewiz.models.llama import LlamaForCausalLM
 from tunewiz.models.loading import load_model, save_model
+from tunewiz.text.prompt import new_prompt_format, save_tokenizer_with_prompt, write_prompt_record
 from tunewiz.text.tokenizer import load_tokenizer
 
 PROMPT = "what is the quick fox?"
@@ -83,7 +84,11 @@ def run_dir(tmp_path_factory: pytest.TempPathFactory, base_dir: Path) -> Path:
         targets=targets,
     )
     save_model(merge_lora(model), run / "final", model.config)
-    load_tokenizer(base_dir).save_pretrained(run / "final")
+    # The prompt record and final/ tokenizer, as training writes them.
+    tokenizer = load_tokenizer(base_dir)
+    prompt = new_prompt_format(tokenizer.chat_template, tokenizer)
+    write_prompt_record(run, prompt)
+    save_tokenizer_with_prompt(tokenizer, run / "final", prompt)
     return run
 
 
@@ -113,9 +118,10 @@ def expected_answer(model_dir: Path, adapter: Path | None, text: str) -> str:
     model = load_model(model_dir)
     if adapter is not None:
         load_peft_adapter(model, adapter)
-    ids = tokenizer.encode(
-        tokenizer.chat_template.render([{"role": "user", "content": text}], add_generation_prompt=True)
-    )
+    # The tokenizer adds bos (its tokenizer.json post-processor), so the prompt starts with it, as
+    # training samples do; the model's ChatML template does not render it.
+    rendered = tokenizer.chat_template.render([{"role": "user", "content": text}], add_generation_prompt=True)
+    ids = [tokenizer.bos_id, *tokenizer.encode(rendered.removeprefix("<|begin_of_text|>"))]
     [out] = generate(
         model.eval(),
         [ids],
@@ -220,14 +226,14 @@ def test_adapter_flag_on_a_model_dir(
 
 def test_session_keeps_turns_and_saves_json(run_dir: Path, tmp_path: Path) -> None:
     loaded = load_for_inference(str(run_dir))
-    template, warning = chat_template_for(str(run_dir), loaded.tokenizer)
-    assert warning is None and template.source == "tokenizer_config.json"
-    session = ChatSession(loaded, template, SamplingParams(max_new_tokens=6), system="be brief")
+    prompts, warning = prompt_builder_for(str(run_dir), loaded.tokenizer)
+    assert warning is None and prompts.format.template_source == "tokenizer_config.json"
+    session = ChatSession(loaded, prompts, SamplingParams(max_new_tokens=6), system="be brief")
     first = "".join(session.reply("hello"))
     assert session.messages == [{"role": "user", "content": "hello"}, {"role": "assistant", "content": first}]
     text = loaded.tokenizer.decode(session.prompt_ids("again"), skip_special=False)
     assert (
-        text == "<|im_start|>system\nbe "
+        text == "<|begin_of_text|><|im_start|>system\nbe "
         "brief<|im_end|>\n<|im_start|>user\nhello<|im_end|>\n<|im_start|>assistant\n"
         f"{first}<|im_end|>\n<|im_start|>user\nagain<|im_end|>\n<|im_start|>assistant\n"
     )

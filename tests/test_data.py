@@ -175,13 +175,40 @@ def test_truncation_and_dropped_counts(tmp_path: Path, bpe: Tokenizer) -> None:
         {"instruction": "the quick brown fox " * 20, "output": "ok"},
     ]
     path = _jsonl(tmp_path / "d.jsonl", rows[:2])
+    full = len(bpe.encode("the dog " * 40)) + 2
     train, _, stats = build_datasets(_cfg(path, max_seq_len=16), bpe, seed=0)
     assert [len(s.input_ids) for s in train] == [16, len(bpe.encode("hi")) + 2]
-    assert stats.truncated == 1 and stats.token_lengths["max"] == 16
-    # A prompt longer than max_seq_len leaves no trained token: dropped and counted.
+    # Lengths are reported before truncation: the percentiles show how far over max_seq_len samples are.
+    assert stats.truncated == 1 and stats.token_lengths["max"] == full
+    # A prompt longer than max_seq_len leaves no trained token: dropped and counted as too long.
     path = _jsonl(tmp_path / "e.jsonl", [rows[2], ALPACA[0]])
     train, _, stats = build_datasets(_cfg(path, max_seq_len=24), bpe, seed=0)
-    assert (len(train), stats.dropped_empty, stats.truncated) == (1, 1, 0)
+    assert (len(train), stats.dropped_long, stats.dropped_empty, stats.truncated) == (1, 1, 0, 0)
+    assert stats.counts["train"] == {"truncated": 0, "dropped_long": 1, "dropped_empty": 0}
+
+
+def test_truncation_modes_keep_prompt_reply_or_drop(tmp_path: Path, bpe: Tokenizer) -> None:
+    long_prompt = {"instruction": "the quick brown fox " * 20, "output": "the lazy dog"}
+    short = [{"instruction": "hi", "output": "ok"}, {"instruction": "say hi", "output": "hello"}]
+    rows = [long_prompt, short[0], {**long_prompt, "output": "ok"}, short[1]]
+    path = _jsonl(tmp_path / "d.jsonl", rows)
+    (whole,), _, _ = build_datasets(
+        _cfg(_jsonl(tmp_path / "w.jsonl", rows[:1]), max_seq_len=512), bpe, seed=0
+    )
+    right = build_datasets(_cfg(path, max_seq_len=24, val_fraction=0.5), bpe, seed=0)
+    left = build_datasets(_cfg(path, max_seq_len=24, val_fraction=0.5, truncation="left"), bpe, seed=0)
+    drop = build_datasets(_cfg(path, max_seq_len=24, val_fraction=0.5, truncation="drop"), bpe, seed=0)
+    # right: both long rows lose their reply and are dropped, in train and validation alike.
+    assert right[2].dropped_long == 2 and right[2].truncated == 0
+    assert sorted(right[2].counts) == ["train", "validation"]
+    # left: bos, then the last 23 tokens, so the reply is whole and trained.
+    assert left[2].truncated == 2 and left[2].dropped_long == 0
+    cut = next(s for s in left[0] + left[1] if s.input_ids[-3:] == whole.input_ids[-3:])
+    assert cut.input_ids == [bpe.bos_id, *whole.input_ids[-23:]]
+    assert bpe.decode(_trained(cut)).startswith("the lazy dog")
+    # drop: left out, counted the same way as right's cut-to-nothing rows.
+    assert (drop[2].dropped_long, drop[2].truncated, drop[2].num_train + drop[2].num_val) == (2, 0, 2)
+    assert drop[2].truncation_event()["mode"] == "drop"
 
 
 def test_validation_split_val_path_and_max_samples(tmp_path: Path, bpe: Tokenizer) -> None:
@@ -289,7 +316,11 @@ def test_bad_input_errors(tmp_path: Path, bpe: Tokenizer) -> None:
     err = _error(
         _jsonl(tmp_path / "cut.jsonl", [{"instruction": "the dog " * 30, "output": "ok"}]), bpe, max_seq_len=8
     )
-    assert err.message.startswith("cut.jsonl: no training sample has a trained token (1 dropped")
+    assert err.message.startswith(
+        "cut.jsonl: no training sample has a trained token (0 with an empty response, 1 longer than "
+        "`data.max_seq_len` 8 and dropped with `data.truncation: right`)"
+    )
+    assert "data.truncation: left" in err.hint
 
 
 def test_hub_dataset_offline_error(bpe: Tokenizer) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import shutil
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,7 @@ import yaml
 from tunewiz.errors import TunewizError
 from tunewiz.inference.evaluate import EvalResult, run_eval, tunewiz_lm_class
 from tunewiz.inference.load import load_for_inference
+from tunewiz.text.prompt import PromptBuilder, new_prompt_format
 
 TOKENIZER_FILES = ("tokenizer.model", "tokenizer_config.json")
 STORY = "Mia has a red cup. Tom has a blue ball. Ana has a green kite. What colour is the kite?"
@@ -206,7 +208,9 @@ def test_merged_weights_match_lm_eval_hflm(
     long_text = _instances("loglikelihood_rolling", [(" ".join([STORY] * 5),), ("Ivy has a hat.",)])
     for add_bos in (True, False):
         hflm = HFLM(pretrained=hf_model, tokenizer=hf_tok, batch_size=3, max_length=32, add_bos_token=add_bos)
-        lm = tunewiz_lm_class()(ours, batch_size=3, max_length=32, add_bos=add_bos)
+        rule = new_prompt_format(None, ours.tokenizer)
+        prompts = PromptBuilder(ours.tokenizer, rule if add_bos else replace(rule, bos="none"))
+        lm = tunewiz_lm_class()(ours, batch_size=3, max_length=32, prompts=prompts)
         for (a, greedy_a), (b, greedy_b) in zip(
             lm.loglikelihood(requests), hflm.loglikelihood(requests), strict=True
         ):

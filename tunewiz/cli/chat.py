@@ -74,7 +74,7 @@ def chat(
     from rich.console import Console
 
     from tunewiz.inference.generate import SamplingParams
-    from tunewiz.inference.load import ChatSession, chat_template_for, load_for_inference
+    from tunewiz.inference.load import ChatSession, load_for_inference, prompt_builder_for
 
     params = SamplingParams(
         max_new_tokens=max_new_tokens,
@@ -101,11 +101,11 @@ def chat(
             f"--compare-base needs a LoRA adapter, and {loaded.description} has none",
             hint="point at a LoRA run directory, or add `--adapter DIR`",
         )
-    template, warning = chat_template_for(target, loaded.tokenizer)
+    prompts, warning = prompt_builder_for(target, loaded.tokenizer)
     if warning:
-        err.print(f"warning: {warning}")
+        err.print(f"warning: {warning}", markup=False)
     err.print(f"{loaded.description} on {loaded.device.type} ({str(loaded.dtype).removeprefix('torch.')})")
-    session = ChatSession(loaded, template, params, system=system)
+    session = ChatSession(loaded, prompts, params, system=system)
     if one_shot:
         _answer_once(session, prompt.strip(), compare_base, Console(highlight=False))
     else:

@@ -35,11 +35,11 @@ if TYPE_CHECKING:
     from lm_eval.tasks import TaskManager
 
     from tunewiz.inference.load import LoadedModel
-    from tunewiz.text.templates import ChatTemplate
+    from tunewiz.text.prompt import PromptBuilder
 
 log = logging.getLogger(__name__)
 
-SHIPPED_TASKS_DIR = Path(__file__).resolve().parent / "assets" / "tasks"
+SHIPPED_TASKS_DIR = Path(__file__).resolve().parents[1] / "assets" / "tasks"
 # Tasks that evaluate a run trained on a shipped sample dataset, when `--tasks` is not given.
 DATASET_TASKS = {"tunewiz:story-qa": ["story_qa", "story_qa_loglik"]}
 # `--batch-size auto`: rows per forward so that one batch's fp32 logits [B, T, V] stay under this.
@@ -111,9 +111,9 @@ def tunewiz_lm_class() -> type:
             batch_size: rows per forward, or ``"auto"`` (sized so a batch's logits fit
                 ``AUTO_BATCH_LOGITS_BYTES``).
             max_length: longest sequence scored; default the model's ``max_position_embeddings``.
-            add_bos: start every sequence with bos (as training does) when the tokenizer has one.
-            chat_template: what tasks with ``metadata.chat_template: true`` render prompts with; default
-                the model's own.
+            prompts: the run's prompt builder (``tunewiz.inference.load.prompt_builder_for``): what tasks
+                with ``metadata.chat_template: true`` render prompts with, and the bos rule every
+                sequence follows; default: the loaded model's own template and bos rule.
         """
 
         def __init__(
@@ -122,16 +122,21 @@ def tunewiz_lm_class() -> type:
             *,
             batch_size: int | str = "auto",
             max_length: int | None = None,
-            add_bos: bool = True,
-            chat_template: ChatTemplate | None = None,
+            prompts: PromptBuilder | None = None,
         ) -> None:
+            from tunewiz.text.prompt import PromptBuilder, new_prompt_format
+
             super().__init__()
             self.loaded = loaded
             self.tokenizer = loaded.tokenizer
-            self.template = chat_template or loaded.tokenizer.chat_template
+            if prompts is None:
+                prompts = PromptBuilder(
+                    self.tokenizer, new_prompt_format(self.tokenizer.chat_template, self.tokenizer)
+                )
+            self.prompts = prompts
+            self.template = prompts.template
             self.batch_size = batch_size
             self.max_length = max_length or loaded.model.config.max_position_embeddings
-            self.add_bos = add_bos and self.tokenizer.bos_id is not None
             self._device = loaded.device
 
         # -- tokens --
@@ -141,30 +146,54 @@ def tunewiz_lm_class() -> type:
             return self.tokenizer.bos_id if self.tokenizer.bos_id is not None else self.tokenizer.eos_id
 
         def tok_encode(self, text: str) -> list[int]:
-            """Token ids of ``text``, bos first unless the text already starts with it."""
-            ids = self.tokenizer.encode(text)
-            if self.add_bos and (not ids or ids[0] != self.tokenizer.bos_id):
-                ids = [self.tokenizer.bos_id, *ids]
-            return ids
+            """Token ids of ``text`` (plain, or rendered by the chat template) by the run's bos rule."""
+            return self.prompts.encode_text(text)
 
-        def encode_pair(self, context: str, continuation: str) -> tuple[list[int], list[int]]:
-            """Context and continuation ids, split as HFLM splits them.
+        def encode_pair(
+            self, context: str, continuation: str, *, request: str = "a request"
+        ) -> tuple[list[int], list[int]]:
+            """Context and continuation ids; the continuation is never empty.
 
             Trailing spaces of the context move to the continuation, then context+continuation is
-            encoded whole and split after the context's tokens: a SentencePiece word keeps its
-            leading "▁" in the continuation instead of becoming a lone-space token.
+            encoded whole and split after the context's tokens, as HFLM splits it: a SentencePiece
+            word keeps its leading "▁" in the continuation instead of becoming a lone-space token.
+            When the context's own tokens are not a prefix of the joint encoding (the last context
+            token merges with the continuation: context "Ans", continuation "wer", one token
+            "Answer"), that cut would score the wrong tokens, so the continuation is encoded on its
+            own after the context's tokens instead.
+
+            Args:
+                context: the request's context.
+                continuation: the text whose log-probability is asked.
+                request: names the request in errors (task and document).
+
+            Raises:
+                TunewizError: the continuation has no tokens (it would score a perfect 0.0).
             """
             if not context:
                 cont = self.tokenizer.encode(continuation)
                 if cont and cont[0] == self.prefix_token_id:
-                    return cont[:1], cont[1:]
-                return [self.prefix_token_id], cont
-            n_spaces = len(context) - len(context.rstrip())
-            if n_spaces:
-                context, continuation = context[:-n_spaces], context[-n_spaces:] + continuation
-            whole = self.tok_encode(context + continuation)
-            ctx = self.tok_encode(context)
-            return ctx, whole[len(ctx) :]
+                    ctx, cont = cont[:1], cont[1:]
+                else:
+                    ctx = [self.prefix_token_id]
+            else:
+                n_spaces = len(context) - len(context.rstrip())
+                if n_spaces:
+                    context, continuation = context[:-n_spaces], context[-n_spaces:] + continuation
+                whole = self.tok_encode(context + continuation)
+                ctx = self.tok_encode(context)
+                if len(whole) > len(ctx) and whole[: len(ctx)] == ctx:
+                    cont = whole[len(ctx) :]
+                else:
+                    cont = self.tokenizer.encode(continuation)
+            if not cont:
+                raise TunewizError(
+                    f"loglikelihood {request}: continuation {continuation!r} after context "
+                    f"{context[-60:]!r} has no tokens, so there is nothing to score",
+                    hint="check the task's `doc_to_target` and `target_delimiter` "
+                    "(the answer must not be empty)",
+                )
+            return ctx, cont
 
         # -- scoring --
         def _rows_per_batch(self, longest: int) -> int:
@@ -211,7 +240,9 @@ def tunewiz_lm_class() -> type:
             self, requests: list[Instance], disable_tqdm: bool = False
         ) -> list[tuple[float, bool]]:
             """(log-probability of the continuation, whether it is the greedy one) per request."""
-            return self.score_tokens([self.encode_pair(*req.args) for req in requests])
+            return self.score_tokens(
+                [self.encode_pair(*req.args, request=_request_name(req)) for req in requests]
+            )
 
         def loglikelihood_rolling(self, requests: list[Instance], disable_tqdm: bool = False) -> list[float]:
             """Log-likelihood of whole texts, scored in disjoint windows of ``max_length`` tokens
@@ -267,7 +298,7 @@ def tunewiz_lm_class() -> type:
         def apply_chat_template(
             self, chat_history: list[dict[str, str]], add_generation_prompt: bool = True
         ) -> str:
-            """The conversation rendered with the chat template, as training renders samples."""
+            """The conversation rendered with the run's chat template, as training renders samples."""
             if self.template is None:
                 raise TunewizError(
                     f"{self.loaded.description} has no chat template, and a requested task "
@@ -275,7 +306,7 @@ def tunewiz_lm_class() -> type:
                     hint="evaluate a model with a chat template, or "
                     "remove `chat_template: true` from the task's metadata",
                 )
-            return self.template.render(chat_history, add_generation_prompt=add_generation_prompt)
+            return self.prompts.render(chat_history, add_generation_prompt=add_generation_prompt)
 
         @property
         def tokenizer_name(self) -> str:
@@ -287,6 +318,11 @@ def tunewiz_lm_class() -> type:
             return self.template.template if self.template is not None else None
 
     return TunewizLM
+
+
+def _request_name(req: Instance) -> str:
+    """``task `x`, doc 3, request 0`` for error messages."""
+    return f"request of task `{req.task_name}`, doc {req.doc_id}, index {req.idx}"
 
 
 def _sampling_params(cls: type, kwargs: dict[str, Any]) -> Any:
@@ -517,7 +553,7 @@ def run_eval(
     """
     import lm_eval
 
-    from tunewiz.inference.load import base_model_only, chat_template_for, load_for_inference
+    from tunewiz.inference.load import base_model_only, load_for_inference, prompt_builder_for
 
     names = tasks or default_tasks(target)
     include = [SHIPPED_TASKS_DIR, *([Path(include_path)] if include_path else [])]
@@ -538,11 +574,11 @@ def run_eval(
             f"--compare-base needs an adapter, and `{target}` evaluates {loaded.description} with none",
             hint="evaluate a LoRA run directory, or drop `--compare-base`",
         )
-    # A model without a chat template is prompted as its run trained (alpaca/chatml built-ins).
-    template, warning = chat_template_for(target, loaded.tokenizer)
-    if warning and any(_wants_chat(t) for t in task_dict.values()):
+    # The run's recorded template and bos rule (the ones it trained with); both sides of --compare-base.
+    prompts, warning = prompt_builder_for(target, loaded.tokenizer)
+    if warning:
         log.warning(warning)
-    lm = tunewiz_lm_class()(loaded, batch_size=batch_size, chat_template=template)
+    lm = tunewiz_lm_class()(loaded, batch_size=batch_size, prompts=prompts)
     scores = _run(lm, task_dict, limit=limit, num_fewshot=num_fewshot)
     base_scores = None
     if compare_base:

@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 
     from tunewiz.models.llama import LlamaForCausalLM
     from tunewiz.preset.schema import Preset
-    from tunewiz.text.templates import ChatTemplate
+    from tunewiz.text.prompt import PromptBuilder
     from tunewiz.text.tokenizer import Tokenizer
 
 log = logging.getLogger(__name__)
@@ -205,31 +205,53 @@ def base_model_only(loaded: LoadedModel) -> Iterator[None]:
         yield
 
 
-def chat_template_for(target: str, tokenizer: Tokenizer) -> tuple[ChatTemplate, str | None]:
-    """The template to chat with, and a warning when it is a guess.
+def prompt_builder_for(target: str, tokenizer: Tokenizer) -> tuple[PromptBuilder, str | None]:
+    """The prompt builder to talk to ``target`` with, and a warning to show once when it is a guess.
 
-    The model's own template comes first. A run directory whose model has none uses the template
-    the run trained with (``data.template``, or the one its ``data.format`` implies); anything else
-    falls back to the plain alpaca template, with a warning.
+    A run directory's ``prompt.json`` is the only source for a run (the template and bos/eos rule it
+    trained with). A run made before that record existed falls back to what its training did then:
+    the template from its ``config.yaml`` (``data.template``, or the template ``final/`` carries) with
+    bos put before every prompt. A model directory uses its own template (else the plain alpaca one,
+    with a warning) and its tokenizer's bos rule, as a new run on it would.
 
     Args:
         target: what the user pointed at (a run directory is recognised by its ``config.yaml``).
-        tokenizer: the loaded tokenizer.
+        tokenizer: the loaded tokenizer (a run's ``final/`` copy).
     """
     from tunewiz.preset.files import load_preset
+    from tunewiz.text.prompt import (
+        PromptBuilder,
+        legacy_prompt_format,
+        new_prompt_format,
+        read_prompt_record,
+    )
     from tunewiz.text.templates import builtin_template
 
-    if tokenizer.chat_template is not None:
-        return tokenizer.chat_template, None
     run = RunDir(Path(target).expanduser())
     if run.config.is_file():
-        preset: Preset = load_preset(str(run.config))[0]
-        name = preset.data.template
-        if name in ("auto", "model"):
-            name = {"alpaca": "alpaca", "chat": "chatml"}.get(preset.data.format, "")
-        if name:
-            return builtin_template(name, special_tokens=tokenizer.special_tokens), None  # type: ignore[arg-type]
-    return builtin_template("alpaca", special_tokens=tokenizer.special_tokens), (
+        recorded = read_prompt_record(run.path)
+        if recorded is not None and recorded.template is not None:
+            return PromptBuilder(tokenizer, recorded), None
+        if recorded is None:
+            preset: Preset = load_preset(str(run.config))[0]
+            name = preset.data.template
+            if name in ("auto", "model") and tokenizer.chat_template is not None:
+                template = tokenizer.chat_template
+            else:
+                if name in ("auto", "model"):
+                    name = {"chat": "chatml"}.get(preset.data.format, "alpaca")
+                specials = tokenizer.special_tokens
+                template = builtin_template(name, special_tokens=specials)  # type: ignore[arg-type]
+            fmt = legacy_prompt_format(template, tokenizer)
+            return PromptBuilder(tokenizer, fmt), (
+                f"`{run.path}` has no prompt.json (it was trained by an older tunewiz): prompting with "
+                f"template `{template.name}` ({template.source}) and bos before every prompt, as its "
+                "training did"
+            )
+    if tokenizer.chat_template is not None:
+        return PromptBuilder(tokenizer, new_prompt_format(tokenizer.chat_template, tokenizer)), None
+    alpaca = builtin_template("alpaca", special_tokens=tokenizer.special_tokens)
+    return PromptBuilder(tokenizer, new_prompt_format(alpaca, tokenizer)), (
         f"`{tokenizer.source_dir}` has no chat template (no chat_template.jinja, no `chat_template` in "
         "tokenizer_config.json); using the plain alpaca template (### Instruction / ### Response)"
     )
@@ -240,16 +262,16 @@ class ChatSession:
 
     Args:
         loaded: the model to talk to.
-        template: the chat template.
+        prompts: the prompt builder (see :func:`prompt_builder_for`): the run's template and bos rule.
         params: sampling settings for every reply.
         system: an optional system prompt.
     """
 
     def __init__(
-        self, loaded: LoadedModel, template: ChatTemplate, params: SamplingParams, system: str | None = None
+        self, loaded: LoadedModel, prompts: PromptBuilder, params: SamplingParams, system: str | None = None
     ) -> None:
         self.loaded = loaded
-        self.template = template
+        self.prompts = prompts
         self.params = params
         self.system = system
         self.messages: list[dict[str, str]] = []
@@ -266,8 +288,7 @@ class ChatSession:
 
     def prompt_ids(self, user_text: str) -> list[int]:
         """Token ids of the conversation plus ``user_text``, ending with the assistant header."""
-        text = self.template.render(self.conversation(user_text), add_generation_prompt=True)
-        return self.loaded.tokenizer.encode(text)  # the template writes bos itself when the model wants it
+        return self.prompts.prompt_ids(self.conversation(user_text))
 
     def reply(self, user_text: str, *, record: bool = True) -> Iterator[str]:
         """Stream the model's answer to ``user_text`` as text pieces.

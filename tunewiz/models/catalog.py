@@ -19,7 +19,7 @@ from tunewiz.errors import TunewizError, did_you_mean
 from tunewiz.models.config import Llama3RopeScaling, LlamaConfig
 
 TINY_NAME = "tunewiz:tiny"
-TINY_CONFIG = Path(__file__).resolve().parent / "assets" / "tiny" / "config.json"
+TINY_CONFIG = Path(__file__).resolve().parents[1] / "assets" / "tiny" / "config.json"
 
 
 @dataclass(frozen=True)

@@ -93,7 +93,21 @@ class DataSection(_Section):
         description="Prompt template. model: the model's chat template; auto: the model's when it has "
         "one, else alpaca for alpaca data and chatml for chat data.",
     )
-    max_seq_len: int = Field(512, gt=0, description="Samples longer than this are truncated (and counted).")
+    max_seq_len: int = Field(
+        512,
+        gt=0,
+        description="Longest sample in tokens. Longer ones are cut or dropped as `truncation` says, and "
+        "counted (start event, dashboard, run summary).",
+    )
+    truncation: Literal["right", "left", "drop"] = Field(
+        "right",
+        description="What happens to a sample longer than max_seq_len. right: keep its first max_seq_len "
+        "tokens (the prompt stays whole; a long reply loses its end); left: keep its last ones after bos "
+        "(the reply stays whole; a long prompt loses its beginning, as LLaMA-Factory and axolotl users "
+        "expect); drop: leave it out. Default right: the model never trains on a reply whose question it "
+        "cannot see, it is what torchtune and TRL do, and a sample whose reply is cut away entirely is "
+        "dropped and counted. Choose left for long prompts with short answers (RAG, summaries).",
+    )
     train_on_inputs: bool = Field(
         False, description="Also compute the loss on prompts, not only on responses."
     )

@@ -6,8 +6,11 @@ Every event has ``event`` (its kind) and ``time`` (Unix seconds). The kinds and 
 start      run, model, method, device, dtype, world_size, micro_batch_size, grad_accum,
            global_batch_size, total_steps, steps_per_epoch, epochs, step (0, or the step
            resumed from), resumed_from (checkpoint path or null), planned_peak_bytes (or null),
-           hardware (str), num_train_samples, num_val_samples, truncated_samples,
-           trainable_params, total_params
+           hardware (str), num_train_samples, num_val_samples (kept samples),
+           truncated_samples, dropped_samples (train + validation, longer than max_seq_len:
+           shortened / left out), truncation ({mode, max_seq_len, train: {truncated,
+           dropped_long, dropped_empty}, validation: {...}}), token_lengths ({p50, p95, max}
+           of the train samples before truncation), trainable_params, total_params
 step       step, epoch, loss (mean over trained tokens of this optimizer step), lr, grad_norm,
            tokens (trained tokens this step, all ranks), tokens_total, tokens_per_s
            (input tokens/s, all ranks, this step), peak_memory_bytes (list, one per rank:

@@ -64,7 +64,7 @@ _BUILTINS: dict[str, str] = {
         "{% if loop.index0 == 0 and system_message != false %}"
         "{% set content = '<<SYS>>\\n' + system_message + '\\n<</SYS>>\\n\\n' + message['content'] %}"
         "{% else %}{% set content = message['content'] %}{% endif %}"
-        "{% if message['role'] == 'user' %}{{ bos_token + '[INST] ' + content | trim + ' [/INST]' }}"
+        "{% if message['role'] == 'user' %}{{ bos_token }}{{ '[INST] ' + content | trim + ' [/INST]' }}"
         "{% else %}{{ ' ' + content | trim + ' ' + eos_token }}{% endif %}"
         "{% endfor %}"
     ),
@@ -246,16 +246,18 @@ def builtin_template(name: BuiltinName, *, special_tokens: Mapping[str, str] | N
 
     Args:
         name: ``alpaca``, ``llama2``, ``llama3`` or ``chatml``.
-        special_tokens: the tokenizer's ``bos_token``/``eos_token`` strings (default ``<s>``/``</s>``).
+        special_tokens: the tokenizer's named special token strings (default ``<s>``/``</s>`` when no
+            tokenizer is given).
     """
     if name not in _BUILTINS:
         raise TunewizError(
             f"unknown built-in template `{name}`{did_you_mean(name, _BUILTINS)}",
             hint=f"choose one of {', '.join(_BUILTINS)}",
         )
-    return ChatTemplate(
-        name, f"builtin:{name}", _BUILTINS[name], {**_DEFAULT_SPECIALS, **(special_tokens or {})}
-    )
+    # A tokenizer's own special tokens only: a tokenizer without bos (Qwen) must render none, as
+    # transformers renders the exported template with that tokenizer.
+    specials = _DEFAULT_SPECIALS if special_tokens is None else special_tokens
+    return ChatTemplate(name, f"builtin:{name}", _BUILTINS[name], specials)
 
 
 def load_model_template(

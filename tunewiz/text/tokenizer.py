@@ -72,6 +72,8 @@ class Tokenizer:
         extra_stop_ids: Sequence[int],
         clean_up_spaces: bool,
         chat_template: ChatTemplate | None,
+        adds_bos: bool = False,
+        adds_eos: bool = False,
     ) -> None:
         self._backend = backend
         self.source_dir = source_dir
@@ -85,9 +87,15 @@ class Tokenizer:
         self.stop_ids: frozenset[int] = frozenset(stops)
         self._clean_up_spaces = clean_up_spaces
         self.chat_template = chat_template
+        # What transformers' `tokenizer(text)` adds by default (add_bos_token / add_eos_token, else the
+        # tokenizer.json post-processor, else LlamaTokenizer's default of bos only).
+        self.adds_bos = adds_bos and bos_id is not None
+        self.adds_eos = adds_eos
 
     def encode(self, text: str, *, add_bos: bool = False, add_eos: bool = False) -> list[int]:
         """Token ids of ``text``; special token strings in it (``<|im_start|>``) become their ids.
+
+        ``encode(text, add_bos=tok.adds_bos, add_eos=tok.adds_eos)`` is transformers' ``tokenizer(text)``.
 
         Args:
             text: the text to encode.
@@ -147,6 +155,10 @@ class _Backend:
     native_bos: int | None = None
     native_eos: int | None = None
 
+    def default_specials(self) -> tuple[int | None, int | None]:
+        """(first, last) ids the file's own post-processing adds around a text, or None each."""
+        return None, None
+
     def encode(self, text: str) -> tuple[list[int], Offsets]:
         raise NotImplementedError
 
@@ -186,6 +198,14 @@ class _JsonBackend(_Backend):
         enc = self._tk.encode(text, add_special_tokens=False)
         return list(enc.ids), [tuple(o) for o in enc.offsets]
 
+    def default_specials(self) -> tuple[int | None, int | None]:
+        plain = self._tk.encode("a", add_special_tokens=False).ids
+        full = self._tk.encode("a", add_special_tokens=True).ids
+        start = full.index(plain[0]) if plain and plain[0] in full else 0
+        first = full[0] if start > 0 else None
+        last = full[-1] if len(full) > start + len(plain) else None
+        return first, last
+
     def decode(self, ids: list[int], *, skip_special: bool) -> str:
         return self._tk.decode(ids, skip_special_tokens=skip_special)
 
@@ -196,9 +216,13 @@ class _JsonBackend(_Backend):
 class _SentencePieceBackend(_Backend):
     """``tokenizer.model`` through ``sentencepiece``, with transformers' non-legacy Llama behaviour."""
 
-    def __init__(self, path: Path, specials: dict[str, int]) -> None:
+    def __init__(self, path: Path, specials: dict[str, int], prepend: str = "first") -> None:
         import sentencepiece as spm
 
+        # transformers' Metaspace prepend_scheme: "first" (non-legacy: only the text's start gets the
+        # dummy-prefix space), "always" (legacy: every piece of text, also after a special token) or
+        # "never" (add_prefix_space false).
+        self._prepend = prepend
         self._sp = spm.SentencePieceProcessor(model_file=str(path))
         # A second processor without the dummy-prefix space, for text after a special token or text that
         # already starts with a space (transformers' Metaspace with prepend_scheme="first").
@@ -225,7 +249,8 @@ class _SentencePieceBackend(_Backend):
                 ids.append(special)
                 offsets.append((start, start + len(chunk)))
                 continue
-            proc = self._sp if start == 0 and not chunk.startswith(" ") else self._sp_cont
+            prefix = self._prepend == "always" or (self._prepend == "first" and start == 0)
+            proc = self._sp if prefix and not chunk.startswith(" ") else self._sp_cont
             out = proc.encode(chunk, out_type="offset_mapping")
             ids.extend(out["ids"])
             offsets.extend((start + s, start + e) for s, e in out["offsets"])
@@ -384,7 +409,9 @@ def load_tokenizer(model_dir: Path) -> Tokenizer:
         backend: _Backend = _JsonBackend(model_dir / "tokenizer.json", added)
     elif (model_dir / "tokenizer.model").is_file():
         backend = _SentencePieceBackend(
-            model_dir / "tokenizer.model", {v["content"]: k for k, v in added.items()}
+            model_dir / "tokenizer.model",
+            {v["content"]: k for k, v in added.items()},
+            prepend=_prepend_scheme(config),
         )
     else:
         raise TunewizError(
@@ -430,6 +457,15 @@ def load_tokenizer(model_dir: Path) -> Tokenizer:
         if isinstance(extra_stops, int)
         else []
     )
+    first, last = backend.default_specials()
+    if "add_bos_token" in config or "add_eos_token" in config:
+        # transformers rebuilds the post-processor from explicit flags (LlamaTokenizer defaults to bos).
+        adds_bos = bool(config.get("add_bos_token", isinstance(backend, _SentencePieceBackend)))
+        adds_eos = bool(config.get("add_eos_token", False))
+    elif isinstance(backend, _JsonBackend):
+        adds_bos, adds_eos = first is not None and first == bos_id, last is not None and last == eos_id
+    else:
+        adds_bos, adds_eos = True, False  # LlamaTokenizer's defaults for a tokenizer.model
     return Tokenizer(
         backend,
         model_dir,
@@ -440,4 +476,13 @@ def load_tokenizer(model_dir: Path) -> Tokenizer:
         extra_stops,
         clean_up_spaces=bool(config.get("clean_up_tokenization_spaces", False)),
         chat_template=load_model_template(model_dir, config, special_tokens),
+        adds_bos=adds_bos,
+        adds_eos=adds_eos,
     )
+
+
+def _prepend_scheme(config: dict[str, Any]) -> str:
+    """transformers' ``_get_prepend_scheme`` for a LlamaTokenizer built from tokenizer.model."""
+    if not config.get("add_prefix_space", True):
+        return "never"
+    return "always" if config.get("legacy", False) else "first"

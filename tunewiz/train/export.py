@@ -10,7 +10,7 @@ import torch
 
 from tunewiz.preset.schema import Preset
 from tunewiz.run.directory import RunDir
-from tunewiz.text.templates import ChatTemplate
+from tunewiz.text.prompt import PromptFormat
 
 _LORA_A = ".lora_A.weight"
 _LORA_B = ".lora_B.weight"
@@ -47,7 +47,7 @@ def export_final(
     *,
     preset: Preset,
     model_dir: Path,
-    chat_template: ChatTemplate | None = None,
+    prompt: PromptFormat | None = None,
 ) -> Path:
     """Write `final/` from the gathered full state dict (rank 0 only).
 
@@ -59,12 +59,14 @@ def export_final(
         full: the full (unsharded) model state dict, LoRA weights included.
         preset: the run's resolved preset.
         model_dir: the base model's directory (config, tokenizer and generation config come from it).
-        chat_template: the template the run trained with; written as `chat_template.jinja` when the
-            base model has none, so chat, eval and transformers format prompts as in training.
+        prompt: the run's prompt format; its template becomes the exported model's template (see
+            ``tunewiz.text.prompt.save_tokenizer_with_prompt``), so chat, eval and transformers build
+            the prompts training built. None copies the base tokenizer unchanged.
     """
     from tunewiz.lora.layer import save_peft_adapter
     from tunewiz.models.config import LlamaConfig
     from tunewiz.models.loading import save_model
+    from tunewiz.text.prompt import save_tokenizer_with_prompt
     from tunewiz.text.tokenizer import load_tokenizer
 
     staging = run.path / ".final.tmp"
@@ -92,9 +94,10 @@ def export_final(
         weights = merge_lora_state(base, lora, scaling=preset.lora.alpha / preset.lora.rank) if lora else base
         save_model(weights, staging, config)
     tokenizer = load_tokenizer(model_dir)
-    tokenizer.save_pretrained(staging)
-    if chat_template is not None and tokenizer.chat_template is None:
-        (staging / "chat_template.jinja").write_text(chat_template.template, encoding="utf-8")
+    if prompt is None:
+        tokenizer.save_pretrained(staging)
+    else:
+        save_tokenizer_with_prompt(tokenizer, staging, prompt)
     if (model_dir / "generation_config.json").is_file():
         shutil.copy2(model_dir / "generation_config.json", staging / "generation_config.json")
     shutil.rmtree(run.final, ignore_errors=True)

@@ -69,7 +69,7 @@ class FineTune:
     def __init__(self, run: RunDir, preset: Preset, env: tdist.DistEnv, events: EventWriter) -> None:
         from tunewiz.data import build_datasets
         from tunewiz.models.loading import resolve_model_dir
-        from tunewiz.text.templates import resolve_template
+        from tunewiz.text.prompt import read_prompt_record, write_prompt_record
         from tunewiz.text.tokenizer import load_tokenizer
         from tunewiz.train.optim import build_optimizer, build_scheduler
 
@@ -79,13 +79,25 @@ class FineTune:
         self.model_dir = resolve_model_dir(preset.model.path, preset.model.revision)
         tokenizer = load_tokenizer(self.model_dir)
         self.pad_id = tokenizer.pad_id
+        # The prompt format is decided when the run starts and recorded (prompt.json); a resumed run
+        # reads it back. A run with checkpoints but no record was made before the record existed: it
+        # continues with the rule it trained with.
+        recorded = read_prompt_record(run.path)
+        legacy = recorded is None and bool(run.complete_checkpoints())
         self.train_samples, self.val_samples, self.data_stats = build_datasets(
-            preset.data, tokenizer, seed=cfg.seed
+            preset.data, tokenizer, seed=cfg.seed, prompt=recorded, legacy=legacy
         )
-        text_only = self.data_stats.format == "text"
-        self.chat_template = (
-            None if text_only else resolve_template(preset.data.template, tokenizer, self.data_stats.format)
-        )
+        self.prompt_format = self.data_stats.prompt
+        if env.is_main and recorded is None:
+            write_prompt_record(run.path, self.prompt_format)
+            if legacy:
+                events.write(
+                    "warning",
+                    step=None,
+                    message=f"{run.path} has no prompt.json (made by an older tunewiz): it continues "
+                    "with the prompt rule it trained with (bos id before every sample, eos after every "
+                    "reply), now recorded in prompt.json",
+                )
         self.trained_tokens = [sum(label != -100 for label in s.labels) for s in self.train_samples]
         self.shape = BatchShape(cfg.micro_batch_size, cfg.grad_accum, env.world_size)
         self.steps_per_epoch = steps_per_epoch(len(self.train_samples), self.shape.global_batch)
@@ -357,6 +369,9 @@ def _start_fields(ft: FineTune, resumed_from: Path | None) -> dict:
         num_val_samples=len(ft.val_samples),
         # numel() of an FSDP2 DTensor is its full (unsharded) size.
         truncated_samples=stats.truncated,
+        dropped_samples=stats.dropped_long,
+        truncation=stats.truncation_event(),
+        token_lengths=stats.token_lengths,
         trainable_params=sum(p.numel() for p in ft.params),
         total_params=sum(p.numel() for p in ft.model.parameters()),
     )
@@ -428,7 +443,7 @@ def _export(ft: FineTune) -> None:
 
     full = get_model_state_dict(ft.model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
     if ft.env.is_main:
-        export_final(ft.run, full, preset=ft.preset, model_dir=ft.model_dir, chat_template=ft.chat_template)
+        export_final(ft.run, full, preset=ft.preset, model_dir=ft.model_dir, prompt=ft.prompt_format)
     tdist.barrier()
 
 

@@ -60,6 +60,10 @@ class DashboardState:
     trainable_params: int | None = None
     total_params: int | None = None
     resumed_from: str | None = None
+    truncation: dict[str, Any] | None = None  # start event: mode, max_seq_len, per-split counts
+    token_lengths: dict[str, int] | None = None  # start event: p50, p95, max before truncation
+    num_train_samples: int | None = None
+    num_val_samples: int | None = None
     launches: int = 0
     launch_start_time: float | None = None
     launch_start_step: int = 0
@@ -186,6 +190,44 @@ def _float(value: Any) -> float | None:
         return None
 
 
+def truncation_note(state: DashboardState) -> tuple[str, str] | None:
+    """(what happened, hint) when samples were truncated or dropped for ``max_seq_len``, else None.
+
+    Args:
+        state: the state after the start event.
+    """
+    info = state.truncation
+    if not isinstance(info, dict):
+        return None
+    splits = {name: info.get(name) or {} for name in ("train", "validation")}
+    cut = sum(int(c.get("truncated", 0)) for c in splits.values())
+    dropped = sum(int(c.get("dropped_long", 0)) for c in splits.values())
+    if not cut and not dropped:
+        return None
+    seen = sum(int(c.get(k, 0)) for c in splits.values() for k in ("dropped_long", "dropped_empty"))
+    total = (state.num_train_samples or 0) + (state.num_val_samples or 0) + seen
+    per_split = ", ".join(
+        f"{name} {int(c.get('truncated', 0))} truncated / {int(c.get('dropped_long', 0))} dropped"
+        for name, c in splits.items()
+        if c.get("truncated") or c.get("dropped_long")
+    )
+    lengths = state.token_lengths or {}
+    length_text = (
+        f"; token lengths p50 {lengths['p50']}, p95 {lengths['p95']}, max {lengths['max']}"
+        if {"p50", "p95", "max"} <= set(lengths)
+        else ""
+    )
+    message = (
+        f"{cut + dropped} of {total} samples are longer than max_seq_len {info.get('max_seq_len')}: "
+        f"{cut} truncated ({info.get('mode')}), {dropped} dropped ({per_split}){length_text}"
+    )
+    hint = (
+        "raise `data.max_seq_len` towards the p95 length, or choose `data.truncation` "
+        "(right: keep prompts, left: keep replies, drop)"
+    )
+    return message, hint
+
+
 def _warn(state: DashboardState, step: int | None, message: str) -> None:
     state.warnings.append(RunWarning(step, message))
     state.warnings_total += 1
@@ -214,6 +256,10 @@ def _apply_start(state: DashboardState, e: dict[str, Any]) -> None:
         "trainable_params",
         "total_params",
         "resumed_from",
+        "truncation",
+        "token_lengths",
+        "num_train_samples",
+        "num_val_samples",
     ):
         setattr(state, key, e.get(key))
     resumed_step = int(e.get("step") or 0)

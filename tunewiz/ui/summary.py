@@ -13,7 +13,7 @@ from rich.text import Text
 
 from tunewiz.run.directory import RunDir
 from tunewiz.ui.render import fmt_bytes, fmt_duration, fmt_loss, fmt_num
-from tunewiz.ui.state import DashboardState
+from tunewiz.ui.state import DashboardState, truncation_note
 
 
 def _cmd(*words: str) -> str:
@@ -47,6 +47,9 @@ def _numbers(state: DashboardState) -> Text:
     if state.peak_memory_max is not None:
         planned = f" (planned {fmt_bytes(state.planned_peak_bytes)})" if state.planned_peak_bytes else ""
         text.append(f"  peak memory {fmt_bytes(state.peak_memory_max)} per rank{planned}\n")
+    if note := truncation_note(state):
+        text.append(f"  {note[0]}\n", style="yellow")
+        text.append(f"  hint: {note[1]}\n")
     return text
 
 
