@@ -47,6 +47,7 @@ def _register() -> None:
         doctor,
         download,  # Hub download
         eval,  # lm-eval harness
+        export,  # GGUF for llama.cpp / Ollama
         init,  # the wizard
         plan,
         presets,
@@ -56,7 +57,7 @@ def _register() -> None:
         watch,
     )
 
-    for module in (train, resume, watch, presets, doctor, plan, chat, download, push, eval, init):
+    for module in (train, resume, watch, presets, doctor, plan, chat, download, push, eval, export, init):
         module.register(app)
 
 

@@ -1,0 +1,246 @@
+"""``export_gguf``: a finished run as one GGUF file plus an Ollama Modelfile, ready for llama.cpp,
+Ollama and LM Studio.
+
+What goes in, and where each part comes from:
+
+* weights: the run's merged model (:mod:`tunewiz.export.merged`), in llama.cpp's layout and names
+  (:mod:`tunewiz.export.gguf_arch`), stored as ``--quant`` says (:mod:`tunewiz.export.gguf_file`);
+  k-quants are made from a 16-bit file by llama.cpp itself (:mod:`tunewiz.export.llama_quantize`);
+* tokenizer: the run's tokenizer files (:mod:`tunewiz.export.gguf_vocab`), with the bos/eos ids tunewiz
+  resolved and the run's BOS rule (training starts every sample with bos when the tokenizer has one);
+* ``tokenizer.chat_template``: the template the run trained with, found the way ``tunewiz chat`` finds it
+  (:func:`trained_template` is the one seam to switch to the run's recorded template).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from tunewiz.export.gguf_file import DIRECT_QUANTS, check_quant
+
+if TYPE_CHECKING:
+    from tunewiz.export.merged import MergedWeights
+    from tunewiz.text.templates import ChatTemplate
+    from tunewiz.text.tokenizer import Tokenizer
+
+_FILE_TYPES = {"f16": "MOSTLY_F16", "bf16": "MOSTLY_BF16", "q8_0": "MOSTLY_Q8_0"}
+# A conversation rendered to find how the template starts and ends a turn.
+_PROBE = [{"role": "user", "content": "Hi"}]
+
+
+@dataclass(frozen=True)
+class GGUFExport:
+    """What an export wrote.
+
+    Args:
+        path: the GGUF file.
+        modelfile: the Ollama Modelfile beside it.
+        quant: the quant type (``q8_0``, ...).
+        source: where the weights came from (``final/model.safetensors``, or merged now).
+        template: where the chat template came from (``tokenizer_config.json``, ``builtin:alpaca``, ...).
+        quantizer: the tool that made a k-quant (``llama-cpp-python``, a ``llama-quantize`` path), else None.
+        commands: commands that run the model (Ollama, llama-cli, llama-server).
+        warnings: things the user should know (e.g. a template that was guessed).
+    """
+
+    path: Path
+    modelfile: Path
+    quant: str
+    source: str
+    template: str
+    quantizer: str | None
+    commands: list[str]
+    warnings: list[str]
+
+
+def default_output(run_path: Path, run_name: str, quant: str) -> Path:
+    """``RUN/export/<run name>.<quant>.gguf``.
+
+    Args:
+        run_path: the run directory.
+        run_name: the run's name (``name`` in its config).
+        quant: the quant type.
+    """
+    return Path(run_path) / "export" / f"{_slug(run_name)}.{quant}.gguf"
+
+
+def export_gguf(run_path: Path, *, quant: str = "q8_0", output: Path | None = None) -> GGUFExport:
+    """Write a run's merged model as GGUF, with an Ollama Modelfile beside it.
+
+    Args:
+        run_path: a finished run directory.
+        quant: ``f16``, ``bf16``, ``q8_0`` (written here) or ``q4_k_m``/``q5_k_m``/``q6_k`` (llama.cpp).
+        output: the GGUF file, or a folder for the default file name; default ``RUN/export/``.
+
+    Raises:
+        TunewizError: unknown quant type, unfinished run, unsupported architecture or tokenizer, no
+            k-quant tool, not enough disk space.
+    """
+    from tunewiz.atomic import atomic_write_text
+    from tunewiz.export.gguf_file import check_disk_space, estimate_bytes
+    from tunewiz.export.llama_quantize import INSTALL_HINT, K_QUANTS, quantize, quantizer_available
+    from tunewiz.export.merged import merged_weights
+    from tunewiz.export.modelfile import Modelfile, run_commands, sampling_parameters
+    from tunewiz.text.tokenizer import load_tokenizer
+
+    quant = check_quant(quant)
+    if quant in K_QUANTS and quantizer_available() is None:
+        from tunewiz.errors import TunewizError
+
+        raise TunewizError(
+            f"`--quant {quant}` needs llama.cpp's quantizer, which is not installed", hint=INSTALL_HINT
+        )
+    merged = merged_weights(Path(run_path))
+    name = merged.preset.name
+    path = _output_path(Path(run_path), name, quant, output)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tokenizer = load_tokenizer(merged.tokenizer_dir)
+    template, template_warning = trained_template(Path(run_path), tokenizer)
+
+    n_weights = sum(
+        v.numel()
+        for k, v in merged.state.items()
+        if k != "lm_head.weight" or not merged.config.tie_word_embeddings
+    )
+    direct = quant if quant in DIRECT_QUANTS else _sixteen_bit(merged)
+    needed = estimate_bytes(n_weights, direct) + (estimate_bytes(n_weights, quant) if quant != direct else 0)
+    check_disk_space(path.parent, needed, f"`{path.name}`")
+
+    written = path if quant == direct else path.with_name(f".{path.stem}.{direct}-for-quantize.gguf")
+    try:
+        _write(merged, tokenizer, template, written, direct)
+        quantizer = quantize(written, path, quant) if quant != direct else None
+    finally:
+        if written != path:
+            written.unlink(missing_ok=True)
+
+    stop = _stop_strings(tokenizer, template)
+    modelfile = Modelfile(
+        gguf_name=path.name,
+        stop=stop,
+        parameters=sampling_parameters(merged.tokenizer_dir, merged.config.max_position_embeddings),
+        comment=f"Ollama Modelfile for {name} ({quant}), written by `tunewiz export`; "
+        "the chat template is read from the GGUF (tokenizer.chat_template)",
+    )
+    modelfile_path = path.parent / "Modelfile"
+    atomic_write_text(modelfile_path, modelfile.text())
+    return GGUFExport(
+        path=path,
+        modelfile=modelfile_path,
+        quant=quant,
+        source=merged.source,
+        template=template.source,
+        quantizer=quantizer,
+        commands=run_commands(path, modelfile_path, _slug(name)),
+        warnings=[template_warning] if template_warning else [],
+    )
+
+
+def trained_template(run_path: Path, tokenizer: Tokenizer) -> tuple[ChatTemplate, str | None]:
+    """The chat template the run trained with, and a warning when it is a guess.
+
+    Today this is the rule ``tunewiz chat`` follows (:func:`tunewiz.inference.load.chat_template_for`):
+    the model's own template, else the run's ``data.template``/``data.format``. When the run directory
+    records its trained template, read it here: every export follows.
+
+    Args:
+        run_path: the run directory.
+        tokenizer: the run's tokenizer.
+    """
+    from tunewiz.inference.load import chat_template_for
+
+    return chat_template_for(str(run_path), tokenizer)
+
+
+def trained_bos(tokenizer: Tokenizer) -> bool:
+    """Whether a prompt starts with bos: training prepends it to every sample when the tokenizer has one
+    (``tunewiz.data.samples``), so llama.cpp must too (``tokenizer.ggml.add_bos_token``).
+
+    Args:
+        tokenizer: the run's tokenizer.
+    """
+    return tokenizer.bos_id is not None
+
+
+def end_of_turn_token(tokenizer: Tokenizer, template: ChatTemplate) -> str | None:
+    """The special token that ends an assistant turn in ``template`` (``<|im_end|>``, ``<|eot_id|>``,
+    ``</s>``...), found by rendering a short reply; None when the turn ends in plain text.
+
+    Args:
+        tokenizer: the run's tokenizer.
+        template: the trained template.
+    """
+    prompt = template.render(_PROBE, add_generation_prompt=True)
+    full = template.render([*_PROBE, {"role": "assistant", "content": "Yes"}])
+    reply = full[len(prompt) :] if full.startswith(prompt) else full
+    ids = tokenizer.encode(reply.split("Yes", 1)[-1])
+    specials = [i for i in ids if tokenizer.decode([i], skip_special=True) == ""]
+    return tokenizer.decode(specials[:1], skip_special=False) if specials else None
+
+
+def _stop_strings(tokenizer: Tokenizer, template: ChatTemplate) -> tuple[str, ...]:
+    eos = tokenizer.decode([tokenizer.eos_id], skip_special=False)
+    eot = end_of_turn_token(tokenizer, template)
+    return tuple(dict.fromkeys(s for s in (eot, eos) if s))
+
+
+def _write(
+    merged: MergedWeights, tokenizer: Tokenizer, template: ChatTemplate, path: Path, quant: str
+) -> None:
+    import gguf
+
+    from tunewiz.export.gguf_arch import gguf_arch_name, gguf_tensors, hyperparameters
+    from tunewiz.export.gguf_file import TensorPlan, tensor_type, write_gguf
+    from tunewiz.export.gguf_vocab import build_vocab, choose_space_prefix
+
+    config = merged.config
+    vocab = build_vocab(
+        tokenizer,
+        config.vocab_size,
+        add_bos=trained_bos(tokenizer),
+        end_of_turn=end_of_turn_token(tokenizer, template),
+    )
+    if vocab.model == "llama":
+        vocab.add_space_prefix = choose_space_prefix(
+            tokenizer, template.render(_PROBE, add_generation_prompt=True)
+        )
+    metadata = {
+        gguf.Keys.General.NAME: merged.preset.name,
+        gguf.Keys.General.FINETUNE: merged.preset.name,
+        gguf.Keys.General.BASE_MODEL_COUNT: 1,
+        gguf.Keys.General.BASE_MODEL_NAME.format(id=0): merged.preset.model.path,
+        gguf.Keys.General.DESCRIPTION: f"{merged.preset.method} fine-tune of {merged.preset.model.path} "
+        f"exported by tunewiz ({merged.source})",
+        **hyperparameters(config),
+    }
+    plans = [
+        TensorPlan(name, shape, tensor_type(shape, quant), produce)
+        for name, shape, produce in gguf_tensors(merged.state, config)
+    ]
+    file_type = getattr(gguf.LlamaFileType, _FILE_TYPES[quant])
+    write_gguf(path, gguf_arch_name(config), metadata, vocab, template.template, plans, file_type)
+
+
+def _sixteen_bit(merged: MergedWeights) -> str:
+    """The 16-bit type a k-quant starts from: bf16 for bf16 weights (f16 could overflow), else f16."""
+    import torch
+
+    dtypes = {v.dtype for v in merged.state.values() if v.is_floating_point()}
+    return "bf16" if torch.bfloat16 in dtypes else "f16"
+
+
+def _output_path(run_path: Path, run_name: str, quant: str, output: Path | None) -> Path:
+    if output is None:
+        return default_output(run_path, run_name, quant)
+    output = Path(output).expanduser()
+    if output.is_dir() or str(output).endswith("/"):
+        return output / default_output(run_path, run_name, quant).name
+    return output if output.suffix == ".gguf" else output.with_name(output.name + ".gguf")
+
+
+def _slug(name: str) -> str:
+    """A name Ollama and file systems accept: lower case, ``[a-z0-9._-]``."""
+    return re.sub(r"[^a-z0-9._-]+", "-", name.lower()).strip("-") or "model"
