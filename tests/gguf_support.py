@@ -10,14 +10,15 @@ from pathlib import Path
 from typing import Any
 
 import torch
-
 from runs import build_tiny_model, write_dataset, write_preset
+
 from tunewiz.export.gguf_vocab import PRE_TOKENIZERS
 
 _WORDS = "the quick brown fox jumps over a lazy dog Mia has red blue cup kite what colour is it".split()
 LLAMA3_TEMPLATE = (
     "{{ bos_token }}{% for message in messages %}{{ '<|start_header_id|>' + message['role'] + "
-    "'<|end_header_id|>\\n\\n' + message['content'] + '<|eot_id|>' }}{% endfor %}{% if add_generation_prompt %}"
+    "'<|end_header_id|>\\n\\n' + message['content'] + '<|eot_id|>' }}{% endfor %}"
+    "{% if add_generation_prompt %}"
     "{{ '<|start_header_id|>assistant<|end_header_id|>\\n\\n' }}{% endif %}"
 )
 CHATML_TEMPLATE = (

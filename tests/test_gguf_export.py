@@ -11,7 +11,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
 from gguf_support import build_model, build_run
 from runs import cli
 
@@ -177,10 +176,11 @@ def test_every_tensor_and_key_read_back(
     else:
         assert _field(reader, "tokenizer.ggml.bos_token_id") == tokenizer.bos_id
         assert _field(reader, "tokenizer.ggml.add_bos_token") is True
-    from tunewiz.export.gguf import trained_template
+    from tunewiz.export.gguf import trained_prompts
+    from tunewiz.text.prompt import exported_template
 
-    template, _ = trained_template(run, tokenizer)
-    assert _field(reader, "tokenizer.chat_template") == template.template
+    prompts, _ = trained_prompts(run, tokenizer)
+    assert _field(reader, "tokenizer.chat_template") == exported_template(prompts.format, tokenizer)
 
 
 def test_modelfile_names_the_file_stop_tokens_and_defaults(tmp_path: Path, models: dict[str, Path]) -> None:

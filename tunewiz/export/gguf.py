@@ -7,9 +7,9 @@ What goes in, and where each part comes from:
   (:mod:`tunewiz.export.gguf_arch`), stored as ``--quant`` says (:mod:`tunewiz.export.gguf_file`);
   k-quants are made from a 16-bit file by llama.cpp itself (:mod:`tunewiz.export.llama_quantize`);
 * tokenizer: the run's tokenizer files (:mod:`tunewiz.export.gguf_vocab`), with the bos/eos ids tunewiz
-  resolved and the run's BOS rule (training starts every sample with bos when the tokenizer has one);
-* ``tokenizer.chat_template``: the template the run trained with, found the way ``tunewiz chat`` finds it
-  (:func:`trained_template` is the one seam to switch to the run's recorded template).
+  resolved and the run's recorded BOS rule (:func:`adds_bos`);
+* ``tokenizer.chat_template``: the template the run trained with, from the run's prompt record
+  (``RUN/prompt.json``, the one prompt builder's source), written as ``final/`` writes it.
 """
 
 from __future__ import annotations
@@ -19,10 +19,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from tunewiz.errors import TunewizError
 from tunewiz.export.gguf_file import DIRECT_QUANTS, check_quant
 
 if TYPE_CHECKING:
     from tunewiz.export.merged import MergedWeights
+    from tunewiz.text.prompt import PromptBuilder
     from tunewiz.text.templates import ChatTemplate
     from tunewiz.text.tokenizer import Tokenizer
 
@@ -88,8 +90,6 @@ def export_gguf(run_path: Path, *, quant: str = "q8_0", output: Path | None = No
 
     quant = check_quant(quant)
     if quant in K_QUANTS and quantizer_available() is None:
-        from tunewiz.errors import TunewizError
-
         raise TunewizError(
             f"`--quant {quant}` needs llama.cpp's quantizer, which is not installed", hint=INSTALL_HINT
         )
@@ -98,7 +98,14 @@ def export_gguf(run_path: Path, *, quant: str = "q8_0", output: Path | None = No
     path = _output_path(Path(run_path), name, quant, output)
     path.parent.mkdir(parents=True, exist_ok=True)
     tokenizer = load_tokenizer(merged.tokenizer_dir)
-    template, template_warning = trained_template(Path(run_path), tokenizer)
+    prompts, prompt_warning = trained_prompts(Path(run_path), tokenizer)
+    if prompts.template is None:
+        raise TunewizError(
+            f"`{run_path}` trained on plain text and recorded no chat template; a GGUF without one "
+            "would be prompted with whatever template llama.cpp or Ollama guess",
+            hint="train with `data.format: chat` or `alpaca`, or convert `final/` with llama.cpp's "
+            "`convert_hf_to_gguf.py` for raw-completion use",
+        )
 
     n_weights = sum(
         v.numel()
@@ -111,13 +118,13 @@ def export_gguf(run_path: Path, *, quant: str = "q8_0", output: Path | None = No
 
     written = path if quant == direct else path.with_name(f".{path.stem}.{direct}-for-quantize.gguf")
     try:
-        _write(merged, tokenizer, template, written, direct)
+        _write(merged, prompts, written, direct)
         quantizer = quantize(written, path, quant) if quant != direct else None
     finally:
         if written != path:
             written.unlink(missing_ok=True)
 
-    stop = _stop_strings(tokenizer, template)
+    stop = _stop_strings(tokenizer, prompts.template)
     modelfile = Modelfile(
         gguf_name=path.name,
         stop=stop,
@@ -132,37 +139,38 @@ def export_gguf(run_path: Path, *, quant: str = "q8_0", output: Path | None = No
         modelfile=modelfile_path,
         quant=quant,
         source=merged.source,
-        template=template.source,
+        template=prompts.format.template_source or "prompt.json",
         quantizer=quantizer,
         commands=run_commands(path, modelfile_path, _slug(name)),
-        warnings=[template_warning] if template_warning else [],
+        warnings=[prompt_warning] if prompt_warning else [],
     )
 
 
-def trained_template(run_path: Path, tokenizer: Tokenizer) -> tuple[ChatTemplate, str | None]:
-    """The chat template the run trained with, and a warning when it is a guess.
-
-    Today this is the rule ``tunewiz chat`` follows (:func:`tunewiz.inference.load.chat_template_for`):
-    the model's own template, else the run's ``data.template``/``data.format``. When the run directory
-    records its trained template, read it here: every export follows.
+def trained_prompts(run_path: Path, tokenizer: Tokenizer) -> tuple[PromptBuilder, str | None]:
+    """The run's prompt builder (its recorded template and BOS rule, ``RUN/prompt.json``), and a warning
+    when the run predates the record and the rule is the fallback ``tunewiz chat`` uses too.
 
     Args:
         run_path: the run directory.
         tokenizer: the run's tokenizer.
     """
-    from tunewiz.inference.load import chat_template_for
+    from tunewiz.inference.load import prompt_builder_for
 
-    return chat_template_for(str(run_path), tokenizer)
+    return prompt_builder_for(str(run_path), tokenizer)
 
 
-def trained_bos(tokenizer: Tokenizer) -> bool:
-    """Whether a prompt starts with bos: training prepends it to every sample when the tokenizer has one
-    (``tunewiz.data.samples``), so llama.cpp must too (``tokenizer.ggml.add_bos_token``).
+def adds_bos(prompts: PromptBuilder) -> bool:
+    """``tokenizer.ggml.add_bos_token``: whether a prompt starts with bos under the run's rule.
+
+    llama.cpp's chat path strips a bos the template rendered and then adds bos itself when this is
+    true, so ``in_template`` and ``prepended`` runs (whose exported template writes bos) both get one
+    bos; ``none`` (Qwen-style tokenizers without bos) gets none. Plain-text prompts follow the same
+    rule as plain-text training samples.
 
     Args:
-        tokenizer: the run's tokenizer.
+        prompts: the run's prompt builder.
     """
-    return tokenizer.bos_id is not None
+    return prompts.format.bos != "none" and prompts.tokenizer.bos_id is not None
 
 
 def end_of_turn_token(tokenizer: Tokenizer, template: ChatTemplate) -> str | None:
@@ -187,26 +195,24 @@ def _stop_strings(tokenizer: Tokenizer, template: ChatTemplate) -> tuple[str, ..
     return tuple(dict.fromkeys(s for s in (eot, eos) if s))
 
 
-def _write(
-    merged: MergedWeights, tokenizer: Tokenizer, template: ChatTemplate, path: Path, quant: str
-) -> None:
+def _write(merged: MergedWeights, prompts: PromptBuilder, path: Path, quant: str) -> None:
     import gguf
 
     from tunewiz.export.gguf_arch import gguf_arch_name, gguf_tensors, hyperparameters
     from tunewiz.export.gguf_file import TensorPlan, tensor_type, write_gguf
     from tunewiz.export.gguf_vocab import build_vocab, choose_space_prefix
+    from tunewiz.text.prompt import exported_template
 
-    config = merged.config
+    config, tokenizer, template = merged.config, prompts.tokenizer, prompts.template
+    assert template is not None  # export_gguf refuses runs without one
     vocab = build_vocab(
         tokenizer,
         config.vocab_size,
-        add_bos=trained_bos(tokenizer),
+        add_bos=adds_bos(prompts),
         end_of_turn=end_of_turn_token(tokenizer, template),
     )
     if vocab.model == "llama":
-        vocab.add_space_prefix = choose_space_prefix(
-            tokenizer, template.render(_PROBE, add_generation_prompt=True)
-        )
+        vocab.add_space_prefix = choose_space_prefix(tokenizer, prompts.render(_PROBE))
     metadata = {
         gguf.Keys.General.NAME: merged.preset.name,
         gguf.Keys.General.FINETUNE: merged.preset.name,
@@ -221,7 +227,8 @@ def _write(
         for name, shape, produce in gguf_tensors(merged.state, config)
     ]
     file_type = getattr(gguf.LlamaFileType, _FILE_TYPES[quant])
-    write_gguf(path, gguf_arch_name(config), metadata, vocab, template.template, plans, file_type)
+    chat_template = exported_template(prompts.format, tokenizer)
+    write_gguf(path, gguf_arch_name(config), metadata, vocab, chat_template, plans, file_type)
 
 
 def _sixteen_bit(merged: MergedWeights) -> str:

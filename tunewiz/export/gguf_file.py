@@ -73,7 +73,8 @@ def check_quant(quant: str) -> str:
         raise TunewizError(
             f"--quant `{quant}` is not a GGUF type tunewiz writes{did_you_mean(value, QUANTS)}; "
             f"choose one of {', '.join(QUANTS)}",
-            hint="`--quant q8_0` (near-lossless, half of f16) or `--quant q4_k_m` (smallest; needs llama.cpp)",
+            hint="`--quant q8_0` (near-lossless, half of f16) or `--quant q4_k_m` "
+            "(smallest; needs llama.cpp)",
         )
     return value
 
@@ -113,7 +114,8 @@ def check_disk_space(folder: Path, needed: int, what: str) -> None:
     free = shutil.disk_usage(folder).free
     if free < needed:
         raise TunewizError(
-            f"not enough disk space for {what}: it needs about {_gib(needed)} and `{folder}` has {_gib(free)} free",
+            f"not enough disk space for {what}: it needs about {_gib(needed)} and `{folder}` has "
+            f"{_gib(free)} free",
             hint="free some space, or write elsewhere with `--output /other/disk/model.gguf`"
             + (" (or pick a smaller `--quant q4_k_m`)" if needed > 2**30 else ""),
             exit_code=1,

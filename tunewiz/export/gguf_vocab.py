@@ -179,7 +179,8 @@ def _byte_level_bpe(path: Path, vocab_size: int) -> GGUFVocab:
         raise TunewizError(
             f"`{path}` is a {model.get('type')} tokenizer without a byte-level pre-tokenizer; GGUF export "
             "writes SentencePiece (tokenizer.model) or byte-level BPE tokenizers",
-            hint="put the model's `tokenizer.model` beside it, or convert with llama.cpp's `convert_hf_to_gguf.py`",
+            hint="put the model's `tokenizer.model` beside it, or convert with llama.cpp's "
+            "`convert_hf_to_gguf.py`",
         )
     pre = _pre_tokenizer_name(data, path)
     ids: dict[int, str] = {i: tok for tok, i in model["vocab"].items()}
