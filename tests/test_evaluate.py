@@ -310,3 +310,71 @@ def test_hub_task_offline_and_unknown_task(tiny_model_dir: Path, monkeypatch: py
 def test_no_tasks_for_a_plain_model(tiny_model_dir: Path) -> None:
     with pytest.raises(TunewizError, match="no `--tasks` given"):
         run_eval(str(tiny_model_dir), device="cpu")
+
+
+# Contexts that end mid-word (`target_delimiter: ""`): with the tiny tokenizer the joint encoding merges
+# the context's last token with the continuation ("▁b" "a" + "ll." -> "▁ball" "."), so the context's
+# tokens are not a prefix of it; cutting at the context's token count left no continuation (an empty
+# answer scored 0.0: perplexity 1, accuracy 1) or a wrong one.
+MID_WORD = [("Tom has a blue ba", "ll."), ("Below is an instr", "uction."), ("What col", "our is it?")]
+
+
+def test_loglikelihood_of_a_merged_continuation_equals_transformers(
+    lora_run: Path, tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    """Reference: transformers on the merged weights, the continuation encoded on its own after the
+    encoded context (not HFLM, which makes the same cut)."""
+    import transformers
+
+    from tunewiz.lora.layer import merge_lora
+    from tunewiz.models.loading import save_model
+
+    loaded = load_for_inference(str(lora_run), device="cpu")
+    lm = tunewiz_lm_class()(loaded, batch_size=2)
+    got = lm.loglikelihood(_instances("loglikelihood", MID_WORD))
+
+    merged = load_for_inference(str(lora_run), device="cpu")
+    merge_lora(merged.model)
+    save_model(merged.model, tmp_path / "merged", merged.model.config)
+    for name in TOKENIZER_FILES:
+        shutil.copyfile(tiny_model_dir / name, tmp_path / "merged" / name)
+    hf_model = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "merged", dtype=torch.float32)
+    hf_tok = transformers.AutoTokenizer.from_pretrained(str(tmp_path / "merged"))
+    for (context, continuation), (logprob, greedy) in zip(MID_WORD, got, strict=True):
+        ctx = hf_tok(context)["input_ids"]  # bos + context, the tokenizer's default
+        cont = hf_tok(continuation, add_special_tokens=False)["input_ids"]
+        joint = hf_tok(context + continuation)["input_ids"]
+        assert joint[: len(ctx)] != ctx  # the case this test is about
+        with torch.no_grad():
+            logp = torch.log_softmax(hf_model(torch.tensor([ctx + cont])).logits[0].float(), dim=-1)
+        targets = range(len(ctx), len(ctx) + len(cont))
+        expected = float(sum(logp[t - 1, (ctx + cont)[t]] for t in targets))
+        assert logprob == pytest.approx(expected, abs=1e-4), context
+        assert greedy == all(int(logp[t - 1].argmax()) == (ctx + cont)[t] for t in targets)
+
+    # An empty continuation is an error naming the request, never a perfect score.
+    with pytest.raises(TunewizError, match=r"loglikelihood request of task .*doc .*index 0: continuation ''"):
+        lm.loglikelihood(_instances("loglikelihood", [("What colour", "")]))
+
+
+def test_a_mid_word_task_is_not_scored_as_perfect(tiny_model_dir: Path, tmp_path: Path) -> None:
+    """Issue 15's report: a local task with `target_delimiter: ""` gave an untrained model
+    perplexity 1.0 and accuracy 1.0."""
+    data = tmp_path / "mid.jsonl"
+    data.write_text("".join(json.dumps({"context": c, "answer": a}) + "\n" for c, a in MID_WORD))
+    task = {
+        "task": "tw_mid_word",
+        "dataset_path": "json",
+        "dataset_kwargs": {"data_files": {"test": str(data)}},
+        "test_split": "test",
+        "output_type": "loglikelihood",
+        "doc_to_text": "{{context}}",
+        "doc_to_target": "{{answer}}",
+        "target_delimiter": "",
+        "metric_list": [{"metric": "perplexity"}, {"metric": "acc"}],
+        "metadata": {"version": 1.0},
+    }
+    (tmp_path / "tw_mid_word.yaml").write_text(yaml.safe_dump(task))
+    result = run_eval(str(tiny_model_dir), tasks=["tw_mid_word"], include_path=tmp_path, device="cpu")
+    scores = result.tasks["tw_mid_word"]
+    assert scores["perplexity"] > 10.0 and scores["acc"] == 0.0  # random weights
