@@ -130,7 +130,8 @@ def test_nothing_fits_names_what_would() -> None:
 def test_seq_len_from_lengths() -> None:
     lengths = list(range(1, 1001))  # p99 = 990 -> 1024
     chosen, reason = seq_len_from_lengths(lengths, 4096)
-    assert chosen == 1024 and "99th percentile" in reason and "0 sample(s)" in reason
+    assert chosen == 1024 and "99th percentile" in reason
+    assert "0 of 1000 sampled samples (0.0%) are longer: truncated or dropped" in reason
     assert seq_len_from_lengths([10_000] * 10, 2048)[0] == 2048
 
 
@@ -220,3 +221,33 @@ def test_plan_cli_errors() -> None:
     assert out.returncode == 2 and "--gpu-memory `lots` is not a memory size" in out.stderr
     out = _plan_cli("--model", "llama-3.2-1b", "--gpus", "2")
     assert out.returncode == 2 and "needs --gpu-memory" in out.stderr
+
+
+@pytest.mark.parametrize("mode", ["right", "left", "drop"])
+def test_planned_share_over_max_seq_len_equals_what_training_counts(tmp_path: Path, mode: str) -> None:
+    """The wizard samples lengths with the training pipeline; the share it reports as longer than the
+    chosen max_seq_len is exactly the truncated + dropped samples training reports for the same rows."""
+    from tunewiz.data import build_datasets
+    from tunewiz.models.loading import resolve_model_dir
+    from tunewiz.plan.recommend import over_length
+    from tunewiz.preset.schema import DataSection
+    from tunewiz.text.tokenizer import load_tokenizer
+    from tunewiz.wizard.dataset_step import sample_token_lengths
+
+    rows = [{"instruction": "What colour is the cup?", "output": "red"}] * 97
+    rows += [{"instruction": "Mia has a red cup. " * n, "output": "red"} for n in (12, 15, 60)]
+    rows += [{"instruction": "hi", "output": "Mia has a red cup. " * 80}]  # a long reply
+    data = tmp_path / "d.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    model = lookup("tunewiz:tiny")
+    lengths, note, _ = sample_token_lengths(model, str(data), None)
+    assert lengths is not None and "measured" in note
+    chosen, reason = seq_len_from_lengths(lengths, model.max_context)
+    cut = over_length(lengths, chosen)
+    assert cut >= 1 and f"{cut} of {len(lengths)} sampled samples" in reason
+
+    tokenizer = load_tokenizer(resolve_model_dir(model.repo_id))
+    cfg = DataSection(path=str(data), max_seq_len=chosen, val_fraction=0.0, truncation=mode)
+    _, _, stats = build_datasets(cfg, tokenizer, seed=0)
+    assert stats.truncated + stats.dropped_long == cut
+    assert (stats.dropped_long == cut) if mode == "drop" else stats.truncated >= 1

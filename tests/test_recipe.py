@@ -176,3 +176,46 @@ def test_more_processes_than_gpus_is_refused(monkeypatch: pytest.MonkeyPatch) ->
     launcher.Topology(nproc_per_node=2).check("cpu")  # CPU ranks are processes, not devices
     with pytest.raises(TunewizError, match="--rdzv-endpoint"):
         launcher.Topology(nnodes=2).check("cpu")
+
+
+def test_truncated_and_dropped_samples_are_counted_and_shown(tmp_path: Path, tiny_model_dir: Path) -> None:
+    """Issue 15's report: 8 alpaca rows, 4 of them ~300 words, max_seq_len 128: the long rows lost every
+    trained token and vanished with `truncated_samples: 0` and nothing printed."""
+    import json
+
+    import yaml
+
+    long_text = " ".join(["Mia has a red cup and Tom has a blue ball."] * 30)
+    question = {"instruction": "Answer the question.", "input": "Tom has a blue ball.", "output": "blue"}
+    long_row = {**question, "input": f"{long_text} What colour is the cup?", "output": "red"}
+    rows = [long_row if i % 2 else question for i in range(8)]
+    data = tmp_path / "long.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    preset = write_preset(
+        tmp_path / "long.yaml",
+        tiny_model_dir,
+        data,
+        data={"max_seq_len": 128, "val_fraction": 0.25, "shuffle": False},
+        train={"max_steps": 1, "micro_batch_size": 1},
+        checkpoint={"every_n_steps": None},
+    )
+    result = cli("train", str(preset), "--no-tui", cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    run = tmp_path / "runs" / "long"
+    start = events(run)[0]
+    assert start["num_train_samples"] + start["num_val_samples"] == 4
+    assert start["dropped_samples"] == 4 and start["truncated_samples"] == 0
+    truncation = start["truncation"]
+    assert truncation["mode"] == "right" and truncation["max_seq_len"] == 128
+    assert truncation["train"]["dropped_long"] + truncation["validation"]["dropped_long"] == 4
+    assert start["token_lengths"]["max"] > 128
+    shown = result.stdout + result.stderr
+    assert "4 of 8 samples are longer than max_seq_len 128: 0 truncated (right), 4 dropped" in shown
+    assert shown.count("raise `data.max_seq_len`") >= 2  # the start line's hint and the summary's
+
+    # The run recorded its prompt format, and final/ carries that template (bos included).
+    record = json.loads((run / "prompt.json").read_text())
+    assert record["bos"] == "in_template" and record["template_source"] == "builtin:alpaca"
+    assert (run / "final" / "chat_template.jinja").read_text() == record["template"]
+    assert record["template"].startswith("{{ bos_token }}")
+    assert yaml.safe_load((run / "config.yaml").read_text())["data"]["truncation"] == "right"

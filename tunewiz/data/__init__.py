@@ -54,6 +54,7 @@ class DataStats:
     max_seq_len: int
     truncation: str
     prompt: PromptFormat
+    lengths: tuple[int, ...] = ()  # every train sample's length before truncation, ascending
 
     def _total(self, key: str) -> int:
         return sum(split[key] for split in self.counts.values())
@@ -135,6 +136,7 @@ def build_datasets(
         max_seq_len=cfg.max_seq_len,
         truncation=cfg.truncation,
         prompt=prompt,
+        lengths=tuple(lengths),
     )
     if cfg.packing:
         train, val = pack(train, cfg.max_seq_len), pack(val, cfg.max_seq_len)

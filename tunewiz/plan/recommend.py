@@ -113,14 +113,36 @@ def seq_len_from_lengths(lengths: list[int], model_max: int) -> tuple[int, str]:
     ordered = sorted(lengths)
     p99 = ordered[min(len(ordered) - 1, math.ceil(0.99 * len(ordered)) - 1)]
     chosen = min(model_max, max(64, math.ceil(p99 / 64) * 64))
-    cut = sum(1 for n in ordered if n > chosen)
     reason = (
         f"max_seq_len {chosen}: the 99th percentile of {len(ordered)} sampled lengths is {p99} tokens, "
-        f"rounded up to a multiple of 64; {cut} sample(s) ({cut / len(ordered):.1%}) will be truncated"
+        f"rounded up to a multiple of 64; {over_length_text(ordered, chosen)}"
     )
     if chosen == model_max and p99 > model_max:
-        reason = f"max_seq_len {chosen}: the model's context length (the 99th percentile is {p99} tokens)"
+        reason = (
+            f"max_seq_len {chosen}: the model's context length (the 99th percentile is {p99} tokens); "
+            f"{over_length_text(ordered, chosen)}"
+        )
     return chosen, reason
+
+
+def over_length(lengths: list[int], max_seq_len: int) -> int:
+    """How many of ``lengths`` exceed ``max_seq_len``: the samples training will truncate or drop
+    (``data.truncation``), which it counts as ``truncated + dropped_long`` for the same rows.
+
+    Args:
+        lengths: untruncated sample lengths in tokens (samples with a trained token).
+        max_seq_len: the limit.
+    """
+    return sum(1 for n in lengths if n > max_seq_len)
+
+
+def over_length_text(lengths: list[int], max_seq_len: int) -> str:
+    """``"3 of 1000 sampled samples (0.3%) are longer: truncated or dropped (data.truncation)"``."""
+    cut = over_length(lengths, max_seq_len)
+    return (
+        f"{cut} of {len(lengths)} sampled samples ({cut / max(len(lengths), 1):.1%}) are longer: "
+        "truncated or dropped as `data.truncation` says"
+    )
 
 
 def recommend(

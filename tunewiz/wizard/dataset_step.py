@@ -152,8 +152,9 @@ def sample_token_lengths(
             len(rows),
         )
     cfg = DataSection(path=dataset, max_seq_len=model.max_context, val_fraction=0.0, max_samples=SAMPLED_ROWS)
-    samples, _, _ = build_datasets(cfg, tokenizer, seed=0)
-    lengths = [len(s.input_ids) for s in samples]
+    # Lengths before truncation, built by the training pipeline itself: the share the planner reports
+    # as longer than max_seq_len is what training counts as truncated + dropped for these rows.
+    lengths = list(build_datasets(cfg, tokenizer, seed=0)[2].lengths)
     return lengths, f"measured with the tokenizer of {model.name} on {len(lengths)} rows", len(rows)
 
 
