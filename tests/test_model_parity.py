@@ -48,6 +48,62 @@ CASES = {
             SMALL, num_key_value_heads=2, max_position_embeddings=64, tie_word_embeddings=True, pad_token_id=0
         ),
     ),
+    # Qwen3: per-head q/k RMSNorm, head_dim independent of hidden/heads, tied and untied, attention bias.
+    "qwen3-gqa-tied": (
+        "Qwen3Config",
+        dict(SMALL, num_key_value_heads=2, head_dim=24, max_position_embeddings=64, tie_word_embeddings=True),
+    ),
+    "qwen3-untied-bias": (
+        "Qwen3Config",
+        dict(SMALL, num_key_value_heads=4, head_dim=16, max_position_embeddings=64, attention_bias=True),
+    ),
+    # Gemma 3: local/global layers (window shorter than the sequences) with their own RoPE bases, linear
+    # RoPE scaling on the global ones, query_pre_attn_scalar, sandwich norms, GeGLU, scaled embeddings.
+    "gemma3-pattern-2": (
+        "Gemma3TextConfig",
+        dict(
+            SMALL,
+            num_hidden_layers=3,
+            num_key_value_heads=1,
+            head_dim=32,
+            max_position_embeddings=64,
+            sliding_window=5,
+            layer_types=["sliding_attention", "full_attention", "sliding_attention"],
+            query_pre_attn_scalar=24,
+            rope_parameters={
+                "full_attention": {"rope_type": "linear", "factor": 8.0, "rope_theta": 1_000_000.0},
+                "sliding_attention": {"rope_type": "default", "rope_theta": 10_000.0},
+            },
+        ),
+    ),
+    "gemma3-pattern-6-untied-pad": (
+        "Gemma3TextConfig",
+        dict(
+            SMALL,
+            num_hidden_layers=4,
+            num_key_value_heads=2,
+            head_dim=16,
+            max_position_embeddings=64,
+            sliding_window=8,
+            sliding_window_pattern=3,
+            tie_word_embeddings=False,
+            pad_token_id=0,
+        ),
+    ),
+    # Gemma 2: alternating local/global layers, attention and final-logit soft-capping.
+    "gemma2-softcap": (
+        "Gemma2Config",
+        dict(
+            SMALL,
+            num_key_value_heads=2,
+            head_dim=16,
+            max_position_embeddings=64,
+            sliding_window=6,
+            query_pre_attn_scalar=16,
+            attn_logit_softcapping=5.0,
+            final_logit_softcapping=3.0,
+        ),
+    ),
 }
 
 
