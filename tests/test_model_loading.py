@@ -28,15 +28,24 @@ IDS = torch.randint(0, 96, (2, 12), generator=torch.Generator().manual_seed(0))
 
 @pytest.fixture(scope="module")
 def hf_models() -> dict[str, torch.nn.Module]:
-    """A Llama-3 shaped model and a Qwen2 one with tied embeddings, random and tiny."""
+    """A Llama-3 shaped model, Qwen2 and Qwen3 ones with tied embeddings, Gemma 2 and Gemma 3 ones with
+    local/global layers, random and tiny."""
     import transformers
 
     torch.manual_seed(0)
     llama_cfg = transformers.LlamaConfig(**SMALL, rope_theta=500000.0)
     qwen_cfg = transformers.Qwen2Config(**SMALL, tie_word_embeddings=True)
+    qwen3_cfg = transformers.Qwen3Config(**SMALL, head_dim=8, tie_word_embeddings=True)
+    gemma3_cfg = transformers.Gemma3TextConfig(
+        **SMALL, head_dim=16, sliding_window=4, sliding_window_pattern=2
+    )
+    gemma2_cfg = transformers.Gemma2Config(**SMALL, head_dim=16, sliding_window=4)
     return {
         "llama": transformers.LlamaForCausalLM(llama_cfg).eval(),
         "qwen2-tied": transformers.Qwen2ForCausalLM(qwen_cfg).eval(),
+        "qwen3-tied": transformers.Qwen3ForCausalLM(qwen3_cfg).eval(),
+        "gemma3": transformers.Gemma3ForCausalLM(gemma3_cfg).eval(),
+        "gemma2": transformers.Gemma2ForCausalLM(gemma2_cfg).eval(),
     }
 
 
@@ -110,6 +119,51 @@ def test_saved_models_load_in_transformers(hf_models: dict[str, torch.nn.Module]
     save_model(fresh, tmp_path / "fresh", config)
     torch.testing.assert_close(_hf_logits(tmp_path / "fresh"), fresh(IDS), atol=1e-5, rtol=0)
     assert LlamaConfig.from_file(tmp_path / "fresh" / "config.json") == config
+
+
+@torch.no_grad()
+def test_language_model_of_a_multimodal_gemma3_checkpoint(tmp_path: Path) -> None:
+    # Gemma 3 4B/12B/27B ship as Gemma3ForConditionalGeneration: the text model under `language_model.`,
+    # a vision tower and a projector beside it. tunewiz loads the language model alone, and what it saves
+    # is a text-only checkpoint transformers loads as Gemma3ForCausalLM.
+    import transformers
+
+    text = dict(SMALL, head_dim=16, sliding_window=4, sliding_window_pattern=2, eos_token_id=[1, 7])
+    vision = dict(
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        image_size=28,
+        patch_size=14,
+    )
+    config = transformers.Gemma3Config(
+        text_config=text, vision_config=vision, mm_tokens_per_image=4, image_token_index=90
+    )
+    torch.manual_seed(0)
+    hf = transformers.Gemma3ForConditionalGeneration(config).eval()
+    hf.save_pretrained(tmp_path / "mm")
+    ours = load_model(tmp_path / "mm")
+    assert ours.config.model_type == "gemma3_text" and ours.config.text_of_multimodal
+    assert ours.config.eos_token_id == (1, 7) and ours.config.tie_word_embeddings
+    torch.testing.assert_close(ours(IDS), hf(input_ids=IDS).logits, atol=1e-5, rtol=0)
+    save_model(ours, tmp_path / "text", ours.config)
+    assert json.loads((tmp_path / "text" / "config.json").read_text())["model_type"] == "gemma3_text"
+    torch.testing.assert_close(_hf_logits(tmp_path / "text"), ours(IDS), atol=1e-5, rtol=0)
+
+
+def test_unsupported_architectures_are_named(tmp_path: Path) -> None:
+    base = dict(SMALL, architectures=["X"])
+    for model_type, why in [
+        ("qwen3_moe", "mixture of experts"),
+        ("qwen3_next", "hybrid linear attention"),
+        ("qwen3_5", "hybrid linear attention"),
+        ("gemma3n", "per-layer embeddings"),
+    ]:
+        with pytest.raises(
+            TunewizError, match=rf"model_type `{model_type}` \({why}.*supports llama, .*qwen3"
+        ):
+            LlamaConfig.from_hf({**base, "model_type": model_type})
 
 
 def test_resolve_from_hf_cache(
@@ -208,11 +262,11 @@ def test_errors_name_the_culprit(hf_models: dict[str, torch.nn.Module], tmp_path
         ).model_type
         == "llama"
     )
-    with pytest.raises(TunewizError, match="unsupported rope_scaling type `linear`"):
+    with pytest.raises(TunewizError, match="unsupported rope_scaling type `yarn`"):
         LlamaConfig.from_hf(
-            {**config, "rope_parameters": {"rope_type": "linear", "factor": 2.0, "rope_theta": 1e4}}
+            {**config, "rope_parameters": {"rope_type": "yarn", "factor": 2.0, "rope_theta": 1e4}}
         )
-    with pytest.raises(TunewizError, match="Qwen2 `use_sliding_window: true` is not supported"):
+    with pytest.raises(TunewizError, match="`use_sliding_window: true` is not supported for qwen2"):
         LlamaConfig.from_hf({**config, "model_type": "qwen2", "use_sliding_window": True})
     with pytest.raises(TunewizError, match="`tunewiz:no-such-model` is not a shipped model; shipped: "):
         resolve_model_dir("tunewiz:no-such-model")

@@ -92,6 +92,7 @@ _FAMILY_DEFAULTS: dict[str, dict[str, Any]] = {
     },
 }
 _GEMMA = ("gemma2", "gemma3_text")
+_TOKEN_KEYS = ("bos_token_id", "eos_token_id", "pad_token_id")
 FULL, SLIDING = "full_attention", "sliding_attention"
 
 
@@ -250,7 +251,9 @@ class LlamaConfig:
         model_type = _model_type(d, source)
         multimodal = d.get("model_type") in TEXT_OF_MULTIMODAL
         if multimodal:
-            d = {**(d.get("text_config") or {}), "model_type": model_type}
+            # Token ids and tying may sit at the top level only (gemma-3-4b-it: `eos_token_id: [1, 106]`).
+            outer = {k: d[k] for k in ("tie_word_embeddings", *_TOKEN_KEYS) if d.get(k) is not None}
+            d = {**outer, **(d.get("text_config") or {}), "model_type": model_type}
         d = {**_FAMILY_DEFAULTS.get(model_type, {}), **d}
         gemma = model_type in _GEMMA
         act = (
@@ -380,7 +383,9 @@ class LlamaConfig:
             d["attention_bias"] = self.o_proj_bias
         if self.model_type in _GEMMA:
             d["hidden_activation"] = self.hidden_act
-            d["query_pre_attn_scalar"] = self.query_pre_attn_scalar
+            scalar = self.query_pre_attn_scalar
+            # transformers 5 types it `int` and validates; fractional values stay floats.
+            d["query_pre_attn_scalar"] = int(scalar) if scalar is not None and scalar.is_integer() else scalar
             d["attn_logit_softcapping"] = self.attn_logit_softcapping
             d["final_logit_softcapping"] = self.final_logit_softcapping
             d["layer_types"] = (

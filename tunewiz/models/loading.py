@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import os
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -47,6 +47,20 @@ HUB_PATTERNS = [
 HUB_IGNORE_PATTERNS = ["*/*"]
 # Older checkpoints store RoPE frequencies; the model recomputes them, as transformers ignores them.
 IGNORED_KEY_SUFFIXES = ("rotary_emb.inv_freq",)
+# Multimodal checkpoints (Gemma 3 4B/12B/27B) keep the language model under a prefix: Hub files written by
+# transformers 4 use `language_model.model.*`, transformers 5 writes `model.language_model.*`.
+TEXT_PREFIXES = {
+    "language_model.model.": "model.",
+    "language_model.lm_head.": "lm_head.",
+    "model.language_model.": "model.",
+}
+# ... and the parts a text-only model does not load.
+VISION_PREFIXES = (
+    "vision_tower.",
+    "multi_modal_projector.",
+    "model.vision_tower.",
+    "model.multi_modal_projector.",
+)
 
 
 def shipped_models() -> list[str]:
@@ -204,6 +218,10 @@ def load_model(
         model = LlamaForCausalLM(config)
     expected = model.state_dict()  # meta tensors: names and shapes only
     where = _weight_files(model_dir)
+    stored = {key: key for key in where}  # our name -> the name in the file
+    if config.text_of_multimodal:
+        stored = text_model_keys(where)
+        where = {key: where[name] for key, name in stored.items()}
     # A tied lm_head is the embedding; checkpoints usually omit it (and we ignore it when present).
     tied = {"lm_head.weight"} if config.tie_word_embeddings else set()
     missing = [k for k in expected if k not in where and k not in tied]
@@ -233,7 +251,7 @@ def load_model(
     for file, keys in by_file.items():
         with safe_open(str(file), framework="pt") as f:
             for key in keys:
-                tensor = f.get_tensor(key)
+                tensor = f.get_tensor(stored[key])
                 if tensor.shape != expected[key].shape:
                     raise TunewizError(
                         f"weight `{key}` in `{file}` has shape {tuple(tensor.shape)}, "
@@ -250,6 +268,22 @@ def load_model(
     if on_meta:
         raise RuntimeError(f"tensors left on the meta device after loading: {on_meta[:3]}")
     return model.eval()
+
+
+def text_model_keys(keys: Iterable[str]) -> dict[str, str]:
+    """The language model's weights of a multimodal checkpoint: ``{text-only name: stored name}``,
+    without the vision tower and projector.
+
+    Args:
+        keys: the tensor names stored in the checkpoint.
+    """
+    out = {}
+    for key in keys:
+        if key.startswith(VISION_PREFIXES):
+            continue
+        prefix = next((p for p in TEXT_PREFIXES if key.startswith(p)), None)
+        out[TEXT_PREFIXES[prefix] + key[len(prefix) :] if prefix else key] = key
+    return out
 
 
 def _describe(model_dir: Path, where: dict[str, Path]) -> Path:
