@@ -198,7 +198,7 @@ def _token_steps(
     hidden = model.model(ids, positions, mask, cache)  # [B, P, D]
     next_pos = lengths.clone()  # [B]: the position of each row's next token
     for step in range(params.max_new_tokens):
-        logits = model.lm_head(hidden[:, -1]).float()  # [B, V]: only the last position is needed
+        logits = model.logits(hidden[:, -1]).float()  # [B, V]: only the last position is needed
         tokens = choose_next(logits, params, seen, generator)  # [B]
         alive = alive & ~torch.isin(tokens, stops)
         yield tokens, alive

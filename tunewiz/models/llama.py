@@ -419,11 +419,13 @@ class LlamaForCausalLM(nn.Module):
         """
         hidden = self.model(input_ids, position_ids, attn_mask, kv_cache)  # [B, T, D]
         if labels is None:
-            return self._softcap(self.lm_head(hidden))  # [B, T, V]
+            return self.logits(hidden)  # [B, T, V]
         return self._chunked_loss(hidden, labels)
 
-    def _softcap(self, logits: Tensor) -> Tensor:
-        """Gemma 2's ``cap * tanh(logits / cap)`` when configured, else the logits unchanged."""
+    def logits(self, hidden: Tensor) -> Tensor:
+        """``lm_head`` of final hidden states [..., D] -> logits [..., V] in the model dtype, soft-capped
+        as ``cap * tanh(logits / cap)`` when the config says so (Gemma 2)."""
+        logits = self.lm_head(hidden)
         cap = self.config.final_logit_softcapping
         return logits if cap is None else torch.tanh(logits / cap) * cap
 
@@ -451,7 +453,7 @@ class LlamaForCausalLM(nn.Module):
 
     def _chunk_loss(self, h: Tensor, y: Tensor) -> Tensor:
         # [chunk, V]: upcast per chunk, as transformers upcasts logits (after its soft-cap)
-        logits = self._softcap(self.lm_head(h)).float()
+        logits = self.logits(h).float()
         return F.cross_entropy(logits, y, ignore_index=IGNORE_INDEX, reduction="sum")
 
 
