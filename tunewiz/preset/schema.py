@@ -12,6 +12,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+TRACKERS = ("tensorboard", "mlflow", "wandb")
 LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj", "lm_head")
 
 
@@ -170,10 +171,31 @@ class CheckpointSection(_Section):
 
 
 class OutputSection(_Section):
-    """What `final/` holds at the end of a run."""
+    """What `final/` holds at the end of a run, and where its metrics are reported."""
 
     adapter: bool = Field(True, description="Save the LoRA adapter in PEFT format (LoRA/QLoRA only).")
     merged: bool = Field(True, description="Save the merged model as safetensors, loadable by transformers.")
+    report_to: list[Literal["tensorboard", "mlflow", "wandb"]] = Field(
+        default_factory=list,
+        description="Experiment trackers that get the dashboard's metrics, the preset and the plan: "
+        "tensorboard (RUN_DIR/tensorboard), mlflow (MLFLOW_TRACKING_URI, default sqlite:///mlflow.db), "
+        "wandb (WANDB_PROJECT, default tunewiz; WANDB_MODE=offline works without an account). "
+        "Needs `pip install 'tunewiz[tracking]'`; a tracker that cannot start is a warning, not an error.",
+    )
+
+    @field_validator("report_to", mode="before")
+    @classmethod
+    def _comma_list(cls, value: object) -> object:
+        if value is None:
+            return []
+        if isinstance(value, str):  # `--set output.report_to=tensorboard,wandb`
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("report_to")
+    @classmethod
+    def _once_each(cls, value: list[str]) -> list[str]:
+        return list(dict.fromkeys(value))
 
 
 class Preset(_Section):

@@ -11,6 +11,8 @@ Layout::
                            tokenizer files, README.md (model card)
       loss.png             training and validation loss
       eval/results.json    lm-eval results
+      trackers.json        the experiment tracker runs of this run (tunewiz.tracking), for resume/eval
+      tensorboard/         TensorBoard event files (output.report_to: [tensorboard])
 """
 
 from __future__ import annotations
@@ -68,6 +70,16 @@ class RunDir:
     def eval_results(self) -> Path:
         """lm-eval results written by ``tunewiz eval``."""
         return self.path / "eval" / "results.json"
+
+    @property
+    def trackers(self) -> Path:
+        """Which experiment tracker runs belong to this run (W&B run id, MLflow run id, TB log dir)."""
+        return self.path / "trackers.json"
+
+    @property
+    def tensorboard(self) -> Path:
+        """TensorBoard's log directory for this run."""
+        return self.path / "tensorboard"
 
     @property
     def stop_request(self) -> Path:

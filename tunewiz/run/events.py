@@ -24,7 +24,8 @@ stop       step, reason ("signal" or "nan"), checkpoint (path or null), resume_c
 end        step, elapsed, final_dir, tokens_total
 ========== ==================================================================================
 
-Readers must ignore unknown keys and unknown kinds so the schema can grow.
+Readers must ignore unknown keys and unknown kinds so the schema can grow. Sinks (rank 0's experiment
+trackers, see ``tunewiz.tracking``) receive each event right after it is written to the file.
 """
 
 from __future__ import annotations
@@ -32,9 +33,10 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections import deque
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 EVENT_KINDS = (
     "start",
@@ -49,6 +51,19 @@ EVENT_KINDS = (
 )
 
 
+class EventSink(Protocol):
+    """Receives every event after it is in the file (an experiment tracker, for example).
+
+    A sink must not raise: the event log is the run's record and training does not stop for a sink.
+    It may write events itself (a warning): those are written at once and handed to the sinks after the
+    current event.
+    """
+
+    def __call__(self, event: dict[str, Any]) -> None: ...
+
+    def close(self) -> None: ...
+
+
 class EventWriter:
     """Appends events to ``events.jsonl``; each line is flushed and fsynced as it is written.
 
@@ -60,6 +75,13 @@ class EventWriter:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 (closed in close())
+        self._sinks: list[EventSink] = []
+        self._pending: deque[dict[str, Any]] = deque()
+        self._dispatching = False
+
+    def add_sink(self, sink: EventSink) -> None:
+        """Hand every later event to ``sink`` too (closed by :meth:`close`)."""
+        self._sinks.append(sink)
 
     def write(self, kind: str, **fields: Any) -> dict[str, Any]:
         """Append one event (with ``time``) and return it.
@@ -74,10 +96,30 @@ class EventWriter:
         self._file.write(json.dumps(event, default=_jsonable) + "\n")
         self._file.flush()
         os.fsync(self._file.fileno())
+        if self._sinks:
+            self._dispatch(event)
         return event
 
+    def _dispatch(self, event: dict[str, Any]) -> None:
+        # A sink that writes an event (a warning) re-enters write(): queue it behind the current one,
+        # so every sink sees the events in file order.
+        self._pending.append(event)
+        if self._dispatching:
+            return
+        self._dispatching = True
+        try:
+            while self._pending:
+                queued = self._pending.popleft()
+                for sink in self._sinks:
+                    sink(queued)
+        finally:
+            self._dispatching = False
+
     def close(self) -> None:
-        """Close the log file."""
+        """Close the sinks (a sink's last words, if any, still reach the file), then the log file."""
+        sinks, self._sinks = self._sinks, []
+        for sink in sinks:
+            sink.close()
         self._file.close()
 
     def __enter__(self) -> EventWriter:

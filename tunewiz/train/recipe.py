@@ -476,6 +476,12 @@ def main(argv: list[str] | None = None) -> int:
     stop = StopFlag()
     env = tdist.init_distributed(tdist.resolve_device(preset.device))
     events = EventWriter(run.events)
+    if env.is_main:  # experiment trackers (output.report_to) see rank 0's events as they are written
+        from tunewiz.tracking import open_tracking
+
+        sink = open_tracking(run, preset, warn=lambda text: events.write("warning", message=text, step=None))
+        if sink is not None:
+            events.add_sink(sink)
     step = None
     try:
         ft = FineTune(run, preset, env, events)
