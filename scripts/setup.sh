@@ -2,7 +2,7 @@
 # Create a virtual environment and install tunewiz into it.
 #
 #   bash scripts/setup.sh          # runtime: .venv with tunewiz
-#   bash scripts/setup.sh --dev    # + test/dev tools (pytest, transformers, peft, lm-eval)
+#   bash scripts/setup.sh --dev    # + test/dev tools (pytest, transformers, peft, tensorboard, mlflow, wandb)
 #
 # torch: on a machine with an NVIDIA GPU, pip resolves tunewiz's `torch>=2.6` range to the default
 # (CUDA) build. Without a GPU we install the CPU build of torch 2.13.0 first, so the range is already

@@ -121,6 +121,12 @@ def eval_command(
     )
     where = "with lm-eval's built-in tasks" if result.index_included_builtins else "local tasks only"
     print(f"indexed tasks in {result.index_seconds:.2f} s ({where})", file=sys.stderr)
+    if Path(target, "trackers.json").is_file():  # a run trained with output.report_to
+        from tunewiz.run.directory import RunDir
+        from tunewiz.tracking import report_eval
+
+        for line in report_eval(RunDir(Path(target)), result.tasks):
+            print(f"warning: {line}", file=sys.stderr)
     if as_json:
         print(json.dumps(result.as_json(), indent=2))
         return

@@ -54,6 +54,12 @@ def train(
     dry_run: bool = typer.Option(
         False, "--dry-run", help="Print the torchrun command and the resolved preset; launch nothing."
     ),
+    report_to: str = typer.Option(
+        None,
+        "--report-to",
+        help="Experiment trackers for this run, comma-separated: tensorboard,mlflow,wandb (`none`: none); "
+        "sets `output.report_to`. Needs `pip install 'tunewiz[tracking]'`.",
+    ),
     nproc_per_node: int = _T["nproc_per_node"],
     nnodes: int = _T["nnodes"],
     node_rank: int = _T["node_rank"],
@@ -71,6 +77,8 @@ def train(
     from tunewiz.ui.live import choose_mode
 
     overrides = list(set_) + ([f"device={device}"] if device else [])
+    if report_to is not None:
+        overrides.append(f"output.report_to={'[]' if report_to.strip() in ('', 'none') else report_to}")
     resolved, _ = load_preset(preset, overrides)
     topology = Topology(nproc_per_node, nnodes, node_rank, rdzv_endpoint)
     topology.check(resolve_device(resolved.device))
