@@ -236,3 +236,49 @@ def test_resolve_template(sp_tokenizer_dir: Path, bpe_tokenizer_dir: Path) -> No
 def test_template_error_names_template() -> None:
     with pytest.raises(TunewizError, match="chat template `llama2` .*alternating"):
         builtin_template("llama2").render([{"role": "assistant", "content": "x"}])
+
+
+# Real-world text: whitespace runs, tabs, newlines (\r\n too), non-ASCII, text right after special tokens.
+REAL_WORLD = [
+    "the  quick   brown\tfox",
+    "line one\n\nline two\r\nthree\n",
+    "naïve café 東京 — Ünïcode 🙂 x²",
+    "<s>hello world</s> and <s> after a space",
+    "word<s>word</s>\nnext",
+    "   three leading spaces",
+    "<|im_start|>user\n  hi<|im_end|>\n<|im_start|>assistant\n",
+    "<|begin_of_text|>hello<|end_of_text|>world",
+]
+
+
+@pytest.mark.parametrize(
+    ("fixture", "settings"),
+    [
+        ("sp_tokenizer_dir", {}),
+        ("sp_tokenizer_dir", {"add_bos_token": False}),
+        ("sp_tokenizer_dir", {"add_eos_token": True}),
+        ("sp_tokenizer_dir", {"legacy": True}),
+        ("sp_tokenizer_dir", {"add_prefix_space": False}),
+        ("bpe_tokenizer_dir", {}),
+        ("bpe_tokenizer_dir", {"add_bos_token": False}),
+        ("bpe_tokenizer_dir", {"add_bos_token": True, "add_eos_token": True}),
+    ],
+)
+def test_tokenizer_config_settings_match_transformers_on_real_text(
+    fixture: str, settings: dict, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    """Every tokenizer_config.json setting that changes tokenization, on both back-ends, against
+    transformers' fast tokenizer built from the same files."""
+    path = shutil.copytree(request.getfixturevalue(fixture), tmp_path / "tok")
+    if fixture == "sp_tokenizer_dir":  # a SentencePiece-only directory, as Llama 1/2 shipped
+        assert not (path / "tokenizer.json").exists()
+    config = json.loads((path / "tokenizer_config.json").read_text())
+    (path / "tokenizer_config.json").write_text(json.dumps({**config, **settings}))
+    ours, hf = load_tokenizer(path), _hf(path)
+    assert (ours.adds_bos, ours.adds_eos) == (
+        hf.encode("a")[0] == hf.bos_token_id,
+        hf.encode("a")[-1] == hf.eos_token_id,
+    )
+    for text in REAL_WORLD:
+        assert ours.encode(text) == hf.encode(text, add_special_tokens=False), text
+        assert ours.encode(text, add_bos=ours.adds_bos, add_eos=ours.adds_eos) == hf.encode(text), text

@@ -458,14 +458,14 @@ def load_tokenizer(model_dir: Path) -> Tokenizer:
         else []
     )
     first, last = backend.default_specials()
-    if "add_bos_token" in config or "add_eos_token" in config:
-        # transformers rebuilds the post-processor from explicit flags (LlamaTokenizer defaults to bos).
-        adds_bos = bool(config.get("add_bos_token", isinstance(backend, _SentencePieceBackend)))
-        adds_eos = bool(config.get("add_eos_token", False))
-    elif isinstance(backend, _JsonBackend):
+    if isinstance(backend, _JsonBackend):
+        # transformers 5 keeps a tokenizer.json's post-processor (add_bos_token/add_eos_token in
+        # tokenizer_config.json do not change it: measured for byte-level files, tests/test_tokenizer.py).
         adds_bos, adds_eos = first is not None and first == bos_id, last is not None and last == eos_id
     else:
-        adds_bos, adds_eos = True, False  # LlamaTokenizer's defaults for a tokenizer.model
+        # LlamaTokenizer built from tokenizer.model: the flags, default bos only.
+        adds_bos = bool(config.get("add_bos_token", True))
+        adds_eos = bool(config.get("add_eos_token", False))
     return Tokenizer(
         backend,
         model_dir,
