@@ -38,10 +38,11 @@ def resume(
     """Continue a run from its last complete checkpoint: same data position, optimizer, schedule and RNG."""
     from tunewiz.atomic import atomic_write_text
     from tunewiz.errors import TunewizError
+    from tunewiz.models.loading import resolve_model_dir
     from tunewiz.preset.files import dump_preset
     from tunewiz.run.directory import RunDir
     from tunewiz.train.distributed import resolve_device
-    from tunewiz.train.launcher import Topology, launch, torchrun_command
+    from tunewiz.train.launcher import Topology, check_mergeable, launch, torchrun_command
     from tunewiz.train.resume import plan_resume
     from tunewiz.ui.live import choose_mode
 
@@ -55,6 +56,8 @@ def resume(
         raise
     topology = Topology(nproc_per_node, nnodes, node_rank, rdzv_endpoint)
     topology.check(resolve_device(plan.preset.device))
+    model = plan.preset.model
+    check_mergeable(plan.preset, resolve_model_dir(model.path, model.revision))
     typer.echo(f"resuming {run.path} from {plan.checkpoint.name}: {plan.total_hint}")
     for change in plan.changes:
         typer.echo(f"  changed {change}")

@@ -98,7 +98,8 @@ def preflight(preset: Preset) -> None:
     """Fail fast, before torchrun starts, on a model or a local data file that is not there."""
     from tunewiz.models.loading import check_model_dir, resolve_model_dir
 
-    check_model_dir(resolve_model_dir(preset.model.path, preset.model.revision))
+    model_dir = check_model_dir(resolve_model_dir(preset.model.path, preset.model.revision))
+    check_mergeable(preset, model_dir)
     for key, value in (("data.path", preset.data.path), ("data.val_path", preset.data.val_path)):
         if (
             value
@@ -109,6 +110,37 @@ def preflight(preset: Preset) -> None:
                 f"`{key}`: dataset file `{value}` does not exist",
                 hint="check the path (relative paths are from the current directory)",
             )
+
+
+def check_mergeable(preset: Preset, model_dir: Path) -> None:
+    """Refuse a LoRA target whose merged export would not be the trained model.
+
+    A LoRA update on ``lm_head`` of a model with tied embeddings (``tie_word_embeddings``) cannot be
+    merged into the one matrix that ``lm_head`` and ``embed_tokens`` share: merged, it would change the
+    input embeddings too (or, saved tied, be lost), while peft applies it to the output only. The
+    adapter alone (``output.merged: false``) stays exact. Every other accepted target merges exactly
+    (tests/test_merge.py).
+
+    Args:
+        preset: the resolved preset.
+        model_dir: the base model's directory (its config.json says whether embeddings are tied).
+
+    Raises:
+        TunewizError: ``lm_head`` is a target, the embeddings are tied and a merged export is asked for.
+    """
+    import json
+
+    if preset.method == "full" or "lm_head" not in preset.lora.targets or not preset.output.merged:
+        return
+    config = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
+    if config.get("tie_word_embeddings", False):
+        raise TunewizError(
+            f"`lora.targets` has `lm_head`, and `{preset.model.path}` ties lm_head to embed_tokens "
+            "(tie_word_embeddings: true): a merged final/ cannot hold the trained model (the update "
+            "would change the shared input embeddings too)",
+            hint="drop `lm_head` from `lora.targets`, or export the adapter only with "
+            "`--set output.merged=false` (peft applies it exactly)",
+        )
 
 
 def prepare_run_dir(preset: Preset, run_dir: Path | None, *, overwrite: bool) -> RunDir:
