@@ -34,36 +34,52 @@ def resume(
     node_rank: int = _T["node_rank"],
     rdzv_endpoint: str = _T["rdzv_endpoint"],
     no_tui: bool = _T["no_tui"],
+    detach: bool = _T["detach"],
 ) -> None:
-    """Continue a run from its last complete checkpoint: same data position, optimizer, schedule and RNG."""
+    """Continue a run from its last complete checkpoint: same data position, optimizer, schedule and RNG.
+
+    Exit codes: 0 finished (or started with `--detach`), 130 stopped on request, 1 failed, 2 refused.
+    """
+    import shlex
+    import sys
+
     from tunewiz.atomic import atomic_write_text
     from tunewiz.errors import TunewizError
     from tunewiz.models.loading import resolve_model_dir
     from tunewiz.preset.files import dump_preset
     from tunewiz.run.directory import RunDir
     from tunewiz.train.distributed import resolve_device
-    from tunewiz.train.launcher import Topology, check_mergeable, launch, torchrun_command
+    from tunewiz.train.launcher import Topology, check_mergeable, lock_run, start_run, torchrun_command
     from tunewiz.train.resume import plan_resume
-    from tunewiz.ui.live import choose_mode
 
     run = RunDir(run_dir)
-    try:
-        plan = plan_resume(run, from_step=from_, overrides=list(set_))
-    except TunewizError as exc:
-        if exc.exit_code == 0:  # a finished run: say so, it is not a failure
-            typer.echo(f"{exc.message}\nhint: {exc.hint}")
-            raise typer.Exit(0) from None
-        raise
+    if not run.path.is_dir():
+        raise TunewizError(
+            f"run directory `{run.path}` does not exist",
+            hint="pass the directory `tunewiz train` created, e.g. `tunewiz resume runs/tiny-lora`",
+        )
     topology = Topology(nproc_per_node, nnodes, node_rank, rdzv_endpoint)
-    topology.check(resolve_device(plan.preset.device))
-    model = plan.preset.model
-    check_mergeable(plan.preset, resolve_model_dir(model.path, model.revision))
-    typer.echo(f"resuming {run.path} from {plan.checkpoint.name}: {plan.total_hint}")
-    for change in plan.changes:
-        typer.echo(f"  changed {change}")
-    if plan.changes:
-        atomic_write_text(run.config, dump_preset(plan.preset))
-    code = launch(
-        run, torchrun_command(run, topology, resume_from=plan.checkpoint), tui=choose_mode(no_tui) == "tui"
-    )
+    # The lock first: a live run's checkpoints and final/ are still being written.
+    lock = lock_run(run, topology, command=shlex.join(["tunewiz", *sys.argv[1:]]), doing="resume it")
+    try:
+        try:
+            plan = plan_resume(run, from_step=from_, overrides=list(set_))
+        except TunewizError as exc:
+            if exc.exit_code == 0:  # a finished run: say so, it is not a failure
+                typer.echo(f"{exc.message}\nhint: {exc.hint}")
+                raise typer.Exit(0) from None
+            raise
+        topology.check(resolve_device(plan.preset.device))
+        model = plan.preset.model
+        check_mergeable(plan.preset, resolve_model_dir(model.path, model.revision))
+        typer.echo(f"resuming {run.path} from {plan.checkpoint.name}: {plan.total_hint}")
+        for change in plan.changes:
+            typer.echo(f"  changed {change}")
+        if plan.changes and lock is not None:
+            atomic_write_text(run.config, dump_preset(plan.preset))
+        argv = torchrun_command(run, topology, resume_from=plan.checkpoint)
+        code = start_run(run, argv, lock, no_tui=no_tui, detach=detach)
+    finally:
+        if lock is not None:
+            lock.release()
     raise typer.Exit(code)

@@ -33,6 +33,13 @@ def topology_options() -> dict[str, Any]:
         no_tui=typer.Option(
             False, "--no-tui", help="Plain log lines instead of the live dashboard.", rich_help_panel=_LAUNCH
         ),
+        detach=typer.Option(
+            False,
+            "--detach",
+            help="Run in the background, outliving this terminal; follow it with `tunewiz watch RUN`, "
+            "stop it with `tunewiz stop RUN`.",
+            rich_help_panel=_LAUNCH,
+        ),
     )
 
 
@@ -65,16 +72,28 @@ def train(
     node_rank: int = _T["node_rank"],
     rdzv_endpoint: str = _T["rdzv_endpoint"],
     no_tui: bool = _T["no_tui"],
+    detach: bool = _T["detach"],
 ) -> None:
-    """Fine-tune a model as a preset describes, on this machine's GPUs (or CPU)."""
-    import shlex
+    """Fine-tune a model as a preset describes, on this machine's GPUs (or CPU).
 
+    Exit codes: 0 finished (or started with `--detach`), 130 stopped on request, 1 failed, 2 refused.
+    """
+    import shlex
+    import sys
+
+    from tunewiz.atomic import atomic_write_text
     from tunewiz.plan.runplan import write_run_plan
     from tunewiz.preset.files import dump_preset, load_preset
     from tunewiz.run.directory import RunDir
     from tunewiz.train.distributed import resolve_device
-    from tunewiz.train.launcher import Topology, launch, preflight, prepare_run_dir, torchrun_command
-    from tunewiz.ui.live import choose_mode
+    from tunewiz.train.launcher import (
+        Topology,
+        lock_run,
+        preflight,
+        prepare_run_dir,
+        start_run,
+        torchrun_command,
+    )
 
     overrides = list(set_) + ([f"device={device}"] if device else [])
     if report_to is not None:
@@ -88,7 +107,16 @@ def train(
         typer.echo(dump_preset(resolved))
         typer.echo(shlex.join(torchrun_command(run, topology)))
         return
-    run = prepare_run_dir(resolved, run_dir, overwrite=overwrite)
-    write_run_plan(resolved, run, world_size=nproc_per_node * nnodes)
-    code = launch(run, torchrun_command(run, topology), tui=choose_mode(no_tui) == "tui")
+    run = RunDir(run_dir or Path("runs") / resolved.name)
+    lock = lock_run(run, topology, command=shlex.join(["tunewiz", *sys.argv[1:]]), doing="train into it")
+    try:
+        if lock is not None:
+            run = prepare_run_dir(resolved, run.path, overwrite=overwrite)
+            write_run_plan(resolved, run, world_size=nproc_per_node * nnodes)
+        elif not run.config.is_file():  # a joining node leaves the directory to the node holding it
+            atomic_write_text(run.config, dump_preset(resolved))
+        code = start_run(run, torchrun_command(run, topology), lock, no_tui=no_tui, detach=detach)
+    finally:
+        if lock is not None:
+            lock.release()
     raise typer.Exit(code)

@@ -11,18 +11,23 @@ Set in the environment of `tunewiz train`/`resume` (torchrun passes it to every 
     (after the tensors, before the completion marker).
 ``TUNEWIZ_FAULT_NAN=STEP``
     the loss of optimizer step STEP becomes NaN, as a diverging run's would.
+``TUNEWIZ_FAULT_STEP_DELAY=SECONDS``
+    every optimizer step sleeps this long after its update, as a big model's step would take: a
+    test can then signal a process between two steps without racing the run's end.
 """
 
 from __future__ import annotations
 
 import os
 import signal
+import time
 
 import torch
 
 OOM_ENV = "TUNEWIZ_FAULT_OOM_ABOVE_MICRO_BATCH"
 KILL_ENV = "TUNEWIZ_FAULT_KILL"
 NAN_ENV = "TUNEWIZ_FAULT_NAN"
+DELAY_ENV = "TUNEWIZ_FAULT_STEP_DELAY"
 
 
 def check_oom(micro_batch_size: int) -> None:
@@ -41,3 +46,10 @@ def maybe_kill(point: str, step: int) -> None:
 def poison_loss(loss: torch.Tensor, step: int) -> torch.Tensor:
     """The loss, or NaN when `TUNEWIZ_FAULT_NAN` names this optimizer step."""
     return loss * float("nan") if os.environ.get(NAN_ENV) == str(step) else loss
+
+
+def maybe_delay() -> None:
+    """Sleep `TUNEWIZ_FAULT_STEP_DELAY` seconds (no-op when unset)."""
+    delay = float(os.environ.get(DELAY_ENV, "0") or 0)
+    if delay > 0:
+        time.sleep(delay)

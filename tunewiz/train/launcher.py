@@ -1,9 +1,13 @@
 """Preset + run directory → the exact torchrun command and environment; spawn it; hand the run to the
 dashboard.
 
-torchrun runs in its own session (process group), so a terminal Ctrl-C reaches only this process;
-the dashboard then asks the ranks to stop gracefully through the run directory's STOP file. torchrun's
-own output goes to ``RUN_DIR/logs/torchrun.log``; the ranks report failures as events.
+The launcher holds the run directory's lock (tunewiz.run.lock) for the life of the training, from
+before the directory is prepared until every rank has exited. torchrun runs in its own session
+(process group), so a terminal Ctrl-C, SIGHUP or SIGTERM reaches only this process; the dashboard
+then asks the ranks to stop gracefully through the run directory's STOP file. The ranks follow this
+process (``TUNEWIZ_LAUNCHER_PID``, see tunewiz.train.stop): if it dies, they finish the step, save a
+checkpoint and exit. torchrun's own output goes to ``RUN_DIR/logs/torchrun.log``; the ranks report
+failures as events.
 """
 
 from __future__ import annotations
@@ -17,6 +21,8 @@ from pathlib import Path
 from tunewiz.errors import TunewizError
 from tunewiz.preset.schema import Preset
 from tunewiz.run.directory import RunDir
+from tunewiz.run.lock import RunLock, acquire_or_join
+from tunewiz.train.stop import LAUNCHER_PID_ENV
 
 RECIPE_MODULE = "tunewiz.train.recipe"
 
@@ -80,7 +86,7 @@ def torchrun_command(run: RunDir, topology: Topology, *, resume_from: Path | Non
             "--rdzv-endpoint",
             str(topology.rdzv_endpoint),
             "--rdzv-id",
-            run.path.name,
+            rendezvous_id(run),
         ]
     argv += ["-m", RECIPE_MODULE, "--run-dir", str(run.path)]
     if resume_from is not None:
@@ -88,10 +94,47 @@ def torchrun_command(run: RunDir, topology: Topology, *, resume_from: Path | Non
     return argv
 
 
+def rendezvous_id(run: RunDir) -> str:
+    """The id that the launchers of one multi-node run share (torchrun's ``--rdzv-id``); also recorded
+    in the run's lock, so that a launcher of another node joins only its own run."""
+    return run.path.name
+
+
 def torchrun_env() -> dict[str, str]:
+    """This process's environment, plus what the ranks need to follow this launcher."""
     env = dict(os.environ)
     env.setdefault("PYTHONUNBUFFERED", "1")
+    env[LAUNCHER_PID_ENV] = str(os.getpid())
     return env
+
+
+def lock_run(run: RunDir, topology: Topology, *, command: str, doing: str) -> RunLock | None:
+    """Take the run's lock for this launch (or join the node holding it: None).
+
+    Args:
+        run: the run directory (created when missing).
+        topology: this launcher's place in a multi-node run.
+        command: the command line, recorded for other commands' messages.
+        doing: for the refusal, e.g. ``"resume it"``.
+
+    Raises:
+        TunewizError: (exit 2) a live trainer holds the run; see tunewiz.run.lock.
+    """
+    lock = acquire_or_join(
+        run,
+        command=command,
+        rdzv_id=rendezvous_id(run),
+        node_rank=topology.node_rank,
+        nnodes=topology.nnodes,
+        doing=doing,
+    )
+    if lock is not None and lock.taken_over is not None:
+        print(
+            f"note: the previous trainer of {run.path} ({lock.taken_over.describe()}) ended without "
+            "releasing its lock (killed or crashed); this launch takes the run over",
+            file=sys.stderr,
+        )
+    return lock
 
 
 def preflight(preset: Preset) -> None:
@@ -143,11 +186,16 @@ def check_mergeable(preset: Preset, model_dir: Path) -> None:
         )
 
 
+LOCK_FILES = ("lock", "lock.json", "ranks.lock")  # kept by `--overwrite`: the caller holds the lock
+
+
 def prepare_run_dir(preset: Preset, run_dir: Path | None, *, overwrite: bool) -> RunDir:
-    """Create the run directory and write the resolved preset into it.
+    """Create the run directory and write the resolved preset into it. Call it holding the run's lock.
 
     An existing run is never touched unless `overwrite` is given: its checkpoints are for `resume`.
-    A directory whose run never started training (no start event, no checkpoint) is reused.
+    A directory whose run never started training (no start event, no checkpoint) is reused. An
+    overwrite empties the directory but keeps the lock files (deleting a held lock file would let
+    a second trainer lock a new one).
     """
     import shutil
 
@@ -168,7 +216,13 @@ def prepare_run_dir(preset: Preset, run_dir: Path | None, *, overwrite: bool) ->
                 hint=f"continue it with `tunewiz resume {run.path}`, choose another with `--run-dir`, "
                 "or start over with `--overwrite`",
             )
-        shutil.rmtree(run.path)
+        for child in run.path.iterdir():
+            if child.name in LOCK_FILES:
+                continue
+            if child.is_dir() and not child.is_symlink():
+                shutil.rmtree(child)
+            else:
+                child.unlink()
     try:
         run.path.mkdir(parents=True, exist_ok=True)
         atomic_write_text(run.config, dump_preset(preset))
@@ -180,16 +234,52 @@ def prepare_run_dir(preset: Preset, run_dir: Path | None, *, overwrite: bool) ->
     return run
 
 
+def start_run(run: RunDir, argv: list[str], lock: RunLock | None, *, no_tui: bool, detach: bool) -> int:
+    """Run torchrun ``argv`` in this terminal (the dashboard), or hand it and ``lock`` to a background
+    launcher (``detach``) and print how to follow and stop it. Returns the exit code (run status table).
+
+    Args:
+        run: the prepared run directory.
+        argv: the torchrun command.
+        lock: the run's lock held by this process (None for a joining node); the caller releases it
+            (a no-op after a hand-over).
+        no_tui: plain lines instead of the live dashboard.
+        detach: run in the background.
+    """
+    from tunewiz.ui.live import choose_mode
+
+    if not detach:
+        return launch(run, argv, tui=choose_mode(no_tui) == "tui")
+    from tunewiz.train.detach import launcher_log, start_detached
+
+    pid = start_detached(run, argv, lock)
+    print(
+        f"run {run.path} is running in the background (launcher pid {pid})\n"
+        f"  log:    {launcher_log(run)}\n"
+        f"  watch:  tunewiz watch {run.path}\n"
+        f"  stop:   tunewiz stop {run.path}   (graceful: finishes the step and saves a checkpoint)"
+    )
+    return 0
+
+
 def launch(run: RunDir, argv: list[str], *, tui: bool) -> int:
-    """Start torchrun, draw the dashboard until it exits, print the summary; return its exit code."""
+    """Start torchrun, draw the dashboard until every rank has exited, print the summary.
+
+    Call it holding the run's lock. Returns the exit code of the run's life
+    (tunewiz.run.status): 0 finished, 130 stopped on request, 1 failed or interrupted.
+
+    Raises:
+        TunewizError: (exit 1) torchrun failed without an error event from the ranks.
+    """
     from tunewiz.run.events import read_events
+    from tunewiz.run.lock import ranks_running
+    from tunewiz.run.status import EXIT_FAILED, EXIT_FINISHED, EXIT_STOPPED
     from tunewiz.ui.live import make_console, run_dashboard
     from tunewiz.ui.lossplot import write_loss_plot
     from tunewiz.ui.summary import print_summary
 
     log_path = run.path / "logs" / "torchrun.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    run.stop_request.unlink(missing_ok=True)
     with open(log_path, "ab") as log:
         process = subprocess.Popen(
             argv,
@@ -200,19 +290,26 @@ def launch(run: RunDir, argv: list[str], *, tui: bool) -> int:
             start_new_session=True,
         )
         mode = "tui" if tui else "plain"
-        state = run_dashboard(run, process, mode=mode)
+        # Ranks left behind by a killed torchrun agent still finish their step and checkpoint: the
+        # dashboard follows them until they let go of the ranks' lock.
+        state = run_dashboard(run, process, mode=mode, alive=lambda: ranks_running(run))
     code = process.wait()
     try:
         write_loss_plot(read_events(run.events), run.loss_plot)
     except OSError as exc:  # a full disk must not hide the run's own outcome
         print(f"warning: could not write {run.loss_plot}: {exc.strerror or exc}", file=sys.stderr)
     print_summary(state, run, make_console(mode))
-    if code != 0 and state.stop and state.stop.get("reason") == "signal":
-        return 0  # torchrun itself was signalled, but the ranks stopped gracefully and saved
-    if code != 0 and not state.errors:
+    if state.end is not None:
+        return EXIT_FINISHED
+    reason = (state.stop or {}).get("reason")
+    if reason == "signal" or (state.killing and not state.errors):
+        return EXIT_STOPPED  # Ctrl-C, SIGHUP, SIGTERM or `tunewiz stop` (torchrun may exit non-zero)
+    if state.stop is not None or state.errors:
+        return EXIT_FAILED
+    if code != 0:
         tail = log_path.read_text(errors="replace").splitlines()[-15:]
         print("\n".join(tail), file=sys.stderr)
         raise TunewizError(
-            f"torchrun exited with code {code}", hint=f"the full log is `{log_path}`", exit_code=1
+            f"torchrun exited with code {code}", hint=f"the full log is `{log_path}`", exit_code=EXIT_FAILED
         )
-    return code
+    return EXIT_FAILED  # torchrun exited cleanly, yet the ranks wrote neither an end nor a stop

@@ -13,9 +13,7 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
 import sys
-import threading
 import time
 import traceback
 from dataclasses import dataclass
@@ -28,11 +26,13 @@ from tunewiz.errors import TunewizError
 from tunewiz.preset.schema import Preset
 from tunewiz.run.directory import RunDir
 from tunewiz.run.events import EventWriter
+from tunewiz.run.lock import hold_ranks_lock
 from tunewiz.train import distributed as tdist
 from tunewiz.train import faults
 from tunewiz.train.batch_shape import BatchShape, rank_micro_batches, steps_per_epoch
 from tunewiz.train.checkpoint import Progress, load_checkpoint, save_checkpoint
 from tunewiz.train.peak_memory import peak_memory_bytes
+from tunewiz.train.stop import StopFlag
 
 if TYPE_CHECKING:
     from tunewiz.data import Sample
@@ -43,23 +43,6 @@ class StepResult:
     loss: float  # mean cross-entropy over the step's trained tokens, all ranks
     tokens: int  # trained (non-masked) tokens, all ranks
     input_tokens: int  # non-padding input tokens, all ranks (for tokens/s)
-
-
-class StopFlag:
-    """Set by SIGINT/SIGTERM: finish the optimizer step, checkpoint, exit. A second signal exits now."""
-
-    def __init__(self) -> None:
-        self._event = threading.Event()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(sig, self._handle)
-
-    def _handle(self, signum: int, frame: object) -> None:
-        if self._event.is_set():
-            os._exit(128 + signum)
-        self._event.set()
-
-    def is_set(self) -> bool:
-        return self._event.is_set()
 
 
 class FineTune:
@@ -286,6 +269,7 @@ def fit(ft: FineTune, stop: StopFlag, resumed_from: Path | None) -> int:
         step_time = time.perf_counter() - step_start
         p.step += 1
         faults.maybe_kill("step", p.step)
+        faults.maybe_delay()
         p.tokens_total += result.tokens
         p.elapsed += step_time
         p.sample_offset += ft.shape.global_batch
@@ -330,7 +314,8 @@ def fit(ft: FineTune, stop: StopFlag, resumed_from: Path | None) -> int:
                 events.write(
                     "stop",
                     step=p.step,
-                    reason="signal",
+                    reason=stop.reason if stop.is_set() else "signal",
+                    detail=stop.detail if stop.is_set() else None,
                     checkpoint=str(last_checkpoint),
                     resume_command=f"tunewiz resume {run.path}",
                 )
@@ -472,8 +457,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     run = RunDir(args.run_dir)
+    # Held until this process exits, however it exits: no new trainer starts while a rank lives.
+    ranks_lock = hold_ranks_lock(run)  # noqa: F841 (kept open on purpose)
     preset = read_run_preset(run)
-    stop = StopFlag()
+    stop = StopFlag.from_env()
     env = tdist.init_distributed(tdist.resolve_device(preset.device))
     events = EventWriter(run.events)
     if env.is_main:  # experiment trackers (output.report_to) see rank 0's events as they are written

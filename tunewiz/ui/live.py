@@ -3,7 +3,8 @@
 The ranks never draw; they append events and poll ``run_dir.stop_request``. This loop owns the
 terminal and Ctrl-C: the first press creates the STOP file (the ranks finish the current optimizer
 step, save a checkpoint and write a ``stop`` event), the second terminates torchrun's process group,
-and SIGKILL follows if it has not exited after ``KILL_GRACE_S``.
+and SIGKILL follows if it has not exited after ``KILL_GRACE_S``. SIGHUP (the terminal closed) and
+SIGTERM (``kill``, a job scheduler) count as presses too: the first stops the run gracefully.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any, Literal
 
 from rich.console import Console
@@ -26,6 +27,7 @@ from tunewiz.ui.render import plain_lines, render
 from tunewiz.ui.state import DashboardState, apply_event
 
 POLL_S = 0.2  # how often the log is read; also the dashboard's redraw interval
+STOP_SIGNALS = (signal.SIGINT, signal.SIGHUP, signal.SIGTERM)  # each one is a Ctrl-C press
 KILL_GRACE_S = 5.0  # after SIGTERM to the process group, wait this long before SIGKILL
 
 Mode = Literal["tui", "plain"]
@@ -57,8 +59,9 @@ class StopControl:
     """What Ctrl-C does while the dashboard runs.
 
     With a training process: press 1 writes the STOP file, press 2 sends SIGTERM to the torchrun
-    process group, later presses send SIGKILL. Without one (``tunewiz watch``): detach, leaving the
-    run alone.
+    process group, later presses send SIGKILL to it and to the ranks it started (each rank runs in a
+    session of its own, and outlives a killed torchrun). Without one (``tunewiz watch``): detach,
+    leaving the run alone.
 
     Args:
         run_dir: the run whose ``stop_request`` file press 1 creates.
@@ -75,6 +78,8 @@ class StopControl:
         self.created_stop_file = False
         self.kill_at: float | None = None  # monotonic time when SIGKILL follows SIGTERM
         self.notes: list[str] = []  # for plain mode: what each press did, printed by the loop
+        self.ranks: dict[int, Any] = {}  # torchrun's children seen so far (psutil.Process), for SIGKILL
+        self._ranks_seen_at = 0.0
 
     def interrupt(self) -> None:
         """Handle one Ctrl-C (called from the SIGINT handler, or directly in tests)."""
@@ -99,7 +104,10 @@ class StopControl:
             self._signal(signal.SIGKILL)
 
     def poll(self) -> None:
-        """Escalate to SIGKILL once the grace period after SIGTERM is over."""
+        """Note torchrun's ranks now and then; escalate to SIGKILL once the grace after SIGTERM is over."""
+        if self.process is not None and time.monotonic() - self._ranks_seen_at > 2.0:
+            self._ranks_seen_at = time.monotonic()
+            self.ranks.update(_children(self.process.pid))
         if self.kill_at is not None and time.monotonic() >= self.kill_at:
             self.kill_at = None
             if self.process is not None and self.process.poll() is None:
@@ -112,30 +120,63 @@ class StopControl:
 
     def _signal(self, sig: signal.Signals) -> None:
         assert self.process is not None
+        import psutil
+
         try:
             os.killpg(self.process.pid, sig)
         except ProcessLookupError:  # already gone
             pass
+        if sig == signal.SIGKILL:
+            self.ranks.update(_children(self.process.pid))
+            for rank in self.ranks.values():
+                try:
+                    rank.kill()  # psutil checks the pid still names the same process
+                except psutil.Error:
+                    pass
+
+
+def _children(pid: int) -> dict[int, Any]:
+    """``pid``'s children as psutil processes (empty once it has exited)."""
+    import psutil
+
+    try:
+        return {child.pid: child for child in psutil.Process(pid).children()}
+    except psutil.Error:
+        return {}
 
 
 def _batches(
-    run_dir: RunDir, process: subprocess.Popen[Any] | None, control: StopControl, state: DashboardState
+    run_dir: RunDir,
+    process: subprocess.Popen[Any] | None,
+    control: StopControl,
+    state: DashboardState,
+    alive: Callable[[], bool] | None,
 ) -> Iterator[list[dict[str, Any]]]:
-    """Yield batches of new events until the process exits (then drain) or, without one, the run ends."""
+    """Yield batches of new events until the process exits and ``alive()`` is false (then drain) or,
+    without a process, the run ends, the watcher detaches, or ``alive()`` turns false."""
     events = follow(run_dir.events, poll_s=POLL_S)
+    noted = False
     for batch in events:
         yield batch
         control.poll()
         if process is not None:
-            if process.poll() is not None:
-                state.returncode = process.returncode
-                # The last events may have landed between this read and the exit: read to the end.
-                for rest in events:
-                    if not rest:
-                        return
-                    yield rest
-        elif control.detached or state.finished:
+            if process.poll() is None:
+                continue
+            state.returncode = process.returncode
+            if alive is not None and alive():
+                if not noted:
+                    control.notes.append("torchrun exited; waiting for its ranks to finish and exit…")
+                    noted = True
+                continue
+        elif not (control.detached or state.finished or (alive is not None and not alive())):
+            continue
+        if control.detached:
             return
+        # The last events may have landed between this read and the exit: read to the end.
+        for rest in events:
+            if not rest:
+                return
+            yield rest
 
 
 def run_dashboard(
@@ -145,6 +186,7 @@ def run_dashboard(
     mode: Mode,
     plain_every: int = 10,
     console: Console | None = None,
+    alive: Callable[[], bool] | None = None,
 ) -> DashboardState:
     """Follow the run's events and draw them until the run is over; return the final state.
 
@@ -155,19 +197,23 @@ def run_dashboard(
         mode: ``tui`` draws a Rich Live dashboard; ``plain`` prints log lines to stdout.
         plain_every: in plain mode, print a step line every this many steps.
         console: where to draw; by default one made for ``mode``.
+        alive: whether the run still has live processes (the ranks' lock): with a process, the loop
+            also waits for ranks that outlive it; without one, it ends when this turns false.
     """
     console = console or make_console(mode)
     state = DashboardState()
     control = StopControl(run_dir, process, state)
     in_main_thread = threading.current_thread() is threading.main_thread()
     previous = (
-        signal.signal(signal.SIGINT, lambda signum, frame: control.interrupt()) if in_main_thread else None
+        {sig: signal.signal(sig, lambda signum, frame: control.interrupt()) for sig in STOP_SIGNALS}
+        if in_main_thread
+        else {}
     )
     try:
         if mode == "tui":
             # Live restores the cursor and leaves the last frame on screen when the block exits.
             with Live(render(state), console=console, auto_refresh=False, redirect_stderr=False) as live:
-                for batch in _batches(run_dir, process, control, state):
+                for batch in _batches(run_dir, process, control, state, alive):
                     for event in batch:
                         apply_event(state, event)
                     state.now = time.time()
@@ -176,7 +222,7 @@ def run_dashboard(
         else:
             # A resumed launch appends to the log: fold the earlier launches' events silently.
             replay = len(read_events(run_dir.events)) if process is not None else 0
-            for batch in _batches(run_dir, process, control, state):
+            for batch in _batches(run_dir, process, control, state, alive):
                 for event in batch:
                     seen = state.warnings_total
                     apply_event(state, event)
@@ -189,7 +235,7 @@ def run_dashboard(
                 while control.notes:
                     console.out(control.notes.pop(0), highlight=False)
     finally:
-        if previous is not None:
-            signal.signal(signal.SIGINT, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
         control.cleanup()
     return state
