@@ -53,11 +53,13 @@ def _register() -> None:
         presets,
         push,  # Hub push + model card
         resume,
+        stop,  # stop a running run gracefully; unlock a dead one
         train,
         watch,
     )
 
-    for module in (train, resume, watch, presets, doctor, plan, chat, download, push, eval, export, init):
+    modules = (train, resume, watch, stop, presets, doctor, plan, chat, download, push, eval, export, init)
+    for module in modules:
         module.register(app)
 
 

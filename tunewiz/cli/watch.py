@@ -1,4 +1,4 @@
-"""`tunewiz watch RUN_DIR`: attach the dashboard to a running or finished run."""
+"""`tunewiz watch RUN_DIR`: say where a run stands, and follow it live while it runs."""
 
 from __future__ import annotations
 
@@ -16,13 +16,19 @@ def watch(
     no_tui: bool = typer.Option(False, "--no-tui", help="Plain log lines instead of the live dashboard."),
     every: int = typer.Option(10, "--every", min=1, help="In plain mode, print a step line every N steps."),
 ) -> None:
-    """Show the live dashboard of a run started elsewhere; Ctrl-C detaches and leaves it running.
+    """Show a run's state — running, finished, stopped, crashed — and follow it live while it runs;
+    Ctrl-C detaches and leaves it running.
+
+    Exit codes are the run's state when watching ends: 0 finished (or still running after Ctrl-C),
+    130 stopped on request, 1 failed, interrupted or crashed, 2 not a run directory.
 
     Example: `tunewiz watch runs/tiny-lora`
     """
     from tunewiz.errors import TunewizError
     from tunewiz.run.directory import RunDir
     from tunewiz.run.events import read_events
+    from tunewiz.run.lock import probe
+    from tunewiz.run.status import run_status
     from tunewiz.ui import (
         choose_mode,
         fold_events,
@@ -34,17 +40,28 @@ def watch(
     )
 
     run = RunDir(run_dir)
-    if not run.events.is_file():
+    if not run.events.is_file() and not run.config.is_file():
         raise TunewizError(
             f"`{run_dir}` is not a run directory: `{run.events}` does not exist",
             hint="pass the directory `tunewiz train` created, e.g. `tunewiz watch runs/<name>`",
         )
     mode = choose_mode(no_tui)
     console = make_console(mode)
-    state = fold_events(read_events(run.events))
-    if state.finished:
-        # A finished run: draw its final state once, no following.
-        console.print(render(state) if mode == "tui" else status_line(state), highlight=False)
+    status = run_status(run)
+    if status.lock.running:
+        console.out(status.headline(), highlight=False)
+        state = run_dashboard(
+            run, None, mode=mode, plain_every=every, console=console, alive=lambda: probe(run).running
+        )
+        status = run_status(run)
     else:
-        state = run_dashboard(run, None, mode=mode, plain_every=every, console=console)
-    print_summary(state, run, console)
+        state = fold_events(read_events(run.events))
+        if state.end is not None:  # a finished run: draw its final state once
+            console.print(render(state) if mode == "tui" else status_line(state), highlight=False)
+        else:
+            console.out(status.headline(), highlight=False)
+    if status.phase == "stale" or (status.phase == "not_started" and not state.launches):
+        console.out("next:\n" + "".join(f"  {c}\n" for c in status.next_commands()), highlight=False)
+    else:
+        print_summary(state, run, console, running=status.lock.running)
+    raise typer.Exit(status.exit_code)

@@ -21,6 +21,7 @@ from tunewiz.hub.auth import write_token
 from tunewiz.hub.errors import HubContext, explain_hub_error
 from tunewiz.models.loading import HUB_PATTERNS, INDEX_FILE
 from tunewiz.run.directory import RunDir
+from tunewiz.run.lock import probe, refusal
 
 PushKind = Literal["adapter", "merged"]
 BADGE_FILE = "tunewiz-badge.svg"
@@ -71,6 +72,9 @@ def check_run_dir(run_dir: Path) -> RunDir:
             f"`{run_dir}` is not a run directory: `{run.config}` does not exist",
             hint="pass the directory `tunewiz train` created, e.g. `runs/<name>`",
         )
+    status = probe(run)
+    if status.running or status.state == "stale":  # final/ is (re)written when the run ends
+        raise refusal(run, status, doing="push it")
     if not run.final.is_dir():
         latest = run.latest_checkpoint()
         where = f" (its newest checkpoint is `{latest.name}`)" if latest else ""

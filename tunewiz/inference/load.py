@@ -85,6 +85,13 @@ def _has_weights(model_dir: Path) -> bool:
 
 
 def _unfinished_run_error(run: RunDir) -> TunewizError:
+    from tunewiz.run.lock import probe, refusal
+
+    status = probe(run)
+    if status.running or status.state == "stale":  # never hint at `--overwrite` or `resume` of a live run
+        error = refusal(run, status, doing="load its final weights")
+        error.message += "; `final/` is written when it finishes"
+        return error
     latest = run.latest_checkpoint()
     if latest is None:
         return TunewizError(

@@ -195,7 +195,7 @@ def _status(state: DashboardState) -> RenderableType | None:
     if state.stop is not None:
         ckpt = state.stop.get("checkpoint")
         step = state.stop.get("step", state.step)
-        why = "loss became NaN/inf" if state.stop.get("reason") == "nan" else "stopped on request"
+        why = stop_reason_text(state.stop)
         text = Text(
             f"■ stopped at step {step}: {why}",
             style="bold red" if state.stop.get("reason") == "nan" else "bold yellow",
@@ -295,6 +295,16 @@ def status_line(state: DashboardState) -> str:
     return " | ".join(words)
 
 
+def stop_reason_text(stop: dict[str, Any]) -> str:
+    """Why a ``stop`` event stopped the run, in words."""
+    reason = stop.get("reason")
+    if reason == "nan":
+        return "loss became NaN/inf"
+    if reason == "orphaned":
+        return f"stopped because {stop.get('detail') or 'its launcher went away'}"
+    return "stopped on request"
+
+
 def plain_lines(
     event: dict[str, Any], state: DashboardState, new_warnings: list[RunWarning], every: int
 ) -> list[str]:
@@ -349,7 +359,7 @@ def plain_lines(
         if err.traceback:
             lines += ["  " + line for line in err.traceback.rstrip().splitlines()]
     elif kind == "stop":
-        why = "loss became NaN/inf" if event.get("reason") == "nan" else "stopped on request"
+        why = stop_reason_text(event)
         lines.append(
             f"stop: step {event.get('step')}: {why}; last good checkpoint: "
             f"{event.get('checkpoint') or 'none'}"

@@ -66,13 +66,15 @@ def _outputs(state: DashboardState, run_dir: RunDir) -> Text:
     return text
 
 
-def print_summary(state: DashboardState, run_dir: RunDir, console: Console) -> None:
+def print_summary(state: DashboardState, run_dir: RunDir, console: Console, *, running: bool = False) -> None:
     """Print the end-of-run summary: results and next commands, or how to resume.
 
     Args:
         state: the final dashboard state (from ``run_dashboard`` or folded from the log).
         run_dir: the run directory; paths and commands in the summary point into it.
         console: where to print; a colourless console prints plain text.
+        running: the run is still live (``tunewiz watch`` detached from it); otherwise a launch that
+            wrote no end, stop or error crashed.
     """
     run = str(run_dir.path)
     name = state.run or run_dir.path.name
@@ -90,7 +92,7 @@ def print_summary(state: DashboardState, run_dir: RunDir, console: Console) -> N
         out.append("next:\n", style="bold")
         out.append(f"  {_cmd('tunewiz', 'chat', run)}\n  {_cmd('tunewiz', 'eval', run)}\n")
         out.append(f"  {_cmd('tunewiz', 'push', run)} --repo-id <your-user>/{shlex.quote(name)}\n")
-    elif state.stop is not None or state.errors or state.returncode not in (None, 0):
+    elif not running or state.stop is not None or state.errors or state.returncode not in (None, 0):
         nan = state.stop is not None and state.stop.get("reason") == "nan"
         if state.errors:
             for err in state.errors:
@@ -101,10 +103,22 @@ def print_summary(state: DashboardState, run_dir: RunDir, console: Console) -> N
                 f"✗ run {name} stopped at step {state.stop['step']}: the loss became NaN/inf\n",
                 style="bold red",
             )
+        elif state.stop is not None and state.stop.get("reason") == "orphaned":
+            why = state.stop.get("detail") or "its launcher went away"
+            out.append(
+                f"■ run {name} stopped at step {state.stop.get('step', state.step)} because {why}\n",
+                style="bold yellow",
+            )
         elif state.stop is not None:
             out.append(
                 f"■ run {name} stopped at step {state.stop.get('step', state.step)} on request\n",
                 style="bold yellow",
+            )
+        elif state.returncode is None:
+            out.append(
+                f"✗ run {name} crashed at step {state.step}: nothing holds its lock and it wrote no end "
+                "(killed, or the machine went down)\n",
+                style="bold red",
             )
         else:
             out.append(
