@@ -95,6 +95,12 @@ TOPICS: tuple[tuple[str, str, str], ...] = (
     ),
     ("tunewiz/train/checkpoint.py", "Checkpoints", "A checkpoint cannot be written or read."),
     (
+        "tunewiz/run/lock.py",
+        "A run that is still training",
+        "One trainer per run directory: `train`, `resume`, `chat`, `eval` and `push` refuse a run whose "
+        "trainer is alive, and say who holds it (see the run lifecycle guide).",
+    ),
+    (
         "tunewiz/train/resume.py",
         "Resuming",
         "`tunewiz resume` checks the run directory and what `--set` may change on a resumed run.",

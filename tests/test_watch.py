@@ -1,7 +1,7 @@
 """The dashboard against real processes: a writer subprocess appends events while we follow them.
 
 The writer is a few lines of Python using tunewiz.run.events.EventWriter (no torch), standing in for
-rank 0 of a torchrun recipe: it polls the STOP file like the recipe does.
+a launcher and rank 0 of a torchrun recipe: it holds the run's lock and polls the STOP file like they do.
 """
 
 from __future__ import annotations
@@ -22,9 +22,12 @@ from tunewiz.ui import make_console, run_dashboard
 
 WRITER = r"""
 import math, sys, time, pathlib
+from tunewiz.run.directory import RunDir
 from tunewiz.run.events import EventWriter
+from tunewiz.run.lock import RunLock
 
 run_dir, steps, delay, mode = pathlib.Path(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3]), sys.argv[4]
+lock = RunLock.acquire(RunDir(run_dir), command="test writer")
 w = EventWriter(run_dir / "events.jsonl")
 w.write("start", run="demo", model="tiny-llama", method="lora", device="cpu", dtype="float32", world_size=1,
         micro_batch_size=2, grad_accum=1, global_batch_size=2, total_steps=steps, steps_per_epoch=steps,
@@ -44,12 +47,14 @@ for s in range(1, steps + 1):
             "stop", step=s, reason="signal", checkpoint=str(ckpt),
             resume_command=f"tunewiz resume {run_dir}",
         )
+        lock.release()
         sys.exit(0)
 if mode == "end":
     w.write(
         "end", step=steps, elapsed=time.time() - t0, final_dir=str(run_dir / "final"),
         tokens_total=64 * steps,
     )
+lock.release()
 """
 
 
@@ -191,7 +196,9 @@ def test_watch_follows_a_running_run_in_plain_mode(tmp_path: Path) -> None:
     proc.wait(timeout=30)
     steps = [ln.split(" ")[1] for ln in result.stdout.splitlines() if ln.startswith("step ")]
     assert result.returncode == 0, result.stderr
-    assert result.stdout.startswith("start: run demo")
+    headline, second = result.stdout.splitlines()[:2]
+    assert headline.startswith(f"run {run.path} is running (pid ") and ": step " in headline
+    assert second.startswith("start: run demo")
     assert steps == ["1/20", "5/20", "10/20", "15/20", "20/20"]
     assert "end: step 20" in result.stdout and "✓ run demo finished" in result.stdout
 
@@ -242,7 +249,7 @@ def test_ctrl_c_in_watch_detaches_and_restores_the_terminal(tmp_path: Path) -> N
         child = _spawn_watch_tty(run)
         log = io.StringIO()
         child.logfile_read = log
-        child.expect(r"step \d+/600")
+        child.expect(r"step \d+/600 \(\d+%\)")  # the dashboard's line, not the headline before it
         child.sendintr()
         child.expect("run demo is still running")
         child.expect(f"watch it again with: tunewiz watch {run.path}")

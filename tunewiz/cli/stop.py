@@ -83,7 +83,7 @@ def _run_dir(path: Path) -> RunDir:
     from tunewiz.errors import TunewizError
 
     run = RunDir(path)
-    if not run.config.is_file() and not run.events.is_file():
+    if not any(p.is_file() for p in (run.config, run.events, run.path / "lock.json")):
         raise TunewizError(
             f"`{path}` is not a run directory: it has no `config.yaml` and no `events.jsonl`",
             hint="pass the directory `tunewiz train` created, e.g. `runs/<name>`",
