@@ -6,6 +6,8 @@ from pathlib import Path
 
 import typer
 
+LAUNCHER_EXIT_WAIT_S = 60.0  # after a run's last event, how long to wait for its launcher to exit
+
 
 def register(app: typer.Typer) -> None:
     app.command("watch")(watch)
@@ -24,6 +26,8 @@ def watch(
 
     Example: `tunewiz watch runs/tiny-lora`
     """
+    import time
+
     from tunewiz.errors import TunewizError
     from tunewiz.run.directory import RunDir
     from tunewiz.run.events import read_events
@@ -53,6 +57,10 @@ def watch(
         state = run_dashboard(
             run, None, mode=mode, plain_every=every, console=console, alive=lambda: probe(run).running
         )
+        # After the last event the launcher still draws the loss plot and its summary: let it finish.
+        deadline = time.monotonic() + LAUNCHER_EXIT_WAIT_S
+        while state.finished and probe(run).running and time.monotonic() < deadline:
+            time.sleep(0.2)
         status = run_status(run)
     else:
         state = fold_events(read_events(run.events))

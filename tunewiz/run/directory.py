@@ -13,6 +13,8 @@ Layout::
       eval/results.json    lm-eval results
       trackers.json        the experiment tracker runs of this run (tunewiz.tracking), for resume/eval
       tensorboard/         TensorBoard event files (output.report_to: [tensorboard])
+      lock, lock.json      the launcher's lock and who holds it (tunewiz.run.lock)
+      ranks.lock           held by every rank while it runs
 """
 
 from __future__ import annotations

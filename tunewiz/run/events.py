@@ -20,7 +20,9 @@ checkpoint step, path
 oom_fallback step, micro_batch_size, grad_accum (the new values), reason
 warning    message, step (or null)
 error      rank, message, traceback (str or null), step (or null)
-stop       step, reason ("signal" or "nan"), checkpoint (path or null), resume_command
+stop       step, reason ("signal": Ctrl-C, SIGHUP, SIGTERM or `tunewiz stop`; "nan"; "orphaned":
+           the launcher or torchrun agent died), detail (str or null), checkpoint (path or null),
+           resume_command
 end        step, elapsed, final_dir, tokens_total
 ========== ==================================================================================
 

@@ -33,7 +33,6 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Literal
@@ -425,14 +424,6 @@ def hold_ranks_lock(run: RunDir) -> int:
     fd = os.open(_ranks_path(run), os.O_RDWR | os.O_CREAT, 0o644)
     fcntl.flock(fd, fcntl.LOCK_SH)
     return fd
-
-
-def wait_for_ranks(run: RunDir, *, poll_s: float = 0.2) -> Iterator[float]:
-    """Yield the seconds waited so far, every ``poll_s``, until no rank holds ``ranks.lock``."""
-    start = time.monotonic()
-    while ranks_running(run):
-        yield time.monotonic() - start
-        time.sleep(poll_s)
 
 
 def clear_stale(run: RunDir) -> Holder | None:
