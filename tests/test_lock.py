@@ -220,6 +220,8 @@ def test_stop_asks_a_live_run_to_stop_and_reports_its_state(tmp_path: Path, spaw
         stdout=subprocess.PIPE,
         text=True,
     )
+    assert watching.stdout is not None
+    headline = watching.stdout.readline()  # watch has seen the run live before it is stopped
     stopped = _cli("stop", str(run.path), cwd=tmp_path)
     assert stopped.returncode == 130, stopped.stdout + stopped.stderr
     assert f"asked run {run.path} to stop" in stopped.stdout
@@ -232,7 +234,7 @@ def test_stop_asks_a_live_run_to_stop_and_reports_its_state(tmp_path: Path, spaw
     assert again.returncode == 130 and again.stdout.startswith("nothing to stop: ")
     watched, _ = watching.communicate(timeout=60)
     assert watching.returncode == 130, watched
-    assert watched.startswith(f"run {run.path} is running (pid ") and "stopped on request" in watched
+    assert headline.startswith(f"run {run.path} is running (pid ") and "stopped on request" in watched
 
 
 @pytest.mark.parametrize(
