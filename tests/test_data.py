@@ -56,11 +56,12 @@ def _trained(sample: Sample) -> list[int]:
 def test_alpaca_exact_ids_and_mask(tmp_path: Path, bpe: Tokenizer) -> None:
     train, val, stats = build_datasets(_cfg(_jsonl(tmp_path / "d.jsonl", ALPACA[:1])), bpe, seed=0)
     prompt = bpe.encode("<|im_start|>user\nsay hi<|im_end|>\n<|im_start|>assistant\n")
-    reply = bpe.encode("hello world<|im_end|>\n")
+    reply, newline = bpe.encode("hello world<|im_end|>"), bpe.encode("\n")
     (sample,) = train
     # bos first (the model's ChatML template does not emit it); no extra eos: <|im_end|> is a stop token.
-    assert sample.input_ids == [bpe.bos_id, *prompt, *reply]
-    assert sample.labels == [IGNORE_INDEX] * len(prompt) + reply + [IGNORE_INDEX]
+    # The reply is trained through its end-of-turn token; the template's newline after it is not.
+    assert sample.input_ids == [bpe.bos_id, *prompt, *reply, *newline]
+    assert sample.labels == [IGNORE_INDEX] * len(prompt) + reply + [IGNORE_INDEX] * (len(newline) + 1)
     assert val == [] and stats.format == "alpaca" and stats.template == "tokenizer_config.json"
     assert (stats.num_train, stats.truncated, stats.dropped_empty) == (1, 0, 0)
     assert stats.token_lengths == {
@@ -87,9 +88,11 @@ def test_builtin_template_without_stop_token_gets_eos(tmp_path: Path, sp: Tokeni
     (sample,), _, stats = build_datasets(_cfg(path), sp, seed=0)
     assert stats.template == "builtin:chatml"  # no model template: chatml for chat data
     # "<|im_end|>" is plain text to this tokenizer, so eos follows the reply and is trained.
-    assert sample.input_ids[0] == sp.bos_id and sample.input_ids[-1] == sp.eos_id
-    assert sp.decode(_trained(sample)) == "the dog<|im_end|>\n"
-    assert sample.labels[-2] == sp.eos_id
+    # The template's newline after the end-of-turn text stays in the sample, untrained, after eos.
+    eos_at = sample.input_ids.index(sp.eos_id)
+    assert sample.input_ids[0] == sp.bos_id and sp.decode(sample.input_ids[eos_at + 1 :]).strip() == ""
+    assert sp.decode(_trained(sample)) == "the dog<|im_end|>"
+    assert sample.labels[eos_at - 1] == sp.eos_id and _trained(sample)[-1] == sp.eos_id
 
 
 def test_llama2_reply_boundary_token_is_trained(tmp_path: Path, sp: Tokenizer) -> None:

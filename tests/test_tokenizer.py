@@ -184,7 +184,8 @@ def test_builtin_render_exact() -> None:
     )
     assert builtin_template("chatml").segments(messages) == [
         ("<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n", False),
-        ("Yo<|im_end|>\n", True),
+        ("Yo<|im_end|>", True),  # the reply ends with its end-of-turn token, not the newline after it
+        ("\n", False),
     ]
 
 

@@ -107,7 +107,7 @@ def build_datasets(
         rows = rows[: cfg.max_samples]
     fmt: DataFormat = detect_format(rows, source=source) if cfg.format == "auto" else cfg.format
     if prompt is None:
-        template = None if fmt == "text" else resolve_template(cfg.template, tokenizer, fmt)
+        template = None if fmt == "text" else resolve_template(cfg.template, tokenizer, fmt, cfg.thinking)
         prompt = (legacy_prompt_format if legacy else new_prompt_format)(template, tokenizer)
     builder = PromptBuilder(tokenizer, prompt)
 

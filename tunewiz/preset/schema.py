@@ -94,6 +94,13 @@ class DataSection(_Section):
         description="Prompt template. model: the model's chat template; auto: the model's when it has "
         "one, else alpaca for alpaca data and chatml for chat data.",
     )
+    thinking: bool | None = Field(
+        None,
+        description="Qwen3-style templates' `enable_thinking`, fixed into the run's template (so chat, "
+        "eval and the export render the same). false: the prompt ends with an empty <think></think> block "
+        "and the model learns to answer directly; true or null: the template's default (the reply "
+        "starts with its <think> block, which is trained).",
+    )
     max_seq_len: int = Field(
         512,
         gt=0,

@@ -9,9 +9,13 @@ masking, for any template, by rendering prefixes of the conversation:
   end-of-turn token, which the model must learn to emit).
 
 This assumes the template is *prefix-stable*: rendering a prefix of a conversation gives a prefix of
-the full rendering. Templates that rewrite earlier turns (e.g. dropping reasoning from old assistant
-turns) or date-stamp the system prompt can break that; then the assistant piece falls back to the
-message's content found in the rendering, plus an end-of-turn token that directly follows it.
+the full rendering. Templates that rewrite earlier turns (e.g. Qwen3 dropping reasoning from old
+assistant turns) or date-stamp the system prompt can break that; then the assistant piece falls back
+to the message's content found in the rendering, plus an end-of-turn token that directly follows it.
+
+Either way an assistant piece ends with its end-of-turn token: whitespace the template writes after
+it (ChatML's and Gemma's newline) belongs to the next prompt, as the model never generates it (it
+stops at the end-of-turn token).
 """
 
 from __future__ import annotations
@@ -130,6 +134,28 @@ class ChatTemplate:
                 hint="check the conversation's roles, or choose another `data.template`",
             ) from exc
 
+    def with_thinking(self, enabled: bool) -> ChatTemplate:
+        """This template with Qwen3's ``enable_thinking`` switch fixed, written into the template itself
+        (``{%- set enable_thinking = false -%}`` first), so that every path that renders the recorded
+        template (training, chat, eval, the exported ``final/``, GGUF) renders what
+        ``apply_chat_template(..., enable_thinking=enabled)`` renders.
+
+        Args:
+            enabled: False puts the empty ``<think></think>`` block into the prompt (the model answers
+                directly); True lets the model reason first.
+
+        Raises:
+            TunewizError: the template has no ``enable_thinking`` switch.
+        """
+        if "enable_thinking" not in self.template:
+            raise TunewizError(
+                f"data.thinking is set, but chat template `{self.name}` ({self.source}) has no "
+                "`enable_thinking` switch",
+                hint="remove `data.thinking` (it applies to Qwen3-style templates)",
+            )
+        prefix = "{%- set enable_thinking = " + ("true" if enabled else "false") + " -%}"
+        return ChatTemplate(self.name, self.source, prefix + self.template, self.special_tokens)
+
     def segments(self, messages: list[dict[str, str]]) -> list[tuple[str, bool]]:
         """Split ``render(messages)`` into ``(text, is_assistant_output)`` pieces, in order.
 
@@ -154,7 +180,7 @@ class ChatTemplate:
                     i,
                 )
                 continue
-            start, end = span
+            start, end = self._end_at_end_of_turn(full, *span)
             if start > pos:
                 pieces.append((full[pos:start], False))
             pieces.append((full[start:end], True))
@@ -162,6 +188,16 @@ class ChatTemplate:
         if pos < len(full):
             pieces.append((full[pos:], False))
         return pieces
+
+    def _end_at_end_of_turn(self, full: str, start: int, end: int) -> tuple[int, int]:
+        """Cut whitespace that follows the piece's final end-of-turn token off an assistant piece."""
+        piece = full[start:end]
+        stripped = piece.rstrip()
+        if stripped != piece and stripped.endswith(
+            (*_END_OF_TURN, self.special_tokens.get("eos_token") or "\0")
+        ):
+            return start, start + len(stripped)
+        return start, end
 
     def _prefix_span(
         self, messages: list[dict[str, str]], i: int, full: str, pos: int
@@ -185,9 +221,15 @@ class ChatTemplate:
         return len(before), len(through)
 
     def _content_span(self, content: str, full: str, pos: int) -> tuple[int, int] | None:
-        """Fallback: the message's content as rendered, plus a directly following end-of-turn token."""
+        """Fallback: the message's content as rendered, plus a directly following end-of-turn token.
+
+        Reasoning templates (Qwen3) render an earlier turn without its ``<think>...</think>`` block: then
+        the answer after the block is what the rendering holds."""
         stripped = content.strip()
         start = full.find(stripped, pos) if stripped else -1
+        if start < 0 and "</think>" in stripped:
+            stripped = stripped.split("</think>")[-1].strip()
+            start = full.find(stripped, pos) if stripped else -1
         if start < 0:
             return None
         end = start + len(stripped)
@@ -284,15 +326,24 @@ def load_model_template(
     return None
 
 
-def resolve_template(choice: str, tokenizer: Tokenizer, data_format: str) -> ChatTemplate:
-    """The template a run uses, from ``data.template``.
+def resolve_template(
+    choice: str, tokenizer: Tokenizer, data_format: str, thinking: bool | None = None
+) -> ChatTemplate:
+    """The template a run uses, from ``data.template`` (and ``data.thinking``).
 
     Args:
         choice: ``model`` (the model's, an error if it has none), ``auto`` (the model's if any, else
             alpaca for alpaca data and chatml otherwise) or a built-in name.
         tokenizer: the model's tokenizer (its template and special tokens).
         data_format: the resolved data format (``alpaca``, ``chat`` or ``text``).
+        thinking: Qwen3's ``enable_thinking`` fixed into the template (see ``ChatTemplate.with_thinking``),
+            or None for the template's default.
     """
+    template = _resolve_template(choice, tokenizer, data_format)
+    return template if thinking is None else template.with_thinking(thinking)
+
+
+def _resolve_template(choice: str, tokenizer: Tokenizer, data_format: str) -> ChatTemplate:
     if choice == "model":
         if tokenizer.chat_template is None:
             raise TunewizError(
