@@ -201,3 +201,30 @@ def test_disk_full_keeps_the_last_checkpoint(
         assert _final_bytes(run) == _final_bytes(uninterrupted)
     finally:
         subprocess.run(["umount", str(disk)], capture_output=True)
+
+
+def test_a_run_made_before_prompt_json_resumes_with_its_old_prompt_rule(
+    tmp_path: Path, tiny_model_dir: Path, tiny_dataset: Path
+) -> None:
+    """A run from an older tunewiz has checkpoints but no prompt.json: resume keeps the rule it trained
+    with (bos id before the rendering, eos after every reply), says so once, and records it."""
+    import json
+
+    preset = write_preset(tmp_path / "old.yaml", tiny_model_dir, tiny_dataset)
+    run = tmp_path / "runs" / "old"
+    killed = cli("train", str(preset), "--no-tui", cwd=tmp_path, env={"TUNEWIZ_FAULT_KILL": "step@3"})
+    assert killed.returncode != 0
+    (run / "prompt.json").unlink()  # as an older tunewiz left it
+    resumed = cli("resume", str(run), "--no-tui", cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    warnings = [e["message"] for e in events(run) if e["event"] == "warning"]
+    assert len(warnings) == 1 and "has no prompt.json" in warnings[0]
+    assert "warning:" in resumed.stdout and "has no prompt.json" in resumed.stdout
+    record = json.loads((run / "prompt.json").read_text())
+    assert (record["bos"], record["eos"], record["template_source"]) == (
+        "prepended",
+        "every_reply",
+        "builtin:alpaca",
+    )
+    # final/ says it the only way a template can: bos rendered first.
+    assert (run / "final" / "chat_template.jinja").read_text() == "{{ bos_token }}" + record["template"]

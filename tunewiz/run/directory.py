@@ -5,6 +5,8 @@ Layout::
     runs/<name>/
       config.yaml          resolved preset (every default filled in)
       plan.json            the planner's plan for this run (when one was made)
+      prompt.json          the chat template and bos/eos rule the run trained with (tunewiz.text.prompt);
+                           after training the only source for chat, eval, final/ and GGUF prompts
       events.jsonl         rank 0's event log (see tunewiz.run.events)
       checkpoints/step-N/  step checkpoints; complete only once COMPLETE exists
       final/               adapter/ (PEFT) and/or merged model.safetensors, config.json,
