@@ -249,3 +249,33 @@ def test_license_and_local_base_model(tmp_path: Path) -> None:
 def test_hub_ids(path: str, model: str | None, dataset: str | None) -> None:
     assert hub_model_id(path) == model
     assert hub_dataset_id(path) == dataset
+
+
+@pytest.mark.parametrize(
+    ("record_template", "data_template", "chat_snippet"),
+    [
+        ("{{ bos_token }}<chatml template>", "chatml", True),  # final/ holds the trained ChatML
+        (None, "auto", False),  # plain-text run: no template was trained
+    ],
+)
+def test_card_prompts_with_the_template_the_run_recorded(
+    tmp_path: Path, record_template: str | None, data_template: str, chat_snippet: bool
+) -> None:
+    import json
+
+    from tunewiz.hub.modelcard import read_card_facts
+    from tunewiz.preset.files import dump_preset
+    from tunewiz.run.directory import RunDir
+    from tunewiz.text.prompt import PromptFormat, write_prompt_record
+
+    run = RunDir(tmp_path / "run")
+    (run.final).mkdir(parents=True)
+    run.config.write_text(dump_preset(_preset(**{"data.template": data_template})))
+    run.events.write_text("".join(json.dumps(e) + "\n" for e in EVENTS))
+    (run.final / "tokenizer_config.json").write_text(json.dumps({"chat_template": "{{ messages }}"}))
+    bos = "in_template" if record_template else "prepended"
+    write_prompt_record(run.path, PromptFormat(record_template, "chatml", "builtin:chatml", bos))
+    facts = read_card_facts(run)
+    assert facts.has_chat_template is chat_snippet
+    text, _ = render_model_card(facts, repo_id="alice/x", kind="merged")
+    assert ("apply_chat_template" in text) is chat_snippet

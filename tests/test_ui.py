@@ -439,3 +439,42 @@ def test_importing_the_dashboard_does_not_import_matplotlib() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.split() == ["False", "False"]
+
+
+def test_truncated_and_dropped_samples_show_in_dashboard_plain_lines_and_summary() -> None:
+    from tunewiz.run.directory import RunDir
+    from tunewiz.ui.render import plain_lines
+    from tunewiz.ui.summary import print_summary
+
+    events = normal_run(3)
+    events[0] = {
+        **events[0],
+        "num_train_samples": 90,
+        "num_val_samples": 4,
+        "truncation": {
+            "mode": "right",
+            "max_seq_len": 128,
+            "train": {"truncated": 3, "dropped_long": 2, "dropped_empty": 1},
+            "validation": {"truncated": 0, "dropped_long": 1, "dropped_empty": 0},
+        },
+        "token_lengths": {"p50": 60, "p95": 140, "max": 512},
+    }
+    events.append({"event": "end", "time": 1100, "step": 3, "elapsed": 3.0, "final_dir": "runs/demo/final"})
+    state = fold_events(events)
+    note = (
+        "6 of 98 samples are longer than max_seq_len 128: 3 truncated (right), 3 dropped "
+        "(train 3 truncated / 2 dropped, validation 0 truncated / 1 dropped); "
+        "token lengths p50 60, p95 140, max 512"
+    )
+    text, _ = capture(render(state), width=300)
+    assert note in text
+    lines = plain_lines(events[0], fold_events(events[:1]), [], every=1)
+    assert f"warning: {note}" in lines
+    assert any(line.startswith("hint: raise `data.max_seq_len`") for line in lines)
+    console = Console(record=True, width=300, file=io.StringIO())
+    print_summary(state, RunDir(Path("runs/demo")), console)
+    summary = console.export_text()
+    assert note in summary and "hint: raise `data.max_seq_len`" in summary
+    # Nothing cut: nothing said.
+    quiet = fold_events(normal_run(3))
+    assert "max_seq_len" not in capture(render(quiet), width=300)[0]

@@ -91,7 +91,8 @@ class CardFacts:
         stats: from ``events.jsonl``.
         eval: ``eval/results.json``, or None when the run was not evaluated.
         model_type: ``llama``, ``mistral``, ``qwen2`` (``final/config.json``), or None.
-        has_chat_template: the tokenizer in ``final/`` carries a chat template.
+        has_chat_template: the tokenizer in ``final/`` carries the chat template the run trained with
+            (its ``prompt.json``; for older runs: final/ has one and ``data.template`` was the model's).
     """
 
     preset: Preset
@@ -162,8 +163,17 @@ def read_card_facts(run: RunDir) -> CardFacts:
         read_training_stats(read_events(run.events)),
         results,
         model_type,
-        _has_chat_template(run.final),
+        _trained_template_in_final(run, preset.data.template),
     )
+
+
+def _trained_template_in_final(run: RunDir, data_template: str) -> bool:
+    from tunewiz.text.prompt import read_prompt_record
+
+    record = read_prompt_record(run.path)
+    if record is not None:  # final/ was exported with the recorded template
+        return record.template is not None
+    return _has_chat_template(run.final) and data_template in ("auto", "model")
 
 
 def _has_chat_template(folder: Path) -> bool:
@@ -431,7 +441,7 @@ def _usage_section(facts: CardFacts, repo_id: str, kind: str, base_id: str | Non
 
 def _prompt_snippet(facts: CardFacts) -> str:
     template = facts.preset.data.template
-    if facts.has_chat_template and template in ("auto", "model"):
+    if facts.has_chat_template:
         return (
             'messages = [{"role": "user", "content": "Explain LoRA in one sentence."}]\n'
             "inputs = tokenizer.apply_chat_template(messages, add_generation_prompt=True, "
