@@ -45,6 +45,10 @@ CPU_PROCESS_BYTES = 340 * MiB
 ALLOCATOR_SLACK = 0.05  # caching-allocator fragmentation, as a share of the tensors' peak
 ERROR_BAND = {"cuda": 0.10, "cpu": 0.10}  # ± share of the predicted peak (see the module docstring)
 
+ADAMW8BIT_BLOCK = 256  # torchao AdamW8bit: one fp32 scale per 256 quantized state values
+ADAMW8BIT_BYTES_PER_STATE = 1 + 4 / ADAMW8BIT_BLOCK
+OFFLOAD_BLOCKS_IN_FLIGHT = 2  # offloading keeps the block being offloaded/prefetched and its neighbour
+
 _BYTES = {"bf16": 2, "fp32": 4}
 _ATTN_TARGETS = ("q_proj", "k_proj", "v_proj")
 _MLP_IN_TARGETS = ("gate_proj", "up_proj")
@@ -65,7 +69,15 @@ class PlanInputs:
         num_devices: data-parallel ranks; with more than one, FSDP2 shards weights, grads and
             optimizer state over them.
         device: ``cuda`` or ``cpu``; only the fixed overheads differ.
-        optimizer: ``adamw`` (two states per trained parameter, in ``dtype``; foreach kernels).
+        optimizer: ``adamw`` (two states per trained parameter, in ``dtype``) or ``adamw8bit``
+            (torchao's ``AdamW8bit``: both states in 8 bits + one fp32 scale per 256 values).
+        optimizer_in_backward: each parameter is stepped as soon as its gradient is complete and the
+            gradient is freed (torchtune's ``optimizer_in_bwd``): no step where all grads exist.
+        activation_offloading: saved activations go to CPU memory in forward and come back in
+            backward; the GPU holds those of about two blocks at a time (CUDA only: on CPU it is moot).
+        foreach_step: AdamW's step with foreach kernels, which allocate sqrt(exp_avg_sq) for all
+            parameters at once. None: tunewiz's choice (``tunewiz/train/optim.py``): fused kernels on
+            CUDA (no temporary), foreach on CPU. Peers' recipes set it explicitly.
         loss: ``chunked`` (tunewiz's loss: fp32 logits for 1024 tokens at a time) or ``full``
             ([N, V] fp32 logits at once, as a naive ``cross_entropy(model(x).float())``).
     """
@@ -79,8 +91,22 @@ class PlanInputs:
     activation_checkpointing: bool = False
     num_devices: int = 1
     device: Device = "cuda"
-    optimizer: Literal["adamw"] = "adamw"
+    optimizer: Literal["adamw", "adamw8bit"] = "adamw"
+    optimizer_in_backward: bool = False
+    activation_offloading: bool = False
+    foreach_step: bool | None = None
     loss: Literal["chunked", "full"] = "chunked"
+
+    @property
+    def savers(self) -> tuple[str, ...]:
+        """The memory savers this configuration uses, in the words the verdicts print."""
+        on = (
+            ("activation checkpointing", self.activation_checkpointing),
+            ("activation offloading", self.activation_offloading),
+            ("8-bit AdamW", self.optimizer == "adamw8bit"),
+            ("optimizer step in backward", self.optimizer_in_backward),
+        )
+        return tuple(name for name, used in on if used)
 
 
 @dataclass(frozen=True)
@@ -211,8 +237,9 @@ def estimate(arch: LlamaConfig, inputs: PlanInputs) -> MemoryPlan:
     if full:
         weights = e * total
         reasons.append(
-            f"full fine-tune: every parameter trained; weights, grads and both AdamW states in "
-            f"{i.dtype} (no fp32 master copy): {4 * e} B per parameter before sharding"
+            f"full fine-tune: every parameter trained; weights, grads and AdamW states in "
+            f"{i.dtype} (no fp32 master copy)"
+            + (f": {4 * e} B per parameter before sharding" if i.optimizer == "adamw" else "")
         )
     elif i.method == "qlora":
         weights = int(NF4_BYTES_PER_PARAM * linear) + e * (other + adapters)
@@ -225,10 +252,24 @@ def estimate(arch: LlamaConfig, inputs: PlanInputs) -> MemoryPlan:
         reasons.append(f"LoRA: frozen base and adapters on {', '.join(targets)} in {i.dtype} ({e} B/param)")
     weights //= n_dev
 
-    # --- trainable state: grads + AdamW exp_avg/exp_avg_sq (e + 2e B), sharded. The foreach step
-    # (optim.py, foreach=True) allocates sqrt(exp_avg_sq) for the whole group: +e B per trained param
-    # while the step runs; the step happens after backward freed the activations.
-    grads, states, step_temp = e * trained // n_dev, 2 * e * trained // n_dev, e * trained // n_dev
+    # --- trainable state: grads (e B per trained param) + AdamW's two states (e B each, or 8 bits + a
+    # scale with adamw8bit), sharded. The step's temporary: foreach AdamW allocates sqrt(exp_avg_sq) for
+    # the whole group (+e B per trained param); fused AdamW (tunewiz on CUDA) none; torchao's 8-bit step
+    # dequantizes one parameter's two states to fp32 at a time (8 B × the largest trained tensor).
+    largest = _largest_trained(arch, i, targets)
+    foreach = i.foreach_step if i.foreach_step is not None else i.device == "cpu"
+    if i.optimizer == "adamw8bit":
+        states = int(2 * ADAMW8BIT_BYTES_PER_STATE * trained) // n_dev
+        step_temp = 8 * largest // n_dev
+    else:
+        states = 2 * e * trained // n_dev
+        step_temp = (e * (largest if i.optimizer_in_backward else trained) if foreach else 0) // n_dev
+    grads = e * trained // n_dev
+    if i.optimizer_in_backward:
+        # Each grad is stepped and freed as soon as it is complete: the largest one is alive at a time
+        # (a tied embedding's grad from the loss until the embedding lookup, so all of backward).
+        tied = _root_params(arch) if full and arch.tie_word_embeddings else 0
+        grads = e * max(largest, tied) // n_dev
 
     saved, block_transient = _activations(arch, i, e, targets)
     loss = _loss_bytes(arch, i, e)
@@ -242,16 +283,18 @@ def estimate(arch: LlamaConfig, inputs: PlanInputs) -> MemoryPlan:
     # optimizer step: all grads + states + its temporary, activations gone. AdamW's states live from
     # the first step on, so every phase holds them. In a full fine-tune the grads grow while the
     # activations shrink through backward, so its end (all grads, no activations) is a phase too.
-    root_grads = e * _root_params(arch) // n_dev if full else grads
+    root_grads = e * _root_params(arch) // n_dev if full and not i.optimizer_in_backward else grads
+    # With the step in backward, a parameter's update (and its temporary) happens while backward runs.
+    in_bwd_step = step_temp if i.optimizer_in_backward else 0
     phases = {
-        "loss": saved + loss + root_grads,
-        "blocks": saved + block_transient + root_grads,
-        "end of backward": grads + (block_transient if full else 0),
-        "optimizer step": grads + step_temp,
+        "loss": saved + loss + root_grads + in_bwd_step,
+        "blocks": saved + block_transient + root_grads + in_bwd_step,
+        "end of backward": grads + (block_transient if full else 0) + in_bwd_step,
+        "optimizer step": 0 if i.optimizer_in_backward else grads + step_temp,
     }
     phase = max(phases, key=lambda k: phases[k])
     if phase in ("loss", "blocks"):
-        trainable_state = states + root_grads
+        trainable_state = states + root_grads + in_bwd_step
         activations, logits = saved + max(0, block_transient - loss), loss
     else:
         trainable_state, activations, logits = states + phases[phase], 0, 0
@@ -261,7 +304,8 @@ def estimate(arch: LlamaConfig, inputs: PlanInputs) -> MemoryPlan:
             "loss": " (all saved activations + one loss chunk's fp32 logits)",
             "blocks": " (all saved activations + one block's backward)",
             "end of backward": " (all grads, activations freed)",
-            "optimizer step": " (all grads + AdamW states + the foreach step's sqrt temporary)",
+            "optimizer step": " (all grads + AdamW states"
+            + (" + the foreach step's sqrt temporary)" if step_temp else ")"),
         }[phase]
     )
 
@@ -282,6 +326,15 @@ def estimate(arch: LlamaConfig, inputs: PlanInputs) -> MemoryPlan:
         if i.activation_checkpointing
         else "no activation checkpointing: every block keeps its saved tensors until backward"
     )
+    if i.optimizer == "adamw8bit":
+        reasons.append("8-bit AdamW (torchao): both states in 8 bits + a fp32 scale per 256 values")
+    if i.optimizer_in_backward:
+        reasons.append("optimizer step in backward: each gradient is applied and freed as it is produced")
+    if i.activation_offloading and i.device == "cuda":
+        reasons.append(
+            f"activation offloading: saved activations wait in CPU memory; {OFFLOAD_BLOCKS_IN_FLIGHT} blocks' "
+            "worth stay on the GPU"
+        )
     breakdown = MemoryBreakdown(weights, trainable_state, activations, logits, gather, overhead)
     return MemoryPlan(i, breakdown, ERROR_BAND[i.device], trained, total + adapters, tuple(reasons))
 
@@ -384,6 +437,8 @@ def _activations(arch: LlamaConfig, i: PlanInputs, e: int, targets: tuple[str, .
     tail = 4 * arch.hidden_size + 4 + e * arch.hidden_size * (2 if i.method == "full" else 1) + 16
     # RoPE tables cos/sin [B, T, hd] e, shared by every block.
     rope = 2 * e * arch.head_dim
+    if i.activation_offloading and i.device == "cuda":
+        layers = min(layers, OFFLOAD_BLOCKS_IN_FLIGHT)  # the rest wait in CPU memory
     if i.activation_checkpointing:
         # Each checkpointed block keeps its input [N, D] e; in backward one block is recomputed.
         saved, transient = layers * e * arch.hidden_size, block + _block_backward_temp_per_token(arch, e)
@@ -418,5 +473,29 @@ def _fsdp_buffers(arch: LlamaConfig, i: PlanInputs, e: int, full: bool, n_dev: i
     return stored * (root + 2 * layer) + (e * layer if full else 0) - (stored * (root + 2 * layer)) // n_dev
 
 
+def _largest_trained(arch: LlamaConfig, i: PlanInputs, targets: tuple[str, ...]) -> int:
+    """Elements of the largest trained tensor (the unit of per-parameter optimizer work)."""
+    shapes = _projection_shapes(arch)
+    if i.method == "full":
+        return max(arch.vocab_size * arch.hidden_size, *(a * b for a, b in shapes.values()))
+    return max((i.lora_rank * max(shapes[t]) for t in targets if t in shapes), default=0)
+
+
 def _root_params(arch: LlamaConfig) -> int:
     return arch.vocab_size * arch.hidden_size * (1 if arch.tie_word_embeddings else 2) + arch.hidden_size
+
+
+def allocator_view(plan: MemoryPlan, kind: str) -> int:
+    """The plan's peak as a CUDA memory statistic sees it, for comparing with published measurements.
+
+    ``torch.cuda.max_memory_allocated`` / ``active_bytes`` count tensors only; ``max_memory_reserved``
+    adds the caching allocator's slack; neither counts the CUDA context or NCCL's buffers, which
+    ``nvidia-smi`` (and a fit verdict) does.
+
+    Args:
+        plan: a CUDA plan from :func:`estimate`.
+        kind: ``allocated``, ``reserved`` or ``unknown`` (treated as reserved: the larger).
+    """
+    b = plan.breakdown
+    tensors = b.total - b.overhead
+    return tensors if kind == "allocated" else tensors + int(ALLOCATOR_SLACK * tensors)
