@@ -145,8 +145,8 @@ def setup(r: dict[str, str]) -> tuple[str | None, PlanInputs | None, str]:
         )
     if r["row"] == "17":
         skip = (
-            "the same config is also published as 15.57 GB reserved (rows 22, 24); this 17.18 GB first appeared "
-            "as an estimate on an A100 with an artificial memory limit (README @a95c6b931)"
+            "the same config is also published as 15.57 GB reserved (rows 22, 24); this 17.18 GB first "
+            "appeared as an estimate on an A100 with an artificial memory limit (README @a95c6b931)"
         )
     if src == "torchtune" and r["packed"] == "no" and seq == 512:
         loss = "full"  # torchtune before chunked CE: fp32 [N, V] logits
@@ -255,7 +255,8 @@ def main(argv: list[str] | None = None) -> int:
             tag = "" if r.like_for_like else f"  [not like for like: {r.why}]"
             print(f"{r.row:3d} {r.label:62s} {r.published / GiB:6.2f} {pred} {err}{tag}")
     like = sum(r.like_for_like for r in rows)
-    print(f"\n{like} like-for-like rows of {len(rows)}; median |error| {median:.1%} (limit {MEDIAN_LIMIT:.0%})")
+    print(f"\n{like} like-for-like rows of {len(rows)}; median |error| {median:.1%}", end="")
+    print(f" (limit {MEDIAN_LIMIT:.0%})")
     for r in off:
         print(f"off by more than 15%: row {r.row} {r.label}: {r.error:+.0%}")
     for r in under:

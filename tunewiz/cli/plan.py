@@ -36,7 +36,11 @@ def plan(
         None, "--gpu-memory", help="Per-GPU memory: 24GB, 24GiB or 24.", rich_help_panel=_HW
     ),
     as_json: bool = typer.Option(False, "--json", help="Print the plan as JSON (for scripts)."),
-    list_models: bool = typer.Option(False, "--list-models", help="List the model catalog and exit."),
+    list_models: bool = typer.Option(
+        False,
+        "--list-models",
+        help="List the catalog with each model's fit verdict on the machine; exit.",
+    ),
 ) -> None:
     """Predict peak memory per device, say whether it fits, and what would.
 
@@ -46,7 +50,7 @@ def plan(
     from tunewiz.plan.request import build_request
 
     if list_models:
-        _print_catalog(as_json)
+        _print_catalog(as_json, method, seq_len, micro_batch, gpus, gpu_memory)
         return
     request, catalog_model, machine = build_request(
         preset,
@@ -71,29 +75,42 @@ def plan(
     Console(highlight=False).print(render_recommendation(rec))
 
 
-def _print_catalog(as_json: bool) -> None:
-    from tunewiz.models.catalog import catalog_models, format_params
+def _print_catalog(
+    as_json: bool,
+    method: str | None,
+    seq_len: int | None,
+    micro_batch: int | None,
+    gpus: int | None,
+    gpu_memory: str | None,
+) -> None:
+    from tunewiz.models.catalog import catalog_models
+    from tunewiz.plan.fit_table import MEMORY_COLUMN, fit_line, model_fits
+    from tunewiz.plan.recommend import PlanRequest
+    from tunewiz.plan.request import machine_for
 
-    models = catalog_models()
+    machine = machine_for(gpus, gpu_memory)
+    request = PlanRequest(method=method, seq_len=seq_len, micro_batch=micro_batch)
+    listed = model_fits(machine, catalog_models(), request)
     if as_json:
-        typer.echo(
-            json.dumps(
-                [
-                    {
-                        "name": m.name,
-                        "repo_id": m.repo_id,
-                        "params": m.params,
-                        "license": m.license,
-                        "gated": m.gated,
-                        "chat_template": m.chat_template,
-                        "max_context": m.max_context,
-                    }
-                    for m in models
-                ],
-                indent=2,
-            )
-        )
+        rows = [
+            {
+                "name": m.name,
+                "repo_id": m.repo_id,
+                "params": m.params,
+                "license": m.license,
+                "gated": m.gated,
+                "chat_template": m.chat_template,
+                "max_context": m.max_context,
+                "verdict": rec.verdict.kind,
+                "savers": list(rec.plan.inputs.savers) if rec.fits else [],
+                "method": rec.plan.inputs.method,
+                "micro_batch": rec.plan.inputs.micro_batch,
+                "peak_bytes": rec.plan.peak,
+            }
+            for m, rec in listed
+        ]
+        typer.echo(json.dumps({"machine": machine.name, "models": rows}, indent=2))
         return
-    for m in models:
-        gated = " (gated)" if m.gated else ""
-        typer.echo(f"{m.name:26s} {format_params(m.params):>7s}  {m.repo_id}{gated}")
+    typer.echo(f"fit verdicts for {machine.name} ({MEMORY_COLUMN}):")
+    for m, rec in listed:
+        typer.echo(f"{fit_line(m, rec)}  {m.repo_id}")

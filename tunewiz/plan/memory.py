@@ -332,8 +332,8 @@ def estimate(arch: LlamaConfig, inputs: PlanInputs) -> MemoryPlan:
         reasons.append("optimizer step in backward: each gradient is applied and freed as it is produced")
     if i.activation_offloading and i.device == "cuda":
         reasons.append(
-            f"activation offloading: saved activations wait in CPU memory; {OFFLOAD_BLOCKS_IN_FLIGHT} blocks' "
-            "worth stay on the GPU"
+            "activation offloading: saved activations wait in CPU memory; "
+            f"{OFFLOAD_BLOCKS_IN_FLIGHT} blocks' worth stay on the GPU"
         )
     breakdown = MemoryBreakdown(weights, trainable_state, activations, logits, gather, overhead)
     return MemoryPlan(i, breakdown, ERROR_BAND[i.device], trained, total + adapters, tuple(reasons))

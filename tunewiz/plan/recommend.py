@@ -2,8 +2,9 @@
 choice; when nothing fits, say what would. Pure Python: no torch.
 
 Choices the caller fixes (a preset's values, a flag) are kept and their reason says so; the rest are
-searched: method (LoRA, then QLoRA), activation checkpointing (off first: it costs ~30% speed),
-micro-batch (the largest power of two that fits), LoRA rank.
+searched: method (LoRA, then QLoRA), memory savers (none first: each costs speed, see ``SAVER_COST``),
+micro-batch (the largest power of two that fits), LoRA rank. Whether a configuration fits is decided
+by :func:`tunewiz.plan.verdict.judge`, the one rule every surface uses.
 """
 
 from __future__ import annotations
@@ -11,17 +12,28 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass, field
-from typing import Literal
 
 from tunewiz.models.catalog import CATALOG, CatalogModel, format_params
+from tunewiz.models.config import LlamaConfig
 from tunewiz.plan.hardware import GiB, Machine
 from tunewiz.plan.memory import MemoryPlan, PlanInputs, estimate
+from tunewiz.plan.verdict import Verdict, judge
 
-DEFAULT_MARGIN = 0.10  # share of device memory left free on top of the plan's error band
 DEFAULT_SEQ_LEN = 2048
 MAX_MICRO_BATCH = 64
 
-Verdict = Literal["fits", "fits with activation checkpointing", "does not fit"]
+# Step time with each saver relative to without it. Checkpointing recomputes the forward (~1/3 more
+# compute); offloading copies every saved activation to the host and back (synchronous
+# `save_on_cpu`: PCIe-bound, about as costly as checkpointing on a consumer card); 8-bit AdamW
+# (de)quantizes the states in the step (a few % of a full fine-tune's step, nothing for LoRA); the step
+# in backward costs nothing but forbids accumulation and clipping. Measured on CPU where it can be:
+# bench/RESULTS.md, "Memory savers".
+SAVER_COST = {
+    "activation checkpointing": 4 / 3,
+    "activation offloading": 4 / 3,
+    "8-bit AdamW": 1.05,
+    "optimizer step in backward": 1.0,
+}
 
 
 @dataclass(frozen=True)
@@ -37,6 +49,10 @@ class PlanRequest:
         lora_targets: adapter targets (default ``q_proj, v_proj``, as the preset schema).
         dtype: ``bf16`` or ``fp32`` (default: bf16 on GPUs that support it, fp32 on CPU).
         target_global_batch: sequences per optimizer step over all devices (sets accumulation).
+        optimizer: ``adamw`` or ``adamw8bit`` (None: searched, full fine-tuning only).
+        optimizer_in_backward: step each parameter in backward (None: offered when allowed and needed).
+        activation_offloading: keep saved activations in CPU memory (None: searched, CUDA only).
+        grad_clipping: ``train.max_grad_norm`` is set (the default); it rules out the step in backward.
     """
 
     method: str | None = None
@@ -47,6 +63,10 @@ class PlanRequest:
     lora_targets: tuple[str, ...] = ("q_proj", "v_proj")
     dtype: str | None = None
     target_global_batch: int = 16
+    optimizer: str | None = None
+    optimizer_in_backward: bool | None = None
+    activation_offloading: bool | None = None
+    grad_clipping: bool = True
 
 
 @dataclass(frozen=True)
@@ -56,11 +76,9 @@ class Recommendation:
     Args:
         model: the model planned for.
         machine: the machine planned for.
-        verdict: ``fits``, ``fits with activation checkpointing`` or ``does not fit``.
+        verdict: from :func:`tunewiz.plan.verdict.judge`: fits / fits with savers / does not fit.
         plan: the memory plan of the chosen configuration (of the smallest tried when nothing fits).
         grad_accum: micro-batches per optimizer step.
-        capacity: bytes per device the plan may use (device memory minus the safety margin).
-        margin: the safety margin, as a share of device memory.
         reasons: one sentence per choice, saying where each value came from.
         alternatives: when it does not fit: what would (a smaller model, fewer tokens, more GPUs, QLoRA).
     """
@@ -70,14 +88,12 @@ class Recommendation:
     verdict: Verdict
     plan: MemoryPlan
     grad_accum: int
-    capacity: int
-    margin: float
     reasons: tuple[str, ...] = field(default=())
     alternatives: tuple[str, ...] = field(default=())
 
     @property
     def fits(self) -> bool:
-        return self.verdict != "does not fit"
+        return self.verdict.fits
 
     @property
     def global_batch(self) -> int:
@@ -88,12 +104,14 @@ class Recommendation:
         return {
             "model": {"name": self.model.name, "repo_id": self.model.repo_id, "params": self.model.params},
             "machine": dataclasses.asdict(self.machine),
-            "verdict": self.verdict,
+            "verdict": self.verdict.kind,
+            "savers": list(self.plan.inputs.savers),
+            "verdict_explained": self.verdict.explain(),
             "fits": self.fits,
             "grad_accum": self.grad_accum,
             "global_batch": self.global_batch,
-            "capacity_bytes": self.capacity,
-            "margin": self.margin,
+            "memory_per_device_bytes": self.verdict.memory,
+            "error_band": self.verdict.band,
             "plan": self.plan.as_dict(),
             "reasons": list(self.reasons),
             "alternatives": list(self.alternatives),
@@ -150,29 +168,25 @@ def recommend(
     model: CatalogModel,
     token_lengths: list[int] | None = None,
     request: PlanRequest | None = None,
-    margin: float = DEFAULT_MARGIN,
 ) -> Recommendation:
-    """Choose method, micro-batch, accumulation, checkpointing, max_seq_len and LoRA rank that fit.
+    """Choose method, savers, micro-batch, accumulation, max_seq_len and LoRA rank that fit.
 
     Args:
         machine: detected (``probe().machine()``) or described (``describe(2, "24GB")``).
         model: from :func:`tunewiz.models.catalog.lookup`.
         token_lengths: token lengths sampled from the dataset (None: 2048, capped by the model).
         request: values the caller fixed; the rest are chosen.
-        margin: share of device memory kept free on top of the plan's error band.
 
     Returns:
-        The recommendation; ``verdict == "does not fit"`` with ``alternatives`` when nothing fits.
+        The recommendation; a ``does not fit`` verdict comes with ``alternatives``.
     """
     req = request or PlanRequest()
-    reasons: list[str] = []
-    capacity = int(machine.memory_per_device * (1 - margin))
-    reasons.append(
-        f"capacity {capacity / GiB:.1f} GiB per {'GPU' if machine.device == 'cuda' else 'process'}: "
-        f"{machine.memory_per_device / GiB:.1f} GiB minus a {margin:.0%} safety margin; a plan fits "
-        "when its peak plus its error band stays below it"
-    )
-
+    memory = machine.memory_per_device
+    reasons: list[str] = [
+        f"memory {memory / GiB:.1f} GiB per {'GPU' if machine.device == 'cuda' else 'process'}: a plan fits "
+        "when its predicted peak (CUDA context and allocator included) plus its ±10% error band fits it; "
+        "there is no other margin"
+    ]
     seq_len, seq_reason = _seq_len(model, token_lengths, req)
     reasons.append(seq_reason)
     dtype = req.dtype or ("bf16" if machine.device == "cuda" and machine.bf16 else "fp32")
@@ -191,8 +205,6 @@ def recommend(
 
     methods = [req.method] if req.method else ["lora", "qlora"]
     ranks = [req.lora_rank] if req.lora_rank else [16, 8]
-    # A fixed "off" is still followed by "on": the verdict then says it fits with checkpointing.
-    checkpointing = [True] if req.activation_checkpointing else [False, True]
     per_device_batch = max(1, req.target_global_batch // machine.num_devices)
     batches = [req.micro_batch] if req.micro_batch else _powers_of_two(min(per_device_batch, MAX_MICRO_BATCH))
 
@@ -206,51 +218,113 @@ def recommend(
     feasible: list[MemoryPlan] = []
     smallest: MemoryPlan | None = None
     for method in methods:
-        for ac in checkpointing:
+        for savers in _saver_sets(req, method, machine):
             for rank in ranks:
                 for mb in batches:
+                    if savers.get("optimizer_in_backward") and _accum(req, mb, machine) > 1:
+                        continue  # the step in backward cannot accumulate
                     plan = estimate(
                         model.arch,
-                        dataclasses.replace(
-                            base, method=method, activation_checkpointing=ac, lora_rank=rank, micro_batch=mb
-                        ),
+                        dataclasses.replace(base, method=method, lora_rank=rank, micro_batch=mb, **savers),
                     )
                     if smallest is None or plan.peak_high < smallest.peak_high:
                         smallest = plan
-                    if plan.peak_high <= capacity:
+                    if judge(plan, memory).fits:
                         feasible.append(plan)
     if feasible:
         # The best of everything that fits. More memory only adds candidates, so the choice never gets
         # worse on a bigger machine (the monotonicity the tests check).
         plan = max(feasible, key=lambda p: _preference(p, methods))
         mb = plan.inputs.micro_batch
-        without_ac = [p.inputs.micro_batch for p in feasible if not p.inputs.activation_checkpointing]
-        reasons += _choice_reasons(req, plan, batches, per_device_batch, capacity, max(without_ac, default=0))
-        accum = max(1, math.ceil(req.target_global_batch / (mb * machine.num_devices)))
+        without_savers = [p.inputs.micro_batch for p in feasible if not p.inputs.savers]
+        best_plain = max(without_savers, default=0)
+        reasons += _choice_reasons(req, plan, batches, per_device_batch, memory, best_plain)
+        reasons += _in_backward_reason(req, plan, machine)
+        accum = _accum(req, mb, machine)
         reasons.append(
             f"grad_accum {accum}: {mb} × {accum} × {machine.num_devices} device(s) = "
             f"{mb * accum * machine.num_devices} sequences per step (target {req.target_global_batch})"
         )
-        verdict: Verdict = (
-            "fits with activation checkpointing" if plan.inputs.activation_checkpointing else "fits"
-        )
-        return Recommendation(model, machine, verdict, plan, accum, capacity, margin, tuple(reasons))
+        return Recommendation(model, machine, judge(plan, memory), plan, accum, tuple(reasons))
     assert smallest is not None
     reasons.append(
         f"nothing fits: the smallest configuration tried needs {smallest.peak_high / GiB:.1f} GiB "
-        f"per device (with its error band) against {capacity / GiB:.1f} GiB"
+        f"per device (with its error band) against {memory / GiB:.1f} GiB"
     )
+    reasons += _in_backward_reason(req, smallest, machine)
     return Recommendation(
         model,
         machine,
-        "does not fit",
+        judge(smallest, memory),
         smallest,
         1,
-        capacity,
-        margin,
         tuple(reasons),
-        tuple(_alternatives(machine, model, smallest, capacity, req)),
+        tuple(_alternatives(machine, model, smallest, req)),
     )
+
+
+def _accum(req: PlanRequest, micro_batch: int, machine: Machine) -> int:
+    return max(1, math.ceil(req.target_global_batch / (micro_batch * machine.num_devices)))
+
+
+def in_backward_allowed(req: PlanRequest) -> str | None:
+    """None when the optimizer step may run in backward, else why not (clipping needs every gradient
+    at once; accumulation sums gradients over micro-batches before any step).
+
+    Args:
+        req: the request (its clipping; accumulation depends on the micro-batch, checked per plan).
+    """
+    if req.grad_clipping:
+        return "gradient clipping (`train.max_grad_norm`) needs all gradients at once"
+    return None
+
+
+def _saver_sets(req: PlanRequest, method: str, machine: Machine) -> list[dict[str, object]]:
+    """The saver combinations to try, fewest first; a saver the request fixed is kept as given."""
+    cuda = machine.device == "cuda"
+    levels: list[dict[str, object]] = [
+        {},
+        {"activation_checkpointing": True},
+        {"activation_checkpointing": True, "activation_offloading": True},
+    ]
+    if method == "full":  # LoRA's optimizer state is tiny: 8-bit states or an in-backward step save nothing
+        levels.append({**levels[-1], "optimizer": "adamw8bit"})
+        levels.append({**levels[-1], "optimizer_in_backward": True})
+    out = []
+    for level in levels:
+        chosen = dict(level)
+        fixed = {
+            "activation_checkpointing": req.activation_checkpointing or None,
+            "activation_offloading": req.activation_offloading,
+            "optimizer": req.optimizer,
+            "optimizer_in_backward": req.optimizer_in_backward,
+        }
+        for key, value in fixed.items():
+            if value is not None:
+                chosen[key] = value
+        if chosen.get("activation_offloading") and not cuda:
+            chosen.pop("activation_offloading")  # moot on CPU: the activations are in RAM already
+        searched = req.optimizer_in_backward is None
+        if chosen.get("optimizer_in_backward") and searched and in_backward_allowed(req):
+            chosen.pop("optimizer_in_backward")
+        if chosen not in out:
+            out.append(chosen)
+    return out
+
+
+def _in_backward_reason(req: PlanRequest, plan: MemoryPlan, machine: Machine) -> list[str]:
+    i = plan.inputs
+    if i.method != "full" or i.optimizer_in_backward:
+        return []
+    why_not = in_backward_allowed(req)
+    if why_not is None and _accum(req, i.micro_batch, machine) > 1:
+        why_not = "gradient accumulation sums gradients over micro-batches before any step"
+    if why_not is None:
+        return []
+    return [
+        f"optimizer step in backward not offered: {why_not} (it needs `train.grad_accum=1` and "
+        "`train.max_grad_norm=null`)"
+    ]
 
 
 def _seq_len(model: CatalogModel, token_lengths: list[int] | None, req: PlanRequest) -> tuple[int, str]:
@@ -267,16 +341,15 @@ def _seq_len(model: CatalogModel, token_lengths: list[int] | None, req: PlanRequ
     return chosen, f"max_seq_len {chosen}: default without a dataset sample (capped by the model's context)"
 
 
-AC_SLOWDOWN = 4 / 3  # activation checkpointing recomputes the forward: ~1/3 more compute per step
-
-
-def _preference(plan: MemoryPlan, methods: list[str]) -> tuple[int, float, int, int]:
-    """Sort key of a fitting plan: the preferred method first (LoRA before QLoRA), then throughput
-    (sequences per forward, divided by the recomputation cost of checkpointing), then LoRA rank,
-    then the smaller peak."""
+def _preference(plan: MemoryPlan, methods: list[str]) -> tuple[int, int, float, int, int, int]:
+    """Sort key of a fitting plan: the preferred method first (LoRA before QLoRA); then as few savers
+    beyond checkpointing as fit (offloading, 8-bit states and the step in backward are last resorts);
+    then throughput (sequences per forward, divided by the savers' costs: checkpointing is traded
+    against a bigger micro-batch), fewer savers, LoRA rank, the smaller peak."""
     i = plan.inputs
-    throughput = i.micro_batch / (AC_SLOWDOWN if i.activation_checkpointing else 1.0)
-    return (-methods.index(i.method), throughput, i.lora_rank, -plan.peak)
+    throughput = i.micro_batch / math.prod(SAVER_COST[s] for s in i.savers)
+    heavy = sum(s != "activation checkpointing" for s in i.savers)
+    return (-methods.index(i.method), -heavy, throughput, -len(i.savers), i.lora_rank, -plan.peak)
 
 
 def _powers_of_two(limit: int) -> list[int]:
@@ -293,8 +366,8 @@ def _choice_reasons(
     plan: MemoryPlan,
     batches: list[int],
     per_device: int,
-    capacity: int,
-    best_without_ac: int,
+    memory: int,
+    best_without_savers: int,
 ) -> list[str]:
     i = plan.inputs
     out = []
@@ -315,60 +388,80 @@ def _choice_reasons(
                 else "8, because rank 16 does not fit"
             )
         )
-    if (
-        req.activation_checkpointing is not None
-        and req.activation_checkpointing == i.activation_checkpointing
-    ):
-        out.append(f"activation checkpointing {'on' if i.activation_checkpointing else 'off'}: given")
-    elif i.activation_checkpointing and req.activation_checkpointing is False:
-        out.append(
-            "activation checkpointing on: needed, although it was asked off "
-            "(`--set train.activation_checkpointing=true`)"
-        )
-    elif i.activation_checkpointing and not best_without_ac:
-        out.append("activation checkpointing on: no micro-batch fits without it (it costs ~30% speed)")
-    elif i.activation_checkpointing:
-        out.append(
-            f"activation checkpointing on: micro_batch {i.micro_batch} with it outruns micro_batch "
-            f"{best_without_ac} without it, despite the ~30% recomputation"
-        )
-    else:
-        out.append("activation checkpointing off: the plan fits without it, so no recomputation")
+    out.append(_ac_reason(req, i, best_without_savers))
+    out += _other_saver_reasons(req, i)
     if req.micro_batch:
         out.append(f"micro_batch {i.micro_batch}: given")
     else:
-        headroom = 1 - plan.peak_high / capacity
+        headroom = 1 - plan.peak_high / memory
         out.append(
             f"micro_batch {i.micro_batch}: the fastest power of two up to {min(per_device, batches[0])} "
-            f"that fits, with {headroom:.0%} of the capacity to spare"
+            f"that fits, with {headroom:.0%} of the memory to spare after the error band"
         )
     out.append(f"predicted peak {plan.peak / GiB:.2f} GiB per device (±{plan.error_band:.0%})")
     return out
 
 
-def _alternatives(
-    machine: Machine, model: CatalogModel, smallest: MemoryPlan, capacity: int, req: PlanRequest
-) -> list[str]:
+def _ac_reason(req: PlanRequest, i: PlanInputs, best_without_savers: int) -> str:
+    asked = req.activation_checkpointing
+    if asked is not None and asked == i.activation_checkpointing:
+        return f"activation checkpointing {'on' if i.activation_checkpointing else 'off'}: given"
+    if i.activation_checkpointing and req.activation_checkpointing is False:
+        return (
+            "activation checkpointing on: needed, although it was asked off "
+            "(`--set train.activation_checkpointing=true`)"
+        )
+    if i.activation_checkpointing and not best_without_savers:
+        return "activation checkpointing on: no micro-batch fits without a memory saver (it costs ~30% speed)"
+    if i.activation_checkpointing:
+        return (
+            f"activation checkpointing on: micro_batch {i.micro_batch} with it outruns micro_batch "
+            f"{best_without_savers} without it, despite the ~30% recomputation"
+        )
+    return "activation checkpointing off: the plan fits without it, so no recomputation"
+
+
+def _other_saver_reasons(req: PlanRequest, i: PlanInputs) -> list[str]:
+    out = []
+    given = {
+        "activation offloading": req.activation_offloading,
+        "8-bit AdamW": req.optimizer == "adamw8bit" if req.optimizer else None,
+        "optimizer step in backward": req.optimizer_in_backward,
+    }
+    why = {
+        "activation offloading": "saved activations wait in CPU memory (`train.activation_offloading`); "
+        "the copies cost speed",
+        "8-bit AdamW": "torchao's 8-bit states (`train.optimizer=adamw8bit`): 2 B instead of "
+        f"{4 if i.dtype == 'bf16' else 8} B of AdamW state per parameter",
+        "optimizer step in backward": "each gradient is applied and freed as it is produced "
+        "(`train.optimizer_in_backward`)",
+    }
+    for saver in ("activation offloading", "8-bit AdamW", "optimizer step in backward"):
+        if saver in i.savers:
+            out.append(f"{saver} on: " + ("given" if given[saver] else f"needed to fit; {why[saver]}"))
+    return out
+
+
+def _alternatives(machine: Machine, model: CatalogModel, smallest: MemoryPlan, req: PlanRequest) -> list[str]:
     """What would fit: QLoRA, fewer tokens, more GPUs, a smaller model (each checked with the planner)."""
     out = []
+    capacity = machine.memory_per_device
+
+    def fits(inputs: PlanInputs, arch: LlamaConfig = model.arch) -> bool:
+        return judge(estimate(arch, inputs), capacity).fits
+
     i = dataclasses.replace(smallest.inputs, micro_batch=1, activation_checkpointing=True, lora_rank=8)
-    if (
-        i.method != "qlora"
-        and estimate(model.arch, dataclasses.replace(i, method="qlora")).peak_high <= capacity
-    ):
+    if i.method != "qlora" and fits(dataclasses.replace(i, method="qlora")):
         out.append("QLoRA (`--method qlora`): the base weights in 4-bit fit")
     seq = i.seq_len // 2
     while seq >= 128:
-        if estimate(model.arch, dataclasses.replace(i, seq_len=seq)).peak_high <= capacity:
+        if fits(dataclasses.replace(i, seq_len=seq)):
             out.append(f"shorter sequences: `--seq-len {seq}` fits with activation checkpointing")
             break
         seq //= 2
     if machine.device == "cuda":
         for n in (2, 4, 8, 16, 32, 64):
-            if (
-                n > machine.num_devices
-                and estimate(model.arch, dataclasses.replace(i, num_devices=n)).peak_high <= capacity
-            ):
+            if n > machine.num_devices and fits(dataclasses.replace(i, num_devices=n)):
                 out.append(
                     f"more GPUs: {n} × {machine.memory_per_device / GiB:.0f} GiB shard it enough (FSDP)"
                 )
@@ -377,8 +470,7 @@ def _alternatives(
         m
         for m in CATALOG
         if m.params < model.params
-        and estimate(m.arch, dataclasses.replace(i, seq_len=min(i.seq_len, m.max_context))).peak_high
-        <= capacity
+        and fits(dataclasses.replace(i, seq_len=min(i.seq_len, m.max_context)), m.arch)
     ]
     if smaller:
         # The largest that fits, preferring a base/instruct kind like the model asked for.

@@ -50,9 +50,15 @@ def render_recommendation(rec: Recommendation) -> Group:
         Text("predicted peak", style="bold"),
         Text(f"{rec.plan.peak / GiB:.2f} ± {rec.plan.error_band:.0%}", style="bold"),
     )
-    table.add_row("capacity (after margin)", f"{rec.capacity / GiB:.2f}")
-    style = "bold green" if rec.verdict == "fits" else "bold yellow" if rec.fits else "bold red"
-    parts: list[object] = [Text(title, style="bold"), table, Text(f"verdict: {rec.verdict}", style=style)]
+    table.add_row("memory per device", f"{rec.verdict.memory / GiB:.2f}")
+    kind = rec.verdict.kind
+    style = "bold green" if kind == "fits" else "bold yellow" if rec.fits else "bold red"
+    parts: list[object] = [
+        Text(title, style="bold"),
+        table,
+        Text(f"verdict: {rec.verdict.label}", style=style),
+        Text(f"  {rec.verdict.explain()}"),
+    ]
     if rec.fits:
         parts.append(Text(f"grad_accum {rec.grad_accum} → global batch {rec.global_batch} sequences"))
     parts.append(Text("why:"))

@@ -56,6 +56,10 @@ def build_request(
             "lora_rank": p.lora.rank,
             "lora_targets": tuple(t for t in p.lora.targets if t != "lm_head"),
             "dtype": p.model.dtype,
+            "optimizer": p.train.optimizer,
+            "optimizer_in_backward": p.train.optimizer_in_backward,
+            "activation_offloading": p.train.activation_offloading,
+            "grad_clipping": p.train.max_grad_norm is not None,
         }
     if model is None:
         raise TunewizError(
@@ -76,6 +80,16 @@ def build_request(
         global_batch = int(fixed["micro_batch"]) * preset_accum * machine.num_devices  # type: ignore[call-overload]
     request = PlanRequest(target_global_batch=global_batch or 16, **fixed)  # type: ignore[arg-type]
     return request, lookup(model), machine
+
+
+def machine_for(gpus: int | None, gpu_memory: str | None) -> Machine:
+    """The machine described by ``--gpus``/``--gpu-memory``, else this one (probed without torch).
+
+    Args:
+        gpus: GPUs of a described machine (0: CPU), or None.
+        gpu_memory: per-GPU memory of a described machine (``24GB``), or None.
+    """
+    return _machine(gpus, gpu_memory, "auto")
 
 
 def _machine(gpus: int | None, gpu_memory: str | None, device: str) -> Machine:

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 from tunewiz.models.catalog import lookup
 from tunewiz.plan.hardware import probe
 from tunewiz.plan.memory import MemoryPlan, PlanInputs, estimate
-from tunewiz.plan.recommend import DEFAULT_MARGIN
+from tunewiz.plan.verdict import judge
 
 if TYPE_CHECKING:
     from tunewiz.preset.schema import Preset
@@ -39,6 +39,9 @@ def run_plan(preset: Preset, device: str, world_size: int = 1) -> MemoryPlan:
         activation_checkpointing=preset.train.activation_checkpointing,
         num_devices=world_size,
         device="cuda" if device == "cuda" else "cpu",
+        optimizer=preset.train.optimizer,
+        optimizer_in_backward=preset.train.optimizer_in_backward,
+        activation_offloading=preset.train.activation_offloading,
     )
     return estimate(model.arch, inputs)
 
@@ -67,14 +70,15 @@ def write_run_plan(preset: Preset, run: RunDir, world_size: int = 1) -> dict[str
         hw = dataclasses.replace(hw, gpus=())
     machine = hw.machine(processes=world_size)
     plan = run_plan(preset, device, world_size)
-    capacity = int(machine.memory_per_device * (1 - DEFAULT_MARGIN))
+    verdict = judge(plan, machine.memory_per_device)
     written = {
         **plan.as_dict(),
         "model": preset.model.path,
         "machine": machine.name,
         "memory_per_device_bytes": machine.memory_per_device,
-        "capacity_bytes": capacity,
-        "fits": plan.peak_high <= capacity,
+        "verdict": verdict.kind,
+        "verdict_explained": verdict.explain(),
+        "fits": verdict.fits,
     }
     atomic_write_json(run.plan, written)
     return written

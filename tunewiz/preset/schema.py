@@ -160,10 +160,37 @@ class TrainSection(_Section):
     activation_checkpointing: bool = Field(
         False, description="Recompute each block's activations in backward (less memory, ~30% slower)."
     )
+    activation_offloading: bool = Field(
+        False,
+        description="Keep the activations saved for backward in CPU memory (pinned) instead of on the GPU; "
+        "they are copied back in backward (less GPU memory, slower by the copies; no effect on CPU).",
+    )
+    optimizer: Literal["adamw", "adamw8bit"] = Field(
+        "adamw",
+        description="adamw: torch AdamW, states in model.dtype. adamw8bit: torchao's AdamW8bit, both "
+        "states in 8 bits with a scale per 256 values (about 2 B instead of 4-8 B per trained parameter; "
+        "`pip install 'tunewiz[qlora]'` brings torchao).",
+    )
+    optimizer_in_backward: bool = Field(
+        False,
+        description="Step each parameter as soon as its gradient is complete and free the gradient "
+        "(torchtune's optimizer_in_bwd): no moment where all gradients exist. Needs grad_accum 1 and "
+        "max_grad_norm null (accumulation and global-norm clipping need every gradient at once).",
+    )
     eval_every_n_steps: int | None = Field(
         None, gt=0, description="Validation loss every N steps (null: at the end of each epoch only)."
     )
     log_every_n_steps: int = Field(1, gt=0, description="Write a step event every N steps.")
+
+    @model_validator(mode="after")
+    def _in_backward_alone(self) -> TrainSection:
+        if self.optimizer_in_backward and (self.grad_accum > 1 or self.max_grad_norm is not None):
+            raise ValueError(
+                "optimizer_in_backward needs grad_accum 1 and max_grad_norm null (accumulation and "
+                "global-norm clipping need every gradient at once); got grad_accum "
+                f"{self.grad_accum}, max_grad_norm {self.max_grad_norm}"
+            )
+        return self
 
 
 class CheckpointSection(_Section):

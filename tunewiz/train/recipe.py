@@ -16,6 +16,7 @@ import os
 import sys
 import time
 import traceback
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -146,14 +147,22 @@ class FineTune:
         batch = {
             k: v.to(self.env.device) for k, v in collate([samples[i] for i in indices], self.pad_id).items()
         }
-        loss_sum, _ = self.model(
-            batch["input_ids"],
-            labels=batch["labels"],
-            position_ids=batch.get("position_ids"),
-            attn_mask=batch.get("attn_mask"),
-        )
+        with self._offload():
+            loss_sum, _ = self.model(
+                batch["input_ids"],
+                labels=batch["labels"],
+                position_ids=batch.get("position_ids"),
+                attn_mask=batch.get("attn_mask"),
+            )
         input_tokens = sum(len(samples[i].input_ids) for i in indices)  # padding not counted
         return loss_sum, int((batch["labels"] != -100).sum()), input_tokens
+
+    def _offload(self) -> AbstractContextManager[object]:
+        """Activation offloading: tensors saved for backward wait in pinned CPU memory (CUDA only; on
+        CPU they are in RAM already). Only while training: validation saves nothing."""
+        if self.preset.train.activation_offloading and self.env.device.type == "cuda" and self.model.training:
+            return torch.autograd.graph.save_on_cpu(pin_memory=True)
+        return nullcontext()
 
     def train_step(self, micro_batches: list[list[int]]) -> StepResult:
         """Forward/backward over this rank's micro-batches, then clip and step the optimizer.
@@ -238,6 +247,7 @@ def _masked(sample: Sample) -> Sample:
 def fit(ft: FineTune, stop: StopFlag, resumed_from: Path | None) -> int:
     """Train until the step budget is spent or a stop is requested; return the exit code."""
     from tunewiz.data import epoch_order
+    from tunewiz.train.optim import eager_step, steps_in_backward
 
     env, cfg, run, events, p = ft.env, ft.preset.train, ft.run, ft.events, ft.progress
     if env.is_main:
@@ -262,8 +272,12 @@ def fit(ft: FineTune, stop: StopFlag, resumed_from: Path | None) -> int:
         if not torch.isfinite(torch.tensor(result.loss)):
             ft.optimizer.zero_grad(set_to_none=True)
             return _stop_on_nan(ft, p.step + 1, result.loss, last_checkpoint)
-        grad_norm = tdist.clip_grad_norm(ft.params, cfg.max_grad_norm)
-        ft.optimizer.step()
+        if steps_in_backward(ft.optimizer):  # stepped parameter by parameter; no gradient left to clip
+            grad_norm = None
+        else:
+            grad_norm = float(tdist.clip_grad_norm(ft.params, cfg.max_grad_norm))
+            with eager_step(ft.optimizer):
+                ft.optimizer.step()
         ft.scheduler.step()
         ft.optimizer.zero_grad(set_to_none=True)
         step_time = time.perf_counter() - step_start
@@ -287,7 +301,7 @@ def fit(ft: FineTune, stop: StopFlag, resumed_from: Path | None) -> int:
                 epoch=p.epoch,
                 loss=result.loss,
                 lr=lr,
-                grad_norm=float(grad_norm),
+                grad_norm=grad_norm,
                 tokens=result.tokens,
                 tokens_total=p.tokens_total,
                 tokens_per_s=result.input_tokens / step_time,
@@ -373,15 +387,19 @@ def _fall_back(ft: FineTune, reason: str) -> None:
     ft.optimizer.zero_grad(set_to_none=True)
     if ft.env.device.type == "cuda":
         torch.cuda.empty_cache()
-    if ft.shape.micro_batch_size == 1:
+    if ft.shape.micro_batch_size == 1 or ft.preset.train.optimizer_in_backward:
+        # The step in backward cannot accumulate, so the micro-batch cannot be halved either.
         savers = (
             []
             if ft.preset.train.activation_checkpointing
             else ["`--set train.activation_checkpointing=true`"]
         )
+        if ft.env.device.type == "cuda" and not ft.preset.train.activation_offloading:
+            savers.append("`--set train.activation_offloading=true`")
         savers += ["a shorter `data.max_seq_len`", "a smaller model (`tunewiz plan` shows what fits)"]
         raise TunewizError(
-            f"out of memory at micro-batch 1 (step {ft.progress.step + 1}): {reason}",
+            f"out of memory at micro-batch {ft.shape.micro_batch_size} "
+            f"(step {ft.progress.step + 1}): {reason}",
             hint="try " + ", ".join(savers),
             exit_code=1,
         )

@@ -23,7 +23,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from tunewiz.errors import TunewizError
-from tunewiz.models.catalog import CatalogModel, catalog_models, format_params, lookup
+from tunewiz.models.catalog import CatalogModel, catalog_models, lookup
+from tunewiz.plan.fit_table import MEMORY_COLUMN, fit_line, model_fits
 from tunewiz.plan.hardware import GiB, Machine, describe, probe
 from tunewiz.plan.recommend import PlanRequest, Recommendation, recommend
 from tunewiz.plan.time_budget import steps_for_budget, try_seconds
@@ -221,26 +222,18 @@ def choose_model(flag: str | None, asker: Asker | None, machine: Machine, fixed:
         return lookup(flag)
     assert asker is not None  # missing_flags() stops a run without an asker and without --model
     models = catalog_models()
-    verdicts = {m.name: recommend(machine, m, request=fixed) for m in models}
-    choices = [Choice(m.name, _model_title(m, verdicts[m.name]), m.repo_id) for m in models]
+    listed = model_fits(machine, models, fixed)
+    verdicts = {m.name: rec for m, rec in listed}
+    choices = [Choice(m.name, fit_line(m, rec), m.repo_id) for m, rec in listed]
     choices.append(Choice(_OTHER, "another model: a local directory or a Hugging Face id…"))
     picked = asker.select(
-        f"Model (fit verdicts for {machine.name}):", choices, _default_model(models, verdicts, machine)
+        f"Model (fit verdicts for {machine.name}; {MEMORY_COLUMN}):",
+        choices,
+        _default_model(models, verdicts, machine),
     )
     if picked != _OTHER:
         return lookup(picked)
     return lookup(asker.text("Model directory or Hugging Face id:", "", _check_model))
-
-
-def _model_title(model: CatalogModel, rec: Recommendation) -> str:
-    mark = {
-        "fits": "✓ fits",
-        "fits with activation checkpointing": "✓ fits with checkpointing",
-        "does not fit": "✗ does not fit",
-    }[rec.verdict]
-    how = f" ({rec.plan.inputs.method}, {rec.plan.peak / GiB:.1f} GiB)" if rec.fits else ""
-    gated = "  gated" if model.gated else ""
-    return f"{model.name:28s} {format_params(model.params):>7s}  {mark}{how}{gated}"
 
 
 def _default_model(models: list[CatalogModel], verdicts: dict[str, Recommendation], machine: Machine) -> str:
@@ -248,7 +241,7 @@ def _default_model(models: list[CatalogModel], verdicts: dict[str, Recommendatio
     # without recomputation, else the smallest that fits at all.
     if machine.device == "cpu" or not any(r.fits for r in verdicts.values()):
         return models[0].name
-    chat = [m for m in models if m.chat_template and verdicts[m.name].verdict == "fits"]
+    chat = [m for m in models if m.chat_template and verdicts[m.name].verdict.kind == "fits"]
     if chat:
         return max(chat, key=lambda m: m.params).name
     return next(m.name for m in models if verdicts[m.name].fits)
@@ -301,7 +294,7 @@ def choose_method(
             if method == recommended
             else recommend(machine, model, lengths, dataclasses.replace(fixed, method=method))
         )
-        verdict = f"{rec.verdict}, {rec.plan.peak / GiB:.1f} GiB" if rec.fits else rec.verdict
+        verdict = f"{rec.verdict.label}, {rec.plan.peak / GiB:.1f} GiB" if rec.fits else rec.verdict.label
         note = f"recommended: {why}" if method == recommended else None
         choices.append(Choice(method, f"{method:6s} {verdict}" + ("  (recommended)" if note else ""), note))
     return asker.select("Method:", choices, recommended)
@@ -448,6 +441,10 @@ def build_preset(
                 "micro_batch_size": i.micro_batch,
                 "grad_accum": rec.grad_accum,
                 "activation_checkpointing": i.activation_checkpointing,
+                "activation_offloading": i.activation_offloading,
+                "optimizer": i.optimizer,
+                "optimizer_in_backward": i.optimizer_in_backward,
+                **({"max_grad_norm": None} if i.optimizer_in_backward else {}),
                 "lr": FULL_LR if i.method == "full" else LORA_LR,
             },
             "output": {"adapter": i.method != "full", "merged": True},
@@ -485,7 +482,7 @@ def preset_text(preset: Preset, rec: Recommendation, command: list[str]) -> str:
         f"({date.today().isoformat()}).",
         f"# Launch: {shlex.join(command)}",
         f"# Planner's predicted peak: {rec.plan.peak / GiB:.2f} GiB ± {rec.plan.error_band:.0%} per device "
-        f"({rec.verdict}; capacity after margin {rec.capacity / GiB:.2f} GiB).",
+        f"({rec.verdict.label}: {rec.verdict.explain()}).",
         "# Not measured yet: `tunewiz train` records the measured peak next to this prediction in "
         "events.jsonl.",
     ]
