@@ -150,7 +150,9 @@ def traced_peak(arch: LlamaConfig, inputs: PlanInputs) -> int:
     with fake_mode:
         model.train()
         trained = [p for p in model.parameters() if p.requires_grad]
-        optimizer = build_optimizer(trained, TrainSection())
+        in_bwd = inputs.optimizer_in_backward
+        cfg = TrainSection(optimizer_in_backward=True, max_grad_norm=None) if in_bwd else TrainSection()
+        optimizer = build_optimizer(trained, cfg)
         shape = (inputs.micro_batch, inputs.seq_len)
         ids = torch.randint(0, arch.vocab_size, shape)
         labels = torch.randint(0, arch.vocab_size, shape)
@@ -158,10 +160,11 @@ def traced_peak(arch: LlamaConfig, inputs: PlanInputs) -> int:
         with tracker:
             for _ in range(2):
                 loss_sum, count = model(ids, labels=labels)
-                (loss_sum / count).backward()
-                clip_grad_norm(trained, 1.0)
-                optimizer.step()
-                optimizer.zero_grad(set_to_none=True)
+                (loss_sum / count).backward()  # with the step in backward, it also updates and frees
+                if not in_bwd:
+                    clip_grad_norm(trained, 1.0)
+                    optimizer.step()
+                    optimizer.zero_grad(set_to_none=True)
     return tracker.peak
 
 

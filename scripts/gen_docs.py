@@ -16,6 +16,7 @@ import gen_api_reference
 import gen_catalog_table
 import gen_cli_reference
 import gen_error_reference
+import gen_hardware_table
 import gen_preset_reference
 
 GENERATED: tuple[tuple[Path, Callable[[], str]], ...] = (
@@ -25,6 +26,7 @@ GENERATED: tuple[tuple[Path, Callable[[], str]], ...] = (
     (gen_api_reference.TARGET, gen_api_reference.render),
     (gen_catalog_table.TARGET, gen_catalog_table.render),
     (gen_catalog_table.PAGE, gen_catalog_table.render_page),
+    (gen_hardware_table.TARGET, gen_hardware_table.render),
 )
 
 

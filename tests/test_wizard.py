@@ -214,7 +214,7 @@ def test_scripted_asker_every_question(tmp_path: Path) -> None:
     assert questions[0].startswith("Model (fit verdicts for CPU")
     model_choices = asker.asked[0][1]
     assert model_choices is not None and model_choices[0].value == "tunewiz:tiny"
-    assert "✓ fits (lora" in model_choices[0].title and model_choices[-1].value == "__other__"
+    assert "✓ fits  lora mb" in model_choices[0].title and model_choices[-1].value == "__other__"
     assert asker.asked[0][2] == "tunewiz:tiny"  # the default on CPU
     method_choices = {c.value: c for c in asker.asked[4][1]}
     assert asker.asked[4][2] == "lora" and method_choices["lora"].title.endswith("(recommended)")
@@ -286,7 +286,10 @@ def test_reference_presets_carry_the_planners_current_prediction(tmp_path: Path)
     assert [p.stem for p in made] == [
         "llama-3.1-8b-full-8x80gb",
         "llama-3.1-8b-lora-24gb",
+        "llama-3.1-8b-qlora-12gb",
+        "llama-3.1-8b-qlora-16gb",
         "llama-3.2-1b-lora-8gb",
+        "llama-3.2-3b-lora-12gb",
         "qwen2.5-0.5b-lora-12gb",
     ]
     for path in made:

@@ -138,6 +138,11 @@ def init(
     console = Console(highlight=False)
     result = run_wizard(flags, asker, console)
     console.print(f"\nwrote [bold]{result.path}[/bold]. Train it with:\n\n  {shlex.join(result.command)}\n")
+    if result.download:
+        console.print(f"downloading first: {shlex.join(result.download)}")
+        code = subprocess.call([sys.executable, "-m", "tunewiz", *result.download[1:]])
+        if code:
+            raise typer.Exit(code)
     if result.launch:
         # The one training path: the same `tunewiz train` the printed command runs.
         code = subprocess.call([sys.executable, "-m", "tunewiz", *result.command[1:]])

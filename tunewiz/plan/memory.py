@@ -305,7 +305,13 @@ def estimate(arch: LlamaConfig, inputs: PlanInputs) -> MemoryPlan:
             "blocks": " (all saved activations + one block's backward)",
             "end of backward": " (all grads, activations freed)",
             "optimizer step": " (all grads + AdamW states"
-            + (" + the foreach step's sqrt temporary)" if step_temp else ")"),
+            + (
+                " + the 8-bit step's fp32 states of its largest tensor)"
+                if i.optimizer == "adamw8bit"
+                else " + the foreach step's sqrt temporary)"
+                if step_temp
+                else ")"
+            ),
         }[phase]
     )
 

@@ -25,11 +25,12 @@ from typing import TYPE_CHECKING
 from tunewiz.errors import TunewizError
 from tunewiz.models.catalog import CatalogModel, catalog_models, lookup
 from tunewiz.plan.fit_table import MEMORY_COLUMN, fit_line, model_fits
-from tunewiz.plan.hardware import GiB, Machine, describe, probe
+from tunewiz.plan.hardware import GiB, Machine, describe, hf_cache_dir, probe
 from tunewiz.plan.recommend import PlanRequest, Recommendation, recommend
 from tunewiz.plan.time_budget import steps_for_budget, try_seconds
 from tunewiz.wizard.asker import Asker, Choice
 from tunewiz.wizard.dataset_step import choose_dataset, sample_token_lengths
+from tunewiz.wizard.model_step import Readiness, readiness
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -94,6 +95,8 @@ class WizardResult:
         command: ``tunewiz train PATH [...]`` as argv.
         recommendation: the plan the preset follows.
         launch: the user asked to start training now.
+        download: the command that must fetch the model before the launch, or None when it is on disk
+            (or when it was not asked for).
     """
 
     preset: Preset
@@ -101,6 +104,7 @@ class WizardResult:
     command: list[str]
     recommendation: Recommendation
     launch: bool
+    download: list[str] | None = None
 
 
 def missing_flags(flags: WizardFlags) -> list[str]:
@@ -152,7 +156,7 @@ def run_wizard(flags: WizardFlags, asker: Asker | None, console: Console) -> Wiz
     if rec.plan.inputs.method != method:  # fixed only when it differs, so the reason says why it was chosen
         rec = recommend(machine, model, lengths, dataclasses.replace(fixed, method=method))
     epochs, max_steps, schedule_reason = choose_schedule(flags, asker, rec, lengths)
-    _show_plan(console, rec, schedule_reason, num_rows)
+    _show_plan(console, rec, schedule_reason, num_rows, lengths)
     if not rec.fits and not _accept_misfit(asker, rec):
         raise TunewizError(
             f"{model.name} with {method} does not fit {machine.name}",
@@ -164,12 +168,37 @@ def run_wizard(flags: WizardFlags, asker: Asker | None, console: Console) -> Wiz
     preset = build_preset(name, machine, model, dataset, rec, epochs, max_steps)
     command = train_command(path, machine)
     write_preset(path, preset_text(preset, rec, command), _may_overwrite(path, flags.force, asker))
+    ready = _model_readiness(model)
+    if ready.on_disk:
+        launch = (
+            flags.launch
+            if flags.launch is not None
+            else (asker.confirm("Start training now?", default=True) if asker is not None else False)
+        )
+        return WizardResult(preset, path, command, rec, launch)
+    console.print(f"\n[bold]before training can start[/bold], {model.name} must be on disk:")
+    for number, step in enumerate(ready.steps, 1):
+        console.print(f"  {number}. {step}")
+    if not ready.can_download:
+        if flags.launch:
+            console.print("not launching: the steps above come first; then run the command below")
+        return WizardResult(preset, path, command, rec, False)
     launch = (
         flags.launch
         if flags.launch is not None
-        else (asker.confirm("Start training now?", default=True) if asker is not None else False)
+        else (
+            asker.confirm(f"Download {model.repo_id} now, then start training?", default=True)
+            if asker is not None
+            else False
+        )
     )
-    return WizardResult(preset, path, command, rec, launch)
+    return WizardResult(preset, path, command, rec, launch, ready.download_command if launch else None)
+
+
+def _model_readiness(model: CatalogModel) -> Readiness:
+    hw = probe(quick=True)
+    free = hw.disks.get(str(hf_cache_dir()), min(hw.disks.values(), default=0))
+    return readiness(model, hw.hub_token, free)
 
 
 # --- hardware ------------------------------------------------------------------------------------
@@ -345,7 +374,13 @@ def _check_positive_int(text: str) -> str | None:
 # --- plan, preset, output ------------------------------------------------------------------------
 
 
-def _show_plan(console: Console, rec: Recommendation, schedule_reason: str, num_rows: int | None) -> None:
+def _show_plan(
+    console: Console,
+    rec: Recommendation,
+    schedule_reason: str,
+    num_rows: int | None,
+    lengths: list[int] | None,
+) -> None:
     from tunewiz.plan.report import render_recommendation
 
     console.print()
@@ -356,6 +391,28 @@ def _show_plan(console: Console, rec: Recommendation, schedule_reason: str, num_
         console.print(
             f"  • {num_rows} rows → about {steps} optimizer steps per epoch (before the validation split)"
         )
+        if rec.machine.device == "cpu":
+            console.print(f"  • {_cpu_epoch_time(rec, num_rows, lengths)}")
+
+
+def _cpu_epoch_time(rec: Recommendation, num_rows: int, lengths: list[int] | None) -> str:
+    """One epoch's estimated wall-clock time on this CPU (a model from a timed matmul, not a measurement)."""
+    from tunewiz.plan.time_budget import MATMUL_UTILISATION, estimate_tokens_per_second
+
+    per_second = estimate_tokens_per_second(rec)
+    mean = min(sum(lengths) / len(lengths) if lengths else rec.plan.inputs.seq_len, rec.plan.inputs.seq_len)
+    seconds = num_rows * mean / per_second
+    took = (
+        f"{seconds / 3600:.1f} h"
+        if seconds >= 3600
+        else f"{seconds / 60:.0f} min"
+        if seconds >= 60
+        else "<1 min"
+    )
+    return (
+        f"CPU: about {took} per epoch at an estimated {per_second:,.0f} tokens/s "
+        f"({MATMUL_UTILISATION:.0%} of this machine's measured matmul rate; an estimate, not a measurement)"
+    )
 
 
 def _accept_misfit(asker: Asker | None, rec: Recommendation) -> bool:
@@ -481,8 +538,9 @@ def preset_text(preset: Preset, rec: Recommendation, command: list[str]) -> str:
         f"{rec.machine.name} "
         f"({date.today().isoformat()}).",
         f"# Launch: {shlex.join(command)}",
-        f"# Planner's predicted peak: {rec.plan.peak / GiB:.2f} GiB ± {rec.plan.error_band:.0%} per device "
-        f"({rec.verdict.label}: {rec.verdict.explain()}).",
+        f"# Planner's predicted peak: {rec.plan.peak / GiB:.2f} GiB ± {rec.plan.error_band:.0%} per device; "
+        f"{rec.verdict.label}: {rec.verdict.needed / GiB:.2f} GiB with the band, of "
+        f"{rec.verdict.memory / GiB:.2f} GiB.",
         "# Not measured yet: `tunewiz train` records the measured peak next to this prediction in "
         "events.jsonl.",
     ]
