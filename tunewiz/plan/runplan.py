@@ -59,7 +59,7 @@ def write_run_plan(preset: Preset, run: RunDir, world_size: int = 1) -> dict[str
 
     Returns:
         What was written: the plan (``peak_bytes`` at the top level), the model, the device memory
-        and whether the plan's error band fits it with the usual safety margin.
+        and the verdict of `tunewiz.plan.verdict.judge` (peak plus error band against the memory).
     """
     from tunewiz.atomic import atomic_write_json
     from tunewiz.train.distributed import resolve_device
