@@ -82,10 +82,12 @@ def _set_rng_state(state: dict[str, Any]) -> None:
 
 
 def _to_json(value: Any) -> Any:
-    if isinstance(value, np.ndarray):
+    if isinstance(value, np.ndarray | torch.Tensor):  # torchao's optimizers keep the LR as a tensor
         return value.tolist()
     if isinstance(value, tuple | list):
         return [_to_json(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _to_json(v) for k, v in value.items()}
     return value
 
 
@@ -122,7 +124,7 @@ def save_checkpoint(
                 path / "progress.json",
                 {
                     "progress": asdict(progress),
-                    "scheduler": scheduler.state_dict(),
+                    "scheduler": _to_json(scheduler.state_dict()),
                     "world_size": env.world_size,
                 },
             )
