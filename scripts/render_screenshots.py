@@ -43,8 +43,16 @@ def dashboard_svg() -> str:
 
 def wizard_svg() -> str:
     """The wizard's plan for Llama 3.2 1B Instruct on one 8 GB GPU, as SVG text."""
+    from tunewiz.models.catalog import lookup
+    from tunewiz.wizard import flow
     from tunewiz.wizard.flow import WizardFlags, run_wizard
+    from tunewiz.wizard.model_step import missing_model
 
+    # The download step names this machine's free disk and cache path: fixed here, so the picture is
+    # the same on every machine (the model not downloaded, no token, 100 GB free).
+    fixed = missing_model(lookup("llama-3.2-1b-instruct"), False, 100 * 10**9, "~/.cache/huggingface/hub")
+    shown = flow._model_readiness
+    flow._model_readiness = lambda model: fixed  # type: ignore[assignment]
     console = _console()
     with tempfile.TemporaryDirectory() as tmp:
         flags = WizardFlags(
@@ -64,7 +72,10 @@ def wizard_svg() -> str:
             force=True,
             launch=False,
         )
-        run_wizard(flags, None, console)
+        try:
+            run_wizard(flags, None, console)
+        finally:
+            flow._model_readiness = shown  # type: ignore[assignment]
     return console.export_svg(title="tunewiz init --gpus 1 --gpu-memory 8GB")
 
 

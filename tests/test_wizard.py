@@ -108,7 +108,8 @@ def test_flags_end_to_end_writes_a_preset_train_accepts(tmp_path: Path) -> None:
     assert (preset.train.micro_batch_size, preset.train.grad_accum) == (16, 1)
     header = out.read_text().splitlines()[:4]
     assert header[1] == f"# Launch: tunewiz train {out}"
-    assert header[2].startswith("# Planner's predicted peak: ") and "GiB ± 10% per device (fits;" in header[2]
+    assert header[2].startswith("# Planner's predicted peak: ")
+    assert "GiB ± 10% per device; fits: " in header[2]
     dry = tunewiz("train", str(out), "--dry-run", cwd=tmp_path)
     assert dry.returncode == 0, dry.stderr
     assert "-m torch.distributed.run" in dry.stdout and "--run-dir runs/wiz" in dry.stdout

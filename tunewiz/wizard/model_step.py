@@ -45,12 +45,23 @@ def readiness(model: CatalogModel, hub_token: bool, free_disk: int) -> Readiness
     """
     from tunewiz.models.loading import resolve_model_dir
 
-    command = ["tunewiz", "download", model.repo_id]
     try:
         resolve_model_dir(model.repo_id)
-        return Readiness(True, False, command, ())
+        return Readiness(True, False, ["tunewiz", "download", model.repo_id], ())
     except TunewizError:
-        pass
+        return missing_model(model, hub_token, free_disk, str(hf_cache_dir()))
+
+
+def missing_model(model: CatalogModel, hub_token: bool, free_disk: int, cache: str) -> Readiness:
+    """The steps that bring a model that is not on disk there (pure: nothing is looked up).
+
+    Args:
+        model: the chosen model.
+        hub_token: a Hugging Face token is configured.
+        free_disk: free bytes where the HF cache is.
+        cache: the HF cache directory, for the message.
+    """
+    command = ["tunewiz", "download", model.repo_id]
     size = SAFETENSORS_BYTES_PER_PARAM * model.params
     steps = []
     if model.gated:
@@ -63,7 +74,7 @@ def readiness(model: CatalogModel, hub_token: bool, free_disk: int) -> Readiness
     room = "" if free_disk >= size else f" — only {free_disk / 1e9:.1f} GB free: make room first"
     steps.append(
         f"download it: `tunewiz download {model.repo_id}` (~{size / 1e9:.1f} GB; "
-        f"{free_disk / 1e9:.0f} GB free in `{hf_cache_dir()}`){room}"
+        f"{free_disk / 1e9:.0f} GB free in `{cache}`){room}"
     )
     can = (not model.gated or hub_token) and free_disk >= size
     return Readiness(False, can, command, tuple(steps))
