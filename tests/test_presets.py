@@ -322,7 +322,7 @@ def test_cli_unknown_key_exits_2_without_traceback(tmp_path: Path) -> None:
         f"error: unknown key `train.lerning_rate` in `{path}` line 10 (did you mean `lr`?)",
         "hint: valid keys in `train`: epochs, max_steps, micro_batch_size, grad_accum, lr, min_lr_ratio, "
         "weight_decay, betas, warmup_steps, schedule, max_grad_norm, seed, activation_checkpointing, "
-        "eval_every_n_steps, log_every_n_steps",
+        "activation_offloading, optimizer, optimizer_in_backward, eval_every_n_steps, log_every_n_steps",
     ]
 
 
