@@ -66,8 +66,11 @@ class FineTune:
         # The prompt format is decided when the run starts and recorded (prompt.json); a resumed run
         # reads it back. A run with checkpoints but no record was made before the record existed: it
         # continues with the rule it trained with.
-        recorded = read_prompt_record(run.path)
-        legacy = recorded is None and bool(run.complete_checkpoints())
+        # A fresh start (no checkpoint yet) decides anew: a record left by a launch that failed before
+        # its first checkpoint may predate a changed preset.
+        resuming = bool(run.complete_checkpoints())
+        recorded = read_prompt_record(run.path) if resuming else None
+        legacy = resuming and recorded is None
         self.train_samples, self.val_samples, self.data_stats = build_datasets(
             preset.data, tokenizer, seed=cfg.seed, prompt=recorded, legacy=legacy
         )
