@@ -277,3 +277,34 @@ def test_watch_says_the_state_and_exits_with_its_code(
     assert says in result.stdout
     if phase != "finished":
         assert f"tunewiz resume {run.path}" in result.stdout
+
+
+def test_the_holder_keeps_its_heartbeat_fresh(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import tunewiz.run.lock as run_lock
+
+    monkeypatch.setattr(run_lock, "HEARTBEAT_S", 0.05)
+    run = RunDir(tmp_path / "run")
+    with RunLock.acquire(run, command="beating") as lock:
+        started = lock.holder.started
+        deadline = time.monotonic() + 10
+        while json.loads((run.path / "lock.json").read_text())["heartbeat"] <= started:
+            assert time.monotonic() < deadline, "the heartbeat was never refreshed"
+            time.sleep(0.05)
+
+
+def test_overwrite_empties_the_run_but_keeps_the_held_lock_file(
+    tmp_path: Path, tiny_model_dir: Path, tiny_dataset: Path
+) -> None:
+    from tunewiz.preset.files import load_preset
+    from tunewiz.train.launcher import prepare_run_dir
+
+    preset, _ = load_preset(str(write_preset(tmp_path / "again.yaml", tiny_model_dir, tiny_dataset)))
+    run = RunDir(tmp_path / "runs" / "again")
+    with RunLock.acquire(run, command="train --overwrite"):
+        inode = (run.path / "lock").stat().st_ino
+        run.checkpoint(2).mkdir(parents=True)
+        run.events.write_text('{"event": "start"}\n')
+        prepare_run_dir(preset, run.path, overwrite=True)
+        assert not run.checkpoints.exists() and not run.events.exists() and run.config.is_file()
+        assert (run.path / "lock").stat().st_ino == inode  # the very file this process holds
+        assert probe(run).state == "held"
