@@ -27,6 +27,7 @@ pytestmark = pytest.mark.slow
 
 STEPS = 12
 DELAY = {"TUNEWIZ_FAULT_STEP_DELAY": "0.4"}
+SLOW = {"TUNEWIZ_FAULT_STEP_DELAY": "5"}  # time for a few more CLI calls while the run trains
 
 
 def _preset(where: Path, model: Path, data: Path, name: str, **train: int) -> Path:
@@ -93,10 +94,26 @@ def launches(tmp_path: Path) -> Iterator[Launches]:
 
 
 def _role(proc: psutil.Process) -> str:
-    cmdline = " ".join(proc.cmdline())
-    return (
-        "rank" if "tunewiz.train.recipe" in cmdline else "agent" if "torch.distributed.run" in cmdline else ""
-    )
+    """``agent`` for torchrun (and its helper processes), ``rank`` for a recipe process, else ``""``."""
+    try:
+        cmdline = " ".join(proc.cmdline())
+    except psutil.Error:  # gone, or a zombie nobody reaped yet
+        return ""
+    if "torch.distributed.run" in cmdline:  # its argv names the recipe module too: test it first
+        return "agent"
+    return "rank" if "tunewiz.train.recipe" in cmdline else ""
+
+
+def _live_training(launches: Launches) -> list[psutil.Process]:
+    """Every torchrun agent or rank a test started that still runs (zombies do not)."""
+    alive = []
+    for proc in launches.seen.values():
+        try:
+            if proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE and _role(proc):
+                alive.append(proc)
+        except psutil.Error:
+            pass
+    return alive
 
 
 def _wait_for_step(run: Path, step: int, proc: subprocess.Popen[str] | None, timeout: float = 180) -> None:
@@ -165,7 +182,7 @@ def test_sigkill_to_the_launcher_stops_the_ranks_and_resumes_exactly(
     stop = _stop_event(run)
     assert stop["reason"] == "orphaned" and f"(pid {parent.pid}), exited" in stop["detail"]
     assert (run / "checkpoints" / f"step-{stop['step']}" / "COMPLETE").is_file()
-    assert not [p for p in launches.seen.values() if p.is_running() and _role(p)]
+    assert not _live_training(launches)
     _resume_to_the_end(run, reference, tmp_path)
 
 
@@ -203,14 +220,15 @@ def test_sigkill_to_the_torchrun_agent_leaves_no_orphan_training(
         "train", str(_preset(tmp_path, tiny_model_dir, tiny_dataset, "run")), "--no-tui", env=DELAY
     )
     _wait_for_step(run, 2, parent)
-    agent = next(p for p in launches.tree(parent.pid) if _role(p) == "agent")
+    agent = next(p for p in psutil.Process(parent.pid).children() if _role(p) == "agent")
+    launches.tree(parent.pid)
     agent.kill()
     out, err = parent.communicate(timeout=120)  # the launcher waits for the orphaned rank
     assert parent.returncode == 1, out + err
     stop = _stop_event(run)
     assert stop["reason"] == "orphaned" and f"torchrun agent (pid {agent.pid}) exited" in stop["detail"]
     assert "because its torchrun agent" in out
-    assert not [p for p in launches.seen.values() if p.is_running() and _role(p)]
+    assert not _live_training(launches)
     _resume_to_the_end(run, reference, tmp_path)
 
 
@@ -227,7 +245,7 @@ def test_sigkill_to_one_rank_of_two_resumes_to_the_same_losses(
     out, err = parent.communicate(timeout=180)
     assert parent.returncode == 1, out + err
     _wait_until_free(run)
-    assert not [p for p in launches.seen.values() if p.is_running() and _role(p)]
+    assert not _live_training(launches)
     _resume_to_the_end(run, reference, tmp_path, "--nproc-per-node", "2")
 
 
@@ -236,7 +254,7 @@ def test_a_detached_run_refuses_a_second_trainer_and_stops_on_request(
 ) -> None:
     preset = _preset(tmp_path, tiny_model_dir, tiny_dataset, "run")
     run = tmp_path / "runs" / "run"
-    started = cli("train", str(preset), "--no-tui", "--detach", cwd=tmp_path, env=DELAY)
+    started = cli("train", str(preset), "--no-tui", "--detach", cwd=tmp_path, env=SLOW)
     assert started.returncode == 0, started.stdout + started.stderr
     holder = probe(RunDir(run)).holder
     assert holder is not None and holder.detached

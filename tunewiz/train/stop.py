@@ -25,18 +25,20 @@ WATCH_S = 0.5
 
 def process_start_time(pid: int) -> str | None:
     """The kernel's start time of ``pid`` (``/proc/PID/stat`` field 22), to tell a reused pid apart;
-    None without ``/proc`` or when the process is gone."""
+    None without ``/proc``, or when the process is gone or a zombie (dead, not yet reaped: a killed
+    detached launcher may stay one for long where nothing reaps orphans)."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return None
     # The command name (field 2) may hold spaces and parentheses: split after its closing one.
-    return stat.rsplit(")", 1)[1].split()[19]
+    fields = stat.rsplit(")", 1)[1].split()
+    return None if fields[0] in ("Z", "X") else fields[19]
 
 
 def _alive(pid: int, start: str | None) -> bool:
-    if start is not None:
-        return process_start_time(pid) == start
+    if start is not None or Path("/proc/self/stat").exists():
+        return start is not None and process_start_time(pid) == start
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
