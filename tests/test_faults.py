@@ -104,16 +104,21 @@ def _role(proc: psutil.Process) -> str:
     return "rank" if "tunewiz.train.recipe" in cmdline else ""
 
 
-def _live_training(launches: Launches) -> list[psutil.Process]:
-    """Every torchrun agent or rank a test started that still runs (zombies do not)."""
-    alive = []
-    for proc in launches.seen.values():
-        try:
-            if proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE and _role(proc):
-                alive.append(proc)
-        except psutil.Error:
-            pass
-    return alive
+def _live_training(launches: Launches, timeout: float = 30) -> list[psutil.Process]:
+    """Every torchrun agent or rank a test started that still runs (zombies do not) once torchrun had
+    ``timeout`` seconds to tear down after its ranks."""
+    deadline = time.monotonic() + timeout
+    while True:
+        alive = []
+        for proc in launches.seen.values():
+            try:
+                if proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE and _role(proc):
+                    alive.append(proc)
+            except psutil.Error:
+                pass
+        if not alive or time.monotonic() > deadline:
+            return alive
+        time.sleep(0.2)
 
 
 def _wait_for_step(run: Path, step: int, proc: subprocess.Popen[str] | None, timeout: float = 180) -> None:
