@@ -3,7 +3,9 @@
 The numbers are the ones in each repository's published ``config.json`` (they size the memory plan
 and the catalog list of the wizard). A training run never builds a model from this table: it reads
 the checkpoint's own ``config.json``. ``lookup`` also accepts a local model directory or a Hub id
-already in the local Hugging Face cache, as long as its ``config.json`` is Llama-family.
+already in the local Hugging Face cache, as long as its ``config.json`` is of a supported family.
+Qwen3 and Gemma 3 architectures are written as the (sparse) ``config.json`` dicts their repositories
+publish and read through ``LlamaConfig.from_hf``, so the catalog and a loaded checkpoint agree.
 
 Pure Python (json + dataclasses): planning and the wizard's first question never import torch.
 """
@@ -33,7 +35,8 @@ class CatalogModel:
         license: licence identifier as the Hub shows it.
         gated: the Hub asks you to accept the licence before downloading.
         chat_template: template family of the tokenizer (``llama3``, ``llama2``, ``mistral``,
-            ``chatml``, ``zephyr``), or None for a base model without one.
+            ``chatml``, ``qwen3`` (ChatML with the thinking switch), ``gemma``, ``zephyr``), or None for a
+            base model without one.
         published_params: parameter count the publisher states (model card / safetensors metadata),
             or None when unknown (local models); tests check ``params`` against it.
     """
@@ -112,6 +115,65 @@ _SMOL_17B = _arch("llama", 49152, 2048, 8192, 24, 32, 32, 8192, True, 130000.0)
 _TINYLLAMA = _arch("llama", 32000, 2048, 5632, 22, 32, 4, 2048, False, 10000.0)
 
 
+def _qwen3(hidden: int, inter: int, layers: int, heads: int, tie: bool) -> LlamaConfig:
+    # Every Qwen3 dense size: vocab 151936, 8 kv heads of 128, context 40960, RoPE base 1e6.
+    return LlamaConfig.from_hf(
+        {
+            "model_type": "qwen3",
+            "vocab_size": 151936,
+            "hidden_size": hidden,
+            "intermediate_size": inter,
+            "num_hidden_layers": layers,
+            "num_attention_heads": heads,
+            "num_key_value_heads": 8,
+            "head_dim": 128,
+            "max_position_embeddings": 40960,
+            "rope_theta": 1_000_000.0,
+            "rms_norm_eps": 1e-6,
+            "tie_word_embeddings": tie,
+            "bos_token_id": 151643,
+            "eos_token_id": 151645,
+        },
+        source="catalog",
+    )
+
+
+def _gemma3(
+    vocab: int, hidden: int, inter: int, layers: int, heads: int, kv: int, **extra: object
+) -> LlamaConfig:
+    # Gemma 3's config.json files name little more than this; the rest are Gemma3TextConfig's defaults
+    # (head_dim 256, query_pre_attn_scalar 256, every 6th layer global, local RoPE base 1e4).
+    return LlamaConfig.from_hf(
+        {
+            "model_type": "gemma3_text",
+            "vocab_size": vocab,
+            "hidden_size": hidden,
+            "intermediate_size": inter,
+            "num_hidden_layers": layers,
+            "num_attention_heads": heads,
+            "num_key_value_heads": kv,
+            **extra,
+        },
+        source="catalog",
+    )
+
+
+_QWEN3_06B = _qwen3(1024, 3072, 28, 16, True)
+_QWEN3_17B = _qwen3(2048, 6144, 28, 16, True)
+_QWEN3_4B = _qwen3(2560, 9728, 36, 32, True)
+_QWEN3_8B = _qwen3(4096, 12288, 36, 32, False)
+_QWEN3_14B = _qwen3(5120, 17408, 40, 40, False)
+_QWEN3_32B = _qwen3(5120, 25600, 64, 64, False)
+_SMALL_GEMMA = {"max_position_embeddings": 32768, "sliding_window": 512}
+# 4B/12B/27B: the language model of a multimodal checkpoint; global layers with linear RoPE scaling x8.
+_BIG_GEMMA = {"sliding_window": 1024, "rope_scaling": {"rope_type": "linear", "factor": 8.0}}
+_GEMMA3_270M = _gemma3(262144, 640, 2048, 18, 4, 1, **_SMALL_GEMMA)
+_GEMMA3_1B = _gemma3(262144, 1152, 6912, 26, 4, 1, **_SMALL_GEMMA)
+_GEMMA3_4B = _gemma3(262208, 2560, 10240, 34, 8, 4, **_BIG_GEMMA)
+_GEMMA3_12B = _gemma3(262208, 3840, 15360, 48, 16, 8, **_BIG_GEMMA)
+_GEMMA3_27B = _gemma3(262208, 5376, 21504, 62, 32, 16, head_dim=128, query_pre_attn_scalar=168, **_BIG_GEMMA)
+
+
 def _pair(
     name: str,
     base: str,
@@ -128,7 +190,31 @@ def _pair(
     )
 
 
-# Published counts: the model cards' / Hub safetensors metadata's parameter totals.
+def _qwen3_pair(size: str, arch: LlamaConfig, published: int) -> tuple[CatalogModel, CatalogModel]:
+    # Qwen/Qwen3-N is the post-trained model (thinking and non-thinking modes in one); -Base the pretrained.
+    return _pair(
+        f"qwen3-{size.lower()}",
+        f"Qwen/Qwen3-{size}-Base",
+        f"Qwen/Qwen3-{size}",
+        arch,
+        "apache-2.0",
+        False,
+        "qwen3",
+        published,
+    )
+
+
+def _gemma3_pair(size: str, arch: LlamaConfig, published: int) -> tuple[CatalogModel, CatalogModel]:
+    base = "google/gemma-3-270m" if size == "270m" else f"google/gemma-3-{size}-pt"
+    return _pair(
+        f"gemma-3-{size}", base, f"google/gemma-3-{size}-it", arch, "gemma", True, "gemma", published
+    )
+
+
+# Published counts: the model cards' / Hub safetensors metadata's parameter totals. Tied embeddings count
+# once (Qwen3's safetensors totals count its tied lm_head twice: 0.6B's 751,632,384 is 596,049,920 + the
+# 155,582,464 duplicate). Gemma 3 4B/12B/27B: the checkpoint's total less its 0.42B SigLIP vision tower
+# and projector, i.e. the language model tunewiz trains.
 CATALOG: tuple[CatalogModel, ...] = (
     *_pair(
         "smollm2-135m",
@@ -269,6 +355,17 @@ CATALOG: tuple[CatalogModel, ...] = (
         "llama2",
         13_015_864_320,
     ),
+    *_qwen3_pair("0.6B", _QWEN3_06B, 596_049_920),
+    *_qwen3_pair("1.7B", _QWEN3_17B, 1_720_000_000),  # 2.03B safetensors total less the 0.31B tied lm_head
+    *_qwen3_pair("4B", _QWEN3_4B, 4_020_000_000),
+    *_qwen3_pair("8B", _QWEN3_8B, 8_190_000_000),
+    *_qwen3_pair("14B", _QWEN3_14B, 14_770_000_000),
+    CatalogModel("qwen3-32b", "Qwen/Qwen3-32B", _QWEN3_32B, "apache-2.0", False, "qwen3", 32_760_000_000),
+    *_gemma3_pair("270m", _GEMMA3_270M, 268_000_000),  # the model card's 268M
+    *_gemma3_pair("1b", _GEMMA3_1B, 999_885_952),
+    *_gemma3_pair("4b", _GEMMA3_4B, 3_880_000_000),
+    *_gemma3_pair("12b", _GEMMA3_12B, 11_770_000_000),
+    *_gemma3_pair("27b", _GEMMA3_27B, 27_010_000_000),
 )
 
 
@@ -361,6 +458,8 @@ def _template_family(model_dir: Path) -> str | None:
             template = None
         text = template if isinstance(template, str) else ""
     markers = (
+        ("enable_thinking", "qwen3"),
+        ("<start_of_turn>", "gemma"),
         ("<|start_header_id|>", "llama3"),
         ("<|im_start|>", "chatml"),
         ("<<SYS>>", "llama2"),
