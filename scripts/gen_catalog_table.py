@@ -36,9 +36,9 @@ def table() -> str:
         )
     lines += [
         "",
-        "Any other Llama-family checkpoint (`model_type` llama, mistral or qwen2) works from a "
-        "local directory "
-        "or the Hugging Face cache. Shipped sample datasets (`data.path` / `--dataset`):",
+        "Any other checkpoint of a supported family (`model_type` llama, mistral, qwen2, qwen3, gemma2, "
+        "gemma3_text, or the language model of a multimodal gemma3) works from a local directory or the "
+        "Hugging Face cache. Shipped sample datasets (`data.path` / `--dataset`):",
         "",
         "| dataset | rows |",
         "|---|---:|",

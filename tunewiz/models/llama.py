@@ -23,7 +23,10 @@ from tunewiz.models.config import LinearRopeScaling, LlamaConfig
 from tunewiz.models.kv_cache import KVCache
 
 IGNORE_INDEX = -100  # label value of positions that carry no loss (prompt tokens, padding)
-LOSS_CHUNK_TOKENS = 1024  # tokens whose [chunk, V] fp32 logits exist at once in the loss
+LOSS_CHUNK_TOKENS = 1024  # most tokens whose [chunk, V] fp32 logits exist at once in the loss
+# ... and at most this many logits per chunk (512 MiB fp32): Gemma's 262k vocabulary gets 512-token chunks,
+# so the loss chunk does not outgrow the rest of a 12 GB card's activations. The planner uses the same rule.
+LOSS_CHUNK_LOGITS = 2**27
 # Largest B*H*T*S whose bf16 attention probabilities training on CPU keeps per layer (8 MiB) to run
 # attention as two matmuls instead of SDPA's flash kernel: see `matmul_attention`.
 MATMUL_ATTENTION_MAX_SCORES = 2**22
@@ -438,13 +441,14 @@ class LlamaForCausalLM(nn.Module):
         backward recomputes one chunk's logits at a time, one extra ``lm_head`` matmul per chunk."""
         h = hidden.reshape(-1, hidden.shape[-1])  # [B*T, D]
         y = labels.reshape(-1)  # [B*T]
+        chunk = loss_chunk_tokens(self.config.vocab_size)
         num_tokens = (y != IGNORE_INDEX).sum()
         fused = type(self.lm_head) is nn.Linear and self.config.final_logit_softcapping is None
         if torch.is_grad_enabled() and fused:
-            return LinearCrossEntropy.apply(h, self.lm_head.weight, y), num_tokens
+            return LinearCrossEntropy.apply(h, self.lm_head.weight, y, chunk), num_tokens
         loss_sum = torch.zeros((), dtype=torch.float32, device=hidden.device)
-        for start in range(0, h.shape[0], LOSS_CHUNK_TOKENS):
-            h_chunk, y_chunk = h[start : start + LOSS_CHUNK_TOKENS], y[start : start + LOSS_CHUNK_TOKENS]
+        for start in range(0, h.shape[0], chunk):
+            h_chunk, y_chunk = h[start : start + chunk], y[start : start + chunk]
             if torch.is_grad_enabled():
                 loss_sum = loss_sum + checkpoint(self._chunk_loss, h_chunk, y_chunk, use_reentrant=False)
             else:
@@ -455,6 +459,16 @@ class LlamaForCausalLM(nn.Module):
         # [chunk, V]: upcast per chunk, as transformers upcasts logits (after its soft-cap)
         logits = self.logits(h).float()
         return F.cross_entropy(logits, y, ignore_index=IGNORE_INDEX, reduction="sum")
+
+
+def loss_chunk_tokens(vocab_size: int) -> int:
+    """Tokens per loss chunk: LOSS_CHUNK_TOKENS, fewer when a chunk's logits would exceed LOSS_CHUNK_LOGITS
+    (1024 for Llama 3's 128k vocabulary, 883 for Qwen's 152k, 511 for Gemma's 262k), never below 128.
+
+    Args:
+        vocab_size: V, the logits per token.
+    """
+    return min(LOSS_CHUNK_TOKENS, max(128, LOSS_CHUNK_LOGITS // vocab_size))
 
 
 class LinearCrossEntropy(torch.autograd.Function):
@@ -468,14 +482,14 @@ class LinearCrossEntropy(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, h: Tensor, weight: Tensor, y: Tensor) -> Tensor:  # noqa: ANN001 (ctx)
-        """h [N, D], weight [V, D], y [N] (IGNORE_INDEX = no loss) -> fp32 scalar loss sum."""
+    def forward(ctx, h: Tensor, weight: Tensor, y: Tensor, chunk: int) -> Tensor:  # noqa: ANN001 (ctx)
+        """h [N, D], weight [V, D], y [N] (IGNORE_INDEX = no loss), tokens per chunk -> fp32 loss sum."""
         need_h, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
         grad_h = torch.empty_like(h) if need_h else None  # [N, D]
         grad_w = torch.zeros_like(weight) if need_w else None  # [V, D]
         loss_sum = torch.zeros((), dtype=torch.float32, device=h.device)
-        for start in range(0, h.shape[0], LOSS_CHUNK_TOKENS):
-            h_c, y_c = h[start : start + LOSS_CHUNK_TOKENS], y[start : start + LOSS_CHUNK_TOKENS]
+        for start in range(0, h.shape[0], chunk):
+            h_c, y_c = h[start : start + chunk], y[start : start + chunk]
             logits = F.linear(h_c, weight).float()  # [C, V] fp32 (a copy unless W is fp32)
             trained = (y_c != IGNORE_INDEX).float()  # [C]: 1 where the token carries loss
             target = y_c.clamp(min=0)[:, None]  # [C, 1]: any valid index on ignored rows
@@ -495,7 +509,7 @@ class LinearCrossEntropy(torch.autograd.Function):
             probs.scatter_add_(1, target, -trained[:, None])  # - onehot on trained rows
             grad = probs.to(weight.dtype)  # [C, V] d loss / d logits
             if need_h:
-                torch.mm(grad, weight, out=grad_h[start : start + LOSS_CHUNK_TOKENS])
+                torch.mm(grad, weight, out=grad_h[start : start + chunk])
             if need_w:
                 grad_w.addmm_(grad.t(), h_c)
         # On ctx rather than save_for_backward: backward drops ctx's references, so autograd can
@@ -504,12 +518,13 @@ class LinearCrossEntropy(torch.autograd.Function):
         return loss_sum
 
     @staticmethod
-    def backward(ctx, grad_out: Tensor) -> tuple[Tensor | None, Tensor | None, None]:  # noqa: ANN001 (ctx)
+    def backward(ctx, grad_out: Tensor) -> tuple[Tensor | None, Tensor | None, None, None]:  # noqa: ANN001 (ctx)
         (grad_h, grad_w), ctx.grads = ctx.grads, None
         scale = grad_out.to(grad_h.dtype if grad_h is not None else grad_w.dtype)
         # In place: the saved gradients are ours alone, and a [V, D] copy would raise the peak.
         return (
             grad_h.mul_(scale) if grad_h is not None else None,
             grad_w.mul_(scale) if grad_w is not None else None,
+            None,
             None,
         )

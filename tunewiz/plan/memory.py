@@ -34,7 +34,9 @@ Method = Literal["lora", "qlora", "full"]
 Dtype = Literal["bf16", "fp32"]
 Device = Literal["cuda", "cpu"]
 
-LOSS_CHUNK_TOKENS = 1024  # = tunewiz.models.llama.LOSS_CHUNK_TOKENS (not imported: that module imports torch)
+# = tunewiz.models.llama.LOSS_CHUNK_TOKENS and LOSS_CHUNK_LOGITS (not imported: that module imports torch)
+LOSS_CHUNK_TOKENS = 1024
+LOSS_CHUNK_LOGITS = 2**27
 MATMUL_ATTENTION_MAX_SCORES = 2**22  # = tunewiz.models.llama.MATMUL_ATTENTION_MAX_SCORES (same reason)
 CUDA_CONTEXT_BYTES = 600 * MiB  # CUDA context + cuBLAS/cuDNN workspaces outside the caching allocator
 NCCL_BUFFER_BYTES = 400 * MiB  # NCCL communicator buffers, only with more than one GPU
@@ -418,7 +420,14 @@ def _block_saved_bytes_per_token(arch: LlamaConfig, i: PlanInputs, e: int, targe
     if o_saves and i.device == "cpu":
         per_token += e * q
     per_token += lora(("o_proj",), o_saves)
-    # MLP: norm -> gate [N, I], up [N, I] -> silu(gate) saves gate; silu(gate) * up saves both factors;
+    # Qwen3/Gemma 3 q_norm/k_norm: the fp32 copies of q and k [N, Q + K] and their rsqrt per head.
+    if arch.qk_norm:
+        kv_heads = arch.num_key_value_heads
+        per_token += 4 * (heads + kv_heads) * (arch.head_dim + 1)
+    # Gemma 2/3 norm the attention and MLP outputs too: two more fp32 inputs [N, D] and rsqrt.
+    if arch.sandwich_norm:
+        per_token += 2 * (4 * d + 4)
+    # MLP: norm -> gate [N, I], up [N, I] -> silu(gate) (Gemma: tanh GELU) saves gate; act * up saves both;
     # the product is saved by down_proj when trained.
     per_token += rms_norm(full)
     per_token += lora(_MLP_IN_TARGETS, full)
@@ -462,7 +471,8 @@ def _loss_bytes(arch: LlamaConfig, i: PlanInputs, e: int) -> int:
     # Fused chunked loss (models/llama.py, LinearCrossEntropy): per chunk the fp32 logits [C, V] (turned
     # into softmax - onehot in place) and their cast to e for the grad matmuls (none in fp32), plus
     # the grad of the final hidden states [N, D] e that the forward fills chunk by chunk.
-    c = min(LOSS_CHUNK_TOKENS, n)
+    # Tokens per chunk: models/llama.py's `loss_chunk_tokens` (fewer for large vocabularies such as Gemma's).
+    c = min(LOSS_CHUNK_TOKENS, max(128, LOSS_CHUNK_LOGITS // v), n)
     return c * v * (4 + e * (e != 4)) + n * arch.hidden_size * e
 
 
