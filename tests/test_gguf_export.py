@@ -280,3 +280,29 @@ def test_bad_inputs_say_what_and_how(
     (run / "final").rename(run / "final.away")
     with pytest.raises(TunewizError, match="no final weights"):
         export_gguf(run, quant="q8_0")
+
+
+def test_push_gguf_uploads_it_beside_the_weights_and_the_card_says_how_to_run_it(
+    tmp_path: Path, models: dict[str, Path]
+) -> None:
+    run, _ = build_run(tmp_path / "run", models["llama-sp"])
+    staged = tmp_path / "staged"
+    done = cli(
+        "push", str(run), "--repo-id", "you/tiny-gguf", "--gguf", "--dry-run", str(staged), cwd=tmp_path
+    )
+    assert done.returncode == 2 and "has no .gguf file" in done.stderr
+    assert f"hint: write one first: `tunewiz export {run} --format gguf`" in done.stderr
+    done = cli("export", str(run), "--format", "gguf", "--quant", "q8_0", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    gguf_name = Path(done.stdout.strip()).name
+    done = cli(
+        "push", str(run), "--repo-id", "you/tiny-gguf", "--gguf", "--dry-run", str(staged), cwd=tmp_path
+    )
+    assert done.returncode == 0, done.stderr
+    files = {p.name for p in staged.iterdir()}
+    assert {gguf_name, "Modelfile", "adapter_model.safetensors", "README.md"} <= files
+    card = (staged / "README.md").read_text()
+    assert "- gguf" in card.split("---")[1]  # a Hub tag, so the Hub lists it with GGUF models
+    assert f"hf download you/tiny-gguf {gguf_name} Modelfile --local-dir tiny-gguf" in card
+    assert "ollama create tiny-gguf -f Modelfile && ollama run tiny-gguf" in card
+    assert f"llama-cli -m {gguf_name} --jinja -cnv" in card

@@ -24,6 +24,9 @@ def push(
     merged: bool = typer.Option(
         False, "--merged", help="Push the merged model (safetensors + config + tokenizer)."
     ),
+    gguf: bool = typer.Option(
+        False, "--gguf", help="Also upload RUN/export/'s GGUF files and Modelfile (`tunewiz export`)."
+    ),
     private: bool = typer.Option(False, "--private", help="Create the repository private."),
     license: str = typer.Option(
         None, "--license", help="License id for the card (default: the base model's)."
@@ -58,10 +61,12 @@ def push(
         print(f"{staged.kind}: {', '.join(staged.files)}", file=sys.stderr)
 
     if dry_run is not None:
-        staged = stage_push(run_dir, dry_run, repo_id=repo_id, kind=kind, license=license)
+        staged = stage_push(run_dir, dry_run, repo_id=repo_id, kind=kind, license=license, gguf=gguf)
         report(staged)
         print(f"dry run: nothing uploaded; `{staged.path / 'README.md'}` is the model card", file=sys.stderr)
         typer.echo(str(staged.path))
         return
-    url = push_run(run_dir, repo_id=repo_id, kind=kind, private=private, license=license, on_staged=report)
+    url = push_run(
+        run_dir, repo_id=repo_id, kind=kind, private=private, license=license, gguf=gguf, on_staged=report
+    )
     typer.echo(url)

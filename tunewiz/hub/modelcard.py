@@ -269,6 +269,7 @@ def render_model_card(
     license: str | None = None,
     badge: str | None = None,
     loss_plot: str | None = None,
+    gguf_files: list[str] | None = None,
 ) -> tuple[str, list[str]]:
     """Write the model card.
 
@@ -279,6 +280,7 @@ def render_model_card(
         license: license id; None takes the base model's from the catalog.
         badge: file name of the badge image in the repository, or None.
         loss_plot: file name of the loss curve image in the repository, or None.
+        gguf_files: GGUF file names in the repository (`tunewiz export`); the card says how to run them.
 
     Returns:
         The ``README.md`` text, and warnings for the user (missing license, local base model).
@@ -299,6 +301,8 @@ def render_model_card(
     tags = ["tunewiz", preset.method, *([facts.model_type] if facts.model_type else [])]
     if kind == "adapter":
         tags.append("peft")
+    if gguf_files:
+        tags.append("gguf")
     data = ModelCardData(
         base_model=base_id,
         datasets=[dataset_id] if dataset_id else None,
@@ -316,6 +320,7 @@ def render_model_card(
             _intro(facts, repo_id, kind, base_id, dataset_id, badge),
             _results_section(facts),
             _usage_section(facts, repo_id, kind, base_id),
+            _gguf_section(repo_id, gguf_files or []),
             _training_section(facts, loss_plot),
             _hyperparameters_section(facts),
             _footer(),
@@ -436,6 +441,26 @@ def _usage_section(facts: CardFacts, repo_id: str, kind: str, base_id: str | Non
         f"## Use it\n\nWith transformers{' and peft' if kind == 'adapter' else ''}:\n\n"
         f"```python\n{load}\n\n{prompt}\n```{merge}\n\n"
         f"In the terminal, with tunewiz:\n\n```bash\n{cli}\n```"
+    )
+
+
+def _gguf_section(repo_id: str, files: list[str]) -> str:
+    """How to run the repository's GGUF files with Ollama and llama.cpp (empty without any)."""
+    if not files:
+        return ""
+    local = repo_id.split("/")[-1]
+    name = local.lower()
+    listing = "\n".join(f"- `{f}`" for f in files)
+    first = files[0]
+    return (
+        "## Run it with llama.cpp or Ollama\n\nGGUF files, written by `tunewiz export --format gguf` "
+        f"from the merged weights, with the tokenizer and the chat template this model was trained with "
+        f"(`tokenizer.chat_template`):\n\n{listing}\n\n"
+        f"```bash\nhf download {repo_id} {first} Modelfile --local-dir {local}\n"
+        f"cd {local} && ollama create {name} -f Modelfile && ollama run {name}   # Ollama\n"
+        f"llama-cli -m {first} --jinja -cnv   # llama.cpp\n```\n\n"
+        "The `Modelfile` sets the stop tokens and sampling defaults; Ollama reads the chat template "
+        "from the GGUF."
     )
 
 

@@ -119,6 +119,28 @@ def _files_to_stage(run: RunDir, kind: PushKind) -> dict[str, Path]:
     return {**weights, **tokenizer}
 
 
+def gguf_files(run: RunDir) -> dict[str, Path]:
+    """``RUN/export/``'s GGUF files and Ollama Modelfile (what `tunewiz export --format gguf` wrote).
+
+    Args:
+        run: the run directory.
+
+    Raises:
+        TunewizError: there is no GGUF file yet (with the command that makes one).
+    """
+    export = run.path / "export"
+    found = {p.name: p for p in sorted(export.glob("*.gguf"))} if export.is_dir() else {}
+    if not found:
+        raise TunewizError(
+            f"`{export}` has no .gguf file to push beside the weights",
+            hint=f"write one first: `tunewiz export {run.path} --format gguf` (add `--quant q4_k_m` for a "
+            "smaller one), then push again",
+        )
+    if (export / "Modelfile").is_file():
+        found["Modelfile"] = export / "Modelfile"
+    return found
+
+
 def _place(source: Path, dest: Path) -> None:
     # Weights can be gigabytes: a hard link costs nothing; exports replace files by rename, never in place.
     try:
@@ -128,7 +150,13 @@ def _place(source: Path, dest: Path) -> None:
 
 
 def stage_push(
-    run_dir: Path, out_dir: Path, *, repo_id: str, kind: PushKind | None = None, license: str | None = None
+    run_dir: Path,
+    out_dir: Path,
+    *,
+    repo_id: str,
+    kind: PushKind | None = None,
+    license: str | None = None,
+    gguf: bool = False,
 ) -> StagedFolder:
     """Write the folder that ``tunewiz push`` uploads: weights, tokenizer, ``README.md``, ``loss.png``, badge.
 
@@ -140,9 +168,11 @@ def stage_push(
         repo_id: ``user/name`` the card's usage snippets name.
         kind: ``adapter`` (the PEFT adapter) or ``merged``; None picks the adapter when there is one.
         license: license id for the card; None takes the base model's from the catalog.
+        gguf: also stage ``RUN/export/``'s GGUF files and Modelfile; the card says how to run them.
 
     Raises:
-        TunewizError: the run is unfinished, lacks the asked-for weights, or ``out_dir`` is not empty.
+        TunewizError: the run is unfinished, lacks the asked-for weights (or GGUF), or ``out_dir`` is
+            not empty.
     """
     from tunewiz.hub.modelcard import read_card_facts, render_model_card
 
@@ -156,6 +186,8 @@ def stage_push(
             hint="pass a new or empty directory to `--dry-run`",
         )
     files = _files_to_stage(run, kind)
+    gguf_names = gguf_files(run) if gguf else {}
+    files.update(gguf_names)
     has_loss_plot = run.loss_plot.is_file()
     facts = read_card_facts(run)
     card, warnings = render_model_card(
@@ -165,6 +197,7 @@ def stage_push(
         license=license,
         badge=BADGE_FILE,
         loss_plot="loss.png" if has_loss_plot else None,
+        gguf_files=[name for name in gguf_names if name.endswith(".gguf")],
     )
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
@@ -214,6 +247,7 @@ def push_run(
     kind: PushKind | None = None,
     private: bool = False,
     license: str | None = None,
+    gguf: bool = False,
     on_staged: Callable[[StagedFolder], None] | None = None,
 ) -> str:
     """Stage a run's adapter or merged model with its card, create the repo if needed, and upload it.
@@ -224,6 +258,7 @@ def push_run(
         kind: ``adapter`` or ``merged``; None picks the adapter when there is one.
         private: create the repository private (an existing repo keeps its visibility).
         license: license id for the card; None takes the base model's.
+        gguf: also upload ``RUN/export/``'s GGUF files and Modelfile.
         on_staged: called with the staged folder before the upload starts.
 
     Returns:
@@ -238,7 +273,9 @@ def push_run(
     check_run_dir(run_dir)
     token = write_token()
     with tempfile.TemporaryDirectory(prefix="tunewiz-push-") as tmp:
-        staged = stage_push(run_dir, Path(tmp) / "repo", repo_id=repo_id, kind=kind, license=license)
+        staged = stage_push(
+            run_dir, Path(tmp) / "repo", repo_id=repo_id, kind=kind, license=license, gguf=gguf
+        )
         if on_staged is not None:
             on_staged(staged)
         api = HfApi(token=token)
