@@ -21,6 +21,11 @@ LLAMA3_TEMPLATE = (
     "{% if add_generation_prompt %}"
     "{{ '<|start_header_id|>assistant<|end_header_id|>\\n\\n' }}{% endif %}"
 )
+MISTRAL_TEMPLATE = (
+    "{{ bos_token }}{% for message in messages %}{% if message['role'] == 'user' %}"
+    "{{ '[INST] ' + message['content'] + ' [/INST]' }}{% elif message['role'] == 'assistant' %}"
+    "{{ message['content'] + eos_token }}{% endif %}{% endfor %}"
+)
 CHATML_TEMPLATE = (
     "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + "
     "'<|im_end|>\\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
@@ -121,6 +126,9 @@ def build_model(out: Path, kind: str) -> Path:
         hf.update(model_type="mistral", architectures=["MistralForCausalLM"], sliding_window=None)
         hf.update(vocab_size=json.loads((out / "config.json").read_text())["vocab_size"], bos_token_id=1)
         hf["eos_token_id"] = 2
+        tokenizer_config = json.loads((out / "tokenizer_config.json").read_text())
+        tokenizer_config["chat_template"] = MISTRAL_TEMPLATE  # starts with bos, as Mistral's own does
+        (out / "tokenizer_config.json").write_text(json.dumps(tokenizer_config))
     else:
         style = kind.split("-")[0]
         build_bpe_tokenizer(out, "llama3" if style == "llama3" else "qwen2")
