@@ -102,7 +102,9 @@ def build_model(out: Path, kind: str) -> Path:
 
     kinds: ``llama-sp`` (SentencePiece, GQA, untied; tests/runs.py's model), ``mistral-sp``,
     ``llama3-bpe`` (byte-level BPE, Llama 3.1 RoPE scaling, tied embeddings), ``qwen2-bpe`` (q/k/v bias,
-    no bos, ChatML).
+    no bos, ChatML), ``qwen3-bpe`` (q/k norms, head_dim ≠ hidden/heads, tied), ``gemma3-sp`` (GeGLU,
+    (1 + w) sandwich norms, q/k norms, local/global layers with a window shorter than the prompt),
+    ``gemma2-sp`` (alternating local/global layers, attention and final logit soft-caps).
     """
     from tunewiz.models.config import LlamaConfig
     from tunewiz.models.llama import LlamaForCausalLM
@@ -121,6 +123,8 @@ def build_model(out: Path, kind: str) -> Path:
         "rope_theta": 10000.0,
         "tie_word_embeddings": False,
     }
+    if kind in ("qwen3-bpe", "gemma3-sp", "gemma2-sp"):
+        return _build_from_transformers_config(out, kind)
     if kind == "mistral-sp":
         build_tiny_model(out)
         hf.update(model_type="mistral", architectures=["MistralForCausalLM"], sliding_window=None)
@@ -222,3 +226,46 @@ def build_run(
     if (model_dir / "generation_config.json").is_file():
         shutil.copy2(model_dir / "generation_config.json", final / "generation_config.json")
     return run, expected
+
+
+def _build_from_transformers_config(out: Path, kind: str) -> Path:
+    """Qwen3 and Gemma 3 from transformers' own config classes (their defaults fill what we leave out)."""
+    import transformers
+
+    from tunewiz.models.config import LlamaConfig
+    from tunewiz.models.llama import LlamaForCausalLM
+    from tunewiz.models.loading import save_model
+
+    small = dict(hidden_size=64, intermediate_size=128, num_attention_heads=4, max_position_embeddings=256)
+    if kind == "qwen3-bpe":
+        build_bpe_tokenizer(out, "qwen2")
+        n_tokens = len(json.loads((out / "tokenizer.json").read_text())["model"]["vocab"])
+        hf = transformers.Qwen3Config(
+            **small, vocab_size=n_tokens + 8, num_hidden_layers=2, num_key_value_heads=2, head_dim=24,
+            tie_word_embeddings=True, rms_norm_eps=1e-6,
+        )  # fmt: skip
+    else:
+        build_tiny_model(out)
+        tokenizer_config = json.loads((out / "tokenizer_config.json").read_text())
+        tokenizer_config["chat_template"] = MISTRAL_TEMPLATE
+        (out / "tokenizer_config.json").write_text(json.dumps(tokenizer_config))
+        vocab = json.loads((out / "config.json").read_text())["vocab_size"]
+        gemma = dict(
+            small, vocab_size=vocab, num_key_value_heads=2, head_dim=16, query_pre_attn_scalar=16,
+            sliding_window=6, tie_word_embeddings=True, bos_token_id=1, eos_token_id=2, pad_token_id=0,
+        )  # fmt: skip
+        if kind == "gemma3-sp":
+            hf = transformers.Gemma3TextConfig(**gemma, num_hidden_layers=3, sliding_window_pattern=3)
+        else:
+            hf = transformers.Gemma2Config(**gemma, num_hidden_layers=2, final_logit_softcapping=5.0)
+    config = LlamaConfig.from_hf(hf.to_dict())
+    torch.manual_seed(1)
+    model = LlamaForCausalLM(config)
+    model.init_weights()
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if "norm" in name:
+                param.add_(torch.randn_like(param) * 0.1)
+    save_model(model, out, config)
+    (out / "generation_config.json").write_text(json.dumps({"do_sample": False}))
+    return out

@@ -14,8 +14,16 @@ import torch
 from gguf_support import build_model, build_run
 from runs import cli
 
-KINDS = ["llama-sp", "mistral-sp", "llama3-bpe", "qwen2-bpe"]
-ARCH = {"llama-sp": "llama", "mistral-sp": "llama", "llama3-bpe": "llama", "qwen2-bpe": "qwen2"}
+KINDS = ["llama-sp", "mistral-sp", "llama3-bpe", "qwen2-bpe", "qwen3-bpe", "gemma3-sp", "gemma2-sp"]
+ARCH = {
+    "llama-sp": "llama",
+    "mistral-sp": "llama",
+    "llama3-bpe": "llama",
+    "qwen2-bpe": "qwen2",
+    "qwen3-bpe": "qwen3",
+    "gemma3-sp": "gemma3",
+    "gemma2-sp": "gemma2",
+}
 
 
 @pytest.fixture(scope="module")
@@ -102,6 +110,9 @@ def test_every_tensor_and_key_read_back(
     want_names |= (
         {f"blk.{b}.attn_{p}.bias" for b in range(n_blocks) for p in "qkv"} if arch == "qwen2" else set()
     )
+    extra = {"qwen3": ["attn_q_norm", "attn_k_norm"], "gemma3": ["attn_q_norm", "attn_k_norm"]}.get(arch, [])
+    extra += ["post_attention_norm", "post_ffw_norm"] if arch.startswith("gemma") else []
+    want_names |= {f"blk.{b}.{p}.weight" for b in range(n_blocks) for p in extra}
     assert set(tensors) == want_names
 
     import gguf
@@ -116,6 +127,8 @@ def test_every_tensor_and_key_read_back(
         qtype = tensor.tensor_type.name
         assert [int(n) for n in reversed(tensor.shape)] == list(value.shape), name
         assert qtype == ("F32" if value.dim() == 1 else quant.upper()), name
+        if arch.startswith("gemma") and key.endswith("norm.weight"):
+            value = value + 1  # Gemma's (1 + weight), stored as the factor llama.cpp multiplies by
         layout = _expected_layout(
             key, value, config.num_attention_heads, config.num_key_value_heads, arch == "llama"
         )
@@ -141,6 +154,15 @@ def test_every_tensor_and_key_read_back(
     assert _field(reader, f"{arch}.rope.freq_base") == pytest.approx(config.rope_theta)
     assert _field(reader, f"{arch}.attention.layer_norm_rms_epsilon") == pytest.approx(config.rms_norm_eps)
     assert _field(reader, "general.file_type") == {"f16": 1, "q8_0": 7}[quant]
+    if arch == "gemma3":  # local/global layers: the window and which layers use it
+        assert _field(reader, "gemma3.attention.sliding_window") == config.sliding_window == 6
+        pattern = _field(reader, "gemma3.attention.sliding_window_pattern")
+        assert pattern == [t == "sliding_attention" for t in config.layer_types] == [True, True, False]
+        assert _field(reader, "gemma3.rope.freq_base_swa") == pytest.approx(config.rope_local_theta)
+    if arch == "gemma2":
+        assert _field(reader, "gemma2.attention.sliding_window_pattern") == [True, False]
+        assert _field(reader, "gemma2.attn_logit_softcapping") == pytest.approx(config.attn_logit_softcapping)
+        assert _field(reader, "gemma2.final_logit_softcapping") == pytest.approx(5.0)
 
     # Tokenizer: every token, its type, bos/eos and the BOS rule, the trained template.
     tokenizer = load_tokenizer(run / "final")

@@ -27,6 +27,8 @@ except ImportError:
         ) from None
     pytest.skip("llama-cpp-python is not installed (`.ci/run` builds it)", allow_module_level=True)
 
+# Every exported shape except llama-sp, which the trained demo run covers.
+KINDS = ["mistral-sp", "llama3-bpe", "qwen2-bpe", "qwen3-bpe", "gemma3-sp", "gemma2-sp"]
 TEXTS = [
     "Mia has a red cup. What colour is it?",
     "Grüße aus Köln – naïve café, 日本語のテキスト 🚀 ok",
@@ -120,7 +122,7 @@ def _check_tokenizer(gguf_path: Path, run: Path) -> None:
 @pytest.fixture(scope="module")
 def bpe_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     runs = {}
-    for kind in ("llama3-bpe", "qwen2-bpe", "mistral-sp"):
+    for kind in KINDS:
         root = tmp_path_factory.mktemp(kind)
         run, _ = build_run(root / "run", build_model(root / "model", kind))
         done = cli("export", str(run), "--format", "gguf", "--quant", "f16", cwd=root)
@@ -129,7 +131,7 @@ def bpe_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return runs
 
 
-@pytest.mark.parametrize("kind", ["llama3-bpe", "qwen2-bpe", "mistral-sp"])
+@pytest.mark.parametrize("kind", KINDS)
 def test_llamacpp_tokenizes_and_computes_like_tunewiz(bpe_runs: dict[str, Path], kind: str) -> None:
     run = bpe_runs[kind]
     gguf_path = next((run / "export").glob("*.f16.gguf"))

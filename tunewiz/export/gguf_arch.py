@@ -9,6 +9,11 @@ Two layout facts, both from llama.cpp's ``convert_hf_to_gguf.py``:
   ``k_proj`` are permuted per head; Qwen2/Qwen3 run with NEOX (rotate-half) RoPE and are written as they are.
 * Llama 3.1 RoPE scaling is not a hyper-parameter in llama.cpp but a ``rope_freqs`` tensor of per-frequency
   divisors, computed from the same formula transformers uses.
+* Gemma's RMSNorm multiplies by ``(1 + weight)`` and checkpoints store ``weight``; llama.cpp's Gemma
+  graphs multiply by the stored value, so every ``*norm.weight`` is written plus one (the converter's
+  ``norm_shift``). Gemma's local/global layers are written as an explicit per-layer sliding-window
+  pattern, and llama.cpp derives the attention scale from ``head_dim`` (from ``hidden / heads`` for the
+  27B sizes), so a ``query_pre_attn_scalar`` that matches neither is refused rather than exported wrong.
 """
 
 from __future__ import annotations
@@ -31,7 +36,11 @@ _ARCH: dict[str, tuple[str, bool]] = {
     "mistral": ("LLAMA", True),
     "qwen2": ("QWEN2", False),
     "qwen3": ("QWEN3", False),
+    "gemma2": ("GEMMA2", False),
+    "gemma3_text": ("GEMMA3", False),
 }
+# llama.cpp recognises the 27B Gemma sizes by layer count and then scales attention by hidden / heads.
+_GEMMA_27B_LAYERS = {"gemma2": 46, "gemma3_text": 62}
 # Checkpoint keys that carry nothing a GGUF needs (transformers recomputes them too).
 _SKIPPED_SUFFIXES = ("rotary_emb.inv_freq",)
 
@@ -67,6 +76,8 @@ def hyperparameters(config: LlamaConfig) -> dict[str, Any]:
     """
     import gguf
 
+    from tunewiz.models.config import LinearRopeScaling
+
     arch = gguf_arch_name(config)
     keys = gguf.Keys
     values: dict[str, Any] = {
@@ -83,7 +94,41 @@ def hyperparameters(config: LlamaConfig) -> dict[str, Any]:
         keys.Rope.DIMENSION_COUNT: config.head_dim,
         keys.Rope.FREQ_BASE: config.rope_theta,
     }
+    if isinstance(config.rope_scaling, LinearRopeScaling):
+        values[keys.Rope.SCALING_TYPE] = "linear"
+        values[keys.Rope.SCALING_FACTOR] = config.rope_scaling.factor
+    if config.model_type.startswith("gemma"):
+        values.update(_gemma_hyperparameters(config))
     return {key.format(arch=arch): value for key, value in values.items()}
+
+
+def _gemma_hyperparameters(config: LlamaConfig) -> dict[str, Any]:
+    """Gemma 2/3: sliding window and its per-layer pattern, local RoPE base, soft-caps."""
+    import gguf
+
+    keys = gguf.Keys
+    scale_from = config.hidden_size // config.num_attention_heads
+    is_27b = config.num_hidden_layers == _GEMMA_27B_LAYERS[config.model_type]
+    expected = scale_from if is_27b else config.head_dim
+    if config.query_pre_attn_scalar is not None and config.query_pre_attn_scalar != expected:
+        raise TunewizError(
+            f"query_pre_attn_scalar={config.query_pre_attn_scalar:g} differs from the {expected} llama.cpp "
+            f"derives for a {config.num_hidden_layers}-layer {config.model_type}; its attention would differ",
+            hint="export `final/` with llama.cpp's `convert_hf_to_gguf.py` and check it, or use the "
+            "Hugging Face weights in `final/`",
+        )
+    values: dict[str, Any] = {}
+    if config.sliding_window is not None:
+        values[keys.Attention.SLIDING_WINDOW] = config.sliding_window
+        types = config.layer_types or ()
+        values[keys.Attention.SLIDING_WINDOW_PATTERN] = [t == "sliding_attention" for t in types]
+    if config.rope_local_theta is not None:
+        values[keys.Rope.FREQ_BASE_SWA] = config.rope_local_theta
+    if config.attn_logit_softcapping is not None:
+        values[keys.LLM.ATTN_LOGIT_SOFTCAPPING] = config.attn_logit_softcapping
+    if config.final_logit_softcapping is not None:
+        values[keys.LLM.FINAL_LOGIT_SOFTCAPPING] = config.final_logit_softcapping
+    return values
 
 
 def gguf_tensors(
@@ -103,10 +148,12 @@ def gguf_tensors(
     """
     import gguf
 
+    from tunewiz.models.config import Llama3RopeScaling
+
     arch, permute = _arch(config)
     names = gguf.get_tensor_name_map(gguf.MODEL_ARCH[arch], config.num_hidden_layers)
     out: list[tuple[str, tuple[int, ...], Callable[[], torch.Tensor]]] = []
-    if config.rope_scaling is not None:
+    if isinstance(config.rope_scaling, Llama3RopeScaling):
         name = gguf.TENSOR_NAMES[gguf.MODEL_TENSOR.ROPE_FREQS] + ".weight"
         out.append((name, (config.head_dim // 2,), lambda: _llama3_rope_factors(config)))
     for key, value in state.items():
@@ -125,14 +172,17 @@ def gguf_tensors(
             heads = config.num_attention_heads
         elif permute and key.endswith(("self_attn.k_proj.weight", "self_attn.k_proj.bias")):
             heads = config.num_key_value_heads
-        out.append((name, tuple(value.shape), partial(_converted, value, heads)))
+        offset = 1.0 if config.norm_unit_offset and key.endswith("norm.weight") else 0.0
+        out.append((name, tuple(value.shape), partial(_converted, value, heads, offset)))
     return out
 
 
-def _converted(value: torch.Tensor, rope_heads: int | None) -> torch.Tensor:
+def _converted(value: torch.Tensor, rope_heads: int | None, offset: float) -> torch.Tensor:
     import torch
 
     tensor = value.detach().to(torch.float32)
+    if offset:
+        tensor = tensor + offset  # Gemma: (1 + weight) stored as the factor llama.cpp multiplies by
     return _interleave_rope_rows(tensor, rope_heads) if rope_heads else tensor
 
 
@@ -164,8 +214,10 @@ def _llama3_rope_factors(config: LlamaConfig) -> torch.Tensor:
     """
     import torch
 
+    from tunewiz.models.config import Llama3RopeScaling
+
     scaling = config.rope_scaling
-    assert scaling is not None
+    assert isinstance(scaling, Llama3RopeScaling)
     dim = config.head_dim
     freqs = 1.0 / (config.rope_theta ** (torch.arange(0, dim, 2, dtype=torch.float64) / dim))
     low_wavelen = scaling.original_max_position_embeddings / scaling.low_freq_factor
