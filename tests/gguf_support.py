@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from runs import build_tiny_model, write_dataset, write_preset
+from runs import write_dataset, write_preset
 
 from tunewiz.export.gguf_vocab import PRE_TOKENIZERS
 
@@ -45,6 +45,43 @@ def _corpus(n: int = 1500) -> list[str]:
         " ".join(rng.choice(_WORDS) for _ in range(rng.randint(3, 10))) + " " + rng.choice(extra)
         for _ in range(n)
     ]
+
+
+def build_sp_tokenizer(out: Path, chat_template: str | None = None) -> int:
+    """A Llama-style SentencePiece `tokenizer.model` (BPE, byte fallback, identity normalization that keeps
+    whitespace, as Llama 2, Mistral and Gemma ship); returns its size."""
+    import sentencepiece as spm
+
+    out.mkdir(parents=True, exist_ok=True)
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(_corpus()),
+        model_prefix=str(out / "tokenizer"),
+        vocab_size=500,
+        model_type="bpe",
+        hard_vocab_limit=False,
+        byte_fallback=True,
+        normalization_rule_name="identity",
+        remove_extra_whitespaces=False,
+        unk_id=0,
+        bos_id=1,
+        eos_id=2,
+        pad_id=-1,
+        minloglevel=2,
+    )
+    (out / "tokenizer.vocab").unlink()
+    config = {
+        "tokenizer_class": "LlamaTokenizer",
+        "bos_token": "<s>",
+        "eos_token": "</s>",
+        "unk_token": "<unk>",
+        "add_bos_token": True,
+        "add_eos_token": False,
+        "legacy": False,
+    }
+    if chat_template:
+        config["chat_template"] = chat_template
+    (out / "tokenizer_config.json").write_text(json.dumps(config))
+    return spm.SentencePieceProcessor(model_file=str(out / "tokenizer.model")).get_piece_size()
 
 
 def build_bpe_tokenizer(out: Path, style: str) -> Path:
@@ -100,7 +137,7 @@ def build_bpe_tokenizer(out: Path, style: str) -> Path:
 def build_model(out: Path, kind: str) -> Path:
     """A tiny random model directory of one exported shape.
 
-    kinds: ``llama-sp`` (SentencePiece, GQA, untied; tests/runs.py's model), ``mistral-sp``,
+    kinds: ``llama-sp`` (SentencePiece, GQA, untied; identity normalization), ``mistral-sp``,
     ``llama3-bpe`` (byte-level BPE, Llama 3.1 RoPE scaling, tied embeddings), ``qwen2-bpe`` (q/k/v bias,
     no bos, ChatML), ``qwen3-bpe`` (q/k norms, head_dim ≠ hidden/heads, tied), ``gemma3-sp`` (GeGLU,
     (1 + w) sandwich norms, q/k norms, local/global layers with a window shorter than the prompt),
@@ -110,8 +147,6 @@ def build_model(out: Path, kind: str) -> Path:
     from tunewiz.models.llama import LlamaForCausalLM
     from tunewiz.models.loading import save_model
 
-    if kind == "llama-sp":
-        return build_tiny_model(out)
     hf: dict[str, Any] = {
         "hidden_size": 64,
         "intermediate_size": 128,
@@ -125,14 +160,12 @@ def build_model(out: Path, kind: str) -> Path:
     }
     if kind in ("qwen3-bpe", "gemma3-sp", "gemma2-sp"):
         return _build_from_transformers_config(out, kind)
-    if kind == "mistral-sp":
-        build_tiny_model(out)
-        hf.update(model_type="mistral", architectures=["MistralForCausalLM"], sliding_window=None)
-        hf.update(vocab_size=json.loads((out / "config.json").read_text())["vocab_size"], bos_token_id=1)
-        hf["eos_token_id"] = 2
-        tokenizer_config = json.loads((out / "tokenizer_config.json").read_text())
-        tokenizer_config["chat_template"] = MISTRAL_TEMPLATE  # starts with bos, as Mistral's own does
-        (out / "tokenizer_config.json").write_text(json.dumps(tokenizer_config))
+    if kind in ("llama-sp", "mistral-sp"):
+        # llama-sp has no chat template (the run's built-in one is used); Mistral's starts with bos.
+        vocab = build_sp_tokenizer(out, MISTRAL_TEMPLATE if kind == "mistral-sp" else None)
+        model_type = "llama" if kind == "llama-sp" else "mistral"
+        hf.update(model_type=model_type, vocab_size=vocab, bos_token_id=1, eos_token_id=2)
+        hf["architectures"] = ["LlamaForCausalLM" if kind == "llama-sp" else "MistralForCausalLM"]
     else:
         style = kind.split("-")[0]
         build_bpe_tokenizer(out, "llama3" if style == "llama3" else "qwen2")
@@ -245,11 +278,7 @@ def _build_from_transformers_config(out: Path, kind: str) -> Path:
             tie_word_embeddings=True, rms_norm_eps=1e-6,
         )  # fmt: skip
     else:
-        build_tiny_model(out)
-        tokenizer_config = json.loads((out / "tokenizer_config.json").read_text())
-        tokenizer_config["chat_template"] = MISTRAL_TEMPLATE
-        (out / "tokenizer_config.json").write_text(json.dumps(tokenizer_config))
-        vocab = json.loads((out / "config.json").read_text())["vocab_size"]
+        vocab = build_sp_tokenizer(out, MISTRAL_TEMPLATE)
         gemma = dict(
             small, vocab_size=vocab, num_key_value_heads=2, head_dim=16, query_pre_attn_scalar=16,
             sliding_window=6, tie_word_embeddings=True, bos_token_id=1, eos_token_id=2, pad_token_id=0,

@@ -328,3 +328,14 @@ def test_push_gguf_uploads_it_beside_the_weights_and_the_card_says_how_to_run_it
     assert f"hf download you/tiny-gguf {gguf_name} Modelfile --local-dir tiny-gguf" in card
     assert "ollama create tiny-gguf -f Modelfile && ollama run tiny-gguf" in card
     assert f"llama-cli -m {gguf_name} --jinja -cnv" in card
+
+
+def test_a_sentencepiece_normalizer_llamacpp_lacks_is_named(tmp_path: Path) -> None:
+    from runs import build_tiny_model
+
+    from tunewiz.export.gguf import export_gguf
+
+    # tests/runs.py's tokenizer keeps SentencePiece's defaults: NFKC and whitespace collapsing.
+    run, _ = build_run(tmp_path / "run", build_tiny_model(tmp_path / "model"))
+    result = export_gguf(run, quant="f16")
+    assert any("`nmt_nfkc` normalization and removal of repeated whitespace" in w for w in result.warnings)

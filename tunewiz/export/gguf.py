@@ -83,6 +83,7 @@ def export_gguf(run_path: Path, *, quant: str = "q8_0", output: Path | None = No
     """
     from tunewiz.atomic import atomic_write_text
     from tunewiz.export.gguf_file import check_disk_space, estimate_bytes
+    from tunewiz.export.gguf_vocab import sentencepiece_normalization
     from tunewiz.export.llama_quantize import INSTALL_HINT, K_QUANTS, quantize, quantizer_available
     from tunewiz.export.merged import merged_weights
     from tunewiz.export.modelfile import Modelfile, run_commands, sampling_parameters
@@ -124,6 +125,13 @@ def export_gguf(run_path: Path, *, quant: str = "q8_0", output: Path | None = No
         if written != path:
             written.unlink(missing_ok=True)
 
+    warnings = [prompt_warning] if prompt_warning else []
+    sp_model = merged.tokenizer_dir / "tokenizer.model"
+    if sp_model.is_file() and (rules := sentencepiece_normalization(sp_model)):
+        warnings.append(
+            f"`{sp_model}` applies {rules}, which llama.cpp's tokenizer does not: text those rules change "
+            "(repeated spaces, compatibility characters) splits into other tokens there"
+        )
     stop = _stop_strings(tokenizer, prompts.template)
     modelfile = Modelfile(
         gguf_name=path.name,
@@ -142,7 +150,7 @@ def export_gguf(run_path: Path, *, quant: str = "q8_0", output: Path | None = No
         template=prompts.format.template_source or "prompt.json",
         quantizer=quantizer,
         commands=run_commands(path, modelfile_path, _slug(name)),
-        warnings=[prompt_warning] if prompt_warning else [],
+        warnings=warnings,
     )
 
 

@@ -120,6 +120,31 @@ def build_vocab(
     return vocab
 
 
+def sentencepiece_normalization(model_file: Path) -> str | None:
+    """What a SentencePiece model's normalizer does that llama.cpp's tokenizer does not, or None.
+
+    llama.cpp's SentencePiece tokenizer only escapes spaces; it applies no normalization rule (NFKC) and
+    keeps repeated whitespace. Llama, Mistral and Gemma ship ``identity`` normalizers without
+    whitespace removal, so they tokenize the same; a tokenizer trained with SentencePiece's defaults
+    (``nmt_nfkc``, ``remove_extra_whitespaces``) does not, for text those rules change.
+
+    Args:
+        model_file: a ``tokenizer.model``.
+    """
+    from tunewiz.text.tokenizer import _proto_fields
+
+    spec = next((p for n, w, p, _ in _proto_fields(model_file.read_bytes()) if n == 3 and w == 2), b"")
+    fields = {n: p for n, _, p, _ in _proto_fields(spec)}
+    name = fields.get(1, b"").decode("utf-8", "replace")
+    removes_whitespace = fields[4][-1] != 0 if 4 in fields else True  # proto default: true
+    rules = []
+    if name not in ("identity", "") or fields.get(2):
+        rules.append(f"`{name or 'precompiled'}` normalization")
+    if removes_whitespace:
+        rules.append("removal of repeated whitespace")
+    return " and ".join(rules) or None
+
+
 def choose_space_prefix(tokenizer: Tokenizer, prompt: str) -> bool:
     """``tokenizer.ggml.add_space_prefix`` for a SentencePiece vocabulary: the setting under which
     llama.cpp splits ``prompt`` (a rendered chat prompt) into the ids tunewiz gives it.
