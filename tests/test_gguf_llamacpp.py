@@ -1,6 +1,7 @@
 """llama.cpp itself (through `llama-cpp-python`) reads tunewiz's GGUF exports: the same token ids as
 tunewiz's tokenizer, logits within 2e-2 of tunewiz's fp32 model at f16, and the same greedy chat reply as
-`tunewiz chat --temperature 0` (every token at f16, >= 90% at q8_0) for the trained demo run.
+`tunewiz chat --temperature 0` (every token at f16; >= 90% of the tokens at q8_0, each predicted from the
+same prefix) for the trained demo run.
 
 `llama-cpp-python` is built from source by `.ci/run`. Without it these tests are skipped, except under
 CI (`CI` or `TUNEWIZ_REQUIRE_LLAMA_CPP` set, as `.ci/run` does), where its absence is a failure: CI must
@@ -186,8 +187,11 @@ def test_demo_run_in_llamacpp_matches_tunewiz_chat(demo_run: Path) -> None:
         )
     assert len(want) == 24
     assert _llama_greedy(_llama(f16, logits_all=True), ids, 24) == want
-    got_q8 = _llama_greedy(_llama(q8, logits_all=True), ids, 24)
-    same = sum(a == b for a, b in zip(got_q8, want, strict=True))
+    # q8_0: each of the 24 tokens predicted from the same prefix (teacher forcing). Free-running greedy
+    # decoding is not compared position by position: after a 6-step fine-tune some top-2 logits differ by
+    # 0.01, below Q8_0's rounding, and one flipped near-tie makes every later position a different text.
+    q8_logits = _llama_logits(_llama(q8, logits_all=True), ids + want)
+    same = int((q8_logits[len(ids) - 1 : -1].argmax(-1) == np.array(want)).sum())
     assert same >= 0.9 * 24, f"q8_0 agrees on {same}/24 tokens"
 
     # The real CLI's reply is the same text as llama.cpp's, up to the stop token.
