@@ -254,18 +254,22 @@ def test_sigkill_to_one_rank_of_two_resumes_to_the_same_losses(
     _resume_to_the_end(run, reference, tmp_path, "--nproc-per-node", "2")
 
 
-def test_a_detached_run_refuses_a_second_trainer_and_stops_on_request(
+def test_a_second_resume_while_the_first_runs_is_refused(
     reference: Path, tmp_path: Path, tiny_model_dir: Path, tiny_dataset: Path, launches: Launches
 ) -> None:
     preset = _preset(tmp_path, tiny_model_dir, tiny_dataset, "run")
     run = tmp_path / "runs" / "run"
-    started = cli("train", str(preset), "--no-tui", "--detach", cwd=tmp_path, env=SLOW)
+    crashed = cli("train", str(preset), "--no-tui", cwd=tmp_path, env={"TUNEWIZ_FAULT_KILL": "step@4"})
+    assert crashed.returncode == 1, crashed.stdout + crashed.stderr
+    # The first resume runs in the background (`--detach`), outliving the command that started it.
+    started = cli("resume", "runs/run", "--no-tui", "--detach", cwd=tmp_path, env=SLOW)
     assert started.returncode == 0, started.stdout + started.stderr
+    assert "resuming runs/run from step-3" in started.stdout
     holder = probe(RunDir(run)).holder
     assert holder is not None and holder.detached
     launches.seen[holder.pid] = psutil.Process(holder.pid)
     assert "tunewiz watch runs/run" in started.stdout and "tunewiz stop runs/run" in started.stdout
-    _wait_for_step(run, 2, None)
+    _wait_for_step(run, 4, None)
     launches.tree(holder.pid)
 
     for args in (("resume", "runs/run"), ("train", str(preset), "--overwrite")):
