@@ -240,6 +240,8 @@ def test_cli_writes_results_with_base_deltas(lora_run: Path) -> None:
         "eval", str(lora_run), "--limit", "3", "--compare-base", "--json", "--device", "cpu", cwd=lora_run
     )
     assert proc.returncode == 0, proc.stderr
+    # The fixture run has no prompt.json (as runs made before it): the fallback is said once.
+    assert proc.stderr.count("warning: ") == 1 and "has no prompt.json" in proc.stderr
     printed = json.loads(proc.stdout)
     written = json.loads((lora_run / "eval" / "results.json").read_text())
     assert printed == written

@@ -577,7 +577,7 @@ def run_eval(
     # The run's recorded template and bos rule (the ones it trained with); both sides of --compare-base.
     prompts, warning = prompt_builder_for(target, loaded.tokenizer)
     if warning:
-        log.warning(warning)
+        log.warning("warning: %s", warning)
     lm = tunewiz_lm_class()(loaded, batch_size=batch_size, prompts=prompts)
     scores = _run(lm, task_dict, limit=limit, num_fewshot=num_fewshot)
     base_scores = None
