@@ -27,7 +27,7 @@ from tunewiz.preset.schema import Preset
 
 REPO = Path(__file__).resolve().parent.parent
 # Bump this when a preset is added under presets/ (so this test never silently covers fewer).
-SHIPPED_PRESET_COUNT = 9
+SHIPPED_PRESET_COUNT = 15
 
 # Line numbers matter: the tests below edit this text and expect errors at these lines.
 GOOD = """\

@@ -285,6 +285,8 @@ def test_reference_presets_carry_the_planners_current_prediction(tmp_path: Path)
         p for p in (REPO / "presets").glob("*.yaml") if "# Made with: tunewiz init " in p.read_text()
     )
     assert [p.stem for p in made] == [
+        "gemma-3-4b-lora-12gb",
+        "gemma-3-4b-lora-16gb",
         "llama-3.1-8b-full-8x80gb",
         "llama-3.1-8b-lora-24gb",
         "llama-3.1-8b-qlora-12gb",
@@ -292,6 +294,10 @@ def test_reference_presets_carry_the_planners_current_prediction(tmp_path: Path)
         "llama-3.2-1b-lora-8gb",
         "llama-3.2-3b-lora-12gb",
         "qwen2.5-0.5b-lora-12gb",
+        "qwen3-4b-lora-12gb",
+        "qwen3-4b-lora-16gb",
+        "qwen3-8b-qlora-12gb",
+        "qwen3-8b-qlora-16gb",
     ]
     for path in made:
         text = path.read_text()
