@@ -44,7 +44,16 @@ INSTRUCTION_TEMPLATE = (
     "{% elif message['role'] == 'assistant' %}{{ '### Response: ' + message['content'] + eos_token }}"
     "{% endif %}{% endfor %}{% if add_generation_prompt %}{{ '### Response:' }}{% endif %}"
 )
-TEMPLATES = ["alpaca", "llama2", "llama3", "chatml", "model"]
+# A model template that rewrites earlier turns, as reasoning models' do: an assistant turn before the
+# last one loses its `<think>...</think>` part. Compared turn by turn (each conversation's last reply).
+REWRITING_TEMPLATE = (
+    "{% for m in messages %}{% if m['role'] == 'assistant' %}{% set c = m['content'] %}"
+    "{% if not loop.last %}{% set c = c.split('</think>')[-1] %}{% endif %}"
+    "{{ '<|im_start|>assistant\n' + c + '<|im_end|>\n' }}"
+    "{% else %}{{ '<|im_start|>' + m['role'] + '\n' + m['content'] + '<|im_end|>\n' }}{% endif %}"
+    "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+TEMPLATES = ["alpaca", "llama2", "llama3", "chatml", "model", "model-rewriting"]
 TOKENIZERS = ["sentencepiece_bos", "json_bos", "json_no_bos"]
 
 
@@ -115,10 +124,26 @@ def test_every_inference_path_prompts_with_the_trained_ids(
     from tunewiz.inference.generate import SamplingParams
     from tunewiz.inference.load import ChatSession, prompt_builder_for
 
-    base = load_tokenizer(tokenizer_dirs[kind])
+    tokenizer_dir, choice, conversations = tokenizer_dirs[kind], template, (SINGLE, MULTI)
+    if template == "model-rewriting":
+        tokenizer_dir = shutil.copytree(tokenizer_dir, tmp_path / "tokenizer")
+        config = json.loads((tokenizer_dir / "tokenizer_config.json").read_text())
+        config["chat_template"] = REWRITING_TEMPLATE
+        (tokenizer_dir / "tokenizer_config.json").write_text(json.dumps(config))
+        choice = "model"
+        conversations = tuple(
+            [
+                {**m, "content": f"<think>the user asks {i}</think>{m['content']}"}
+                if m["role"] == "assistant"
+                else m
+                for i, m in enumerate(c)
+            ]
+            for c in conversations
+        )
+    base = load_tokenizer(tokenizer_dir)
     data = tmp_path / "chat.jsonl"
-    data.write_text("".join(json.dumps({"messages": m}) + "\n" for m in (SINGLE, MULTI)))
-    cfg = DataSection(path=str(data), template=template, max_seq_len=512, val_fraction=0.0, shuffle=False)
+    data.write_text("".join(json.dumps({"messages": m}) + "\n" for m in conversations))
+    cfg = DataSection(path=str(data), template=choice, max_seq_len=512, val_fraction=0.0, shuffle=False)
     samples, _, stats = build_datasets(cfg, base, seed=0)
 
     # The run directory as training leaves it: config.yaml, prompt.json, final/ with the tokenizer.
@@ -137,7 +162,7 @@ def test_every_inference_path_prompts_with_the_trained_ids(
 
     bos_rendered = stats.prompt.bos == "in_template"
     assert bos_rendered == (kind != "json_no_bos")
-    for sample, conversation in zip(samples, (SINGLE, MULTI), strict=True):
+    for sample, conversation in zip(samples, conversations, strict=True):
         expected = _prompt_part(sample)
         history = conversation[:-1]
         system = history[0]["content"] if history[0]["role"] == "system" else None
@@ -149,6 +174,9 @@ def test_every_inference_path_prompts_with_the_trained_ids(
         hf_ids = hf.apply_chat_template(history, add_generation_prompt=True, tokenize=True)
         hf_ids = list(hf_ids["input_ids"] if not isinstance(hf_ids, list) else hf_ids)
         assert chat_ids == expected, (kind, template, final.decode(chat_ids, skip_special=False))
+        if template == "model-rewriting":  # the earlier reply was rewritten in both
+            assert "<think>" not in final.decode(expected, skip_special=False)
+            assert "<think>" in final.decode(sample.input_ids, skip_special=False)
         assert eval_ids == expected
         assert hf_ids == expected
         # bos exactly where the tokenizer wants it: first (once, except llama2's per-turn `<s>[INST]`).
