@@ -85,13 +85,12 @@ def build_sp_tokenizer(out: Path, chat_template: str | None = None) -> int:
 
 
 def build_bpe_tokenizer(out: Path, style: str) -> Path:
-    """A byte-level BPE `tokenizer.json` with the Llama 3 (``llama3``) or Qwen2 (``qwen2``) split regex,
-    their special tokens and chat template (Qwen2: no bos, as Qwen ships)."""
+    """A byte-level BPE `tokenizer.json` with the Llama 3 (``llama3``) or Qwen2 (``qwen2``) split regex, or
+    SmolLM2's single digits + ByteLevel regex (``smollm``), their special tokens and chat template (Qwen2
+    and SmolLM2: ChatML, no bos)."""
     from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
 
-    regex = {name: pattern for pattern, name in PRE_TOKENIZERS.items()}[
-        "llama-bpe" if style == "llama3" else "qwen2"
-    ]
+    regexes = {name: pattern for pattern, name in PRE_TOKENIZERS.items()}
     if style == "llama3":
         specials = [
             "<|begin_of_text|>",
@@ -110,12 +109,18 @@ def build_bpe_tokenizer(out: Path, style: str) -> Path:
         config = {"bos_token": None, "eos_token": "<|im_end|>", "pad_token": "<|endoftext|>"}
         config["chat_template"] = CHATML_TEMPLATE
     tok = Tokenizer(models.BPE(ignore_merges=style == "llama3"))
-    tok.pre_tokenizer = pre_tokenizers.Sequence(
-        [
+    if style == "smollm":
+        steps = [
+            pre_tokenizers.Digits(individual_digits=True),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True),
+        ]
+    else:
+        regex = regexes["llama-bpe" if style == "llama3" else "qwen2"]
+        steps = [
             pre_tokenizers.Split(Regex(regex), behavior="isolated", invert=False),
             pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
         ]
-    )
+    tok.pre_tokenizer = pre_tokenizers.Sequence(steps)
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=500,
@@ -139,8 +144,8 @@ def build_model(out: Path, kind: str) -> Path:
 
     kinds: ``llama-sp`` (SentencePiece, GQA, untied; identity normalization), ``mistral-sp``,
     ``llama3-bpe`` (byte-level BPE, Llama 3.1 RoPE scaling, tied embeddings), ``qwen2-bpe`` (q/k/v bias,
-    no bos, ChatML), ``qwen3-bpe`` (q/k norms, head_dim ≠ hidden/heads, tied), ``gemma3-sp`` (GeGLU,
-    (1 + w) sandwich norms, q/k norms, local/global layers with a window shorter than the prompt),
+    no bos, ChatML), ``smollm-bpe`` (SmolLM2: Llama with single-digit splitting), ``qwen3-bpe`` (q/k
+    norms, head_dim ≠ hidden/heads, tied), ``gemma3-sp`` (GeGLU, (1 + w) sandwich norms, q/k norms, local/global layers with a window shorter than the prompt),
     ``gemma2-sp`` (alternating local/global layers, attention and final logit soft-caps).
     """
     from tunewiz.models.config import LlamaConfig
@@ -168,10 +173,12 @@ def build_model(out: Path, kind: str) -> Path:
         hf["architectures"] = ["LlamaForCausalLM" if kind == "llama-sp" else "MistralForCausalLM"]
     else:
         style = kind.split("-")[0]
-        build_bpe_tokenizer(out, "llama3" if style == "llama3" else "qwen2")
+        build_bpe_tokenizer(out, style)
         n_tokens = json.loads((out / "tokenizer.json").read_text())["model"]["vocab"]
         hf["vocab_size"] = len(n_tokens) + 8  # unused padding rows, as real checkpoints have
-        if style == "llama3":
+        if style == "smollm":
+            hf.update(model_type="llama", architectures=["LlamaForCausalLM"], tie_word_embeddings=True)
+        elif style == "llama3":
             hf.update(model_type="llama", architectures=["LlamaForCausalLM"], tie_word_embeddings=True)
             hf["rope_scaling"] = {
                 "rope_type": "llama3",

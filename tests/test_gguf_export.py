@@ -14,11 +14,21 @@ import torch
 from gguf_support import build_model, build_run
 from runs import cli
 
-KINDS = ["llama-sp", "mistral-sp", "llama3-bpe", "qwen2-bpe", "qwen3-bpe", "gemma3-sp", "gemma2-sp"]
+KINDS = [
+    "llama-sp",
+    "mistral-sp",
+    "llama3-bpe",
+    "smollm-bpe",
+    "qwen2-bpe",
+    "qwen3-bpe",
+    "gemma3-sp",
+    "gemma2-sp",
+]
 ARCH = {
     "llama-sp": "llama",
     "mistral-sp": "llama",
     "llama3-bpe": "llama",
+    "smollm-bpe": "llama",
     "qwen2-bpe": "qwen2",
     "qwen3-bpe": "qwen3",
     "gemma3-sp": "gemma3",
@@ -182,7 +192,8 @@ def test_every_tensor_and_key_read_back(
     else:
         data = json.loads((run / "final" / "tokenizer.json").read_text())
         assert _field(reader, "tokenizer.ggml.model") == "gpt2"
-        assert _field(reader, "tokenizer.ggml.pre") == ("llama-bpe" if kind.startswith("llama3") else "qwen2")
+        pre = {"llama3": "llama-bpe", "smollm": "smollm"}.get(kind.split("-")[0], "qwen2")
+        assert _field(reader, "tokenizer.ggml.pre") == pre
         for token, i in data["model"]["vocab"].items():
             assert tokens[i] == token
         assert _field(reader, "tokenizer.ggml.merges") == [

@@ -29,7 +29,7 @@ except ImportError:
     pytest.skip("llama-cpp-python is not installed (`.ci/run` builds it)", allow_module_level=True)
 
 # Every exported shape except llama-sp, which the trained demo run covers.
-KINDS = ["mistral-sp", "llama3-bpe", "qwen2-bpe", "qwen3-bpe", "gemma3-sp", "gemma2-sp"]
+KINDS = ["mistral-sp", "llama3-bpe", "smollm-bpe", "qwen2-bpe", "qwen3-bpe", "gemma3-sp", "gemma2-sp"]
 TEXTS = [
     "Mia has a red cup. What colour is it?",
     "Grüße aus Köln – naïve café, 日本語のテキスト 🚀 ok",

@@ -233,8 +233,12 @@ def _pre_tokenizer_name(data: dict[str, Any], path: Path) -> str:
     pre = data.get("pre_tokenizer") or {}
     steps = pre.get("pretokenizers", [pre]) if pre.get("type") == "Sequence" else [pre]
     splits = [s["pattern"].get("Regex") for s in steps if s.get("type") == "Split"]
-    if not splits and any(s.get("type") == "ByteLevel" and s.get("use_regex", True) for s in steps):
+    byte_level_regex = any(s.get("type") == "ByteLevel" and s.get("use_regex", True) for s in steps)
+    digits = [s for s in steps if s.get("type") == "Digits"]
+    if not splits and byte_level_regex and not digits:
         return "gpt-2"  # ByteLevel's own regex
+    if not splits and byte_level_regex and [d.get("individual_digits") for d in digits] == [True]:
+        return "smollm"  # SmolLM2 / StarCoder: every digit alone, then ByteLevel's regex
     if len(splits) == 1 and splits[0] in PRE_TOKENIZERS:
         return PRE_TOKENIZERS[splits[0]]
     raise TunewizError(
