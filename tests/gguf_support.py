@@ -145,7 +145,8 @@ def build_model(out: Path, kind: str) -> Path:
     kinds: ``llama-sp`` (SentencePiece, GQA, untied; identity normalization), ``mistral-sp``,
     ``llama3-bpe`` (byte-level BPE, Llama 3.1 RoPE scaling, tied embeddings), ``qwen2-bpe`` (q/k/v bias,
     no bos, ChatML), ``smollm-bpe`` (SmolLM2: Llama with single-digit splitting), ``qwen3-bpe`` (q/k
-    norms, head_dim ≠ hidden/heads, tied), ``gemma3-sp`` (GeGLU, (1 + w) sandwich norms, q/k norms, local/global layers with a window shorter than the prompt),
+    norms, head_dim ≠ hidden/heads, tied), ``gemma3-sp`` (GeGLU, (1 + w) sandwich norms, q/k norms,
+    local/global layers with a window shorter than the prompt),
     ``gemma2-sp`` (alternating local/global layers, attention and final logit soft-caps).
     """
     from tunewiz.models.config import LlamaConfig
