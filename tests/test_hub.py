@@ -632,6 +632,30 @@ def test_select_files_and_disk_check(monkeypatch: pytest.MonkeyPatch, tmp_path: 
         "model.safetensors.index.json",
         "tokenizer.json",
     ]
+    # google/gemma-3-4b-it: the processor's image files stay on the Hub (the vision tower's weights share
+    # the shards with the language model, so those come along and loading skips them).
+    gemma = dict.fromkeys(
+        [
+            "added_tokens.json",
+            "chat_template.json",
+            "config.json",
+            "generation_config.json",
+            "model-00001-of-00002.safetensors",
+            "model-00002-of-00002.safetensors",
+            "model.safetensors.index.json",
+            "preprocessor_config.json",
+            "processor_config.json",
+            "special_tokens_map.json",
+            "tokenizer.json",
+            "tokenizer.model",
+            "tokenizer_config.json",
+        ],
+        1,
+    )
+    assert sorted(set(gemma) - set(select_files(gemma, "google/gemma-3-4b-it"))) == [
+        "preprocessor_config.json",
+        "processor_config.json",
+    ]
     with pytest.raises(
         TunewizError,
         match=r"`a/b` has no safetensors weights \(it has pytorch_model.bin\); "

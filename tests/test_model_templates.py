@@ -207,3 +207,15 @@ def test_thinking_switch_is_baked_into_the_exported_template(tmp_path: Path) -> 
     assert exported == PromptBuilder(tok, fmt).render(PLAIN[:1])
     with pytest.raises(TunewizError, match="data.thinking is set, but chat template `chatml`"):
         resolve_template("chatml", tok, "chat", thinking=False)
+
+
+def test_template_from_a_multimodal_processor_file(tmp_path: Path) -> None:
+    # Multimodal repositories may hold the template only in the processor's chat_template.json.
+    path = _tokenizer_dir(tmp_path, "gemma3")
+    config = json.loads((path / "tokenizer_config.json").read_text())
+    template = config.pop("chat_template")
+    (path / "tokenizer_config.json").write_text(json.dumps(config))
+    (path / "chat_template.json").write_text(json.dumps({"chat_template": template}))
+    tok = load_tokenizer(path)
+    assert tok.chat_template is not None and tok.chat_template.source == "chat_template.json"
+    assert tok.chat_template.render(PLAIN[:1], add_generation_prompt=True).endswith("<start_of_turn>model\n")

@@ -41,6 +41,9 @@ HUB_PATTERNS = [
     "vocab.json",
     "merges.txt",
     "chat_template.jinja",
+    # Multimodal repositories (Gemma 3 4B/12B/27B) may keep the template in the processor's file; their
+    # preprocessor_config.json / processor_config.json are for images and stay on the Hub.
+    "chat_template.json",
 ]
 # fnmatch's `*` crosses `/`: without this, `*.safetensors` would also ask for
 # `onnx/model.safetensors` and the like.

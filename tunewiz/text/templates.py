@@ -305,7 +305,8 @@ def builtin_template(name: BuiltinName, *, special_tokens: Mapping[str, str] | N
 def load_model_template(
     model_dir: Path, tokenizer_config: Mapping[str, Any], special_tokens: Mapping[str, str]
 ) -> ChatTemplate | None:
-    """The model's chat template: ``chat_template.jinja``, else ``chat_template`` in tokenizer_config.json.
+    """The model's chat template: ``chat_template.jinja``, else ``chat_template`` in tokenizer_config.json,
+    else a multimodal processor's ``chat_template.json``.
 
     Args:
         model_dir: the model directory.
@@ -323,6 +324,14 @@ def load_model_template(
         value = named.get("default")
     if isinstance(value, str) and value:
         return ChatTemplate("model", "tokenizer_config.json", value, special_tokens)
+    processor_file = Path(model_dir) / "chat_template.json"  # a multimodal processor's {"chat_template": ...}
+    if processor_file.is_file():
+        try:
+            value = json.loads(processor_file.read_text(encoding="utf-8")).get("chat_template")
+        except (json.JSONDecodeError, AttributeError):
+            value = None
+        if isinstance(value, str) and value:
+            return ChatTemplate("model", "chat_template.json", value, special_tokens)
     return None
 
 
