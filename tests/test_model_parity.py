@@ -228,3 +228,29 @@ def test_matmul_attention_equals_sdpa(packed: bool) -> None:
     g_ref = torch.autograd.grad(ref.square().sum(), (q, k, v))
     for a, b in zip(g_ours, g_ref, strict=True):
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+
+
+@torch.no_grad()
+def test_gemma_bf16_embedding_scale_and_norms_round_like_transformers() -> None:
+    # Gemma scales embeddings by sqrt(D) rounded to the model dtype (sqrt(48) is 6.928 in fp32, 6.9375 in
+    # bf16) and its (1 + weight) norm multiplies in fp32 before rounding: bit-for-bit in bf16.
+    kwargs = dict(SMALL, hidden_size=48, head_dim=16, num_key_value_heads=2, max_position_embeddings=64)
+    hf, ours = random_pair("Gemma3TextConfig", kwargs, perturb=True)
+    hf, ours = hf.to(torch.bfloat16), ours.to(torch.bfloat16)
+    seen: dict[str, torch.Tensor] = {}
+
+    def keep(key: str):  # noqa: ANN202
+        def hook(_module: torch.nn.Module, args: tuple, kwargs: dict) -> None:
+            seen[key] = args[0] if args else kwargs["hidden_states"]
+
+        return hook
+
+    hf.model.layers[0].register_forward_pre_hook(keep("hf"), with_kwargs=True)
+    ours.model.layers[0].register_forward_pre_hook(keep("ours"), with_kwargs=True)
+    ids = torch.randint(1, 96, (2, 10), generator=torch.Generator().manual_seed(5))
+    hf(ids)
+    ours(ids)
+    assert seen["ours"].dtype == torch.bfloat16 and torch.equal(seen["ours"], seen["hf"])
+    x = seen["hf"]
+    for name in ("input_layernorm", "post_attention_layernorm", "pre_feedforward_layernorm"):
+        assert torch.equal(getattr(ours.model.layers[0], name)(x), getattr(hf.model.layers[0], name)(x)), name

@@ -244,7 +244,7 @@ def load_model(
                 if len(unexpected) > 1
                 else ""
             ),
-            hint="is this a Llama/Mistral/Qwen2 checkpoint matching its config.json?",
+            hint="is this a checkpoint of a supported family matching its config.json?",
         )
     by_file: dict[Path, list[str]] = defaultdict(list)
     for key in expected:
