@@ -275,7 +275,9 @@ class RunLock:
         Args:
             run: the run directory.
             command: what holds it, for the messages of others (``tunewiz train presets/x.yaml``).
-            rdzv_id, node_rank, nnodes: the multi-node rendezvous this launcher belongs to.
+            rdzv_id: the rendezvous id of the multi-node run this launcher belongs to.
+            node_rank: this launcher's node rank.
+            nnodes: the number of nodes of the run.
             doing: for the refusal: ``cannot {doing}: run … is in use``.
 
         Raises:
@@ -388,6 +390,14 @@ def acquire_or_join(
 
     Returns the lock, or None when this launcher joined a run whose lock another node's launcher
     holds with the same rendezvous id (a shared filesystem). Single-node launches never join.
+
+    Args:
+        run: the run directory.
+        command: this launcher's command line, recorded if it takes the lock.
+        rdzv_id: the rendezvous id of the multi-node run (tunewiz.train.launcher.rendezvous_id).
+        node_rank: this launcher's node rank.
+        nnodes: the number of nodes of the run.
+        doing: for the refusal: ``cannot {doing}: run … is in use``.
 
     Raises:
         TunewizError: as :meth:`RunLock.acquire`; also when the holder's rendezvous id differs, or it
