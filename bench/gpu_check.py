@@ -71,15 +71,18 @@ def _build(arch, method: str, device: str, ac: bool):  # noqa: ANN001, ANN202
     from tunewiz.train.distributed import apply_activation_checkpointing
 
     torch.manual_seed(0)
-    with torch.device(device):
-        model = LlamaForCausalLM(arch).to(torch.bfloat16)
+    default = torch.get_default_dtype()
+    torch.set_default_dtype(torch.bfloat16)  # built in bf16 directly: no fp32 copy of an 8B model
+    try:
+        with torch.device(device):
+            model = LlamaForCausalLM(arch)
+    finally:
+        torch.set_default_dtype(default)
     model.requires_grad_(False)
     if method == "qlora":
         for name, module in model.named_modules():
             if is_quantized_weight(f"{name}.weight"):
                 module.weight = torch.nn.Parameter(to_nf4(module.weight.data, name=name), requires_grad=False)
-    if device == "cuda":
-        torch.cuda.empty_cache()
     apply_lora(model, targets=["q_proj", "v_proj"], rank=8, alpha=16.0, dropout=0.0, seed=0)
     for p in model.parameters():
         if p.requires_grad:
@@ -154,10 +157,10 @@ def peaks(device: str, tiny: bool) -> list[dict]:
                     "planned_tensor_bytes": plan.peak - plan.breakdown.overhead,
                 }
                 try:
-                    if device == "cuda":
+                    model = _build(arch, method, device, ac=True)
+                    if device == "cuda":  # the training step's peak, not the build's transients
                         torch.cuda.empty_cache()
                         torch.cuda.reset_peak_memory_stats()
-                    model = _build(arch, method, device, ac=True)
                     row["seconds_per_step"] = _train_steps(model, arch, mb, seq, device, steps=2)
                     if device == "cuda":
                         row["max_reserved_bytes"] = torch.cuda.max_memory_reserved()
@@ -177,26 +180,31 @@ def recipe(device: str, out: Path) -> list[dict]:
     rows = []
     env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1"}
     losses: dict[tuple[str, str, str], list[float]] = {}
-    devices = ["cpu"] if device == "cpu" else ["cpu", "cuda"]
+    # CPU: fp32 only (the reference), and bf16 too when CPU is all there is; the device: both dtypes.
+    runs = [
+        (dev, dtype)
+        for dtype in ("fp32", "bf16")
+        for dev in ("cpu", device)
+        if dev == device or dtype == "fp32"
+    ]
     for method in ("lora", "qlora", "full"):
-        for dtype in ("fp32", "bf16"):
-            for dev in devices:
-                run = out / "runs" / f"{method}-{dtype}-{dev}"
-                cmd = [sys.executable, "-m", "tunewiz", "train", str(ROOT / "presets" / "tiny-lora.yaml")]
-                cmd += ["--run-dir", str(run), "--set", f"method={method}", "--set", f"device={dev}"]
-                cmd += ["--set", f"model.dtype={dtype}", "--set", "train.max_steps=5"]
-                cmd += ["--set", f"output.adapter={str(method != 'full').lower()}"]
-                done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
-                events = run / "events.jsonl"
-                steps = [json.loads(x) for x in events.read_text().splitlines()] if events.exists() else []
-                losses[method, dtype, dev] = [e["loss"] for e in steps if e.get("event") == "step"]
-                rows.append(
-                    {"method": method, "dtype": dtype, "device": dev, "returncode": done.returncode}
-                    | {"losses": losses[method, dtype, dev], "stderr_tail": done.stderr[-400:]}
-                )
+        for dev, dtype in sorted(set(runs)):
+            run = out / "runs" / f"{method}-{dtype}-{dev}"
+            cmd = [sys.executable, "-m", "tunewiz", "train", str(ROOT / "presets" / "tiny-lora.yaml")]
+            cmd += ["--run-dir", str(run), "--set", f"method={method}", "--set", f"device={dev}"]
+            cmd += ["--set", f"model.dtype={dtype}", "--set", "train.max_steps=5"]
+            cmd += ["--set", f"output.adapter={str(method != 'full').lower()}"]
+            done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+            events = run / "events.jsonl"
+            steps = [json.loads(x) for x in events.read_text().splitlines()] if events.exists() else []
+            losses[method, dtype, dev] = [e["loss"] for e in steps if e.get("event") == "step"]
+            rows.append(
+                {"method": method, "dtype": dtype, "device": dev, "returncode": done.returncode}
+                | {"losses": losses[method, dtype, dev], "stderr_tail": done.stderr[-400:]}
+            )
     for row in rows:
         fp32 = losses[row["method"], "fp32", row["device"]]
-        cpu = losses[row["method"], row["dtype"], "cpu"]
+        cpu = losses.get((row["method"], "fp32", "cpu"), [])
         if row["losses"] and row["dtype"] == "fp32":
             row["max_abs_vs_cpu"] = max(
                 (abs(a - b) for a, b in zip(row["losses"], cpu, strict=False)), default=None

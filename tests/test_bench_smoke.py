@@ -42,3 +42,24 @@ def test_table_reports_tunewiz_ratio_to_each_framework() -> None:
     assert len(rows) == 2
     assert "| 1,550 | 1,500–1,600 | 300 MiB | — |" in rows[0]
     assert "| 1.48× |" in rows[1]  # median of 1500/1000 and 1600/1100 (the third round is unpaired)
+
+
+def test_gpu_check_runs_on_cpu_with_tiny_shapes(tmp_path: Path) -> None:
+    # bench/gpu_check.py (issue 22) end to end on ~1M-parameter shapes, without the recipe section (its six
+    # `tunewiz train` runs are the recipe tests' job): peaks beside the planner, speed vs transformers + peft,
+    # decode; the JSON and the Markdown are written.
+    import json
+
+    import gpu_check
+
+    code = gpu_check.main(
+        ["--out", str(tmp_path), "--device", "cpu", "--tiny", "--only", "peaks", "train_speed", "decode"]
+    )
+    assert code == 0
+    report = json.loads((tmp_path / "gpu_check.json").read_text())
+    peaks = report["sections"]["peaks"]
+    assert len(peaks) == 8 and all("failed" not in r and r["planned_bytes"] > 0 for r in peaks), peaks
+    speed = report["sections"]["train_speed"]
+    assert speed["tunewiz_tokens_per_s"] > 0 and speed["hf_peft_tokens_per_s"] > 0, speed
+    assert report["sections"]["decode"]["tunewiz_decode_tokens_per_s"] > 0
+    assert "| 8b | qlora | 2 |" in (tmp_path / "gpu_check.md").read_text()

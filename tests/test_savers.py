@@ -52,3 +52,21 @@ def test_adamw8bit_trains(tmp_path: Path, tiny_model_dir: Path, tiny_dataset: Pa
     assert result.returncode == 0, result.stdout + result.stderr
     losses = list(step_losses(tmp_path / "runs" / "eight").values())
     assert len(losses) == 6 and all(loss == loss for loss in losses) and losses[-1] < losses[0]
+
+
+@pytest.mark.slow
+def test_step_in_backward_with_two_fsdp_ranks(
+    tmp_path: Path, tiny_model_dir: Path, tiny_dataset: Path
+) -> None:
+    # FSDP2 sets each sharded gradient after its reduce-scatter and runs the parameter's
+    # post-accumulate-grad hooks: two ranks of micro-batch 2 make the update one rank of 4 makes.
+    runs = {}
+    for name, train, ranks in (
+        ("one", {**NO_CLIP, "optimizer_in_backward": True}, "1"),
+        ("two", {**NO_CLIP, "optimizer_in_backward": True, "micro_batch_size": 2}, "2"),
+    ):
+        preset = write_preset(tmp_path / f"{name}.yaml", tiny_model_dir, tiny_dataset, train=train)
+        result = cli("train", str(preset), "--no-tui", "--nproc-per-node", ranks, cwd=tmp_path)
+        assert result.returncode == 0, result.stdout + result.stderr
+        runs[name] = step_losses(tmp_path / "runs" / name)
+    assert runs["two"] == pytest.approx(runs["one"], rel=1e-5)
