@@ -1,11 +1,13 @@
 """First contact with a GPU (issue 22): measured peaks beside the planner, the recipe through the real CLI,
 training and decode speed against transformers (+ peft). One JSON and one Markdown table under --out.
 
-    python bench/gpu_check.py --out DIR                    # on a CUDA machine, ~5 minutes on one GPU
+    python bench/gpu_check.py --out DIR                    # on a CUDA machine (one GPU)
+    python bench/gpu_check.py --out DIR --only peaks       # the most valuable section alone
     python bench/gpu_check.py --out DIR --device cpu --tiny   # the same code on tiny shapes (CI, by hand)
 
-Sections, most valuable first (each is skipped, with its reason in the JSON, when what it needs is
-missing; an error in one does not stop the others):
+Sections 1, 3 and 4 take a few minutes on one GPU (estimated, not yet run on one); section 2 adds nine
+short `tunewiz train` runs. Sections, most valuable first (an error in one, a missing package
+included, is recorded in the JSON and does not stop the others):
 
 1. ``peaks``: Llama-3.2-1B- and Llama-3.1-8B-shaped models with random weights built in memory (no
    download, nothing written to disk), LoRA bf16 and QLoRA, seq 2048, micro-batch 1 and 2, activation
