@@ -37,8 +37,7 @@ def export(
     """Write the merged fine-tuned model as GGUF (weights, tokenizer, the trained chat template) and an
     Ollama Modelfile, then print the commands that run it.
 
-    A run whose `final/` holds only the LoRA adapter is merged on the fly; QLoRA runs export the
-    dequantized merged weights.
+    An adapter-only `final/` is merged on the fly; QLoRA runs export the dequantized merged weights.
     """
     from tunewiz.export.gguf import export_gguf
 

@@ -108,14 +108,13 @@ def export_gguf(run_path: Path, *, quant: str = "q8_0", output: Path | None = No
             "`convert_hf_to_gguf.py` for raw-completion use",
         )
 
-    n_weights = sum(
-        v.numel()
-        for k, v in merged.state.items()
-        if k != "lm_head.weight" or not merged.config.tie_word_embeddings
-    )
-    direct = quant if quant in DIRECT_QUANTS else _sixteen_bit(merged)
-    needed = estimate_bytes(n_weights, direct) + (estimate_bytes(n_weights, quant) if quant != direct else 0)
+    # Checked before the weights are read: a full disk fails in a second, not after loading a model.
+    n_weights = merged.config.num_parameters()
+    k_quant = quant not in DIRECT_QUANTS  # a 16-bit file first, then llama.cpp's quantized one beside it
+    needed = estimate_bytes(n_weights, "f16" if k_quant else quant)
+    needed += estimate_bytes(n_weights, quant) if k_quant else 0
     check_disk_space(path.parent, needed, f"`{path.name}`")
+    direct = _sixteen_bit(merged) if k_quant else quant
 
     written = path if quant == direct else path.with_name(f".{path.stem}.{direct}-for-quantize.gguf")
     try:

@@ -10,7 +10,9 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cached_property, partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -26,26 +28,32 @@ if TYPE_CHECKING:
 
 @dataclass
 class MergedWeights:
-    """What an export needs from a run.
+    """What an export needs from a run. The weights are read (and merged) on first use of ``state``, so a
+    caller can check the architecture and the disk space first.
 
     Args:
-        state: full state dict under Hugging Face names (CPU tensors, stored dtype).
         config: the architecture.
         preset: the run's resolved preset.
         tokenizer_dir: where the run's tokenizer files are (``final/``, else the base model).
-        source: how the weights were obtained, for messages (``final/model.safetensors`` or
-            ``base + final/adapter merged now``).
+        source: how the weights are obtained, for messages (``final/model.safetensors`` or
+            ``base + final/adapter, merged now``).
+        load: reads the full state dict under Hugging Face names (CPU tensors, stored dtype).
     """
 
-    state: dict[str, torch.Tensor]
     config: LlamaConfig
     preset: Preset
     tokenizer_dir: Path
     source: str
+    load: Callable[[], dict[str, torch.Tensor]]
+
+    @cached_property
+    def state(self) -> dict[str, torch.Tensor]:
+        """The merged state dict (loaded once)."""
+        return self.load()
 
 
 def merged_weights(run_path: Path) -> MergedWeights:
-    """Load a finished run's merged weights, merging its adapter on the fly when needed.
+    """A finished run's merged weights (read on first use), merging its adapter on the fly when needed.
 
     Args:
         run_path: the run directory.
@@ -71,8 +79,13 @@ def merged_weights(run_path: Path) -> MergedWeights:
     tokenizer_dir = run.final if (run.final / "tokenizer_config.json").is_file() else None
     if _has_weights(run.final):
         config = LlamaConfig.from_file(run.final / "config.json")
-        state = load_state_dict_files(run.final)
-        return MergedWeights(state, config, preset, tokenizer_dir or run.final, "final/model.safetensors")
+        return MergedWeights(
+            config,
+            preset,
+            tokenizer_dir or run.final,
+            "final/model.safetensors",
+            partial(load_state_dict_files, run.final),
+        )
     if not (run.adapter / "adapter_config.json").is_file():
         raise TunewizError(
             f"`{run.final}` has neither merged weights (model.safetensors) nor an adapter (adapter/)",
@@ -80,11 +93,14 @@ def merged_weights(run_path: Path) -> MergedWeights:
         )
     base_dir = resolve_model_dir(preset.model.path, preset.model.revision)
     config = LlamaConfig.from_file(base_dir / "config.json")
-    base = load_state_dict_files(base_dir)
-    if preset.method == "qlora":
-        base = _through_nf4(base, preset.model.dtype)
-    state = _merge_adapter(base, run.adapter)
-    return MergedWeights(state, config, preset, tokenizer_dir or base_dir, "base + final/adapter, merged now")
+
+    def load() -> dict[str, torch.Tensor]:
+        base = load_state_dict_files(base_dir)
+        if preset.method == "qlora":
+            base = _through_nf4(base, preset.model.dtype)
+        return _merge_adapter(base, run.adapter)
+
+    return MergedWeights(config, preset, tokenizer_dir or base_dir, "base + final/adapter, merged now", load)
 
 
 def _through_nf4(state: dict[str, torch.Tensor], dtype: str) -> dict[str, torch.Tensor]:
