@@ -320,18 +320,14 @@ def test_push_gguf_uploads_it_beside_the_weights_and_the_card_says_how_to_run_it
 ) -> None:
     run, _ = build_run(tmp_path / "run", models["llama-sp"])
     staged = tmp_path / "staged"
-    done = cli(
-        "push", str(run), "--repo-id", "you/tiny-gguf", "--gguf", "--dry-run", str(staged), cwd=tmp_path
-    )
-    assert done.returncode == 2 and "has no .gguf file" in done.stderr
-    assert f"hint: write one first: `tunewiz export {run} --format gguf`" in done.stderr
-    done = cli("export", str(run), "--format", "gguf", "--quant", "q8_0", cwd=tmp_path)
-    assert done.returncode == 0, done.stderr
-    gguf_name = Path(done.stdout.strip()).name
+    # No GGUF yet: push exports the default q8_0 first and says so.
     done = cli(
         "push", str(run), "--repo-id", "you/tiny-gguf", "--gguf", "--dry-run", str(staged), cwd=tmp_path
     )
     assert done.returncode == 0, done.stderr
+    assert "had no GGUF: wrote `" in done.stderr and "(q8_0) with `tunewiz export`" in done.stderr
+    gguf_name = next((run / "export").glob("*.gguf")).name
+    assert gguf_name.endswith(".q8_0.gguf")
     files = {p.name for p in staged.iterdir()}
     assert {gguf_name, "Modelfile", "adapter_model.safetensors", "README.md"} <= files
     card = (staged / "README.md").read_text()

@@ -119,26 +119,29 @@ def _files_to_stage(run: RunDir, kind: PushKind) -> dict[str, Path]:
     return {**weights, **tokenizer}
 
 
-def gguf_files(run: RunDir) -> dict[str, Path]:
-    """``RUN/export/``'s GGUF files and Ollama Modelfile (what `tunewiz export --format gguf` wrote).
+def gguf_files(run: RunDir) -> tuple[dict[str, Path], str | None]:
+    """``RUN/export/``'s GGUF files and Ollama Modelfile, exporting a q8_0 GGUF first when there is none.
 
     Args:
         run: the run directory.
 
-    Raises:
-        TunewizError: there is no GGUF file yet (with the command that makes one).
+    Returns:
+        Staged name -> file, and a note when the GGUF was written now.
     """
     export = run.path / "export"
-    found = {p.name: p for p in sorted(export.glob("*.gguf"))} if export.is_dir() else {}
-    if not found:
-        raise TunewizError(
-            f"`{export}` has no .gguf file to push beside the weights",
-            hint=f"write one first: `tunewiz export {run.path} --format gguf` (add `--quant q4_k_m` for a "
-            "smaller one), then push again",
+    note = None
+    if not (export.is_dir() and any(export.glob("*.gguf"))):
+        from tunewiz.export.gguf import export_gguf
+
+        made = export_gguf(run.path)
+        note = (
+            f"`{export}` had no GGUF: wrote `{made.path.name}` ({made.quant}) with `tunewiz export`; "
+            f"another type: `tunewiz export {run.path} --format gguf --quant q4_k_m`"
         )
+    found = {p.name: p for p in sorted(export.glob("*.gguf"))}
     if (export / "Modelfile").is_file():
         found["Modelfile"] = export / "Modelfile"
-    return found
+    return found, note
 
 
 def _place(source: Path, dest: Path) -> None:
@@ -168,7 +171,8 @@ def stage_push(
         repo_id: ``user/name`` the card's usage snippets name.
         kind: ``adapter`` (the PEFT adapter) or ``merged``; None picks the adapter when there is one.
         license: license id for the card; None takes the base model's from the catalog.
-        gguf: also stage ``RUN/export/``'s GGUF files and Modelfile; the card says how to run them.
+        gguf: also stage ``RUN/export/``'s GGUF files and Modelfile (a q8_0 one is exported first when
+            there is none); the card says how to run them.
 
     Raises:
         TunewizError: the run is unfinished, lacks the asked-for weights (or GGUF), or ``out_dir`` is
@@ -186,7 +190,7 @@ def stage_push(
             hint="pass a new or empty directory to `--dry-run`",
         )
     files = _files_to_stage(run, kind)
-    gguf_names = gguf_files(run) if gguf else {}
+    gguf_names, gguf_note = gguf_files(run) if gguf else ({}, None)
     files.update(gguf_names)
     has_loss_plot = run.loss_plot.is_file()
     facts = read_card_facts(run)
@@ -214,7 +218,8 @@ def stage_push(
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    return StagedFolder(out_dir, kind, tuple(sorted(p.name for p in out_dir.iterdir())), tuple(warnings))
+    notes = (*warnings, *([gguf_note] if gguf_note else []))
+    return StagedFolder(out_dir, kind, tuple(sorted(p.name for p in out_dir.iterdir())), notes)
 
 
 def check_repo_id(repo_id: str) -> None:
