@@ -25,7 +25,9 @@ def push(
         False, "--merged", help="Push the merged model (safetensors + config + tokenizer)."
     ),
     gguf: bool = typer.Option(
-        False, "--gguf", help="Also upload RUN/export/'s GGUF files and Modelfile (exports a q8_0 one first if none)."
+        False,
+        "--gguf",
+        help="Also upload RUN/export/'s GGUF files and Modelfile (exports a q8_0 one first if none).",
     ),
     private: bool = typer.Option(False, "--private", help="Create the repository private."),
     license: str = typer.Option(
