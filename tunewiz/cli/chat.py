@@ -17,6 +17,7 @@ if TYPE_CHECKING:
 
 _SAMPLING = "Sampling"
 _MODEL = "Model"
+_WEB = "Web page (--web)"
 COMMANDS = "/reset  /system TEXT  /save FILE  /quit"
 
 
@@ -66,12 +67,36 @@ def chat(
     seed: int = typer.Option(
         None, "--seed", help="Seed for sampling, for reproducible replies.", rich_help_panel=_SAMPLING
     ),
+    web: bool = typer.Option(
+        False,
+        "--web",
+        help="Serve a chat page in the browser (Gradio; `pip install 'tunewiz[web]'`) instead of the "
+        "terminal chat.",
+        rich_help_panel=_WEB,
+    ),
+    host: str = typer.Option(
+        "127.0.0.1",
+        "--host",
+        help="Address the page listens on; 0.0.0.0 lets other machines in (anyone with the address).",
+        rich_help_panel=_WEB,
+    ),
+    port: int = typer.Option(7860, "--port", help="TCP port of the page.", rich_help_panel=_WEB),
+    share: bool = typer.Option(
+        False,
+        "--share",
+        help="Also open a public Gradio share link (anyone with it can chat).",
+        rich_help_panel=_WEB,
+    ),
 ) -> None:
     """Chat with a model: streaming replies, its chat template, multi-turn.
 
-    In a chat, `/reset` `/system` `/save` `/quit`.
+    In a chat, `/reset` `/system` `/save` `/quit`. With `--web`, the same model in a browser page.
     """
     from rich.console import Console
+
+    if web:
+        _web(target, adapter=adapter, device=device, system=system, host=host, port=port, share=share)
+        return
 
     from tunewiz.inference.generate import SamplingParams
     from tunewiz.inference.load import ChatSession, load_for_inference, prompt_builder_for
@@ -208,3 +233,15 @@ def _command(session: ChatSession, line: str, console: Console) -> bool:
     else:
         console.print(f"unknown command `{line}`; commands: {COMMANDS}", style="dim", markup=False)
     return True
+
+
+def _web(target: str, **options: object) -> None:
+    try:
+        from tunewiz.inference.web import launch_web_chat
+    except ImportError as exc:
+        if exc.name is None or not exc.name.startswith("gradio"):
+            raise
+        raise TunewizError(
+            "`--web` needs gradio, which is not installed", hint="install it: `pip install 'tunewiz[web]'`"
+        ) from None
+    launch_web_chat(target, say=lambda line: print(line, file=sys.stderr, flush=True), **options)  # type: ignore[arg-type]
