@@ -270,7 +270,7 @@ def test_interactive_chat_in_a_terminal(run_dir: Path, tmp_path: Path) -> None:
         timeout=90,
         dimensions=(40, 120),
     )
-    child.expect_exact("Commands: /reset")
+    child.expect_exact("Commands:")  # the line may wrap after it (long temp paths)
     child.expect_exact("you> ")
     child.sendline("hello")
     child.expect_exact("model> ")
