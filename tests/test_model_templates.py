@@ -219,3 +219,57 @@ def test_template_from_a_multimodal_processor_file(tmp_path: Path) -> None:
     tok = load_tokenizer(path)
     assert tok.chat_template is not None and tok.chat_template.source == "chat_template.json"
     assert tok.chat_template.render(PLAIN[:1], add_generation_prompt=True).endswith("<start_of_turn>model\n")
+
+
+@pytest.mark.parametrize("case", ["qwen3", "qwen3-no-thinking", "gemma3"])
+def test_every_inference_path_prompts_with_the_trained_ids(case: str, tmp_path: Path) -> None:
+    # tests/test_prompt.py's invariant for these families' own templates: the prompt part of a training
+    # sample equals the prompt ids of `chat`, of `eval` (lm-eval's chat path) and of transformers'
+    # apply_chat_template on final/ (which carries the recorded template, the thinking switch included).
+    import transformers
+    from test_prompt import _prompt_part, _tiny_loaded
+
+    from tunewiz.inference.evaluate import tunewiz_lm_class
+    from tunewiz.inference.generate import SamplingParams
+    from tunewiz.inference.load import ChatSession, prompt_builder_for
+    from tunewiz.text.prompt import read_prompt_record, write_prompt_record
+
+    family, thinking = case.split("-")[0], (False if case.endswith("no-thinking") else None)
+    base = load_tokenizer(_tokenizer_dir(tmp_path, family))
+    conversations = [PLAIN[:2], PLAIN] + ([] if thinking is False else [MULTI])
+    data = tmp_path / "chat.jsonl"
+    data.write_text("".join(json.dumps({"messages": m}) + "\n" for m in conversations))
+    cfg = DataSection(
+        path=str(data), template="model", thinking=thinking, max_seq_len=512, val_fraction=0.0, shuffle=False
+    )
+    samples, _, stats = build_datasets(cfg, base, seed=0)
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.yaml").write_text(json.dumps({"name": "run", "model": {"path": "x"}, "data": {}}))
+    write_prompt_record(run, stats.prompt)
+    assert read_prompt_record(run) == stats.prompt
+    save_tokenizer_with_prompt(base, run / "final", stats.prompt)
+    final = load_tokenizer(run / "final")
+    hf = transformers.AutoTokenizer.from_pretrained(str(run / "final"))
+    prompts, warning = prompt_builder_for(str(run), final)
+    assert warning is None
+    loaded = _tiny_loaded(final)
+    lm = tunewiz_lm_class()(loaded, prompts=prompts)
+    for sample, conversation in zip(samples, conversations, strict=True):
+        expected = _prompt_part(sample)
+        history = conversation[:-1]
+        system = history[0]["content"] if history[0]["role"] == "system" else None
+        session = ChatSession(loaded, prompts, SamplingParams(), system=system)
+        turns = [m for m in history if m["role"] != "system"]
+        session.messages = turns[:-1]
+        assert session.prompt_ids(turns[-1]["content"]) == expected, final.decode(
+            expected, skip_special=False
+        )
+        assert lm.tok_encode(lm.apply_chat_template(history, add_generation_prompt=True)) == expected
+        hf_ids = hf.apply_chat_template(history, add_generation_prompt=True, tokenize=True)
+        assert list(hf_ids if isinstance(hf_ids, list) else hf_ids["input_ids"]) == expected
+        assert final.decode(expected, skip_special=False).endswith(
+            {"qwen3": "<|im_start|>assistant\n", "qwen3-no-thinking": "<think>\n\n</think>\n\n"}.get(
+                case, "<start_of_turn>model\n"
+            )
+        )
