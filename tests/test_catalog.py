@@ -29,6 +29,8 @@ REQUIRED = [
     "tinyllama-1.1b-chat",
     *(f"qwen3-{size}{kind}" for size in ("0.6b", "1.7b", "4b", "8b", "14b") for kind in ("", "-instruct")),
     "qwen3-32b",
+    "smollm3-3b",
+    "smollm3-3b-instruct",
     *(f"gemma-3-{size}{kind}" for size in ("270m", "1b", "4b", "12b", "27b") for kind in ("", "-instruct")),
 ]
 
@@ -36,7 +38,7 @@ REQUIRED = [
 def test_catalog_has_every_required_model() -> None:
     names = {m.name for m in CATALOG}
     assert set(REQUIRED) <= names
-    assert len(CATALOG) == 48
+    assert len(CATALOG) == 50
 
 
 @pytest.mark.parametrize("model", CATALOG, ids=lambda m: m.name)

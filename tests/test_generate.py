@@ -35,6 +35,17 @@ CASES = {
         "Gemma3TextConfig",
         dict(GEMMA, num_key_value_heads=1, sliding_window=6, sliding_window_pattern=2),
     ),
+    "smollm3-nope": (
+        "SmolLM3Config",
+        dict(
+            SMALL,
+            num_hidden_layers=4,
+            num_key_value_heads=2,
+            no_rope_layer_interval=2,
+            pad_token_id=None,
+            tie_word_embeddings=False,
+        ),
+    ),
     "gemma2-softcap": (
         "Gemma2Config",
         dict(GEMMA, num_key_value_heads=2, sliding_window=6, final_logit_softcapping=5.0),

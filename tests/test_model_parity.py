@@ -90,6 +90,21 @@ CASES = {
             pad_token_id=0,
         ),
     ),
+    # SmolLM3: every 2nd layer without RoPE (NoPE), biases on all four attention projections and the MLP.
+    "smollm3-nope-bias": (
+        "SmolLM3Config",
+        dict(
+            SMALL,
+            num_hidden_layers=4,
+            num_key_value_heads=2,
+            max_position_embeddings=64,
+            no_rope_layer_interval=2,
+            attention_bias=True,
+            mlp_bias=True,
+            tie_word_embeddings=True,
+            pad_token_id=None,  # the default, 128004, lies outside this vocabulary
+        ),
+    ),
     # Gemma 2: alternating local/global layers, attention and final-logit soft-capping.
     "gemma2-softcap": (
         "Gemma2Config",

@@ -158,6 +158,23 @@ def _gemma3(
     )
 
 
+# SmolLM3: Llama-like with every 4th layer without RoPE (transformers' default no_rope_layer_interval).
+_SMOLLM3_3B = LlamaConfig.from_hf(
+    {
+        "model_type": "smollm3",
+        "vocab_size": 128256,
+        "hidden_size": 2048,
+        "intermediate_size": 11008,
+        "num_hidden_layers": 36,
+        "num_attention_heads": 16,
+        "num_key_value_heads": 4,
+        "max_position_embeddings": 65536,
+        "rope_theta": 5_000_000.0,
+        "rms_norm_eps": 1e-6,
+        "tie_word_embeddings": True,
+    },
+    source="catalog",
+)
 _QWEN3_06B = _qwen3(1024, 3072, 28, 16, True)
 _QWEN3_17B = _qwen3(2048, 6144, 28, 16, True)
 _QWEN3_4B = _qwen3(2560, 9728, 36, 32, True)
@@ -354,6 +371,16 @@ CATALOG: tuple[CatalogModel, ...] = (
         True,
         "llama2",
         13_015_864_320,
+    ),
+    *_pair(
+        "smollm3-3b",
+        "HuggingFaceTB/SmolLM3-3B-Base",
+        "HuggingFaceTB/SmolLM3-3B",
+        _SMOLLM3_3B,
+        "apache-2.0",
+        False,
+        "chatml",
+        3_080_000_000,  # the model card's 3B (3.08B in the Hub's safetensors total)
     ),
     *_qwen3_pair("0.6B", _QWEN3_06B, 596_049_920),
     *_qwen3_pair("1.7B", _QWEN3_17B, 1_720_000_000),  # 2.03B safetensors total less the 0.31B tied lm_head

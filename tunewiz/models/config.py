@@ -27,6 +27,7 @@ ARCHITECTURES = {
     "qwen3": "Qwen3ForCausalLM",
     "gemma2": "Gemma2ForCausalLM",
     "gemma3_text": "Gemma3ForCausalLM",
+    "smollm3": "SmolLM3ForCausalLM",
 }
 # Multimodal wrappers whose language model tunewiz loads alone (config `text_config`, weights under the
 # language model's prefix; the vision tower is skipped).
@@ -167,6 +168,8 @@ class LlamaConfig:
         final_logit_softcapping: ``cap * tanh(logits / cap)`` on the output logits (Gemma 2), or None.
         layer_types: per layer ``full_attention`` or ``sliding_attention`` (Gemma's local/global pattern);
             None means every layer alike (windowed when ``sliding_window`` is set, as in Mistral).
+        rope_layers: per layer, whether it applies RoPE (SmolLM3 leaves it out of every 4th layer: its
+            ``no_rope_layers`` lists 1 for RoPE, 0 for none); None = every layer.
         rope_local_theta: RoPE base of the sliding layers, which also skip ``rope_scaling`` (Gemma 3's
             ``rope_local_base_freq``); None = the sliding layers use the global RoPE.
         text_of_multimodal: read from a multimodal checkpoint (``gemma3``): its weights carry the language
@@ -204,6 +207,7 @@ class LlamaConfig:
     final_logit_softcapping: float | None = None
     layer_types: tuple[str, ...] | None = None
     rope_local_theta: float | None = None
+    rope_layers: tuple[bool, ...] | None = None
     text_of_multimodal: bool = field(default=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -277,7 +281,7 @@ class LlamaConfig:
             rope_theta, rope_scaling, rope_local = _rope(d, source)
             window, layer_types = _sliding_window(d, model_type, layers, source)
             eos = d.get("eos_token_id")
-            llama_bias = model_type == "llama" and bool(d.get("attention_bias"))
+            llama_bias = model_type in ("llama", "smollm3") and bool(d.get("attention_bias"))
             return cls(
                 model_type=model_type,
                 vocab_size=int(d["vocab_size"]),
@@ -295,7 +299,7 @@ class LlamaConfig:
                 # Qwen3 and Gemma put `attention_bias` on all four.
                 attention_bias=model_type == "qwen2" or llama_bias or _all_attention_bias(d, model_type),
                 o_proj_bias=llama_bias or _all_attention_bias(d, model_type),
-                mlp_bias=model_type == "llama" and bool(d.get("mlp_bias")),
+                mlp_bias=model_type in ("llama", "smollm3") and bool(d.get("mlp_bias")),
                 tie_word_embeddings=bool(d.get("tie_word_embeddings", False)),
                 sliding_window=window,
                 bos_token_id=d.get("bos_token_id"),
@@ -311,6 +315,7 @@ class LlamaConfig:
                 final_logit_softcapping=_float_or_none(d.get("final_logit_softcapping")) if gemma else None,
                 layer_types=layer_types,
                 rope_local_theta=rope_local if model_type == "gemma3_text" else None,
+                rope_layers=_rope_layers(d, layers) if model_type == "smollm3" else None,
                 text_of_multimodal=multimodal,
             )
         except KeyError as e:
@@ -374,9 +379,12 @@ class LlamaConfig:
             else self.eos_token_id,
             "pad_token_id": self.pad_token_id,
         }
-        if self.model_type == "llama":
+        if self.model_type in ("llama", "smollm3"):
             d["attention_bias"] = self.attention_bias
             d["mlp_bias"] = self.mlp_bias
+        if self.model_type == "smollm3":
+            d["use_sliding_window"] = False
+            d["no_rope_layers"] = [int(r) for r in self.rope_layers or [True] * self.num_hidden_layers]
         if self.model_type in ("mistral", "gemma2", "gemma3_text"):
             d["sliding_window"] = self.sliding_window
         if self.model_type in ("qwen2", "qwen3"):
@@ -436,6 +444,17 @@ def _model_type(d: dict[str, Any], source: str) -> str:
     )
 
 
+def _rope_layers(d: dict[str, Any], layers: int) -> tuple[bool, ...] | None:
+    """SmolLM3's ``no_rope_layers`` (1 = RoPE, 0 = none), or every ``no_rope_layer_interval``-th layer
+    without RoPE (transformers' default, 4); None when every layer has RoPE."""
+    flags = d.get("no_rope_layers")
+    if flags is None:
+        interval = int(d.get("no_rope_layer_interval", 4))
+        flags = [int((i + 1) % interval != 0) for i in range(layers)]
+    rope = tuple(bool(f) for f in flags)
+    return None if all(rope) else rope
+
+
 def _float_or_none(value: Any) -> float | None:
     return None if value is None else float(value)
 
@@ -487,7 +506,7 @@ def _sliding_window(
     d: dict[str, Any], model_type: str, layers: int, source: str
 ) -> tuple[int | None, tuple[str, ...] | None]:
     """(window, per-layer types or None when every layer is alike)."""
-    if model_type in ("qwen2", "qwen3") and d.get("use_sliding_window"):
+    if model_type in ("qwen2", "qwen3", "smollm3") and d.get("use_sliding_window"):
         # transformers applies Qwen2/3's window to layers >= max_window_layers only; not implemented here.
         raise TunewizError(
             f"{source}: `use_sliding_window: true` is not supported for {model_type}",

@@ -1,11 +1,11 @@
-"""One config-driven decoder for Llama 2/3, Mistral, Qwen2, Qwen3, Gemma 2 and Gemma 3 (text), whose
+"""One config-driven decoder for Llama 2/3, Mistral, Qwen2, Qwen3, Gemma 2, Gemma 3 (text) and SmolLM3, whose
 module names and RoPE layout are Hugging Face's, so ``state_dict()`` keys equal those of the matching
 transformers ``*ForCausalLM`` and Hub ``*.safetensors`` load without renaming.
 
 The families differ only in switches of :class:`LlamaConfig` (``tunewiz/models/config.py``): q/k norms
 (Qwen3, Gemma 3), Gemma's ``(1 + weight)`` norms, norms after attention and MLP, GeGLU, scaled
-embeddings, the attention scale, soft-capping (Gemma 2), and per-layer sliding windows with their
-own RoPE base (Gemma 3's local/global layers).
+embeddings, the attention scale, soft-capping (Gemma 2), per-layer sliding windows with their
+own RoPE base (Gemma 3's local/global layers), and layers without RoPE (SmolLM3).
 
 Read top to bottom: RMSNorm, RoPE, attention, MLP, the decoder block, the stack, the LM head with its
 chunked loss. Shapes: B batch, T new tokens, S keys attended (cached + new), D hidden size,
@@ -175,6 +175,7 @@ class LlamaAttention(nn.Module):
         self.num_rep = config.num_attention_heads // config.num_key_value_heads  # query heads per kv head
         self.window = config.layer_window(layer_idx)  # None = full attention
         self.rope_local = config.layer_rope_is_local(layer_idx)
+        self.use_rope = config.rope_layers is None or config.rope_layers[layer_idx]  # SmolLM3: some have none
         scalar = config.query_pre_attn_scalar
         self.scale = (scalar if scalar is not None else config.head_dim) ** -0.5
         self.softcap = config.attn_logit_softcapping
@@ -201,7 +202,8 @@ class LlamaAttention(nn.Module):
         if hasattr(self, "q_norm"):
             q, k = self.q_norm(q), self.k_norm(k)
         q, k = q.transpose(1, 2), k.transpose(1, 2)  # [B, H, T, hd], [B, KV, T, hd]
-        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        if self.use_rope:
+            q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         if kv_cache is not None:
             k, v = kv_cache.update(self.layer_idx, k, v)  # [B, KV, S, hd]
         if self.num_rep > 1:  # repeat_interleave copies even for one repeat
