@@ -37,8 +37,8 @@ def table() -> str:
     lines += [
         "",
         "Any other checkpoint of a supported family (`model_type` llama, mistral, qwen2, qwen3, gemma2, "
-        "gemma3_text, smollm3, or the language model of a multimodal gemma3) works from a local directory or the "
-        "Hugging Face cache. Shipped sample datasets (`data.path` / `--dataset`):",
+        "gemma3_text, smollm3, or the language model of a multimodal gemma3) works from a local directory "
+        "or the Hugging Face cache. Shipped sample datasets (`data.path` / `--dataset`):",
         "",
         "| dataset | rows |",
         "|---|---:|",
