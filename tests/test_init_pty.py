@@ -52,7 +52,7 @@ def test_wizard_in_a_pseudo_terminal(tmp_path: Path) -> None:
     text = ANSI.sub("", "".join(screen))
     assert child.exitstatus == 0, text[-2000:]
     assert "no GPU found" in text and "planning for CPU training" in text
-    assert "tunewiz:tiny" in text and "✓ fits (lora" in text
+    assert "tunewiz:tiny" in text and "✓ fits  lora mb" in text
     assert "predicted peak" in text and "verdict: fits" in text and "why:" in text
     assert "tunewiz train tiny-lora-story-chat.yaml" in text
     preset, _ = load_preset(str(tmp_path / "tiny-lora-story-chat.yaml"))
