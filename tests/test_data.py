@@ -165,6 +165,7 @@ def test_detect_format() -> None:
     assert detect_format([{"instruction": "a", "output": "b"}]) == "alpaca"
     assert detect_format([{"conversations": []}]) == "chat"
     assert detect_format([{"text": "x"}]) == "text"
+    assert detect_format([{"question": "a", "answer": "b"}]) == "alpaca"
     with pytest.raises(
         TunewizError, match=r"cannot tell the format of d.jsonl from its columns \['prompt'\]"
     ):
@@ -298,10 +299,10 @@ def test_bad_input_errors(tmp_path: Path, bpe: Tokenizer) -> None:
     (tmp_path / "blank.jsonl").write_text("\n\n")
     assert _error(tmp_path / "blank.jsonl", bpe).message == "blank.jsonl has no rows"
 
-    rows = [*ALPACA[:2], {"instruction": "x", "answer": "y"}]
+    rows = [*ALPACA[:2], {"instruction": "x", "reply": "y"}]
     err = _error(_jsonl(tmp_path / "data.jsonl", rows), bpe)
-    assert err.message == "row 3 of data.jsonl has no `output` field; columns are ['answer', 'instruction']"
-    assert "data.columns" in err.hint and "data.format" in err.hint
+    assert err.message == "row 3 of data.jsonl has no `response` field; columns are ['instruction', 'reply']"
+    assert "data.columns={prompt: instruction, response: reply}" in err.hint and "data.format" in err.hint
 
     (tmp_path / "bad.jsonl").write_text('{"text": "a"}\n{"text": "b"}\n\n{"text": oops}\n')
     assert _error(tmp_path / "bad.jsonl", bpe).message.startswith("bad.jsonl line 4 is not valid JSON")
@@ -313,7 +314,11 @@ def test_bad_input_errors(tmp_path: Path, bpe: Tokenizer) -> None:
     err = _error(_jsonl(tmp_path / "c.jsonl", [{"conversations": [{"from": "robot", "value": "x"}]}]), bpe)
     assert err.message == "row 1 of c.jsonl: turn 1 has unknown from `robot`"
     err = _error(_jsonl(tmp_path / "m.jsonl", [{"messages": [{"role": "user"}]}]), bpe)
-    assert err.message == "row 1 of m.jsonl: turn 1 of `messages` needs `role` and `content`; it has ['role']"
+    assert (
+        err.message
+        == "row 1 of m.jsonl: turn 1 of `messages` needs `role` and `content` (or `from` and `value`); "
+        "it has ['role']"
+    )
     (tmp_path / "d.txt").write_text("x")
     assert "unsupported data file type `.txt`" in _error(tmp_path / "d.txt", bpe).message
     err = _error(
@@ -323,7 +328,7 @@ def test_bad_input_errors(tmp_path: Path, bpe: Tokenizer) -> None:
         "cut.jsonl: no training sample has a trained token (0 with an empty response, 1 longer than "
         "`data.max_seq_len` 8 and dropped with `data.truncation: right`)"
     )
-    assert "data.truncation: left" in err.hint
+    assert "--set 'data.truncation=left'" in err.hint
 
 
 def test_hub_dataset_offline_error(bpe: Tokenizer) -> None:

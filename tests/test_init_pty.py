@@ -76,3 +76,35 @@ class _Collect:
 
     def flush(self) -> None:
         pass
+
+
+def test_wizard_asks_which_column_is_which(tmp_path: Path) -> None:
+    """A file whose columns name no format: the dataset step shows them and asks for prompt and response."""
+    data = tmp_path / "faq.csv"
+    data.write_text("frage,kontext,antwort\nWhat colour is the sky?,weather,blue\nAnd grass?,plants,green\n")
+    env = {**os.environ, "TERM": "xterm-256color", "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+    child = pexpect.spawn(
+        sys.executable,
+        ["-m", "tunewiz", "init", "--model", "tunewiz:tiny", "--dataset", str(data), "--epochs", "1"],
+        cwd=str(tmp_path),
+        env={**env, "TMPDIR": str(tmp_path)},
+        dimensions=(60, 200),
+        encoding="utf-8",
+        timeout=60,
+    )
+    screen: list[str] = []
+    child.logfile_read = _Collect(screen)
+    answer(child, "Which column is the prompt?", ENTER)  # the first column, frage
+    answer(child, "Which column is the response?", ENTER)  # the last one left, antwort
+    answer(child, "Method:", ENTER)
+    answer(child, "Run name:", ENTER)
+    answer(child, "Write the preset to:", ENTER)
+    answer(child, "Start training now?", "n")
+    child.expect(pexpect.EOF)
+    child.close()
+    text = ANSI.sub("", "".join(screen))
+    assert child.exitstatus == 0, text[-2000:]
+    assert "the format is not clear from the columns ['frage', 'kontext', 'antwort']" in text
+    assert "format `alpaca` (columns mapped)" in text
+    preset, _ = load_preset(str(tmp_path / "tiny-lora-faq.yaml"))
+    assert preset.data.columns == {"prompt": "frage", "response": "antwort"}

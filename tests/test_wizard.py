@@ -356,3 +356,23 @@ def test_launch_runs_the_written_preset_through_tunewiz_train(tmp_path: Path) ->
     assert load_preset(str(tmp_path / "launched.yaml"))[0].train.max_steps == 1
     assert "max_steps 1: a 0.1s budget at an estimated" in done.stdout
     assert (tmp_path / "runs" / "launched" / "final" / "adapter").is_dir()
+
+
+def test_columns_flag_and_the_hint_that_names_it(tmp_path: Path) -> None:
+    """Without a terminal an unknown file is an error whose hint is an `init --columns` that works."""
+    import re
+    import shlex
+
+    data = tmp_path / "faq.csv"
+    data.write_text("frage,antwort\nWhat colour is the sky?,blue\nAnd grass?,green\n")
+    args = ("init", "-m", "tunewiz:tiny", "-d", str(data), "-o", str(tmp_path / "faq.yaml"), "--no-launch")
+    done = tunewiz(*args, cwd=tmp_path)
+    assert done.returncode != 0 and "error: cannot tell the format of faq.csv" in done.stderr, done.stderr
+    (flag,) = re.findall(r"`tunewiz init (--columns \S+)`", done.stderr)
+    assert flag == "--columns prompt=frage,response=antwort"
+    done = tunewiz(*args, *shlex.split(flag), cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    preset, _ = load_preset(str(tmp_path / "faq.yaml"))
+    assert preset.data.columns == {"prompt": "frage", "response": "antwort"}
+    bad = tunewiz(*args, "--force", "--columns", "reply=antwort", cwd=tmp_path)
+    assert bad.returncode != 0 and "error: --columns role `reply` is not a role" in bad.stderr

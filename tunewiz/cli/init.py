@@ -68,6 +68,13 @@ def init(
         help="`tunewiz:story-qa`, a local file or a Hub dataset id.",
         rich_help_panel=_WHAT,
     ),
+    columns: str | None = typer.Option(
+        None,
+        "--columns",
+        help="Which column is which: `prompt=question,response=answer` (roles: prompt, response, system, "
+        "input, messages, text). Default: detected, or asked.",
+        rich_help_panel=_WHAT,
+    ),
     method: str | None = typer.Option(None, "--method", help="lora, qlora or full.", rich_help_panel=_PLAN),
     epochs: int | None = typer.Option(
         None, "--epochs", min=1, help="Passes over the data (default 1).", rich_help_panel=_PLAN
@@ -114,11 +121,13 @@ def init(
     """Plan a fine-tuning run for this machine and write it as a preset; every question has a flag."""
     from rich.console import Console
 
+    from tunewiz.wizard.dataset_step import parse_columns
     from tunewiz.wizard.flow import WizardFlags, run_wizard
 
     flags = WizardFlags(
         model=model,
         dataset=dataset,
+        columns=parse_columns(columns) if columns is not None else None,
         method=method,
         epochs=epochs,
         time_budget=time_budget,

@@ -14,9 +14,10 @@ from tunewiz.data.batching import collate, epoch_order, pack
 from tunewiz.data.formats import DataFormat, detect_format, row_to_messages, row_to_text
 from tunewiz.data.samples import IGNORE_INDEX, Sample, to_sample, truncate
 from tunewiz.data.sources import load_rows
+from tunewiz.errors import TunewizError
 
 if TYPE_CHECKING:
-    from tunewiz.preset.schema import DataSection
+    from tunewiz.preset.schema import DataSection, DatasetEntry
     from tunewiz.text.prompt import PromptBuilder, PromptFormat
     from tunewiz.text.tokenizer import Tokenizer
 
@@ -55,6 +56,8 @@ class DataStats:
     truncation: str
     prompt: PromptFormat
     lengths: tuple[int, ...] = ()  # every train sample's length before truncation, ascending
+    # per dataset of data.path: name, format, rows, weight, train and validation samples kept
+    sources: tuple[dict[str, Any], ...] = ()
 
     def _total(self, key: str) -> int:
         return sum(split[key] for split in self.counts.values())
@@ -101,42 +104,60 @@ def build_datasets(
     from tunewiz.text.prompt import PromptBuilder, legacy_prompt_format, new_prompt_format
     from tunewiz.text.templates import resolve_template
 
-    source = _source_name(cfg.path)
-    rows = load_rows(cfg.path, split=cfg.split, columns=cfg.columns)
+    sources = _load_sources(cfg, seed)
+    rows = [item for src in sources for item in src.rows]
     if cfg.max_samples is not None:
         rows = rows[: cfg.max_samples]
-    fmt: DataFormat = detect_format(rows, source=source) if cfg.format == "auto" else cfg.format
+    # One prompt format for the run: the first dataset with a conversation format resolves `auto`.
+    fmt: DataFormat = next((src.format for src in sources if src.format != "text"), "text")
     if prompt is None:
         template = None if fmt == "text" else resolve_template(cfg.template, tokenizer, fmt, cfg.thinking)
         prompt = (legacy_prompt_format if legacy else new_prompt_format)(template, tokenizer)
     builder = PromptBuilder(tokenizer, prompt)
+    source = sources[0].name if len(sources) == 1 else " + ".join(src.name for src in sources)
 
     if cfg.val_path is not None:
-        train_rows = list(enumerate(rows, start=1))
-        val_rows = list(enumerate(load_rows(cfg.val_path, split=cfg.split, columns=cfg.columns), start=1))
-        val_source = _source_name(cfg.val_path)
+        train_rows = rows
+        val_columns = sources[0].entry.columns or {}
+        val_loaded = load_rows(cfg.val_path, split=cfg.split, columns=val_columns)
+        val_name = _source_name(cfg.val_path)
+        val_src = _Source(val_name, sources[0].format, sources[0].entry, [])  # read as the first dataset
+        val_rows = [(i, row, val_src) for i, row in enumerate(val_loaded, start=1)]
     else:
         train_rows, val_rows = _split(rows, cfg.val_fraction, seed)
-        val_source = source
 
     counts = {"train": _zero_counts(), "validation": _zero_counts()}
     lengths: list[int] = []
-    train = _tokenize(train_rows, fmt, builder, cfg, source, counts["train"], lengths)
-    val = _tokenize(val_rows, fmt, builder, cfg, val_source, counts["validation"], [])
+    train = _tokenize(train_rows, builder, cfg, counts["train"], lengths)
+    val = _tokenize(val_rows, builder, cfg, counts["validation"], [])
     if not train:
         raise _no_samples(source, counts["train"], cfg)
     lengths.sort()
+    per_source = tuple(
+        {
+            "name": src.name,
+            "format": src.format,
+            "rows": src.num_rows,
+            "weight": src.entry.weight,
+            "train": sum(1 for s in train if s.source == k),
+            "validation": sum(1 for s in val if s.source == k),
+        }
+        for k, src in enumerate(sources)
+    )
+    train = [s.sample for s in train]
+    val = [s.sample for s in val]
     stats = DataStats(
         num_train=len(train),
         num_val=len(val),
         counts=counts,
-        format=fmt,
+        format=fmt if len({src.format for src in sources}) == 1 else "+".join(src.format for src in sources),
         template=prompt.template_source,
         token_lengths={"p50": _percentile(lengths, 50), "p95": _percentile(lengths, 95), "max": lengths[-1]},
         max_seq_len=cfg.max_seq_len,
         truncation=cfg.truncation,
         prompt=prompt,
         lengths=tuple(lengths),
+        sources=per_source,
     )
     if cfg.packing:
         train, val = pack(train, cfg.max_seq_len), pack(val, cfg.max_seq_len)
@@ -147,47 +168,91 @@ def _zero_counts() -> dict[str, int]:
     return {"truncated": 0, "dropped_long": 0, "dropped_empty": 0}
 
 
+@dataclass
+class _Source:
+    """One dataset of ``data.path``: its name, format, settings and its (row number, row, self) items."""
+
+    name: str
+    format: DataFormat
+    entry: DatasetEntry
+    rows: list[tuple[int, dict[str, Any], _Source]]
+    num_rows: int = 0
+    index: int = 0  # its place in data.path
+
+
+_Item = tuple[int, dict[str, Any], _Source]
+
+
+@dataclass(frozen=True)
+class _Tagged:
+    sample: Sample
+    source: int
+
+
+def _load_sources(cfg: DataSection, seed: int) -> list[_Source]:
+    """Every dataset's rows, weighted: ``weight`` w keeps floor(w) copies of each row plus a seeded
+    (w mod 1) share of them, in file order (a single unweighted dataset is read exactly as it is)."""
+    import numpy as np
+
+    sources = []
+    for k, entry in enumerate(cfg.datasets()):
+        name = _source_name(entry.path)
+        loaded = load_rows(entry.path, split=entry.split or cfg.split, columns=entry.columns or {})
+        fmt: DataFormat = detect_format(loaded, source=name) if entry.format == "auto" else entry.format
+        src = _Source(name, fmt, entry, [], len(loaded), k)
+        numbered = list(enumerate(loaded, start=1))
+        whole, part = divmod(entry.weight, 1.0)
+        picked = numbered * int(whole)
+        if part > 0:
+            extra = round(len(numbered) * part)
+            chosen = set(np.random.default_rng([seed, k]).permutation(len(numbered))[:extra].tolist())
+            picked += [r for i, r in enumerate(numbered) if i in chosen]
+        if not picked:
+            raise TunewizError(
+                f"{name}: weight {entry.weight} keeps no row of its {len(loaded)}",
+                hint="raise this dataset's `weight` in `data.path`",
+            )
+        src.rows = [(index, row, src) for index, row in picked]
+        sources.append(src)
+    return sources
+
+
 def _source_name(path: str) -> str:
     return path if path.startswith("tunewiz:") or not Path(path).suffix else Path(path).name
 
 
-def _split(
-    rows: list[dict[str, Any]], val_fraction: float, seed: int
-) -> tuple[list[tuple[int, dict[str, Any]]], list[tuple[int, dict[str, Any]]]]:
-    """(row number, row) lists for train and validation; validation rows are a seeded random subset."""
-    numbered = list(enumerate(rows, start=1))
+def _split(rows: list[_Item], val_fraction: float, seed: int) -> tuple[list[_Item], list[_Item]]:
+    """Train and validation items; validation rows are a seeded random subset."""
     num_val = round(len(rows) * val_fraction)
     if val_fraction > 0 and len(rows) >= 2:
         num_val = min(max(num_val, 1), len(rows) - 1)
     if num_val == 0:
-        return numbered, []
+        return rows, []
     import numpy as np
 
     held_out = set(np.random.default_rng(seed).permutation(len(rows))[:num_val].tolist())
     return (
-        [r for i, r in enumerate(numbered) if i not in held_out],
-        [r for i, r in enumerate(numbered) if i in held_out],
+        [r for i, r in enumerate(rows) if i not in held_out],
+        [r for i, r in enumerate(rows) if i in held_out],
     )
 
 
 def _tokenize(
-    rows: list[tuple[int, dict[str, Any]]],
-    fmt: DataFormat,
+    rows: list[_Item],
     builder: PromptBuilder,
     cfg: DataSection,
-    source: str,
     counts: dict[str, int],
     lengths: list[int],
-) -> list[Sample]:
-    """Samples of ``rows``; ``counts`` gets truncated/dropped tallies, ``lengths`` the untruncated
-    lengths of the samples that have a trained token."""
+) -> list[_Tagged]:
+    """Samples of ``rows``, tagged with their dataset's index; ``counts`` gets truncated/dropped
+    tallies, ``lengths`` the untruncated lengths of the samples that have a trained token."""
     samples = []
     bos_id = builder.tokenizer.bos_id
-    for index, row in rows:
-        if fmt == "text":
-            tokens, trained = builder.text_sample(row_to_text(row, index, source))
+    for index, row, src in rows:
+        if src.format == "text":
+            tokens, trained = builder.text_sample(row_to_text(row, index, src.name))
         else:
-            messages = row_to_messages(row, fmt, index, source)
+            messages = row_to_messages(row, src.format, index, src.name)
             tokens, trained = builder.chat_sample(messages, train_on_inputs=cfg.train_on_inputs)
         if not any(trained[1:]):  # position 0 is never a target
             counts["dropped_empty"] += 1
@@ -198,19 +263,18 @@ def _tokenize(
             counts["dropped_long"] += 1
             continue
         counts["truncated"] += len(fitted[0]) < len(tokens)
-        samples.append(to_sample(*fitted))
+        samples.append(_Tagged(to_sample(*fitted), src.index))
     return samples
 
 
 def _no_samples(source: str, counts: dict[str, int], cfg: DataSection) -> Exception:
-    from tunewiz.errors import TunewizError
-
     return TunewizError(
         f"{source}: no training sample has a trained token ({counts['dropped_empty']} with an empty "
         f"response, {counts['dropped_long']} longer than `data.max_seq_len` {cfg.max_seq_len} "
         f"and dropped with `data.truncation: {cfg.truncation}`)",
-        hint="raise `data.max_seq_len`, set `data.truncation: left` to keep responses, check the response "
-        "column, or set `data.train_on_inputs: true`",
+        hint="keep the responses and cut the prompts' beginnings: add `--set 'data.truncation=left'` to the "
+        "command; or raise `data.max_seq_len`, check the response column (`data.columns`), or set "
+        "`data.train_on_inputs: true`",
     )
 
 

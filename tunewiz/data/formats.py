@@ -1,43 +1,102 @@
-"""Data formats: detect them from the columns, and turn rows into chat messages or plain text."""
+"""Data formats: detect them from the columns, and turn rows into chat messages or plain text.
+
+Three formats, recognised from the column names without configuration:
+
+- ``alpaca`` (a prompt/response pair): a prompt column (``prompt``, ``instruction``, ``question``,
+  ``query``, or ``input`` when none of those is there), a response column (``response``,
+  ``completion``, ``output``, ``answer``), optional ``input`` (extra context appended to the prompt)
+  and ``system``.
+- ``chat``: ``messages`` or ``conversations``, a list of turns written ``{role, content}`` (OpenAI)
+  or ``{from, value}`` (ShareGPT), roles spelt ``system``, ``user``/``human``,
+  ``assistant``/``gpt``/``model``.
+- ``text``: ``text``, trained on every token.
+
+``data.columns`` maps a role (``prompt``, ``response``, ``system``, ``input``, ``messages``, ``text``)
+or any name above to a dataset column: ``{prompt: question, response: answer}``; the older
+``{instruction: question, output: answer}`` means the same.
+"""
 
 from __future__ import annotations
 
+import shlex
 from typing import Any, Literal
 
 from tunewiz.errors import TunewizError
 
 DataFormat = Literal["alpaca", "chat", "text"]
-# ShareGPT `from` values and the chat roles they mean.
+PROMPT_NAMES = ("prompt", "instruction", "question", "query")  # in this order; `input` is the last resort
+RESPONSE_NAMES = ("response", "completion", "output", "answer")
+CHAT_NAMES = ("messages", "conversations")
+ROLES = ("prompt", "response", "system", "input", "messages", "text")
+# Keys data.columns accepts: the roles and every name the detection knows.
+COLUMN_KEYS = tuple(dict.fromkeys((*ROLES, *PROMPT_NAMES, *RESPONSE_NAMES, *CHAT_NAMES)))
+# Turn roles as datasets spell them (OpenAI, ShareGPT, Gemma) and the chat roles they mean.
 SHAREGPT_ROLES = {
     "human": "user",
     "user": "user",
     "gpt": "assistant",
     "assistant": "assistant",
+    "model": "assistant",
+    "bot": "assistant",
     "system": "system",
 }
 CHAT_ROLES = ("system", "user", "assistant")
-_FIX_HINT = "rename the columns with `data.columns` (e.g. {output: answer}) or set `data.format`"
+
+
+def columns_hint(keys: list[str] | set[str]) -> str:
+    """The ``--set`` that maps these columns by role, with real column names when it can guess them.
+
+    The guess: the first unrecognised column is the prompt, the last one the response (files are
+    usually written question first). Used by every "cannot tell the format" hint, so following the
+    hint is a command that runs.
+    """
+    names = [k for k in keys if k not in COLUMN_KEYS] or list(keys)
+    prompt = _find(keys, PROMPT_NAMES) or (names[0] if names else "COLUMN")
+    response = _find(keys, RESPONSE_NAMES) or next((k for k in reversed(names) if k != prompt), "COLUMN")
+    mapping = f"data.columns={{prompt: {prompt}, response: {response}}}"
+    return (
+        f"map the columns by role: add `--set {shlex.quote(mapping)}` to the command "
+        f"(or `tunewiz init --columns prompt={prompt},response={response}`), or set `data.format`"
+    )
+
+
+def _find(keys: Any, names: tuple[str, ...]) -> str | None:
+    return next((n for n in names if n in keys), None)
+
+
+def prompt_column(keys: Any) -> str | None:
+    """The column that holds the prompt of a prompt/response row, or None."""
+    found = _find(keys, PROMPT_NAMES)
+    return found if found is not None else ("input" if "input" in keys else None)
+
+
+def response_column(keys: Any) -> str | None:
+    """The column that holds the response of a prompt/response row, or None."""
+    return _find(keys, RESPONSE_NAMES)
 
 
 def detect_format(rows: list[dict[str, Any]], *, source: str = "the dataset") -> DataFormat:
     """The format of ``rows`` from the first row's columns.
 
     Args:
-        rows: rows as dicts (columns already renamed).
+        rows: rows as dicts (columns already renamed by ``data.columns``).
         source: the file or dataset name, for the error message.
+
+    Raises:
+        TunewizError: no known column; the hint is a ``--set data.columns=…`` that maps them.
     """
-    keys = set(rows[0]) if rows else set()
-    if "messages" in keys or "conversations" in keys:
+    keys = list(rows[0]) if rows else []
+    if any(name in keys for name in CHAT_NAMES):
         return "chat"
-    if "instruction" in keys and "output" in keys:
+    if prompt_column(keys) is not None and response_column(keys) is not None:
         return "alpaca"
     if "text" in keys:
         return "text"
     raise TunewizError(
-        f"cannot tell the format of {source} from its columns {sorted(keys)}: expected "
-        "`instruction`+`output` "
-        "(alpaca), `messages` or `conversations` (chat), or `text`",
-        hint=_FIX_HINT,
+        f"cannot tell the format of {source} from its columns {sorted(keys)}: expected a prompt column "
+        f"({', '.join(PROMPT_NAMES)}, input) and a response column ({', '.join(RESPONSE_NAMES)}), "
+        "`messages` or `conversations` (chat), or `text`",
+        hint=columns_hint(keys),
     )
 
 
@@ -47,61 +106,73 @@ def _field(row: dict[str, Any], name: str, index: int, source: str, *, optional:
         if optional:
             return ""
         raise TunewizError(
-            f"row {index} of {source} has no `{name}` field; columns are {sorted(row)}", hint=_FIX_HINT
+            f"row {index} of {source} has no `{name}` field; columns are {sorted(row)}",
+            hint=columns_hint(list(row)),
         )
     if not isinstance(value, str):
         raise TunewizError(
             f"row {index} of {source}: `{name}` is a {type(value).__name__}, expected text",
-            hint="fix that row, or map another column with `data.columns`",
+            hint="fix that row, or map another column with `--set 'data.columns={prompt: COLUMN}'`",
         )
     return value
 
 
 def row_to_messages(row: dict[str, Any], fmt: DataFormat, index: int, source: str) -> list[dict[str, str]]:
-    """The conversation of an alpaca or chat row.
+    """The conversation of a prompt/response (``alpaca``) or ``chat`` row.
+
+    A prompt/response row becomes [system,] user, assistant; its ``input`` (when the prompt is
+    another column) follows the prompt after a blank line. A chat row's turns keep their order.
 
     Args:
         row: the row (columns renamed).
         fmt: ``alpaca`` or ``chat``.
         index: 1-based row number, for error messages.
         source: file or dataset name, for error messages.
+
+    Raises:
+        TunewizError: a missing or non-text field, a malformed turn, an unknown role.
     """
     if fmt == "alpaca":
-        instruction = _field(row, "instruction", index, source)
-        extra = _field(row, "input", index, source, optional=True)
-        prompt = f"{instruction}\n\n{extra}" if extra.strip() else instruction
+        prompt_key = prompt_column(row) or "prompt"
+        response_key = response_column(row) or "response"
+        prompt = _field(row, prompt_key, index, source)
+        extra = _field(row, "input", index, source, optional=True) if prompt_key != "input" else ""
+        if extra.strip():
+            prompt = f"{prompt}\n\n{extra}"
+        system = _field(row, "system", index, source, optional=True)
         return [
+            *([{"role": "system", "content": system}] if system.strip() else []),
             {"role": "user", "content": prompt},
-            {"role": "assistant", "content": _field(row, "output", index, source)},
+            {"role": "assistant", "content": _field(row, response_key, index, source)},
         ]
-    if "messages" in row:
-        turns, role_key, content_key, roles = row["messages"], "role", "content", {r: r for r in CHAT_ROLES}
-        name = "messages"
-    elif "conversations" in row:
-        turns, role_key, content_key, roles = row["conversations"], "from", "value", SHAREGPT_ROLES
-        name = "conversations"
-    else:
+    name = _find(row, CHAT_NAMES)
+    if name is None:
         raise TunewizError(
-            f"row {index} of {source} has no `messages` field; columns are {sorted(row)}", hint=_FIX_HINT
+            f"row {index} of {source} has no `messages` field; columns are {sorted(row)}",
+            hint="map the conversation column: `--set 'data.columns={messages: COLUMN}'`",
         )
+    turns = row[name]
     if not isinstance(turns, list) or not turns:
         raise TunewizError(
             f"row {index} of {source}: `{name}` must be a non-empty list of turns",
-            hint=f"each turn is {{{role_key}: ..., {content_key}: ...}}",
+            hint="each turn is {role: ..., content: ...} or {from: ..., value: ...}",
         )
     messages = []
     for turn_no, turn in enumerate(turns, start=1):
-        if not isinstance(turn, dict) or role_key not in turn or content_key not in turn:
+        role_key = next((k for k in ("role", "from") if isinstance(turn, dict) and k in turn), None)
+        content_key = next((k for k in ("content", "value") if isinstance(turn, dict) and k in turn), None)
+        if role_key is None or content_key is None:
             raise TunewizError(
-                f"row {index} of {source}: turn {turn_no} of `{name}` needs `{role_key}` and "
-                f"`{content_key}`; it has {sorted(turn) if isinstance(turn, dict) else type(turn).__name__}",
-                hint=f"each turn is {{{role_key}: ..., {content_key}: ...}}",
+                f"row {index} of {source}: turn {turn_no} of `{name}` needs `role` and `content` "
+                f"(or `from` and `value`); it has "
+                f"{sorted(turn) if isinstance(turn, dict) else type(turn).__name__}",
+                hint="each turn is {role: ..., content: ...} or {from: ..., value: ...}",
             )
-        role = roles.get(turn[role_key])
+        role = SHAREGPT_ROLES.get(str(turn[role_key]).lower())
         if role is None:
             raise TunewizError(
                 f"row {index} of {source}: turn {turn_no} has unknown {role_key} `{turn[role_key]}`",
-                hint=f"use one of {', '.join(roles)}",
+                hint=f"use one of {', '.join(SHAREGPT_ROLES)}",
             )
         if not isinstance(turn[content_key], str):
             raise TunewizError(

@@ -27,7 +27,11 @@ def load_rows(path: str, *, split: str, columns: dict[str, str]) -> list[dict[st
         path: ``tunewiz:<name>`` (shipped sample), a local .json (list or JSONL), .jsonl, .csv or
             .parquet file, or a Hugging Face dataset id.
         split: the split to read from a Hub dataset (local files have one split).
-        columns: ``{format_name: dataset_column}`` renames, e.g. ``{"output": "answer"}``.
+        columns: ``{role: dataset_column}`` renames, e.g. ``{"prompt": "question", "response": "answer"}``
+            (see :mod:`tunewiz.data.formats`).
+
+    Raises:
+        TunewizError: no rows, an unreadable source, a mapped column the first row does not have.
     """
     rows = _read(path, split)
     if not rows:
@@ -35,6 +39,14 @@ def load_rows(path: str, *, split: str, columns: dict[str, str]) -> list[dict[st
             f"{_label(path)} has no rows", hint="check the file, or point `data.path` at another one"
         )
     if columns:
+        missing = [c for c in columns.values() if c not in rows[0]]
+        if missing:
+            raise TunewizError(
+                f"{_label(path)} has no column {', '.join(f'`{c}`' for c in missing)} "
+                f"(named in `data.columns`); its columns are {sorted(rows[0])}",
+                hint="map existing columns, e.g. `--set 'data.columns={prompt: "
+                f"{next(iter(rows[0]), 'COLUMN')}, response: {list(rows[0])[-1]}}}'`",
+            )
         renames = {source: target for target, source in columns.items()}
         rows = [{renames.get(key, key): value for key, value in row.items()} for row in rows]
     return rows

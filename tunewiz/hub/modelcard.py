@@ -289,7 +289,9 @@ def render_model_card(
 
     preset = facts.preset
     base_id = hub_model_id(preset.model.path)
-    dataset_id = hub_dataset_id(preset.data.path)
+    entries = preset.data.datasets()
+    dataset_ids = [i for i in (hub_dataset_id(e.path) for e in entries) if i]
+    dataset_id = dataset_ids[0] if len(entries) == 1 and dataset_ids else None
     license_meta, license_warning = _license(base_id, preset.model.path, license)
     warnings = [license_warning] if license_warning else []
     if base_id is None:
@@ -305,7 +307,7 @@ def render_model_card(
         tags.append("gguf")
     data = ModelCardData(
         base_model=base_id,
-        datasets=[dataset_id] if dataset_id else None,
+        datasets=dataset_ids or None,
         library_name="peft" if kind == "adapter" else "transformers",
         pipeline_tag="text-generation",
         tags=tags,
@@ -343,7 +345,7 @@ def _intro(
 ) -> str:
     p, s = facts.preset, facts.stats
     base = _link_model(base_id, p.model.path)
-    data = _link_data(dataset_id, p.data.path)
+    data = _link_data(dataset_id, p.data.path_text)
     method = _METHOD_TEXT[p.method]
     if kind == "adapter":
         what = f"A {method} adapter for {base}, fine-tuned on {data}"
@@ -550,8 +552,8 @@ def _hyperparameters_section(facts: CardFacts) -> str:
         ),
         (
             "Data",
-            f"`{d.path}`"
-            + (f" (split `{d.split}`)" if hub_dataset_id(d.path) else "")
+            f"`{d.path_text}`"
+            + (f" (split `{d.split}`)" if isinstance(d.path, str) and hub_dataset_id(d.path) else "")
             + (f", first {d.max_samples} samples" if d.max_samples else "")
             + (f", {d.val_fraction:g} held out for validation" if d.val_fraction else ""),
         ),

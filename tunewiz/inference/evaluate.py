@@ -457,7 +457,7 @@ def default_tasks(target: str) -> list[str]:
     data_path = None
     if config.is_file():
         data_path = ((yaml.safe_load(config.read_text(encoding="utf-8")) or {}).get("data") or {}).get("path")
-    if data_path in DATASET_TASKS:
+    if isinstance(data_path, str) and data_path in DATASET_TASKS:
         return DATASET_TASKS[data_path]
     raise TunewizError(
         f"no `--tasks` given, and `{target}` is not a run trained on a shipped sample dataset "

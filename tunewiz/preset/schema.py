@@ -71,24 +71,96 @@ class LoraSection(_Section):
         return value
 
 
+class DatasetEntry(_Section):
+    """One dataset of a list in ``data.path``; unset fields take the data section's value."""
+
+    path: str = Field(description="A shipped sample, a local data file, or a Hugging Face dataset id.")
+    split: str | None = Field(None, description="Split to read from a Hub dataset (default: data.split).")
+    format: Literal["auto", "alpaca", "chat", "text"] | None = Field(
+        None, description="This dataset's format (default: data.format)."
+    )
+    columns: dict[str, str] | None = Field(
+        None, description="This dataset's column mapping by role (default: data.columns)."
+    )
+    weight: float = Field(
+        1.0,
+        gt=0,
+        description="Mixing weight: the share of this dataset's rows used per epoch. 0.5 takes a seeded "
+        "half, 2 repeats every row twice (1.5: every row once and a seeded half again).",
+    )
+
+    @field_validator("columns")
+    @classmethod
+    def _known_roles(cls, value: dict[str, str] | None) -> dict[str, str] | None:
+        return None if value is None else _check_roles(value)
+
+
+def _check_roles(value: dict[str, str]) -> dict[str, str]:
+    from tunewiz.data.formats import COLUMN_KEYS, ROLES
+
+    unknown = [k for k in value if k not in COLUMN_KEYS]
+    if unknown:
+        raise ValueError(f"unknown role(s) {unknown}; map one of {list(ROLES)} to a dataset column")
+    return value
+
+
 class DataSection(_Section):
     """The training data and how samples become token sequences."""
 
-    path: str = Field(
+    path: str | list[str | DatasetEntry] = Field(
         description="A shipped sample (`tunewiz:story-qa`, ...), a local .json/.jsonl/.csv/.parquet "
-        "file, or a Hugging Face dataset id."
+        "file, or a Hugging Face dataset id; or a list of them, each a path or {path, format, columns, "
+        "split, weight}, mixed into one training set."
     )
     split: str = Field("train", description="Split to train on, for Hub datasets.")
     format: Literal["auto", "alpaca", "chat", "text"] = Field(
         "auto",
-        description="alpaca: instruction/input/output; chat: `messages` (role/content) or ShareGPT "
-        "`conversations` (from/value); text: plain `text`. auto detects it from the columns.",
+        description="alpaca: a prompt/response pair (prompt, instruction, question, query or input; "
+        "response, completion, output or answer; optional input and system); chat: `messages` or "
+        "`conversations`, turns as role/content or from/value; text: plain `text`. auto detects it from "
+        "the columns.",
     )
     columns: dict[str, str] = Field(
         default_factory=dict,
-        description="Rename dataset columns to the format's names, e.g. {instruction: question, "
-        "output: answer}.",
+        description="Which dataset column plays which role: {prompt: question, response: answer, system: "
+        "persona}; roles are prompt, response, system, input (context after the prompt), messages, text. "
+        "The format's own names work too ({instruction: question, output: answer}).",
     )
+
+    @field_validator("columns")
+    @classmethod
+    def _known_roles(cls, value: dict[str, str]) -> dict[str, str]:
+        return _check_roles(value)
+
+    @field_validator("path")
+    @classmethod
+    def _some_dataset(cls, value: str | list[str | DatasetEntry]) -> str | list[str | DatasetEntry]:
+        if isinstance(value, list) and not value:
+            raise ValueError("an empty list names no dataset")
+        return value
+
+    def datasets(self) -> list[DatasetEntry]:
+        """Every dataset of ``path`` with its own settings filled in from this section's."""
+        entries = self.path if isinstance(self.path, list) else [self.path]
+        resolved = []
+        for entry in entries:
+            e = DatasetEntry(path=entry) if isinstance(entry, str) else entry
+            resolved.append(
+                e.model_copy(
+                    update={
+                        "split": e.split or self.split,
+                        "format": e.format or self.format,
+                        "columns": self.columns if e.columns is None else e.columns,
+                    }
+                )
+            )
+        return resolved
+
+    @property
+    def path_text(self) -> str:
+        """``path`` as one line: the path, or the paths joined with ``+``."""
+        return self.path if isinstance(self.path, str) else " + ".join(e.path for e in self.datasets())
+
     template: Literal["auto", "model", "alpaca", "llama2", "llama3", "chatml"] = Field(
         "auto",
         description="Prompt template. model: the model's chat template; auto: the model's when it has "

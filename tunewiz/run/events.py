@@ -10,7 +10,9 @@ start      run, model, method, device, dtype, world_size, micro_batch_size, grad
            truncated_samples, dropped_samples (train + validation, longer than max_seq_len:
            shortened / left out), truncation ({mode, max_seq_len, train: {truncated,
            dropped_long, dropped_empty}, validation: {...}}), token_lengths ({p50, p95, max}
-           of the train samples before truncation), trainable_params, total_params
+           of the train samples before truncation), trainable_params, total_params, datasets
+           (one per dataset of data.path: {name, format, rows, weight, train, validation}: samples
+           kept from it)
 step       step, epoch, loss (mean over trained tokens of this optimizer step), lr, grad_norm,
            tokens (trained tokens this step, all ranks), tokens_total, tokens_per_s
            (input tokens/s, all ranks, this step), peak_memory_bytes (list, one per rank:

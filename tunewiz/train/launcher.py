@@ -143,7 +143,8 @@ def preflight(preset: Preset) -> None:
 
     model_dir = check_model_dir(resolve_model_dir(preset.model.path, preset.model.revision))
     check_mergeable(preset, model_dir)
-    for key, value in (("data.path", preset.data.path), ("data.val_path", preset.data.val_path)):
+    data_paths = [("data.path", e.path) for e in preset.data.datasets()]
+    for key, value in (*data_paths, ("data.val_path", preset.data.val_path)):
         if (
             value
             and Path(value).suffix in (".json", ".jsonl", ".csv", ".parquet")

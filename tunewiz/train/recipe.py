@@ -374,6 +374,7 @@ def _start_fields(ft: FineTune, resumed_from: Path | None) -> dict:
         dropped_samples=stats.dropped_long,
         truncation=stats.truncation_event(),
         token_lengths=stats.token_lengths,
+        datasets=list(stats.sources),
         trainable_params=sum(p.numel() for p in ft.params),
         total_params=sum(p.numel() for p in ft.model.parameters()),
     )

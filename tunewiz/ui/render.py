@@ -16,7 +16,7 @@ from rich.table import Table
 from rich.text import Text
 
 from tunewiz.ui.chart import LossChart
-from tunewiz.ui.state import DashboardState, RunWarning, truncation_note
+from tunewiz.ui.state import DashboardState, RunWarning, datasets_line, truncation_note
 
 SHOWN_WARNINGS = 4
 SHOWN_TRACEBACK_LINES = 8
@@ -115,6 +115,8 @@ def _header(state: DashboardState) -> Text:
         )
     if state.resumed_from:
         text.append(f"\nresumed from {state.resumed_from}", style="dim")
+    if mix := datasets_line(state):
+        text.append(f"\n{mix}", style="dim")
     if note := truncation_note(state):
         text.append(f"\n{note[0]}", style="yellow")
     return text
@@ -334,6 +336,8 @@ def plain_lines(
         if state.resumed_from:
             words.append(f"resumed from {state.resumed_from} at step {state.step}")
         lines.append(" | ".join(words))
+        if mix := datasets_line(state):
+            lines.append(mix)
         if note := truncation_note(state):
             lines += [f"warning: {note[0]}", f"hint: {note[1]}"]
     elif kind == "step":

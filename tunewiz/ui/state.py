@@ -64,6 +64,7 @@ class DashboardState:
     token_lengths: dict[str, int] | None = None  # start event: p50, p95, max before truncation
     num_train_samples: int | None = None
     num_val_samples: int | None = None
+    datasets: list[dict[str, Any]] | None = None  # start event: samples per dataset of data.path
     launches: int = 0
     launch_start_time: float | None = None
     launch_start_step: int = 0
@@ -190,6 +191,18 @@ def _float(value: Any) -> float | None:
         return None
 
 
+def datasets_line(state: DashboardState) -> str | None:
+    """``data: a.jsonl 80 train / 9 val · b.csv (×0.5) 40 train / 4 val`` when there are several datasets."""
+    if not state.datasets or len(state.datasets) < 2:
+        return None
+    parts = []
+    for d in state.datasets:
+        weight = d.get("weight", 1.0)
+        mark = f" (×{weight:g})" if weight != 1.0 else ""
+        parts.append(f"{d.get('name')}{mark} {d.get('train', 0)} train / {d.get('validation', 0)} val")
+    return "data: " + " · ".join(parts)
+
+
 def truncation_note(state: DashboardState) -> tuple[str, str] | None:
     """(what happened, hint) when samples were truncated or dropped for ``max_seq_len``, else None.
 
@@ -260,6 +273,7 @@ def _apply_start(state: DashboardState, e: dict[str, Any]) -> None:
         "token_lengths",
         "num_train_samples",
         "num_val_samples",
+        "datasets",
     ):
         setattr(state, key, e.get(key))
     resumed_step = int(e.get("step") or 0)

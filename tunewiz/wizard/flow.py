@@ -53,6 +53,8 @@ class WizardFlags:
     Args:
         model: catalog name, Hub id or local model directory.
         dataset: ``tunewiz:<sample>``, a local data file, or a Hub dataset id.
+        columns: ``data.columns`` (``--columns prompt=question,response=answer``); None: ask when the
+            file's format cannot be told from its columns.
         method: ``lora``, ``qlora`` or ``full``.
         epochs: passes over the data.
         time_budget: wall-clock budget (``90m``, ``2h``, ``1h30m``); sets ``train.max_steps``.
@@ -70,6 +72,7 @@ class WizardFlags:
 
     model: str | None = None
     dataset: str | None = None
+    columns: dict[str, str] | None = None
     method: str | None = None
     epochs: int | None = None
     time_budget: str | None = None
@@ -148,8 +151,8 @@ def run_wizard(flags: WizardFlags, asker: Asker | None, console: Console) -> Wiz
     console.print(summary)
     fixed = PlanRequest(micro_batch=flags.micro_batch, seq_len=flags.seq_len, lora_rank=flags.lora_rank)
     model = choose_model(flags.model, asker, machine, fixed)
-    dataset = choose_dataset(flags.dataset, asker, console)
-    lengths, length_note, num_rows = sample_token_lengths(model, dataset, flags.seq_len)
+    dataset, columns = choose_dataset(flags.dataset, asker, console, flags.columns)
+    lengths, length_note, num_rows = sample_token_lengths(model, dataset, flags.seq_len, columns)
     console.print(f"token lengths: {length_note}")
     method = choose_method(flags.method, asker, machine, model, lengths, fixed)
     rec = recommend(machine, model, lengths, fixed)
@@ -165,7 +168,7 @@ def run_wizard(flags: WizardFlags, asker: Asker | None, console: Console) -> Wiz
     name = flags.name or _ask_text(asker, "Run name:", default_name(model, method, dataset), _check_name)
     _check_name_or_raise(name)
     path = flags.output or Path(_ask_text(asker, "Write the preset to:", f"{name}.yaml", _check_suffix))
-    preset = build_preset(name, machine, model, dataset, rec, epochs, max_steps)
+    preset = build_preset(name, machine, model, dataset, rec, epochs, max_steps, columns)
     command = train_command(path, machine)
     write_preset(path, preset_text(preset, rec, command), _may_overwrite(path, flags.force, asker))
     ready = _model_readiness(model)
@@ -464,6 +467,7 @@ def build_preset(
     rec: Recommendation,
     epochs: int,
     max_steps: int | None,
+    columns: dict[str, str] | None = None,
 ) -> Preset:
     """The preset the plan describes.
 
@@ -475,6 +479,7 @@ def build_preset(
         rec: the recommendation (method, dtype, micro-batch, accumulation, checkpointing, seq_len, rank).
         epochs: passes over the data.
         max_steps: a step limit from a time budget, or None.
+        columns: ``data.columns``.
     """
     from tunewiz.preset.schema import Preset
 
@@ -491,7 +496,7 @@ def build_preset(
             "device": "cpu" if machine.device == "cpu" else "auto",
             "model": {"path": model.repo_id, "dtype": i.dtype},
             **({"lora": lora} if lora else {}),
-            "data": {"path": dataset, "max_seq_len": i.seq_len},
+            "data": {"path": dataset, "max_seq_len": i.seq_len, **({"columns": columns} if columns else {})},
             "train": {
                 "epochs": epochs,
                 "max_steps": max_steps,
@@ -534,7 +539,7 @@ def preset_text(preset: Preset, rec: Recommendation, command: list[str]) -> str:
 
     i = rec.plan.inputs
     header = [
-        f"# {rec.model.name} {i.method} on {preset.data.path}, planned by `tunewiz init` for "
+        f"# {rec.model.name} {i.method} on {preset.data.path_text}, planned by `tunewiz init` for "
         f"{rec.machine.name} "
         f"({date.today().isoformat()}).",
         f"# Launch: {shlex.join(command)}",

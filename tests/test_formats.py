@@ -1,0 +1,231 @@
+"""Formats that map: real files in every recognised spelling, columns mapped by role, and data hints that,
+followed to the letter, work."""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+import shlex
+from pathlib import Path
+
+import pytest
+
+from tunewiz.data import IGNORE_INDEX, Sample, build_datasets, detect_format
+from tunewiz.errors import TunewizError
+from tunewiz.preset.files import apply_overrides
+from tunewiz.preset.schema import DataSection
+from tunewiz.text.tokenizer import Tokenizer, load_tokenizer
+
+PAIRS = [("say hi", "hello world"), ("name an animal", "the llama"), ("what is python", "a language")]
+
+
+@pytest.fixture(scope="module")
+def bpe(bpe_tokenizer_dir: Path) -> Tokenizer:
+    return load_tokenizer(bpe_tokenizer_dir)
+
+
+def _jsonl(path: Path, rows: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def _build(path: Path, tok: Tokenizer, **kw: object) -> list[Sample]:
+    return build_datasets(DataSection(path=str(path), val_fraction=0.0, **kw), tok, seed=0)[0]
+
+
+def _chat_reference(tmp_path: Path, tok: Tokenizer, system: str | None = None) -> list[Sample]:
+    rows = [
+        {
+            "messages": [
+                *([{"role": "system", "content": system}] if system else []),
+                {"role": "user", "content": p},
+                {"role": "assistant", "content": r},
+            ]
+        }
+        for p, r in PAIRS
+    ]
+    return _build(_jsonl(tmp_path / "reference.jsonl", rows), tok, template="chatml")
+
+
+@pytest.mark.parametrize(
+    ("prompt", "response"),
+    [
+        ("prompt", "completion"),
+        ("question", "answer"),
+        ("input", "output"),
+        ("instruction", "response"),
+        ("query", "response"),
+        ("instruction", "output"),
+    ],
+)
+def test_pair_columns_recognised_without_configuration(
+    tmp_path: Path, bpe: Tokenizer, prompt: str, response: str
+) -> None:
+    path = _jsonl(tmp_path / "pairs.jsonl", [{prompt: p, response: r} for p, r in PAIRS])
+    assert _build(path, bpe, template="chatml") == _chat_reference(tmp_path, bpe)
+
+
+def test_alpaca_input_is_context_and_system_column_is_the_system_turn(tmp_path: Path, bpe: Tokenizer) -> None:
+    rows = [{"instruction": "Answer.", "input": p, "output": r, "system": "Be brief."} for p, r in PAIRS]
+    got = _build(_jsonl(tmp_path / "a.jsonl", rows), bpe, template="chatml")
+    expected = [
+        {
+            "messages": [
+                {"role": "system", "content": "Be brief."},
+                {"role": "user", "content": f"Answer.\n\n{p}"},
+                {"role": "assistant", "content": r},
+            ]
+        }
+        for p, r in PAIRS
+    ]
+    assert got == _build(_jsonl(tmp_path / "ref.jsonl", expected), bpe, template="chatml")
+
+
+@pytest.mark.parametrize(
+    ("column", "role_key", "content_key", "user", "assistant"),
+    [
+        ("messages", "role", "content", "user", "assistant"),
+        ("conversations", "from", "value", "human", "gpt"),
+        ("conversations", "role", "content", "user", "assistant"),
+        ("messages", "from", "value", "human", "model"),
+    ],
+)
+def test_chat_spellings_multi_turn(
+    tmp_path: Path, bpe: Tokenizer, column: str, role_key: str, content_key: str, user: str, assistant: str
+) -> None:
+    def conv(u: str, a: str, sys_role: str = "system") -> list[dict]:
+        return [
+            {role_key: sys_role, content_key: "Be brief."},
+            {role_key: u, content_key: "hi"},
+            {role_key: a, content_key: "hello"},
+            {role_key: u, content_key: "and again?"},
+            {role_key: a, content_key: "hello again"},
+        ]
+
+    got = _build(_jsonl(tmp_path / "c.jsonl", [{column: conv(user, assistant)}]), bpe, template="chatml")
+    ref = _build(
+        _jsonl(tmp_path / "r.jsonl", [{"messages": conv("user", "assistant")}]), bpe, template="chatml"
+    )
+    assert got == ref
+    (sample,) = got
+    trained = bpe.decode([t for t in sample.labels if t != IGNORE_INDEX])
+    assert "hello" in trained and "hello again" in trained and "hi" not in trained  # both replies, no prompt
+
+
+def test_columns_by_role_on_csv_and_the_old_form(tmp_path: Path, bpe: Tokenizer) -> None:
+    with open(tmp_path / "d.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=["q", "persona", "a"])
+        writer.writeheader()
+        writer.writerows({"q": p, "persona": "Be brief.", "a": r} for p, r in PAIRS)
+    by_role = _build(
+        tmp_path / "d.csv",
+        bpe,
+        template="chatml",
+        columns={"prompt": "q", "response": "a", "system": "persona"},
+    )
+    assert by_role == _chat_reference(tmp_path, bpe, system="Be brief.")
+    old = _build(tmp_path / "d.csv", bpe, template="chatml", columns={"instruction": "q", "output": "a"})
+    assert old == _chat_reference(tmp_path, bpe)
+
+
+def test_text_column_mapped(tmp_path: Path, bpe: Tokenizer) -> None:
+    path = _jsonl(tmp_path / "t.jsonl", [{"body": "once upon a time"}, {"body": "the end"}])
+    samples = _build(path, bpe, columns={"text": "body"})
+    assert [bpe.decode(s.input_ids) for s in samples][0].endswith("once upon a time")
+    assert all(t != IGNORE_INDEX for t in samples[0].labels[:-1])  # text trains on every token
+
+
+def test_unknown_role_and_missing_column_are_named() -> None:
+    with pytest.raises(ValueError, match=r"unknown role\(s\) \['answer_col'\]"):
+        DataSection(path="x.jsonl", columns={"answer_col": "a"})
+
+
+def test_missing_mapped_column(tmp_path: Path, bpe: Tokenizer) -> None:
+    path = _jsonl(tmp_path / "d.jsonl", [{"q": "a", "a": "b"}])
+    with pytest.raises(TunewizError, match=r"d.jsonl has no column `answer`") as info:
+        _build(path, bpe, columns={"prompt": "q", "response": "answer"})
+    assert _follow(info.value.hint, DataSection(path=str(path), val_fraction=0.0, columns={"response": "x"}))
+
+
+def _sets(hint: str) -> list[str]:
+    """The ``--set`` arguments a hint tells the user to add."""
+    return [shlex.split(m)[1] for m in re.findall(r"`(--set '[^']*')`", hint)]
+
+
+def _follow(hint: str, cfg: DataSection) -> DataSection:
+    """``cfg`` after the hint's ``--set``s, through the CLI's own override code."""
+    sets = _sets(hint)
+    assert sets, f"the hint names no --set: {hint}"
+    data = apply_overrides({"data": cfg.model_dump()}, sets)
+    return DataSection.model_validate(data["data"])
+
+
+def test_every_data_hint_followed_works(tmp_path: Path, bpe: Tokenizer) -> None:
+    """Each data error whose hint gives a command: run that command's --set, and the data builds."""
+    cases = [
+        (_jsonl(tmp_path / "qa.jsonl", [{"frage": p, "antwort": r} for p, r in PAIRS]), {}),  # unknown
+        (_jsonl(tmp_path / "one.jsonl", [{"question": p, "reply_text": r} for p, r in PAIRS]), {}),
+        (_jsonl(tmp_path / "long.jsonl", [{"prompt": "word " * 200, "response": "x"}]), {"max_seq_len": 16}),
+    ]
+    for path, extra in cases:
+        cfg = DataSection(path=str(path), val_fraction=0.0, template="chatml", **extra)
+        with pytest.raises(TunewizError) as info:
+            build_datasets(cfg, bpe, seed=0)
+        followed = _follow(info.value.hint, cfg)
+        train, _, _ = build_datasets(followed, bpe, seed=0)
+        assert train, path.name
+
+
+def test_detect_format_error_hint_uses_the_file_columns() -> None:
+    with pytest.raises(TunewizError) as info:
+        detect_format([{"frage": "x", "antwort": "y"}], source="d.jsonl")
+    assert "--set 'data.columns={prompt: frage, response: antwort}'" in info.value.hint
+    assert "tunewiz init --columns prompt=frage,response=antwort" in info.value.hint
+
+
+def test_mixed_list_of_datasets_with_own_mappings_and_weights(tmp_path: Path, bpe: Tokenizer) -> None:
+    qa = _jsonl(tmp_path / "qa.jsonl", [{"question": p, "answer": r} for p, r in PAIRS])
+    with open(tmp_path / "faq.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=["frage", "antwort"])
+        writer.writeheader()
+        writer.writerows({"frage": f"{p}?", "antwort": r} for p, r in PAIRS * 2)
+    chat = _jsonl(
+        tmp_path / "chat.jsonl",
+        [{"conversations": [{"from": "human", "value": p}, {"from": "gpt", "value": r}]} for p, r in PAIRS],
+    )
+    cfg = DataSection.model_validate(
+        {
+            "path": [
+                str(qa),
+                {
+                    "path": str(tmp_path / "faq.csv"),
+                    "columns": {"prompt": "frage", "response": "antwort"},
+                    "weight": 0.5,
+                },
+                {"path": str(chat), "weight": 2},
+                "tunewiz:story-text",
+            ],
+            "val_fraction": 0.0,
+            "template": "chatml",
+        }
+    )
+    train, val, stats = build_datasets(cfg, bpe, seed=0)
+    story_rows = sum(
+        1 for _ in open(Path(__file__).parent.parent / "tunewiz/assets/datasets/story-text.jsonl")
+    )
+    assert [(d["name"], d["format"], d["rows"], d["weight"], d["train"]) for d in stats.sources] == [
+        ("qa.jsonl", "alpaca", 3, 1.0, 3),
+        ("faq.csv", "alpaca", 6, 0.5, 3),
+        ("chat.jsonl", "chat", 3, 2.0, 6),
+        ("tunewiz:story-text", "text", story_rows, 1.0, story_rows),
+    ]
+    assert stats.format == "alpaca+alpaca+chat+text" and len(train) == 12 + story_rows and val == []
+    # Each part is what that dataset alone gives, in list order (the chat rows twice).
+    reference = _chat_reference(tmp_path, bpe)
+    assert train[:3] == reference and train[6:9] == reference and train[9:12] == reference
+    only_faq = _build(
+        tmp_path / "faq.csv", bpe, template="chatml", columns={"prompt": "frage", "response": "antwort"}
+    )
+    assert all(s in only_faq for s in train[3:6])
+    assert train[12:] == _build(Path("tunewiz:story-text"), bpe)
