@@ -7,6 +7,7 @@ inside the library functions they call, so `tunewiz --help` stays fast.
 from __future__ import annotations
 
 import os
+import re
 import sys
 
 import typer
@@ -76,7 +77,16 @@ def print_error(message: str, hint: str | None = None) -> None:
 def main() -> None:
     """Console entry point: known failures become `error:`/`hint:` lines, never a traceback."""
     try:
-        app()
+        code = app(prog_name="tunewiz", standalone_mode=False)
+    except typer.Abort:  # Ctrl-D at a prompt
+        print_error("aborted")
+        sys.exit(1)
+    except typer.TyperException as exc:  # a usage mistake: Typer's UsageError and friends
+        if type(exc).__name__ == "NoArgsIsHelpError":  # `tunewiz` alone: help already printed
+            sys.exit(exc.exit_code)
+        message, hint = usage_error_lines(exc)
+        print_error(message, hint)
+        sys.exit(exc.exit_code)
     except TunewizError as exc:
         print_error(exc.message, exc.hint)
         sys.exit(exc.exit_code)
@@ -91,3 +101,27 @@ def main() -> None:
             "run again with `TUNEWIZ_DEBUG=1` for the traceback, and report it",
         )
         sys.exit(1)
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+def usage_error_lines(exc: typer.TyperException) -> tuple[str, str]:
+    """The ``error:`` and ``hint:`` lines for a usage mistake Typer reports (bad option, missing argument,
+    unknown command), keeping Typer's did-you-mean suggestion in the hint."""
+    message = exc.format_message().strip()
+    ctx = getattr(exc, "ctx", None)
+    command = ctx.command_path if ctx is not None else "tunewiz"
+    hint = f"see `{command} --help`"
+    head, sep, tail = message.partition(" Did you mean ")
+    if not sep:
+        head, sep, tail = message.partition(" (Possible options: ")
+    if sep:
+        suggestions = tail.rstrip("?.)").replace("'", "").replace("--", "--")
+        names = [s.strip() for s in suggestions.split(",") if s.strip()]
+        if names and not names[0].startswith("-"):  # a sub-command: show the whole command
+            names = [f"{command} {n}" for n in names]
+        hint = "did you mean " + " or ".join(f"`{n}`" for n in names) + f"? See `{command} --help`"
+        message = head.rstrip()
+    upper = message.startswith("Missing argument")  # Typer names arguments by their lower-case id
+    message = re.sub(r"'([^']+)'", lambda m: f"`{m.group(1).upper() if upper else m.group(1)}`", message)
+    message = message.rstrip(".")
+    return message[:1].lower() + message[1:], hint

@@ -431,7 +431,7 @@ def _model_type(d: dict[str, Any], source: str) -> str:
         raise TunewizError(
             f"{source}: model_type `{model_type}` ({UNSUPPORTED[model_type]}) is not supported; "
             f"tunewiz supports {supported}",
-            hint="pick a dense model of a supported family (`tunewiz models` lists the catalog)",
+            hint="pick a dense model of a supported family (`tunewiz plan --list-models` lists the catalog)",
         )
     by_class = {cls: mt for mt, cls in ARCHITECTURES.items()}
     for arch in d.get("architectures") or []:
@@ -440,7 +440,8 @@ def _model_type(d: dict[str, Any], source: str) -> str:
     raise TunewizError(
         f"{source}: model_type `{model_type}` (architectures {d.get('architectures')}) is not supported; "
         f"tunewiz supports {supported}",
-        hint="pick a Llama, Mistral, Qwen2/3 or Gemma 2/3 model (`tunewiz models` lists the catalog)",
+        hint="pick a Llama, Mistral, Qwen2/3 or Gemma 2/3 model "
+        "(`tunewiz plan --list-models` lists the catalog)",
     )
 
 

@@ -101,7 +101,10 @@ def resolve_model_dir(path: str, revision: str | None = None) -> Path:
         raise TunewizError(
             f"model `{path}` is a file; expected a directory with config.json and *.safetensors"
         )
-    if path.startswith((".", "/", "~")) or path.count("/") > 1:  # a path, not an `org/name` repo id
+    # A path, not an `org/name` repo id: it starts like a path, has more parts than a repo id, or
+    # its parent is a local directory (`runs/nope` next to `runs/`, where `tunewiz train` writes runs).
+    looks_local = path.startswith((".", "/", "~")) or path.count("/") > 1 or path.startswith("runs/")
+    if looks_local or (local.parent != Path(".") and local.parent.is_dir()):
         raise TunewizError(
             f"model directory `{path}` does not exist",
             hint="check the path, or give a Hugging Face repo id such as `Qwen/Qwen2.5-0.5B`",
