@@ -367,6 +367,20 @@ def test_summary_of_a_finished_run(tmp_path: Path) -> None:
     assert f"tunewiz push {run.path} --repo-id <your-user>/demo" in text
 
 
+def test_summary_names_the_hub_repo_after_the_run_directory(tmp_path: Path) -> None:
+    """A run of preset `tiny-lora` in `runs/my-story` suggests `<your-user>/my-story`."""
+    run = RunDir(tmp_path / "runs" / "my-story")
+    run.adapter.mkdir(parents=True)
+    events = normal_run(20)
+    events[0] = {**events[0], "run": "tiny-lora"}
+    events.append({"event": "end", "time": 1110.0, "step": 20, "elapsed": 110.0, "tokens_total": 8192})
+    state = fold_events(events)
+    assert state.run == "tiny-lora"
+    text = _summary(state, run)
+    assert f"tunewiz push {run.path} --repo-id <your-user>/my-story" in text
+    assert "<your-user>/tiny-lora" not in text
+
+
 def test_summary_of_a_stopped_and_a_failed_run(tmp_path: Path) -> None:
     run = RunDir(tmp_path / "demo")
     ckpt = run.checkpoint(10)

@@ -91,7 +91,9 @@ def print_summary(state: DashboardState, run_dir: RunDir, console: Console, *, r
         out.append_text(_outputs(state, run_dir))
         out.append("next:\n", style="bold")
         out.append(f"  {_cmd('tunewiz', 'chat', run)}\n  {_cmd('tunewiz', 'eval', run)}\n")
-        out.append(f"  {_cmd('tunewiz', 'push', run)} --repo-id <your-user>/{shlex.quote(name)}\n")
+        # The Hub repo is named after the run directory (what the user chose), not the preset.
+        repo = shlex.quote(run_dir.path.resolve().name)
+        out.append(f"  {_cmd('tunewiz', 'push', run)} --repo-id <your-user>/{repo}\n")
     elif not running or state.stop is not None or state.errors or state.returncode not in (None, 0):
         nan = state.stop is not None and state.stop.get("reason") == "nan"
         if state.errors:
