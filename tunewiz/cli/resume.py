@@ -33,6 +33,8 @@ def resume(
     nnodes: int = _T["nnodes"],
     node_rank: int = _T["node_rank"],
     rdzv_endpoint: str = _T["rdzv_endpoint"],
+    rdzv_id: str = _T["rdzv_id"],
+    rdzv_timeout: int = _T["rdzv_timeout"],
     no_tui: bool = _T["no_tui"],
     detach: bool = _T["detach"],
 ) -> None:
@@ -48,8 +50,18 @@ def resume(
     from tunewiz.models.loading import resolve_model_dir
     from tunewiz.preset.files import dump_preset
     from tunewiz.run.directory import RunDir
+    from tunewiz.train.checkpoint import check_whole
     from tunewiz.train.distributed import resolve_device
-    from tunewiz.train.launcher import Topology, check_mergeable, lock_run, start_run, torchrun_command
+    from tunewiz.train.launcher import (
+        Topology,
+        announce_nodes,
+        check_mergeable,
+        lock_run,
+        recorded_name,
+        start_run,
+        torchrun_command,
+    )
+    from tunewiz.train.rendezvous import default_rdzv_id
     from tunewiz.train.resume import plan_resume
 
     run = RunDir(run_dir)
@@ -58,7 +70,8 @@ def resume(
             f"run directory `{run.path}` does not exist",
             hint="pass the directory `tunewiz train` created, e.g. `tunewiz resume runs/tiny-lora`",
         )
-    topology = Topology(nproc_per_node, nnodes, node_rank, rdzv_endpoint)
+    rdzv = rdzv_id or default_rdzv_id(recorded_name(run))
+    topology = Topology(nproc_per_node, nnodes, node_rank, rdzv_endpoint, rdzv, rdzv_timeout)
     # The lock first: a live run's checkpoints and final/ are still being written.
     lock = lock_run(run, topology, command=shlex.join(["tunewiz", *sys.argv[1:]]), doing="resume it")
     try:
@@ -70,6 +83,7 @@ def resume(
                 raise typer.Exit(0) from None
             raise
         topology.check(resolve_device(plan.preset.device))
+        check_whole(plan.checkpoint, nnodes=topology.nnodes)  # no shards left on another node's disk
         model = plan.preset.model
         check_mergeable(plan.preset, resolve_model_dir(model.path, model.revision))
         typer.echo(f"resuming {run.path} from {plan.checkpoint.name}: {plan.total_hint}")
@@ -78,7 +92,8 @@ def resume(
         if plan.changes and lock is not None:
             atomic_write_text(run.config, dump_preset(plan.preset))
         argv = torchrun_command(run, topology, resume_from=plan.checkpoint)
-        code = start_run(run, argv, lock, no_tui=no_tui, detach=detach)
+        announce_nodes(topology, sys.argv[1:])
+        code = start_run(run, argv, lock, no_tui=no_tui, detach=detach, topology=topology)
     finally:
         if lock is not None:
             lock.release()

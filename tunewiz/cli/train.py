@@ -30,6 +30,19 @@ def topology_options() -> dict[str, Any]:
         rdzv_endpoint=typer.Option(
             None, "--rdzv-endpoint", help="HOST:PORT of node 0, for several nodes.", rich_help_panel=_LAUNCH
         ),
+        rdzv_id=typer.Option(
+            None,
+            "--rdzv-id",
+            help="Rendezvous id, the same on every node (default: the preset's `name`).",
+            rich_help_panel=_LAUNCH,
+        ),
+        rdzv_timeout=typer.Option(
+            600,
+            "--rdzv-timeout",
+            min=1,
+            help="Seconds a node waits for all `--nnodes` to join before giving up.",
+            rich_help_panel=_LAUNCH,
+        ),
         no_tui=typer.Option(
             False, "--no-tui", help="Plain log lines instead of the live dashboard.", rich_help_panel=_LAUNCH
         ),
@@ -71,6 +84,8 @@ def train(
     nnodes: int = _T["nnodes"],
     node_rank: int = _T["node_rank"],
     rdzv_endpoint: str = _T["rdzv_endpoint"],
+    rdzv_id: str = _T["rdzv_id"],
+    rdzv_timeout: int = _T["rdzv_timeout"],
     no_tui: bool = _T["no_tui"],
     detach: bool = _T["detach"],
 ) -> None:
@@ -88,18 +103,21 @@ def train(
     from tunewiz.train.distributed import resolve_device
     from tunewiz.train.launcher import (
         Topology,
+        announce_nodes,
         lock_run,
         preflight,
         prepare_run_dir,
         start_run,
         torchrun_command,
     )
+    from tunewiz.train.rendezvous import default_rdzv_id
 
     overrides = list(set_) + ([f"device={device}"] if device else [])
     if report_to is not None:
         overrides.append(f"output.report_to={'[]' if report_to.strip() in ('', 'none') else report_to}")
     resolved, _ = load_preset(preset, overrides)
-    topology = Topology(nproc_per_node, nnodes, node_rank, rdzv_endpoint)
+    rdzv = rdzv_id or default_rdzv_id(resolved.name)
+    topology = Topology(nproc_per_node, nnodes, node_rank, rdzv_endpoint, rdzv, rdzv_timeout)
     topology.check(resolve_device(resolved.device))
     preflight(resolved)
     if dry_run:
@@ -115,7 +133,9 @@ def train(
             write_run_plan(resolved, run, world_size=nproc_per_node * nnodes)
         elif not run.config.is_file():  # a joining node leaves the directory to the node holding it
             atomic_write_text(run.config, dump_preset(resolved))
-        code = start_run(run, torchrun_command(run, topology), lock, no_tui=no_tui, detach=detach)
+        announce_nodes(topology, sys.argv[1:])
+        argv = torchrun_command(run, topology)
+        code = start_run(run, argv, lock, no_tui=no_tui, detach=detach, topology=topology)
     finally:
         if lock is not None:
             lock.release()

@@ -173,6 +173,44 @@ def read_progress(path: Path) -> Progress:
     return Progress(**json.loads((path / "progress.json").read_text())["progress"])
 
 
+def missing_files(path: Path) -> list[str]:
+    """The files a complete checkpoint's DCP ``.metadata`` names that are not in ``path``, sorted.
+
+    A checkpoint saved by several nodes into node-local run directories has ``.metadata`` and the
+    ``COMPLETE`` marker on node 0 and each rank's shard (``__R_0.distcp``) on that rank's node: this
+    lists the shards node 0 cannot see. Empty for a whole checkpoint.
+    """
+    from torch.distributed.checkpoint import FileSystemReader
+
+    metadata = FileSystemReader(str(path)).read_metadata()
+    named = {getattr(info, "relative_path", None) for info in (metadata.storage_data or {}).values()}
+    return sorted(name for name in named if name and not (path / name).is_file())
+
+
+def check_whole(path: Path, *, nnodes: int) -> None:
+    """Refuse to resume from a checkpoint that lacks shards written by other ranks.
+
+    Args:
+        path: a complete checkpoint directory.
+        nnodes: the nodes of this resume (named in the hint).
+
+    Raises:
+        TunewizError: some DCP shard files are not there (node-local run directories on a run saved
+            by several nodes).
+    """
+    missing = missing_files(path)
+    if missing:
+        shown = ", ".join(f"`{name}`" for name in missing[:4]) + (" ..." if len(missing) > 4 else "")
+        raise TunewizError(
+            f"checkpoint `{path}` lacks {len(missing)} shard file(s) that other ranks wrote ({shown}): "
+            "it was saved by several nodes, each into a run directory of its own that the other nodes "
+            "cannot see",
+            hint="put the run directory on storage every node mounts (NFS, a cluster filesystem) and "
+            "resume from there, or first copy every node's `checkpoints/"
+            f"{path.name}/` files into this one" + (f" (on all {nnodes} nodes)" if nnodes > 1 else ""),
+        )
+
+
 def load_checkpoint(
     path: Path,
     model: torch.nn.Module,

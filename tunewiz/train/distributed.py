@@ -18,6 +18,7 @@ import torch
 import torch.distributed as dist
 
 from tunewiz.errors import TunewizError
+from tunewiz.train.rendezvous import NODE_RANK_ENV
 
 if TYPE_CHECKING:
     from torch import nn
@@ -54,10 +55,21 @@ def resolve_device(choice: Literal["auto", "cpu", "cuda"]) -> str:
 
 
 def init_distributed(device_kind: str) -> DistEnv:
-    """Initialise the default process group from torchrun's environment variables."""
-    rank = int(os.environ.get("RANK", "0"))
+    """Initialise the default process group from torchrun's environment variables.
+
+    Several nodes: torchrun's c10d rendezvous numbers the nodes by host name and pid, not by
+    ``--node-rank``; the launcher passes ``--node-rank`` as ``TUNEWIZ_NODE_RANK`` and the global rank
+    becomes ``node_rank * LOCAL_WORLD_SIZE + LOCAL_RANK`` (every node runs the same number of ranks),
+    so that node 0 — the one holding the run's lock and writing the plan — also has rank 0 (events,
+    final/, checkpoint metadata). The workers only connect to torchrun's store, so renumbering them
+    is a permutation the process group accepts.
+    """
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    node_rank, local_world = os.environ.get(NODE_RANK_ENV), int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    if node_rank is not None and world_size % local_world == 0:
+        os.environ["RANK"] = str(int(node_rank) * local_world + local_rank)
+    rank = int(os.environ.get("RANK", "0"))
     if device_kind == "cuda":
         if local_rank >= torch.cuda.device_count():
             raise TunewizError(

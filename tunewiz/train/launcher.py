@@ -12,6 +12,7 @@ failures as events.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -22,6 +23,7 @@ from tunewiz.errors import TunewizError
 from tunewiz.preset.schema import Preset
 from tunewiz.run.directory import RunDir
 from tunewiz.run.lock import RunLock, acquire_or_join
+from tunewiz.train.rendezvous import DEFAULT_TIMEOUT_S, check_rdzv_id, split_endpoint
 from tunewiz.train.stop import LAUNCHER_PID_ENV
 
 RECIPE_MODULE = "tunewiz.train.recipe"
@@ -35,6 +37,10 @@ class Topology:
     nnodes: int = 1
     node_rank: int = 0
     rdzv_endpoint: str | None = None
+    rdzv_id: str = (
+        ""  # the same on every node: `--rdzv-id`, else the preset's name (tunewiz.train.rendezvous)
+    )
+    rdzv_timeout: int = DEFAULT_TIMEOUT_S  # seconds a node waits for the others to join
 
     def check(self, device: str) -> None:
         """Reject impossible placements before anything is launched."""
@@ -49,6 +55,14 @@ class Topology:
                 hint="run the same command on every node with `--node-rank 0..N-1 --rdzv-endpoint "
                 "node0:29500`",
             )
+        if self.nnodes > 1:
+            split_endpoint(str(self.rdzv_endpoint))
+            check_rdzv_id(self.rdzv_id)
+            if self.rdzv_timeout < 1:
+                raise TunewizError(
+                    f"`--rdzv-timeout {self.rdzv_timeout}` must be at least 1 (seconds)",
+                    hint=f"the default is `--rdzv-timeout {DEFAULT_TIMEOUT_S}`",
+                )
         if not 0 <= self.node_rank < self.nnodes:
             raise TunewizError(
                 f"`--node-rank {self.node_rank}` is outside 0..{self.nnodes - 1}",
@@ -86,7 +100,9 @@ def torchrun_command(run: RunDir, topology: Topology, *, resume_from: Path | Non
             "--rdzv-endpoint",
             str(topology.rdzv_endpoint),
             "--rdzv-id",
-            rendezvous_id(run),
+            rendezvous_id(run, topology),
+            "--rdzv-conf",
+            f"join_timeout={topology.rdzv_timeout}",
         ]
     argv += ["-m", RECIPE_MODULE, "--run-dir", str(run.path)]
     if resume_from is not None:
@@ -94,15 +110,34 @@ def torchrun_command(run: RunDir, topology: Topology, *, resume_from: Path | Non
     return argv
 
 
-def rendezvous_id(run: RunDir) -> str:
+def rendezvous_id(run: RunDir, topology: Topology) -> str:
     """The id that the launchers of one multi-node run share (torchrun's ``--rdzv-id``); also recorded
-    in the run's lock, so that a launcher of another node joins only its own run."""
-    return run.path.name
+    in the run's lock, so that a launcher of another node joins only its own run. One node: the run
+    directory's name (no other node needs to agree)."""
+    return topology.rdzv_id or run.path.name
 
 
-def torchrun_env() -> dict[str, str]:
-    """This process's environment, plus what the ranks need to follow this launcher."""
+def recorded_name(run: RunDir) -> str:
+    """The preset ``name`` recorded in the run's ``config.yaml`` (the directory's name when unreadable):
+    a resume's default rendezvous id, the same as its training's."""
+    import yaml
+
+    try:
+        name = yaml.safe_load(run.config.read_text(encoding="utf-8")).get("name")
+    except (OSError, AttributeError, yaml.YAMLError):
+        name = None
+    return str(name) if name else run.path.name
+
+
+def torchrun_env(argv: list[str]) -> dict[str, str]:
+    """This process's environment, plus what the ranks need: the launcher to follow, and this node's
+    ``--node-rank`` in ``argv`` (the ranks number themselves by it, see tunewiz.train.distributed)."""
+    from tunewiz.train.rendezvous import NODE_RANK_ENV
+
     env = dict(os.environ)
+    env.pop(NODE_RANK_ENV, None)
+    if "--node-rank" in argv:
+        env[NODE_RANK_ENV] = argv[argv.index("--node-rank") + 1]
     env.setdefault("PYTHONUNBUFFERED", "1")
     env[LAUNCHER_PID_ENV] = str(os.getpid())
     return env
@@ -123,7 +158,7 @@ def lock_run(run: RunDir, topology: Topology, *, command: str, doing: str) -> Ru
     lock = acquire_or_join(
         run,
         command=command,
-        rdzv_id=rendezvous_id(run),
+        rdzv_id=rendezvous_id(run, topology),
         node_rank=topology.node_rank,
         nnodes=topology.nnodes,
         doing=doing,
@@ -135,6 +170,91 @@ def lock_run(run: RunDir, topology: Topology, *, command: str, doing: str) -> Ru
             file=sys.stderr,
         )
     return lock
+
+
+def announce_nodes(topology: Topology, argv: list[str]) -> None:
+    """Print (stderr) this node's place in a multi-node run and the exact command for each other node.
+
+    Args:
+        topology: this launcher's placement (a no-op for one node).
+        argv: this launcher's arguments after ``tunewiz`` (``sys.argv[1:]``).
+    """
+    from tunewiz.train.rendezvous import other_node_commands
+
+    if topology.nnodes == 1:
+        return
+    others = other_node_commands(
+        argv, nnodes=topology.nnodes, node_rank=topology.node_rank, rdzv_id=topology.rdzv_id
+    )
+    lines = [
+        f"node {topology.node_rank} of {topology.nnodes}: rendezvous `{topology.rdzv_id}` at "
+        f"{topology.rdzv_endpoint}; on the other nodes run (from the same directory, or with the same "
+        "preset):",
+        *(f"  {command}" for command in others),
+    ]
+    print("\n".join(lines), file=sys.stderr, flush=True)
+
+
+def write_node_marker(run: RunDir, topology: Topology) -> float:
+    """Record this node in ``RUN_DIR/nodes/node-R.json`` (host, pid, rendezvous id, start time) and
+    return the start time: once the nodes have met, the markers a node sees tell whether the run
+    directory is shared (:func:`run_dir_sharing`)."""
+    import socket
+    import time
+
+    from tunewiz.atomic import atomic_write_json
+
+    started = time.time()
+    marker = run.path / "nodes" / f"node-{topology.node_rank}.json"
+    marker.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(
+        marker,
+        {
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "rdzv_id": topology.rdzv_id,
+            "node_rank": topology.node_rank,
+            "nnodes": topology.nnodes,
+            "started": started,
+        },
+    )
+    return started
+
+
+def run_dir_sharing(run: RunDir, topology: Topology, started: float) -> str:
+    """Say whether this node's run directory is shared with the other nodes, and what it keeps.
+
+    A node sees a marker of each other node of this launch (same rendezvous id, written at most one
+    rendezvous timeout before this node's) only when the run directory is on shared storage.
+    """
+    import json
+
+    seen = set()
+    for path in (run.path / "nodes").glob("node-*.json"):
+        try:
+            marker = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        if marker.get("rdzv_id") == topology.rdzv_id and marker.get("started", 0) >= (
+            started - topology.rdzv_timeout - 60
+        ):
+            seen.add(marker.get("node_rank"))
+    if len(seen) >= topology.nnodes:
+        return (
+            f"run directory {run.path} is shared by all {topology.nnodes} nodes: node 0 writes events, "
+            "the plan and final/; every rank writes its checkpoint shard"
+        )
+    if topology.node_rank == 0:
+        return (
+            f"run directory {run.path} is this node's own (no other node's marker in {run.path / 'nodes'}):"
+            " events, the plan, final/ and the checkpoints' metadata are written here, each other node "
+            "keeps its ranks' checkpoint shards on its own disk; `tunewiz resume` needs them all in one "
+            "directory every node reads (a shared filesystem)"
+        )
+    return (
+        f"run directory {run.path} is this node's own: it keeps only this node's checkpoint shards; "
+        "events, the plan and final/ are on node 0"
+    )
 
 
 def preflight(preset: Preset) -> None:
@@ -235,7 +355,15 @@ def prepare_run_dir(preset: Preset, run_dir: Path | None, *, overwrite: bool) ->
     return run
 
 
-def start_run(run: RunDir, argv: list[str], lock: RunLock | None, *, no_tui: bool, detach: bool) -> int:
+def start_run(
+    run: RunDir,
+    argv: list[str],
+    lock: RunLock | None,
+    *,
+    no_tui: bool,
+    detach: bool,
+    topology: Topology | None = None,
+) -> int:
     """Run torchrun ``argv`` in this terminal (the dashboard), or hand it and ``lock`` to a background
     launcher (``detach``) and print how to follow and stop it. Returns the exit code (run status table).
 
@@ -246,11 +374,12 @@ def start_run(run: RunDir, argv: list[str], lock: RunLock | None, *, no_tui: boo
             (a no-op after a hand-over).
         no_tui: plain lines instead of the live dashboard.
         detach: run in the background.
+        topology: this node's place; with several nodes the launch first waits for them to join.
     """
     from tunewiz.ui.live import choose_mode
 
     if not detach:
-        return launch(run, argv, tui=choose_mode(no_tui) == "tui")
+        return launch(run, argv, tui=choose_mode(no_tui) == "tui", topology=topology)
     from tunewiz.train.detach import launcher_log, start_detached
 
     pid = start_detached(run, argv, lock)
@@ -263,14 +392,17 @@ def start_run(run: RunDir, argv: list[str], lock: RunLock | None, *, no_tui: boo
     return 0
 
 
-def launch(run: RunDir, argv: list[str], *, tui: bool) -> int:
+def launch(run: RunDir, argv: list[str], *, tui: bool, topology: Topology | None = None) -> int:
     """Start torchrun, draw the dashboard until every rank has exited, print the summary.
 
-    Call it holding the run's lock. Returns the exit code of the run's life
-    (tunewiz.run.status): 0 finished, 130 stopped on request, 1 failed or interrupted.
+    Call it holding the run's lock (or joining the node that holds it). With several nodes, first
+    show the nodes joining (tunewiz.train.rendezvous) until the rendezvous completes. Returns the exit
+    code of the run's life (tunewiz.run.status): 0 finished, 130 stopped on request, 1 failed or
+    interrupted.
 
     Raises:
-        TunewizError: (exit 1) torchrun failed without an error event from the ranks.
+        TunewizError: (exit 1) the nodes never met (timeout, endpoint unreachable), or torchrun failed
+            without an error event from the ranks.
     """
     from tunewiz.run.events import read_events
     from tunewiz.run.lock import ranks_running
@@ -279,22 +411,48 @@ def launch(run: RunDir, argv: list[str], *, tui: bool) -> int:
     from tunewiz.ui.lossplot import write_loss_plot
     from tunewiz.ui.summary import print_summary
 
-    log_path = run.path / "logs" / "torchrun.log"
+    node_rank = topology.node_rank if topology is not None else 0
+    # Node 0's torchrun log is torchrun.log; the other nodes' (a shared run directory) their own.
+    log_path = run.path / "logs" / ("torchrun.log" if node_rank == 0 else f"torchrun-node{node_rank}.log")
     log_path.parent.mkdir(parents=True, exist_ok=True)
+    if topology is not None and topology.nnodes > 1:
+        started = write_node_marker(run, topology)
+    log_start = log_path.stat().st_size if log_path.exists() else 0
     with open(log_path, "ab") as log:
         process = subprocess.Popen(
             argv,
-            env=torchrun_env(),
+            env=torchrun_env(argv),
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
         mode = "tui" if tui else "plain"
+        if topology is not None and topology.nnodes > 1:
+            waited = wait_for_nodes(run, process, topology, log_path, log_start)
+            if waited is not None:
+                return waited
+            print(run_dir_sharing(run, topology, started), file=sys.stderr, flush=True)
         # Ranks left behind by a killed torchrun agent still finish their step and checkpoint: the
         # dashboard follows them until they let go of the ranks' lock.
         state = run_dashboard(run, process, mode=mode, alive=lambda: ranks_running(run))
     code = process.wait()
+    if topology is not None and topology.node_rank > 0 and not read_events(run.events):
+        # A node-local run directory of node 1..N-1: node 0's rank 0 writes the events and final/.
+        if code == 0:
+            print(
+                f"node {topology.node_rank}: its ranks finished; events, the summary and final/ are in "
+                "node 0's run directory",
+                file=sys.stderr,
+            )
+            return EXIT_FINISHED
+        tail = log_path.read_text(errors="replace").splitlines()[-15:]
+        print("\n".join(tail), file=sys.stderr)
+        raise TunewizError(
+            f"torchrun on node {topology.node_rank} exited with code {code}",
+            hint=f"the full log is `{log_path}`; node 0's run directory has the run's events",
+            exit_code=EXIT_FAILED,
+        )
     try:
         write_loss_plot(read_events(run.events), run.loss_plot)
     except OSError as exc:  # a full disk must not hide the run's own outcome
@@ -314,3 +472,79 @@ def launch(run: RunDir, argv: list[str], *, tui: bool) -> int:
             f"torchrun exited with code {code}", hint=f"the full log is `{log_path}`", exit_code=EXIT_FAILED
         )
     return EXIT_FAILED  # torchrun exited cleanly, yet the ranks wrote neither an end nor a stop
+
+
+def wait_for_nodes(
+    run: RunDir, process: subprocess.Popen[bytes], topology: Topology, log: Path, log_start: int
+) -> int | None:
+    """Show the nodes joining (``n of N``, on stderr) until the rendezvous completes or the ranks start.
+
+    ``log_start`` is where this launch's output begins in torchrun's ``log`` (it is appended to).
+
+    Returns None to go on to the dashboard, or an exit code when interrupted (Ctrl-C) while waiting.
+
+    Raises:
+        TunewizError: (exit 1) torchrun gave up on the rendezvous (timeout, no store at the endpoint,
+            closed); the log tail is printed first with ``TUNEWIZ_DEBUG=1``.
+    """
+    import signal
+    import time
+
+    from tunewiz.run.lock import ranks_running
+    from tunewiz.run.status import EXIT_STOPPED
+    from tunewiz.train.rendezvous import RendezvousWatch, rendezvous_error, rendezvous_failure
+
+    endpoint, rdzv_id, nnodes = str(topology.rdzv_endpoint), rendezvous_id(run, topology), topology.nnodes
+    watch = RendezvousWatch(endpoint, rdzv_id, nnodes)
+    print(
+        f"waiting for {nnodes} nodes at {endpoint} (rendezvous id `{rdzv_id}`, this is node "
+        f"{topology.node_rank}, timeout {topology.rdzv_timeout} s)",
+        file=sys.stderr,
+        flush=True,
+    )
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signals = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+    previous = {sig: signal.signal(sig, interrupt) for sig in signals}
+    last = None
+    try:
+        while process.poll() is None:
+            joined = watch.poll()
+            if joined is not None and joined != last:
+                last = joined
+                print(
+                    f"  {joined} of {nnodes} nodes joined: {watch.seen_text()}", file=sys.stderr, flush=True
+                )
+            if watch.complete or ranks_running(run):
+                print(f"all {nnodes} nodes joined; training starts", file=sys.stderr, flush=True)
+                return None
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGTERM)
+        process.wait()
+        print("interrupted while waiting for the other nodes; nothing was trained", file=sys.stderr)
+        return EXIT_STOPPED
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    code = process.wait()
+    with open(log, "rb") as file:
+        file.seek(log_start)
+        text = file.read().decode(errors="replace")
+    kind = rendezvous_failure(text)
+    if code == 0 or kind is None:
+        return None  # not a rendezvous failure: the dashboard and summary report it
+    if os.environ.get("TUNEWIZ_DEBUG"):
+        print("\n".join(text.splitlines()[-40:]), file=sys.stderr)
+    raise rendezvous_error(
+        kind,
+        endpoint=endpoint,
+        rdzv_id=rdzv_id,
+        nnodes=nnodes,
+        timeout_s=topology.rdzv_timeout,
+        watch=watch,
+        log=log,
+    )

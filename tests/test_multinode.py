@@ -1,0 +1,171 @@
+"""Several nodes on one machine: two `tunewiz train` launchers of one rank each meet over 127.0.0.1 and
+train exactly like one node with two ranks; node-local run directories are said and a resume from one is
+refused; Ctrl-C on node 0 stops both with a checkpoint that resumes; a missing node times out with one
+clear error."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+from runs import TUNEWIZ, cli, events, step_losses, write_preset
+
+from tunewiz.train.rendezvous import default_rdzv_id, other_node_commands
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _node(rank: int, port: int, *args: str, command: str = "train", cwd: Path) -> subprocess.Popen[str]:
+    """One node's launcher (its own session, so a test can signal it like a terminal would)."""
+    return subprocess.Popen(
+        [*TUNEWIZ, command, *args, "--no-tui", "--nnodes", "2", "--node-rank", str(rank)]
+        + ["--rdzv-endpoint", f"127.0.0.1:{port}"],
+        cwd=cwd,
+        env={**os.environ, "TMPDIR": str(cwd)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+
+
+def _finish(*nodes: subprocess.Popen[str], timeout: float = 240) -> list[tuple[int, str]]:
+    """Wait for every node; kill the rest (and their torchrun) if one hangs. (returncode, stdout+stderr)."""
+    out = []
+    try:
+        for node in nodes:
+            stdout, stderr = node.communicate(timeout=timeout)
+            out.append((node.returncode, stdout + stderr))
+    finally:
+        for node in nodes:
+            if node.poll() is None:
+                os.killpg(node.pid, signal.SIGKILL)
+    return out
+
+
+def test_rendezvous_id_comes_from_the_preset_not_the_run_directory(
+    tmp_path: Path, tiny_model_dir: Path, tiny_dataset: Path
+) -> None:
+    preset = write_preset(tmp_path / "shared name.yaml", tiny_model_dir, tiny_dataset)
+    base = ["train", str(preset), "--dry-run", "--nnodes", "2", "--rdzv-endpoint", "10.0.0.1:29500"]
+    one = cli(*base, "--node-rank", "0", "--run-dir", "disk-a/run", cwd=tmp_path)
+    two = cli(*base, "--node-rank", "1", "--run-dir", "other/layout", cwd=tmp_path)
+    assert one.returncode == two.returncode == 0, one.stderr + two.stderr
+    for result in (one, two):
+        assert "--rdzv-id shared-name --rdzv-conf join_timeout=600" in result.stdout
+    given = cli(*base, "--node-rank", "1", "--rdzv-id", "exp-7", "--rdzv-timeout", "30", cwd=tmp_path)
+    assert "--rdzv-id exp-7 --rdzv-conf join_timeout=30" in given.stdout, given.stderr
+    bad = cli(*base, "--rdzv-id", "two words", cwd=tmp_path)
+    assert bad.returncode == 2 and bad.stderr.startswith("error: `--rdzv-id two words`"), bad.stderr
+    no_port = cli(
+        "train", str(preset), "--dry-run", "--nnodes", "2", "--rdzv-endpoint", "node0", cwd=tmp_path
+    )
+    assert no_port.returncode == 2 and "is not HOST:PORT" in no_port.stderr
+
+
+def test_other_node_commands_spell_out_rank_and_id() -> None:
+    argv = ["train", "p.yaml", "--nnodes", "3", "--node-rank=0", "--rdzv-endpoint", "h:1", "--rdzv-id", "x"]
+    assert other_node_commands(argv, nnodes=3, node_rank=0, rdzv_id="x") == [
+        "tunewiz train p.yaml --nnodes 3 --rdzv-endpoint h:1 --node-rank 1 --rdzv-id x",
+        "tunewiz train p.yaml --nnodes 3 --rdzv-endpoint h:1 --node-rank 2 --rdzv-id x",
+    ]
+    assert default_rdzv_id("my run/v2") == "my-run-v2"
+
+
+@pytest.mark.slow
+def test_two_nodes_train_like_one_node_with_two_ranks(
+    tmp_path: Path, tiny_model_dir: Path, tiny_dataset: Path
+) -> None:
+    preset = write_preset(tmp_path / "two.yaml", tiny_model_dir, tiny_dataset, train={"micro_batch_size": 2})
+    reference = cli(
+        "train", str(preset), "--no-tui", "--nproc-per-node", "2", "--run-dir", "ref", cwd=tmp_path
+    )
+    assert reference.returncode == 0, reference.stderr
+    # Node-local run directories, named differently: they still meet (the id is the preset's name).
+    port = _free_port()
+    node0 = _node(0, port, str(preset), "--run-dir", "disk0/a", cwd=tmp_path)
+    node1 = _node(1, port, str(preset), "--run-dir", "disk1/b", cwd=tmp_path)
+    (code0, out0), (code1, out1) = _finish(node0, node1)
+    assert code0 == 0 and code1 == 0, out0 + out1
+    assert (
+        "tunewiz train two.yaml --no-tui --nnodes 2 --rdzv-endpoint" in out0
+        and "--node-rank 1 --rdzv-id two" in out0
+    )
+    assert "2 of 2 nodes joined" in out0 and "all 2 nodes joined" in out1
+    assert "is this node's own" in out0 and "keeps only this node's checkpoint shards" in out1
+    a, b = tmp_path / "disk0" / "a", tmp_path / "disk1" / "b"
+    assert step_losses(a) == pytest.approx(step_losses(tmp_path / "ref"), rel=1e-5)
+    assert (a / "final").is_dir() and not (b / "final").exists()
+    assert sorted(p.name for p in (b / "checkpoints" / "step-6").glob("*.distcp")) == ["__1_0.distcp"]
+    # node 0's checkpoint lacks node 1's shard: resuming it alone is refused, before torchrun starts
+    refused = cli("resume", str(a), "--from", "step-4", "--no-tui", "--nproc-per-node", "2", cwd=tmp_path)
+    assert refused.returncode == 2, refused.stdout + refused.stderr
+    assert "lacks 1 shard file(s) that other ranks wrote (`__1_0.distcp`)" in refused.stderr
+    assert "Traceback" not in refused.stderr
+
+
+@pytest.mark.slow
+def test_ctrl_c_on_node_0_stops_both_and_resumes_to_the_same_adapter(
+    tmp_path: Path, tiny_model_dir: Path, tiny_dataset: Path
+) -> None:
+    train = {"micro_batch_size": 2, "max_steps": 8}
+    preset = write_preset(tmp_path / "cc.yaml", tiny_model_dir, tiny_dataset, train=train)
+    whole = cli("train", str(preset), "--no-tui", "--nproc-per-node", "2", "--run-dir", "whole", cwd=tmp_path)
+    assert whole.returncode == 0, whole.stderr
+    # One shared run directory (as on NFS): both launchers use it; node 0 holds the lock, node 1 joins.
+    port = _free_port()
+    node0 = _node(0, port, str(preset), "--run-dir", "shared", cwd=tmp_path)
+    node1 = _node(1, port, str(preset), "--run-dir", "shared", cwd=tmp_path)
+    run = tmp_path / "shared"
+    deadline = time.monotonic() + 180
+    while not any(e["event"] == "step" and e["step"] >= 3 for e in _events(run)):
+        assert node0.poll() is None and time.monotonic() < deadline, "node 0 never reached step 3"
+        time.sleep(0.2)
+    node0.send_signal(signal.SIGINT)
+    (code0, out0), (code1, out1) = _finish(node0, node1)
+    assert code0 == 130, out0
+    assert code1 != 0 or "stopped" in out1, out1
+    assert "shared by all 2 nodes" in out0
+    saved = [e["step"] for e in events(run) if e["event"] == "checkpoint"]
+    assert saved and not (run / "final").exists()
+    port = _free_port()
+    res0 = _node(0, port, str(run), command="resume", cwd=tmp_path)
+    res1 = _node(1, port, str(run), command="resume", cwd=tmp_path)
+    (rc0, rout0), (rc1, rout1) = _finish(res0, res1)
+    assert rc0 == 0 and rc1 == 0, rout0 + rout1
+    assert step_losses(run) == pytest.approx(step_losses(tmp_path / "whole"), rel=1e-5)
+    adapter = Path("final") / "adapter" / "adapter_model.safetensors"
+    assert (run / adapter).read_bytes() == (tmp_path / "whole" / adapter).read_bytes()
+
+
+def _events(run: Path) -> list[dict]:
+    try:
+        return events(run)
+    except (OSError, ValueError):
+        return []
+
+
+@pytest.mark.slow
+def test_a_missing_node_times_out_with_one_clear_error(
+    tmp_path: Path, tiny_model_dir: Path, tiny_dataset: Path
+) -> None:
+    preset = write_preset(tmp_path / "alone.yaml", tiny_model_dir, tiny_dataset)
+    port = _free_port()
+    started = time.monotonic()
+    ((code, out),) = _finish(_node(0, port, str(preset), "--rdzv-timeout", "3", cwd=tmp_path), timeout=120)
+    assert code == 1, out
+    assert f"error: only 1 of 2 nodes joined rendezvous `alone` at 127.0.0.1:{port} within 3 s" in out
+    assert "firewall" in out and "--rdzv-id alone" in out and "hint:" in out
+    assert "Traceback" not in out and "RendezvousTimeoutError" not in out
+    assert out.count("error:") == 1
+    assert time.monotonic() - started < 90
+    assert not (tmp_path / "runs" / "alone" / "final").exists()
