@@ -92,8 +92,8 @@ def test_two_nodes_train_like_one_node_with_two_ranks(
     assert reference.returncode == 0, reference.stderr
     # Node-local run directories, named differently: they still meet (the id is the preset's name).
     port = _free_port()
-    node0 = _node(0, port, str(preset), "--run-dir", "disk0/a", cwd=tmp_path)
-    node1 = _node(1, port, str(preset), "--run-dir", "disk1/b", cwd=tmp_path)
+    node0 = _node(0, port, preset.name, "--run-dir", "disk0/a", cwd=tmp_path)
+    node1 = _node(1, port, preset.name, "--run-dir", "disk1/b", cwd=tmp_path)
     (code0, out0), (code1, out1) = _finish(node0, node1)
     assert code0 == 0 and code1 == 0, out0 + out1
     assert (

@@ -167,23 +167,32 @@ def rendezvous_error(
     kind: str, *, endpoint: str, rdzv_id: str, nnodes: int, timeout_s: int, watch: RendezvousWatch, log: Path
 ) -> TunewizError:
     """The one ``error:`` for nodes that never met (exit 1), with the usual causes as hints."""
-    joined = len(watch.seen)
-    here = socket.gethostname()
-    what = {
-        "timeout": f"only {joined} of {nnodes} nodes joined rendezvous `{rdzv_id}` at {endpoint} within "
-        f"{timeout_s} s (seen: {watch.seen_text()}; this node: {here})",
-        "connection": f"no rendezvous answered at {endpoint} (rendezvous `{rdzv_id}`, {nnodes} nodes; "
-        f"this node: {here}): node 0 is not running there, or it cannot be reached",
-        "closed": f"rendezvous `{rdzv_id}` at {endpoint} was closed by another node before this one "
-        f"joined (seen: {watch.seen_text()})",
-    }[kind]
+    port = endpoint.rpartition(":")[2]
+    hint = (
+        f"start the same command on every node, each with its own `--node-rank`, within "
+        f"`--rdzv-timeout {timeout_s}` s of each other; the usual causes: a firewall closes port {port} on "
+        f"node 0; a node uses a different `--rdzv-id` (it defaults to the preset's name; pass `--rdzv-id "
+        f"{rdzv_id}` everywhere); `--rdzv-endpoint` is not node 0's address as the others reach it "
+        f"(127.0.0.1 only works on one machine). torchrun's log: `{log}` (`TUNEWIZ_DEBUG=1` prints it)"
+    )
+    here, seen = socket.gethostname(), watch.seen_text()
+    if kind == "connection":
+        return TunewizError(
+            f"no rendezvous answered at {endpoint} (rendezvous `{rdzv_id}`, {nnodes} nodes; this node: "
+            f"{here}): node 0 is not running there, or it cannot be reached",
+            hint=hint,
+            exit_code=1,
+        )
+    if kind == "closed":
+        return TunewizError(
+            f"rendezvous `{rdzv_id}` at {endpoint} was closed by another node before this one joined "
+            f"(seen: {seen})",
+            hint=hint,
+            exit_code=1,
+        )
     return TunewizError(
-        what,
-        hint=f"start the same command on every node, each with its own `--node-rank`, within "
-        f"`--rdzv-timeout {timeout_s}` s of each other; the usual causes: a firewall closes port "
-        f"{endpoint.rpartition(':')[2]} on node 0; a node uses a different `--rdzv-id` (it defaults to "
-        f"the preset's name; pass `--rdzv-id {rdzv_id}` everywhere); `--rdzv-endpoint` is not node 0's "
-        f"address as the others reach it (127.0.0.1 only works on one machine). torchrun's log: `{log}` "
-        "(`TUNEWIZ_DEBUG=1` prints it)",
+        f"only {len(watch.seen)} of {nnodes} nodes joined rendezvous `{rdzv_id}` at {endpoint} within "
+        f"{timeout_s} s (seen: {seen}; this node: {here})",
+        hint=hint,
         exit_code=1,
     )
