@@ -46,6 +46,7 @@ def test_wizard_in_a_pseudo_terminal(tmp_path: Path) -> None:
     answer(child, "Epochs:", BACKSPACE, "2", ENTER)
     answer(child, "Run name:", ENTER)
     answer(child, "Write the preset to:", ENTER)
+    answer(child, "Also report metrics to", " ", ENTER)  # the first tracker, tensorboard
     answer(child, "Start training now?", "n")
     child.expect(pexpect.EOF)
     child.close()
@@ -62,6 +63,7 @@ def test_wizard_in_a_pseudo_terminal(tmp_path: Path) -> None:
         "lora",
         2,
     )
+    assert preset.output.report_to == ["tensorboard"]
     assert not (tmp_path / "runs").exists()  # answered "no": nothing launched
 
 

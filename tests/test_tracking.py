@@ -35,6 +35,7 @@ def _hermetic(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]
     """No tracker may reach the network or the user's home: W&B offline, its folders in tmp; W&B's
     process-wide settings (it reads the environment once) are reset between tests."""
     monkeypatch.setenv("TMPDIR", str(tmp_path))
+    monkeypatch.chdir(tmp_path)  # MLflow puts a SQLite store's artifacts in ./mlruns
     monkeypatch.setenv("WANDB_MODE", "offline")
     for name in ("WANDB_CONFIG_DIR", "WANDB_CACHE_DIR", "WANDB_DATA_DIR", "WANDB_ARTIFACT_DIR"):
         monkeypatch.setenv(name, str(tmp_path / "wandb-home" / name.lower()))
@@ -42,8 +43,7 @@ def _hermetic(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]
     for name in ("WANDB_API_KEY", "WANDB_PROJECT", "WANDB_ENTITY", "MLFLOW_EXPERIMENT_NAME"):
         monkeypatch.delenv(name, raising=False)
     yield
-    if sys.modules.get("wandb") is not None:
-        sys.modules["wandb"].teardown()
+    _exit_wandb()
 
 
 def _run_dir(tmp_path: Path, report_to: list[str], **train: Any) -> tuple[RunDir, Preset]:
@@ -91,6 +91,14 @@ def _launch(run: RunDir, preset: Preset, start_step: int, events: list[dict[str,
     for event in events:
         writer.write(event["event"], **{k: v for k, v in event.items() if k != "event"})
     writer.close()
+    _exit_wandb()
+
+
+def _exit_wandb() -> None:
+    """What the end of rank 0's process does to W&B: stop its service process, which closes the
+    offline run's transaction log (`run.finish()` returns before the file is complete)."""
+    if sys.modules.get("wandb") is not None:
+        sys.modules["wandb"].teardown()
 
 
 FIRST = [  # a launch that dies after step 5; its last complete checkpoint is step 4
@@ -152,13 +160,45 @@ def test_tensorboard_shows_the_final_timeline_before_and_after_a_resume(tmp_path
     run, preset = _run_dir(tmp_path, ["tensorboard"])
     _launch(run, preset, 0, FIRST)
     before = read_events(run.events)
-    assert as_timeline(tensorboard_points(run.tensorboard)) == final_timeline(before)
+    assert as_timeline(tensorboard_points(run.tensorboard)) == final_timeline(before, float32=True)
     _launch(run, preset, 4, SECOND)
     after = read_events(run.events)
     shown = as_timeline(tensorboard_points(run.tensorboard))  # fails if step 5 shows twice
-    assert shown == final_timeline(after)
+    assert shown == final_timeline(after, float32=True)
     assert shown["train/loss"][5] == 1.875  # the replayed step's new value, not the first launch's 9.0
     assert json.loads(run.trackers.read_text())["tensorboard"]["log_dir"] == str(run.tensorboard.resolve())
+
+
+def test_tensorboard_default_loader_serves_the_scalars(tmp_path: Path) -> None:
+    """`tensorboard --logdir` with its default (Rust) data server lists the run's scalars: it ignores
+    double-precision tensor scalars, so this guards the summary format."""
+    import socket
+    import subprocess
+    import time
+    import urllib.request
+
+    run, preset = _run_dir(tmp_path, ["tensorboard"])
+    _launch(run, preset, 0, FIRST)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    argv = [sys.executable, "-m", "tensorboard.main", "--logdir", str(run.path.parent), "--port", str(port)]
+    argv += ["--host", "127.0.0.1", "--load_fast", "true"]
+    server = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        tags: dict[str, Any] = {}
+        deadline = time.monotonic() + 90
+        while not tags and time.monotonic() < deadline:
+            time.sleep(1)
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/data/plugin/scalars/tags") as r:
+                    tags = json.loads(r.read())
+            except OSError:
+                continue
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    assert {"train/loss", "val/loss", "memory/peak_bytes/rank_1"} <= set(tags["sink-test/tensorboard"])
 
 
 def test_mlflow_history_holds_every_logged_value_and_params_hold_the_preset(tmp_path: Path) -> None:
@@ -213,6 +253,7 @@ def test_eval_results_reach_every_recorded_tracker(tmp_path: Path) -> None:
     run, preset = _run_dir(tmp_path, ["tensorboard", "mlflow", "wandb"])
     _launch(run, preset, 0, FIRST[:4] + [{"event": "end", "step": 2}])
     warnings = report_eval(run, {"story_qa": {"exact_match,none": 0.25, "exact_match_stderr,none": 0.1}})
+    _exit_wandb()
     assert warnings == []
     name = "eval/story_qa/exact_match_none"
     assert tensorboard_points(run.tensorboard)[name] == [(2, 0.25)]

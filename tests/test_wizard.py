@@ -59,6 +59,11 @@ class ScriptedAsker:
     def confirm(self, message: str, default: bool) -> bool:
         return bool(self._next(message, None, default))
 
+    def checkbox(self, message: str, choices: list[Choice], default: list[str]) -> list[str]:
+        answer = self._next(message, choices, default)
+        assert isinstance(answer, list) and set(answer) <= {c.value for c in choices}, answer
+        return answer
+
 
 DEFAULT = object()
 
@@ -83,6 +88,8 @@ def test_flags_end_to_end_writes_a_preset_train_accepts(tmp_path: Path) -> None:
         str(out),
         "--name",
         "wiz",
+        "--report-to",
+        "mlflow,tensorboard",
         "--no-launch",
         cwd=tmp_path,
     )
@@ -102,6 +109,7 @@ def test_flags_end_to_end_writes_a_preset_train_accepts(tmp_path: Path) -> None:
         2,
         None,
     )
+    assert preset.output.report_to == ["mlflow", "tensorboard"]
     # The story-QA answers are short: the 99th percentile of the tokenized rows is under 128 tokens.
     assert preset.data.max_seq_len == 128
     # Global batch 16 on one process: the largest power-of-two micro-batch that fits, no accumulation.
@@ -163,6 +171,15 @@ def test_missing_flags_without_a_tty(tmp_path: Path) -> None:
     assert list(tmp_path.iterdir()) == []
 
 
+def test_unknown_tracker_flag_fails_before_any_question(tmp_path: Path) -> None:
+    asker = ScriptedAsker([])
+    flags = WizardFlags(model="tunewiz:tiny", dataset="tunewiz:story-qa", report_to="tensorboard,neptune")
+    with pytest.raises(TunewizError) as err:
+        run_wizard(flags, asker, quiet())
+    assert err.value.message == "--report-to `tensorboard,neptune`: unknown tracker(s) `neptune`"
+    assert "tensorboard, mlflow, wandb" in (err.value.hint or "") and asker.asked == []
+
+
 def test_refuses_to_overwrite_without_force(tmp_path: Path) -> None:
     out = tmp_path / "run.yaml"
     out.write_text("keep me\n")
@@ -205,6 +222,7 @@ def test_scripted_asker_every_question(tmp_path: Path) -> None:
             "2m",  # a time budget
             "asked-run",  # name
             str(out),  # output
+            ["tensorboard", "wandb"],  # experiment trackers
             True,  # overwrite the existing file
             False,  # do not launch
         ]
@@ -224,6 +242,10 @@ def test_scripted_asker_every_question(tmp_path: Path) -> None:
     preset, _ = load_preset(str(out))
     assert (preset.name, preset.data.path, preset.data.max_seq_len) == ("asked-run", str(data), 64)
     assert preset.train.max_steps is not None and preset.train.max_steps >= 1
+    assert preset.output.report_to == ["tensorboard", "wandb"]
+    tracker_question = next(a for a in asker.asked if a[0].startswith("Also report metrics to"))
+    assert [c.value for c in tracker_question[1]] == ["tensorboard", "mlflow", "wandb"]
+    assert tracker_question[2] == []  # none unless chosen
 
 
 def test_hub_model_without_local_tokenizer_estimates_lengths(tmp_path: Path) -> None:

@@ -17,12 +17,19 @@ from typing import Any
 Timeline = dict[str, dict[int, float]]  # metric name -> step -> value
 
 
-def final_timeline(events: list[dict[str, Any]]) -> Timeline:
-    """What the trackers must show, built from the raw event fields: the last value of each step."""
+def final_timeline(events: list[dict[str, Any]], float32: bool = False) -> Timeline:
+    """What the trackers must show, built from the raw event fields: the last value of each step.
+
+    Args:
+        events: events.jsonl, parsed.
+        float32: round each value to float32, as a TensorBoard scalar summary stores it.
+    """
+    import numpy as np
+
     out: Timeline = {}
 
     def put(name: str, step: int, value: Any) -> None:
-        out.setdefault(name, {})[step] = float(value)
+        out.setdefault(name, {})[step] = float(np.float32(value)) if float32 else float(value)
 
     for e in events:
         step = e.get("step")

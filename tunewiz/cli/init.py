@@ -56,6 +56,15 @@ class QuestionaryAsker:
 
         return questionary.confirm(message, default=default).unsafe_ask()
 
+    def checkbox(self, message: str, choices: list[Choice], default: list[str]) -> list[str]:
+        import questionary
+
+        options = [
+            questionary.Choice(c.title, value=c.value, description=c.description, checked=c.value in default)
+            for c in choices
+        ]
+        return questionary.checkbox(message, options).unsafe_ask()
+
 
 def init(
     model: str | None = typer.Option(
@@ -111,6 +120,12 @@ def init(
         rich_help_panel=_OUT,
     ),
     force: bool = typer.Option(False, "--force", help="Overwrite the output file.", rich_help_panel=_OUT),
+    report_to: str | None = typer.Option(
+        None,
+        "--report-to",
+        help="Experiment trackers, comma-separated: tensorboard,mlflow,wandb (default: ask; none).",
+        rich_help_panel=_OUT,
+    ),
     launch: bool | None = typer.Option(
         None,
         "--launch/--no-launch",
@@ -141,6 +156,7 @@ def init(
         yes=yes,
         force=force,
         launch=launch,
+        report_to=report_to,
     )
     # questionary on a closed or piped stdin raises a bare EOFError (or takes defaults silently).
     asker = QuestionaryAsker() if sys.stdin.isatty() and sys.stdout.isatty() else None

@@ -12,7 +12,7 @@ checkpoint     ``checkpoint/saved`` (1.0: a complete checkpoint of this step exi
 =============  =====================================================================================
 
 ``tunewiz eval`` adds ``eval/TASK/METRIC`` at the run's last step. The values are the events' own
-numbers (Python floats, logged in double precision where the tracker keeps it).
+numbers (Python floats; TensorBoard keeps them as 32-bit floats, MLflow and W&B as 64-bit).
 """
 
 from __future__ import annotations

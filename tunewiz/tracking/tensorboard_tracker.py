@@ -1,7 +1,9 @@
 """TensorBoard: event files in ``RUN_DIR/tensorboard``; ``tensorboard --logdir runs`` compares runs.
 
-Scalars are written as double-precision tensors (``new_style=True, double_precision=True``), so what
-TensorBoard reads back is the exact ``events.jsonl`` number. Every launch opens its writer with
+Scalars are TensorBoard's standard scalar summaries, which hold a 32-bit float: TensorBoard shows each
+``events.jsonl`` value rounded to float32 (about 7 significant digits). (Double-precision tensor
+scalars would be exact, but TensorBoard's default fast loader, the Rust data server, does not show them.)
+Every launch opens its writer with
 ``purge_step = resume_step + 1``: TensorBoard then hides the points an earlier launch wrote after the
 checkpoint this launch resumed from, and shows the run as it finally happened. (TensorBoard ignores the
 first session start of a log directory, which is why a new run writes one too.)
@@ -53,9 +55,9 @@ class TensorBoardTracker:
             file_writer.add_summary(summary)
 
     def log(self, step: int, metrics: dict[str, float]) -> None:
-        """Add each value as a double-precision scalar at ``step``."""
+        """Add each value as a scalar at ``step``."""
         for name, value in metrics.items():
-            self._writer.add_scalar(name, value, step, new_style=True, double_precision=True)
+            self._writer.add_scalar(name, value, step)
 
     def flush(self) -> None:
         """Write the queued events to disk."""
@@ -80,4 +82,4 @@ def log_eval(record: dict[str, Any], step: int, metrics: dict[str, float]) -> No
 
     with SummaryWriter(record["log_dir"]) as writer:
         for name, value in metrics.items():
-            writer.add_scalar(name, value, step, new_style=True, double_precision=True)
+            writer.add_scalar(name, value, step)

@@ -2,7 +2,7 @@
 
 Each step is a plain function that takes the value of its flag (``WizardFlags``) and an ``Asker``: a
 flag's value is used as given; otherwise the asker asks (questionary in a terminal, anything with the
-same three methods in tests); with no asker the recommended or default value is taken, and the two
+same four methods in tests); with no asker the recommended or default value is taken, and the two
 values that have none (``--model``, ``--dataset``) must be flags (:func:`missing_flags`).
 
 The wizard writes a file and never trains: launching is ``tunewiz train PATH``, the one path that trains.
@@ -31,6 +31,7 @@ from tunewiz.plan.time_budget import steps_for_budget, try_seconds
 from tunewiz.wizard.asker import Asker, Choice
 from tunewiz.wizard.dataset_step import choose_dataset, sample_token_lengths
 from tunewiz.wizard.model_step import Readiness, readiness
+from tunewiz.wizard.trackers_step import choose_trackers, parse_trackers
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -68,6 +69,7 @@ class WizardFlags:
         yes: take every default without asking.
         force: overwrite ``output`` without asking.
         launch: start ``tunewiz train`` after writing (None: ask; without a terminal: no).
+        report_to: experiment trackers, comma-separated (``tensorboard,wandb``; ``none``).
     """
 
     model: str | None = None
@@ -86,6 +88,7 @@ class WizardFlags:
     yes: bool = False
     force: bool = False
     launch: bool | None = None
+    report_to: str | None = None
 
 
 @dataclass(frozen=True)
@@ -145,6 +148,8 @@ def run_wizard(flags: WizardFlags, asker: Asker | None, console: Console) -> Wiz
         )
     if flags.method is not None and flags.method not in METHODS:
         raise TunewizError(f"--method `{flags.method}` is not a method", hint="use `lora`, `qlora` or `full`")
+    if flags.report_to is not None:
+        parse_trackers(flags.report_to)  # a misspelt tracker fails before any question
     if flags.output is not None:
         _check_output(flags.output, flags.force or asker is not None)
     machine, summary = detect_machine(flags.gpus, flags.gpu_memory)
@@ -168,7 +173,8 @@ def run_wizard(flags: WizardFlags, asker: Asker | None, console: Console) -> Wiz
     name = flags.name or _ask_text(asker, "Run name:", default_name(model, method, dataset), _check_name)
     _check_name_or_raise(name)
     path = flags.output or Path(_ask_text(asker, "Write the preset to:", f"{name}.yaml", _check_suffix))
-    preset = build_preset(name, machine, model, dataset, rec, epochs, max_steps, columns)
+    report_to = choose_trackers(flags.report_to, asker)
+    preset = build_preset(name, machine, model, dataset, rec, epochs, max_steps, columns, report_to)
     command = train_command(path, machine)
     write_preset(path, preset_text(preset, rec, command), _may_overwrite(path, flags.force, asker))
     ready = _model_readiness(model)
@@ -468,6 +474,7 @@ def build_preset(
     epochs: int,
     max_steps: int | None,
     columns: dict[str, str] | None = None,
+    report_to: list[str] | None = None,
 ) -> Preset:
     """The preset the plan describes.
 
@@ -480,6 +487,7 @@ def build_preset(
         epochs: passes over the data.
         max_steps: a step limit from a time budget, or None.
         columns: ``data.columns``.
+        report_to: experiment trackers (``output.report_to``).
     """
     from tunewiz.preset.schema import Preset
 
@@ -509,7 +517,7 @@ def build_preset(
                 **({"max_grad_norm": None} if i.optimizer_in_backward else {}),
                 "lr": FULL_LR if i.method == "full" else LORA_LR,
             },
-            "output": {"adapter": i.method != "full", "merged": True},
+            "output": {"adapter": i.method != "full", "merged": True, "report_to": report_to or []},
         }
     )
 
