@@ -6,9 +6,8 @@ with the events the recipe writes (a ``step`` event per step with two ranks' pea
 ``checkpoint`` every ``--checkpoint-every`` steps). Measured per tracker:
 
 * start: ``open_tracking`` + the ``start`` event (library import, store/run creation), seconds;
-* per step (foreground): the time ``EventWriter.write("step", ...)`` spends in the sink — what the
-  training loop waits for — mean / p50 / p95 over ``--steps`` steps, the events.jsonl write itself
-  subtracted (measured without a sink in the same process);
+* per step (foreground): the time the sink spends on each ``step`` event — what the training loop
+  waits for on top of writing events.jsonl — mean / p50 / p95 over ``--steps`` steps;
 * per step (process CPU): CPU time of the whole process (every thread: TensorBoard's writer thread,
   MLflow's async logging thread) per step, minus the same without a sink;
 * checkpoint flush: the time the sink spends on a ``checkpoint`` event (it makes the data durable);
@@ -56,20 +55,31 @@ def _step_event(step: int) -> dict[str, object]:
     )
 
 
-def _writes(writer: object, steps: int, every: int, pace: float | None) -> tuple[list[float], list[float]]:
-    step_s, ckpt_s = [], []
+class _Timed:
+    """Wraps the tracking sink and keeps the seconds it spends on each event, by kind."""
+
+    def __init__(self, inner: object) -> None:
+        self.inner = inner
+        self.seconds: dict[str, list[float]] = {}
+
+    def __call__(self, event: dict[str, object]) -> None:
+        t0 = time.perf_counter()
+        self.inner(event)
+        self.seconds.setdefault(str(event["event"]), []).append(time.perf_counter() - t0)
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+def _writes(writer: object, steps: int, every: int, pace: float | None) -> None:
     for step in range(1, steps + 1):
         t0 = time.perf_counter()
         writer.write("step", **_step_event(step))
-        step_s.append(time.perf_counter() - t0)
         if step % every == 0:
             writer.write("eval", step=step, val_loss=1.9)
-            t0 = time.perf_counter()
             writer.write("checkpoint", step=step, path=f"checkpoints/step-{step}")
-            ckpt_s.append(time.perf_counter() - t0)
         if pace:
-            time.sleep(max(0.0, pace - step_s[-1]))
-    return step_s, ckpt_s
+            time.sleep(max(0.0, pace - (time.perf_counter() - t0)))
 
 
 def measure_one(tracker: str, steps: int, every: int, rate: float, paced_seconds: float) -> dict[str, object]:
@@ -98,14 +108,17 @@ def measure_one(tracker: str, steps: int, every: int, rate: float, paced_seconds
     writer = EventWriter(run.events)
     t0 = time.perf_counter()
     sink = open_tracking(run, preset, warn=lambda m: writer.write("warning", message=m, step=None))
+    timed = _Timed(sink)
     if sink is not None:
-        writer.add_sink(sink)
+        writer.add_sink(timed)
     writer.write("start", step=0, resumed_from=None, run="bench")
     start_s = time.perf_counter() - t0
     me = psutil.Process()
     cpu0 = time.process_time()
-    step_s, ckpt_s = _writes(writer, steps, every, None)
+    _writes(writer, steps, every, None)
     cpu_per_step = (time.process_time() - cpu0) / steps
+    step_s = timed.seconds.get("step", [0.0])[:steps]
+    ckpt_s = timed.seconds.get("checkpoint", [0.0])
     service_share = None
     if tracker == "wandb":
         children = me.children(recursive=True)
@@ -166,17 +179,17 @@ def main() -> None:
         )
         return
     base = _run_child("none", args)
-    base_step, base_cpu = statistics.mean(base["step_ms"]), base["cpu_per_step_ms"]
+    base_cpu = base["cpu_per_step_ms"]
     load = os.getloadavg()[0]
     print(f"{args.steps} steps, a checkpoint every {args.checkpoint_every}; load average {load:.1f}")
-    print(f"baseline (events.jsonl only): {base_step:.3f} ms/step write, {base_cpu:.3f} ms CPU/step\n")
+    print(f"baseline (events.jsonl only, no tracker): {base_cpu:.3f} ms process CPU per step\n")
     header = ["tracker", "start", "per step, foreground (mean / p50 / p95)", "per step, process CPU"]
     header += ["checkpoint flush", "close", "W&B service CPU"]
     print("| " + " | ".join(header) + " |")
     print("|---|" + "---:|" * (len(header) - 1))
     for name in CONFIGS:
         r = _run_child(name, args)
-        steps = [s - base_step for s in r["step_ms"]]
+        steps = r["step_ms"]
         p95 = statistics.quantiles(steps, n=20)[-1]
         share = r["service_cpu_share"]
         cells = [
