@@ -101,6 +101,7 @@ def test_wizard_asks_which_column_is_which(tmp_path: Path) -> None:
     answer(child, "Method:", ENTER)
     answer(child, "Run name:", ENTER)
     answer(child, "Write the preset to:", ENTER)
+    answer(child, "Also report metrics to", ENTER)  # no tracker
     answer(child, "Start training now?", "n")
     child.expect(pexpect.EOF)
     child.close()
