@@ -5,6 +5,8 @@ Commands are discovered from the Typer app, so a new command is covered the day 
 
 from __future__ import annotations
 
+import os
+import re
 import subprocess
 import sys
 
@@ -64,3 +66,66 @@ def test_importing_the_cli_imports_no_heavy_library() -> None:
     }
     assert "tunewiz" in imported, result.stderr[-2000:]
     assert not imported & HEAVY_MODULES, f"`import tunewiz.cli` imports {sorted(imported & HEAVY_MODULES)}"
+
+
+def _help_text(path: tuple[str, ...], columns: int) -> str:
+    result = subprocess.run(
+        [sys.executable, "-m", "tunewiz", *path, "--help"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "NO_COLOR": "1", "COLUMNS": str(columns), "TERM": "dumb"},
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+@pytest.mark.parametrize("columns", [80, 200])
+def test_help_shows_how_to_type_each_parameter(columns: int) -> None:
+    """Flags show no value, `--set` shows KEY=VALUE, arguments are in capitals, nothing is cut off."""
+    paths = command_paths()
+    # One process per command and width keeps it real; all of them in one loop keeps it under ~30 s.
+    for path in paths:
+        text = _help_text(path, columns)
+        where = f"tunewiz {' '.join(path)} --help at {columns} columns"
+        assert "<bool>" not in text, f"{where}: a flag shown as taking a value\n{text}"
+        assert "list[" not in text, f"{where}: a list option shown by its Python type\n{text}"
+        assert "…" not in text, f"{where}: something cut off\n{text}"
+        usage = next(line for line in text.splitlines() if "Usage:" in line)
+        assert not re.search(r"[{\[][a-z_]+[}\]]", usage), f"{where}: an argument not in capitals\n{usage}"
+        if "--set" in text:
+            assert re.search(r"--set\s+KEY=VALUE", text), f"{where}\n{text}"
+
+
+def test_every_option_and_argument_has_a_description() -> None:
+    root = typer.main.get_command(app)
+    missing = []
+    for path in command_paths():
+        command = root
+        for word in path:
+            command = command.commands[word]
+        for param in command.params:
+            if not (getattr(param, "help", None) or "").strip():
+                missing.append(f"tunewiz {' '.join(path)} {param.opts or param.name}")
+    assert not missing, missing
+
+
+def test_set_takes_the_comma_form_for_list_fields() -> None:
+    from tunewiz.preset.files import load_preset
+
+    preset, _ = load_preset("tiny-lora", ["lora.targets=q_proj,v_proj,o_proj"])
+    assert preset.lora.targets == ["q_proj", "v_proj", "o_proj"]
+    preset, _ = load_preset("tiny-lora", ["lora.targets=[k_proj, v_proj]"])
+    assert preset.lora.targets == ["k_proj", "v_proj"]
+
+
+def test_presets_list_descriptions_are_whole_sentences() -> None:
+    from tunewiz.preset.files import header_comment, shipped_presets
+
+    presets = shipped_presets()
+    assert len(presets) >= 2
+    for path in presets:
+        about = header_comment(path)
+        assert about.endswith((".", "!", "?", ")")), f"{path.name}: `{about}`"
+    pretrain = next(p for p in presets if p.stem == "tiny-pretrain")
+    assert "synthetic story corpus" in header_comment(pretrain)

@@ -11,6 +11,7 @@ import re
 import sys
 
 import typer
+from typer.core import TyperArgument, TyperCommand, TyperGroup
 
 from tunewiz import __version__
 from tunewiz.errors import TunewizError
@@ -62,6 +63,72 @@ def _register() -> None:
     modules = (train, resume, watch, stop, presets, doctor, plan, chat, download, push, eval, export, init)
     for module in modules:
         module.register(app)
+    app.info.cls = TunewizGroup
+    _use_command_class(app)
+
+
+def _show_how_to_type(params: list[typer.core.TyperOption | TyperArgument]) -> None:
+    """Set the help metavars of ``params`` so help shows how to type each one.
+
+    Typer writes every parameter's Python type (`--overwrite <bool>`, `--set <list[str]>`, `{preset}`);
+    here a boolean flag shows no value (it takes none), `--set` shows `KEY=VALUE`, an integer shows
+    `N`, and an argument shows its name in capitals (`PRESET`, `RUN_DIR`) in the usage line and the
+    table alike.
+    """
+    for param in params:
+        if param.metavar is not None:
+            continue
+        if isinstance(param, TyperArgument):
+            param.metavar = (param.name or "").upper()
+        elif getattr(param, "is_bool_flag", False):
+            param.metavar = ""
+        elif "--set" in param.opts:
+            param.metavar = "KEY=VALUE"
+        elif "int" in param.display_type(None):  # `<int range>` → `N`; the range still follows
+            param.metavar = "N"
+
+
+class TunewizCommand(TyperCommand):
+    """A Typer command whose help shows how to type each parameter (see :func:`_show_how_to_type`)."""
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)
+        _show_how_to_type(self.params)
+
+    def get_help_option(self, ctx: typer.Context) -> typer.core.TyperOption | None:  # type: ignore[override]
+        """The `--help` flag, shown without a value like every other flag."""
+        option = super().get_help_option(ctx)
+        if option is not None:
+            option.metavar = ""
+        return option
+
+
+class TunewizGroup(TyperGroup):
+    """A Typer group (the root, `presets`) whose help follows :class:`TunewizCommand`'s rules."""
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)
+        _show_how_to_type(self.params)
+
+    def get_help_option(self, ctx: typer.Context) -> typer.core.TyperOption | None:  # type: ignore[override]
+        """The `--help` flag, shown without a value like every other flag."""
+        option = super().get_help_option(ctx)
+        if option is not None:
+            option.metavar = ""
+        return option
+
+
+def _use_command_class(typer_app: typer.Typer) -> None:
+    """Make every command and sub-command of ``typer_app`` a :class:`TunewizCommand`."""
+    for info in typer_app.registered_commands:
+        if info.cls in (None, TyperCommand):
+            info.cls = TunewizCommand
+    for group in typer_app.registered_groups:
+        if group.cls in (None, TyperGroup):
+            group.cls = TunewizGroup
+        if group.typer_instance is not None:
+            group.typer_instance.info.cls = TunewizGroup
+            _use_command_class(group.typer_instance)
 
 
 _register()

@@ -20,11 +20,17 @@ def plan(
         None, "--model", "-m", help="Catalog name, Hub id or local model directory."
     ),
     method: str | None = typer.Option(None, "--method", help="lora, qlora or full.", rich_help_panel=_RUN),
-    micro_batch: int | None = typer.Option(None, "--micro-batch", min=1, rich_help_panel=_RUN),
+    micro_batch: int | None = typer.Option(
+        None, "--micro-batch", min=1, help="Sequences per device per forward pass.", rich_help_panel=_RUN
+    ),
     seq_len: int | None = typer.Option(None, "--seq-len", min=16, help="max_seq_len.", rich_help_panel=_RUN),
     rank: int | None = typer.Option(None, "--rank", min=1, help="LoRA rank.", rich_help_panel=_RUN),
     checkpointing: bool | None = typer.Option(
-        None, "--activation-checkpointing/--no-activation-checkpointing", rich_help_panel=_RUN
+        None,
+        "--checkpointing/--no-checkpointing",
+        help="Activation checkpointing: recompute activations in backward to save memory "
+        "(default: if needed).",
+        rich_help_panel=_RUN,
     ),
     global_batch: int | None = typer.Option(
         None, "--global-batch", min=1, help="Sequences per optimizer step.", rich_help_panel=_RUN

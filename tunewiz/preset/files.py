@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import difflib
 import json
+import re
 import textwrap
 import types
 from pathlib import Path
@@ -122,15 +123,27 @@ def resolve_preset_path(path_or_name: str) -> Path:
 
 
 def header_comment(path: Path) -> str:
-    """The first line of the comment block a preset file starts with (its one-line description), or ``""``."""
+    """The first sentence of the comment block a preset file starts with (its description), or ``""``.
+
+    A sentence may run over several comment lines; it ends at a line ending in ``.``, at a labelled
+    line such as ``Launch: ...``, or where the comment block ends.
+    """
+    parts: list[str] = []
     for line in path.read_text(encoding="utf-8").splitlines():
         stripped = line.strip()
         if not stripped.startswith("#"):
-            return ""
+            break
         text = stripped.lstrip("#").strip()
-        if text:
-            return text
-    return ""
+        if not text:
+            if parts:
+                break
+            continue
+        if parts and re.match(r"[A-Z][\w' ]*:\s", text):  # `Launch: ...` starts the next item
+            break
+        parts.append(text)
+        if text.endswith((".", "!", "?")):
+            break
+    return " ".join(parts)
 
 
 def copy_preset(path_or_name: str, dest: Path, force: bool = False) -> Path:
@@ -233,7 +246,8 @@ def apply_overrides(data: dict[str, Any], overrides: list[str] | tuple[str, ...]
     """Return a copy of ``data`` with ``KEY=VALUE`` overrides applied in order.
 
     Values are parsed as YAML (``1e-4``, ``true``, ``null``, ``[q_proj, v_proj]``), except that a
-    string-typed key keeps the text as written (``name=2024`` stays ``"2024"``).
+    string-typed key keeps the text as written (``name=2024`` stays ``"2024"``) and a list-typed key
+    also takes the comma form (``lora.targets=q_proj,v_proj`` is ``[q_proj, v_proj]``).
 
     Args:
         data: the preset as plain data (not modified).
@@ -255,6 +269,8 @@ def apply_overrides(data: dict[str, Any], overrides: list[str] | tuple[str, ...]
             ) from None
         if _strip_optional(annotation) is str and value is not None and not isinstance(value, str):
             value = raw
+        if get_origin(_strip_optional(annotation)) is list and isinstance(value, str) and "," in value:
+            value = [part.strip() for part in value.split(",") if part.strip()]  # `a,b` means `[a, b]`
         target = result
         for depth, key in enumerate(keys[:-1]):
             child = target.setdefault(key, {})
