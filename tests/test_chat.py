@@ -275,9 +275,14 @@ def test_interactive_chat_in_a_terminal(run_dir: Path, tmp_path: Path) -> None:
     child.sendline("hello")
     child.expect_exact("model> ")
     child.expect_exact("you> ")
+    child.sendline("/help")
+    child.expect_exact("several lines".capitalize())
     child.sendline("/system be brief")
     child.expect_exact("system prompt set")
-    child.sendline("hi")
+    child.sendline("Tom has a red ball. \\")  # a story and a question as one turn
+    child.expect_exact("... ")
+    child.sendline("What does Tom have?")
+    child.expect_exact("model> ")
     child.expect_exact("you> ")
     child.sendline(f"/save {tmp_path / 'chat.json'}")
     child.expect_exact("saved to")
@@ -287,7 +292,36 @@ def test_interactive_chat_in_a_terminal(run_dir: Path, tmp_path: Path) -> None:
     assert child.exitstatus == 0
     messages = json.loads((tmp_path / "chat.json").read_text())["messages"]
     assert [m["role"] for m in messages] == ["system", "user", "assistant"]
-    assert messages[0]["content"] == "be brief" and messages[1]["content"] == "hi"
+    assert messages[0]["content"] == "be brief"
+    assert messages[1]["content"] == "Tom has a red ball. \nWhat does Tom have?"
+
+
+@pytest.mark.parametrize(
+    ("lines", "turn"),
+    [
+        (["hello"], "hello"),
+        (["Tom has a ball. \\", "Who has it?"], "Tom has a ball. \nWho has it?"),
+        (['"""', "Line one.", "", "Line two.", '"""'], "Line one.\n\nLine two."),
+        (['"""Once upon a time.', 'Who?"""'], "Once upon a time.\nWho?"),
+        (['"""one line"""'], "one line"),
+        (["unfinished \\"], "unfinished"),  # input ends mid-turn: what was typed is the turn
+    ],
+)
+def test_read_turn_joins_continued_lines_and_blocks(lines: list[str], turn: str) -> None:
+    from tunewiz.cli.chat import read_turn
+
+    feed = iter(lines)
+    prompts: list[str] = []
+
+    def read_line(prompt: str) -> str:
+        prompts.append(prompt)
+        try:
+            return next(feed)
+        except StopIteration:
+            raise EOFError from None
+
+    assert read_turn(read_line) == turn
+    assert prompts[0] == "you> " and all(p == "... " for p in prompts[1:])
 
 
 def _unfinished(tmp_path: Path, run_dir: Path, checkpoint: bool) -> Path:

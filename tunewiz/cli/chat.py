@@ -11,6 +11,8 @@ import typer
 from tunewiz.errors import TunewizError
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from rich.console import Console, RenderableType
 
     from tunewiz.inference.load import ChatSession
@@ -18,7 +20,57 @@ if TYPE_CHECKING:
 _SAMPLING = "Sampling"
 _MODEL = "Model"
 _WEB = "Web page (--web)"
-COMMANDS = "/reset  /system TEXT  /save FILE  /quit"
+COMMANDS = "/help  /reset  /system TEXT  /save FILE  /quit"
+HELP = """\
+/help         this list
+/reset        clear the conversation (keeps the system prompt)
+/system TEXT  set the system prompt (no TEXT: remove it) and clear the conversation
+/save FILE    write the conversation as JSON
+/quit         leave (also /exit, Ctrl-D)
+Several lines as one turn: end a line with `\\` to continue it, or put the text between two
+lines of `\"\"\"` (paste a story, then ask about it). Ctrl-C stops a reply."""
+BLOCK = '"""'
+
+
+def read_turn(read_line: Callable[[str], str]) -> str:
+    """Read one user turn, which may span several lines.
+
+    A line ending in ``\\`` continues on the next line; a line that is just ``\"\"\"`` opens a block
+    that runs to the next such line (text after the opening marker is kept). Lines are joined with
+    newlines and the turn is stripped.
+
+    Args:
+        read_line: ``input``-like: takes the prompt to show, returns a line; raises EOFError at the end.
+
+    Raises:
+        EOFError: input ended before the first line (an unfinished block or continuation is returned).
+    """
+    line = read_line("you> ")
+    if line.strip().startswith(BLOCK):
+        first = line.strip()[len(BLOCK) :]
+        if first.endswith(BLOCK):  # opened and closed on one line
+            return first[: -len(BLOCK)].strip()
+        lines = [first]
+        while True:
+            try:
+                line = read_line("... ")
+            except EOFError:
+                break
+            if line.strip().endswith(BLOCK):
+                lines.append(line.rstrip()[: -len(BLOCK)])
+                break
+            lines.append(line)
+        return "\n".join(lines).strip()
+    lines = []
+    while line.rstrip().endswith("\\"):
+        lines.append(line.rstrip()[:-1])
+        try:
+            line = read_line("... ")
+        except EOFError:
+            line = ""
+            break
+    lines.append(line)
+    return "\n".join(lines).strip()
 
 
 def register(app: typer.Typer) -> None:
@@ -90,7 +142,8 @@ def chat(
 ) -> None:
     """Chat with a model: streaming replies, its chat template, multi-turn.
 
-    In a chat, `/reset` `/system` `/save` `/quit`. With `--web`, the same model in a browser page.
+    In a chat, `/help` lists the commands; end a line with a backslash to go on, or paste several lines
+    between two lines of three double quotes. With `--web`, the same model in a browser page.
     """
     from rich.console import Console
 
@@ -192,7 +245,7 @@ def _interactive(session: ChatSession, compare_base: bool, console: Console) -> 
     )
     while True:
         try:
-            line = input("you> ").strip()
+            line = read_turn(input)
         except (EOFError, KeyboardInterrupt):
             console.print()
             return
@@ -220,7 +273,9 @@ def _command(session: ChatSession, line: str, console: Console) -> bool:
     arg = arg.strip()
     if name in ("/quit", "/exit"):
         return False
-    if name == "/reset":
+    if name == "/help":
+        console.print(HELP, markup=False, highlight=False)
+    elif name == "/reset":
         session.reset()
         console.print("(conversation cleared)", style="dim")
     elif name == "/system":
