@@ -6,10 +6,13 @@ clear error."""
 from __future__ import annotations
 
 import os
+import shlex
+import shutil
 import signal
 import socket
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -81,15 +84,23 @@ def test_other_node_commands_spell_out_rank_and_id() -> None:
     assert default_rdzv_id("my run/v2") == "my-run-v2"
 
 
+@pytest.fixture(scope="module")
+def one_node_two_ranks(
+    tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path, tiny_dataset: Path
+) -> Path:
+    """The reference: one node with two ranks (global batch 4 = 2 ranks x micro-batch 2)."""
+    work = tmp_path_factory.mktemp("ref")
+    preset = write_preset(work / "two.yaml", tiny_model_dir, tiny_dataset, train={"micro_batch_size": 2})
+    result = cli("train", str(preset), "--no-tui", "--nproc-per-node", "2", "--run-dir", "ref", cwd=work)
+    assert result.returncode == 0, result.stderr
+    return work / "ref"
+
+
 @pytest.mark.slow
 def test_two_nodes_train_like_one_node_with_two_ranks(
-    tmp_path: Path, tiny_model_dir: Path, tiny_dataset: Path
+    tmp_path: Path, tiny_model_dir: Path, tiny_dataset: Path, one_node_two_ranks: Path
 ) -> None:
     preset = write_preset(tmp_path / "two.yaml", tiny_model_dir, tiny_dataset, train={"micro_batch_size": 2})
-    reference = cli(
-        "train", str(preset), "--no-tui", "--nproc-per-node", "2", "--run-dir", "ref", cwd=tmp_path
-    )
-    assert reference.returncode == 0, reference.stderr
     # Node-local run directories, named differently: they still meet (the id is the preset's name).
     port = _free_port()
     node0 = _node(0, port, preset.name, "--run-dir", "disk0/a", cwd=tmp_path)
@@ -101,7 +112,7 @@ def test_two_nodes_train_like_one_node_with_two_ranks(
     assert "2 of 2 nodes joined" in out0 and "all 2 nodes joined" in out1
     assert "is this node's own" in out0 and "keeps only this node's checkpoint shards" in out1
     a, b = tmp_path / "disk0" / "a", tmp_path / "disk1" / "b"
-    assert step_losses(a) == pytest.approx(step_losses(tmp_path / "ref"), rel=1e-5)
+    assert step_losses(a) == pytest.approx(step_losses(one_node_two_ranks), rel=1e-5)
     assert (a / "final").is_dir() and not (b / "final").exists()
     assert sorted(p.name for p in (b / "checkpoints" / "step-6").glob("*.distcp")) == ["__1_0.distcp"]
     # node 0's checkpoint lacks node 1's shard: resuming it alone is refused, before torchrun starts
@@ -167,3 +178,83 @@ def test_a_missing_node_times_out_with_one_clear_error(
     assert out.count("error:") == 1
     assert time.monotonic() - started < 90
     assert not (tmp_path / "runs" / "alone" / "final").exists()
+
+
+def _netns_usable() -> str | None:
+    """Why two network namespaces cannot be made here (None: they can)."""
+    if os.geteuid() != 0:
+        return "needs root for `ip netns`"
+    if not (shutil.which("ip") and shutil.which("unshare")):
+        return "needs `ip` (iproute2) and `unshare` (util-linux)"
+    probe = subprocess.run(["ip", "netns", "add", f"twz-probe-{os.getpid()}"], capture_output=True, text=True)
+    if probe.returncode != 0:
+        return f"`ip netns add` is not permitted here: {probe.stderr.strip()}"
+    subprocess.run(["ip", "netns", "del", f"twz-probe-{os.getpid()}"], check=False)
+    return None
+
+
+@pytest.fixture
+def two_hosts() -> Iterator[list[str]]:
+    """Two network namespaces joined by a veth pair, 10.231.0.1 (host node0) and 10.231.0.2 (node1):
+    the command prefix that runs a command as each host (own network, own host name, /etc/hosts
+    naming both, as on two machines)."""
+    reason = _netns_usable()
+    if reason:
+        pytest.skip(reason)
+    tag = str(os.getpid())
+    names = [f"twz{tag}n0", f"twz{tag}n1"]
+    veth = [f"tw{tag}v0", f"tw{tag}v1"]
+    hosts = "127.0.0.1 localhost\n10.231.0.1 node0\n10.231.0.2 node1\n"
+    try:
+        steps = [
+            *(["ip", "netns", "add", name] for name in names),
+            ["ip", "link", "add", veth[0], "type", "veth", "peer", "name", veth[1]],
+        ]
+        for i, name in enumerate(names):
+            steps += [
+                ["ip", "link", "set", veth[i], "netns", name],
+                ["ip", "-n", name, "addr", "add", f"10.231.0.{i + 1}/24", "dev", veth[i]],
+                ["ip", "-n", name, "link", "set", veth[i], "up"],
+                ["ip", "-n", name, "link", "set", "lo", "up"],
+            ]
+        for step in steps:
+            subprocess.run(step, check=True, capture_output=True)
+        for name in names:
+            (Path("/etc/netns") / name).mkdir(parents=True, exist_ok=True)
+            (Path("/etc/netns") / name / "hosts").write_text(hosts)  # `ip netns exec` mounts it on /etc/hosts
+        yield [
+            f'ip netns exec {name} unshare --uts sh -c \'hostname node{i}; exec "$0" "$@"\''
+            for i, name in enumerate(names)
+        ]
+    finally:
+        for name in names:
+            subprocess.run(["ip", "netns", "del", name], check=False, capture_output=True)
+            shutil.rmtree(Path("/etc/netns") / name, ignore_errors=True)
+
+
+@pytest.mark.slow
+def test_two_network_hosts_train_like_one_node_with_two_ranks(
+    tmp_path: Path, tiny_model_dir: Path, tiny_dataset: Path, one_node_two_ranks: Path, two_hosts: list[str]
+) -> None:
+    preset = write_preset(tmp_path / "two.yaml", tiny_model_dir, tiny_dataset, train={"micro_batch_size": 2})
+    nodes = []
+    for rank, prefix in enumerate(two_hosts):
+        argv = [*TUNEWIZ, "train", preset.name, "--no-tui", "--nnodes", "2", "--node-rank", str(rank)]
+        argv += ["--rdzv-endpoint", "10.231.0.1:29500", "--rdzv-timeout", "120", "--run-dir", "shared"]
+        nodes.append(
+            subprocess.Popen(
+                f"{prefix} {shlex.join(argv)}",
+                shell=True,
+                cwd=tmp_path,
+                env={**os.environ, "TMPDIR": str(tmp_path)},
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+                start_new_session=True,
+            )
+        )
+    (code0, out0), (code1, out1) = _finish(*nodes)
+    assert code0 == 0 and code1 == 0, out0 + out1
+    assert "2 of 2 nodes joined: node0" in out0 and "node1 (pid" in out0
+    assert "shared by all 2 nodes" in out1
+    assert step_losses(tmp_path / "shared") == pytest.approx(step_losses(one_node_two_ranks), rel=1e-5)
