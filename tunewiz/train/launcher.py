@@ -512,7 +512,7 @@ def wait_for_nodes(
     try:
         while process.poll() is None:
             joined = watch.poll()
-            if joined is not None and joined != last:
+            if joined and joined != last:  # 0: the rendezvous is closing (a timeout); the error follows
                 last = joined
                 print(
                     f"  {joined} of {nnodes} nodes joined: {watch.seen_text()}", file=sys.stderr, flush=True

@@ -15,10 +15,14 @@ The id defaults to the preset's ``name``, which is the same on every node howeve
 from __future__ import annotations
 
 import base64
+import contextlib
+import os
 import pickle
 import re
 import shlex
 import socket
+import sys
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -128,6 +132,10 @@ class RendezvousWatch:
         return len(nodes)
 
     def _read(self) -> object | None:
+        with _quiet_stderr():  # TCPStore's C++ side prints warnings and stack frames on a closed store
+            return self._read_store()
+
+    def _read_store(self) -> object | None:
         from datetime import timedelta
 
         from torch.distributed import TCPStore
@@ -148,6 +156,20 @@ class RendezvousWatch:
     def seen_text(self) -> str:
         """``host-a (pid 1), host-b (pid 2)`` or ``none``."""
         return ", ".join(self.seen.values()) or "none"
+
+
+@contextlib.contextmanager
+def _quiet_stderr() -> Iterator[None]:
+    """Send file descriptor 2 to /dev/null for the block (C++ code writes there directly)."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "wb") as devnull:
+            os.dup2(devnull.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
 
 
 def rendezvous_failure(log_text: str) -> str | None:
