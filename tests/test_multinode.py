@@ -256,6 +256,6 @@ def test_two_network_hosts_train_like_one_node_with_two_ranks(
         )
     (code0, out0), (code1, out1) = _finish(*nodes)
     assert code0 == 0 and code1 == 0, out0 + out1
-    assert "2 of 2 nodes joined: node0" in out0 and "node1 (pid" in out0
+    assert "all 2 nodes joined" in out0 and "node0 (pid" in out0 and "node1 (pid" in out0, out0
     assert "shared by all 2 nodes" in out1
     assert step_losses(tmp_path / "shared") == pytest.approx(step_losses(one_node_two_ranks), rel=1e-5)
