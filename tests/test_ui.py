@@ -432,6 +432,25 @@ def test_loss_plot_is_a_png(tmp_path: Path) -> None:
     assert not (tmp_path / "none.png").exists()
 
 
+def test_loss_chart_is_titled_scaled_past_the_first_steps_and_marks_validation() -> None:
+    from tunewiz.ui.lossplot import loss_figure
+
+    # Loss starts at 10 and settles near 2: the first steps must not flatten the rest of the curve.
+    events = [start()] + [step(i, 2.0 + 8.0 * 0.5 ** (i - 1)) for i in range(1, 101)]
+    events += [{"event": "eval", "time": 1000.0 + i, "step": i, "val_loss": 2.5 - i / 400} for i in (50, 100)]
+    fig = loss_figure(events, "my-run")
+    assert fig is not None
+    ax = fig.axes[0]
+    assert ax.get_title().startswith("Loss of run ")
+    low, high = ax.get_ylim()
+    assert high < 3.0 and low < 2.0, (low, high)  # the settled range, not 0..10
+    labels = [line.get_label() for line in ax.get_lines()]
+    assert "validation loss" in labels
+    val_line = ax.get_lines()[labels.index("validation loss")]
+    assert val_line.get_marker() == "o" and list(val_line.get_xdata()) == [50, 100]
+    assert any(t.get_text() == "best 2.250" for t in ax.texts)
+
+
 def test_loss_plot_from_a_written_log(tmp_path: Path) -> None:
     from tunewiz.run.events import EventWriter
 
