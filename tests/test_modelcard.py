@@ -279,3 +279,24 @@ def test_card_prompts_with_the_template_the_run_recorded(
     assert facts.has_chat_template is chat_snippet
     text, _ = render_model_card(facts, repo_id="alice/x", kind="merged")
     assert ("apply_chat_template" in text) is chat_snippet
+
+
+def test_own_data_scores_and_a_mixed_data_list_in_the_card(tmp_path: Path) -> None:
+    own = {
+        "data": "the validation split",
+        "samples": 10,
+        "max_new_tokens": 64,
+        "base": {"loss": 2.5, "perplexity": 12.18, "exact_match": 0.0, "chrf": 10.0},
+        "tuned": {"loss": 1.25, "perplexity": 3.49, "exact_match": 0.5, "chrf": 60.0},
+    }
+    mixed = _preset(**{"data.path": ["tatsu-lab/alpaca", {"path": "data/mine.jsonl", "weight": 2}]})
+    text, _ = render_model_card(_facts(mixed, results={"own_data": own}), repo_id="a/b", kind="adapter")
+    card = _load(text, tmp_path)
+    assert "## On its own data" in card.text and "## Evaluation" not in card.text
+    assert "| Loss on trained tokens | 2.5000 | 1.2500 | -1.2500 |" in card.text
+    assert "| chrF | 10.0000 | 60.0000 | +50.0000 |" in card.text
+    assert "`tatsu-lab/alpaca + data/mine.jsonl`" in card.text
+    assert card.data.to_dict()["datasets"] == ["tatsu-lab/alpaca"]
+    with_tasks = {**RESULTS, "own_data": own}
+    both = render_model_card(_facts(results=with_tasks), repo_id="a/b", kind="adapter")[0]
+    assert "## Evaluation" in both and "## On its own data" in both

@@ -92,6 +92,12 @@ def chat(
     device: str = typer.Option(
         "auto", "--device", help="auto (cuda when available), cpu or cuda.", rich_help_panel=_MODEL
     ),
+    from_step: str = typer.Option(
+        None,
+        "--from",
+        help="Chat with step checkpoint `step-N` of a run instead of final/.",
+        rich_help_panel=_MODEL,
+    ),
     prompt: str = typer.Option(
         None,
         "--prompt",
@@ -173,7 +179,7 @@ def chat(
             )
     err = Console(stderr=True, highlight=False, soft_wrap=True)
     with err.status(f"loading {target}"):
-        loaded = load_for_inference(target, adapter=adapter, device=device)
+        loaded = load_for_inference(target, adapter=adapter, device=device, step=from_step)
     if compare_base and not loaded.has_adapter:
         raise TunewizError(
             f"--compare-base needs a LoRA adapter, and {loaded.description} has none",

@@ -68,7 +68,20 @@ def eval_command(
     tasks: str | None = typer.Option(
         None,
         "--tasks",
-        help="Comma-separated task names (default: the shipped task of the run's sample dataset).",
+        help="Comma-separated lm-eval task names (default: a run is scored on its own validation data, "
+        "base vs fine-tuned).",
+    ),
+    data: str | None = typer.Option(
+        None,
+        "--data",
+        help="Score the run on this data file instead of its validation split (no --tasks).",
+        rich_help_panel="Own data",
+    ),
+    from_step: str | None = typer.Option(
+        None,
+        "--from",
+        help="Use step checkpoint `step-N` of the run instead of final/.",
+        rich_help_panel="Model",
     ),
     include_path: Path | None = typer.Option(
         None, "--include-path", help="Directory of local lm-eval task YAMLs.", rich_help_panel="Tasks"
@@ -109,6 +122,17 @@ def eval_command(
         os.environ.setdefault("TQDM_DISABLE", "1")
         logging.getLogger("lm_eval").setLevel(logging.ERROR)
     names = [t.strip() for t in tasks.split(",") if t.strip()] if tasks else None
+    if names is None and Path(target, "config.yaml").is_file():
+        _own_data(target, data=data, limit=limit, device=device, step=from_step, as_json=as_json)
+        return
+    if data is not None or from_step is not None:
+        from tunewiz.errors import TunewizError
+
+        raise TunewizError(
+            f"--data/--from score a run directory on its own data; `{target}` "
+            + ("is evaluated on lm-eval tasks" if names else "is not a run directory"),
+            hint=f"drop `--tasks` to score the run's data: `tunewiz eval RUN --data {data or 'FILE'}`",
+        )
     result = run_eval(
         target,
         tasks=names,
@@ -132,4 +156,33 @@ def eval_command(
         return
     Console(highlight=False).print(results_table(result))
     if Path(target, "config.yaml").is_file():
-        print(f"wrote {Path(target, 'eval', 'results.json')}", file=sys.stderr)
+        name = f"results-limit-{limit}.json" if limit else "results.json"
+        print(f"wrote {Path(target, 'eval', name)}", file=sys.stderr)
+
+
+def _own_data(
+    target: str, *, data: str | None, limit: int | None, device: str, step: str | None, as_json: bool
+) -> None:
+    """Score base vs fine-tuned on the run's data; merge into eval/results.json (or results-limit-N.json)."""
+    from rich.console import Console
+
+    from tunewiz.inference.own_data import evaluate_own_data, own_data_table, write_own_data
+
+    err = Console(stderr=True, highlight=False)
+    last = [0.0]
+
+    def progress(phase: str, done: int, total: int) -> None:
+        import time
+
+        now = time.monotonic()
+        if done == total or now - last[0] >= 2.0:
+            last[0] = now
+            print(f"eval: {phase} model {done}/{total} (loss, then generations)", file=sys.stderr, flush=True)
+
+    result = evaluate_own_data(target, data=data, limit=limit, device=device, progress=progress, step=step)
+    path = write_own_data(Path(target), result, limit=limit)
+    if as_json:
+        print(json.dumps(result, indent=2))
+    else:
+        Console(highlight=False).print(own_data_table(result))
+    err.print(f"wrote {path}", markup=False)

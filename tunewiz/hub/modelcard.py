@@ -375,7 +375,41 @@ def _intro(
 def _results_section(facts: CardFacts) -> str:
     if not facts.eval:
         return ""
-    ev = facts.eval
+    own = _own_data_section(facts.eval.get("own_data"))
+    tasks = _tasks_section(facts.eval)
+    return "\n\n".join(part for part in (tasks, own) if part)
+
+
+def _own_data_section(own: Any) -> str:
+    """The base vs fine-tuned table of ``tunewiz eval RUN`` on the run's own data, with one example."""
+    if (
+        not isinstance(own, dict)
+        or not isinstance(own.get("base"), dict)
+        or not isinstance(own.get("tuned"), dict)
+    ):
+        return ""
+    lines = [
+        "## On its own data",
+        "",
+        f"Scored by `tunewiz eval` on {own.get('data')} ({own.get('samples')} samples; greedy replies of at "
+        f"most {own.get('max_new_tokens')} tokens).",
+        "",
+        "| Measure | Base model | This model | Change |",
+        "|---|---:|---:|---:|",
+    ]
+    for label, key in (
+        ("Loss on trained tokens", "loss"),
+        ("Perplexity", "perplexity"),
+        ("Exact match", "exact_match"),
+        ("chrF", "chrf"),
+    ):
+        b, t = own["base"].get(key), own["tuned"].get(key)
+        if isinstance(b, (int, float)) and isinstance(t, (int, float)):
+            lines.append(f"| {label} | {b:.4f} | {t:.4f} | {t - b:+.4f} |")
+    return "\n".join(lines)
+
+
+def _tasks_section(ev: dict[str, Any]) -> str:
     rows = _metric_rows(ev.get("tasks") or {})
     if not rows:
         return ""

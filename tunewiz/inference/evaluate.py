@@ -12,6 +12,7 @@ that importing this module stays cheap for the CLI.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import socket
@@ -599,6 +600,15 @@ def run_eval(
         index_seconds=index_seconds,
         index_included_builtins=builtins,
     )
-    if is_run:
-        atomic_write_json(run.eval_results, result.as_json())
+    if is_run:  # own-data scores in the same file are kept; --limit writes beside the full results
+        path = run.eval_results if not limit else run.eval_results.with_name(f"results-limit-{limit}.json")
+        doc = result.as_json()
+        if path.is_file():
+            try:
+                previous = json.loads(path.read_text(encoding="utf-8"))
+            except json.JSONDecodeError:
+                previous = {}
+            if isinstance(previous, dict) and "own_data" in previous:
+                doc["own_data"] = previous["own_data"]
+        atomic_write_json(path, doc)
     return result

@@ -114,6 +114,7 @@ def load_for_inference(
     device: str = "auto",
     dtype: str | None = None,
     merged: bool = False,
+    step: str | None = None,
 ) -> LoadedModel:
     """Load a run, a model directory, a shipped model or a cached Hub model for generation.
 
@@ -126,6 +127,8 @@ def load_for_inference(
         device: ``auto`` (cuda when available, else cpu), ``cpu`` or ``cuda``.
         dtype: ``fp32``, ``bf16`` or ``fp16``; default bf16 on GPU and fp32 on CPU.
         merged: for a run directory, load the merged weights in ``final/`` instead of base + adapter.
+        step: ``step-N`` (or ``N``): for a run directory, the weights of checkpoint
+            ``checkpoints/step-N/`` instead of ``final/`` (LoRA applied unmerged, as training had it).
 
     Returns:
         The model in eval mode with its tokenizer.
@@ -142,6 +145,8 @@ def load_for_inference(
         )
     dev, dt = _resolve_device_dtype(device, dtype)
     run = RunDir(Path(target).expanduser())
+    if step is not None:
+        return _load_step(run, step, dev, dt, adapter=adapter, merged=merged)
     if run.config.is_file():
         if not run.final.is_dir():
             raise _unfinished_run_error(run)
@@ -188,6 +193,75 @@ def load_for_inference(
         description=description,
         has_adapter=rank is not None,
         base_name=base_name,
+    )
+
+
+def step_dir(run: RunDir, step: str) -> Path:
+    """The complete checkpoint ``--from step-N`` names.
+
+    Raises:
+        TunewizError: not a run directory, a malformed name, or no complete checkpoint of that step
+            (the message lists the ones there are).
+    """
+    if not run.config.is_file():
+        raise TunewizError(
+            f"--from {step} needs a run directory; `{run.path}` has no config.yaml", hint="drop `--from`"
+        )
+    number = step.removeprefix("step-")
+    complete = run.complete_checkpoints()
+    names = ", ".join(p.name for _, p in complete) or "none"
+    if not number.isdigit() or int(number) not in dict(complete):
+        raise TunewizError(
+            f"`{run.path}` has no complete checkpoint `{step}`; complete ones: {names}",
+            hint=f"use one of them, e.g. `--from {complete[-1][1].name}`" if complete else "drop `--from`",
+        )
+    return dict(complete)[int(number)]
+
+
+def _load_step(
+    run: RunDir, step: str, dev: torch.device, dt: torch.dtype, *, adapter: Path | None, merged: bool
+) -> LoadedModel:
+    from tunewiz.lora.layer import apply_lora
+    from tunewiz.models.loading import load_model, resolve_model_dir
+    from tunewiz.preset.files import load_preset
+    from tunewiz.text.tokenizer import load_tokenizer
+    from tunewiz.train.checkpoint import load_trained_weights
+
+    path = step_dir(run, step)
+    if merged or adapter is not None:
+        raise TunewizError(
+            f"--from {step} loads the checkpoint's own weights; `--merged`/`--adapter` do not apply",
+            hint="drop one of them",
+        )
+    preset, _ = load_preset(str(run.config))
+    if preset.method == "qlora":
+        raise TunewizError(
+            f"--from {step}: loading a QLoRA step checkpoint for inference is not supported yet",
+            hint=f"finish the run (`tunewiz resume {run.path}`) and use `final/`",
+        )
+    model_dir = resolve_model_dir(preset.model.path, preset.model.revision)
+    model = load_model(model_dir, dtype=dt, device=dev)
+    if preset.method == "full":
+        model.requires_grad_(True)
+    else:
+        lora = preset.lora
+        apply_lora(model, targets=lora.targets, rank=lora.rank, alpha=lora.alpha, dropout=0.0, seed=0)
+        for param in model.parameters():
+            if param.requires_grad:
+                param.data = param.data.to(dt)
+    load_trained_weights(path, model)
+    model.requires_grad_(False)
+    model.eval()
+    tokenizer_dir = run.final if (run.final / "tokenizer_config.json").is_file() else model_dir
+    kind = "full fine-tune" if preset.method == "full" else f"LoRA rank {preset.lora.rank}"
+    return LoadedModel(
+        model=model,
+        tokenizer=load_tokenizer(tokenizer_dir),
+        device=dev,
+        dtype=dt,
+        description=f"{run.path}: {preset.model.path} + {path.name} ({kind})",
+        has_adapter=preset.method != "full",
+        base_name=preset.model.path,
     )
 
 

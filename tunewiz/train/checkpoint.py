@@ -240,3 +240,30 @@ def load_checkpoint(
     if rng_file.is_file():
         _set_rng_state(json.loads(rng_file.read_text()))
     return progress
+
+
+def load_trained_weights(path: Path, model: torch.nn.Module) -> None:
+    """Load a step checkpoint's trainable weights into a plain (unsharded) model on one process.
+
+    For inference from ``checkpoints/step-N/`` (``chat``/``eval``/``push --from step-N``): the model must
+    have the run's trainable parameters (LoRA applied with the run's targets, rank and alpha; or all
+    parameters trainable for a full fine-tune). The optimizer state is not read. DCP reshards the
+    saved shards of any world size into the whole tensors here, the way resume loads them.
+
+    Raises:
+        TunewizError: the checkpoint is incomplete (no completion marker).
+    """
+    from torch.distributed.checkpoint.state_dict import get_model_state_dict, set_model_state_dict
+
+    if not (path / CHECKPOINT_COMPLETE_MARKER).is_file():
+        raise TunewizError(
+            f"checkpoint `{path}` is incomplete (no {CHECKPOINT_COMPLETE_MARKER}): it was never finished",
+            hint=f"use another step: `ls {path.parent}`",
+        )
+    import warnings
+
+    state = {"model": get_model_state_dict(model, options=_STATE_OPTIONS)}
+    with warnings.catch_warnings():  # "torch.distributed is disabled ...": one process is the intent here
+        warnings.filterwarnings("ignore", message="torch.distributed is disabled", category=UserWarning)
+        dcp.load(state, checkpoint_id=path, no_dist=True)
+    set_model_state_dict(model, state["model"], options=_LOAD_OPTIONS)

@@ -1,0 +1,72 @@
+"""How good is it on my data: `tunewiz eval RUN` without --tasks scores base vs fine-tuned on the run's
+validation split; `--from step-N` uses a step checkpoint (chat equal to final/ at the last step)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from runs import cli, write_preset
+
+from tunewiz.inference.own_data import score_texts
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path, tiny_dataset: Path) -> Path:
+    work = tmp_path_factory.mktemp("owndata")
+    preset = write_preset(
+        work / "own.yaml", tiny_model_dir, tiny_dataset, train={"max_steps": 24}, data={"val_fraction": 0.1}
+    )
+    result = cli("train", str(preset), "--no-tui", cwd=work)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return work / "runs" / "own"
+
+
+def test_score_texts() -> None:
+    scores = score_texts(["blue", "red red"], ["blue", "green"])
+    assert scores["exact_match"] == 0.5 and 0 < scores["chrf"] < 100
+    assert score_texts(["abc"], ["abc"])["chrf"] == pytest.approx(100.0)
+
+
+def test_eval_own_data_base_vs_tuned(trained: Path) -> None:
+    (trained / "eval").mkdir(exist_ok=True)
+    (trained / "eval" / "results.json").write_text(json.dumps({"tasks": {"story_qa": {"acc": 0.5}}}))
+    done = cli("eval", str(trained), cwd=trained.parent.parent)
+    assert done.returncode == 0, done.stderr
+    assert "eval: tuned model" in done.stderr and "eval: base model" in done.stderr  # progress
+    assert "perplexity" in done.stdout and "chrF" in done.stdout
+    written = json.loads((trained / "eval" / "results.json").read_text())
+    assert written["tasks"] == {"story_qa": {"acc": 0.5}}  # lm-eval's results kept
+    own = written["own_data"]
+    assert own["samples"] == 10 and own["generations"] == 10 and own["data"] == "the validation split"
+    base, tuned = own["base"], own["tuned"]
+    assert tuned["loss"] < base["loss"] and tuned["perplexity"] < base["perplexity"]
+    # 24 steps teach the tiny model the answers' tokens (lower loss), not yet fluent greedy replies.
+    assert all(0 <= side["chrf"] <= 100 and 0 <= side["exact_match"] <= 1 for side in (base, tuned))
+    assert len(own["examples"]) == 3 and {"prompt", "reference", "base", "tuned"} <= set(own["examples"][0])
+    limited = cli("eval", str(trained), "--limit", "2", cwd=trained.parent.parent)
+    assert limited.returncode == 0, limited.stderr
+    assert json.loads((trained / "eval" / "results-limit-2.json").read_text())["own_data"]["samples"] == 2
+    assert json.loads((trained / "eval" / "results.json").read_text())["own_data"]["samples"] == 10
+
+
+def test_step_checkpoint_chat_equals_final_at_the_last_step(trained: Path) -> None:
+    args = (
+        "chat",
+        str(trained),
+        "--prompt",
+        "Ann has a red cup. What colour is the cup?",
+        "--max-new-tokens",
+        "8",
+    )
+    final = cli(*args, cwd=trained.parent.parent)
+    last = cli(*args, "--from", "step-24", cwd=trained.parent.parent)
+    early = cli(*args, "--from", "step-8", cwd=trained.parent.parent)
+    assert final.returncode == 0 and last.returncode == 0 and early.returncode == 0, (
+        last.stderr + early.stderr
+    )
+    assert last.stdout == final.stdout
+    assert "step-24" in last.stderr
+    missing = cli(*args, "--from", "step-5", cwd=trained.parent.parent)
+    assert missing.returncode != 0 and "has no complete checkpoint `step-5`" in missing.stderr
