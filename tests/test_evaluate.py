@@ -243,7 +243,7 @@ def test_cli_writes_results_with_base_deltas(lora_run: Path) -> None:
     # The fixture run has no prompt.json (as runs made before it): the fallback is said once.
     assert proc.stderr.count("warning: ") == 1 and "has no prompt.json" in proc.stderr
     printed = json.loads(proc.stdout)
-    written = json.loads((lora_run / "eval" / "results.json").read_text())
+    written = json.loads((lora_run / "eval" / "results-limit-3.json").read_text())  # beside a full one
     assert printed == written
     assert set(written) == {
         "model",

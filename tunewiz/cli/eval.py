@@ -68,8 +68,8 @@ def eval_command(
     tasks: str | None = typer.Option(
         None,
         "--tasks",
-        help="Comma-separated lm-eval task names (default: a run is scored on its own validation data, "
-        "base vs fine-tuned).",
+        help="Comma-separated lm-eval task names (default: a run on a shipped sample gets its shipped task; "
+        "any other run is scored on its own validation data, base vs fine-tuned).",
     ),
     data: str | None = typer.Option(
         None,
@@ -122,7 +122,11 @@ def eval_command(
         os.environ.setdefault("TQDM_DISABLE", "1")
         logging.getLogger("lm_eval").setLevel(logging.ERROR)
     names = [t.strip() for t in tasks.split(",") if t.strip()] if tasks else None
-    if names is None and Path(target, "config.yaml").is_file():
+    if (
+        names is None
+        and Path(target, "config.yaml").is_file()
+        and (data is not None or not _has_shipped_task(target))
+    ):
         _own_data(target, data=data, limit=limit, device=device, step=from_step, as_json=as_json)
         return
     if data is not None or from_step is not None:
@@ -186,3 +190,16 @@ def _own_data(
     else:
         Console(highlight=False).print(own_data_table(result))
     err.print(f"wrote {path}", markup=False)
+
+
+def _has_shipped_task(target: str) -> bool:
+    """A run trained on a shipped sample whose lm-eval task tunewiz ships (``tunewiz:story-qa``): no
+    ``--tasks`` keeps evaluating it on that task, as before; other runs are scored on their own data."""
+    from tunewiz.errors import TunewizError
+    from tunewiz.inference.evaluate import default_tasks
+
+    try:
+        default_tasks(target)
+    except TunewizError:
+        return False
+    return True
