@@ -90,6 +90,8 @@ def wandb_records(path: Path) -> list[Any]:
             pos += left
             continue
         chunk = data[pos + 7 : pos + 7 + length]
+        if len(chunk) < length:  # a log whose writer was killed mid-record ends here
+            break
         pos += 7 + length
         payload = chunk if kind in (1, 2) else payload + chunk  # FULL/FIRST start, MIDDLE/LAST continue
         if kind in (1, 4):
