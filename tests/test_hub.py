@@ -236,7 +236,7 @@ def test_dry_run_adapter_loads_in_peft(run: dict, tmp_path: Path) -> None:
     for line in (
         "| Hardware | CPU (2 cores), 1 rank(s) |",
         "| Peak memory | 300 MiB (process RSS) |",
-        "| Throughput | 802 tokens/s (median over steps, all ranks) |",
+        "| Throughput | 802 input tokens/s (median over steps, all ranks) |",
         "| Training time | 1 s |",
         "| Trained tokens | 600 |",
         "| LoRA rank / alpha / dropout | 4 / 8 / 0 |",

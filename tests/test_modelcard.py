@@ -190,7 +190,7 @@ def test_card_body_reads_like_a_page(tmp_path: Path) -> None:
     assert "first 100 examples per task only" in body and "lm-evaluation-harness 0.4.13" in body
     # Training facts from events.jsonl.
     assert "| Peak memory | 7.00 GiB (max allocated per GPU) |" in body
-    assert "| Throughput | 11,000 tokens/s (median over steps, all ranks) |" in body
+    assert "| Throughput | 11,000 input tokens/s (median over steps, all ranks) |" in body
     assert "| Training time | 1 h 02 min over 2 launches (resumed) |" in body
     assert "| Trainable parameters | 921.6k of 135.4M (0.68%) |" in body
     assert "| Final validation loss | 1.4375 |" in body

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import math
+import re
 from pathlib import Path
 from typing import Any
 
@@ -123,7 +124,8 @@ def test_render_normal_run() -> None:
     assert "step 120/200 (60%) · epoch 2/2 · elapsed 1m 05s · ETA 40s" in text
     assert f"{curve(120):.4f}" in text
     assert "3.00e-04" in text and "1.25" in text and "920" in text  # lr, grad norm, tokens/s
-    assert f"val loss   {curve(100) + 0.05:.4f} @ 100" in text
+    assert re.search(rf"val loss +{curve(100) + 0.05:.4f} @ 100", text)
+    assert re.search(r"in tok/s +920\b", text) and re.search(r"trained +[\d,]+", text)
     assert "memory (RSS) rank 0" in text and "1.00 GiB of 2.00 GiB planned (50%)" in text
     assert "rank 1" in text and "1.50 GiB of 2.00 GiB planned (75%)" in text
     assert "last checkpoint: step 100 · runs/demo/checkpoints/step-100" in text
@@ -360,7 +362,7 @@ def test_summary_of_a_finished_run(tmp_path: Path) -> None:
         in text
     )
     # Mean tokens/s over steps 2..200 (step 1 is the warm-up): 800 + mean(2..200) = 901.
-    assert "time 1m 50s · 819,200 tokens · 901 tokens/s" in text
+    assert "time 1m 50s · 819,200 trained tokens · 901 input tokens/s" in text
     assert "peak memory 1.50 GiB per rank (planned 2.00 GiB)" in text
     assert f"adapter (PEFT format): {run.adapter}" in text
     assert f"tunewiz chat {run.path}" in text and f"tunewiz eval {run.path}" in text

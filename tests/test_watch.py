@@ -101,7 +101,7 @@ def test_plain_dashboard_follows_a_process_to_the_end(tmp_path: Path) -> None:
     assert lines[0].startswith("start: run demo | model tiny-llama | method lora | cpu float32 | 1 rank(s)")
     assert [ln.split(" ")[1] for ln in lines if ln.startswith("step ")] == ["1/25", "10/25", "20/25", "25/25"]
     assert lines[-1].startswith("end: step 25 in ") and lines[-1].endswith(
-        f"1,600 tokens; outputs in {run.final}"
+        f"1,600 trained tokens; outputs in {run.final}"
     )
     assert "\x1b" not in out.getvalue()
 

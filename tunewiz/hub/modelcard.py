@@ -536,7 +536,9 @@ def _training_section(facts: CardFacts, loss_plot: str | None) -> str:
         ),
         (
             "Throughput",
-            f"{s.tokens_per_s:,.0f} tokens/s (median over steps, all ranks)" if s.tokens_per_s else None,
+            f"{s.tokens_per_s:,.0f} input tokens/s (median over steps, all ranks)"
+            if s.tokens_per_s
+            else None,
         ),
         ("Peak memory", f"{_bytes(s.peak_memory_bytes)} ({memory_kind})" if s.peak_memory_bytes else None),
         ("Trainable parameters", _params(s.trainable_params, s.total_params)),
