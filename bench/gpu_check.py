@@ -98,6 +98,7 @@ def _train_steps(model, arch, batch: int, seq: int, device: str, steps: int) -> 
     """Run ``steps`` optimizer steps as the recipe does; seconds per step after the first."""
     import torch
 
+    from tunewiz.models.loss import chunked_cross_entropy
     from tunewiz.preset.schema import TrainSection
     from tunewiz.train.distributed import clip_grad_norm
     from tunewiz.train.optim import build_optimizer
@@ -110,7 +111,7 @@ def _train_steps(model, arch, batch: int, seq: int, device: str, steps: int) -> 
         if i == 1:
             _sync(device)
             start = time.perf_counter()
-        loss_sum, n = model(ids, labels=ids)
+        loss_sum, n = chunked_cross_entropy(model(ids, output_hidden=True), model.lm_head, ids)
         (loss_sum / n).backward()
         clip_grad_norm(params, 1.0)
         optimizer.step()

@@ -62,6 +62,7 @@ def time_variant(variant: str, steps: int) -> float:
     """
     import torch
 
+    from tunewiz.models.loss import chunked_cross_entropy
     from tunewiz.preset.schema import TrainSection
     from tunewiz.train.distributed import clip_grad_norm
     from tunewiz.train.optim import build_optimizer, eager_step, steps_in_backward
@@ -83,7 +84,7 @@ def time_variant(variant: str, steps: int) -> float:
     for i in range(steps + 2):
         start = time.perf_counter()
         with torch.autograd.graph.save_on_cpu() if offload else nullcontext():
-            loss_sum, n = model(ids, labels=ids)
+            loss_sum, n = chunked_cross_entropy(model(ids, output_hidden=True), model.lm_head, ids)
         (loss_sum / n).backward()
         if not steps_in_backward(optimizer):
             clip_grad_norm(params, 1.0)

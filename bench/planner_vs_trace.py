@@ -140,6 +140,7 @@ def traced_peak(arch: LlamaConfig, inputs: PlanInputs) -> int:
     import torch
     from torch._subclasses.fake_tensor import FakeTensorMode
 
+    from tunewiz.models.loss import chunked_cross_entropy
     from tunewiz.preset.schema import TrainSection
     from tunewiz.train.distributed import clip_grad_norm
     from tunewiz.train.optim import build_optimizer
@@ -159,7 +160,8 @@ def traced_peak(arch: LlamaConfig, inputs: PlanInputs) -> int:
         tracker = _StorageTracker(list(model.parameters()) + [ids, labels])
         with tracker:
             for _ in range(2):
-                loss_sum, count = model(ids, labels=labels)
+                hidden = model(ids, output_hidden=True)  # [B, T, D]
+                loss_sum, count = chunked_cross_entropy(hidden, model.lm_head, labels)
                 (loss_sum / count).backward()  # with the step in backward, it also updates and frees
                 if not in_bwd:
                     clip_grad_norm(trained, 1.0)

@@ -96,6 +96,7 @@ def measure(method: str, model_dir: Path, steps: int, batch: int, seq: int) -> d
 
     from tunewiz.lora.layer import apply_lora
     from tunewiz.models.loading import load_model
+    from tunewiz.models.loss import chunked_cross_entropy
     from tunewiz.models.nf4 import is_nf4, load_nf4_model, nf4_storage_bytes
 
     torch.manual_seed(0)
@@ -117,7 +118,7 @@ def measure(method: str, model_dir: Path, steps: int, batch: int, seq: int) -> d
     elapsed = 0.0
     for step in range(steps + 1):
         start = time.perf_counter()
-        loss_sum, n = model(ids, labels=ids)
+        loss_sum, n = chunked_cross_entropy(model(ids, output_hidden=True), model.lm_head, ids)
         (loss_sum / n).backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)

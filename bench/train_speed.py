@@ -123,6 +123,7 @@ def _corpus(torch):  # noqa: ANN001, ANN202 (torch module: workers import it laz
 def _tunewiz_step(model_dir: Path, dtype, method: str, targets: list[str] | None):  # noqa: ANN001, ANN202
     from tunewiz.lora.layer import apply_lora
     from tunewiz.models.loading import load_model
+    from tunewiz.models.loss import chunked_cross_entropy
     from tunewiz.preset.schema import TrainSection
     from tunewiz.train.distributed import clip_grad_norm
     from tunewiz.train.optim import build_optimizer
@@ -140,7 +141,7 @@ def _tunewiz_step(model_dir: Path, dtype, method: str, targets: list[str] | None
     optimizer = build_optimizer(params, TrainSection(lr=1e-4))
 
     def step(batch):  # noqa: ANN001, ANN202 (inputs, targets: [B, T] each)
-        loss_sum, n = model(batch[0], labels=batch[1])
+        loss_sum, n = chunked_cross_entropy(model(batch[0], output_hidden=True), model.lm_head, batch[1])
         loss = loss_sum / n
         loss.backward()
         clip_grad_norm(params, 1.0)

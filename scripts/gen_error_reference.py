@@ -20,7 +20,7 @@ TARGET = ROOT / "docs" / "tutorials" / "common-errors.md"
 # (file, function holding `TunewizError(name, ...)`) -> (helper returning (line, message, hint) tuples,
 # index of the message in them, index of the hint). presets._explain turns pydantic errors into one.
 MESSAGE_BUILDERS: dict[tuple[str, str], tuple[str, int, int]] = {
-    ("tunewiz/preset/files.py", "_explain"): ("_explain_one", 1, 2),
+    ("tunewiz/preset/explain.py", "explain_validation_error"): ("_explain_one", 1, 2),
 }
 
 # One section per topic, in reading order: module path prefix -> (title, what these errors have in common).
@@ -29,10 +29,10 @@ TOPICS: tuple[tuple[str, str, str], ...] = (
         "tunewiz/preset/files.py",
         "Presets and `--set`",
         "The preset file or a `--set key=value` override is wrong. The message names the file and "
-        "line (or the "
-        "override); `tunewiz presets show NAME --resolved` prints what tunewiz understood, and "
+        "line (or the override); `tunewiz presets show NAME --resolved` prints what tunewiz understood, and "
         "[Preset fields](../reference/preset-fields.md) documents every key.",
     ),
+    ("tunewiz/preset/explain.py", "Presets and `--set`", ""),
     ("tunewiz/preset/schema.py", "Preset schema", "A value breaks a rule of the schema."),
     (
         "tunewiz/models/catalog.py",
@@ -59,7 +59,7 @@ TOPICS: tuple[tuple[str, str, str], ...] = (
         "The dataset cannot be read or does not match `data.format`. The message names the file and the row.",
     ),
     (
-        "tunewiz/lora/layer.py",
+        "tunewiz/lora/",
         "LoRA adapters",
         "An adapter does not match the model it is applied to, or its files are incomplete.",
     ),
@@ -118,6 +118,7 @@ TOPICS: tuple[tuple[str, str, str], ...] = (
         "Evaluation (`tunewiz eval`)",
         "lm-eval is missing, or a task cannot be found or run offline.",
     ),
+    ("tunewiz/inference/lm_eval_adapter.py", "Evaluation (`tunewiz eval`)", ""),
     (
         "tunewiz/hub/",
         "Hugging Face Hub (`download`, `push`)",

@@ -219,7 +219,7 @@ def build_run(
     Returns:
         The run directory and the merged state dict the export must write (fp32; QLoRA: NF4 base).
     """
-    from tunewiz.lora.layer import save_peft_adapter
+    from tunewiz.lora.peft_files import save_peft_adapter
     from tunewiz.models.config import LlamaConfig
     from tunewiz.models.loading import load_state_dict_files, save_model
     from tunewiz.models.nf4 import is_quantized_weight, to_nf4

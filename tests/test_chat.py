@@ -17,7 +17,9 @@ import torch
 from tunewiz.cli import main
 from tunewiz.inference.generate import SamplingParams, generate
 from tunewiz.inference.load import ChatSession, base_model_only, load_for_inference, prompt_builder_for
-from tunewiz.lora.layer import apply_lora, lora_state_dict, merge_lora, save_peft_adapter
+from tunewiz.lora.layer import apply_lora, lora_state_dict
+from tunewiz.lora.merge import merge_lora
+from tunewiz.lora.peft_files import save_peft_adapter
 from tunewiz.models.config import LlamaConfig
 from tunewiz.models.llama import LlamaForCausalLM
 from tunewiz.models.loading import load_model, save_model
@@ -112,7 +114,7 @@ def cli(
 
 def expected_answer(model_dir: Path, adapter: Path | None, text: str) -> str:
     """The greedy answer computed without the chat code: template, generate, decode."""
-    from tunewiz.lora.layer import load_peft_adapter
+    from tunewiz.lora.peft_files import load_peft_adapter
 
     tokenizer = load_tokenizer(model_dir)
     model = load_model(model_dir)

@@ -267,7 +267,7 @@ def test_collate_pads_right() -> None:
     batch = collate([Sample([5, 6, 7], [6, 7, IGNORE_INDEX]), Sample([8], [IGNORE_INDEX])], pad_id=0)
     assert set(batch) == {"input_ids", "labels"}
     assert batch["input_ids"].tolist() == [[5, 6, 7], [8, 0, 0]]
-    assert batch["labels"].tolist() == [[6, 7, -100], [-100, -100, -100]]
+    assert batch["labels"].tolist() == [[6, 7, IGNORE_INDEX], [IGNORE_INDEX] * 3]
     assert batch["input_ids"].dtype == torch.long
 
 

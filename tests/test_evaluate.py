@@ -14,7 +14,8 @@ import torch
 import yaml
 
 from tunewiz.errors import TunewizError
-from tunewiz.inference.evaluate import EvalResult, run_eval, tunewiz_lm_class
+from tunewiz.inference.evaluate import EvalResult, run_eval
+from tunewiz.inference.lm_eval_adapter import TunewizLM
 from tunewiz.inference.load import load_for_inference
 from tunewiz.text.prompt import PromptBuilder, new_prompt_format
 
@@ -87,7 +88,8 @@ def lora_run(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> 
     with a random non-zero adapter so it differs from its base."""
     from runs import write_preset
 
-    from tunewiz.lora.layer import apply_lora, lora_state_dict, save_peft_adapter
+    from tunewiz.lora.layer import apply_lora, lora_state_dict
+    from tunewiz.lora.peft_files import save_peft_adapter
     from tunewiz.models.loading import load_model
 
     run = tmp_path_factory.mktemp("run")
@@ -124,7 +126,7 @@ def test_loglikelihoods_equal_direct_computation(lora_run: Path) -> None:
     loaded = load_for_inference(str(lora_run), device="cpu")
     assert loaded.has_adapter
     tok = loaded.tokenizer
-    lm = tunewiz_lm_class()(loaded, batch_size=3)
+    lm = TunewizLM(loaded, batch_size=3)
     requests = [
         (STORY, " green"),
         (STORY + " ", "green"),
@@ -145,7 +147,7 @@ def test_loglikelihoods_equal_direct_computation(lora_run: Path) -> None:
         )
 
     # Left truncation: only the last max_length + 1 tokens take part.
-    short = tunewiz_lm_class()(loaded, batch_size=2, max_length=12)
+    short = TunewizLM(loaded, batch_size=2, max_length=12)
     ((logprob, _),) = short.loglikelihood(_instances("loglikelihood", [(STORY, " green")]))
     whole = [tok.bos_id, *tok.encode(STORY + " green")]
     n_cont = len(whole) - len([tok.bos_id, *tok.encode(STORY)])
@@ -185,7 +187,7 @@ def test_merged_weights_match_lm_eval_hflm(
     from lm_eval.models.huggingface import HFLM
     from lm_eval.tasks import TaskManager
 
-    from tunewiz.lora.layer import merge_lora
+    from tunewiz.lora.merge import merge_lora
     from tunewiz.models.loading import save_model
 
     loaded = load_for_inference(str(lora_run), device="cpu")
@@ -210,7 +212,7 @@ def test_merged_weights_match_lm_eval_hflm(
         hflm = HFLM(pretrained=hf_model, tokenizer=hf_tok, batch_size=3, max_length=32, add_bos_token=add_bos)
         rule = new_prompt_format(None, ours.tokenizer)
         prompts = PromptBuilder(ours.tokenizer, rule if add_bos else replace(rule, bos="none"))
-        lm = tunewiz_lm_class()(ours, batch_size=3, max_length=32, prompts=prompts)
+        lm = TunewizLM(ours, batch_size=3, max_length=32, prompts=prompts)
         for (a, greedy_a), (b, greedy_b) in zip(
             lm.loglikelihood(requests), hflm.loglikelihood(requests), strict=True
         ):
@@ -222,7 +224,7 @@ def test_merged_weights_match_lm_eval_hflm(
 
     manager = TaskManager(include_path=str(tasks_dir), include_defaults=False)
     hflm = HFLM(pretrained=hf_model, tokenizer=hf_tok, batch_size=3, max_length=32, add_bos_token=True)
-    lm = tunewiz_lm_class()(ours, batch_size=3, max_length=32)
+    lm = TunewizLM(ours, batch_size=3, max_length=32)
     theirs = simple_evaluate(model=hflm, tasks=["tw_mc"], task_manager=manager, log_samples=False)["results"][
         "tw_mc"
     ]
@@ -328,11 +330,11 @@ def test_loglikelihood_of_a_merged_continuation_equals_transformers(
     encoded context (not HFLM, which makes the same cut)."""
     import transformers
 
-    from tunewiz.lora.layer import merge_lora
+    from tunewiz.lora.merge import merge_lora
     from tunewiz.models.loading import save_model
 
     loaded = load_for_inference(str(lora_run), device="cpu")
-    lm = tunewiz_lm_class()(loaded, batch_size=2)
+    lm = TunewizLM(loaded, batch_size=2)
     got = lm.loglikelihood(_instances("loglikelihood", MID_WORD))
 
     merged = load_for_inference(str(lora_run), device="cpu")

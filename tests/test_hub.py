@@ -45,7 +45,8 @@ def run(tmp_path_factory: pytest.TempPathFactory, bpe_tokenizer_dir: Path) -> di
     """A finished LoRA run: base model, final/ (adapter + merged), events, loss.png, eval results."""
     from tokenizers import Tokenizer
 
-    from tunewiz.lora.layer import apply_lora, lora_state_dict, save_peft_adapter
+    from tunewiz.lora.layer import apply_lora, lora_state_dict
+    from tunewiz.lora.peft_files import save_peft_adapter
     from tunewiz.models.config import LlamaConfig
     from tunewiz.models.llama import LlamaForCausalLM
     from tunewiz.models.loading import save_model

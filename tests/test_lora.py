@@ -22,12 +22,15 @@ from tunewiz.errors import TunewizError  # noqa: E402
 from tunewiz.lora.layer import (  # noqa: E402
     LoRALinear,
     apply_lora,
-    from_peft_state_dict,
     init_lora_parameters,
-    load_peft_adapter,
+    lora_disabled,
     lora_parameter_count,
     lora_state_dict,
-    merge_lora,
+)
+from tunewiz.lora.merge import merge_lora  # noqa: E402
+from tunewiz.lora.peft_files import (  # noqa: E402
+    from_peft_state_dict,
+    load_peft_adapter,
     save_peft_adapter,
     to_peft_state_dict,
 )
@@ -135,6 +138,31 @@ def test_lora_linear_dropout_applies_only_to_lora_path_in_training() -> None:
     with torch.no_grad():
         layer.lora_B.weight.normal_()
     assert not torch.equal(layer.train()(x), layer.eval()(x))
+
+
+def test_lora_disabled_flag_runs_the_base_and_is_cleared_even_on_error() -> None:
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 4))
+    reference = copy.deepcopy(model)
+    apply_lora(model, targets=["0", "2"], rank=2, alpha=4.0, dropout=0.0, seed=0)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.normal_()
+    x = torch.randn(5, 8)
+    adapted = model(x)
+    assert not torch.allclose(adapted, reference(x))
+    layers = [model[0], model[2]]
+    with lora_disabled(model):
+        assert all(layer.disabled for layer in layers)
+        assert "disabled" in repr(model[0])
+        torch.testing.assert_close(model(x), reference(x), rtol=0, atol=0)
+    assert not any(layer.disabled for layer in layers)
+    assert "forward" not in vars(model[0])  # the class's forward, not an instance attribute
+    with pytest.raises(RuntimeError, match="boom"), lora_disabled(model):
+        raise RuntimeError("boom")
+    assert not any(layer.disabled for layer in layers)
+    torch.testing.assert_close(model(x), adapted, rtol=0, atol=0)
 
 
 @pytest.mark.parametrize("rank, dropout", [(0, 0.0), (4, 1.0)])

@@ -8,9 +8,10 @@ import pytest
 import torch
 from hf_pairs import random_pair
 
-from tunewiz.models import llama
+from tunewiz.models import loss
 from tunewiz.models.config import LlamaConfig
 from tunewiz.models.llama import LlamaForCausalLM
+from tunewiz.models.loss import IGNORE_INDEX
 
 SMALL = dict(vocab_size=96, hidden_size=64, intermediate_size=112, num_hidden_layers=2, num_attention_heads=4)
 # name -> (transformers config class name, kwargs); each well under 1M parameters.
@@ -145,15 +146,17 @@ def test_logits_loss_and_grads_match_transformers(
         torch.testing.assert_close(ours(ids), hf(ids).logits, atol=1e-5, rtol=0)
 
     labels = ids.clone()
-    labels[0, :5] = -100  # a masked prompt
+    labels[0, :5] = IGNORE_INDEX  # a masked prompt
     # transformers shifts internally (logits[t] predicts labels[t+1]); ours takes labels pre-shifted.
-    shifted = torch.cat([labels[:, 1:], torch.full((2, 1), -100)], dim=1)
-    monkeypatch.setattr(llama, "LOSS_CHUNK_TOKENS", 5)  # several chunks, the last one partial
+    shifted = torch.cat([labels[:, 1:], torch.full((2, 1), IGNORE_INDEX)], dim=1)
+    monkeypatch.setattr(loss, "LOSS_CHUNK_TOKENS", 5)  # several chunks, the last one partial
     ours.zero_grad()
     hf.zero_grad()
-    loss_sum, num_tokens = ours(ids, labels=shifted)
+    hidden = ours(ids, output_hidden=True)  # [B, T, D]
+    cap = ours.config.final_logit_softcapping
+    loss_sum, num_tokens = loss.chunked_cross_entropy(hidden, ours.lm_head, shifted, softcap=cap)
     hf_loss = hf(ids, labels=labels).loss
-    assert num_tokens.item() == (shifted != -100).sum().item() == 26  # 2 x 15 - 4
+    assert num_tokens.item() == (shifted != IGNORE_INDEX).sum().item() == 26  # 2 x 15 - 4
     assert loss_sum.dtype == torch.float32
     torch.testing.assert_close(loss_sum / num_tokens, hf_loss, atol=1e-5, rtol=0)
     (loss_sum / num_tokens).backward()

@@ -120,8 +120,8 @@ def test_every_inference_path_prompts_with_the_trained_ids(
     kind: str, template: str, tokenizer_dirs: dict[str, Path], tmp_path: Path
 ) -> None:
     transformers = pytest.importorskip("transformers")
-    from tunewiz.inference.evaluate import tunewiz_lm_class
     from tunewiz.inference.generate import SamplingParams
+    from tunewiz.inference.lm_eval_adapter import TunewizLM
     from tunewiz.inference.load import ChatSession, prompt_builder_for
 
     tokenizer_dir, choice, conversations = tokenizer_dirs[kind], template, (SINGLE, MULTI)
@@ -158,7 +158,7 @@ def test_every_inference_path_prompts_with_the_trained_ids(
     prompts, warning = prompt_builder_for(str(run), final)
     assert warning is None
     loaded = _tiny_loaded(final)
-    lm = tunewiz_lm_class()(loaded, prompts=prompts)
+    lm = TunewizLM(loaded, prompts=prompts)
 
     bos_rendered = stats.prompt.bos == "in_template"
     assert bos_rendered == (kind != "json_no_bos")

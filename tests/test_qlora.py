@@ -162,7 +162,7 @@ def test_qlora_trains_through_cli_and_exports_loadable_weights(workdir: Path, tm
     card = (run_dir / "final" / "adapter" / "README.md").read_text()
     assert "4-bit base" in card and "NF4" in card
 
-    from tunewiz.lora.layer import load_peft_adapter
+    from tunewiz.lora.peft_files import load_peft_adapter
 
     # Our trained QLoRA model, rebuilt: NF4 base (deterministic) + the exported adapter.
     ours = load_nf4_model(workdir / "model", dtype=torch.float32, device="cpu")

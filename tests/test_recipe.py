@@ -66,7 +66,7 @@ def test_export_loads_in_transformers_and_peft(baseline: Path) -> None:
     import torch
     import transformers
 
-    from tunewiz.lora.layer import load_peft_adapter
+    from tunewiz.lora.peft_files import load_peft_adapter
     from tunewiz.models.loading import load_model
 
     final = baseline / "final"

@@ -14,7 +14,7 @@ def pack(samples: list[Sample], max_seq_len: int) -> list[Sample]:
     """Greedily pack consecutive samples into rows of at most ``max_seq_len`` tokens.
 
     Positions restart at 0 for each sample and ``document_ids`` number the samples within the row, so
-    attention stays inside a sample. Labels never cross samples: each sample's last label is -100.
+    attention stays inside a sample. Labels never cross samples: each sample's last label is IGNORE_INDEX.
 
     Args:
         samples: unpacked samples, each at most ``max_seq_len`` long.
@@ -61,7 +61,7 @@ def epoch_order(num_samples: int, *, epoch: int, seed: int, shuffle: bool) -> li
 def collate(samples: list[Sample], pad_id: int) -> dict[str, torch.Tensor]:
     """Right-pad samples to the longest one and stack them.
 
-    Returns ``input_ids`` [B, T] (pad_id on padding) and ``labels`` [B, T] (-100 on padding). Packed
+    Returns ``input_ids`` [B, T] (pad_id on padding) and ``labels`` [B, T] (IGNORE_INDEX on padding). Packed
     rows add ``position_ids`` [B, T] and ``attn_mask`` [B, 1, T, T] (bool, True = may attend): causal
     within each document; padding forms a document of its own so no attention row is empty.
 

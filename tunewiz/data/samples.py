@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-IGNORE_INDEX = -100
+IGNORE_INDEX = -100  # label of positions that carry no loss (prompt, padding); torch cross_entropy's default
 TruncationMode = Literal["right", "left", "drop"]
 
 
@@ -18,7 +18,8 @@ class Sample:
     """One training row.
 
     ``labels`` are already shifted: ``labels[t]`` is the target predicted at position ``t``
-    (``input_ids[t + 1]``) when that token is trained, else -100; the last position is -100.
+    (``input_ids[t + 1]``) when that token is trained, else IGNORE_INDEX (-100); the last position
+    is IGNORE_INDEX.
     Packed rows also carry ``position_ids`` (restarting per sample) and ``document_ids`` (which
     sample of the row each position belongs to, for the block-diagonal attention mask).
     """

@@ -120,7 +120,7 @@ def _merge_adapter(base: dict[str, torch.Tensor], adapter_dir: Path) -> dict[str
     """``base`` with the PEFT adapter in ``adapter_dir`` folded in (``W + alpha/r · B·A``, fp32 math)."""
     from safetensors.torch import load_file
 
-    from tunewiz.lora.layer import ADAPTER_CONFIG, ADAPTER_WEIGHTS, from_peft_state_dict
+    from tunewiz.lora.peft_files import ADAPTER_CONFIG, ADAPTER_WEIGHTS, from_peft_state_dict
     from tunewiz.train.export import merge_lora_state
 
     adapter_config = json.loads((adapter_dir / ADAPTER_CONFIG).read_text(encoding="utf-8"))

@@ -133,7 +133,7 @@ def load_for_inference(
     Returns:
         The model in eval mode with its tokenizer.
     """
-    from tunewiz.lora.layer import load_peft_adapter
+    from tunewiz.lora.peft_files import load_peft_adapter
     from tunewiz.models.loading import load_model, resolve_model_dir
     from tunewiz.preset.files import load_preset
     from tunewiz.text.tokenizer import load_tokenizer

@@ -1,49 +1,23 @@
-"""LoRA: a drop-in ``LoRALinear``, applying and merging it, and PEFT-format adapter files.
+"""LoRA's layer: a drop-in ``LoRALinear``, applying it to a model, its state and switching it off.
 
 ``LoRALinear`` keeps the base parameters at ``weight`` and ``bias`` (``nn.Linear``'s names), so a
 base checkpoint loads into a LoRA model, and FSDP shards it, with no key remapping. The adapter adds
 ``lora_A`` (r × in) and ``lora_B`` (out × r); the layer computes ``x Wᵀ + b + s · B A drop(x)`` with
-``s = alpha / r``.
-
-Adapters are saved exactly as ``peft`` saves them (``adapter_model.safetensors`` with keys
-``base_model.model.<module>.lora_A.weight`` and an ``adapter_config.json``), so
-``peft.PeftModel.from_pretrained`` loads ours and ``load_peft_adapter`` loads peft's.
+``s = alpha / r``. PEFT adapter files are in ``tunewiz/lora/peft_files.py``, merging in
+``tunewiz/lora/merge.py``.
 """
 
 from __future__ import annotations
 
-import json
 import math
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 
 import torch
 from torch import Tensor, nn
 
-from tunewiz.atomic import atomic_write_bytes, atomic_write_json
 from tunewiz.errors import TunewizError
-
-ADAPTER_WEIGHTS = "adapter_model.safetensors"
-ADAPTER_CONFIG = "adapter_config.json"
-# peft prefixes every saved key with the PeftModel -> LoraModel -> base model attribute path.
-PEFT_PREFIX = "base_model.model."
-# adapter_config.json options we cannot reproduce; each one changes what the adapter computes.
-_UNSUPPORTED_OPTIONS = {
-    "use_dora": False,
-    "use_rslora": False,
-    "bias": "none",
-    "fan_in_fan_out": False,
-    "rank_pattern": {},
-    "alpha_pattern": {},
-    "lora_bias": False,
-    "modules_to_save": None,
-    "layers_to_transform": None,
-    "trainable_token_indices": None,
-    "target_parameters": None,
-    "alora_invocation_tokens": None,
-}
 
 
 class LoRALinear(nn.Module):
@@ -88,6 +62,8 @@ class LoRALinear(nn.Module):
         # nn.Linear already drew lora_A from kaiming-uniform(a=√5); B = 0 makes a new layer equal its base.
         # `reset_lora_parameters` redraws A from a seeded generator.
         nn.init.zeros_(self.lora_B.weight)
+        # Set by `lora_disabled`: compute only the base layer (compare with and without the adapter).
+        self.disabled = False
 
     @classmethod
     def from_linear(cls, linear: nn.Linear, rank: int, alpha: float, dropout: float) -> LoRALinear:
@@ -101,17 +77,16 @@ class LoRALinear(nn.Module):
         """
         return cls(linear.weight, linear.bias, rank=rank, alpha=alpha, dropout=dropout)
 
-    def base_forward(self, x: Tensor) -> Tensor:
-        """The frozen base matmul ``x Wᵀ + b``; (..., in) -> (..., out). QLoRA overrides only this."""
-        return nn.functional.linear(x, self.weight, self.bias)
-
     def forward(self, x: Tensor) -> Tensor:
-        """(..., in) -> (..., out): base output plus ``B(scaling · A(dropout(x)))``."""
-        out = self.base_forward(x)
+        """(..., in) -> (..., out): base output plus ``B(scaling · A(dropout(x)))``; the base alone when
+        ``disabled``. An NF4 base weight needs no code here: its tensor subclass implements ``F.linear``."""
+        out = nn.functional.linear(x, self.weight, self.bias)
+        if self.disabled:
+            return out
         lora_in = self.dropout(x.to(self.lora_A.weight.dtype))
         # Scale the (..., r) intermediate, not the (..., out) update: out/r times fewer multiplies in
-        # forward and backward (~4% of a bf16 step with all seven targets); bitwise the same as
-        # scaling the update when alpha / rank is a power of two.
+        # forward and backward; bitwise the same as scaling the update when alpha / rank is a power
+        # of two (the speed-up is measured in bench/RESULTS.md).
         update = self.lora_B(self.lora_A(lora_in) * self.scaling)  # (..., out) in the adapter dtype
         return out + update.to(out.dtype)
 
@@ -144,7 +119,7 @@ class LoRALinear(nn.Module):
         return (
             f"in_features={self.in_features}, out_features={self.out_features}, "
             f"bias={self.bias is not None}, "
-            f"rank={self.rank}, alpha={self.alpha}"
+            f"rank={self.rank}, alpha={self.alpha}" + (", disabled" if self.disabled else "")
         )
 
 
@@ -163,7 +138,12 @@ def _copy_full_into(param: Tensor, full: Tensor) -> None:
     param.copy_(full)
 
 
-def _lora_modules(model: nn.Module) -> list[tuple[str, LoRALinear]]:
+def lora_modules(model: nn.Module) -> list[tuple[str, LoRALinear]]:
+    """Every LoRALinear of ``model`` with its module path, in model order.
+
+    Args:
+        model: any module.
+    """
     return [(name, m) for name, m in model.named_modules() if isinstance(m, LoRALinear)]
 
 
@@ -219,7 +199,7 @@ def apply_lora(
                 UserWarning,
                 stacklevel=2,
             )
-    lora_params = {id(p) for _, m in _lora_modules(model) for p in (m.lora_A.weight, m.lora_B.weight)}
+    lora_params = {id(p) for _, m in lora_modules(model) for p in (m.lora_A.weight, m.lora_B.weight)}
     for p in model.parameters():
         p.requires_grad_(id(p) in lora_params)
     if not any(p.is_meta for p in model.parameters()):
@@ -238,7 +218,7 @@ def init_lora_parameters(model: nn.Module, seed: int) -> None:
         seed: the init seed.
     """
     generator = torch.Generator(device="cpu").manual_seed(seed)
-    for _, module in _lora_modules(model):
+    for _, module in lora_modules(model):
         module.reset_lora_parameters(generator)
 
 
@@ -254,263 +234,31 @@ def lora_state_dict(model: nn.Module) -> dict[str, Tensor]:
     from torch.distributed.tensor import DTensor
 
     state: dict[str, Tensor] = {}
-    for path, module in _lora_modules(model):
+    for path, module in lora_modules(model):
         for part in ("lora_A", "lora_B"):
             weight = getattr(module, part).weight.detach()
             state[f"{path}.{part}.weight"] = weight.full_tensor() if isinstance(weight, DTensor) else weight
     return state
 
 
-def to_peft_state_dict(sd: dict[str, Tensor]) -> dict[str, Tensor]:
-    """Rename our adapter keys to peft's saved keys.
-
-    ``X.lora_A.weight`` -> ``base_model.model.X.lora_A.weight``.
-
-    Args:
-        sd: adapter weights under our names, as :func:`lora_state_dict` returns them.
-    """
-    return {PEFT_PREFIX + key: value for key, value in sd.items()}
-
-
-def from_peft_state_dict(sd: dict[str, Tensor]) -> dict[str, Tensor]:
-    """Rename peft's saved keys to ours; the inverse of :func:`to_peft_state_dict`.
-
-    peft also saves a targeted embedding-like layer's base weight (``lm_head.base_layer.weight``);
-    it becomes ``lm_head.weight``, the base weight's name in a LoRALinear.
-
-    Args:
-        sd: weights as read from a peft ``adapter_model.safetensors``.
-
-    Raises:
-        TunewizError: a key lacks peft's ``base_model.model.`` prefix.
-    """
-    foreign = [key for key in sd if not key.startswith(PEFT_PREFIX)]
-    if foreign:
-        raise TunewizError(
-            f"adapter keys {foreign[:5]} do not start with `{PEFT_PREFIX}`; this is not a peft LoRA adapter",
-            hint="save the adapter with peft's `save_pretrained` or tunewiz",
-        )
-    return {key[len(PEFT_PREFIX) :].replace(".base_layer.", "."): value for key, value in sd.items()}
-
-
-def save_peft_adapter(
-    state: dict[str, Tensor],
-    out_dir: Path,
-    *,
-    base_model: str,
-    rank: int,
-    alpha: float,
-    dropout: float,
-    targets: list[str],
-) -> None:
-    """Write ``adapter_model.safetensors`` and ``adapter_config.json`` as peft does, each atomically.
-
-    The config holds the LoraConfig fields that every peft since 0.10 knows (none that a reader
-    would ignore with a warning), with peft's defaults for what we do not use.
-
-    Args:
-        state: adapter weights under our names (:func:`lora_state_dict`).
-        out_dir: the adapter directory; created if missing.
-        base_model: the base model's Hub id or path (``base_model_name_or_path``).
-        rank: LoRA rank r.
-        alpha: LoRA alpha.
-        dropout: LoRA dropout.
-        targets: the module names LoRA was applied to.
-    """
-    from safetensors.torch import save
-
-    out_dir = Path(out_dir)
-    tensors = {key: value.detach().to("cpu").contiguous() for key, value in to_peft_state_dict(state).items()}
-    atomic_write_bytes(out_dir / ADAPTER_WEIGHTS, save(tensors, metadata={"format": "pt"}))
-    config = {
-        "alpha_pattern": {},
-        "auto_mapping": None,
-        "base_model_name_or_path": base_model,
-        "bias": "none",
-        "fan_in_fan_out": False,
-        "inference_mode": True,
-        "init_lora_weights": True,
-        "layers_pattern": None,
-        "layers_to_transform": None,
-        "lora_alpha": alpha,
-        "lora_dropout": dropout,
-        "modules_to_save": None,
-        "peft_type": "LORA",
-        "r": rank,
-        "rank_pattern": {},
-        "revision": None,
-        "target_modules": sorted(targets),
-        "task_type": "CAUSAL_LM",
-        "use_dora": False,
-        "use_rslora": False,
-    }
-    atomic_write_json(out_dir / ADAPTER_CONFIG, config)
-
-
-def _read_adapter_config(adapter_dir: Path) -> dict:
-    if not adapter_dir.is_dir():
-        raise TunewizError(
-            f"adapter directory `{adapter_dir}` does not exist",
-            hint="pass a directory holding `adapter_config.json` and `adapter_model.safetensors`",
-        )
-    config_path = adapter_dir / ADAPTER_CONFIG
-    weights_path = adapter_dir / ADAPTER_WEIGHTS
-    for path in (config_path, weights_path):
-        if not path.is_file():
-            raise TunewizError(f"`{path}` is missing", hint=f"save the adapter again into `{adapter_dir}`")
-    try:
-        config = json.loads(config_path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as err:
-        raise TunewizError(
-            f"`{config_path}` is not valid JSON: {err}", hint="save the adapter again"
-        ) from err
-    if config.get("peft_type") != "LORA":
-        raise TunewizError(
-            f"`{config_path}` has peft_type {config.get('peft_type')!r}; tunewiz loads only LORA adapters",
-            hint="use a LoRA adapter (peft_type `LORA`)",
-        )
-    for option, plain in _UNSUPPORTED_OPTIONS.items():
-        if config.get(option, plain) != plain:
-            raise TunewizError(
-                f"`{config_path}` sets {option}={config[option]!r}; tunewiz supports only {plain!r}",
-                hint="merge it with peft (`merge_and_unload`) and fine-tune the merged model instead",
-            )
-    return config
-
-
-def load_peft_adapter(model: nn.Module, adapter_dir: Path) -> None:
-    """Apply LoRA as ``adapter_config.json`` says and load ``adapter_model.safetensors`` into ``model``.
-
-    Args:
-        model: the base model (plain ``nn.Linear`` layers, Hugging Face names), already holding its weights.
-        adapter_dir: a directory written by :func:`save_peft_adapter` or peft's ``save_pretrained``.
-
-    Raises:
-        TunewizError: the directory or a file is missing, the adapter is not plain LoRA, its rank
-            differs from the config's, or a key matches no module or has the wrong shape.
-    """
-    from safetensors.torch import load_file
-
-    adapter_dir = Path(adapter_dir)
-    config = _read_adapter_config(adapter_dir)
-    weights_path = adapter_dir / ADAPTER_WEIGHTS
-    state = from_peft_state_dict(load_file(weights_path))
-    rank = int(config["r"])
-    wrong_rank = [k for k, v in state.items() if ".lora_A." in k and v.shape[0] != rank]
-    if wrong_rank:
-        raise TunewizError(
-            f"`{weights_path}` has rank {state[wrong_rank[0]].shape[0]} at `{wrong_rank[0]}`, "
-            f"but `{adapter_dir / ADAPTER_CONFIG}` says r={rank}",
-            hint="the two files come from different adapters; save the adapter again",
-        )
-    targets = config["target_modules"]
-    if isinstance(targets, str):
-        # A regex or `all-linear`: the saved weights name exactly the modules that had adapters.
-        targets = sorted({k.rpartition(".lora_")[0] for k in state if ".lora_" in k})
-    with warnings.catch_warnings(record=True):  # unmatched targets surface below as unmatched keys
-        apply_lora(
-            model,
-            targets=list(targets),
-            rank=rank,
-            alpha=float(config["lora_alpha"]),
-            dropout=float(config.get("lora_dropout", 0.0)),
-            seed=0,
-        )
-    _load_into(model, state, weights_path)
-
-
-def _load_into(model: nn.Module, state: dict[str, Tensor], weights_path: Path) -> None:
-    """Copy ``state`` into ``model``'s parameters, naming every key that matches none or has a wrong shape."""
-    unmatched, misshapen, params = [], [], {}
-    for key, value in state.items():
-        try:
-            param = model.get_parameter(key)
-        except AttributeError:
-            unmatched.append(key)
-            continue
-        if param.shape != value.shape:
-            misshapen.append(f"{key} {tuple(value.shape)} vs model {tuple(param.shape)}")
-        params[key] = param
-    if unmatched:
-        raise TunewizError(
-            f"`{weights_path}` has keys that match no module of {type(model).__name__}: {unmatched[:8]}"
-            + (f" and {len(unmatched) - 8} more" if len(unmatched) > 8 else ""),
-            hint="the adapter was trained on a different model; load it onto its base model",
-        )
-    if misshapen:
-        raise TunewizError(
-            f"`{weights_path}` has weights whose shapes differ from the model's: {misshapen[:8]}",
-            hint="the adapter was trained on a different model size; load it onto its base model",
-        )
-    missing = [
-        f"{path}.{part}.weight"
-        for path, _ in _lora_modules(model)
-        for part in ("lora_A", "lora_B")
-        if f"{path}.{part}.weight" not in state
-    ]
-    if missing:
-        raise TunewizError(
-            f"`{weights_path}` has no weights for adapter layers {missing[:8]}",
-            hint="the adapter's target_modules do not match its weights; save the adapter again",
-        )
-    with torch.no_grad():
-        for key, param in params.items():
-            param.copy_(state[key])
-
-
-def merge_lora(model: nn.Module) -> nn.Module:
-    """Replace each LoRALinear, in place, by a plain frozen ``nn.Linear`` holding ``W + s·B·A``.
-
-    A base weight shared with another module (tied ``lm_head``/``embed_tokens``) is not changed
-    in place: the merged layer gets its own weight, and a warning says the tie is broken.
-
-    Args:
-        model: a model with LoRALinear layers.
-
-    Returns:
-        ``model``, for chaining.
-    """
-    lora = _lora_modules(model)
-    lora_ids = {id(m) for _, m in lora}
-    shared = {id(p) for m in model.modules() if id(m) not in lora_ids for p in m.parameters(recurse=False)}
-    for path, module in lora:
-        # Built on meta so no throwaway weight is allocated and initialised; both parameters are replaced.
-        merged = nn.Linear(
-            module.in_features, module.out_features, bias=module.bias is not None, device="meta"
-        )
-        merged.weight = nn.Parameter(module.merged_weight(), requires_grad=False)
-        if module.bias is not None:
-            merged.bias = module.bias
-        if id(module.weight) in shared:
-            warnings.warn(
-                f"`{path}.weight` is tied to another module; the merged `{path}` gets its own weight, so "
-                "save the merged model with tie_word_embeddings=false",
-                UserWarning,
-                stacklevel=2,
-            )
-        parent_path, _, attr = path.rpartition(".")
-        setattr(model.get_submodule(parent_path), attr, merged)
-    return model
-
-
 @contextmanager
 def lora_disabled(model: nn.Module) -> Iterator[None]:
     """Run ``model`` as its base model inside the block: every LoRALinear computes only ``x Wᵀ + b``.
 
-    Nothing is copied or merged; each layer's ``forward`` is pointed at ``base_forward`` and restored
-    on exit (also on an exception), so the adapter can be switched off and on for comparisons.
+    Nothing is copied or merged; each layer's ``disabled`` flag is set and cleared again on exit (also
+    on an exception), so the adapter can be switched off and on for comparisons.
 
     Args:
         model: a model with LoRALinear layers (a model without any is left unchanged).
     """
-    modules = [m for _, m in _lora_modules(model)]
+    modules = [m for _, m in lora_modules(model)]
     for module in modules:
-        module.forward = module.base_forward  # an instance attribute shadows the class's forward
+        module.disabled = True
     try:
         yield
     finally:
         for module in modules:
-            del module.forward
+            module.disabled = False
 
 
 def lora_parameter_count(model: nn.Module) -> tuple[int, int]:

@@ -7,9 +7,9 @@ The families differ only in switches of :class:`LlamaConfig` (``tunewiz/models/c
 embeddings, the attention scale, soft-capping (Gemma 2), per-layer sliding windows with their
 own RoPE base (Gemma 3's local/global layers), and layers without RoPE (SmolLM3).
 
-Read top to bottom: RMSNorm, RoPE, attention, MLP, the decoder block, the stack, the LM head with its
-chunked loss. Shapes: B batch, T new tokens, S keys attended (cached + new), D hidden size,
-H query heads, KV key/value heads, hd head dim, V vocab.
+Read top to bottom: RMSNorm, RoPE, attention, MLP, the decoder block, the stack, the LM head. The
+training loss lives in ``tunewiz/models/loss.py``. Shapes: B batch, T new tokens, S keys attended
+(cached + new), D hidden size, H query heads, KV key/value heads, hd head dim, V vocab.
 """
 
 from __future__ import annotations
@@ -17,16 +17,10 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.utils.checkpoint import checkpoint
 
 from tunewiz.models.config import LinearRopeScaling, LlamaConfig
 from tunewiz.models.kv_cache import KVCache
 
-IGNORE_INDEX = -100  # label value of positions that carry no loss (prompt tokens, padding)
-LOSS_CHUNK_TOKENS = 1024  # most tokens whose [chunk, V] fp32 logits exist at once in the loss
-# ... and at most this many logits per chunk (512 MiB fp32): Gemma's 262k vocabulary gets 512-token chunks,
-# so the loss chunk does not outgrow the rest of a 12 GB card's activations. The planner uses the same rule.
-LOSS_CHUNK_LOGITS = 2**27
 # Largest B*H*T*S whose bf16 attention probabilities training on CPU keeps per layer (8 MiB) to run
 # attention as two matmuls instead of SDPA's flash kernel: see `matmul_attention`.
 MATMUL_ATTENTION_MAX_SCORES = 2**22
@@ -399,33 +393,33 @@ class LlamaForCausalLM(nn.Module):
         self,
         input_ids: Tensor,
         *,
-        labels: Tensor | None = None,
         position_ids: Tensor | None = None,
         attn_mask: Tensor | None = None,
         kv_cache: KVCache | None = None,
-    ) -> Tensor | tuple[Tensor, Tensor]:
-        """Logits, or the summed loss when ``labels`` are given.
+        output_hidden: bool = False,
+    ) -> Tensor:
+        """Logits, or the final hidden states for a separate loss call.
 
         Args:
             input_ids: tokens ``[B, T]``.
-            labels: targets ``[B, T]`` ALREADY SHIFTED: ``labels[b, t]`` is the token the prediction at
-                position t should give; -100 = no loss there.
             position_ids: RoPE positions ``[B, T]``; default ``arange(T)`` after the cached length
                 (packed sequences restart them per document).
             attn_mask: bool, broadcastable to ``[B, 1, T, S]`` with S = cached + T keys; True = may
                 attend. Replaces the causal mask (so it must be causal itself): block-diagonal causal
                 for packed documents, causal minus left padding for batched generation. None = causal.
             kv_cache: from :meth:`new_kv_cache`; new keys/values are appended, the length advances by T.
+            output_hidden: return the hidden states ``[B, T, D]`` after the final norm instead of the
+                logits; training passes them with ``lm_head`` to
+                :func:`tunewiz.models.loss.chunked_cross_entropy`, so [B*T, V] logits never exist.
 
         Returns:
-            Without labels, logits ``[B, T, V]`` in the model dtype. With labels, ``(loss_sum,
-            num_tokens)``: the fp32 sum of token cross-entropies over non-ignored positions and their
-            count, so the caller can normalise across micro-batches and ranks.
+            Logits ``[B, T, V]`` in the model dtype (soft-capped when the config says so), or the
+            hidden states ``[B, T, D]``.
         """
         hidden = self.model(input_ids, position_ids, attn_mask, kv_cache)  # [B, T, D]
-        if labels is None:
-            return self.logits(hidden)  # [B, T, V]
-        return self._chunked_loss(hidden, labels)
+        if output_hidden:
+            return hidden
+        return self.logits(hidden)  # [B, T, V]
 
     def logits(self, hidden: Tensor) -> Tensor:
         """``lm_head`` of final hidden states [..., D] -> logits [..., V] in the model dtype, soft-capped
@@ -433,100 +427,3 @@ class LlamaForCausalLM(nn.Module):
         logits = self.lm_head(hidden)
         cap = self.config.final_logit_softcapping
         return logits if cap is None else torch.tanh(logits / cap) * cap
-
-    def _chunked_loss(self, hidden: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
-        """Cross-entropy over chunks of LOSS_CHUNK_TOKENS tokens, never holding [B*T, V] logits.
-
-        A plain ``lm_head`` takes the fused path (:class:`LinearCrossEntropy`: gradients computed
-        chunk by chunk in the forward pass, no recompute). A wrapped one (LoRA on ``lm_head``, NF4)
-        runs each chunk under activation checkpointing instead, and so do soft-capped logits (Gemma 2):
-        backward recomputes one chunk's logits at a time, one extra ``lm_head`` matmul per chunk."""
-        h = hidden.reshape(-1, hidden.shape[-1])  # [B*T, D]
-        y = labels.reshape(-1)  # [B*T]
-        chunk = loss_chunk_tokens(self.config.vocab_size)
-        num_tokens = (y != IGNORE_INDEX).sum()
-        fused = type(self.lm_head) is nn.Linear and self.config.final_logit_softcapping is None
-        if torch.is_grad_enabled() and fused:
-            return LinearCrossEntropy.apply(h, self.lm_head.weight, y, chunk), num_tokens
-        loss_sum = torch.zeros((), dtype=torch.float32, device=hidden.device)
-        for start in range(0, h.shape[0], chunk):
-            h_chunk, y_chunk = h[start : start + chunk], y[start : start + chunk]
-            if torch.is_grad_enabled():
-                loss_sum = loss_sum + checkpoint(self._chunk_loss, h_chunk, y_chunk, use_reentrant=False)
-            else:
-                loss_sum = loss_sum + self._chunk_loss(h_chunk, y_chunk)
-        return loss_sum, num_tokens
-
-    def _chunk_loss(self, h: Tensor, y: Tensor) -> Tensor:
-        # [chunk, V]: upcast per chunk, as transformers upcasts logits (after its soft-cap)
-        logits = self.logits(h).float()
-        return F.cross_entropy(logits, y, ignore_index=IGNORE_INDEX, reduction="sum")
-
-
-def loss_chunk_tokens(vocab_size: int) -> int:
-    """Tokens per loss chunk: LOSS_CHUNK_TOKENS, fewer when a chunk's logits would exceed LOSS_CHUNK_LOGITS
-    (1024 for Llama 3's 128k vocabulary, 883 for Qwen's 152k, 511 for Gemma's 262k), never below 128.
-
-    Args:
-        vocab_size: V, the logits per token.
-    """
-    return min(LOSS_CHUNK_TOKENS, max(128, LOSS_CHUNK_LOGITS // vocab_size))
-
-
-class LinearCrossEntropy(torch.autograd.Function):
-    """``sum(cross_entropy(h Wᵀ, y))`` whose forward also computes the gradients, chunk by chunk.
-
-    Per chunk of C tokens: logits [C, V] in W's dtype, upcast to fp32 (as transformers does), the
-    loss from their log-sum-exp, then in place ``softmax - onehot`` (zero on ignored rows) = d loss /
-    d logits, cast back to W's dtype for ``d h = G W`` [C, D] and ``d W += Gᵀ h`` [V, D]. Backward only
-    scales the saved gradients by the incoming one. Compared with checkpointing each chunk this saves
-    the recomputed ``lm_head`` matmul, and no logits outlive their chunk.
-    """
-
-    @staticmethod
-    def forward(ctx, h: Tensor, weight: Tensor, y: Tensor, chunk: int) -> Tensor:  # noqa: ANN001 (ctx)
-        """h [N, D], weight [V, D], y [N] (IGNORE_INDEX = no loss), tokens per chunk -> fp32 loss sum."""
-        need_h, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
-        grad_h = torch.empty_like(h) if need_h else None  # [N, D]
-        grad_w = torch.zeros_like(weight) if need_w else None  # [V, D]
-        loss_sum = torch.zeros((), dtype=torch.float32, device=h.device)
-        for start in range(0, h.shape[0], chunk):
-            h_c, y_c = h[start : start + chunk], y[start : start + chunk]
-            logits = F.linear(h_c, weight).float()  # [C, V] fp32 (a copy unless W is fp32)
-            trained = (y_c != IGNORE_INDEX).float()  # [C]: 1 where the token carries loss
-            target = y_c.clamp(min=0)[:, None]  # [C, 1]: any valid index on ignored rows
-            target_logit = logits.gather(1, target).squeeze(1)  # [C], before the logits are overwritten
-            # torch.logsumexp's own steps, written out so that the one exp over [C, V] also gives the
-            # softmax (logsumexp + exp(logits - lse) took two exps and an out-of-place [C, V] copy):
-            # the loss is bitwise the same, the gradient differs by rounding.
-            row_max = logits.amax(dim=-1, keepdim=True)  # [C, 1]
-            row_max.masked_fill_(row_max.isinf(), 0.0)
-            exp = logits.sub_(row_max).exp_()  # [C, V] in place of the logits
-            total = exp.sum(dim=-1)  # [C]
-            lse = total.log().add_(row_max.squeeze(1))  # [C]
-            loss_sum += ((lse - target_logit) * trained).sum()
-            if not (need_h or need_w):
-                continue
-            probs = exp.mul_((trained / total)[:, None])  # [C, V] softmax, zero on ignored rows
-            probs.scatter_add_(1, target, -trained[:, None])  # - onehot on trained rows
-            grad = probs.to(weight.dtype)  # [C, V] d loss / d logits
-            if need_h:
-                torch.mm(grad, weight, out=grad_h[start : start + chunk])
-            if need_w:
-                grad_w.addmm_(grad.t(), h_c)
-        # On ctx rather than save_for_backward: backward drops ctx's references, so autograd can
-        # take the returned tensors as the .grad instead of copying them (a [V, D] copy in full FT).
-        ctx.grads = grad_h, grad_w
-        return loss_sum
-
-    @staticmethod
-    def backward(ctx, grad_out: Tensor) -> tuple[Tensor | None, Tensor | None, None, None]:  # noqa: ANN001 (ctx)
-        (grad_h, grad_w), ctx.grads = ctx.grads, None
-        scale = grad_out.to(grad_h.dtype if grad_h is not None else grad_w.dtype)
-        # In place: the saved gradients are ours alone, and a [V, D] copy would raise the peak.
-        return (
-            grad_h.mul_(scale) if grad_h is not None else None,
-            grad_w.mul_(scale) if grad_w is not None else None,
-            None,
-            None,
-        )

@@ -34,7 +34,7 @@ Method = Literal["lora", "qlora", "full"]
 Dtype = Literal["bf16", "fp32"]
 Device = Literal["cuda", "cpu"]
 
-# = tunewiz.models.llama.LOSS_CHUNK_TOKENS and LOSS_CHUNK_LOGITS (not imported: that module imports torch)
+# = tunewiz.models.loss.LOSS_CHUNK_TOKENS and LOSS_CHUNK_LOGITS (not imported: that module imports torch)
 LOSS_CHUNK_TOKENS = 1024
 LOSS_CHUNK_LOGITS = 2**27
 MATMUL_ATTENTION_MAX_SCORES = 2**22  # = tunewiz.models.llama.MATMUL_ATTENTION_MAX_SCORES (same reason)
@@ -468,10 +468,10 @@ def _loss_bytes(arch: LlamaConfig, i: PlanInputs, e: int) -> int:
     if i.loss == "full":
         # [N, V] logits in e, their fp32 upcast, log_softmax's saved fp32 output and its grad.
         return n * v * (e + 4 * (e != 4) + 8)
-    # Fused chunked loss (models/llama.py, LinearCrossEntropy): per chunk the fp32 logits [C, V] (turned
+    # Fused chunked loss (models/loss.py, LinearCrossEntropy): per chunk the fp32 logits [C, V] (turned
     # into softmax - onehot in place) and their cast to e for the grad matmuls (none in fp32), plus
     # the grad of the final hidden states [N, D] e that the forward fills chunk by chunk.
-    # Tokens per chunk: models/llama.py's `loss_chunk_tokens` (fewer for large vocabularies such as Gemma's).
+    # Tokens per chunk: models/loss.py's `loss_chunk_tokens` (fewer for large vocabularies such as Gemma's).
     c = min(LOSS_CHUNK_TOKENS, max(128, LOSS_CHUNK_LOGITS // v), n)
     return c * v * (4 + e * (e != 4)) + n * arch.hidden_size * e
 

@@ -3,19 +3,18 @@
 The schema lives in :mod:`tunewiz.preset.schema`; this module turns a YAML file plus overrides into a
 :class:`~tunewiz.preset.schema.Preset`, and turns every way that can fail into a :class:`TunewizError`
 that names the culprit: the file and line of a key (from PyYAML's node marks), the ``--set``
-string that set it, what was expected and what was given, and a did-you-mean.
+string that set it, what was expected and what was given, and a did-you-mean
+(:mod:`tunewiz.preset.explain` explains pydantic's errors).
 """
 
 from __future__ import annotations
 
 import copy
-import difflib
 import json
 import re
 import textwrap
-import types
 from pathlib import Path
-from typing import Any, Literal, Union, get_args, get_origin
+from typing import Any, get_args, get_origin
 
 import yaml
 from pydantic import BaseModel, ValidationError
@@ -24,6 +23,13 @@ from pydantic.fields import FieldInfo
 from tunewiz import __version__
 from tunewiz.atomic import atomic_write_text
 from tunewiz.errors import TunewizError, did_you_mean
+from tunewiz.preset.explain import (
+    explain_validation_error,
+    section_model,
+    strip_optional,
+    suggest_key,
+    valid_keys_hint,
+)
 from tunewiz.preset.schema import Preset
 
 PRESET_SUFFIXES = (".yaml", ".yml")
@@ -32,38 +38,6 @@ PRESET_SUFFIXES = (".yaml", ".yml")
 _CHECKOUT = Path(__file__).resolve().parents[2]  # tunewiz/preset/files.py -> the checkout
 # Where `pip install .` puts them (pyproject's [tool.setuptools.data-files]), relative to the prefix.
 _INSTALLED_PRESETS = ("share", "tunewiz", "presets")
-
-# Names other fine-tuning tools use for our keys, so a user coming from them gets pointed right.
-_SYNONYMS = {
-    "learning_rate": "lr",
-    "batch_size": "micro_batch_size",
-    "per_device_train_batch_size": "micro_batch_size",
-    "gradient_accumulation_steps": "grad_accum",
-    "gradient_accumulation": "grad_accum",
-    "num_epochs": "epochs",
-    "num_train_epochs": "epochs",
-    "lr_scheduler": "schedule",
-    "lr_scheduler_type": "schedule",
-    "scheduler": "schedule",
-    "warmup": "warmup_steps",
-    "gradient_checkpointing": "activation_checkpointing",
-    "clip_grad_norm": "max_grad_norm",
-    "r": "rank",
-    "lora_r": "rank",
-    "lora_rank": "rank",
-    "lora_alpha": "alpha",
-    "lora_dropout": "dropout",
-    "target_modules": "targets",
-    "lora_target_modules": "targets",
-    "sequence_len": "max_seq_len",
-    "seq_len": "max_seq_len",
-    "max_length": "max_seq_len",
-    "model_name_or_path": "path",
-    "base_model": "path",
-    "dataset": "path",
-    "save_steps": "every_n_steps",
-    "save_total_limit": "keep_last",
-}
 
 
 def shipped_presets() -> list[Path]:
@@ -192,7 +166,7 @@ def load_preset(path_or_name: str, overrides: list[str] | tuple[str, ...] = ()) 
     try:
         return Preset.model_validate(data), path
     except ValidationError as exc:
-        raise _explain(exc, path, root, list(overrides)) from None
+        raise explain_validation_error(exc, path, root, list(overrides)) from None
 
 
 def _read_yaml(path: Path) -> tuple[dict[str, Any], yaml.MappingNode]:
@@ -267,7 +241,7 @@ def apply_overrides(data: dict[str, Any], overrides: list[str] | tuple[str, ...]
                 f"`--set {override}`: `{raw}` is not a valid YAML value",
                 hint="quote strings with special characters, and write lists as `[a, b]`",
             ) from None
-        if _strip_optional(annotation) is str and value is not None and not isinstance(value, str):
+        if strip_optional(annotation) is str and value is not None and not isinstance(value, str):
             value = raw
         if get_origin(_strip_optional(annotation)) is list and isinstance(value, str) and "," in value:
             value = [part.strip() for part in value.split(",") if part.strip()]  # `a,b` means `[a, b]`
@@ -314,229 +288,16 @@ def _check_override_keys(keys: list[str], override: str) -> Any:
             section = ".".join(keys[:depth])
             raise TunewizError(
                 f"unknown key `{'.'.join(keys[: depth + 1])}` in `--set "
-                f"{override}`{_suggest(key, model, section)}",
-                hint=_valid_keys_hint(model, section),
+                f"{override}`{suggest_key(key, model, section)}",
+                hint=valid_keys_hint(model, section),
             )
         field = model.model_fields[key]
-        model = _section_model(field)
+        model = section_model(field)
     return field.annotation if field is not None else None
-
-
-def _explain(exc: ValidationError, path: Path, root: yaml.MappingNode, overrides: list[str]) -> TunewizError:
-    """Turn pydantic's errors into one TunewizError.
-
-    The first (by line) is the message, the rest become `also:` lines.
-    """
-    explained = [_explain_one(err, path, root, overrides) for err in exc.errors()]
-    explained.sort(key=lambda item: item[0])
-    _, message, hint = explained[0]
-    for _, other, _ in explained[1:]:
-        message += f"\n  also: {other}"
-    return TunewizError(message, hint=hint)
-
-
-def _explain_one(
-    err: dict[str, Any], path: Path, root: yaml.MappingNode, overrides: list[str]
-) -> tuple[int, str, str]:
-    """Explain one pydantic error as (line for sorting, message, hint)."""
-    loc = tuple(err["loc"])
-    dotted = _dotted(loc)
-    override = _override_for(loc, overrides)
-    line = _line_of(root, loc)
-    where = f" (from `--set {override}`)" if override else f" in `{path}` line {line}"
-    parent, field = _field_at(loc)
-    kind = err["type"]
-
-    if kind == "extra_forbidden":
-        section = _dotted(loc[:-1])
-        model = parent if parent is not None else Preset
-        return (
-            line,
-            f"unknown key `{dotted}`{where}{_suggest(str(loc[-1]), model, section)}",
-            _valid_keys_hint(model, section),
-        )
-    if kind == "missing":
-        section = _dotted(loc[:-1])
-        scope = f"section `{section}` of `{path}` (line {line})" if section else f"`{path}`"
-        sub = _section_model(field) if field is not None else None
-        if sub is not None:
-            required = ", ".join(f"`{k}`" for k, f in sub.model_fields.items() if f.is_required())
-            hint = f"add a `{loc[-1]}:` section with {required} ({' '.join((sub.__doc__ or '').split())})"
-            return line, f"missing required section `{dotted}` in {scope}", hint
-        hint = f"add `{loc[-1]}:` to it" + (
-            f" — {field.description}" if field is not None and field.description else ""
-        )
-        return line, f"missing required key `{dotted}` in {scope}", hint
-    if loc == ():
-        # A whole-preset rule (method vs output, ...): pydantic gives no location.
-        return 0, f"`{path}`: {_strip_value_error(err['msg'])}", "change one of the keys it names"
-    got = _show(err.get("input"))
-    # An item of a list or mapping (train.betas[0]) is documented by the field that holds it.
-    documented = field if field is not None else _field_at(loc[:-1])[1]
-    hint = (
-        documented.description
-        if documented is not None and documented.description
-        else _valid_keys_hint(Preset, "")
-    )
-    if field is not None and _section_model(field) is not None:
-        return (
-            line,
-            f"`{dotted}`{where} must be a section (a mapping of keys), got `{got}`",
-            _valid_keys_hint(_section_model(field), dotted),
-        )
-    choices = _literal_choices(field) if field is not None else None
-    if choices and kind == "literal_error":
-        suggestion = did_you_mean(str(err.get("input")), choices)
-        return line, f"`{dotted}`{where} must be one of {', '.join(choices)}; got `{got}`{suggestion}", hint
-    if field is not None and kind != "value_error":
-        return line, f"`{dotted}`{where}: expected {_expected(field)}, got `{got}`", hint
-    given = "" if kind == "value_error" else f", got `{got}`"
-    return line, f"`{dotted}`{where}: {_strip_value_error(err['msg'])}{given}", hint
-
-
-def _line_of(root: yaml.MappingNode, loc: tuple[Any, ...]) -> int:
-    """1-based line of the deepest node along ``loc`` that exists in the file.
-
-    The key itself when present.
-    """
-    node: yaml.Node = root
-    line = root.start_mark.line + 1
-    for part in loc:
-        if isinstance(node, yaml.MappingNode):
-            match = next(((k, v) for k, v in node.value if k.value == str(part)), None)
-            if match is None:
-                return line
-            line, node = match[0].start_mark.line + 1, match[1]
-        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
-            node = node.value[part]
-            line = node.start_mark.line + 1
-        else:
-            return line
-    return line
-
-
-def _override_for(loc: tuple[Any, ...], overrides: list[str]) -> str | None:
-    """The last override that set ``loc`` or a section containing it."""
-    for override in reversed(overrides):
-        keys = tuple(override.partition("=")[0].strip().split("."))
-        if tuple(str(p) for p in loc[: len(keys)]) == keys:
-            return override
-    return None
-
-
-def _field_at(loc: tuple[Any, ...]) -> tuple[type[BaseModel] | None, FieldInfo | None]:
-    """The model that holds the last key of ``loc`` and that key's field.
-
-    Both None unless ``loc`` names a schema field.
-    """
-    model: type[BaseModel] | None = Preset
-    field: FieldInfo | None = None
-    last = len(loc) - 1
-    for i, part in enumerate(loc):
-        if model is None or not isinstance(part, str) or part not in model.model_fields:
-            return (model, None) if i == last else (None, None)
-        field = model.model_fields[part]
-        if i < last:
-            model = _section_model(field)
-    return model, field
-
-
-def _section_model(field: FieldInfo) -> type[BaseModel] | None:
-    ann = field.annotation
-    return ann if isinstance(ann, type) and issubclass(ann, BaseModel) else None
-
-
-def _suggest(key: str, model: type[BaseModel], section: str) -> str:
-    """A did-you-mean for an unknown key.
-
-    A close key of this section, or a name other tools use for one, or a key of another section.
-    """
-    valid = list(model.model_fields)
-    close = did_you_mean(key, valid)
-    if close:
-        return close
-    synonym = difflib.get_close_matches(key.lower(), list(_SYNONYMS), n=1, cutoff=0.8)
-    target = _SYNONYMS[synonym[0]] if synonym else key
-    if target in valid:
-        return f" (did you mean `{target}`?)"
-    for name, other in Preset.model_fields.items():
-        sub = _section_model(other)
-        if sub is not None and target in sub.model_fields and name != section:
-            return f" (did you mean `{name}.{target}`?)"
-    return ""
-
-
-def _valid_keys_hint(model: type[BaseModel], section: str) -> str:
-    where = f"`{section}`" if section else "a preset's top level"
-    return f"valid keys in {where}: {', '.join(model.model_fields)}"
-
-
-def _literal_choices(field: FieldInfo) -> list[str] | None:
-    ann = _strip_optional(field.annotation)
-    return [str(c) for c in get_args(ann)] if get_origin(ann) is Literal else None
-
-
-def _strip_optional(ann: Any) -> Any:
-    if get_origin(ann) in (Union, types.UnionType):
-        rest = [a for a in get_args(ann) if a is not type(None)]
-        if len(rest) == 1:
-            return rest[0]
-    return ann
-
-
-def _expected(field: FieldInfo) -> str:
-    """What a field takes, in words: ``an integer > 0``, ``a number >= 0 and < 1 (or null)``."""
-    ann = _strip_optional(field.annotation)
-    origin = get_origin(ann)
-    names = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}
-    if origin is list:
-        text = "a list of strings" if get_args(ann) == (str,) else "a list"
-    elif origin is dict:
-        text = "a mapping of names to strings"
-    elif origin is tuple:
-        text = f"a list of {len(get_args(ann))} numbers"
-    else:
-        text = names.get(ann, getattr(ann, "__name__", str(ann)))
-    bounds = []
-    for meta in field.metadata:
-        for attr, symbol in (("gt", ">"), ("ge", ">="), ("lt", "<"), ("le", "<=")):
-            if getattr(meta, attr, None) is not None:
-                bounds.append(f"{symbol} {getattr(meta, attr)}")
-    if bounds:
-        text += " " + " and ".join(bounds)
-    if ann is not field.annotation:
-        text += " (or null)"
-    return text
-
-
-def _strip_value_error(msg: str) -> str:
-    return msg.removeprefix("Value error, ").removeprefix("Assertion failed, ")
-
-
-def _dotted(loc: tuple[Any, ...]) -> str:
-    text = ""
-    for part in loc:
-        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
-    return text
 
 
 def _kind(value: Any) -> str:
     return "empty" if value is None else f"a {type(value).__name__}"
-
-
-def _show(value: Any) -> str:
-    """A value as the user would have written it in YAML, shortened."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    text = (
-        value
-        if isinstance(value, str)
-        else yaml.safe_dump(value, default_flow_style=True, width=10**6).strip()
-    )
-    text = text.removesuffix("\n...").strip()
-    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def dump_preset(preset: Preset) -> str:
@@ -556,7 +317,7 @@ def dump_preset(preset: Preset) -> str:
         "# Train it with `tunewiz train THIS_FILE`; the comments say what each key does.",
     ]
     for name, field in Preset.model_fields.items():
-        section = _section_model(field)
+        section = section_model(field)
         lines.append("")
         lines.extend(_comment(field.description or (section.__doc__ if section else ""), ""))
         if section is None:

@@ -26,14 +26,12 @@ from collections.abc import Mapping
 from datetime import datetime
 from functools import lru_cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from tunewiz.errors import TunewizError, did_you_mean
 
 if TYPE_CHECKING:
     import jinja2
-
-    from tunewiz.text.tokenizer import Tokenizer
 
 log = logging.getLogger(__name__)
 
@@ -335,8 +333,20 @@ def load_model_template(
     return None
 
 
+class TemplateSource(Protocol):
+    """What :func:`resolve_template` reads of a tokenizer (``tunewiz.text.tokenizer.Tokenizer`` is one).
+
+    A protocol rather than an import: the tokenizer module imports this one to load the model's
+    template, so importing it back would make a cycle.
+    """
+
+    chat_template: ChatTemplate | None
+    source_dir: Path
+    special_tokens: dict[str, str]
+
+
 def resolve_template(
-    choice: str, tokenizer: Tokenizer, data_format: str, thinking: bool | None = None
+    choice: str, tokenizer: TemplateSource, data_format: str, thinking: bool | None = None
 ) -> ChatTemplate:
     """The template a run uses, from ``data.template`` (and ``data.thinking``).
 
@@ -352,7 +362,7 @@ def resolve_template(
     return template if thinking is None else template.with_thinking(thinking)
 
 
-def _resolve_template(choice: str, tokenizer: Tokenizer, data_format: str) -> ChatTemplate:
+def _resolve_template(choice: str, tokenizer: TemplateSource, data_format: str) -> ChatTemplate:
     if choice == "model":
         if tokenizer.chat_template is None:
             raise TunewizError(

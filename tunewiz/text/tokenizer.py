@@ -16,12 +16,10 @@ import json
 import shutil
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from tunewiz.errors import TunewizError
-
-if TYPE_CHECKING:
-    from tunewiz.text.templates import ChatTemplate
+from tunewiz.text.templates import ChatTemplate, load_model_template
 
 # Files that make up a tokenizer; save_pretrained copies the ones the source directory has.
 TOKENIZER_FILES = (
@@ -396,8 +394,6 @@ def load_tokenizer(model_dir: Path) -> Tokenizer:
         model_dir: a directory with ``tokenizer.json`` or ``tokenizer.model`` and, usually,
             ``tokenizer_config.json``.
     """
-    from tunewiz.text.templates import load_model_template
-
     model_dir = Path(model_dir)
     config = _read_json(model_dir / "tokenizer_config.json")
     legacy_map = _read_json(model_dir / "special_tokens_map.json")

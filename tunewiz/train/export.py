@@ -63,7 +63,7 @@ def export_final(
             ``tunewiz.text.prompt.save_tokenizer_with_prompt``), so chat, eval and transformers build
             the prompts training built. None copies the base tokenizer unchanged.
     """
-    from tunewiz.lora.layer import save_peft_adapter
+    from tunewiz.lora.peft_files import save_peft_adapter
     from tunewiz.models.config import LlamaConfig
     from tunewiz.models.loading import save_model
     from tunewiz.text.prompt import save_tokenizer_with_prompt

@@ -23,7 +23,9 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from tunewiz.data.samples import IGNORE_INDEX
 from tunewiz.errors import TunewizError
+from tunewiz.models.loss import chunked_cross_entropy
 from tunewiz.preset.schema import Preset
 from tunewiz.run.directory import RunDir
 from tunewiz.run.events import EventWriter
@@ -85,7 +87,7 @@ class FineTune:
                     "with the prompt rule it trained with (bos id before every sample, eos after every "
                     "reply), now recorded in prompt.json",
                 )
-        self.trained_tokens = [sum(label != -100 for label in s.labels) for s in self.train_samples]
+        self.trained_tokens = [sum(label != IGNORE_INDEX for label in s.labels) for s in self.train_samples]
         self.shape = BatchShape(cfg.micro_batch_size, cfg.grad_accum, env.world_size)
         self.steps_per_epoch = steps_per_epoch(len(self.train_samples), self.shape.global_batch)
         if self.steps_per_epoch == 0:
@@ -150,15 +152,21 @@ class FineTune:
         batch = {
             k: v.to(self.env.device) for k, v in collate([samples[i] for i in indices], self.pad_id).items()
         }
+        # The root module's forward must run (under FSDP2 its pre-forward hook unshards embeddings, norm
+        # and lm_head, and the root keeps them unsharded after forward), so it returns the hidden
+        # states and the loss reads lm_head's weight right after it; no [B*T, V] logits exist.
         with self._offload():
-            loss_sum, _ = self.model(
+            hidden = self.model(
                 batch["input_ids"],
-                labels=batch["labels"],
                 position_ids=batch.get("position_ids"),
                 attn_mask=batch.get("attn_mask"),
+                output_hidden=True,
+            )  # [B, T, D]
+            loss_sum, num_tokens = chunked_cross_entropy(
+                hidden, self.model.lm_head, batch["labels"], softcap=self.model.config.final_logit_softcapping
             )
         input_tokens = sum(len(samples[i].input_ids) for i in indices)  # padding not counted
-        return loss_sum, int((batch["labels"] != -100).sum()), input_tokens
+        return loss_sum, int(num_tokens), input_tokens
 
     def _offload(self) -> AbstractContextManager[object]:
         """Activation offloading: tensors saved for backward wait in pinned CPU memory (CUDA only; on
@@ -241,7 +249,7 @@ def _masked(sample: Sample) -> Sample:
     """The sample with every label ignored: a forward pass that counts no tokens."""
     from dataclasses import replace
 
-    return replace(sample, labels=[-100] * len(sample.labels))
+    return replace(sample, labels=[IGNORE_INDEX] * len(sample.labels))
 
 
 # -- the loop ---------------------------------------------------------------------------------------
