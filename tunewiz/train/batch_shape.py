@@ -1,4 +1,4 @@
-"""Which samples each rank trains on in each optimizer step.
+"""Which samples each rank trains on in each optimizer step, and how far the run has come.
 
 The data position is counted in samples: optimizer step k of an epoch takes the samples
 ``order[k*G : (k+1)*G]`` of that epoch's order, with G = micro_batch × accumulation × world size
@@ -6,11 +6,16 @@ The data position is counted in samples: optimizer step k of an epoch takes the 
 `accumulation` micro-batches. The set of samples in an optimizer step depends only on G, so
 micro-batch 4 × accumulation 1 and micro-batch 1 × accumulation 4 train on the same samples, and a
 resume with another split of the same G continues the same order.
+
+:class:`StepBatches` is the one owner of the batch shape during a launch; :class:`Progress` is the
+position that checkpoints save. Neither imports torch.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -51,3 +56,122 @@ def rank_micro_batches(order: list[int], offset: int, shape: BatchShape, rank: i
     mine = order[start : start + per_rank]
     mb = shape.micro_batch_size
     return [mine[i : i + mb] for i in range(0, per_rank, mb)]
+
+
+@dataclass
+class Progress:
+    """How far a run has come. The data position is counted in samples, so a resume with another
+    micro-batch or accumulation (same global batch) continues the same data order.
+
+    ``progress.json`` stores these fields plus the split in use (``micro_batch_size``, ``grad_accum``:
+    see :meth:`as_json`), which :meth:`from_json` reads back as ``saved_split``.
+    """
+
+    step: int = 0  # optimizer steps done
+    epoch: int = 0  # current epoch (0-based)
+    sample_offset: int = 0  # samples of this epoch's order already consumed, all ranks together
+    tokens_total: int = 0  # trained (non-masked) tokens so far
+    elapsed: float = 0.0  # training seconds so far, summed over launches
+    # (micro_batch_size, grad_accum) in use when the checkpoint was saved: it may differ from the
+    # preset's after an OOM fallback. None for a run that was never saved.
+    saved_split: tuple[int, int] | None = field(default=None, compare=False)
+
+    def advance(
+        self, *, tokens: int, seconds: float, global_batch: int, num_samples: int, total_steps: int
+    ) -> bool:
+        """Count one finished optimizer step; return whether it ended an epoch.
+
+        At the end of an epoch (the next global batch would not fit) the position moves to the start
+        of the next epoch, unless this was the run's last step.
+
+        Args:
+            tokens: trained tokens of the step, all ranks.
+            seconds: the step's wall time.
+            global_batch: samples the step consumed, all ranks.
+            num_samples: training samples in one epoch.
+            total_steps: the run's step budget.
+        """
+        self.step += 1
+        self.tokens_total += tokens
+        self.elapsed += seconds
+        self.sample_offset += global_batch
+        epoch_ended = self.sample_offset + global_batch > num_samples
+        if epoch_ended and self.step < total_steps:
+            self.epoch, self.sample_offset = self.epoch + 1, 0
+        return epoch_ended
+
+    def as_json(self, shape: BatchShape) -> dict[str, Any]:
+        """The ``progress`` object of ``progress.json``, with the split ``shape`` in use.
+
+        Args:
+            shape: the batch shape the run trains with now.
+        """
+        fields = asdict(self)
+        del fields["saved_split"]
+        return {**fields, "micro_batch_size": shape.micro_batch_size, "grad_accum": shape.grad_accum}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Progress:
+        """Read the ``progress`` object of ``progress.json`` back (see :meth:`as_json`).
+
+        Args:
+            data: the object as loaded from JSON.
+        """
+        data = dict(data)
+        split = data.pop("micro_batch_size", 0), data.pop("grad_accum", 0)
+        return cls(**data, saved_split=split if all(split) else None)
+
+
+class StepBatches:
+    """The one owner of the batch shape during a launch, and of which samples each step takes.
+
+    It starts with the preset's split, takes the saved split when a checkpoint is restored (an OOM
+    fallback carries over a resume), and halves the micro-batch on OOM; the global batch never
+    changes, so neither does the data order.
+
+    Args:
+        shape: the preset's split.
+        num_samples: training samples in one epoch.
+        epoch_order: the sample order of an epoch (all samples), given its 0-based index.
+    """
+
+    def __init__(self, shape: BatchShape, num_samples: int, epoch_order: Callable[[int], list[int]]) -> None:
+        self._shape = shape
+        self.num_samples = num_samples
+        self._epoch_order = epoch_order
+        self._order: tuple[int, list[int]] | None = None  # (epoch, its order), computed when first asked
+
+    @property
+    def shape(self) -> BatchShape:
+        """The split in use now."""
+        return self._shape
+
+    @property
+    def steps_per_epoch(self) -> int:
+        """Optimizer steps in one epoch."""
+        return steps_per_epoch(self.num_samples, self._shape.global_batch)
+
+    def restore(self, saved_split: tuple[int, int] | None) -> None:
+        """Continue with the split a checkpoint was saved with (None: keep the preset's).
+
+        Args:
+            saved_split: ``Progress.saved_split`` of the restored checkpoint.
+        """
+        if saved_split is not None:
+            self._shape = BatchShape(*saved_split, self._shape.world_size)
+
+    def halve(self) -> BatchShape:
+        """The OOM fallback (see :meth:`BatchShape.halved`); returns the new shape."""
+        self._shape = self._shape.halved()
+        return self._shape
+
+    def micro_batches(self, progress: Progress, rank: int) -> list[list[int]]:
+        """This rank's micro-batches (sample indices) for the step after ``progress``.
+
+        Args:
+            progress: the run's position (epoch and sample offset).
+            rank: this process's rank.
+        """
+        if self._order is None or self._order[0] != progress.epoch:
+            self._order = progress.epoch, self._epoch_order(progress.epoch)
+        return rank_micro_batches(self._order[1], progress.sample_offset, self._shape, rank)

@@ -20,7 +20,6 @@ import base64
 import json
 import random
 import shutil
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +33,7 @@ from tunewiz.atomic import atomic_write_json
 from tunewiz.errors import TunewizError
 from tunewiz.run.directory import CHECKPOINT_COMPLETE_MARKER, RunDir
 from tunewiz.train import faults
+from tunewiz.train.batch_shape import BatchShape, Progress
 from tunewiz.train.distributed import DistEnv, barrier
 
 # Trainable parameters only: a LoRA checkpoint holds the adapter, not the frozen base.
@@ -41,20 +41,6 @@ _STATE_OPTIONS = StateDictOptions(ignore_frozen_params=True)
 # Loading sets only those keys; non-strict because the frozen base is (rightly) not in them. Every
 # trainable key is still required: `dcp.load` fails when the checkpoint lacks one.
 _LOAD_OPTIONS = StateDictOptions(ignore_frozen_params=True, strict=False)
-
-
-@dataclass
-class Progress:
-    """How far a run has come. The data position is counted in samples, so a resume with another
-    micro-batch or accumulation (same global batch) continues the same data order."""
-
-    step: int = 0  # optimizer steps done
-    epoch: int = 0  # current epoch (0-based)
-    sample_offset: int = 0  # samples of this epoch's order already consumed, all ranks together
-    tokens_total: int = 0  # trained (non-masked) tokens so far
-    elapsed: float = 0.0  # training seconds so far, summed over launches
-    micro_batch_size: int = 0  # in use when saved (may differ from the preset after an OOM fallback)
-    grad_accum: int = 0
 
 
 def _rng_state() -> dict[str, Any]:
@@ -98,6 +84,7 @@ def _from_json_tuple(value: Any) -> Any:
 def save_checkpoint(
     run: RunDir,
     progress: Progress,
+    shape: BatchShape,
     model: torch.nn.Module,
     optimizer: torch.optim.Optimizer,
     scheduler: torch.optim.lr_scheduler.LRScheduler,
@@ -106,6 +93,16 @@ def save_checkpoint(
     keep_last: int,
 ) -> Path:
     """Save ``checkpoints/step-<progress.step>/`` collectively (every rank must call it).
+
+    Args:
+        run: the run directory.
+        progress: the position to save.
+        shape: the batch split in use (saved with the position, so a resume keeps an OOM fallback).
+        model: the (sharded) model; only trainable parameters are saved.
+        optimizer: its state is saved.
+        scheduler: its state is saved.
+        env: this rank.
+        keep_last: complete checkpoints to keep.
 
     Raises:
         TunewizError: the directory is not writable or the disk is full; earlier complete checkpoints
@@ -123,7 +120,7 @@ def save_checkpoint(
             atomic_write_json(
                 path / "progress.json",
                 {
-                    "progress": asdict(progress),
+                    "progress": progress.as_json(shape),
                     "scheduler": _to_json(scheduler.state_dict()),
                     "world_size": env.world_size,
                 },
@@ -170,7 +167,7 @@ def read_progress(path: Path) -> Progress:
             "being written when the run stopped",
             hint="resume from an earlier complete checkpoint: `tunewiz resume RUN_DIR --from step-N`",
         )
-    return Progress(**json.loads((path / "progress.json").read_text())["progress"])
+    return Progress.from_json(json.loads((path / "progress.json").read_text())["progress"])
 
 
 def missing_files(path: Path) -> list[str]:

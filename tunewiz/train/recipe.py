@@ -7,38 +7,49 @@ Started by torchrun (``tunewiz train`` builds the command)::
 It reads the resolved preset from ``RUN_DIR/config.yaml``; rank 0 appends events to
 ``RUN_DIR/events.jsonl``; step checkpoints go to ``RUN_DIR/checkpoints/step-N/`` and the result to
 ``RUN_DIR/final/``. ``--resume-from`` continues from a step checkpoint exactly.
+
+Imports are at the top: this module runs under torchrun, never on the CLI's start-up path.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import math
 import os
 import sys
 import time
 import traceback
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import torch
+import yaml
+from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
+from tunewiz.data import Sample, build_datasets, collate, epoch_order
 from tunewiz.data.samples import IGNORE_INDEX
 from tunewiz.errors import TunewizError
+from tunewiz.lora.layer import apply_lora
+from tunewiz.models.loading import load_model, resolve_model_dir
 from tunewiz.models.loss import chunked_cross_entropy
+from tunewiz.models.nf4 import check_shardable, load_nf4_model
 from tunewiz.preset.schema import Preset
 from tunewiz.run.directory import RunDir
 from tunewiz.run.events import EventWriter
 from tunewiz.run.lock import hold_ranks_lock
+from tunewiz.text.prompt import read_prompt_record, write_prompt_record
+from tunewiz.text.tokenizer import load_tokenizer
+from tunewiz.tracking import open_tracking
 from tunewiz.train import distributed as tdist
 from tunewiz.train import faults
-from tunewiz.train.batch_shape import BatchShape, rank_micro_batches, steps_per_epoch
-from tunewiz.train.checkpoint import Progress, load_checkpoint, save_checkpoint
+from tunewiz.train.batch_shape import BatchShape, Progress, StepBatches
+from tunewiz.train.checkpoint import load_checkpoint, save_checkpoint
+from tunewiz.train.export import export_final
+from tunewiz.train.optim import build_optimizer, build_scheduler, eager_step, steps_in_backward
 from tunewiz.train.peak_memory import peak_memory_bytes
 from tunewiz.train.stop import StopFlag
-
-if TYPE_CHECKING:
-    from tunewiz.data import Sample
 
 
 @dataclass
@@ -48,17 +59,32 @@ class StepResult:
     input_tokens: int  # non-padding input tokens, all ranks (for tokens/s)
 
 
+@dataclass(frozen=True)
+class EvalCheckpointPolicy:
+    """When the loop validates and saves: every N steps, at each epoch's end and at the last step
+    (and a checkpoint whenever a stop is requested, so the run can be resumed)."""
+
+    eval_every_n_steps: int | None
+    checkpoint_every_n_steps: int | None
+    total_steps: int
+
+    def should_validate(self, step: int, epoch_ended: bool) -> bool:
+        """Whether to run validation after optimizer step ``step``."""
+        every = self.eval_every_n_steps
+        return bool(every and step % every == 0) or epoch_ended or step == self.total_steps
+
+    def should_checkpoint(self, step: int, epoch_ended: bool, stopping: bool) -> bool:
+        """Whether to save a step checkpoint after optimizer step ``step``."""
+        every = self.checkpoint_every_n_steps
+        return bool(every and step % every == 0) or epoch_ended or step == self.total_steps or stopping
+
+
 class FineTune:
-    """Holds what the loop needs; setup happens in `__init__`, in the order torchtune writes down:
-    data, model (load, adapters, freeze), parallelise, optimizer, then restore a checkpoint."""
+    """Holds what the loop needs. ``__init__`` sets up in the order torchtune writes down: data, model
+    (load, adapters, freeze), parallelise, optimizer; :meth:`restore` then loads a checkpoint when
+    the run resumes."""
 
     def __init__(self, run: RunDir, preset: Preset, env: tdist.DistEnv, events: EventWriter) -> None:
-        from tunewiz.data import build_datasets
-        from tunewiz.models.loading import resolve_model_dir
-        from tunewiz.text.prompt import read_prompt_record, write_prompt_record
-        from tunewiz.text.tokenizer import load_tokenizer
-        from tunewiz.train.optim import build_optimizer, build_scheduler
-
         self.run, self.preset, self.env, self.events = run, preset, env, events
         cfg = preset.train
         torch.manual_seed(cfg.seed)
@@ -88,34 +114,39 @@ class FineTune:
                     "reply), now recorded in prompt.json",
                 )
         self.trained_tokens = [sum(label != IGNORE_INDEX for label in s.labels) for s in self.train_samples]
-        self.shape = BatchShape(cfg.micro_batch_size, cfg.grad_accum, env.world_size)
-        self.steps_per_epoch = steps_per_epoch(len(self.train_samples), self.shape.global_batch)
+        self.batches = StepBatches(
+            BatchShape(cfg.micro_batch_size, cfg.grad_accum, env.world_size),
+            len(self.train_samples),
+            lambda epoch: epoch_order(
+                len(self.train_samples), epoch=epoch, seed=cfg.seed, shuffle=preset.data.shuffle
+            ),
+        )
+        self.steps_per_epoch = self.batches.steps_per_epoch
         if self.steps_per_epoch == 0:
             raise TunewizError(
                 f"the training set has {len(self.train_samples)} samples, fewer than one global batch "
-                f"({self.shape.global_batch} = micro_batch_size {cfg.micro_batch_size} × grad_accum "
+                f"({self.batches.shape.global_batch} = micro_batch_size {cfg.micro_batch_size} × grad_accum "
                 f"{cfg.grad_accum} × {env.world_size} rank(s))",
                 hint="lower `train.micro_batch_size` or `train.grad_accum` (`--set "
                 "train.grad_accum=1`), or add data",
             )
         self.total_steps = cfg.max_steps or cfg.epochs * self.steps_per_epoch
+        self.policy = EvalCheckpointPolicy(
+            cfg.eval_every_n_steps, preset.checkpoint.every_n_steps, self.total_steps
+        )
         self.model = self._build_model()
         self.params = [p for p in self.model.parameters() if p.requires_grad]
         self.optimizer = build_optimizer(self.params, cfg)
         self.scheduler = build_scheduler(self.optimizer, total_steps=self.total_steps, cfg=cfg)
-        self.progress = Progress(micro_batch_size=cfg.micro_batch_size, grad_accum=cfg.grad_accum)
+        self.progress = Progress()
+        self.last_checkpoint: Path | None = None
         # Dropout differs per rank; initialisation above did not (same seed everywhere).
         torch.manual_seed(cfg.seed + 1 + env.rank)
 
     def _build_model(self) -> torch.nn.Module:
-        from tunewiz.lora.layer import apply_lora
-        from tunewiz.models.loading import load_model
-
         preset = self.preset
         dtype = torch.float32 if preset.model.dtype == "fp32" else torch.bfloat16
         if preset.method == "qlora":
-            from tunewiz.models.nf4 import check_shardable, load_nf4_model
-
             # Decoder linears become NF4 one by one as they are read (on the training device).
             model = load_nf4_model(self.model_dir, dtype=dtype, device=self.env.device)
             check_shardable(model, self.env.world_size)
@@ -142,13 +173,14 @@ class FineTune:
         )
 
     def restore(self, checkpoint: Path) -> None:
+        """Load a step checkpoint: weights, optimizer, scheduler, RNG states, position and batch split."""
         self.progress = load_checkpoint(checkpoint, self.model, self.optimizer, self.scheduler, self.env)
+        self.batches.restore(self.progress.saved_split)
+        self.last_checkpoint = checkpoint
 
     # -- one optimizer step ------------------------------------------------------------------------
 
     def _forward(self, indices: list[int], samples: list[Sample]) -> tuple[torch.Tensor, int, int]:
-        from tunewiz.data import collate
-
         batch = {
             k: v.to(self.env.device) for k, v in collate([samples[i] for i in indices], self.pad_id).items()
         }
@@ -176,7 +208,7 @@ class FineTune:
         return nullcontext()
 
     def train_step(self, micro_batches: list[list[int]]) -> StepResult:
-        """Forward/backward over this rank's micro-batches, then clip and step the optimizer.
+        """Forward/backward over this rank's micro-batches; the optimizer steps in :meth:`optimizer_step`.
 
         Loss normalisation. The update we want is the gradient of
             L = (Σ over ranks r, micro-batches m, trained tokens t of CE_rmt) / N,
@@ -209,6 +241,23 @@ class FineTune:
             loss=float(totals[0]) / max(total_tokens, 1), tokens=total_tokens, input_tokens=int(totals[1])
         )
 
+    def optimizer_step(self) -> float | None:
+        """Clip the gradients, step the optimizer and the LR schedule, clear the gradients.
+
+        Returns:
+            The gradient norm before clipping; None when the optimizer stepped in backward, parameter
+            by parameter (``train.optimizer_in_backward``: no gradient is left to clip).
+        """
+        if steps_in_backward(self.optimizer):
+            grad_norm = None
+        else:
+            grad_norm = float(tdist.clip_grad_norm(self.params, self.preset.train.max_grad_norm))
+            with eager_step(self.optimizer):
+                self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return grad_norm
+
     @torch.no_grad()
     def validate(self) -> float | None:
         """Mean validation loss over all validation samples, all ranks.
@@ -221,7 +270,7 @@ class FineTune:
         self.model.eval()
         mine = list(range(self.env.rank, len(self.val_samples), self.env.world_size))
         per_rank = -(-len(self.val_samples) // self.env.world_size)
-        mb = self.shape.micro_batch_size
+        mb = self.batches.shape.micro_batch_size
         totals = torch.zeros(2, dtype=torch.float64, device=self.env.device)
         for start in range(0, per_rank, mb):
             indices = mine[start : start + mb]
@@ -237,6 +286,7 @@ class FineTune:
         return float(totals[0] / totals[1]) if totals[1] > 0 else None
 
     def peak_memory_per_rank(self) -> list[int]:
+        """Every rank's peak memory in bytes (a collective: all ranks call it)."""
         mine = torch.tensor([peak_memory_bytes(self.env.device)], dtype=torch.int64, device=self.env.device)
         if self.env.world_size == 1:
             return [int(mine.item())]
@@ -244,11 +294,70 @@ class FineTune:
         torch.distributed.all_gather(gathered, mine)
         return [int(t.item()) for t in gathered]
 
+    def save_checkpoint(self) -> Path:
+        """Save a step checkpoint (collective) and record it; returns its path."""
+        self.last_checkpoint = save_checkpoint(
+            self.run,
+            self.progress,
+            self.batches.shape,
+            self.model,
+            self.optimizer,
+            self.scheduler,
+            self.env,
+            keep_last=self.preset.checkpoint.keep_last,
+        )
+        if self.env.is_main:
+            self.events.write("checkpoint", step=self.progress.step, path=str(self.last_checkpoint))
+        return self.last_checkpoint
+
+    def fall_back(self, reason: str) -> None:
+        """Halve the micro-batch and double accumulation (same global batch, same normalisation).
+
+        Raises:
+            TunewizError: already at micro-batch 1; the hint names what would save memory.
+        """
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.env.device.type == "cuda":
+            torch.cuda.empty_cache()
+        if self.batches.shape.micro_batch_size == 1 or self.preset.train.optimizer_in_backward:
+            # The step in backward cannot accumulate, so the micro-batch cannot be halved either.
+            savers = (
+                []
+                if self.preset.train.activation_checkpointing
+                else ["`--set train.activation_checkpointing=true`"]
+            )
+            if self.env.device.type == "cuda" and not self.preset.train.activation_offloading:
+                savers.append("`--set train.activation_offloading=true`")
+            savers += ["a shorter `data.max_seq_len`", "a smaller model (`tunewiz plan` shows what fits)"]
+            raise TunewizError(
+                f"out of memory at micro-batch {self.batches.shape.micro_batch_size} "
+                f"(step {self.progress.step + 1}): {reason}",
+                hint="try " + ", ".join(savers),
+                exit_code=1,
+            )
+        shape = self.batches.halve()
+        if self.env.is_main:
+            self.events.write(
+                "oom_fallback",
+                step=self.progress.step + 1,
+                micro_batch_size=shape.micro_batch_size,
+                grad_accum=shape.grad_accum,
+                reason=reason,
+            )
+
+    def export(self) -> None:
+        """Gather the full state dict on rank 0 (collective) and write `final/`."""
+        options = StateDictOptions(full_state_dict=True, cpu_offload=True)
+        full = get_model_state_dict(self.model, options=options)
+        if self.env.is_main:
+            export_final(
+                self.run, full, preset=self.preset, model_dir=self.model_dir, prompt=self.prompt_format
+            )
+        tdist.barrier()
+
 
 def _masked(sample: Sample) -> Sample:
     """The sample with every label ignored: a forward pass that counts no tokens."""
-    from dataclasses import replace
-
     return replace(sample, labels=[IGNORE_INDEX] * len(sample.labels))
 
 
@@ -256,57 +365,79 @@ def _masked(sample: Sample) -> Sample:
 
 
 def fit(ft: FineTune, stop: StopFlag, resumed_from: Path | None) -> int:
-    """Train until the step budget is spent or a stop is requested; return the exit code."""
-    from tunewiz.data import epoch_order
-    from tunewiz.train.optim import eager_step, steps_in_backward
+    """Train until the step budget is spent or a stop is requested; return the exit code.
 
-    env, cfg, run, events, p = ft.env, ft.preset.train, ft.run, ft.events, ft.progress
-    if env.is_main:
-        events.write("start", **_start_fields(ft, resumed_from))
-    launch_start, last_checkpoint = time.perf_counter(), resumed_from
-    order = epoch_order(len(ft.train_samples), epoch=p.epoch, seed=cfg.seed, shuffle=ft.preset.data.shuffle)
-    ft.shape = BatchShape(
-        p.micro_batch_size or cfg.micro_batch_size, p.grad_accum or cfg.grad_accum, env.world_size
-    )
+    Each iteration asks one component per decision, as torchtitan's ``train()`` does: the batches
+    (which samples), the step (forward/backward), the progress (did an epoch end), the policy (validate?
+    checkpoint?), the run log (events).
+    """
+    env, p, log = ft.env, ft.progress, RunLog(ft)
+    log.start(resumed_from)
+    launch_start = time.perf_counter()
     ft.model.train()
     while p.step < ft.total_steps:
         step_start = time.perf_counter()
-        micro_batches = rank_micro_batches(order, p.sample_offset, ft.shape, env.rank)
         try:
-            result, oom = ft.train_step(micro_batches), False
+            result, oom = ft.train_step(ft.batches.micro_batches(p, env.rank)), None
         except torch.OutOfMemoryError as exc:
-            result, oom, oom_reason = None, True, str(exc)
-        if tdist.any_rank(oom, env.device):  # decided by all ranks together
-            _fall_back(ft, oom_reason if oom else "out of memory on another rank")
+            result, oom = None, str(exc)
+        if tdist.any_rank(oom is not None, env.device):  # decided by all ranks together
+            ft.fall_back(oom or "out of memory on another rank")
             continue
-        lr = ft.scheduler.get_last_lr()[0]
-        if not torch.isfinite(torch.tensor(result.loss)):
+        lr = ft.scheduler.get_last_lr()[0]  # this step's rate, before the schedule moves on
+        if not math.isfinite(result.loss):
             ft.optimizer.zero_grad(set_to_none=True)
-            return _stop_on_nan(ft, p.step + 1, result.loss, last_checkpoint)
-        if steps_in_backward(ft.optimizer):  # stepped parameter by parameter; no gradient left to clip
-            grad_norm = None
-        else:
-            grad_norm = float(tdist.clip_grad_norm(ft.params, cfg.max_grad_norm))
-            with eager_step(ft.optimizer):
-                ft.optimizer.step()
-        ft.scheduler.step()
-        ft.optimizer.zero_grad(set_to_none=True)
+            return log.nan_stop(result.loss)
+        grad_norm = ft.optimizer_step()
         step_time = time.perf_counter() - step_start
-        p.step += 1
+        epoch_ended = p.advance(
+            tokens=result.tokens,
+            seconds=step_time,
+            global_batch=ft.batches.shape.global_batch,
+            num_samples=ft.batches.num_samples,
+            total_steps=ft.total_steps,
+        )
         faults.maybe_kill("step", p.step)
         faults.maybe_delay()
-        p.tokens_total += result.tokens
-        p.elapsed += step_time
-        p.sample_offset += ft.shape.global_batch
-        end_of_epoch = p.sample_offset + ft.shape.global_batch > len(ft.train_samples)
-        if end_of_epoch and p.step < ft.total_steps:
-            p.epoch, p.sample_offset = p.epoch + 1, 0
-            order = epoch_order(
-                len(ft.train_samples), epoch=p.epoch, seed=cfg.seed, shuffle=ft.preset.data.shuffle
-            )
+        log.step(result, lr, grad_norm, step_time, elapsed=time.perf_counter() - launch_start)
+        if ft.policy.should_validate(p.step, epoch_ended):
+            log.validation(ft.validate())
+        stopping = tdist.any_rank(stop.is_set() or ft.run.stop_request.exists(), env.device)
+        if ft.policy.should_checkpoint(p.step, epoch_ended, stopping):
+            ft.save_checkpoint()
+        if stopping and p.step < ft.total_steps:
+            log.stopped(stop)
+            return 0
+    ft.export()
+    log.end()
+    return 0
+
+
+class RunLog:
+    """The loop's events (rank 0 writes them; the parent process draws the dashboard from them).
+
+    Args:
+        ft: the fine-tune whose run, progress and events it reports.
+    """
+
+    def __init__(self, ft: FineTune) -> None:
+        self.ft = ft
+        self.is_main = ft.env.is_main
+
+    def start(self, resumed_from: Path | None) -> None:
+        """The ``start`` event: what runs, on what, planned peak, sizes."""
+        if self.is_main:
+            self.ft.events.write("start", **_start_fields(self.ft, resumed_from))
+
+    def step(
+        self, result: StepResult, lr: float, grad_norm: float | None, step_time: float, elapsed: float
+    ) -> None:
+        """A ``step`` event every ``log_every_n_steps`` and at the last step. All ranks call it: the
+        per-rank peak memory is gathered collectively."""
+        ft, p = self.ft, self.ft.progress
         peaks = ft.peak_memory_per_rank()
-        if env.is_main and (p.step % cfg.log_every_n_steps == 0 or p.step == ft.total_steps):
-            events.write(
+        if self.is_main and (p.step % ft.preset.train.log_every_n_steps == 0 or p.step == ft.total_steps):
+            ft.events.write(
                 "step",
                 step=p.step,
                 epoch=p.epoch,
@@ -317,46 +448,66 @@ def fit(ft: FineTune, stop: StopFlag, resumed_from: Path | None) -> int:
                 tokens_total=p.tokens_total,
                 tokens_per_s=result.input_tokens / step_time,
                 peak_memory_bytes=peaks,
-                elapsed=time.perf_counter() - launch_start,
+                elapsed=elapsed,
             )
-        last_step = p.step == ft.total_steps
-        if (cfg.eval_every_n_steps and p.step % cfg.eval_every_n_steps == 0) or end_of_epoch or last_step:
-            val_loss = ft.validate()
-            if env.is_main and val_loss is not None:
-                events.write("eval", step=p.step, val_loss=val_loss)
-        every = ft.preset.checkpoint.every_n_steps
-        stopping = tdist.any_rank(stop.is_set() or run.stop_request.exists(), env.device)
-        if (every and p.step % every == 0) or end_of_epoch or last_step or stopping:
-            p.micro_batch_size, p.grad_accum = ft.shape.micro_batch_size, ft.shape.grad_accum
-            last_checkpoint = save_checkpoint(
-                run, p, ft.model, ft.optimizer, ft.scheduler, env, keep_last=ft.preset.checkpoint.keep_last
+
+    def validation(self, val_loss: float | None) -> None:
+        """An ``eval`` event (none when there is no validation set)."""
+        if self.is_main and val_loss is not None:
+            self.ft.events.write("eval", step=self.ft.progress.step, val_loss=val_loss)
+
+    def stopped(self, stop: StopFlag) -> None:
+        """The ``stop`` event after a requested stop (a signal, a STOP file, the launcher gone), with
+        the command that resumes."""
+        ft = self.ft
+        if self.is_main:
+            ft.run.stop_request.unlink(missing_ok=True)
+            ft.events.write(
+                "stop",
+                step=ft.progress.step,
+                reason=stop.reason if stop.is_set() else "signal",
+                detail=stop.detail if stop.is_set() else None,
+                checkpoint=str(ft.last_checkpoint),
+                resume_command=f"tunewiz resume {ft.run.path}",
             )
-            if env.is_main:
-                events.write("checkpoint", step=p.step, path=str(last_checkpoint))
-        if stopping and not last_step:
-            if env.is_main:
-                run.stop_request.unlink(missing_ok=True)
-                events.write(
-                    "stop",
-                    step=p.step,
-                    reason=stop.reason if stop.is_set() else "signal",
-                    detail=stop.detail if stop.is_set() else None,
-                    checkpoint=str(last_checkpoint),
-                    resume_command=f"tunewiz resume {run.path}",
-                )
-            return 0
-    _export(ft)
-    if env.is_main:
-        events.write(
-            "end", step=p.step, elapsed=p.elapsed, final_dir=str(run.final), tokens_total=p.tokens_total
-        )
-    return 0
+
+    def nan_stop(self, loss: float) -> int:
+        """``error`` and ``stop`` events for a NaN/inf loss, before its update; returns exit code 1."""
+        ft = self.ft
+        step, last = ft.progress.step + 1, ft.last_checkpoint
+        if self.is_main:
+            where = f"the last good checkpoint is `{last}`" if last else "no checkpoint was saved yet"
+            ft.events.write(
+                "error",
+                rank=ft.env.rank,
+                step=step,
+                traceback=None,
+                message=f"loss is {loss} at step {step}; stopped before the update; {where}",
+            )
+            ft.events.write(
+                "stop",
+                step=step - 1,
+                reason="nan",
+                checkpoint=str(last) if last else None,
+                resume_command=f"tunewiz resume {ft.run.path} --set train.lr=<lower>",
+            )
+        return 1
+
+    def end(self) -> None:
+        """The ``end`` event: the run finished and ``final/`` is written."""
+        ft, p = self.ft, self.ft.progress
+        if self.is_main:
+            ft.events.write(
+                "end",
+                step=p.step,
+                elapsed=p.elapsed,
+                final_dir=str(ft.run.final),
+                tokens_total=p.tokens_total,
+            )
 
 
 def _start_fields(ft: FineTune, resumed_from: Path | None) -> dict:
-    import json
-
-    preset, stats = ft.preset, ft.data_stats
+    preset, stats, shape = ft.preset, ft.data_stats, ft.batches.shape
     plan = json.loads(ft.run.plan.read_text()) if ft.run.plan.is_file() else {}
     return dict(
         run=preset.name,
@@ -365,9 +516,9 @@ def _start_fields(ft: FineTune, resumed_from: Path | None) -> dict:
         device=ft.env.device.type,
         dtype=preset.model.dtype,
         world_size=ft.env.world_size,
-        micro_batch_size=ft.shape.micro_batch_size,
-        grad_accum=ft.shape.grad_accum,
-        global_batch_size=ft.shape.global_batch,
+        micro_batch_size=shape.micro_batch_size,
+        grad_accum=shape.grad_accum,
+        global_batch_size=shape.global_batch,
         total_steps=ft.total_steps,
         steps_per_epoch=ft.steps_per_epoch,
         epochs=preset.train.epochs,
@@ -394,78 +545,8 @@ def _hardware(env: tdist.DistEnv) -> str:
     return f"CPU ({os.cpu_count()} cores), {env.world_size} rank(s)"
 
 
-def _fall_back(ft: FineTune, reason: str) -> None:
-    """Halve the micro-batch and double accumulation (same global batch, same normalisation)."""
-    ft.optimizer.zero_grad(set_to_none=True)
-    if ft.env.device.type == "cuda":
-        torch.cuda.empty_cache()
-    if ft.shape.micro_batch_size == 1 or ft.preset.train.optimizer_in_backward:
-        # The step in backward cannot accumulate, so the micro-batch cannot be halved either.
-        savers = (
-            []
-            if ft.preset.train.activation_checkpointing
-            else ["`--set train.activation_checkpointing=true`"]
-        )
-        if ft.env.device.type == "cuda" and not ft.preset.train.activation_offloading:
-            savers.append("`--set train.activation_offloading=true`")
-        savers += ["a shorter `data.max_seq_len`", "a smaller model (`tunewiz plan` shows what fits)"]
-        raise TunewizError(
-            f"out of memory at micro-batch {ft.shape.micro_batch_size} "
-            f"(step {ft.progress.step + 1}): {reason}",
-            hint="try " + ", ".join(savers),
-            exit_code=1,
-        )
-    ft.shape = ft.shape.halved()
-    if ft.env.is_main:
-        ft.events.write(
-            "oom_fallback",
-            step=ft.progress.step + 1,
-            micro_batch_size=ft.shape.micro_batch_size,
-            grad_accum=ft.shape.grad_accum,
-            reason=reason,
-        )
-
-
-def _stop_on_nan(ft: FineTune, step: int, loss: float, last_checkpoint: Path | None) -> int:
-    if ft.env.is_main:
-        where = (
-            f"the last good checkpoint is `{last_checkpoint}`"
-            if last_checkpoint
-            else "no checkpoint was saved yet"
-        )
-        ft.events.write(
-            "error",
-            rank=ft.env.rank,
-            step=step,
-            traceback=None,
-            message=f"loss is {loss} at step {step}; stopped before the update; {where}",
-        )
-        ft.events.write(
-            "stop",
-            step=step - 1,
-            reason="nan",
-            checkpoint=str(last_checkpoint) if last_checkpoint else None,
-            resume_command=f"tunewiz resume {ft.run.path} --set train.lr=<lower>",
-        )
-    return 1
-
-
-def _export(ft: FineTune) -> None:
-    """Gather the full state dict on rank 0 (collective) and write `final/`."""
-    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
-
-    from tunewiz.train.export import export_final
-
-    full = get_model_state_dict(ft.model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
-    if ft.env.is_main:
-        export_final(ft.run, full, preset=ft.preset, model_dir=ft.model_dir, prompt=ft.prompt_format)
-    tdist.barrier()
-
-
 def read_run_preset(run: RunDir) -> Preset:
     """The resolved preset the launcher wrote into the run directory."""
-    import yaml
-
     return Preset.model_validate(yaml.safe_load(run.config.read_text()))
 
 
@@ -494,8 +575,6 @@ def main(argv: list[str] | None = None) -> int:
     env = tdist.init_distributed(tdist.resolve_device(preset.device))
     events = EventWriter(run.events)
     if env.is_main:  # experiment trackers (output.report_to) see rank 0's events as they are written
-        from tunewiz.tracking import open_tracking
-
         sink = open_tracking(run, preset, warn=lambda text: events.write("warning", message=text, step=None))
         if sink is not None:
             events.add_sink(sink)
