@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 import typer
 
+from tunewiz.cli.options import DeviceOpt
 from tunewiz.errors import TunewizError
 
 if TYPE_CHECKING:
@@ -89,9 +90,7 @@ def chat(
     adapter: Path = typer.Option(
         None, "--adapter", help="A PEFT LoRA adapter directory to apply.", rich_help_panel=_MODEL
     ),
-    device: str = typer.Option(
-        "auto", "--device", help="auto (cuda when available), cpu or cuda.", rich_help_panel=_MODEL
-    ),
+    device: DeviceOpt = "auto",
     from_step: str = typer.Option(
         None,
         "--from",

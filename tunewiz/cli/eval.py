@@ -11,6 +11,8 @@ from typing import TYPE_CHECKING
 
 import typer
 
+from tunewiz.cli.options import DeviceOpt
+
 if TYPE_CHECKING:
     from rich.table import Table
 
@@ -106,7 +108,7 @@ def eval_command(
     compare_base: bool = typer.Option(
         False, "--compare-base", help="Also evaluate the base model (adapter off) and show the change."
     ),
-    device: str = typer.Option("auto", "--device", help="auto, cpu or cuda.", rich_help_panel="Model"),
+    device: DeviceOpt = "auto",
     as_json: bool = typer.Option(False, "--json", help="Print results.json to stdout instead of the table."),
 ) -> None:
     """Evaluate with EleutherAI's lm-evaluation-harness; a run directory gets `eval/results.json`.

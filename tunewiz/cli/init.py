@@ -16,11 +16,12 @@ from typing import TYPE_CHECKING
 
 import typer
 
+from tunewiz.cli.options import GpuMemoryOpt, GpusOpt
+
 if TYPE_CHECKING:
     from tunewiz.wizard.asker import Choice
 
 _WHAT = "What to train"
-_HW = "Hardware (default: this machine)"
 _PLAN = "Plan (default: recommended)"
 _OUT = "Output"
 
@@ -100,12 +101,8 @@ def init(
     seq_len: int | None = typer.Option(
         None, "--seq-len", min=16, help="max_seq_len (default: from the dataset).", rich_help_panel=_PLAN
     ),
-    gpus: int | None = typer.Option(
-        None, "--gpus", min=0, help="Plan for N GPUs (0: CPU).", rich_help_panel=_HW
-    ),
-    gpu_memory: str | None = typer.Option(
-        None, "--gpu-memory", help="Per-GPU memory: 24GB.", rich_help_panel=_HW
-    ),
+    gpus: GpusOpt = None,
+    gpu_memory: GpuMemoryOpt = None,
     output: Path | None = typer.Option(
         None, "--output", "-o", help="Preset file to write (default: NAME.yaml).", rich_help_panel=_OUT
     ),

@@ -6,7 +6,8 @@ import json
 
 import typer
 
-_HW = "Hardware (default: this machine)"
+from tunewiz.cli.options import GpuMemoryOpt, GpusOpt
+
 _RUN = "Run (default: a preset's values, else chosen to fit)"
 
 
@@ -35,12 +36,8 @@ def plan(
     global_batch: int | None = typer.Option(
         None, "--global-batch", min=1, help="Sequences per optimizer step.", rich_help_panel=_RUN
     ),
-    gpus: int | None = typer.Option(
-        None, "--gpus", min=0, help="Plan for N GPUs (0: CPU).", rich_help_panel=_HW
-    ),
-    gpu_memory: str | None = typer.Option(
-        None, "--gpu-memory", help="Per-GPU memory: 24GB, 24GiB or 24.", rich_help_panel=_HW
-    ),
+    gpus: GpusOpt = None,
+    gpu_memory: GpuMemoryOpt = None,
     as_json: bool = typer.Option(False, "--json", help="Print the plan as JSON (for scripts)."),
     list_models: bool = typer.Option(
         False,

@@ -6,9 +6,16 @@ from pathlib import Path
 
 import typer
 
-from tunewiz.cli.train import topology_options
-
-_T = topology_options()
+from tunewiz.cli.options import (
+    DetachOpt,
+    NnodesOpt,
+    NodeRankOpt,
+    NoTuiOpt,
+    NprocPerNodeOpt,
+    RdzvEndpointOpt,
+    RdzvIdOpt,
+    RdzvTimeoutOpt,
+)
 
 
 def register(app: typer.Typer) -> None:
@@ -29,14 +36,14 @@ def resume(
         "--set",
         help="Change train.*, checkpoint.*, output.* or device: `--set train.micro_batch_size=2`.",
     ),
-    nproc_per_node: int = _T["nproc_per_node"],
-    nnodes: int = _T["nnodes"],
-    node_rank: int = _T["node_rank"],
-    rdzv_endpoint: str = _T["rdzv_endpoint"],
-    rdzv_id: str = _T["rdzv_id"],
-    rdzv_timeout: int = _T["rdzv_timeout"],
-    no_tui: bool = _T["no_tui"],
-    detach: bool = _T["detach"],
+    nproc_per_node: NprocPerNodeOpt = 1,
+    nnodes: NnodesOpt = 1,
+    node_rank: NodeRankOpt = 0,
+    rdzv_endpoint: RdzvEndpointOpt = None,
+    rdzv_id: RdzvIdOpt = None,
+    rdzv_timeout: RdzvTimeoutOpt = 600,
+    no_tui: NoTuiOpt = False,
+    detach: DetachOpt = False,
 ) -> None:
     """Continue a run from its last complete checkpoint: same data position, optimizer, schedule and RNG.
 

@@ -3,11 +3,20 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import typer
 
-_LAUNCH = "Launch"
+from tunewiz.cli.options import (
+    DetachOpt,
+    DeviceOverrideOpt,
+    NnodesOpt,
+    NodeRankOpt,
+    NoTuiOpt,
+    NprocPerNodeOpt,
+    RdzvEndpointOpt,
+    RdzvIdOpt,
+    RdzvTimeoutOpt,
+)
 
 
 def register(app: typer.Typer) -> None:
@@ -17,48 +26,6 @@ def register(app: typer.Typer) -> None:
     )(train)
 
 
-def topology_options() -> dict[str, Any]:
-    """torchrun placement flags, the same for `train` and `resume`."""
-    return dict(
-        nproc_per_node=typer.Option(
-            1, "--nproc-per-node", min=1, help="Processes (GPUs) on this node.", rich_help_panel=_LAUNCH
-        ),
-        nnodes=typer.Option(1, "--nnodes", min=1, help="Number of nodes.", rich_help_panel=_LAUNCH),
-        node_rank=typer.Option(
-            0, "--node-rank", min=0, help="This node's rank (0..nnodes-1).", rich_help_panel=_LAUNCH
-        ),
-        rdzv_endpoint=typer.Option(
-            None, "--rdzv-endpoint", help="HOST:PORT of node 0, for several nodes.", rich_help_panel=_LAUNCH
-        ),
-        rdzv_id=typer.Option(
-            None,
-            "--rdzv-id",
-            help="Rendezvous id, the same on every node (default: the preset's `name`).",
-            rich_help_panel=_LAUNCH,
-        ),
-        rdzv_timeout=typer.Option(
-            600,
-            "--rdzv-timeout",
-            min=1,
-            help="Seconds a node waits for all `--nnodes` to join before giving up.",
-            rich_help_panel=_LAUNCH,
-        ),
-        no_tui=typer.Option(
-            False, "--no-tui", help="Plain log lines instead of the live dashboard.", rich_help_panel=_LAUNCH
-        ),
-        detach=typer.Option(
-            False,
-            "--detach",
-            help="Run in the background, outliving this terminal; follow it with `tunewiz watch RUN`, "
-            "stop it with `tunewiz stop RUN`.",
-            rich_help_panel=_LAUNCH,
-        ),
-    )
-
-
-_T = topology_options()
-
-
 def train(
     preset: str = typer.Argument(
         ..., help="Preset YAML file, or a shipped preset name (`tunewiz presets list`)."
@@ -66,7 +33,7 @@ def train(
     set_: list[str] = typer.Option(
         [], "--set", help="Override a preset value: `--set train.lr=1e-4` (repeatable)."
     ),
-    device: str = typer.Option(None, "--device", help="cpu, cuda or auto (overrides the preset's `device`)."),
+    device: DeviceOverrideOpt = None,
     run_dir: Path = typer.Option(None, "--run-dir", help="Run directory (default: runs/<preset name>)."),
     overwrite: bool = typer.Option(
         False, "--overwrite", help="Delete an existing run directory of the same name first."
@@ -80,14 +47,14 @@ def train(
         help="Experiment trackers for this run, comma-separated: tensorboard,mlflow,wandb (`none`: none); "
         "sets `output.report_to`. Needs `pip install 'tunewiz[tracking]'`.",
     ),
-    nproc_per_node: int = _T["nproc_per_node"],
-    nnodes: int = _T["nnodes"],
-    node_rank: int = _T["node_rank"],
-    rdzv_endpoint: str = _T["rdzv_endpoint"],
-    rdzv_id: str = _T["rdzv_id"],
-    rdzv_timeout: int = _T["rdzv_timeout"],
-    no_tui: bool = _T["no_tui"],
-    detach: bool = _T["detach"],
+    nproc_per_node: NprocPerNodeOpt = 1,
+    nnodes: NnodesOpt = 1,
+    node_rank: NodeRankOpt = 0,
+    rdzv_endpoint: RdzvEndpointOpt = None,
+    rdzv_id: RdzvIdOpt = None,
+    rdzv_timeout: RdzvTimeoutOpt = 600,
+    no_tui: NoTuiOpt = False,
+    detach: DetachOpt = False,
 ) -> None:
     """Fine-tune a model as a preset describes, on this machine's GPUs (or CPU).
 
