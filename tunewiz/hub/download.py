@@ -19,6 +19,7 @@ from typing import Any
 from tunewiz.errors import TunewizError
 from tunewiz.hub.errors import HubContext, _offline, explain_hub_error
 from tunewiz.models.loading import HUB_IGNORE_PATTERNS, HUB_PATTERNS
+from tunewiz.units import fmt_disk_bytes
 
 # How long to wait for the Hub's first answer: a dead network fails in seconds, not minutes.
 METADATA_TIMEOUT_S = 10.0
@@ -190,16 +191,12 @@ def check_disk(plan: DownloadPlan, target: Path) -> None:
     free = free_bytes(target)
     if plan.missing_bytes > free:
         raise TunewizError(
-            f"not enough disk space for `{plan.repo_id}`: it needs {_gb(plan.missing_bytes)}, "
-            f"`{target}` has {_gb(free)} free",
+            f"not enough disk space for `{plan.repo_id}`: it needs {fmt_disk_bytes(plan.missing_bytes)}, "
+            f"`{target}` has {fmt_disk_bytes(free)} free",
             hint="free some space, or download elsewhere: `--output-dir DIR` on a larger disk "
             "(or move the whole cache there with `HF_HOME=DIR`)",
             exit_code=1,
         )
-
-
-def _gb(n: int) -> str:
-    return f"{n / 1e9:.2f} GB" if n >= 1e8 else f"{n / 1e6:.1f} MB"
 
 
 def download_model(

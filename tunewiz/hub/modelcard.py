@@ -19,6 +19,7 @@ from typing import Any, Literal
 from tunewiz.errors import TunewizError
 from tunewiz.preset.schema import Preset
 from tunewiz.run.directory import RunDir
+from tunewiz.units import fmt_bytes, fmt_count, fmt_duration
 
 HUB_URL = "https://huggingface.co"
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
@@ -357,9 +358,9 @@ def _intro(
     if s.steps is not None:
         how.append(f"{s.steps:,} optimizer steps")
     if s.tokens_total is not None:
-        how.append(f"{_count(s.tokens_total)} trained tokens")
+        how.append(f"{fmt_count(s.tokens_total, thousand='k')} trained tokens")
     if s.wall_s is not None:
-        how.append(f"{_duration(s.wall_s)}")
+        how.append(f"{fmt_duration(s.wall_s, long=True)}")
     if s.hardware:
         how.append(f"on {s.hardware}")
     line = f"{what}, with tunewiz" + (f": {', '.join(how)}." if how else ".")
@@ -527,10 +528,11 @@ def _training_section(facts: CardFacts, loss_plot: str | None) -> str:
         ("Precision", p.model.dtype),
         ("Optimizer steps", f"{s.steps:,}" if s.steps is not None else None),
         ("Training samples", f"{s.train_samples:,}" if s.train_samples is not None else None),
-        ("Trained tokens", _count(s.tokens_total) if s.tokens_total is not None else None),
+        ("Trained tokens", fmt_count(s.tokens_total, thousand="k") if s.tokens_total is not None else None),
         (
             "Training time",
-            _duration(s.wall_s) + (f" over {s.launches} launches (resumed)" if s.launches > 1 else "")
+            fmt_duration(s.wall_s, long=True)
+            + (f" over {s.launches} launches (resumed)" if s.launches > 1 else "")
             if s.wall_s is not None
             else None,
         ),
@@ -540,7 +542,7 @@ def _training_section(facts: CardFacts, loss_plot: str | None) -> str:
             if s.tokens_per_s
             else None,
         ),
-        ("Peak memory", f"{_bytes(s.peak_memory_bytes)} ({memory_kind})" if s.peak_memory_bytes else None),
+        ("Peak memory", f"{fmt_bytes(s.peak_memory_bytes)} ({memory_kind})" if s.peak_memory_bytes else None),
         ("Trainable parameters", _params(s.trainable_params, s.total_params)),
         ("Final training loss", f"{s.final_loss:.4f}" if s.final_loss is not None else None),
         ("Final validation loss", f"{s.val_loss:.4f}" if s.val_loss is not None else None),
@@ -610,27 +612,10 @@ def _value(value: float, stderr: float | None) -> str:
     return f"{value:.4f} ± {stderr:.4f}" if stderr is not None else f"{value:.4f}"
 
 
-def _count(n: int) -> str:
-    for unit, size in (("B", 1e9), ("M", 1e6), ("k", 1e3)):
-        if n >= size:
-            return f"{n / size:.1f}{unit}"
-    return str(n)
-
-
 def _params(trainable: int | None, total: int | None) -> str | None:
     if trainable is None:
         return None
     if not total:
-        return _count(trainable)
-    return f"{_count(trainable)} of {_count(total)} ({100 * trainable / total:.2f}%)"
-
-
-def _bytes(n: int) -> str:
-    return f"{n / 2**30:.2f} GiB" if n >= 2**30 else f"{n / 2**20:.0f} MiB"
-
-
-def _duration(seconds: float) -> str:
-    seconds = int(round(seconds))
-    h, rest = divmod(seconds, 3600)
-    m, s = divmod(rest, 60)
-    return f"{h} h {m:02d} min" if h else (f"{m} min {s:02d} s" if m else f"{s} s")
+        return fmt_count(trainable, thousand="k")
+    share = f"{100 * trainable / total:.2f}%"
+    return f"{fmt_count(trainable, thousand='k')} of {fmt_count(total, thousand='k')} ({share})"

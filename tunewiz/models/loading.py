@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 from tunewiz.atomic import atomic_write_json
 from tunewiz.errors import TunewizError
 from tunewiz.models.config import LlamaConfig
+from tunewiz.units import GiB
 
 if TYPE_CHECKING:
     import torch
@@ -303,7 +304,7 @@ def save_model(
     out_dir: Path,
     config: LlamaConfig,
     *,
-    max_shard_bytes: int = 5 * 2**30,
+    max_shard_bytes: int = 5 * GiB,
 ) -> list[Path]:
     """Write weights and ``config.json`` so ``transformers.AutoModelForCausalLM.from_pretrained(out_dir)``
     (and :func:`load_model`) load them.

@@ -18,20 +18,20 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from tunewiz.errors import TunewizError
+from tunewiz.units import GiB, MiB
 
-GiB = 1024**3
 OPTIONAL_EXTRAS = ("transformers", "peft", "lm_eval", "torchao", "pynvml")
 _UNITS = {
     "": GiB,
     "g": GiB,
     "gb": GiB,
     "gib": GiB,
-    "m": 1024**2,
-    "mb": 1024**2,
-    "mib": 1024**2,
-    "t": 1024**4,
-    "tb": 1024**4,
-    "tib": 1024**4,
+    "m": MiB,
+    "mb": MiB,
+    "mib": MiB,
+    "t": 1024 * GiB,
+    "tb": 1024 * GiB,
+    "tib": 1024 * GiB,
 }
 
 
@@ -268,8 +268,8 @@ def _smi_gpus(notes: list[str]) -> tuple[tuple[Gpu, ...], str | None]:
         # The name may contain commas: split the fixed fields off both ends.
         index, rest = line.split(",", 1)
         name, total_mib, free_mib, cc, driver = (part.strip() for part in rest.rsplit(",", 4))
-        free = int(float(free_mib)) * 1024**2 if free_mib.replace(".", "").isdigit() else None
-        gpus.append(Gpu(int(index), name, int(float(total_mib)) * 1024**2, free, cc, float(cc) >= 8.0))
+        free = int(float(free_mib)) * MiB if free_mib.replace(".", "").isdigit() else None
+        gpus.append(Gpu(int(index), name, int(float(total_mib)) * MiB, free, cc, float(cc) >= 8.0))
     return tuple(gpus), driver
 
 

@@ -26,9 +26,7 @@ from typing import Literal
 from tunewiz.models.catalog import format_params
 from tunewiz.models.config import LlamaConfig
 from tunewiz.models.nf4 import NF4_BYTES_PER_PARAM
-
-GiB = 1024**3
-MiB = 1024**2
+from tunewiz.units import MiB
 
 Method = Literal["lora", "qlora", "full"]
 Dtype = Literal["bf16", "fp32"]

@@ -17,6 +17,7 @@ from rich.text import Text
 
 from tunewiz.ui.chart import LossChart
 from tunewiz.ui.state import DashboardState, RunWarning, datasets_line, truncation_note
+from tunewiz.units import fmt_bytes, fmt_count, fmt_duration
 
 SHOWN_WARNINGS = 4
 SHOWN_TRACEBACK_LINES = 8
@@ -24,35 +25,6 @@ MAX_RANK_ROWS = 8  # more ranks than this are summarised as max/min
 
 
 # ---- formatting ---------------------------------------------------------------------------------
-
-
-def fmt_bytes(n: float | None) -> str:
-    """``1.50 GiB``, ``312 MiB``; ``-`` for None."""
-    if n is None:
-        return "-"
-    for unit, size in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
-        if n >= size:
-            value = n / size
-            return (
-                f"{value:.2f} {unit}"
-                if value < 10
-                else f"{value:.1f} {unit}"
-                if value < 100
-                else f"{value:.0f} {unit}"
-            )
-    return f"{int(n)} B"
-
-
-def fmt_duration(seconds: float | None) -> str:
-    """``1h 02m``, ``3m 12s``, ``12s``; ``-`` for None."""
-    if seconds is None or not math.isfinite(seconds):
-        return "-"
-    s = int(round(seconds))
-    if s >= 3600:
-        return f"{s // 3600}h {s % 3600 // 60:02d}m"
-    if s >= 60:
-        return f"{s // 60}m {s % 60:02d}s"
-    return f"{s}s"
 
 
 def fmt_loss(value: float | None) -> str:
@@ -65,16 +37,6 @@ def fmt_loss(value: float | None) -> str:
 def fmt_num(value: float | None, spec: str) -> str:
     """``value`` in format ``spec``; ``-`` for None."""
     return "-" if value is None else format(value, spec)
-
-
-def fmt_count(n: int | None) -> str:
-    """``1.2M``, ``350K``, ``812``."""
-    if n is None:
-        return "-"
-    for suffix, size in (("B", 1e9), ("M", 1e6), ("K", 1e3)):
-        if n >= size:
-            return f"{n / size:.1f}{suffix}"
-    return str(n)
 
 
 def _steps_text(state: DashboardState) -> str:

@@ -12,8 +12,9 @@ from rich.console import Console
 from rich.text import Text
 
 from tunewiz.run.directory import RunDir
-from tunewiz.ui.render import fmt_bytes, fmt_duration, fmt_loss, fmt_num
+from tunewiz.ui.render import fmt_loss, fmt_num
 from tunewiz.ui.state import DashboardState, truncation_note
+from tunewiz.units import fmt_bytes, fmt_duration
 
 
 def _cmd(*words: str) -> str:
