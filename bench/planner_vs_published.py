@@ -32,7 +32,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tunewiz.models.catalog import lookup
-from tunewiz.plan.memory import ERROR_BAND, GiB, PlanInputs, allocator_view, estimate
+from tunewiz.plan.memory import ERROR_BAND, PlanInputs, allocator_view, estimate
+from tunewiz.units import GiB
 
 CSV = Path(__file__).resolve().parent / "calibration" / "published_peaks.csv"
 MEDIAN_LIMIT = 0.12

@@ -32,7 +32,8 @@ from pathlib import Path
 
 from tunewiz.models.catalog import lookup
 from tunewiz.models.config import LlamaConfig
-from tunewiz.plan.memory import GiB, PlanInputs, estimate
+from tunewiz.plan.memory import PlanInputs, estimate
+from tunewiz.units import GiB
 
 ALL_LINEAR = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 

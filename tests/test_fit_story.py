@@ -17,9 +17,10 @@ from tunewiz.cli import app
 from tunewiz.models.catalog import lookup
 from tunewiz.plan.fit_table import fit_line, model_fits
 from tunewiz.plan.hardware import describe
-from tunewiz.plan.memory import GiB, PlanInputs, estimate
+from tunewiz.plan.memory import PlanInputs, estimate
 from tunewiz.plan.recommend import PlanRequest, recommend
 from tunewiz.plan.verdict import judge
+from tunewiz.units import GiB
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "bench"))

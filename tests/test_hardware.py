@@ -10,7 +10,8 @@ import sys
 import pytest
 
 from tunewiz.errors import TunewizError
-from tunewiz.plan.hardware import GiB, describe, parse_memory, probe
+from tunewiz.plan.hardware import describe, parse_memory, probe
+from tunewiz.units import GiB
 
 FAKE_TOKEN = "hf_tunewizFakeTokenForTests1234567890"
 

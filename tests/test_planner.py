@@ -14,9 +14,10 @@ import pytest
 
 from tunewiz.models.catalog import lookup
 from tunewiz.models.config import LlamaConfig
-from tunewiz.plan.hardware import GiB, describe
+from tunewiz.plan.hardware import describe
 from tunewiz.plan.memory import CPU_PROCESS_BYTES, CUDA_CONTEXT_BYTES, PlanInputs, estimate, lora_params
 from tunewiz.plan.recommend import PlanRequest, _preference, recommend, seq_len_from_lengths
+from tunewiz.units import GiB
 
 ROOT = Path(__file__).resolve().parent.parent
 TOY = LlamaConfig(

@@ -24,7 +24,8 @@ def doctor(
     from rich.console import Console
     from rich.table import Table
 
-    from tunewiz.plan.hardware import GiB, probe
+    from tunewiz.plan.hardware import probe
+    from tunewiz.units import GiB
 
     hw = probe(runs_dir)
     if as_json:

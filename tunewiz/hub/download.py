@@ -190,9 +190,9 @@ def check_disk(plan: DownloadPlan, target: Path) -> None:
     """
     free = free_bytes(target)
     if plan.missing_bytes > free:
+        size, free_size = fmt_disk_bytes(plan.missing_bytes), fmt_disk_bytes(free)
         raise TunewizError(
-            f"not enough disk space for `{plan.repo_id}`: it needs {fmt_disk_bytes(plan.missing_bytes)}, "
-            f"`{target}` has {fmt_disk_bytes(free)} free",
+            f"not enough disk space for `{plan.repo_id}`: it needs {size}, `{target}` has {free_size} free",
             hint="free some space, or download elsewhere: `--output-dir DIR` on a larger disk "
             "(or move the whole cache there with `HF_HOME=DIR`)",
             exit_code=1,

@@ -5,8 +5,9 @@ through :func:`tunewiz.plan.recommend.recommend`), so the surfaces cannot disagr
 from __future__ import annotations
 
 from tunewiz.models.catalog import CatalogModel, format_params
-from tunewiz.plan.hardware import GiB, Machine
+from tunewiz.plan.hardware import Machine
 from tunewiz.plan.recommend import PlanRequest, Recommendation, recommend
+from tunewiz.units import GiB
 
 MEMORY_COLUMN = (
     "memory: the predicted peak per device at the settings the planner picks for that model (method, "

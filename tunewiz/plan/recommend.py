@@ -15,9 +15,10 @@ from dataclasses import dataclass, field
 
 from tunewiz.models.catalog import CATALOG, CatalogModel, format_params
 from tunewiz.models.config import LlamaConfig
-from tunewiz.plan.hardware import GiB, Machine
+from tunewiz.plan.hardware import Machine
 from tunewiz.plan.memory import MemoryPlan, PlanInputs, estimate
 from tunewiz.plan.verdict import Verdict, judge
+from tunewiz.units import GiB
 
 DEFAULT_SEQ_LEN = 2048
 MAX_MICRO_BATCH = 64

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from tunewiz.models.catalog import format_params
-from tunewiz.plan.memory import GiB
+from tunewiz.units import GiB
 
 if TYPE_CHECKING:
     from rich.console import Group

@@ -22,7 +22,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from tunewiz.plan.memory import GiB, MemoryPlan
+from tunewiz.plan.memory import MemoryPlan
+from tunewiz.units import GiB
 
 FitKind = Literal["fits", "fits with savers", "does not fit"]
 

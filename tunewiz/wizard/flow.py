@@ -25,9 +25,10 @@ from typing import TYPE_CHECKING
 from tunewiz.errors import TunewizError
 from tunewiz.models.catalog import CatalogModel, catalog_models, lookup
 from tunewiz.plan.fit_table import MEMORY_COLUMN, fit_line, model_fits
-from tunewiz.plan.hardware import GiB, Machine, describe, hf_cache_dir, probe
+from tunewiz.plan.hardware import Machine, describe, hf_cache_dir, probe
 from tunewiz.plan.recommend import PlanRequest, Recommendation, recommend
 from tunewiz.plan.time_budget import steps_for_budget, try_seconds
+from tunewiz.units import GiB
 from tunewiz.wizard.asker import Asker, Choice
 from tunewiz.wizard.dataset_step import choose_dataset, sample_token_lengths
 from tunewiz.wizard.model_step import Readiness, readiness
