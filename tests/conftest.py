@@ -108,7 +108,7 @@ def bpe_tokenizer_dir(tmp_path_factory: _pytest.TempPathFactory) -> _Path:
     return out
 
 
-# --- end-to-end run fixtures (tests/test_recipe.py, tests/test_resume.py) -----------------------------
+# --- end-to-end run fixtures (tests/test_recipe.py, tests/test_resume.py, tests/test_run_plan.py) ----------
 @_pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory: _pytest.TempPathFactory) -> _Path:
     """A ~100k-parameter random Llama with its own tokenizer (see tests/runs.py)."""
@@ -122,3 +122,20 @@ def tiny_dataset(tmp_path_factory: _pytest.TempPathFactory) -> _Path:
     from runs import write_dataset
 
     return write_dataset(tmp_path_factory.mktemp("tiny_data") / "qa.jsonl")
+
+
+@_pytest.fixture(scope="session")
+def trained_run(
+    tmp_path_factory: _pytest.TempPathFactory, tiny_model_dir: _Path, tiny_dataset: _Path
+) -> _Path:
+    """THE trained run of the test session, trained once: `tunewiz train` (torchrun, one rank) on
+    tests/runs.py's default preset: LoRA on the tiny random Llama, 6 steps of micro-batch 4, a checkpoint
+    every 2 steps. The golden losses, the resume and the planner checks all read it. Tests only read
+    it; one that would change it copies it first (`shutil.copytree`)."""
+    from runs import cli, write_preset
+
+    work = tmp_path_factory.mktemp("trained_run")
+    preset = write_preset(work / "golden.yaml", tiny_model_dir, tiny_dataset)
+    result = cli("train", str(preset), "--no-tui", cwd=work)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return work / "runs" / "golden"

@@ -17,27 +17,17 @@ pytestmark = pytest.mark.slow
 GOLDEN = {1: 6.0040601, 2: 5.9777082, 3: 6.0171076, 4: 5.7676413, 5: 5.7617035, 6: 5.7835992}
 
 
-@pytest.fixture(scope="module")
-def baseline(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path, tiny_dataset: Path) -> Path:
-    """micro-batch 4 × accumulation 1, one rank."""
-    work = tmp_path_factory.mktemp("baseline")
-    preset = write_preset(work / "base.yaml", tiny_model_dir, tiny_dataset)
-    result = cli("train", str(preset), "--no-tui", cwd=work)
-    assert result.returncode == 0, result.stdout + result.stderr
-    return work / "runs" / "base"
-
-
-def test_golden_losses(baseline: Path) -> None:
-    losses = step_losses(baseline)
+def test_golden_losses(trained_run: Path) -> None:
+    losses = step_losses(trained_run)
     assert list(losses) == [1, 2, 3, 4, 5, 6]
     assert losses == pytest.approx(GOLDEN, rel=1e-5)
-    kinds = [e["event"] for e in events(baseline)]
+    kinds = [e["event"] for e in events(trained_run)]
     assert kinds[0] == "start" and kinds[-1] == "end"
     assert {"eval", "checkpoint"} <= set(kinds)
 
 
 def test_accumulation_gives_the_same_update(
-    baseline: Path, tmp_path: Path, tiny_model_dir: Path, tiny_dataset: Path
+    trained_run: Path, tmp_path: Path, tiny_model_dir: Path, tiny_dataset: Path
 ) -> None:
     preset = write_preset(
         tmp_path / "acc.yaml", tiny_model_dir, tiny_dataset, train={"micro_batch_size": 1, "grad_accum": 4}
@@ -46,22 +36,22 @@ def test_accumulation_gives_the_same_update(
     assert result.returncode == 0, result.stderr
     tokens = {e["step"]: e["tokens"] for e in events(tmp_path / "runs" / "acc") if e["event"] == "step"}
     assert len(set(tokens.values())) > 1, "samples should differ in length"
-    assert step_losses(tmp_path / "runs" / "acc") == pytest.approx(step_losses(baseline), rel=1e-5)
+    assert step_losses(tmp_path / "runs" / "acc") == pytest.approx(step_losses(trained_run), rel=1e-5)
 
 
 def test_two_ranks_fsdp_match_one_rank(
-    baseline: Path, tmp_path: Path, tiny_model_dir: Path, tiny_dataset: Path
+    trained_run: Path, tmp_path: Path, tiny_model_dir: Path, tiny_dataset: Path
 ) -> None:
     preset = write_preset(tmp_path / "fsdp.yaml", tiny_model_dir, tiny_dataset, train={"micro_batch_size": 2})
     result = cli("train", str(preset), "--no-tui", "--nproc-per-node", "2", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     run = tmp_path / "runs" / "fsdp"
     assert events(run)[0]["world_size"] == 2
-    assert step_losses(run) == pytest.approx(step_losses(baseline), rel=1e-5)
+    assert step_losses(run) == pytest.approx(step_losses(trained_run), rel=1e-5)
     assert (run / "final" / "adapter" / "adapter_model.safetensors").is_file()
 
 
-def test_export_loads_in_transformers_and_peft(baseline: Path) -> None:
+def test_export_loads_in_transformers_and_peft(trained_run: Path) -> None:
     import peft
     import torch
     import transformers
@@ -69,8 +59,8 @@ def test_export_loads_in_transformers_and_peft(baseline: Path) -> None:
     from tunewiz.lora.peft_files import load_peft_adapter
     from tunewiz.models.loading import load_model
 
-    final = baseline / "final"
-    base_dir = Path(events(baseline)[0]["model"])
+    final = trained_run / "final"
+    base_dir = Path(events(trained_run)[0]["model"])
     ids = torch.tensor([[1, 20, 31, 42, 53, 64, 75]])
 
     ours = load_model(base_dir)
@@ -132,13 +122,13 @@ def test_model_without_safetensors(tmp_path: Path, tiny_model_dir: Path, tiny_da
 
 
 def test_activation_checkpointing_changes_no_number(
-    baseline: Path, tmp_path: Path, tiny_model_dir: Path, tiny_dataset: Path
+    trained_run: Path, tmp_path: Path, tiny_model_dir: Path, tiny_dataset: Path
 ) -> None:
     preset = write_preset(
         tmp_path / "ac.yaml", tiny_model_dir, tiny_dataset, train={"activation_checkpointing": True}
     )
     assert cli("train", str(preset), "--no-tui", cwd=tmp_path).returncode == 0
-    assert step_losses(tmp_path / "runs" / "ac") == pytest.approx(step_losses(baseline), rel=1e-5)
+    assert step_losses(tmp_path / "runs" / "ac") == pytest.approx(step_losses(trained_run), rel=1e-5)
 
 
 @pytest.mark.parametrize(

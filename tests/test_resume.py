@@ -18,16 +18,6 @@ def _final_bytes(run: Path) -> bytes:
     return (run / "final" / "adapter" / "adapter_model.safetensors").read_bytes()
 
 
-@pytest.fixture(scope="module")
-def uninterrupted(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path, tiny_dataset: Path) -> Path:
-    work = tmp_path_factory.mktemp("whole")
-    result = cli(
-        "train", str(write_preset(work / "whole.yaml", tiny_model_dir, tiny_dataset)), "--no-tui", cwd=work
-    )
-    assert result.returncode == 0, result.stderr
-    return work / "runs" / "whole"
-
-
 @pytest.mark.parametrize(
     ("kill", "resumes_from", "nproc"),
     [
@@ -38,7 +28,7 @@ def uninterrupted(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path
     ],
 )
 def test_killed_run_resumes_exactly(
-    uninterrupted: Path,
+    trained_run: Path,
     tmp_path: Path,
     tiny_model_dir: Path,
     tiny_dataset: Path,
@@ -46,7 +36,7 @@ def test_killed_run_resumes_exactly(
     resumes_from: str,
     nproc: int,
 ) -> None:
-    mb = 4 // nproc  # the same global batch as the uninterrupted run
+    mb = 4 // nproc  # the same global batch as the uninterrupted trained run
     preset = write_preset(tmp_path / "run.yaml", tiny_model_dir, tiny_dataset, train={"micro_batch_size": mb})
     run = tmp_path / "runs" / "run"
     killed = cli(
@@ -68,15 +58,15 @@ def test_killed_run_resumes_exactly(
     resumed = cli("resume", str(run), "--no-tui", "--nproc-per-node", str(nproc), cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     assert f"from {resumes_from}" in resumed.stdout
-    assert step_losses(run) == pytest.approx(step_losses(uninterrupted), rel=1e-5)
+    assert step_losses(run) == pytest.approx(step_losses(trained_run), rel=1e-5)
     if nproc == 1:
-        assert _final_bytes(run) == _final_bytes(uninterrupted), "resumed adapter must be bitwise identical"
+        assert _final_bytes(run) == _final_bytes(trained_run), "resumed adapter must be bitwise identical"
     starts = [e for e in events(run) if e["event"] == "start"]
     assert len(starts) == 2 and starts[1]["resumed_from"].endswith(resumes_from)
 
 
 def test_resume_with_another_micro_batch_split(
-    uninterrupted: Path, tmp_path: Path, tiny_model_dir: Path, tiny_dataset: Path
+    trained_run: Path, tmp_path: Path, tiny_model_dir: Path, tiny_dataset: Path
 ) -> None:
     preset = write_preset(tmp_path / "split.yaml", tiny_model_dir, tiny_dataset)
     run = tmp_path / "runs" / "split"
@@ -93,18 +83,18 @@ def test_resume_with_another_micro_batch_split(
     )
     assert resumed.returncode == 0, resumed.stderr
     assert "changed train.micro_batch_size: 4 → 2" in resumed.stdout
-    assert step_losses(run) == pytest.approx(step_losses(uninterrupted), rel=1e-5)
+    assert step_losses(run) == pytest.approx(step_losses(trained_run), rel=1e-5)
 
 
-def test_resume_refuses_to_change_what_defines_the_run(tmp_path: Path, uninterrupted: Path) -> None:
+def test_resume_refuses_to_change_what_defines_the_run(tmp_path: Path, trained_run: Path) -> None:
     run = tmp_path / "copy"
-    shutil.copytree(uninterrupted, run)
+    shutil.copytree(trained_run, run)
     result = cli("resume", str(run), "--set", "lora.rank=8", cwd=tmp_path)
     assert result.returncode == 2 and "`lora.rank` cannot change on resume" in result.stderr
 
 
-def test_finished_run_says_it_is_finished(tmp_path: Path, uninterrupted: Path) -> None:
-    result = cli("resume", str(uninterrupted), cwd=tmp_path)
+def test_finished_run_says_it_is_finished(tmp_path: Path, trained_run: Path) -> None:
+    result = cli("resume", str(trained_run), cwd=tmp_path)
     assert result.returncode == 0
     assert "is finished (step 6)" in result.stdout and "tunewiz chat" in result.stdout
 
@@ -164,7 +154,7 @@ def _mount_tmpfs(path: Path, size: str) -> bool:
 
 
 def test_disk_full_keeps_the_last_checkpoint(
-    uninterrupted: Path, tmp_path: Path, tiny_model_dir: Path, tiny_dataset: Path
+    trained_run: Path, tmp_path: Path, tiny_model_dir: Path, tiny_dataset: Path
 ) -> None:
     disk = tmp_path / "disk"
     if not _mount_tmpfs(disk, "4m"):
@@ -198,7 +188,7 @@ def test_disk_full_keeps_the_last_checkpoint(
         filler.unlink()
         result = cli("resume", str(run), "--no-tui", cwd=tmp_path)
         assert result.returncode == 0, result.stdout + result.stderr
-        assert _final_bytes(run) == _final_bytes(uninterrupted)
+        assert _final_bytes(run) == _final_bytes(trained_run)
     finally:
         subprocess.run(["umount", str(disk)], capture_output=True)
 

@@ -7,34 +7,19 @@ import json
 from pathlib import Path
 
 import pytest
-from runs import build_tiny_model, cli, events, write_dataset, write_preset
+from runs import events
 
 from tunewiz.plan.memory import CPU_PROCESS_BYTES, ERROR_BAND
 from tunewiz.plan.runplan import run_plan
 from tunewiz.preset.files import load_preset
 
-# Both tests read one real `tunewiz train` run (torchrun).
+# Both tests read the session's trained run (`trained_run` in tests/conftest.py: torchrun).
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    tmp = tmp_path_factory.mktemp("run-plan")
-    model = build_tiny_model(tmp / "model")
-    preset = write_preset(
-        tmp / "plan-check.yaml",
-        model,
-        write_dataset(tmp / "data.jsonl"),
-        train={"max_steps": 3},
-        checkpoint={"every_n_steps": None},
-    )
-    done = cli("train", str(preset), "--run-dir", str(tmp / "run"), cwd=tmp, env={"HF_HUB_OFFLINE": "1"})
-    assert done.returncode == 0, done.stderr[-3000:]
-    return preset, tmp / "run"
-
-
-def test_train_writes_the_plan_of_the_resolved_preset(tiny_run: tuple[Path, Path]) -> None:
-    preset, run = tiny_run
+def test_train_writes_the_plan_of_the_resolved_preset(trained_run: Path) -> None:
+    run = trained_run
+    preset = run / "config.yaml"  # the resolved preset the run trained with
     plan = json.loads((run / "plan.json").read_text())
     expected = run_plan(load_preset(str(preset))[0], "cpu", world_size=1)
     assert plan["peak_bytes"] == expected.peak == plan["breakdown_bytes"]["total"]
@@ -45,8 +30,8 @@ def test_train_writes_the_plan_of_the_resolved_preset(tiny_run: tuple[Path, Path
     assert plan["breakdown_bytes"]["overhead"] >= CPU_PROCESS_BYTES > 10 * plan["breakdown_bytes"]["weights"]
 
 
-def test_measured_peak_rss_is_within_the_planners_band(tiny_run: tuple[Path, Path]) -> None:
-    _, run = tiny_run
+def test_measured_peak_rss_is_within_the_planners_band(trained_run: Path) -> None:
+    run = trained_run
     log = events(run)
     planned = next(e for e in log if e["event"] == "start")["planned_peak_bytes"]
     assert planned == json.loads((run / "plan.json").read_text())["peak_bytes"]
