@@ -109,9 +109,9 @@ def use_matmul_attention(q: Tensor, S: int) -> bool:
     """Whether ``matmul_attention`` should replace SDPA for queries ``q`` [B, H, T, hd] over S keys.
 
     Only for bf16 training on CPU with a small score matrix: there oneDNN's bf16 matmuls make the two
-    attention matmuls plus a softmax ~1.8x faster than the CPU flash kernel, forward and backward
-    (5.7 vs 12.3 ms per layer at B 4, H 8, T = S = 256 on two cores); in fp32 they are not faster,
-    and a large score matrix would cost B*H*T*S bf16 values of activation memory per layer.
+    attention matmuls plus a softmax faster than the CPU flash kernel, forward and backward (measured
+    in bench/RESULTS.md); in fp32 they are not faster, and a large score matrix would cost B*H*T*S bf16
+    values of activation memory per layer.
     """
     B, H, T, _ = q.shape
     return (
@@ -150,7 +150,7 @@ def matmul_attention(
     if mask is None:
         mask = torch.ones(T, S, dtype=torch.bool, device=q.device).tril_()  # [T, S] causal
     # An additive 0 / -inf bias rather than masked_fill: its backward is the identity, where
-    # masked_fill's is a second pass over [B, H, T, S] (~1 ms per layer and direction on one core).
+    # masked_fill's is a second pass over [B, H, T, S] (its cost is in bench/RESULTS.md).
     bias = torch.zeros(mask.shape, dtype=q.dtype, device=q.device).masked_fill_(~mask, float("-inf"))
     # In place: the matmul's backward does not need its output. The softmax accumulates in fp32 and
     # returns q's dtype, so autograd keeps one bf16 [B, H, T, S] tensor (shared with the next matmul).
