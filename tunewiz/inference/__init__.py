@@ -1,1 +1,2 @@
-"""Using a trained run: load it (``load``), generate (``generate``), evaluate (``evaluate``)."""
+"""Using a trained run: load it (``load``), generate (``generate``), evaluate (``evaluate``, through the
+lm-eval adapter in ``lm_eval_adapter``)."""

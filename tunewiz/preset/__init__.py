@@ -1,1 +1,2 @@
-"""Presets: the typed schema (``schema``) and YAML files with ``--set`` overrides (``files``)."""
+"""Presets: the typed schema (``schema``), YAML files with ``--set`` overrides (``files``) and the
+explanations of validation errors (``explain``)."""
