@@ -58,6 +58,7 @@ def resume(
     from tunewiz.preset.files import dump_preset
     from tunewiz.run.directory import RunDir
     from tunewiz.train.checkpoint import check_whole
+    from tunewiz.train.detach import start_run
     from tunewiz.train.distributed import resolve_device
     from tunewiz.train.launcher import (
         Topology,
@@ -65,7 +66,6 @@ def resume(
         check_mergeable,
         lock_run,
         recorded_name,
-        start_run,
         torchrun_command,
     )
     from tunewiz.train.rendezvous import default_rdzv_id

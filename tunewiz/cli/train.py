@@ -67,6 +67,7 @@ def train(
     from tunewiz.plan.runplan import write_run_plan
     from tunewiz.preset.files import dump_preset, load_preset
     from tunewiz.run.directory import RunDir
+    from tunewiz.train.detach import start_run
     from tunewiz.train.distributed import resolve_device
     from tunewiz.train.launcher import (
         Topology,
@@ -74,7 +75,6 @@ def train(
         lock_run,
         preflight,
         prepare_run_dir,
-        start_run,
         torchrun_command,
     )
     from tunewiz.train.rendezvous import default_rdzv_id

@@ -6,6 +6,9 @@ no SIGHUP) and hands it the lock's descriptor: the ``flock`` is never released i
 background launcher names itself in ``lock.json``, runs torchrun with the plain-line dashboard
 written to ``RUN/logs/launcher.log``, and releases the lock when every rank has exited. The ranks
 follow it as they follow a foreground launcher; ``tunewiz stop RUN`` stops it gracefully.
+
+:func:`start_run` is where `train` and `resume` choose: the dashboard in this terminal, or the
+background launcher.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from pathlib import Path
 from tunewiz.errors import TunewizError
 from tunewiz.run.directory import RunDir
 from tunewiz.run.lock import RunLock, read_holder
+from tunewiz.train.launcher import Topology, launch
 
 HANDOVER_TIMEOUT_S = 60.0
 
@@ -72,11 +76,44 @@ def start_detached(run: RunDir, argv: list[str], lock: RunLock | None) -> int:
     return process.pid
 
 
+def start_run(
+    run: RunDir,
+    argv: list[str],
+    lock: RunLock | None,
+    *,
+    no_tui: bool,
+    detach: bool,
+    topology: Topology | None = None,
+) -> int:
+    """Run torchrun ``argv`` in this terminal (the dashboard), or hand it and ``lock`` to a background
+    launcher (``detach``) and print how to follow and stop it. Returns the exit code (run status table).
+
+    Args:
+        run: the prepared run directory.
+        argv: the torchrun command.
+        lock: the run's lock held by this process (None for a joining node); the caller releases it
+            (a no-op after a hand-over).
+        no_tui: plain lines instead of the live dashboard.
+        detach: run in the background.
+        topology: this node's place; with several nodes the launch first waits for them to join.
+    """
+    from tunewiz.ui.live import choose_mode
+
+    if not detach:
+        return launch(run, argv, tui=choose_mode(no_tui) == "tui", topology=topology)
+    pid = start_detached(run, argv, lock)
+    print(
+        f"run {run.path} is running in the background (launcher pid {pid})\n"
+        f"  log:    {launcher_log(run)}\n"
+        f"  watch:  tunewiz watch {run.path}\n"
+        f"  stop:   tunewiz stop {run.path}   (graceful: finishes the step and saves a checkpoint)"
+    )
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """The background launcher: adopt the lock, run torchrun, release the lock; return the run's
     exit code (tunewiz.run.status)."""
-    from tunewiz.train.launcher import launch
-
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--run-dir", required=True, type=Path)
     parser.add_argument("--lock-fd", required=True, type=int)

@@ -355,43 +355,6 @@ def prepare_run_dir(preset: Preset, run_dir: Path | None, *, overwrite: bool) ->
     return run
 
 
-def start_run(
-    run: RunDir,
-    argv: list[str],
-    lock: RunLock | None,
-    *,
-    no_tui: bool,
-    detach: bool,
-    topology: Topology | None = None,
-) -> int:
-    """Run torchrun ``argv`` in this terminal (the dashboard), or hand it and ``lock`` to a background
-    launcher (``detach``) and print how to follow and stop it. Returns the exit code (run status table).
-
-    Args:
-        run: the prepared run directory.
-        argv: the torchrun command.
-        lock: the run's lock held by this process (None for a joining node); the caller releases it
-            (a no-op after a hand-over).
-        no_tui: plain lines instead of the live dashboard.
-        detach: run in the background.
-        topology: this node's place; with several nodes the launch first waits for them to join.
-    """
-    from tunewiz.ui.live import choose_mode
-
-    if not detach:
-        return launch(run, argv, tui=choose_mode(no_tui) == "tui", topology=topology)
-    from tunewiz.train.detach import launcher_log, start_detached
-
-    pid = start_detached(run, argv, lock)
-    print(
-        f"run {run.path} is running in the background (launcher pid {pid})\n"
-        f"  log:    {launcher_log(run)}\n"
-        f"  watch:  tunewiz watch {run.path}\n"
-        f"  stop:   tunewiz stop {run.path}   (graceful: finishes the step and saves a checkpoint)"
-    )
-    return 0
-
-
 def launch(run: RunDir, argv: list[str], *, tui: bool, topology: Topology | None = None) -> int:
     """Start torchrun, draw the dashboard until every rank has exited, print the summary.
 
