@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tunewiz.errors import TunewizError, did_you_mean
+from tunewiz.units import GiB, fmt_bytes
 
 if TYPE_CHECKING:
     import numpy as np
@@ -113,11 +114,11 @@ def check_disk_space(folder: Path, needed: int, what: str) -> None:
     """
     free = shutil.disk_usage(folder).free
     if free < needed:
+        size, free_size = fmt_bytes(needed), fmt_bytes(free)
         raise TunewizError(
-            f"not enough disk space for {what}: it needs about {_gib(needed)} and `{folder}` has "
-            f"{_gib(free)} free",
+            f"not enough disk space for {what}: it needs about {size} and `{folder}` has {free_size} free",
             hint="free some space, or write elsewhere with `--output /other/disk/model.gguf`"
-            + (" (or pick a smaller `--quant q4_k_m`)" if needed > 2**30 else ""),
+            + (" (or pick a smaller `--quant q4_k_m`)" if needed > GiB else ""),
             exit_code=1,
         )
 
@@ -256,7 +257,3 @@ def _add_vocab(writer: Any, vocab: GGUFVocab) -> None:
     writer.add_add_eos_token(vocab.add_eos)
     if vocab.add_space_prefix is not None:
         writer.add_add_space_prefix(vocab.add_space_prefix)
-
-
-def _gib(n: int) -> str:
-    return f"{n / 2**30:.2f} GiB" if n >= 2**28 else f"{n / 2**20:.0f} MiB"
