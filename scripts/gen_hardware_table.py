@@ -47,7 +47,7 @@ def cell(rec: object) -> str:
     Args:
         rec: a :class:`tunewiz.plan.recommend.Recommendation`.
     """
-    from tunewiz.plan.memory import GiB
+    from tunewiz.units import GiB
 
     plan = rec.plan  # type: ignore[attr-defined]
     if not rec.fits:  # type: ignore[attr-defined]
