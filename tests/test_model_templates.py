@@ -229,8 +229,8 @@ def test_every_inference_path_prompts_with_the_trained_ids(case: str, tmp_path: 
     import transformers
     from test_prompt import _prompt_part, _tiny_loaded
 
-    from tunewiz.inference.evaluate import tunewiz_lm_class
     from tunewiz.inference.generate import SamplingParams
+    from tunewiz.inference.lm_eval_adapter import TunewizLM
     from tunewiz.inference.load import ChatSession, prompt_builder_for
     from tunewiz.text.prompt import read_prompt_record, write_prompt_record
 
@@ -254,7 +254,7 @@ def test_every_inference_path_prompts_with_the_trained_ids(case: str, tmp_path: 
     prompts, warning = prompt_builder_for(str(run), final)
     assert warning is None
     loaded = _tiny_loaded(final)
-    lm = tunewiz_lm_class()(loaded, prompts=prompts)
+    lm = TunewizLM(loaded, prompts=prompts)
     for sample, conversation in zip(samples, conversations, strict=True):
         expected = _prompt_part(sample)
         history = conversation[:-1]
