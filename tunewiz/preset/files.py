@@ -243,7 +243,7 @@ def apply_overrides(data: dict[str, Any], overrides: list[str] | tuple[str, ...]
             ) from None
         if strip_optional(annotation) is str and value is not None and not isinstance(value, str):
             value = raw
-        if get_origin(_strip_optional(annotation)) is list and isinstance(value, str) and "," in value:
+        if get_origin(strip_optional(annotation)) is list and isinstance(value, str) and "," in value:
             value = [part.strip() for part in value.split(",") if part.strip()]  # `a,b` means `[a, b]`
         target = result
         for depth, key in enumerate(keys[:-1]):
