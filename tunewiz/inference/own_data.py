@@ -71,12 +71,17 @@ def score_texts(predictions: list[str], references: list[str]) -> dict[str, floa
 def _losses(loaded: LoadedModel, samples: list[Sample], tick: Callable[[], None]) -> tuple[float, int]:
     import torch
 
+    from tunewiz.models.loss import chunked_cross_entropy
+
+    model = loaded.model
+    softcap = model.config.final_logit_softcapping
     total, count = 0.0, 0
     with torch.no_grad():
         for sample in samples:
             ids = torch.tensor([sample.input_ids], device=loaded.device)
             labels = torch.tensor([sample.labels], device=loaded.device)
-            loss_sum, n = loaded.model(ids, labels=labels)
+            hidden = model(ids, output_hidden=True)  # [1, T, D]
+            loss_sum, n = chunked_cross_entropy(hidden, model.lm_head, labels, softcap=softcap)
             total += float(loss_sum)
             count += int(n)
             tick()
