@@ -45,8 +45,7 @@ def redact(text: str) -> str:
 class TrackerUnavailable(Exception):
     """A known reason a tracker cannot start (not installed, not logged in, unreachable).
 
-    Args:
-        message: one line that says what is wrong and how to fix it, with no secret in it.
+    Its message is one line that says what is wrong and how to fix it, with no secret in it.
     """
 
 
