@@ -5,6 +5,7 @@ terminal chat's (`tunewiz chat RUN --prompt … --temperature 0`) on a trained d
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import signal
@@ -204,6 +205,9 @@ def test_stop_ends_a_long_generation(tmp_path: Path) -> None:
     # A random-weight model decoding greedily cycles through ordinary tokens and never picks its
     # end-of-sequence token (checked first with the terminal chat): a reply that only stop can end.
     model = build_tiny_model(tmp_path / "random-model")
+    config = json.loads((model / "config.json").read_text())
+    config["max_position_embeddings"] = 8192  # RoPE has no learned positions: room for a 2048-token reply
+    (model / "config.json").write_text(json.dumps(config))
     env = _env(tmp_path)
     args = [*TUNEWIZ, "chat", str(model), "--prompt", "Tell me a story.", "--max-new-tokens", "200"]
     assert len(_run(args, env).stdout) > 150
@@ -214,7 +218,6 @@ def test_stop_ends_a_long_generation(tmp_path: Path) -> None:
             "() => (document.querySelector('#prompt-info')?.innerText || '').includes('generating')",
             timeout=60_000,
         )
-        page.wait_for_timeout(1000)
         page.click("#stop")
         page.wait_for_timeout(1500)
         stopped = _bot_texts(page)[-1]
