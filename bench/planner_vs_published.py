@@ -124,11 +124,16 @@ def setup(r: dict[str, str]) -> tuple[str | None, PlanInputs | None, str]:
         return None, None, f"{model}: an architecture tunewiz does not train"
     method = r["method"]
     mb, seq = int(r["micro_batch"]), int(r["seq_len"])
+    # Micro-batches per step: stated by the source (LitGPT: global_batch_size / micro_batch_size of the
+    # config) or 1. It matters for full fine-tunes only: their gradients outlive a micro-batch.
+    accum = int(r["grad_accum"]) if r["grad_accum"] else 1
     ac = {"yes": True, "no": False}.get(r["activation_checkpointing"])
     opt = r["optimizer"].lower()
     rank = int(r["lora_rank"]) if r["lora_rank"].isdigit() else 8
     targets = _targets(r["lora_targets"]) or QV
     assumed: list[str] = []
+    if method == "full" and not r["grad_accum"]:
+        assumed.append("gradient accumulation not stated: 1")
     skip = ""
     loss = "chunked"
     if src == "torchtune" and "Memory and training speed" in r["source_url_or_repo_path"]:
@@ -195,6 +200,7 @@ def setup(r: dict[str, str]) -> tuple[str | None, PlanInputs | None, str]:
         activation_checkpointing=bool(ac),
         loss=loss,  # type: ignore[arg-type]
         foreach_step=foreach,
+        grad_accum=accum,
     )
     inputs = _savers(inputs, r, notes)
     return ARCH[model], inputs, skip or "; ".join(assumed)

@@ -5,9 +5,9 @@ For each configuration the model is set up exactly as the recipe does it (``Fine
 adapters cast to the model dtype, activation checkpointing. The checkpoint it loads is a sparse
 ``model.safetensors`` of the architecture's shapes (a header and holes: no disk, no download), and a
 ``convert`` hook turns each weight into a fake tensor as it is read. The step (forward with the chunked
-loss, backward, grad clipping, AdamW step, zero_grad; twice, so the second step runs with AdamW's states
-allocated) then runs on fake tensors (``FakeTensorMode``: shapes and dtypes, no data, no real memory)
-under a dispatch mode that records the peak of live tensor storage bytes.
+loss and backward, ``grad_accum`` times; grad clipping, AdamW step, zero_grad; twice, so the second step
+runs with AdamW's states allocated) then runs on fake tensors (``FakeTensorMode``: shapes and dtypes,
+no data, no real memory) under a dispatch mode that records the peak of live tensor storage bytes.
 The planner's prediction of the same quantity is its breakdown without the fixed runtime overhead
 (CUDA context / process RSS and allocator slack), which no tensor trace can see.
 
@@ -161,9 +161,10 @@ def traced_peak(arch: LlamaConfig, inputs: PlanInputs) -> int:
         tracker = _StorageTracker(list(model.parameters()) + [ids, labels])
         with tracker:
             for _ in range(2):
-                hidden = model(ids, output_hidden=True)  # [B, T, D]
-                loss_sum, count = chunked_cross_entropy(hidden, model.lm_head, labels)
-                (loss_sum / count).backward()  # with the step in backward, it also updates and frees
+                for _ in range(inputs.grad_accum):  # backward adds into the grads of earlier micro-batches
+                    hidden = model(ids, output_hidden=True)  # [B, T, D]
+                    loss_sum, count = chunked_cross_entropy(hidden, model.lm_head, labels)
+                    (loss_sum / count).backward()  # with the step in backward, it also updates and frees
                 if not in_bwd:
                     clip_grad_norm(trained, 1.0)
                     optimizer.step()

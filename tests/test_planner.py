@@ -87,6 +87,24 @@ def test_more_work_never_needs_less_memory(knob: str) -> None:
     assert big > small
 
 
+def test_accumulated_full_grads_live_beside_the_activations() -> None:
+    # From the second micro-batch of a step on, a full fine-tune's backward adds into gradients that
+    # already exist for every parameter, while that micro-batch's activations are alive: the peak grows
+    # by the grads the first backward had not made yet (all but the root's). LoRA's grads are tiny.
+    arch = lookup("llama-3.2-1b").arch
+    base = PlanInputs(method="full", micro_batch=4, seq_len=512)
+    one, eight = estimate(arch, base), estimate(arch, dataclasses.replace(base, grad_accum=8))
+    grads = 2 * arch.num_parameters()
+    embeddings = arch.vocab_size * arch.hidden_size * (1 if arch.tie_word_embeddings else 2)
+    root = 2 * (embeddings + arch.hidden_size)  # embeddings, lm_head, final norm
+    grown = eight.breakdown.trainable_state - one.breakdown.trainable_state
+    assert grown == grads - root
+    assert any("gradient accumulation over 8" in r for r in eight.reasons)
+    lora = PlanInputs(method="lora", micro_batch=4, seq_len=512)
+    lora_grown = estimate(arch, dataclasses.replace(lora, grad_accum=8)).peak - estimate(arch, lora).peak
+    assert lora_grown == 0
+
+
 def test_checkpointing_and_chunked_loss_save_memory() -> None:
     arch = lookup("llama-3.2-3b").arch
     base = PlanInputs(method="full", micro_batch=2, seq_len=4096)
@@ -171,8 +189,18 @@ sys.path.insert(0, str(ROOT / "bench"))
         PlanInputs(method="lora", dtype="bf16", micro_batch=2, seq_len=512, activation_checkpointing=True),
         PlanInputs(method="qlora", dtype="bf16", micro_batch=2, seq_len=256),
         PlanInputs(method="full", dtype="bf16", micro_batch=1, seq_len=256, optimizer_in_backward=True),
+        PlanInputs(method="full", dtype="bf16", micro_batch=1, seq_len=256, grad_accum=2),
     ],
-    ids=["lora-bf16", "lora-all-fp32", "full-fp32", "full-bf16", "lora-ac", "qlora-bf16", "full-bf16-in-bwd"],
+    ids=[
+        "lora-bf16",
+        "lora-all-fp32",
+        "full-fp32",
+        "full-bf16",
+        "lora-ac",
+        "qlora-bf16",
+        "full-bf16-in-bwd",
+        "full-bf16-accum",
+    ],
 )
 @pytest.mark.slow
 def test_planner_agrees_with_traced_step(inputs: PlanInputs) -> None:

@@ -80,6 +80,9 @@ class PlanInputs:
             CUDA (no temporary), foreach on CPU. Peers' recipes set it explicitly.
         loss: ``chunked`` (tunewiz's loss: fp32 logits for 1024 tokens at a time) or ``full``
             ([N, V] fp32 logits at once, as a naive ``cross_entropy(model(x).float())``).
+        grad_accum: micro-batches per optimizer step. From the second micro-batch on, every trained
+            parameter's gradient already exists (backward adds into ``.grad``) while that micro-batch's
+            activations are alive; with 1, backward frees activations as it produces the gradients.
     """
 
     method: Method = "lora"
@@ -96,6 +99,7 @@ class PlanInputs:
     activation_offloading: bool = False
     foreach_step: bool | None = None
     loss: Literal["chunked", "full"] = "chunked"
+    grad_accum: int = 1
 
     @property
     def savers(self) -> tuple[str, ...]:
@@ -283,7 +287,12 @@ def estimate(arch: LlamaConfig, inputs: PlanInputs) -> MemoryPlan:
     # optimizer step: all grads + states + its temporary, activations gone. AdamW's states live from
     # the first step on, so every phase holds them. In a full fine-tune the grads grow while the
     # activations shrink through backward, so its end (all grads, no activations) is a phase too.
-    root_grads = e * _root_params(arch) // n_dev if full and not i.optimizer_in_backward else grads
+    # During backward only the root's grads exist yet (they come first), unless an earlier micro-batch of
+    # the same step already made every grad (accumulation: backward adds into them).
+    if full and not i.optimizer_in_backward and i.grad_accum == 1:
+        root_grads = e * _root_params(arch) // n_dev
+    else:
+        root_grads = grads
     # With the step in backward, a parameter's update (and its temporary) happens while backward runs.
     in_bwd_step = step_temp if i.optimizer_in_backward else 0
     phases = {
@@ -336,6 +345,11 @@ def estimate(arch: LlamaConfig, inputs: PlanInputs) -> MemoryPlan:
         reasons.append("8-bit AdamW (torchao): both states in 8 bits + a fp32 scale per 256 values")
     if i.optimizer_in_backward:
         reasons.append("optimizer step in backward: each gradient is applied and freed as it is produced")
+    if i.grad_accum > 1 and full:
+        reasons.append(
+            f"gradient accumulation over {i.grad_accum} micro-batches: from the second one on, all "
+            "gradients are alive during backward, beside that micro-batch's activations"
+        )
     if i.activation_offloading and i.device == "cuda":
         reasons.append(
             "activation offloading: saved activations wait in CPU memory; "

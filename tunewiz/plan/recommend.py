@@ -222,11 +222,14 @@ def recommend(
         for savers in _saver_sets(req, method, machine):
             for rank in ranks:
                 for mb in batches:
-                    if savers.get("optimizer_in_backward") and _accum(req, mb, machine) > 1:
+                    accum = _accum(req, mb, machine)
+                    if savers.get("optimizer_in_backward") and accum > 1:
                         continue  # the step in backward cannot accumulate
                     plan = estimate(
                         model.arch,
-                        dataclasses.replace(base, method=method, lora_rank=rank, micro_batch=mb, **savers),
+                        dataclasses.replace(
+                            base, method=method, lora_rank=rank, micro_batch=mb, grad_accum=accum, **savers
+                        ),
                     )
                     if smallest is None or plan.peak_high < smallest.peak_high:
                         smallest = plan
@@ -241,7 +244,7 @@ def recommend(
         best_plain = max(without_savers, default=0)
         reasons += _choice_reasons(req, plan, batches, per_device_batch, memory, best_plain)
         reasons += _in_backward_reason(req, plan, machine)
-        accum = _accum(req, mb, machine)
+        accum = plan.inputs.grad_accum
         reasons.append(
             f"grad_accum {accum}: {mb} × {accum} × {machine.num_devices} device(s) = "
             f"{mb * accum * machine.num_devices} sequences per step (target {req.target_global_batch})"
@@ -258,7 +261,7 @@ def recommend(
         machine,
         judge(smallest, memory),
         smallest,
-        1,
+        smallest.inputs.grad_accum,
         tuple(reasons),
         tuple(_alternatives(machine, model, smallest, req)),
     )
@@ -451,7 +454,13 @@ def _alternatives(machine: Machine, model: CatalogModel, smallest: MemoryPlan, r
     def fits(inputs: PlanInputs, arch: LlamaConfig = model.arch) -> bool:
         return judge(estimate(arch, inputs), capacity).fits
 
-    i = dataclasses.replace(smallest.inputs, micro_batch=1, activation_checkpointing=True, lora_rank=8)
+    i = dataclasses.replace(
+        smallest.inputs,
+        micro_batch=1,
+        grad_accum=_accum(req, 1, machine),
+        activation_checkpointing=True,
+        lora_rank=8,
+    )
     if i.method != "qlora" and fits(dataclasses.replace(i, method="qlora")):
         out.append("QLoRA (`--method qlora`): the base weights in 4-bit fit")
     seq = i.seq_len // 2

@@ -42,6 +42,7 @@ def run_plan(preset: Preset, device: str, world_size: int = 1) -> MemoryPlan:
         optimizer=preset.train.optimizer,
         optimizer_in_backward=preset.train.optimizer_in_backward,
         activation_offloading=preset.train.activation_offloading,
+        grad_accum=preset.train.grad_accum,
     )
     return estimate(model.arch, inputs)
 
