@@ -5,6 +5,11 @@ import os
 # Set before any test imports huggingface_hub/transformers/datasets, which read these at import time.
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["HF_DATASETS_OFFLINE"] = "1"
+# Prepared data (tunewiz.data.prepared) goes to a fresh directory of this session, never ~/.cache.
+if "TUNEWIZ_CACHE" not in os.environ:
+    import tempfile as _tempfile
+
+    os.environ["TUNEWIZ_CACHE"] = _tempfile.mkdtemp(prefix="tunewiz-prepared-")
 
 
 # --- tokenizer fixtures (tests/test_tokenizer.py, tests/test_data.py) ---------------------------------

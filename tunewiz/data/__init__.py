@@ -6,6 +6,7 @@ previews (the wizard). ``epoch_order`` and ``collate`` feed the training loop.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -25,12 +26,15 @@ __all__ = [
     "IGNORE_INDEX",
     "DataStats",
     "Sample",
+    "SamplePlan",
     "build_datasets",
     "collate",
     "detect_format",
     "epoch_order",
     "load_rows",
     "pack",
+    "plan_samples",
+    "tokenize_rows",
 ]
 
 
@@ -55,7 +59,7 @@ class DataStats:
     max_seq_len: int
     truncation: str
     prompt: PromptFormat
-    lengths: tuple[int, ...] = ()  # every train sample's length before truncation, ascending
+    lengths: Sequence[int] = ()  # every train sample's length before truncation, ascending
     # per dataset of data.path: name, format, rows, weight, train and validation samples kept
     sources: tuple[dict[str, Any], ...] = ()
 
@@ -101,6 +105,103 @@ def build_datasets(
         legacy: without ``prompt``, use the rule of runs made before prompt.json existed
             (``tunewiz.text.prompt.legacy_prompt_format``): resuming such a run keeps its tokens.
     """
+    plan = plan_samples(cfg, tokenizer, seed=seed, prompt=prompt, legacy=legacy)
+    counts = {"train": _zero_counts(), "validation": _zero_counts()}
+    lengths: list[int] = []
+    train = tokenize_rows(plan.train_rows, plan.builder, cfg, counts["train"], lengths)
+    val = tokenize_rows(plan.val_rows, plan.builder, cfg, counts["validation"], [])
+    stats = plan.stats(cfg, counts, lengths, [s.source for s in train], [s.source for s in val])
+    train_samples = [s.sample for s in train]
+    val_samples = [s.sample for s in val]
+    if cfg.packing:
+        train_samples, val_samples = pack(train_samples, cfg.max_seq_len), pack(val_samples, cfg.max_seq_len)
+    return train_samples, val_samples, stats
+
+
+@dataclass
+class SamplePlan:
+    """What ``build_datasets`` tokenizes, before tokenizing: the datasets read, the train and
+    validation rows (weighted, split) and the prompt builder. ``tunewiz.data.prepared`` tokenizes the
+    same rows in chunks (``tokenize_rows``) and gets bit-for-bit the same samples."""
+
+    sources: list[_Source]
+    train_rows: list[_Item]
+    val_rows: list[_Item]
+    builder: PromptBuilder
+    prompt: PromptFormat
+    format: str  # the data format, or the datasets' formats joined with `+`
+    name: str  # the dataset's name (or the names joined with `+`), for messages
+
+    def stats(
+        self,
+        cfg: DataSection,
+        counts: dict[str, dict[str, int]],
+        lengths: Sequence[int],
+        train_sources: Sequence[int],
+        val_sources: Sequence[int],
+    ) -> DataStats:
+        """The DataStats of the samples tokenized from this plan.
+
+        Args:
+            cfg: the data section.
+            counts: per split, the tallies ``tokenize_rows`` made.
+            lengths: the untruncated lengths of the train samples, in any order.
+            train_sources: per train sample (before packing), the index of its dataset in ``data.path``.
+            val_sources: the same for the validation samples.
+
+        Raises:
+            TunewizError: no train sample has a trained token.
+        """
+        import numpy as np
+
+        if len(train_sources) == 0:
+            raise _no_samples(self.name, counts["train"], cfg)
+        ordered = np.sort(np.asarray(lengths, dtype=np.int64))
+        per_train = np.bincount(np.asarray(train_sources, dtype=np.int64), minlength=len(self.sources))
+        per_val = np.bincount(np.asarray(val_sources, dtype=np.int64), minlength=len(self.sources))
+        per_source = tuple(
+            {
+                "name": src.name,
+                "format": src.format,
+                "rows": src.num_rows,
+                "weight": src.entry.weight,
+                "train": int(per_train[k]),
+                "validation": int(per_val[k]),
+            }
+            for k, src in enumerate(self.sources)
+        )
+        return DataStats(
+            num_train=len(train_sources),
+            num_val=len(val_sources),
+            counts=counts,
+            format=self.format,
+            template=self.prompt.template_source,
+            token_lengths={
+                q: int(_percentile(ordered, p)) for q, p in (("p50", 50), ("p95", 95), ("max", 100))
+            },
+            max_seq_len=cfg.max_seq_len,
+            truncation=cfg.truncation,
+            prompt=self.prompt,
+            lengths=tuple(ordered.tolist()),
+            sources=per_source,
+        )
+
+
+def plan_samples(
+    cfg: DataSection,
+    tokenizer: Tokenizer,
+    *,
+    seed: int,
+    prompt: PromptFormat | None = None,
+    legacy: bool = False,
+) -> SamplePlan:
+    """Read the datasets, weight, cap and split their rows, and fix the prompt format (the arguments
+    are ``build_datasets``'s).
+
+    Raises:
+        TunewizError: an unreadable dataset or validation file, a weight that keeps no row, a format
+            that cannot be told.
+    """
     from tunewiz.text.prompt import PromptBuilder, legacy_prompt_format, new_prompt_format
     from tunewiz.text.templates import resolve_template
 
@@ -113,8 +214,7 @@ def build_datasets(
     if prompt is None:
         template = None if fmt == "text" else resolve_template(cfg.template, tokenizer, fmt, cfg.thinking)
         prompt = (legacy_prompt_format if legacy else new_prompt_format)(template, tokenizer)
-    builder = PromptBuilder(tokenizer, prompt)
-    source = sources[0].name if len(sources) == 1 else " + ".join(src.name for src in sources)
+    name = sources[0].name if len(sources) == 1 else " + ".join(src.name for src in sources)
 
     if cfg.val_path is not None:
         train_rows = rows
@@ -125,43 +225,16 @@ def build_datasets(
         val_rows = [(i, row, val_src) for i, row in enumerate(val_loaded, start=1)]
     else:
         train_rows, val_rows = _split(rows, cfg.val_fraction, seed)
-
-    counts = {"train": _zero_counts(), "validation": _zero_counts()}
-    lengths: list[int] = []
-    train = _tokenize(train_rows, builder, cfg, counts["train"], lengths)
-    val = _tokenize(val_rows, builder, cfg, counts["validation"], [])
-    if not train:
-        raise _no_samples(source, counts["train"], cfg)
-    lengths.sort()
-    per_source = tuple(
-        {
-            "name": src.name,
-            "format": src.format,
-            "rows": src.num_rows,
-            "weight": src.entry.weight,
-            "train": sum(1 for s in train if s.source == k),
-            "validation": sum(1 for s in val if s.source == k),
-        }
-        for k, src in enumerate(sources)
+    formats = [src.format for src in sources]
+    return SamplePlan(
+        sources,
+        train_rows,
+        val_rows,
+        PromptBuilder(tokenizer, prompt),
+        prompt,
+        fmt if len(set(formats)) == 1 else "+".join(formats),
+        name,
     )
-    train = [s.sample for s in train]
-    val = [s.sample for s in val]
-    stats = DataStats(
-        num_train=len(train),
-        num_val=len(val),
-        counts=counts,
-        format=fmt if len({src.format for src in sources}) == 1 else "+".join(src.format for src in sources),
-        template=prompt.template_source,
-        token_lengths={"p50": _percentile(lengths, 50), "p95": _percentile(lengths, 95), "max": lengths[-1]},
-        max_seq_len=cfg.max_seq_len,
-        truncation=cfg.truncation,
-        prompt=prompt,
-        lengths=tuple(lengths),
-        sources=per_source,
-    )
-    if cfg.packing:
-        train, val = pack(train, cfg.max_seq_len), pack(val, cfg.max_seq_len)
-    return train, val, stats
 
 
 def _zero_counts() -> dict[str, int]:
@@ -237,15 +310,19 @@ def _split(rows: list[_Item], val_fraction: float, seed: int) -> tuple[list[_Ite
     )
 
 
-def _tokenize(
-    rows: list[_Item],
+def tokenize_rows(
+    rows: Sequence[_Item],
     builder: PromptBuilder,
     cfg: DataSection,
     counts: dict[str, int],
     lengths: list[int],
 ) -> list[_Tagged]:
     """Samples of ``rows``, tagged with their dataset's index; ``counts`` gets truncated/dropped
-    tallies, ``lengths`` the untruncated lengths of the samples that have a trained token."""
+    tallies, ``lengths`` the untruncated lengths of the samples that have a trained token.
+
+    Each row's sample depends on that row only, so chunks of ``rows`` tokenized apart and joined in
+    order give the same samples as one call.
+    """
     samples = []
     bos_id = builder.tokenizer.bos_id
     for index, row, src in rows:
@@ -278,7 +355,7 @@ def _no_samples(source: str, counts: dict[str, int], cfg: DataSection) -> Except
     )
 
 
-def _percentile(sorted_values: list[int], q: int) -> int:
+def _percentile(sorted_values: Sequence[int], q: int) -> int:
     """Nearest-rank percentile of an ascending list."""
     rank = max(1, -(-q * len(sorted_values) // 100))
     return sorted_values[rank - 1]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from tunewiz.data.samples import IGNORE_INDEX, Sample
@@ -15,28 +16,50 @@ def pack(samples: list[Sample], max_seq_len: int) -> list[Sample]:
 
     Positions restart at 0 for each sample and ``document_ids`` number the samples within the row, so
     attention stays inside a sample. Labels never cross samples: each sample's last label is IGNORE_INDEX.
+    Which samples share a row is :func:`pack_bounds`.
 
     Args:
         samples: unpacked samples, each at most ``max_seq_len`` long.
         max_seq_len: row length limit.
     """
+    bounds = pack_bounds([len(s.input_ids) for s in samples], max_seq_len)
     rows: list[Sample] = []
-    ids: list[int] = []
-    labels: list[int] = []
-    positions: list[int] = []
-    docs: list[int] = []
-    for sample in samples:
-        if ids and len(ids) + len(sample.input_ids) > max_seq_len:
-            rows.append(Sample(ids, labels, positions, docs))
-            ids, labels, positions, docs = [], [], [], []
-        doc = docs[-1] + 1 if docs else 0
-        ids.extend(sample.input_ids)
-        labels.extend(sample.labels)
-        positions.extend(range(len(sample.input_ids)))
-        docs.extend([doc] * len(sample.input_ids))
-    if ids:
+    for first, end in zip(bounds[:-1], bounds[1:], strict=True):
+        ids: list[int] = []
+        labels: list[int] = []
+        positions: list[int] = []
+        docs: list[int] = []
+        for doc, sample in enumerate(samples[first:end]):
+            ids.extend(sample.input_ids)
+            labels.extend(sample.labels)
+            positions.extend(range(len(sample.input_ids)))
+            docs.extend([doc] * len(sample.input_ids))
         rows.append(Sample(ids, labels, positions, docs))
     return rows
+
+
+def pack_bounds(lengths: Sequence[int], max_seq_len: int) -> list[int]:
+    """Where packed rows start: row ``r`` holds samples ``bounds[r]`` to ``bounds[r + 1] - 1``.
+
+    Greedy, in order: a sample starts a new row when it would not fit in the current one.
+
+    Args:
+        lengths: sample lengths in tokens, each at most ``max_seq_len``.
+        max_seq_len: row length limit.
+
+    Returns:
+        ``len(rows) + 1`` sample indices, from 0 to ``len(lengths)`` ([0] when there is no sample).
+    """
+    bounds = [0]
+    used = 0
+    for i, length in enumerate(lengths):
+        if used and used + length > max_seq_len:
+            bounds.append(i)
+            used = 0
+        used += length
+    if used:
+        bounds.append(len(lengths))
+    return bounds
 
 
 def epoch_order(num_samples: int, *, epoch: int, seed: int, shuffle: bool) -> list[int]:

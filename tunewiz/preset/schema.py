@@ -204,6 +204,11 @@ class DataSection(_Section):
     max_samples: int | None = Field(
         None, gt=0, description="Use only the first N samples (quick experiments)."
     )
+    cache_dir: str | None = Field(
+        None,
+        description="Where prepared (tokenized, packed) data is kept and found again; default: the "
+        "TUNEWIZ_CACHE environment variable, else ~/.cache/tunewiz/prepared. See `tunewiz cache list`.",
+    )
 
 
 class TrainSection(_Section):

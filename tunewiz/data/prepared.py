@@ -1,0 +1,691 @@
+"""Prepared datasets: tokenized (and packed) samples on disk, made once, memory-mapped by every rank.
+
+An entry is a directory of flat numpy arrays, read with ``numpy.memmap`` (no copy, no parsing):
+
+- ``{split}.tokens`` / ``{split}.labels`` (int32): every sample's input ids and shifted labels, end to end;
+- ``{split}.offsets`` (int64, samples + 1): where each sample starts in them;
+- ``{split}.rows`` (int64, rows + 1, packing only): which samples share a packed row
+  (:func:`tunewiz.data.batching.pack_bounds`); positions and document ids follow from the offsets;
+- ``{split}.trained`` (int32): trained tokens per sample (per packed row), for the loss normalisation;
+- ``lengths`` (int32): the train samples' lengths before truncation, ascending (DataStats.lengths);
+- ``stats.json`` (the rest of DataStats) and ``meta.json`` (what the entry was made from, when, its size).
+
+Why numpy memmaps rather than Arrow: a rank opens an entry in milliseconds whatever its size, a sample
+is two slices, the preparer streams chunks straight into the files, and nothing depends on the
+``datasets`` library's own cache and fingerprints.
+
+The entry's name is a hash of everything that changes the tokens (:func:`key_inputs`): the content of
+every data file (a fast path on path, size and modification time reuses the content hash computed
+when the file was last seen), a Hub dataset's fingerprint, the tokenizer files, the prompt format, the
+seed, every token-changing data setting and the source of the data and text code. It is written into
+a temporary directory and renamed into place (an entry is never seen half-written; a killed preparation
+leaves only a ``.tmp-*`` directory that nothing reads and ``tunewiz cache clear`` removes). Concurrent
+preparers on one host wait for each other (a lock file); on several hosts sharing the directory the
+first rename wins and the others use it.
+
+Location: ``data.cache_dir`` > ``$TUNEWIZ_CACHE`` > ``$XDG_CACHE_HOME/tunewiz/prepared``
+(``~/.cache/tunewiz/prepared``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import socket
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from tunewiz.data import DataStats, Sample, SamplePlan, plan_samples, tokenize_rows
+from tunewiz.data.batching import pack_bounds
+from tunewiz.errors import TunewizError
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from tunewiz.preset.schema import DataSection
+    from tunewiz.text.prompt import PromptFormat
+    from tunewiz.text.tokenizer import Tokenizer
+
+CACHE_ENV = "TUNEWIZ_CACHE"
+LAYOUT_VERSION = 1
+# Data settings that do not change a single token (they act after the samples are made); every other
+# field of DataSection / DatasetEntry is part of the key (tests/test_prepared.py checks the choice).
+TOKEN_NEUTRAL = frozenset({"shuffle", "cache_dir"})
+SPLITS = ("train", "validation")
+_TMP, _ALIASES, _HASHES, _LOCKS = ".tmp-", ".aliases", ".hashes", ".locks"
+ProgressFn = Callable[[int, int], None]  # (rows done, rows in all)
+
+
+def cache_root(cfg: DataSection | None = None) -> Path:
+    """Where prepared entries live: ``data.cache_dir``, else ``$TUNEWIZ_CACHE``, else
+    ``$XDG_CACHE_HOME/tunewiz/prepared`` (``~/.cache/tunewiz/prepared``)."""
+    if cfg is not None and cfg.cache_dir:
+        return Path(cfg.cache_dir).expanduser()
+    if os.environ.get(CACHE_ENV):
+        return Path(os.environ[CACHE_ENV]).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or "~/.cache"
+    return Path(base).expanduser() / "tunewiz" / "prepared"
+
+
+class PreparedSamples(Sequence[Sample]):
+    """One split of an entry as a sequence of :class:`Sample` read from the memory-mapped arrays.
+
+    ``trained`` holds, per item, its number of trained tokens (labels other than IGNORE_INDEX).
+    """
+
+    def __init__(self, entry: Path, split: str, packed: bool) -> None:
+        import numpy as np
+
+        def array(name: str, dtype: type) -> np.ndarray:
+            path = entry / f"{split}.{name}"
+            return np.memmap(path, dtype=dtype, mode="r") if path.stat().st_size else np.zeros(0, dtype)
+
+        self._tokens = array("tokens", np.int32)
+        self._labels = array("labels", np.int32)
+        self._offsets = array("offsets", np.int64)
+        self._rows = array("rows", np.int64) if packed else None
+        self.trained = array("trained", np.int32)
+
+    def __len__(self) -> int:
+        return len(self._rows if self._rows is not None else self._offsets) - 1
+
+    def __getitem__(self, index: int) -> Sample:  # type: ignore[override]
+        import numpy as np
+
+        if not -len(self) <= index < len(self):
+            raise IndexError(index)
+        index %= len(self)
+        if self._rows is None:
+            start, end = self._offsets[index], self._offsets[index + 1]
+            return Sample(self._tokens[start:end].tolist(), self._labels[start:end].tolist())
+        bounds = self._offsets[self._rows[index] : self._rows[index + 1] + 1]
+        start, end = bounds[0], bounds[-1]
+        sizes = np.diff(bounds)
+        positions = np.arange(end - start) - np.repeat(bounds[:-1] - start, sizes)
+        docs = np.repeat(np.arange(len(sizes)), sizes)
+        return Sample(
+            self._tokens[start:end].tolist(),
+            self._labels[start:end].tolist(),
+            positions.tolist(),
+            docs.tolist(),
+        )
+
+    def __iter__(self) -> Iterator[Sample]:
+        return (self[i] for i in range(len(self)))
+
+
+@dataclass
+class Prepared:
+    """A mapped entry: the samples of both splits, the stats, and whether it was found or made now."""
+
+    entry: Path
+    train: PreparedSamples
+    val: PreparedSamples
+    stats: DataStats
+    hit: bool
+    seconds: float = 0.0  # time to find (hit) or make (miss) it
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+# --- the key -----------------------------------------------------------------------------------------
+
+
+def key_inputs(
+    cfg: DataSection, tokenizer: Tokenizer, *, seed: int, prompt: PromptFormat | None, legacy: bool
+) -> dict[str, Any] | None:
+    """Everything the samples are made from, as JSON: the key is its hash.
+
+    None when a dataset cannot be identified (a missing file, a Hub dataset not loadable): the caller
+    then reads the data to report the error.
+    """
+    from tunewiz.data import _source_name
+
+    root = cache_root(cfg)
+    datasets = []
+    for entry in cfg.datasets():
+        ident = _data_identity(entry.path, entry.split or cfg.split, root)
+        if ident is None:
+            return None
+        settings = entry.model_dump(mode="json", exclude={"path"})  # the path as its name and content
+        datasets.append({**settings, "name": _source_name(entry.path), "content": ident})
+    val = None
+    if cfg.val_path is not None:
+        val = _data_identity(cfg.val_path, cfg.split, root)
+        if val is None:
+            return None
+    settings = cfg.model_dump(mode="json", exclude={"path", "val_path", *TOKEN_NEUTRAL})
+    if prompt is not None:
+        prompt_spec: Any = prompt.as_json()
+    else:
+        prompt_spec = "legacy" if legacy else "new"
+    return {
+        "layout": LAYOUT_VERSION,
+        "code": _code_digest(),
+        "datasets": datasets,
+        "val_path": None if val is None else {"name": _source_name(str(cfg.val_path)), "content": val},
+        "settings": settings,
+        "seed": seed,
+        "tokenizer": _tokenizer_digest(tokenizer, root),
+        "prompt": prompt_spec,
+    }
+
+
+def _digest(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:24]
+
+
+def _data_identity(path: str, split: str, root: Path) -> str | None:
+    from tunewiz.data.sources import SHIPPED_PREFIX, shipped_datasets_dir
+
+    if path.startswith(SHIPPED_PREFIX):
+        file = shipped_datasets_dir() / f"{path[len(SHIPPED_PREFIX) :]}.jsonl"
+        return _file_digest(file, root) if file.is_file() else None
+    local = Path(path).expanduser()
+    if local.is_file():
+        return _file_digest(local, root)
+    if local.exists() or local.suffix or local.is_absolute() or path.startswith((".", "~")):
+        return None
+    try:
+        import datasets
+
+        return "hub:" + datasets.load_dataset(path, split=split)._fingerprint
+    except Exception:  # noqa: BLE001 - reading the rows reports it with the sources' own message
+        return None
+
+
+def _file_digest(path: Path, root: Path) -> str:
+    """sha256 of a file's content; reused while the file's size and modification time are unchanged."""
+    from tunewiz.atomic import atomic_write_json
+
+    path = path.resolve()
+    st = path.stat()
+    stamp = {"path": str(path), "size": st.st_size, "mtime_ns": st.st_mtime_ns, "inode": st.st_ino}
+    record = root / _HASHES / f"{hashlib.sha256(str(path).encode()).hexdigest()[:24]}.json"
+    try:
+        known = json.loads(record.read_text(encoding="utf-8"))
+        if {k: known.get(k) for k in stamp} == stamp:
+            return str(known["sha256"])
+    except (OSError, ValueError, KeyError):
+        pass
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 22):
+            digest.update(chunk)
+    value = digest.hexdigest()
+    try:
+        atomic_write_json(record, {**stamp, "sha256": value})
+    except OSError:
+        pass  # a read-only cache still works, without the fast path
+    return value
+
+
+def _tokenizer_digest(tokenizer: Tokenizer, root: Path) -> dict[str, str]:
+    from tunewiz.text.tokenizer import TOKENIZER_FILES
+
+    names = (*TOKENIZER_FILES, "config.json", "generation_config.json")
+    return {
+        name: _file_digest(tokenizer.source_dir / name, root)
+        for name in names
+        if (tokenizer.source_dir / name).is_file()
+    }
+
+
+def _code_digest() -> str:
+    """Hash of the code that turns rows into tokens (tunewiz/data, tunewiz/text): a change to it
+    makes new entries rather than reusing samples an older version made."""
+    package = Path(__file__).resolve().parent.parent
+    digest = hashlib.sha256()
+    for folder in ("data", "text"):
+        for file in sorted((package / folder).glob("*.py")):
+            digest.update(file.name.encode() + b"\0" + file.read_bytes())
+    return digest.hexdigest()[:24]
+
+
+# --- find, make, map ---------------------------------------------------------------------------------
+
+
+def prepare(
+    cfg: DataSection,
+    tokenizer: Tokenizer,
+    *,
+    seed: int,
+    prompt: PromptFormat | None = None,
+    legacy: bool = False,
+    progress: ProgressFn | None = None,
+    workers: int | None = None,
+) -> Prepared:
+    """Find the prepared entry of this data, or make it; then map it.
+
+    The arguments are ``build_datasets``'s; the samples are bit-for-bit its samples.
+
+    Args:
+        cfg: the preset's data section.
+        tokenizer: the model's tokenizer.
+        seed: the run seed (validation rows, dataset weights).
+        prompt: the run's recorded prompt format; None: a new run's.
+        legacy: a run from before prompt.json (see build_datasets).
+        progress: called with (rows done, rows in all) while tokenizing.
+        workers: processes that tokenize; default: every core this process may use.
+
+    Raises:
+        TunewizError: the data cannot be read or makes no sample (the sources' messages); the cache
+            directory is not writable.
+    """
+    started = time.monotonic()
+    inputs = key_inputs(cfg, tokenizer, seed=seed, prompt=prompt, legacy=legacy)
+    if inputs is None:  # not identifiable: reading it raises the sources' error
+        plan_samples(cfg, tokenizer, seed=seed, prompt=prompt, legacy=legacy)
+        raise TunewizError(
+            f"cannot identify the data `{cfg.path_text}` for the prepared-data cache",
+            hint="point `data.path` at a local file",
+        )
+    root = cache_root(cfg)
+    spec = _digest(inputs)
+    found = _lookup(root, spec)
+    if found is not None:
+        return _open(found, hit=True, seconds=time.monotonic() - started)
+    with _held(root, spec):
+        found = _lookup(root, spec)  # made by another process while this one waited
+        if found is not None:
+            return _open(found, hit=True, seconds=time.monotonic() - started)
+        entry = _make(root, spec, inputs, cfg, tokenizer, seed, prompt, legacy, progress, workers)
+    return _open(entry, hit=False, seconds=time.monotonic() - started)
+
+
+def find(
+    cfg: DataSection,
+    tokenizer: Tokenizer,
+    *,
+    seed: int,
+    prompt: PromptFormat | None = None,
+    legacy: bool = False,
+) -> Prepared | None:
+    """The mapped entry of this data when one exists (same arguments as :func:`prepare`), else None."""
+    started = time.monotonic()
+    inputs = key_inputs(cfg, tokenizer, seed=seed, prompt=prompt, legacy=legacy)
+    found = None if inputs is None else _lookup(cache_root(cfg), _digest(inputs))
+    return None if found is None else _open(found, hit=True, seconds=time.monotonic() - started)
+
+
+def _lookup(root: Path, spec: str) -> Path | None:
+    """The entry a key names: itself, or the entry an alias (a new run's key, made before the prompt
+    format was resolved) points to."""
+    if (root / spec / "meta.json").is_file():
+        return root / spec
+    try:
+        target = (root / _ALIASES / spec).read_text(encoding="utf-8").strip()
+    except OSError:
+        return None
+    return root / target if target and (root / target / "meta.json").is_file() else None
+
+
+class _held:
+    """An exclusive lock on one key's preparation (one host; other hosts race on the rename)."""
+
+    def __init__(self, root: Path, spec: str) -> None:
+        self.path = root / _LOCKS / f"{spec}.lock"
+
+    def __enter__(self) -> None:
+        import fcntl
+
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
+        except OSError as exc:
+            raise TunewizError(
+                f"cannot write the prepared-data cache `{self.path.parent.parent}`: {exc.strerror or exc}",
+                hint="choose a writable place with `--set data.cache_dir=DIR` or the TUNEWIZ_CACHE "
+                "environment variable",
+            ) from exc
+        fcntl.flock(self.fd, fcntl.LOCK_EX)
+
+    def __exit__(self, *exc: object) -> None:
+        os.close(self.fd)  # closing releases the lock
+
+
+def _make(
+    root: Path,
+    spec: str,
+    inputs: dict[str, Any],
+    cfg: DataSection,
+    tokenizer: Tokenizer,
+    seed: int,
+    prompt: PromptFormat | None,
+    legacy: bool,
+    progress: ProgressFn | None,
+    workers: int | None,
+) -> Path:
+    """Tokenize into a temporary directory and rename it into place; return the entry."""
+    import numpy as np
+
+    from tunewiz.atomic import atomic_write_text
+
+    started = time.time()
+    plan = plan_samples(cfg, tokenizer, seed=seed, prompt=prompt, legacy=legacy)
+    # The entry is named by the resolved prompt format: a resume (which passes the recorded format)
+    # finds the entry its new run made; the new run's key becomes an alias of it.
+    final_inputs = {**inputs, "prompt": plan.prompt.as_json()}
+    key = _digest(final_inputs)
+    tmp = root / f"{_TMP}{key}-{socket.gethostname()}-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        counts, lengths, sources = _tokenize_into(tmp, plan, cfg, progress, workers)
+        stats = plan.stats(cfg, counts, lengths, sources["train"], sources["validation"])
+        np.asarray(stats.lengths, dtype=np.int32).tofile(tmp / "lengths")
+        stats_doc = {
+            k: getattr(stats, k)
+            for k in ("num_train", "num_val", "counts", "format", "template", "token_lengths", "max_seq_len")
+        }
+        stats_doc |= {"truncation": stats.truncation, "sources": list(stats.sources)}
+        stats_doc["prompt"] = stats.prompt.as_json()
+        stats_doc["prompt_recorded"] = stats.prompt.recorded
+        _write_json(tmp / "stats.json", stats_doc)
+        size = sum(f.stat().st_size for f in tmp.iterdir())
+        meta = {
+            "key": key,
+            "created": started,
+            "seconds": round(time.time() - started, 3),
+            "bytes": size,
+            "packing": cfg.packing,
+            "made_from": {
+                "data": [f"{d['name']} ({d['content'][:12]})" for d in inputs["datasets"]],
+                "rows": sum(src.num_rows for src in plan.sources),
+                "tokenizer": str(tokenizer.source_dir),
+                "template": plan.prompt.template_source,
+                "max_seq_len": cfg.max_seq_len,
+                "samples": {"train": stats.num_train, "validation": stats.num_val},
+            },
+            "prepared_by": {"host": socket.gethostname(), "pid": os.getpid()},
+            "inputs": final_inputs,
+        }
+        _write_json(tmp / "meta.json", meta)  # last: an entry without it is never used
+        _fsync_dir(tmp)
+        try:
+            os.rename(tmp, root / key)
+        except OSError:
+            if not (root / key / "meta.json").is_file():
+                raise
+            shutil.rmtree(tmp, ignore_errors=True)  # another host made the same entry first
+        _fsync_dir(root)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if spec != key:
+        atomic_write_text(root / _ALIASES / spec, key + "\n")
+    return root / key
+
+
+def _write_json(path: Path, obj: Any) -> None:
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(obj, f, indent=2)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+# --- tokenizing in chunks, in a process pool ---------------------------------------------------------
+
+_JOB: tuple[SamplePlan, DataSection] | None = None  # set before the pool forks; workers read it
+
+
+@dataclass
+class _Chunk:
+    tokens: np.ndarray  # int32, the samples' input ids end to end
+    labels: np.ndarray  # int32
+    sizes: np.ndarray  # int64 per sample
+    sources: np.ndarray  # int32 per sample: its dataset's index
+    counts: dict[str, int]
+    lengths: list[int]
+    error: tuple[str, str | None, int] | None = None  # a TunewizError's message, hint, exit code
+
+
+def _tokenize_chunk(task: tuple[str, int, int]) -> _Chunk:
+    """Tokenize rows ``start:stop`` of one split of the job (in a worker, or in this process)."""
+    import numpy as np
+
+    from tunewiz.data import _zero_counts
+
+    assert _JOB is not None
+    plan, cfg = _JOB
+    split, start, stop = task
+    rows = (plan.train_rows if split == "train" else plan.val_rows)[start:stop]
+    counts = _zero_counts()
+    lengths: list[int] = []
+    try:
+        tagged = tokenize_rows(rows, plan.builder, cfg, counts, lengths)
+    except TunewizError as exc:  # sent back whole: the parent raises it as the sources wrote it
+        empty = np.zeros(0, np.int32)
+        return _Chunk(
+            empty, empty, empty.astype(np.int64), empty, counts, [], (exc.message, exc.hint, exc.exit_code)
+        )
+    ids = [t.sample.input_ids for t in tagged]
+    return _Chunk(
+        np.fromiter((i for s in ids for i in s), np.int32),
+        np.fromiter((label for t in tagged for label in t.sample.labels), np.int32),
+        np.fromiter((len(s) for s in ids), np.int64, len(ids)),
+        np.fromiter((t.source for t in tagged), np.int32, len(tagged)),
+        counts,
+        lengths,
+    )
+
+
+def default_workers() -> int:
+    """Processes that tokenize: the cores this process may use."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def _tokenize_into(
+    tmp: Path, plan: SamplePlan, cfg: DataSection, progress: ProgressFn | None, workers: int | None
+) -> tuple[dict[str, dict[str, int]], list[int], dict[str, np.ndarray]]:
+    """Tokenize both splits of ``plan`` into ``tmp``'s arrays; return the counts, the train lengths
+    and each sample's dataset index."""
+    import multiprocessing
+
+    import numpy as np
+
+    global _JOB
+    total = len(plan.train_rows) + len(plan.val_rows)
+    workers = workers or default_workers()
+    chunk = max(16, min(1000, total // (workers * 8) or 1))
+    tasks = [
+        (split, start, min(start + chunk, n))
+        for split, n in (("train", len(plan.train_rows)), ("validation", len(plan.val_rows)))
+        for start in range(0, n, chunk)
+    ]
+    counts = {split: {"truncated": 0, "dropped_long": 0, "dropped_empty": 0} for split in SPLITS}
+    lengths: list[int] = []
+    sources: dict[str, list[np.ndarray]] = {split: [] for split in SPLITS}
+    sizes: dict[str, list[np.ndarray]] = {split: [] for split in SPLITS}
+    files = {
+        (split, kind): open(tmp / f"{split}.{kind}", "wb")
+        for split in SPLITS
+        for kind in ("tokens", "labels")
+    }
+    _JOB = (plan, cfg)
+    pool = None
+    try:
+        if workers > 1 and len(tasks) > 1:
+            pool = multiprocessing.get_context("fork").Pool(min(workers, len(tasks)))
+            results: Iterator[_Chunk] = pool.imap(_tokenize_chunk, tasks)
+        else:
+            results = map(_tokenize_chunk, tasks)
+        done = 0
+        if progress is not None:
+            progress(0, total)
+        for (split, start, stop), part in zip(tasks, results, strict=True):
+            if part.error is not None:
+                raise TunewizError(part.error[0], hint=part.error[1], exit_code=part.error[2])
+            files[split, "tokens"].write(part.tokens.tobytes())
+            files[split, "labels"].write(part.labels.tobytes())
+            sizes[split].append(part.sizes)
+            sources[split].append(part.sources)
+            for name, value in part.counts.items():
+                counts[split][name] += value
+            if split == "train":
+                lengths.extend(part.lengths)
+            done += stop - start
+            if progress is not None:
+                progress(done, total)
+    finally:
+        _JOB = None
+        if pool is not None:
+            pool.terminate()
+            pool.join()
+        for f in files.values():
+            f.flush()
+            os.fsync(f.fileno())
+            f.close()
+    joined = {}
+    for split in SPLITS:
+        split_sizes = np.concatenate(sizes[split]) if sizes[split] else np.zeros(0, np.int64)
+        offsets = np.zeros(len(split_sizes) + 1, np.int64)
+        np.cumsum(split_sizes, out=offsets[1:])
+        _write_array(tmp / f"{split}.offsets", offsets)
+        labels = np.memmap(tmp / f"{split}.labels", np.int32, "r") if offsets[-1] else np.zeros(0, np.int32)
+        trained_per_sample = (
+            np.add.reduceat(labels != -100, offsets[:-1]) if len(split_sizes) else offsets[:0]
+        )
+        if cfg.packing:
+            rows = np.asarray(pack_bounds(split_sizes.tolist(), cfg.max_seq_len), np.int64)
+            _write_array(tmp / f"{split}.rows", rows)
+            per_row = np.add.reduceat(trained_per_sample, rows[:-1]) if len(rows) > 1 else rows[:0]
+            _write_array(tmp / f"{split}.trained", np.asarray(per_row, np.int32))
+        else:
+            _write_array(tmp / f"{split}.trained", np.asarray(trained_per_sample, np.int32))
+        del labels
+        joined[split] = np.concatenate(sources[split]) if sources[split] else np.zeros(0, np.int32)
+    return counts, lengths, joined
+
+
+def _write_array(path: Path, array: np.ndarray) -> None:
+    with open(path, "wb") as f:
+        f.write(array.tobytes())
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _open(entry: Path, *, hit: bool, seconds: float) -> Prepared:
+    """Map an entry and mark it used now."""
+    import numpy as np
+
+    from tunewiz.text.prompt import PromptFormat
+
+    meta = json.loads((entry / "meta.json").read_text(encoding="utf-8"))
+    doc = json.loads((entry / "stats.json").read_text(encoding="utf-8"))
+    prompt = PromptFormat.from_json(doc.pop("prompt"), where=str(entry / "stats.json"))
+    if not doc.pop("prompt_recorded"):
+        prompt = PromptFormat(
+            prompt.template,
+            prompt.template_name,
+            prompt.template_source,
+            prompt.bos,
+            prompt.eos,
+            recorded=False,
+        )
+    lengths_file = entry / "lengths"
+    lengths = np.memmap(lengths_file, np.int32, "r") if lengths_file.stat().st_size else np.zeros(0, np.int32)
+    stats = DataStats(**{**doc, "sources": tuple(doc["sources"])}, prompt=prompt, lengths=lengths)
+    packed = bool(meta["packing"])
+    try:
+        os.utime(entry / "meta.json")  # last used (`tunewiz cache list`)
+    except OSError:
+        pass
+    return Prepared(
+        entry,
+        PreparedSamples(entry, "train", packed),
+        PreparedSamples(entry, "validation", packed),
+        stats,
+        hit,
+        seconds,
+        meta,
+    )
+
+
+# --- listing and clearing ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class EntryInfo:
+    """One entry for ``tunewiz cache list``: its key, size, what it was made from, when made and used."""
+
+    key: str
+    path: Path
+    bytes: int
+    created: float
+    last_used: float
+    made_from: dict[str, Any]
+
+
+def list_entries(root: Path) -> list[EntryInfo]:
+    """The complete entries under ``root``, most recently used first."""
+    entries = []
+    if not root.is_dir():
+        return []
+    for path in root.iterdir():
+        meta_file = path / "meta.json"
+        if path.name.startswith(".") or not meta_file.is_file():
+            continue
+        try:
+            meta = json.loads(meta_file.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        entries.append(
+            EntryInfo(
+                path.name,
+                path,
+                int(meta.get("bytes", 0)),
+                float(meta.get("created", 0)),
+                meta_file.stat().st_mtime,
+                meta.get("made_from", {}),
+            )
+        )
+    return sorted(entries, key=lambda e: -e.last_used)
+
+
+def remove_entry(root: Path, key: str) -> None:
+    """Delete one entry (renamed away first, so no reader sees it half-deleted) and its aliases.
+
+    A rank that has the entry mapped keeps reading it until it exits (POSIX keeps unlinked files).
+    """
+    path = root / key
+    doomed = root / f"{_TMP}removed-{key}-{os.getpid()}"
+    os.rename(path, doomed)
+    shutil.rmtree(doomed, ignore_errors=True)
+    aliases = root / _ALIASES
+    if aliases.is_dir():
+        for alias in aliases.iterdir():
+            try:
+                if alias.read_text(encoding="utf-8").strip() == key:
+                    alias.unlink()
+            except OSError:
+                continue
+
+
+def remove_leftovers(root: Path, *, older_than_s: float = 3600.0) -> int:
+    """Delete temporary directories of preparations that were killed (untouched for ``older_than_s``);
+    return how many bytes that freed."""
+    freed = 0
+    if not root.is_dir():
+        return 0
+    for path in root.glob(f"{_TMP}*"):
+        try:
+            if time.time() - path.stat().st_mtime < older_than_s:
+                continue
+            freed += sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+        except OSError:
+            continue
+        shutil.rmtree(path, ignore_errors=True)
+    return freed
