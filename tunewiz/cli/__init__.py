@@ -45,6 +45,7 @@ def _root(
 def _register() -> None:
     # One line per command module; each module exposes `register(app)`.
     from tunewiz.cli import (  # hardware probe and memory planner
+        cache,  # prepare data ahead; list/clear the prepared-data cache
         chat,  # KV-cache generation, streaming chat
         doctor,
         download,  # Hub download
@@ -60,7 +61,22 @@ def _register() -> None:
         watch,
     )
 
-    modules = (train, resume, watch, stop, presets, doctor, plan, chat, download, push, eval, export, init)
+    modules = (
+        train,
+        resume,
+        watch,
+        stop,
+        cache,
+        presets,
+        doctor,
+        plan,
+        chat,
+        download,
+        push,
+        eval,
+        export,
+        init,
+    )
     for module in modules:
         module.register(app)
     app.info.cls = TunewizGroup

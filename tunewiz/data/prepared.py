@@ -396,7 +396,7 @@ def _make(
             "made_from": {
                 "data": [f"{d['name']} ({d['content'][:12]})" for d in inputs["datasets"]],
                 "rows": sum(src.num_rows for src in plan.sources),
-                "tokenizer": str(tokenizer.source_dir),
+                "tokenizer": str(tokenizer.source_dir.resolve()),
                 "template": plan.prompt.template_source,
                 "max_seq_len": cfg.max_seq_len,
                 "samples": {"train": stats.num_train, "validation": stats.num_val},

@@ -1,0 +1,279 @@
+"""The prepared-data cache (tunewiz.data.prepared): the same samples as build_datasets, keyed on every
+input that changes a token, written atomically, prepared once; `tunewiz prepare` and `tunewiz cache`."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tunewiz.data import build_datasets
+from tunewiz.data.prepared import TOKEN_NEUTRAL, key_inputs, list_entries, prepare
+from tunewiz.data.sources import shipped_datasets_dir
+from tunewiz.preset.schema import DataSection, DatasetEntry
+from tunewiz.text.tokenizer import Tokenizer, load_tokenizer
+
+REPO = Path(__file__).resolve().parent.parent
+TINY_TOKENIZER = REPO / "tunewiz" / "assets" / "tiny"
+SHIPPED = sorted(p.stem for p in shipped_datasets_dir().glob("*.jsonl"))
+ENV = {**os.environ, "PYTHONPATH": str(REPO)}
+
+
+@pytest.fixture(scope="module")
+def bpe(bpe_tokenizer_dir: Path) -> Tokenizer:
+    return load_tokenizer(bpe_tokenizer_dir)
+
+
+@pytest.fixture(scope="module")
+def sp() -> Tokenizer:
+    return load_tokenizer(TINY_TOKENIZER)  # the shipped SentencePiece tokenizer
+
+
+def _rows(n: int, *, start: int = 0) -> list[dict[str, str]]:
+    return [
+        {"instruction": f"question number {i} about llamas", "output": f"answer {i} " + "words " * (i % 17)}
+        for i in range(start, start + n)
+    ]
+
+
+def _jsonl(path: Path, rows: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def _same(cfg: DataSection, tok: Tokenizer, seed: int = 0, **kw: object) -> None:
+    """The prepared entry holds exactly build_datasets' samples and stats."""
+    train, val, stats = build_datasets(cfg, tok, seed=seed)
+    prepared = prepare(cfg, tok, seed=seed, **kw)
+    assert list(prepared.train) == train
+    assert list(prepared.val) == val
+    got = prepared.stats
+    assert list(got.lengths) == list(stats.lengths)
+    assert (got.num_train, got.num_val, got.counts, got.format, got.template) == (
+        stats.num_train,
+        stats.num_val,
+        stats.counts,
+        stats.format,
+        stats.template,
+    )
+    assert (got.token_lengths, got.sources, got.prompt) == (stats.token_lengths, stats.sources, stats.prompt)
+    labels = [[x for x in s.labels if x != -100] for s in train]
+    assert prepared.train.trained.tolist() == [len(x) for x in labels]
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_every_shipped_dataset_is_bit_for_bit(
+    name: str, sp: Tokenizer, bpe: Tokenizer, tmp_path: Path
+) -> None:
+    for tok in (sp, bpe):
+        _same(DataSection(path=f"tunewiz:{name}", cache_dir=str(tmp_path), max_seq_len=192), tok, workers=2)
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [
+        {"packing": True, "max_seq_len": 64},
+        {"packing": True, "max_seq_len": 40, "truncation": "left", "val_fraction": 0.2},
+        {"truncation": "drop", "max_seq_len": 56, "train_on_inputs": True},
+        {"max_samples": 37, "val_fraction": 0.1},
+    ],
+)
+def test_data_settings_and_packing_are_bit_for_bit(
+    settings: dict, sp: Tokenizer, bpe: Tokenizer, tmp_path: Path
+) -> None:
+    path = _jsonl(tmp_path / "d.jsonl", _rows(300))
+    for tok in (sp, bpe):
+        cfg = DataSection(path=str(path), cache_dir=str(tmp_path / "cache"), **settings)
+        _same(cfg, tok, seed=5, workers=3)
+
+
+def test_dataset_list_with_weights_val_path_and_one_process(bpe: Tokenizer, tmp_path: Path) -> None:
+    a = _jsonl(tmp_path / "a.jsonl", _rows(120))
+    chat = [
+        {"messages": [{"role": "user", "content": f"hi {i}"}, {"role": "assistant", "content": "yo"}]}
+        for i in range(50)
+    ]
+    b = _jsonl(tmp_path / "b.jsonl", chat)
+    v = _jsonl(tmp_path / "v.jsonl", _rows(9, start=500))
+    entries = [DatasetEntry(path=str(a), weight=1.5), DatasetEntry(path=str(b), weight=0.4)]
+    cache = str(tmp_path / "cache")
+    _same(DataSection(path=entries, packing=True, max_seq_len=80, cache_dir=cache), bpe, seed=2, workers=4)
+    _same(DataSection(path=[str(a), "tunewiz:story-chat"], val_path=str(v), cache_dir=cache), bpe, workers=1)
+
+
+# The value each data setting is changed to, to check that the key follows it. A new field of
+# DataSection or DatasetEntry must be added here or to TOKEN_NEUTRAL: this test fails until it is.
+CHANGED = {
+    "path": "tunewiz:story-chat",
+    "split": "test",
+    "format": "alpaca",
+    "columns": {"prompt": "instruction"},
+    "template": "chatml",
+    "thinking": False,
+    "max_seq_len": 100,
+    "truncation": "left",
+    "train_on_inputs": True,
+    "packing": True,
+    "val_fraction": 0.3,
+    "val_path": "tunewiz:story-qa-test",
+    "max_samples": 10,
+}
+ENTRY_CHANGED = {
+    "path": "tunewiz:story-chat",
+    "split": "test",
+    "format": "alpaca",
+    "columns": {"prompt": "instruction"},
+    "weight": 0.5,
+}
+
+
+def test_every_data_field_is_keyed_or_declared_token_neutral(sp: Tokenizer) -> None:
+    base = DataSection(path="tunewiz:story-qa")
+    key = key_inputs(base, sp, seed=0, prompt=None, legacy=False)
+    for name in DataSection.model_fields:
+        if name in TOKEN_NEUTRAL:
+            changed = base.model_copy(update={name: {"shuffle": False, "cache_dir": None}[name]})
+            assert key_inputs(changed, sp, seed=0, prompt=None, legacy=False) == key, name
+            continue
+        assert name in CHANGED, f"data.{name}: add it to the cache key or to TOKEN_NEUTRAL"
+        changed = base.model_copy(update={name: CHANGED[name]})
+        assert key_inputs(changed, sp, seed=0, prompt=None, legacy=False) != key, name
+    one = DataSection(path=[DatasetEntry(path="tunewiz:story-qa")])
+    key = key_inputs(one, sp, seed=0, prompt=None, legacy=False)
+    for name in DatasetEntry.model_fields:
+        assert name in ENTRY_CHANGED, f"DatasetEntry.{name}: add it to the cache key or to TOKEN_NEUTRAL"
+        entry = DatasetEntry(**{"path": "tunewiz:story-qa", name: ENTRY_CHANGED[name]})
+        changed = one.model_copy(update={"path": [entry]})
+        assert key_inputs(changed, sp, seed=0, prompt=None, legacy=False) != key, name
+    assert key_inputs(base, sp, seed=1, prompt=None, legacy=False) != key_inputs(
+        base, sp, seed=0, prompt=None, legacy=False
+    )
+
+
+def test_any_changed_input_prepares_again(sp: Tokenizer, bpe_tokenizer_dir: Path, tmp_path: Path) -> None:
+    path = _jsonl(tmp_path / "d.jsonl", _rows(40))
+    cfg = DataSection(path=str(path), cache_dir=str(tmp_path / "cache"))
+    first = prepare(cfg, sp, seed=0)
+    assert not first.hit and prepare(cfg, sp, seed=0).hit
+    # One row changed (a new modification time: the content is hashed again).
+    _jsonl(path, [*_rows(39), {"instruction": "a new row", "output": "new"}])
+    changed = prepare(cfg, sp, seed=0)
+    assert not changed.hit and changed.entry != first.entry
+    assert not prepare(cfg.model_copy(update={"max_seq_len": 33}), sp, seed=0).hit
+    assert not prepare(cfg.model_copy(update={"template": "chatml"}), sp, seed=0).hit
+    tok_dir = tmp_path / "tok"
+    tok_dir.mkdir()
+    for f in bpe_tokenizer_dir.iterdir():
+        (tok_dir / f.name).write_bytes(f.read_bytes())
+    other = load_tokenizer(tok_dir)
+    assert not prepare(cfg, other, seed=0).hit and prepare(cfg, other, seed=0).hit
+    config = json.loads((tok_dir / "tokenizer_config.json").read_text())
+    (tok_dir / "tokenizer_config.json").write_text(
+        json.dumps({**config, "chat_template": "Hi. " + config["chat_template"]})
+    )
+    assert not prepare(cfg, load_tokenizer(tok_dir), seed=0).hit
+
+
+def test_resume_with_the_recorded_prompt_finds_the_new_runs_entry(sp: Tokenizer, tmp_path: Path) -> None:
+    cfg = DataSection(path="tunewiz:story-qa", cache_dir=str(tmp_path), max_samples=200)
+    new = prepare(cfg, sp, seed=0)
+    resumed = prepare(cfg, sp, seed=0, prompt=new.stats.prompt)
+    assert resumed.hit and resumed.entry == new.entry
+
+
+def _prepare_script(cache: Path, data: Path, marker: Path | None = None) -> str:
+    return (
+        "import sys, time\n"
+        "from tunewiz.data.prepared import prepare\n"
+        "from tunewiz.preset.schema import DataSection\n"
+        "from tunewiz.text.tokenizer import load_tokenizer\n"
+        f"cfg = DataSection(path={str(data)!r}, cache_dir={str(cache)!r})\n"
+        f"def slow(done, total):\n"
+        f"    if {marker is not None}:\n"
+        f"        open({str(marker)!r}, 'w').write(str(done)); time.sleep(0.5)\n"
+        f"p = prepare(cfg, load_tokenizer({str(TINY_TOKENIZER)!r}), seed=0, progress=slow, workers=1)\n"
+        "print('HIT' if p.hit else 'MADE', p.entry)\n"
+    )
+
+
+def test_a_killed_preparation_leaves_no_entry(tmp_path: Path) -> None:
+    data = _jsonl(tmp_path / "d.jsonl", _rows(3000))
+    cache, marker = tmp_path / "cache", tmp_path / "started"
+    proc = subprocess.Popen([sys.executable, "-c", _prepare_script(cache, data, marker)], env=ENV)
+    deadline = time.monotonic() + 120
+    while not (marker.is_file() and marker.read_text() not in ("", "0")) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert list_entries(cache) == []
+    assert [p.name for p in cache.iterdir() if p.name.startswith(".tmp-")]  # the leftover, never read
+    out = subprocess.run(
+        [sys.executable, "-c", _prepare_script(cache, data)],
+        env=ENV,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert out.stdout.startswith("MADE")
+    assert len(list_entries(cache)) == 1
+
+
+def test_two_processes_prepare_once(tmp_path: Path) -> None:
+    data = _jsonl(tmp_path / "d.jsonl", _rows(400))
+    cache = tmp_path / "cache"
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", _prepare_script(cache, data)], env=ENV, stdout=subprocess.PIPE, text=True
+        )
+        for _ in range(2)
+    ]
+    outs = sorted(p.communicate()[0].split()[0] for p in procs)
+    assert outs == ["HIT", "MADE"]
+    assert len(list_entries(cache)) == 1
+
+
+def _tunewiz(*args: str, cwd: Path, env: dict | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "tunewiz", *args], cwd=cwd, env=env or ENV, capture_output=True, text=True
+    )
+
+
+def test_prepare_command_and_cache_list_clear(tmp_path: Path) -> None:
+    env = {**ENV, "TUNEWIZ_CACHE": str(tmp_path / "cache")}
+    made = _tunewiz(
+        "prepare", "tiny-lora", "--set", "data.max_samples=300", "--no-tui", cwd=tmp_path, env=env
+    )
+    assert made.returncode == 0, made.stderr
+    assert "preparing data: 100% · 300 rows" in made.stderr and "made" in made.stderr
+    again = _tunewiz(
+        "prepare", "tiny-lora", "--set", "data.max_samples=300", "--no-tui", cwd=tmp_path, env=env
+    )
+    assert again.returncode == 0 and "preparing data" not in again.stderr
+    assert again.stderr.count("\n") == 1 and "found" in again.stderr
+    assert again.stdout == made.stdout
+    key = Path(made.stdout.strip()).name
+    listed = _tunewiz("cache", "list", cwd=tmp_path, env=env)
+    assert "1 entry" in listed.stdout and key[:12] in listed.stdout and "285 train + 15 val" in listed.stdout
+    cleared = _tunewiz("cache", "clear", "--older-than", "1d", cwd=tmp_path, env=env)
+    assert "removed 0 entries" in cleared.stdout
+    cleared = _tunewiz("cache", "clear", key[:8], cwd=tmp_path, env=env)
+    assert "removed 1 entry" in cleared.stdout
+    assert list_entries(tmp_path / "cache") == []
+    bad = _tunewiz("cache", "clear", "--older-than", "soon", cwd=tmp_path, env=env)
+    assert bad.returncode == 2 and "error: `--older-than soon` is not an age" in bad.stderr
+
+
+def test_prepare_reports_bad_data_without_traceback(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"instruction": "a", "output": "b"}\n{"instruction": 3, "output": "b"}\n' * 40)
+    env = {**ENV, "TUNEWIZ_CACHE": str(tmp_path / "cache")}
+    out = _tunewiz("prepare", "tiny-lora", "--set", f"data.path={bad}", "--no-tui", cwd=tmp_path, env=env)
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert "error: row 2 of bad.jsonl: `instruction` is a int" in out.stderr
+    assert list_entries(tmp_path / "cache") == []
