@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+from tunewiz.run.events import epoch_of_step, total_epochs
 from tunewiz.train.batch_shape import BatchShape, Progress, StepBatches, rank_micro_batches
 
 
@@ -31,6 +32,21 @@ def test_progress_advance_reports_the_end_of_each_epoch_and_moves_on() -> None:
     # 10 samples, 4 per step: steps 2 and 4 end an epoch (the 2-sample tail is dropped).
     assert ended == [False, True, False, True, False]
     assert (p.step, p.epoch, p.sample_offset, p.tokens_total, p.elapsed) == (5, 2, 4, 15, 2.5)
+
+
+def test_trained_epoch_is_the_one_based_epoch_of_the_step_just_trained() -> None:
+    # 10 samples, 4 per step: 2 steps per epoch; a 5-step budget (max_steps) touches 3 epochs.
+    p, shown = Progress(), []
+    for _ in range(5):
+        p.advance(tokens=1, seconds=0.1, global_batch=4, num_samples=10, total_steps=5)
+        shown.append((p.trained_epoch, epoch_of_step(p.step, steps_per_epoch=2)))
+    assert shown == [(1, 1), (1, 1), (2, 2), (2, 2), (3, 3)]
+    assert Progress().trained_epoch == 0 and total_epochs(5, steps_per_epoch=2) == 3
+    # Bounded by epochs, the last step does not move on: still the last epoch.
+    p = Progress()
+    for _ in range(4):
+        p.advance(tokens=1, seconds=0.1, global_batch=4, num_samples=10, total_steps=4)
+    assert (p.epoch, p.trained_epoch, total_epochs(4, steps_per_epoch=2)) == (1, 2, 2)
 
 
 def test_progress_stays_at_the_end_of_the_last_epoch() -> None:

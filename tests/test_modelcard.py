@@ -38,7 +38,8 @@ def _preset(**changes: object) -> Preset:
     return Preset.model_validate(data)
 
 
-# Two launches (a resume): the card reports the last start's hardware and the summed training time.
+# Two launches (a resume): the card reports the last start's hardware and the summed training time
+# (30 min in the first launch, 32 min 05 s in the second; the hour between them does not count).
 EVENTS = [
     {
         "event": "start",
@@ -53,7 +54,7 @@ EVENTS = [
     },
     {
         "event": "step",
-        "time": 1,
+        "time": 1800,
         "step": 1,
         "loss": 2.1,
         "tokens_per_s": 9000.0,
@@ -63,7 +64,7 @@ EVENTS = [
     },
     {
         "event": "start",
-        "time": 2,
+        "time": 5400,
         "hardware": "1 × NVIDIA GeForce RTX 4090",
         "device": "cuda",
         "world_size": 1,
@@ -74,7 +75,7 @@ EVENTS = [
     },
     {
         "event": "step",
-        "time": 3,
+        "time": 5500,
         "step": 2,
         "loss": 1.5,
         "tokens_per_s": 12000.0,
@@ -84,7 +85,7 @@ EVENTS = [
     },
     {
         "event": "step",
-        "time": 4,
+        "time": 6000,
         "step": 3,
         "loss": 1.25,
         "tokens_per_s": 11000.0,
@@ -92,9 +93,9 @@ EVENTS = [
         "tokens_total": 90000,
         "elapsed": 6.0,
     },
-    {"event": "eval", "time": 5, "step": 3, "val_loss": 1.4375},
-    {"event": "end", "time": 6, "step": 3, "elapsed": 3725.0, "tokens_total": 90000, "final_dir": "final"},
-    {"event": "future_kind", "time": 7},
+    {"event": "eval", "time": 7000, "step": 3, "val_loss": 1.4375},
+    {"event": "end", "time": 7325, "step": 3, "elapsed": 3600.0, "tokens_total": 90000, "final_dir": "final"},
+    {"event": "future_kind", "time": 7325},
 ]
 
 RESULTS = {
@@ -134,8 +135,8 @@ def _load(text: str, tmp_path: Path) -> ModelCard:
 def test_training_stats_fold_all_launches() -> None:
     stats = read_training_stats(EVENTS)
     assert stats.steps == 3 and stats.tokens_total == 90000 and stats.launches == 2
-    assert stats.wall_s == 3725.0
-    assert stats.tokens_per_s == 11000.0  # median of 9000, 12000, 11000
+    assert stats.wall_s == 1800 + 1925  # each launch from its start to its last event
+    assert stats.tokens_per_s == 11000.0  # the launches' first steps (9000, 12000) left out
     assert stats.peak_memory_bytes == 7 * GIB
     assert (stats.final_loss, stats.val_loss) == (1.25, 1.4375)
     assert stats.hardware == "1 × NVIDIA GeForce RTX 4090" and stats.trainable_params == 921_600

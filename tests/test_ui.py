@@ -8,6 +8,7 @@ from __future__ import annotations
 import io
 import math
 import re
+import statistics
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,7 @@ from tunewiz.ui import (
     plain_lines,
     print_summary,
     render,
+    status_line,
     write_loss_plot,
 )
 from tunewiz.ui.state import DashboardState, apply_event, ema
@@ -36,6 +38,7 @@ def start(
     return {
         "event": "start",
         "time": t,
+        "events_version": 2,
         "run": "demo",
         "model": "tiny-llama",
         "method": "lora",
@@ -123,9 +126,11 @@ def test_render_normal_run() -> None:
     # 120 of 200 steps; steps 1..120 took 59.5 s at 2 steps/s, so 80 steps are left: 40 s.
     assert "step 120/200 (60%) · epoch 2/2 · elapsed 1m 05s · ETA 40s" in text
     assert f"{curve(120):.4f}" in text
-    assert "3.00e-04" in text and "1.25" in text and "920" in text  # lr, grad norm, tokens/s
+    # The run's throughput: the median over the steps, the first (warm-up) step left out.
+    throughput = f"{statistics.median(800.0 + s for s in range(2, 121)):,.0f}"
+    assert "3.00e-04" in text and "1.25" in text  # lr, grad norm
     assert re.search(rf"val loss +{curve(100) + 0.05:.4f} @ 100", text)
-    assert re.search(r"in tok/s +920\b", text) and re.search(r"trained +[\d,]+", text)
+    assert re.search(rf"in tok/s +{throughput}\b", text) and re.search(r"trained +[\d,]+", text)
     assert "memory (RSS) rank 0" in text and "1.00 GiB of 2.00 GiB planned (50%)" in text
     assert "rank 1" in text and "1.50 GiB of 2.00 GiB planned (75%)" in text
     assert "last checkpoint: step 100 · runs/demo/checkpoints/step-100" in text
@@ -274,6 +279,23 @@ def test_fold_resume_continues_steps_and_accumulates_time() -> None:
     # The rate comes from this launch's steps only: 9 steps in 4.5 s.
     assert state.steps_per_s == pytest.approx(2.0)
     assert state.eta_s == pytest.approx(90.0)
+
+
+def test_epoch_of_a_run_bounded_by_max_steps_and_of_an_old_log() -> None:
+    # 20 steps of 10 per epoch. Version 2 writes the 1-based epoch of each step and the epochs touched.
+    head = {"total_steps": 20, "steps_per_epoch": 10}
+    new = [{**start(), **head, "epochs": 2}] + [
+        {**step(s, 1.0), "epoch": 1 + (s - 1) // 10} for s in (10, 11)
+    ]
+    # A version-1 log (no events_version): `epochs` held train.epochs (1, capped by max_steps) and `epoch`
+    # the 0-based data position, already 1 after step 10.
+    old_start = {k: v for k, v in start().items() if k != "events_version"}
+    old = [{**old_start, **head, "epochs": 1}] + [{**step(s, 1.0), "epoch": 1} for s in (10, 11)]
+    for events in (new, old):
+        state = fold_events(events[:2])
+        assert status_line(state).startswith("step 10/20 (50%) | epoch 1/2 |")
+        apply_event(state, events[2])
+        assert status_line(state).startswith("step 11/20 (55%) | epoch 2/2 |")
 
 
 def test_unknown_kinds_and_keys_are_ignored() -> None:

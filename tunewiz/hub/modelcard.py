@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import re
-import statistics
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -55,10 +54,11 @@ class TrainingStats:
         device: ``cuda`` or ``cpu``.
         world_size: ranks of the last launch.
         steps: optimizer steps done.
+        epochs: epochs the run touches (:func:`tunewiz.run.events.total_epochs`).
         train_samples: training samples after the validation split.
         tokens_total: trained (non-masked) tokens.
-        wall_s: training seconds, summed over launches (resumes).
-        tokens_per_s: median input tokens/s over the logged steps, all ranks.
+        wall_s: training time (:attr:`tunewiz.ui.state.DashboardState.elapsed`), summed over launches.
+        tokens_per_s: the run's throughput (:attr:`tunewiz.ui.state.DashboardState.run_tokens_per_s`).
         peak_memory_bytes: the highest per-rank peak (CUDA max allocated; process RSS on CPU).
         final_loss: training loss of the last logged step.
         val_loss: the last validation loss.
@@ -71,6 +71,7 @@ class TrainingStats:
     device: str | None = None
     world_size: int | None = None
     steps: int | None = None
+    epochs: int | None = None
     train_samples: int | None = None
     tokens_total: int | None = None
     wall_s: float | None = None
@@ -106,33 +107,34 @@ class CardFacts:
 def read_training_stats(events: list[dict[str, Any]]) -> TrainingStats:
     """Fold the events of a run (all launches) into the numbers the card shows.
 
+    The fold is the dashboard's (:func:`tunewiz.ui.state.fold_events`), so each number is the one the
+    run summary, the dashboard and ``tunewiz watch`` show (definitions in docs/concepts/events.md).
+
     Args:
         events: as :func:`tunewiz.run.events.read_events` returns them.
     """
-    starts = [e for e in events if e.get("event") == "start"]
-    steps = [e for e in events if e.get("event") == "step"]
-    evals = [e for e in events if e.get("event") == "eval" and e.get("val_loss") is not None]
-    ends = [e for e in events if e.get("event") == "end"]
-    start = starts[-1] if starts else {}
-    peaks = [int(p) for e in steps for p in (e.get("peak_memory_bytes") or []) if p is not None]
-    rates = [float(e["tokens_per_s"]) for e in steps if e.get("tokens_per_s")]
-    last_step = steps[-1] if steps else {}
-    end = ends[-1] if ends else {}
+    from tunewiz.ui.state import fold_events
+
+    state = fold_events(events)
+    if not state.launches:
+        return TrainingStats()
+    val = state.val_losses[-1][1] if state.val_losses else None
     return TrainingStats(
-        hardware=start.get("hardware"),
-        device=start.get("device"),
-        world_size=start.get("world_size"),
-        steps=end.get("step", last_step.get("step")),
-        train_samples=start.get("num_train_samples"),
-        tokens_total=end.get("tokens_total", last_step.get("tokens_total")),
-        wall_s=end.get("elapsed"),  # the recipe sums training time over launches
-        tokens_per_s=statistics.median(rates) if rates else None,
-        peak_memory_bytes=max(peaks) if peaks else None,
-        final_loss=last_step.get("loss"),
-        val_loss=evals[-1]["val_loss"] if evals else None,
-        trainable_params=start.get("trainable_params"),
-        total_params=start.get("total_params"),
-        launches=len(starts),
+        hardware=state.hardware,
+        device=state.device,
+        world_size=state.world_size,
+        steps=state.step,
+        epochs=state.epochs,
+        train_samples=state.num_train_samples,
+        tokens_total=state.tokens_total,
+        wall_s=state.elapsed,
+        tokens_per_s=state.run_tokens_per_s,
+        peak_memory_bytes=state.peak_memory_max,
+        final_loss=state.loss,
+        val_loss=val,
+        trainable_params=state.trainable_params,
+        total_params=state.total_params,
+        launches=state.launches,
     )
 
 
@@ -573,7 +575,7 @@ def _hyperparameters_section(facts: CardFacts) -> str:
             if p.method != "full"
             else []
         ),
-        ("Epochs", str(t.epochs) + (f" (capped at {t.max_steps} steps)" if t.max_steps else "")),
+        ("Epochs", _epochs_text(facts)),
         ("Batch size (samples)", batch),
         (
             "Learning rate",
@@ -602,6 +604,13 @@ def _hyperparameters_section(facts: CardFacts) -> str:
     return (
         f"## Hyperparameters\n\nFrom the run's resolved preset (`config.yaml`).\n\n| | |\n|---|---|\n{table}"
     )
+
+
+def _epochs_text(facts: CardFacts) -> str:
+    t, trained = facts.preset.train, facts.stats.epochs
+    if t.max_steps:  # bounded by steps: the epochs it touched (the last may be partial)
+        return (f"{trained} " if trained else "") + f"(`max_steps` {t.max_steps})"
+    return str(t.epochs)
 
 
 def _footer() -> str:

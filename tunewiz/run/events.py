@@ -3,20 +3,23 @@
 Every event has ``event`` (its kind) and ``time`` (Unix seconds). The kinds and their fields:
 
 ========== ==================================================================================
-start      run, model, method, device, dtype, world_size, micro_batch_size, grad_accum,
-           global_batch_size, total_steps, steps_per_epoch, epochs, step (0, or the step
-           resumed from), resumed_from (checkpoint path or null), planned_peak_bytes (or null),
-           hardware (str), num_train_samples, num_val_samples (kept samples),
+start      events_version (:data:`EVENTS_VERSION`; absent before 2), run, model, method, device,
+           dtype, world_size, micro_batch_size, grad_accum, global_batch_size, total_steps,
+           steps_per_epoch, epochs (:func:`total_epochs`; version 1 wrote ``train.epochs``), step (0,
+           or the step resumed from), resumed_from (checkpoint path or null), planned_peak_bytes (or
+           null), hardware (str), num_train_samples, num_val_samples (kept samples),
            truncated_samples, dropped_samples (train + validation, longer than max_seq_len:
            shortened / left out), truncation ({mode, max_seq_len, train: {truncated,
            dropped_long, dropped_empty}, validation: {...}}), token_lengths ({p50, p95, max}
            of the train samples before truncation), trainable_params, total_params, datasets
            (one per dataset of data.path: {name, format, rows, weight, train, validation}: samples
            kept from it)
-step       step, epoch, loss (mean over trained tokens of this optimizer step), lr, grad_norm,
-           tokens (trained tokens this step, all ranks), tokens_total, tokens_per_s
-           (input tokens/s, all ranks, this step), peak_memory_bytes (list, one per rank:
-           CUDA max allocated on GPU, process RSS on CPU), elapsed (s since this launch)
+step       step, epoch (1-based epoch of this step; version 1 wrote the 0-based data position, so
+           readers of those logs use :func:`epoch_of_step`), loss (mean over trained tokens of this
+           optimizer step), lr, grad_norm, tokens (trained tokens this step, all ranks),
+           tokens_total, tokens_per_s (input tokens/s, all ranks, this step), peak_memory_bytes
+           (list, one per rank: CUDA max allocated on GPU, process RSS on CPU), elapsed (s since
+           this launch)
 eval       step, val_loss
 checkpoint step, path
 oom_fallback step, micro_batch_size, grad_accum (the new values), reason
@@ -25,7 +28,8 @@ error      rank, message, traceback (str or null), step (or null)
 stop       step, reason ("signal": Ctrl-C, SIGHUP, SIGTERM or `tunewiz stop`; "nan"; "orphaned":
            the launcher or torchrun agent died), detail (str or null), checkpoint (path or null),
            resume_command
-end        step, elapsed, final_dir, tokens_total
+end        step, elapsed (seconds inside optimizer steps, summed over the launches that led to
+           the final weights; not the training time surfaces show), final_dir, tokens_total
 ========== ==================================================================================
 
 Readers must ignore unknown keys and unknown kinds so the schema can grow. Sinks (rank 0's experiment
@@ -35,6 +39,7 @@ trackers, see ``tunewiz.tracking``) receive each event right after it is written
 from __future__ import annotations
 
 import json
+import math
 import os
 import time
 from collections import deque
@@ -53,6 +58,38 @@ EVENT_KINDS = (
     "stop",
     "end",
 )
+
+
+# 2: ``epoch`` of step events is 1-based (the epoch of that step) and ``epochs`` of start events is
+# :func:`total_epochs`. 1 (no ``events_version`` field): ``epoch`` was the recipe's 0-based data position,
+# already the next epoch after an epoch's last step, and ``epochs`` was ``train.epochs``.
+EVENTS_VERSION = 2
+
+
+def epoch_of_step(step: int, steps_per_epoch: int) -> int:
+    """The 1-based epoch that optimizer step ``step`` (1-based) trained in; 0 before the first step.
+
+    Every epoch has exactly ``steps_per_epoch`` steps (the incomplete last global batch is dropped,
+    see :func:`tunewiz.train.batch_shape.steps_per_epoch`), so steps 1..N are epoch 1, N+1..2N epoch 2.
+    The recipe writes the same number from its data position
+    (:attr:`tunewiz.train.batch_shape.Progress.trained_epoch`); readers of version-1 logs compute it here.
+
+    Args:
+        step: optimizer steps done.
+        steps_per_epoch: optimizer steps in one epoch (> 0).
+    """
+    return math.ceil(step / steps_per_epoch)
+
+
+def total_epochs(total_steps: int, steps_per_epoch: int) -> int:
+    """Epochs a run of ``total_steps`` steps touches: ``train.epochs`` for a run bounded by epochs,
+    ``ceil(max_steps / steps_per_epoch)`` for one bounded by ``train.max_steps`` (the last may be partial).
+
+    Args:
+        total_steps: the run's step budget.
+        steps_per_epoch: optimizer steps in one epoch (> 0).
+    """
+    return math.ceil(total_steps / steps_per_epoch)
 
 
 class EventSink(Protocol):

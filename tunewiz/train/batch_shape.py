@@ -68,13 +68,26 @@ class Progress:
     """
 
     step: int = 0  # optimizer steps done
-    epoch: int = 0  # current epoch (0-based)
+    # The data position: index of the epoch whose order is read (0-based); after an epoch's last step it is
+    # already the next one. Surfaces show tunewiz.run.events.epoch_of_step instead.
+    epoch: int = 0
     sample_offset: int = 0  # samples of this epoch's order already consumed, all ranks together
     tokens_total: int = 0  # trained (non-masked) tokens so far
     elapsed: float = 0.0  # training seconds so far, summed over launches
     # (micro_batch_size, grad_accum) in use when the checkpoint was saved: it may differ from the
     # preset's after an OOM fallback. None for a run that was never saved.
     saved_split: tuple[int, int] | None = field(default=None, compare=False)
+
+    @property
+    def trained_epoch(self) -> int:
+        """The 1-based epoch of the last step trained (0 before the first): what every surface shows
+        (the ``epoch`` of ``step`` events, see :func:`tunewiz.run.events.epoch_of_step`).
+
+        A position at sample 0 of an epoch after some steps means the previous epoch just ended.
+        """
+        if self.step == 0:
+            return 0
+        return self.epoch if self.sample_offset == 0 else self.epoch + 1
 
     def advance(
         self, *, tokens: int, seconds: float, global_batch: int, num_samples: int, total_steps: int

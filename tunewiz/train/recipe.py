@@ -37,7 +37,7 @@ from tunewiz.models.loss import chunked_cross_entropy
 from tunewiz.models.nf4 import check_shardable, load_nf4_model
 from tunewiz.preset.schema import Preset
 from tunewiz.run.directory import RunDir
-from tunewiz.run.events import EventWriter
+from tunewiz.run.events import EVENTS_VERSION, EventWriter, total_epochs
 from tunewiz.run.lock import hold_ranks_lock
 from tunewiz.text.prompt import read_prompt_record, write_prompt_record
 from tunewiz.text.tokenizer import load_tokenizer
@@ -440,7 +440,7 @@ class RunLog:
             ft.events.write(
                 "step",
                 step=p.step,
-                epoch=p.epoch,
+                epoch=p.trained_epoch,
                 loss=result.loss,
                 lr=lr,
                 grad_norm=grad_norm,
@@ -510,6 +510,7 @@ def _start_fields(ft: FineTune, resumed_from: Path | None) -> dict:
     preset, stats, shape = ft.preset, ft.data_stats, ft.batches.shape
     plan = json.loads(ft.run.plan.read_text()) if ft.run.plan.is_file() else {}
     return dict(
+        events_version=EVENTS_VERSION,
         run=preset.name,
         model=preset.model.path,
         method=preset.method,
@@ -521,7 +522,7 @@ def _start_fields(ft: FineTune, resumed_from: Path | None) -> dict:
         global_batch_size=shape.global_batch,
         total_steps=ft.total_steps,
         steps_per_epoch=ft.steps_per_epoch,
-        epochs=preset.train.epochs,
+        epochs=total_epochs(ft.total_steps, ft.steps_per_epoch),
         step=ft.progress.step,
         resumed_from=str(resumed_from) if resumed_from else None,
         planned_peak_bytes=plan.get("peak_bytes"),

@@ -24,7 +24,7 @@ class ResumePlan:
     checkpoint: Path
     changes: list[str]  # "train.micro_batch_size: 4 → 2"
     step: int
-    total_hint: str  # "step 40, epoch 0, sample 160 of the epoch"
+    total_hint: str  # "step 40, epoch 2" (the epoch of that step, as the dashboard shows it)
 
 
 def _flatten(data: dict, prefix: str = "") -> dict[str, object]:
@@ -93,7 +93,7 @@ def plan_resume(run: RunDir, *, from_step: str | None, overrides: list[str]) -> 
             "`--set train.epochs=N` / `--set train.max_steps=N`",
             exit_code=0,
         )
-    where = f"step {progress.step}, epoch {progress.epoch + 1}, sample {progress.sample_offset} of the epoch"
+    where = f"step {progress.step}, epoch {progress.trained_epoch}"
     return ResumePlan(
         preset=new, checkpoint=checkpoint, changes=changes, step=progress.step, total_hint=where
     )

@@ -107,7 +107,7 @@ def _metrics(state: DashboardState) -> Table:
     grid.add_row("smoothed", fmt_loss(state.loss_ema))
     grid.add_row("lr", fmt_num(state.lr, ".2e"))
     grid.add_row("grad norm", fmt_num(state.grad_norm, ".3g"))
-    grid.add_row("in tok/s", fmt_num(state.tokens_per_s, ",.0f"))
+    grid.add_row("in tok/s", fmt_num(state.run_tokens_per_s, ",.0f"))
     grid.add_row("trained", fmt_num(state.tokens_total, ","))
     best = state.best_val
     latest = state.val_losses[-1] if state.val_losses else None
@@ -249,7 +249,7 @@ def status_line(state: DashboardState) -> str:
     words.append(f"loss {fmt_loss(state.loss)} (smoothed {fmt_loss(state.loss_ema)})")
     words.append(f"lr {fmt_num(state.lr, '.2e')}")
     words.append(f"grad norm {fmt_num(state.grad_norm, '.3g')}")
-    words.append(f"{fmt_num(state.tokens_per_s, ',.0f')} input tok/s")
+    words.append(f"{fmt_num(state.run_tokens_per_s, ',.0f')} input tok/s")
     if state.peak_memory_max is not None:
         planned = f" of {fmt_bytes(state.planned_peak_bytes)} planned" if state.planned_peak_bytes else ""
         words.append(f"mem {fmt_bytes(state.peak_memory_max)}{planned}")

@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import math
 import re
+import statistics
 from dataclasses import dataclass, field
 from typing import Any
+
+from tunewiz.run.events import epoch_of_step, total_epochs
 
 EMA_BETA = 0.9  # smoothing of the loss: ~10 steps of memory, like TensorBoard's default slider
 SPIKE_FACTOR = 3.0  # a step's loss above SPIKE_FACTOR × the smoothed loss is reported as a spike
@@ -43,6 +46,7 @@ class DashboardState:
     """Everything the dashboard shows, folded from the events so far."""
 
     # From the latest `start` event.
+    events_version: int = 1
     run: str | None = None
     model: str | None = None
     method: str | None = None
@@ -55,7 +59,7 @@ class DashboardState:
     global_batch_size: int | None = None
     total_steps: int | None = None
     steps_per_epoch: int | None = None
-    epochs: int | None = None
+    epochs: int | None = None  # total epochs (tunewiz.run.events.total_epochs)
     planned_peak_bytes: int | None = None
     trainable_params: int | None = None
     total_params: int | None = None
@@ -71,7 +75,7 @@ class DashboardState:
 
     # From `step` events.
     step: int = 0
-    epoch: int | None = None
+    epoch: int | None = None  # 1-based epoch of the latest step (tunewiz.run.events.epoch_of_step)
     loss: float | None = None
     loss_ema: float | None = None
     ema_sum: float = field(default=0.0, repr=False)  # running EMA numerator and its bias weight
@@ -80,7 +84,8 @@ class DashboardState:
     grad_norm: float | None = None
     tokens_per_s: float | None = None
     tokens_total: int | None = None
-    peak_memory_bytes: list[int] = field(default_factory=list)
+    peak_memory_bytes: list[int] = field(default_factory=list)  # per rank, latest step of this launch
+    peak_memory_max: int | None = None  # the highest per-rank peak of any step, all launches
     losses: list[tuple[int, float]] = field(default_factory=list)  # (step, loss), non-finite ones too
     tokens_per_s_samples: list[float] = field(default_factory=list)  # first step of a launch left out
     first_step_time: float | None = None  # of this launch: steps/s is measured from here (no setup)
@@ -114,7 +119,9 @@ class DashboardState:
 
     @property
     def elapsed(self) -> float:
-        """Seconds of training over all launches; ticks with ``now`` while the run is live."""
+        """Training time: wall-clock seconds from each launch's ``start`` event to its last event, summed
+        over launches (setup before ``start`` left out; validation, checkpoints and the export counted).
+        Ticks with ``now`` while the run is live."""
         current = self.launch_elapsed
         if self.now is not None and self.launch_start_time is not None and not self.finished:
             current = max(current, self.now - self.launch_start_time)
@@ -146,16 +153,13 @@ class DashboardState:
         return min(finite, key=lambda sv: sv[1]) if finite else None
 
     @property
-    def mean_tokens_per_s(self) -> float | None:
-        """Mean tokens/s over the steps of the run (each launch's first, warm-up step left out)."""
+    def run_tokens_per_s(self) -> float | None:
+        """The run's throughput: the median input tokens/s of the logged steps, all launches, each
+        launch's first logged (warm-up) step left out; the latest step's when only first steps were
+        logged. A median, so a step slowed by something else on the machine does not move it."""
         if self.tokens_per_s_samples:
-            return sum(self.tokens_per_s_samples) / len(self.tokens_per_s_samples)
+            return statistics.median(self.tokens_per_s_samples)
         return self.tokens_per_s
-
-    @property
-    def peak_memory_max(self) -> int | None:
-        """The highest peak memory over the ranks, in bytes."""
-        return max(self.peak_memory_bytes) if self.peak_memory_bytes else None
 
 
 def ema(values: list[float], beta: float = EMA_BETA) -> list[float]:
@@ -251,6 +255,7 @@ def _apply_start(state: DashboardState, e: dict[str, Any]) -> None:
     if state.launches:
         state.elapsed_before += state.launch_elapsed
     state.launches += 1
+    state.events_version = int(e.get("events_version") or 1)
     for key in (
         "run",
         "model",
@@ -276,6 +281,8 @@ def _apply_start(state: DashboardState, e: dict[str, Any]) -> None:
         "datasets",
     ):
         setattr(state, key, e.get(key))
+    if state.events_version < 2 and state.total_steps and state.steps_per_epoch:  # it held train.epochs
+        state.epochs = total_epochs(state.total_steps, state.steps_per_epoch)
     resumed_step = int(e.get("step") or 0)
     state.step = resumed_step
     state.launch_start_step = resumed_step
@@ -303,12 +310,17 @@ def _apply_step(state: DashboardState, e: dict[str, Any]) -> None:
     loss = _float(e.get("loss"))
     t = _float(e.get("time"))
     state.step = step
-    state.epoch = e.get("epoch", state.epoch)
+    if state.events_version >= 2:
+        state.epoch = e.get("epoch", state.epoch)
+    elif state.steps_per_epoch:  # version 1 wrote the 0-based data position
+        state.epoch = epoch_of_step(step, state.steps_per_epoch)
     state.lr = _float(e.get("lr"))
     state.grad_norm = _float(e.get("grad_norm"))
     state.tokens_per_s = _float(e.get("tokens_per_s"))
     state.tokens_total = e.get("tokens_total", state.tokens_total)
     state.peak_memory_bytes = list(e.get("peak_memory_bytes") or [])
+    peaks = [p for p in (state.peak_memory_max, *state.peak_memory_bytes) if p is not None]
+    state.peak_memory_max = max(peaks) if peaks else None
     elapsed = _float(e.get("elapsed"))
     if elapsed is not None:
         state.launch_elapsed = max(state.launch_elapsed, elapsed)
@@ -391,10 +403,8 @@ def apply_event(state: DashboardState, event: dict[str, Any]) -> DashboardState:
     elif kind == "end":
         state.end = event
         state.step = int(event.get("step", state.step))
+        # end's `elapsed` is the seconds inside optimizer steps: not the training time (see `elapsed`).
         state.tokens_total = event.get("tokens_total", state.tokens_total)
-        elapsed = _float(event.get("elapsed"))
-        if elapsed is not None:
-            state.launch_elapsed = max(state.launch_elapsed, elapsed)
     return state
 
 

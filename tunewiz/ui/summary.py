@@ -43,7 +43,7 @@ def _numbers(state: DashboardState) -> Text:
     text.append(f"  training loss:   last {fmt_loss(state.loss)}, smoothed {fmt_loss(state.loss_ema)}\n")
     text.append(
         f"  time {fmt_duration(state.elapsed)} · {fmt_num(state.tokens_total, ',')} trained tokens"
-        f" · {fmt_num(state.mean_tokens_per_s, ',.0f')} input tokens/s\n"
+        f" · {fmt_num(state.run_tokens_per_s, ',.0f')} input tokens/s\n"
     )
     if state.peak_memory_max is not None:
         planned = f" (planned {fmt_bytes(state.planned_peak_bytes)})" if state.planned_peak_bytes else ""
