@@ -8,6 +8,7 @@ from __future__ import annotations
 import io
 import math
 import re
+import shutil
 import statistics
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,7 @@ from tunewiz.ui import (
     write_loss_plot,
 )
 from tunewiz.ui.state import DashboardState, apply_event, ema
+from tunewiz.units import fmt_count
 
 GIB = 1 << 30
 
@@ -383,7 +385,7 @@ def test_summary_of_a_finished_run(tmp_path: Path) -> None:
         f"validation loss: final {curve(200) + 0.05:.4f} (step 200), best {curve(200) + 0.05:.4f} (step 200)"
         in text
     )
-    # Mean tokens/s over steps 2..200 (step 1 is the warm-up): 800 + mean(2..200) = 901.
+    # Median tokens/s over steps 2..200 (step 1 is the warm-up): 800 + median(2..200) = 901.
     assert "time 1m 50s · 819,200 trained tokens · 901 input tokens/s" in text
     assert "peak memory 1.50 GiB per rank (planned 2.00 GiB)" in text
     assert f"adapter (PEFT format): {run.adapter}" in text
@@ -535,3 +537,66 @@ def test_truncated_and_dropped_samples_show_in_dashboard_plain_lines_and_summary
     # Nothing cut: nothing said.
     quiet = fold_events(normal_run(3))
     assert "max_seq_len" not in capture(render(quiet), width=300)[0]
+
+
+def _seconds(text: str) -> int:
+    """``1h 02m``, ``3m 12s``, ``12s`` (dashboard) or ``1 h 02 min``, ``3 min 12 s`` (card) in seconds."""
+    units = {"h": 3600, "m": 60, "min": 60, "s": 1}
+    return sum(int(n) * units[u] for n, u in re.findall(r"(\d+) ?(h|min|m|s)\b", text))
+
+
+def test_one_run_every_surface_shows_the_same_numbers(tmp_path: Path, trained_run: Path) -> None:
+    """Epoch, training time, trained tokens, throughput and peak memory of the session's trained run, as
+    `tunewiz watch` (status line, summary), the dashboard, the model card and `tunewiz resume` show them."""
+    from runs import cli
+
+    from tunewiz.hub.modelcard import read_card_facts, render_model_card
+    from tunewiz.train.resume import plan_resume
+
+    copy = tmp_path / "golden"
+    shutil.copytree(trained_run, copy)
+    run = RunDir(copy)
+    events = read_events(run.events)
+    watched = cli("watch", str(copy), cwd=tmp_path)
+    assert watched.returncode == 0, watched.stderr
+    status = watched.stdout.splitlines()[0]
+    dashboard, _ = capture(render(fold_events(events)), width=120, terminal=False)
+    card, _ = render_model_card(read_card_facts(run), repo_id="alice/golden", kind="adapter")
+    found = {
+        "epoch": [
+            re.search(r"\| epoch (\d+/\d+) \|", status).group(1),
+            re.search(r"· epoch (\d+/\d+) ·", dashboard).group(1),
+        ],
+        "time": [
+            _seconds(re.search(r"\| elapsed ([\dhms ]+)$", status).group(1)),
+            _seconds(re.search(r"elapsed ([\dhms ]+?)(?: ·|\s*│)", dashboard).group(1)),
+            _seconds(re.search(r" time ([\dhms ]+) ·", watched.stdout).group(1)),
+            _seconds(re.search(r"\| Training time \| ([^|]+) \|", card).group(1)),
+        ],
+        "input tokens/s": [
+            re.search(r"\| ([\d,]+) input tok/s \|", status).group(1),
+            re.search(r"in tok/s +([\d,]+)", dashboard).group(1),
+            re.search(r"· ([\d,]+) input tokens/s", watched.stdout).group(1),
+            re.search(r"\| Throughput \| ([\d,]+) input tokens/s", card).group(1),
+        ],
+        "trained tokens": [
+            re.search(r"trained +([\d,]+)", dashboard).group(1),
+            re.search(r"· ([\d,]+) trained tokens", watched.stdout).group(1),
+        ],
+        "peak memory": [
+            re.search(r"\| mem ([\d.]+ [KMG]iB)", status).group(1),
+            re.search(r"peak memory ([\d.]+ [KMG]iB) per rank", watched.stdout).group(1),
+            re.search(r"\| Peak memory \| ([\d.]+ [KMG]iB)", card).group(1),
+        ],
+    }
+    for quantity, shown in found.items():
+        assert len(set(shown)) == 1, f"{quantity} differs between surfaces: {shown}"
+    assert found["time"][0] > 0
+    # The card rounds trained tokens to thousands: the same count.
+    count = int(found["trained tokens"][0].replace(",", ""))
+    assert f"| Trained tokens | {fmt_count(count, thousand='k')} |" in card
+    # The epoch of step 4 as the dashboard showed it then, and as resuming from step-4 names it.
+    at_4 = fold_events([e for e in events if e.get("step", 0) <= 4 or e["event"] == "start"])
+    shown_then = re.search(r"\| epoch (\d+)/\d+ \|", status_line(at_4)).group(1)
+    plan = plan_resume(run, from_step="4", overrides=[])
+    assert plan.total_hint == f"step 4, epoch {shown_then}"
