@@ -218,3 +218,28 @@ def test_a_run_made_before_prompt_json_resumes_with_its_old_prompt_rule(
     )
     # final/ says it the only way a template can: bos rendered first.
     assert (run / "final" / "chat_template.jinja").read_text() == "{{ bos_token }}" + record["template"]
+
+
+def test_epochs_are_counted_from_one_in_a_run_bounded_by_max_steps(
+    tmp_path: Path, tiny_model_dir: Path
+) -> None:
+    """18 training samples, 4 per step: 4 steps per epoch, so `max_steps: 6` touches 2 epochs. Every step
+    line, the step events and `tunewiz resume` name the epoch of the step trained, counted from 1."""
+    from runs import write_dataset
+
+    data = write_dataset(tmp_path / "small.jsonl", n=20)
+    preset = write_preset(tmp_path / "small.yaml", tiny_model_dir, data)
+    run = tmp_path / "runs" / "small"
+    trained = cli("train", str(preset), "--no-tui", cwd=tmp_path)
+    assert trained.returncode == 0, trained.stdout + trained.stderr
+    start = next(e for e in events(run) if e["event"] == "start")
+    assert (start["steps_per_epoch"], start["epochs"]) == (4, 2)
+    assert [e["epoch"] for e in events(run) if e["event"] == "step"] == [1, 1, 1, 1, 2, 2]
+    lines = [ln for ln in trained.stdout.splitlines() if ln.startswith("step ")]  # the first and the last
+    assert [ln.split(" | ")[:2] for ln in lines] == [
+        ["step 1/6 (17%)", "epoch 1/2"],
+        ["step 6/6 (100%)", "epoch 2/2"],
+    ]
+    resumed = cli("resume", str(run), "--from", "4", "--no-tui", cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert "from step-4: step 4, epoch 1" in resumed.stdout
