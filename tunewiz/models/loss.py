@@ -112,29 +112,10 @@ class LinearCrossEntropy(torch.autograd.Function):
         grad_w = torch.zeros_like(weight) if need_w else None  # [V, D]
         loss_sum = torch.zeros((), dtype=torch.float32, device=h.device)
         for start in range(0, h.shape[0], chunk):
-            h_c, y_c = h[start : start + chunk], y[start : start + chunk]
-            logits = F.linear(h_c, weight).float()  # [C, V] fp32 (a copy unless W is fp32)
-            trained = (y_c != IGNORE_INDEX).float()  # [C]: 1 where the token carries loss
-            target = y_c.clamp(min=0)[:, None]  # [C, 1]: any valid index on ignored rows
-            target_logit = logits.gather(1, target).squeeze(1)  # [C], before the logits are overwritten
-            # torch.logsumexp's own steps, written out so that the one exp over [C, V] also gives the
-            # softmax (logsumexp + exp(logits - lse) took two exps and an out-of-place [C, V] copy):
-            # the loss is bitwise the same, the gradient differs by rounding.
-            row_max = logits.amax(dim=-1, keepdim=True)  # [C, 1]
-            row_max.masked_fill_(row_max.isinf(), 0.0)
-            exp = logits.sub_(row_max).exp_()  # [C, V] in place of the logits
-            total = exp.sum(dim=-1)  # [C]
-            lse = total.log().add_(row_max.squeeze(1))  # [C]
-            loss_sum += ((lse - target_logit) * trained).sum()
-            if not (need_h or need_w):
-                continue
-            probs = exp.mul_((trained / total)[:, None])  # [C, V] softmax, zero on ignored rows
-            probs.scatter_add_(1, target, -trained[:, None])  # - onehot on trained rows
-            grad = probs.to(weight.dtype)  # [C, V] d loss / d logits
-            if need_h:
-                torch.mm(grad, weight, out=grad_h[start : start + chunk])
-            if need_w:
-                grad_w.addmm_(grad.t(), h_c)
+            stop = start + chunk
+            loss_sum += _chunk_loss_and_grads(
+                h[start:stop], weight, y[start:stop], grad_h[start:stop] if need_h else None, grad_w
+            )
         # On ctx rather than save_for_backward: backward drops ctx's references, so autograd can
         # take the returned tensors as the .grad instead of copying them (a [V, D] copy in full FT).
         ctx.grads = grad_h, grad_w
@@ -151,3 +132,39 @@ class LinearCrossEntropy(torch.autograd.Function):
             None,
             None,
         )
+
+
+def _chunk_loss_and_grads(
+    h_c: Tensor, weight: Tensor, y_c: Tensor, grad_h_c: Tensor | None, grad_w: Tensor | None
+) -> Tensor:
+    """One chunk of :class:`LinearCrossEntropy`'s forward: its fp32 loss sum; writes ``d h`` into
+    ``grad_h_c`` [C, D] and adds ``d W`` into ``grad_w`` [V, D] (None: not needed).
+
+    A function of its own so that the chunk's [C, V] tensors (fp32 logits, their ``W``-dtype gradient)
+    are freed when it returns: in a loop body they stayed bound until the next chunk had allocated its
+    own, and the loss held two chunks at its peak (the planner counts one).
+    """
+    logits = F.linear(h_c, weight).float()  # [C, V] fp32 (a copy unless W is fp32)
+    trained = (y_c != IGNORE_INDEX).float()  # [C]: 1 where the token carries loss
+    target = y_c.clamp(min=0)[:, None]  # [C, 1]: any valid index on ignored rows
+    target_logit = logits.gather(1, target).squeeze(1)  # [C], before the logits are overwritten
+    # torch.logsumexp's own steps, written out so that the one exp over [C, V] also gives the
+    # softmax (logsumexp + exp(logits - lse) took two exps and an out-of-place [C, V] copy):
+    # the loss is bitwise the same, the gradient differs by rounding.
+    row_max = logits.amax(dim=-1, keepdim=True)  # [C, 1]
+    row_max.masked_fill_(row_max.isinf(), 0.0)
+    exp = logits.sub_(row_max).exp_()  # [C, V] in place of the logits
+    total = exp.sum(dim=-1)  # [C]
+    lse = total.log().add_(row_max.squeeze(1))  # [C]
+    loss = ((lse - target_logit) * trained).sum()
+    if grad_h_c is None and grad_w is None:
+        return loss
+    probs = exp.mul_((trained / total)[:, None])  # [C, V] softmax, zero on ignored rows
+    probs.scatter_add_(1, target, -trained[:, None])  # - onehot on trained rows
+    grad = probs.to(weight.dtype)  # [C, V] d loss / d logits
+    del logits, exp, probs  # one storage: with a W in bf16, the fp32 one goes before the matmuls
+    if grad_h_c is not None:
+        torch.mm(grad, weight, out=grad_h_c)
+    if grad_w is not None:
+        grad_w.addmm_(grad.t(), h_c)
+    return loss
