@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import typer.main
+from typer.testing import CliRunner, Result
 
 from tunewiz.cli import app
 
@@ -32,25 +33,61 @@ def tunewiz(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     )
 
 
+def invoke(*args: str) -> Result:
+    """Run the command line in process: ``CliRunner`` runs the root group's ``main``, the code path of the
+    console script (``tunewiz.cli.main``), error handling included."""
+    return CliRunner().invoke(app, list(args), env={"NO_COLOR": "1", "COLUMNS": "100"})
+
+
 @pytest.mark.parametrize(
     ("args", "error", "hint"),
     [
+        # a missing argument
         (("chat",), "error: missing argument `TARGET`", "hint: see `tunewiz chat --help`"),
+        # an unknown command or option, with Typer's did-you-mean
         (("pla",), "error: no such command `pla`", "hint: did you mean `tunewiz plan`?"),
         (("presets", "lis"), "error: no such command `lis`", "`tunewiz presets list`"),
         (("plan", "--micro-batc", "2"), "error: no such option: --micro-batc", "`--micro-batch`"),
+        # a bad option value
         (("plan", "--gpus", "two"), "error: invalid value for `--gpus`", "`tunewiz plan --help`"),
+        (("plan", "--micro-batch", "0"), "error: invalid value for `--micro-batch`", "`tunewiz plan --help`"),
+        # a value given to a flag, and an extra argument
+        (
+            ("train", "x.yaml", "--overwrite", "true"),
+            "error: `--overwrite` is a flag and takes no value (got `true`)",
+            "hint: write `--overwrite` alone to turn it on",
+        ),
+        (
+            ("train", "a.yaml", "b.yaml"),
+            "error: unexpected extra argument `b.yaml`",
+            "`tunewiz train --help`",
+        ),
     ],
     ids=lambda v: " ".join(v) if isinstance(v, tuple) else None,
 )
-def test_usage_mistakes_print_error_and_hint(args: tuple[str, ...], error: str, hint: str, tmp_path) -> None:
-    result = tunewiz(*args, cwd=tmp_path)
-    assert result.returncode == 2, result.stderr
+def test_usage_mistakes_print_error_and_hint(args: tuple[str, ...], error: str, hint: str) -> None:
+    result = invoke(*args)
+    assert result.exit_code == 2, result.output
     lines = result.stderr.splitlines()
-    assert not any(ch in result.stderr for ch in BOX), result.stderr
+    assert not any(ch in result.output for ch in BOX), result.output
     assert lines[0].startswith(error), result.stderr
     assert lines[1].startswith("hint: ") and hint in lines[1], result.stderr
-    assert result.stdout == ""
+    assert len(lines) == 2 and result.stdout == ""
+
+
+def test_the_console_script_prints_the_same_lines(tmp_path: Path) -> None:
+    result = tunewiz("pla", cwd=tmp_path)
+    assert result.returncode == 2 and result.stdout == ""
+    assert (
+        result.stderr
+        == "error: no such command `pla`\nhint: did you mean `tunewiz plan`? See `tunewiz --help`\n"
+    )
+
+
+def test_a_command_error_is_error_and_hint_in_process_too(tmp_path: Path) -> None:
+    result = invoke("watch", str(tmp_path / "nope"))
+    assert result.exit_code == 2 and result.exception is not None
+    assert result.stderr.startswith("error: `") and "\nhint: " in result.stderr, result.output
 
 
 def test_missing_run_directory_says_it_does_not_exist(tmp_path) -> None:

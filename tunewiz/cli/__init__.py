@@ -79,7 +79,7 @@ def _register() -> None:
     )
     for module in modules:
         module.register(app)
-    app.info.cls = TunewizGroup
+    app.info.cls = TunewizRoot
     _use_command_class(app)
 
 
@@ -134,6 +134,57 @@ class TunewizGroup(TyperGroup):
         return option
 
 
+class TunewizRoot(TunewizGroup):
+    """The `tunewiz` group. Its :meth:`main` is what the console script and ``CliRunner`` both run, so
+    tests see what users see."""
+
+    def main(  # type: ignore[override]
+        self,
+        args: list[str] | None = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
+        standalone_mode: bool = True,
+        **extra: object,
+    ) -> None:
+        """Run the command line; exit with its code. Known failures become `error:`/`hint:` lines on
+        stderr, never a traceback or Typer's boxed panel: usage mistakes (exit 2, Typer's did-you-mean
+        kept in the hint), :class:`~tunewiz.errors.TunewizError` (its exit code), Ctrl-D at a prompt (1),
+        Ctrl-C (130); anything else is one line (1), with the traceback under ``TUNEWIZ_DEBUG=1``.
+
+        Args:
+            args: the arguments (default: ``sys.argv[1:]``).
+            prog_name: the name in usage lines (default ``tunewiz``).
+            complete_var: Click's shell-completion variable.
+            standalone_mode: ignored: the command line always exits like the console script.
+            extra: passed to Click's context.
+        """
+        try:
+            code = super().main(args, prog_name or "tunewiz", complete_var, standalone_mode=False, **extra)
+        except typer.Abort:  # Ctrl-D at a prompt
+            print_error("aborted")
+            sys.exit(1)
+        except typer.TyperException as exc:  # a usage mistake: Typer's UsageError and friends
+            if type(exc).__name__ == "NoArgsIsHelpError":  # `tunewiz` alone: help already printed
+                sys.exit(exc.exit_code)
+            print_error(*usage_error_lines(exc, sys.argv[1:] if args is None else list(args)))
+            sys.exit(exc.exit_code)
+        except TunewizError as exc:
+            print_error(exc.message, exc.hint)
+            sys.exit(exc.exit_code)
+        except KeyboardInterrupt:
+            print_error("interrupted")
+            sys.exit(130)
+        except Exception as exc:  # unknown failure: short by default, full with TUNEWIZ_DEBUG=1
+            if os.environ.get("TUNEWIZ_DEBUG"):
+                raise
+            print_error(
+                f"unexpected {type(exc).__name__}: {exc}",
+                "run again with `TUNEWIZ_DEBUG=1` for the traceback, and report it",
+            )
+            sys.exit(1)
+        sys.exit(code if isinstance(code, int) else 0)
+
+
 def _use_command_class(typer_app: typer.Typer) -> None:
     """Make every command and sub-command of ``typer_app`` a :class:`TunewizCommand`."""
     for info in typer_app.registered_commands:
@@ -158,47 +209,40 @@ def print_error(message: str, hint: str | None = None) -> None:
 
 
 def main() -> None:
-    """Console entry point: known failures become `error:`/`hint:` lines, never a traceback."""
-    try:
-        code = app(prog_name="tunewiz", standalone_mode=False)
-    except typer.Abort:  # Ctrl-D at a prompt
-        print_error("aborted")
-        sys.exit(1)
-    except typer.TyperException as exc:  # a usage mistake: Typer's UsageError and friends
-        if type(exc).__name__ == "NoArgsIsHelpError":  # `tunewiz` alone: help already printed
-            sys.exit(exc.exit_code)
-        message, hint = usage_error_lines(exc)
-        print_error(message, hint)
-        sys.exit(exc.exit_code)
-    except TunewizError as exc:
-        print_error(exc.message, exc.hint)
-        sys.exit(exc.exit_code)
-    except KeyboardInterrupt:
-        print_error("interrupted")
-        sys.exit(130)
-    except Exception as exc:  # unknown failure: short by default, full with TUNEWIZ_DEBUG=1
-        if os.environ.get("TUNEWIZ_DEBUG"):
-            raise
-        print_error(
-            f"unexpected {type(exc).__name__}: {exc}",
-            "run again with `TUNEWIZ_DEBUG=1` for the traceback, and report it",
-        )
-        sys.exit(1)
-    sys.exit(code if isinstance(code, int) else 0)
+    """Console entry point (see :meth:`TunewizRoot.main`)."""
+    app(prog_name="tunewiz")
 
 
-def usage_error_lines(exc: typer.TyperException) -> tuple[str, str]:
+_BOOLEAN_WORDS = {"true", "false", "yes", "no", "on", "off", "1", "0"}
+
+
+def usage_error_lines(exc: typer.TyperException, argv: list[str]) -> tuple[str, str]:
     """The ``error:`` and ``hint:`` lines for a usage mistake Typer reports (bad option, missing argument,
-    unknown command), keeping Typer's did-you-mean suggestion in the hint."""
+    unknown command, a value after a flag), keeping Typer's did-you-mean suggestion in the hint.
+
+    Args:
+        exc: Typer's exception.
+        argv: the command line's arguments (after ``tunewiz``), to name the flag that was given a value.
+    """
     message = exc.format_message().strip()
     ctx = getattr(exc, "ctx", None)
     command = ctx.command_path if ctx is not None else "tunewiz"
     hint = f"see `{command} --help`"
+    extra = re.match(r"Got unexpected extra argument(?:s|\(s\))? \((.+)\)", message)
+    if extra:
+        words = extra.group(1).split()
+        flag = argv[argv.index(words[0], 1) - 1] if words[0] in argv[1:] else ""
+        if words[0].lower() in _BOOLEAN_WORDS and flag.startswith("--"):  # `--overwrite true`
+            return (
+                f"`{flag}` is a flag and takes no value (got `{words[0]}`)",
+                f"write `{flag}` alone to turn it on, and leave it out to keep it off",
+            )
+        return "unexpected extra argument " + " ".join(f"`{w}`" for w in words), hint
     head, sep, tail = message.partition(" Did you mean ")
     if not sep:
         head, sep, tail = message.partition(" (Possible options: ")
     if sep:
-        suggestions = tail.rstrip("?.)").replace("'", "").replace("--", "--")
+        suggestions = tail.rstrip("?.)").replace("'", "")
         names = [s.strip() for s in suggestions.split(",") if s.strip()]
         if names and not names[0].startswith("-"):  # a sub-command: show the whole command
             names = [f"{command} {n}" for n in names]
