@@ -34,7 +34,7 @@ from tunewiz.errors import TunewizError
 
 if TYPE_CHECKING:
     from tunewiz.text.templates import ChatTemplate
-    from tunewiz.text.tokenizer import Tokenizer
+    from tunewiz.text.tokenizer import Spans, Tokenizer
 
 PROMPT_RECORD = "prompt.json"
 RECORD_VERSION = 1
@@ -261,21 +261,10 @@ class PromptBuilder:
             messages: the conversation.
             train_on_inputs: train on every token, not only the assistant's.
         """
-        from bisect import bisect_right
-
         tokenizer = self.tokenizer
         segments = self._require_template().segments(messages)
-        text = "".join(piece for piece, _ in segments)
-        ids, offsets = tokenizer.encode_with_offsets(text)
-        ends = []
-        total = 0
-        for piece, _ in segments:
-            total += len(piece)
-            ends.append(total)
-        groups: list[list[int]] = [[] for _ in segments]
-        for token, (start, end) in zip(ids, offsets, strict=True):
-            key = end - 1 if end > start else start
-            groups[min(bisect_right(ends, key), len(segments) - 1)].append(token)
+        ids, spans = tokenizer.encode_with_offsets("".join(piece for piece, _ in segments))
+        groups = _group_by_segment(ids, spans, [len(piece) for piece, _ in segments])
 
         last_reply = max((i for i, (_, is_reply) in enumerate(segments) if is_reply), default=-1)
         tokens = self._with_bos([])
@@ -290,6 +279,28 @@ class PromptBuilder:
                 tokens.append(tokenizer.eos_id)
                 trained.append(True)
         return tokens, trained
+
+
+def _group_by_segment(ids: list[int], spans: Spans, lengths: list[int]) -> list[list[int]]:
+    """The ids of each segment of a text: a token goes to the segment that holds its last character
+    (``end - 1``; an empty span, a dummy-prefix or byte piece, goes by its ``start``), and past the
+    last segment to the last one.
+
+    Args:
+        ids: the text's token ids.
+        spans: each token's ``(start, end)`` character span, an ``(n, 2)`` int array.
+        lengths: the segments' lengths in characters, in order (they add up to the text's length).
+    """
+    import numpy as np
+
+    ends = np.cumsum(lengths)
+    keys = np.where(spans[:, 1] > spans[:, 0], spans[:, 1] - 1, spans[:, 0])
+    which = np.minimum(np.searchsorted(ends, keys, side="right"), len(lengths) - 1)
+    if len(which) == 0 or bool(np.all(which[1:] >= which[:-1])):  # in order: each group is a slice
+        cuts = np.searchsorted(which, np.arange(len(lengths) + 1), side="left").tolist()
+        return [ids[a:b] for a, b in zip(cuts[:-1], cuts[1:], strict=True)]
+    token_ids = np.asarray(ids, dtype=np.int64)
+    return [token_ids[which == k].tolist() for k in range(len(lengths))]
 
 
 def exported_template(fmt: PromptFormat, tokenizer: Tokenizer) -> str | None:

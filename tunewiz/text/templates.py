@@ -105,6 +105,7 @@ class ChatTemplate:
         self.source = source
         self.template = template
         self.special_tokens = dict(special_tokens)
+        self._compiled: jinja2.Template | None = None
 
     def __repr__(self) -> str:
         return f"ChatTemplate(name={self.name!r}, source={self.source!r})"
@@ -119,7 +120,9 @@ class ChatTemplate:
         import jinja2
 
         try:
-            return _compile(self.template).render(
+            if self._compiled is None:
+                self._compiled = _compile(self.template)
+            return self._compiled.render(
                 messages=messages,
                 tools=None,
                 documents=None,
@@ -206,7 +209,8 @@ class ChatTemplate:
         """
         try:
             before = self.render(messages[:i], add_generation_prompt=True)
-            through = self.render(messages[: i + 1])
+            # the last message's prefix is the whole conversation: `full` is its rendering
+            through = full if i == len(messages) - 1 else self.render(messages[: i + 1])
         except TunewizError:
             return None  # e.g. a template that rejects a conversation not ending in a user turn
         if not (

@@ -13,6 +13,7 @@ Special tokens come from ``tokenizer_config.json`` (then ``special_tokens_map.js
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from collections.abc import Sequence
 from pathlib import Path
@@ -48,7 +49,8 @@ _CLEANUP = (
     (" 're", "'re"),
 )
 
-Offsets = list[tuple[int, int]]
+# Character spans of n tokens: an (n, 2) int64 numpy array of (start, end).
+Spans = Any
 
 
 class Tokenizer:
@@ -100,17 +102,19 @@ class Tokenizer:
             add_bos: prepend bos (when the tokenizer has one).
             add_eos: append eos.
         """
-        ids, _ = self._backend.encode(text)
+        ids = self._backend.encode_ids(text)
         if add_bos and self.bos_id is not None:
             ids = [self.bos_id, *ids]
         if add_eos:
             ids = [*ids, self.eos_id]
         return ids
 
-    def encode_with_offsets(self, text: str) -> tuple[list[int], Offsets]:
-        """Token ids of ``text`` and each token's ``(start, end)`` character span in it.
+    def encode_with_offsets(self, text: str) -> tuple[list[int], Spans]:
+        """Token ids of ``text`` and each token's ``(start, end)`` character span in it, as an
+        ``(n, 2)`` int64 array.
 
-        Byte-fallback pieces of one character share its span; a dummy-prefix piece has an empty one.
+        A SentencePiece byte-fallback character's first piece has an empty span at the character, its
+        others the character's; a dummy-prefix piece has an empty one.
 
         Args:
             text: the text to encode (no bos/eos are added).
@@ -157,7 +161,12 @@ class _Backend:
         """(first, last) ids the file's own post-processing adds around a text, or None each."""
         return None, None
 
-    def encode(self, text: str) -> tuple[list[int], Offsets]:
+    def encode(self, text: str) -> tuple[list[int], Spans]:
+        """Ids and character spans of ``text`` (no bos/eos)."""
+        raise NotImplementedError
+
+    def encode_ids(self, text: str) -> list[int]:
+        """Ids of ``text`` (no bos/eos): ``encode(text)[0]``, without computing the spans."""
         raise NotImplementedError
 
     def decode(self, ids: list[int], *, skip_special: bool) -> str:
@@ -192,9 +201,14 @@ class _JsonBackend(_Backend):
             self._tk.add_special_tokens(missing)
         self.vocab_size = self._tk.get_vocab_size(with_added_tokens=True)
 
-    def encode(self, text: str) -> tuple[list[int], Offsets]:
+    def encode(self, text: str) -> tuple[list[int], Spans]:
+        import numpy as np
+
         enc = self._tk.encode(text, add_special_tokens=False)
-        return list(enc.ids), [tuple(o) for o in enc.offsets]
+        return enc.ids, np.asarray(enc.offsets, dtype=np.int64).reshape(-1, 2)
+
+    def encode_ids(self, text: str) -> list[int]:
+        return self._tk.encode(text, add_special_tokens=False).ids
 
     def default_specials(self) -> tuple[int | None, int | None]:
         plain = self._tk.encode("a", add_special_tokens=False).ids
@@ -233,40 +247,56 @@ class _SentencePieceBackend(_Backend):
         }
         self._specials = {**control, **specials}
         self._special_ids = {i: tok for tok, i in self._specials.items()}
-        # Longest first, so "<|im_start|>" wins over any special it contains.
-        self._by_length = sorted(self._specials, key=len, reverse=True)
+        # One alternation, longest first, so "<|im_start|>" wins over any special it contains: the
+        # leftmost match, and at one position the longest special, as a scan of each position would find.
+        by_length = sorted((tok for tok in self._specials if tok), key=len, reverse=True)
+        self._special_re = re.compile("|".join(map(re.escape, by_length))) if by_length else None
         self.vocab_size = max(size, max(self._special_ids, default=-1) + 1)
         self.native_bos = self._sp.bos_id() if self._sp.bos_id() >= 0 else None
         self.native_eos = self._sp.eos_id() if self._sp.eos_id() >= 0 else None
 
-    def encode(self, text: str) -> tuple[list[int], Offsets]:
+    def encode(self, text: str) -> tuple[list[int], Spans]:
+        import numpy as np
+
         ids: list[int] = []
-        offsets: Offsets = []
+        spans = []
         for start, chunk, special in self._split(text):
             if special is not None:
                 ids.append(special)
-                offsets.append((start, start + len(chunk)))
+                spans.append(np.array([[start, start + len(chunk)]], dtype=np.int64))
                 continue
-            prefix = self._prepend == "always" or (self._prepend == "first" and start == 0)
-            proc = self._sp if prefix and not chunk.startswith(" ") else self._sp_cont
-            out = proc.encode(chunk, out_type="offset_mapping")
+            out = self._processor(start, chunk).encode(chunk, out_type="offset_mapping")
             ids.extend(out["ids"])
-            offsets.extend((start + s, start + e) for s, e in out["offsets"])
-        return ids, offsets
+            spans.append(np.asarray(out["offsets"], dtype=np.int64).reshape(-1, 2) + start)
+        return ids, np.concatenate(spans) if spans else np.zeros((0, 2), dtype=np.int64)
+
+    def encode_ids(self, text: str) -> list[int]:
+        ids: list[int] = []
+        for start, chunk, special in self._split(text):
+            if special is not None:
+                ids.append(special)
+            else:
+                ids.extend(self._processor(start, chunk).encode(chunk))
+        return ids
+
+    def _processor(self, start: int, chunk: str) -> Any:
+        """The processor for a plain chunk at ``start``: with the dummy-prefix space (the text's start
+        under ``first``, every chunk under ``always``) unless the chunk starts with a space."""
+        prefix = self._prepend == "always" or (self._prepend == "first" and start == 0)
+        return self._sp if prefix and not chunk.startswith(" ") else self._sp_cont
 
     def _split(self, text: str) -> list[tuple[int, str, int | None]]:
         """Split ``text`` into (start, chunk, special id or None) around special token strings."""
+        if self._special_re is None:
+            return [(0, text, None)] if text else []
         pieces: list[tuple[int, str, int | None]] = []
-        pos = plain = 0
-        while pos < len(text):
-            match = next((tok for tok in self._by_length if text.startswith(tok, pos)), None)
-            if match is None:
-                pos += 1
-                continue
+        plain = 0
+        for match in self._special_re.finditer(text):
+            pos = match.start()
             if plain < pos:
                 pieces.append((plain, text[plain:pos], None))
-            pieces.append((pos, match, self._specials[match]))
-            pos = plain = pos + len(match)
+            pieces.append((pos, match.group(), self._specials[match.group()]))
+            plain = match.end()
         if plain < len(text):
             pieces.append((plain, text[plain:], None))
         return pieces
