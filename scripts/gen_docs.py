@@ -23,6 +23,7 @@ GENERATED: tuple[tuple[Path, Callable[[], str]], ...] = (
     (gen_cli_reference.TARGET, gen_cli_reference.render),
     (gen_preset_reference.TARGET, gen_preset_reference.render),
     (gen_error_reference.TARGET, gen_error_reference.render),
+    (gen_error_reference.REFERENCE, gen_error_reference.render_reference),
     (gen_api_reference.TARGET, gen_api_reference.render),
     (gen_catalog_table.TARGET, gen_catalog_table.render),
     (gen_catalog_table.PAGE, gen_catalog_table.render_page),

@@ -1,21 +1,32 @@
-"""Generate `docs/tutorials/common-errors.md`: one entry for every `TunewizError` the code raises.
+"""Generate the two error pages from every `TunewizError(message, hint=...)` call in `tunewiz/`.
 
-Each `TunewizError(message, hint=...)` call in `tunewiz/` becomes an entry showing the `error:` and
-`hint:` lines as the CLI prints them, with the run-time values shown as `‹name›` placeholders. A
-message held in a variable is followed to its assignments in the same function; messages built by a
-helper are listed in `MESSAGE_BUILDERS`. `tests/test_docs.py` fails when a message in the code has no
-entry in the page, so a new error cannot ship undocumented.
+- `docs/tutorials/common-errors.md`, for users: the messages grouped by the situation a user is in
+  (installing, typing a command, presets, data, the model, memory, a run, resuming, chat and export,
+  the Hub), each situation with what its errors mean and what to do, each message with its `hint:`.
+- `docs/reference/errors.md`, for developers: every message by source file, with the function that
+  raises it, its exit code and how a hint computed at run time is built.
+
+Run-time values are shown as `‹name›` placeholders. A message held in a variable is followed to its
+assignments in the same function; messages built by a helper are listed in `MESSAGE_BUILDERS`.
+
+A message's situation comes from the module that raises it (`MODULE_SITUATIONS`, longest prefix wins),
+unless `OVERRIDES` names its function or `_by_content` recognises it (a missing package, out of memory).
+`tests/test_docs.py` fails when a message has no entry on either page, or comes from a module no
+situation covers (a new package: add its prefix to `MODULE_SITUATIONS`).
 """
 
 from __future__ import annotations
 
 import ast
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "tunewiz"
 TARGET = ROOT / "docs" / "tutorials" / "common-errors.md"
+REFERENCE = ROOT / "docs" / "reference" / "errors.md"
+COMPUTED = "‹computed at run time›"  # a hint assigned outside the function that raises
 
 # (file, function holding `TunewizError(name, ...)`) -> (helper returning (line, message, hint) tuples,
 # index of the message in them, index of the hint). presets._explain turns pydantic errors into one.
@@ -23,111 +34,155 @@ MESSAGE_BUILDERS: dict[tuple[str, str], tuple[str, int, int]] = {
     ("tunewiz/preset/explain.py", "explain_validation_error"): ("_explain_one", 1, 2),
 }
 
-# One section per topic, in reading order: module path prefix -> (title, what these errors have in common).
-TOPICS: tuple[tuple[str, str, str], ...] = (
-    (
-        "tunewiz/preset/files.py",
-        "Presets and `--set`",
-        "The preset file or a `--set key=value` override is wrong. The message names the file and "
-        "line (or the override); `tunewiz presets show NAME --resolved` prints what tunewiz understood, and "
-        "[Preset fields](../reference/preset-fields.md) documents every key.",
+
+@dataclass(frozen=True)
+class Situation:
+    """One section of the user page: where the user is when these errors appear.
+
+    Args:
+        key: the name `MODULE_SITUATIONS` and `OVERRIDES` use.
+        title: the section title.
+        means: what the errors of this situation have in common.
+        todo: what to do first, before reading the message's own hint.
+    """
+
+    key: str
+    title: str
+    means: str
+    todo: str
+
+
+# In reading order: the order a new user meets them.
+SITUATIONS: tuple[Situation, ...] = (
+    Situation(
+        "install",
+        "Installing: a feature needs an optional package",
+        "The command asks for a feature whose library is an optional extra, and it is not installed in "
+        "the Python environment `tunewiz` runs from.",
+        "Install the extra the hint names (`pip install 'tunewiz[qlora]'`, `tunewiz[web]`, …) into the same "
+        "environment, or drop the option that needs it. `tunewiz doctor` shows what is installed.",
     ),
-    ("tunewiz/preset/explain.py", "Presets and `--set`", ""),
-    ("tunewiz/preset/schema.py", "Preset schema", "A value breaks a rule of the schema."),
-    (
-        "tunewiz/models/catalog.py",
-        "Choosing a model",
-        "The model name is not in the catalog and not on disk: "
-        "`tunewiz plan --list-models` lists the catalog.",
+    Situation(
+        "command",
+        "Typing a command",
+        "An argument or option is missing, misspelt, or has a value it cannot take; nothing was started. "
+        "Besides the messages below, the command line itself prints "
+        "`` error: missing argument `TARGET` ``, `` error: no such command `pla` `` (with "
+        "`` hint: did you mean `tunewiz plan`? ``), `` error: invalid value for `--gpus`: … `` and "
+        "`` error: `--overwrite` is a flag and takes no value (got `true`) ``.",
+        "Run the command with `--help` (every command shows an example), or follow the `did you mean` "
+        "in the hint. Flags such as `--overwrite` take no value: write them alone to turn them on.",
     ),
-    ("tunewiz/models/kv_cache.py", "Generation", "The KV cache is full."),
-    (
-        "tunewiz/models/",
-        "Model files",
-        "The model directory or checkpoint does not hold what a Llama-family "
-        "model needs (`config.json`, `*.safetensors` whose names and shapes match it).",
+    Situation(
+        "preset",
+        "Presets, `--set` and `tunewiz init`",
+        "The preset file, a `--set key=value` override or an answer to the wizard is not a valid setting. "
+        "The message names the file and line (or the override) and the key.",
+        "`tunewiz presets show NAME --resolved` prints what tunewiz understood; "
+        "[Preset fields](../reference/preset-fields.md) documents every key and its accepted values.",
     ),
-    ("tunewiz/text/tokenizer.py", "Tokenizers", "The model's tokenizer files are missing or unreadable."),
-    (
-        "tunewiz/text/templates.py",
-        "Chat templates",
-        "The prompt template cannot be applied to the data or model.",
+    Situation(
+        "data",
+        "Your data",
+        "The dataset cannot be read, is empty, or does not match `data.format`, `data.columns` or the "
+        "prompt template. The message names the file and, where it can, the row.",
+        "Open the file at the row it names. [Your dataset](your-dataset.md) shows the formats tunewiz "
+        "reads and how to map your columns.",
     ),
-    (
-        "tunewiz/data/",
-        "Data",
-        "The dataset cannot be read or does not match `data.format`. The message names the file and the row.",
+    Situation(
+        "model",
+        "The model and its files",
+        "The model name is not in the catalog and not on disk, or its directory does not hold what a "
+        "Llama-family model needs (`config.json`, tokenizer files, `*.safetensors` whose names and shapes "
+        "match), or an adapter does not match its base model.",
+        "`tunewiz plan --list-models` lists the catalog; `tunewiz download NAME` fetches a Hub model whole. "
+        "[Supported models](../reference/models.md) lists the architectures.",
     ),
-    (
-        "tunewiz/lora/",
-        "LoRA adapters",
-        "An adapter does not match the model it is applied to, or its files are incomplete.",
+    Situation(
+        "memory",
+        "Memory, GPUs and planning",
+        "The run does not fit the memory of this machine, the GPUs asked for are not there, or the "
+        "description of another machine given to the planner is incomplete.",
+        "`tunewiz plan PRESET` says what fits and which saver to turn on; [Out of memory](out-of-memory.md) "
+        "goes through them. `tunewiz doctor` shows the GPUs torch sees.",
     ),
-    (
-        "tunewiz/models/nf4.py",
-        "QLoRA",
-        "The 4-bit (NF4) base needs `torchao` (`pip install 'tunewiz[qlora]'`) "
-        "and layers whose sizes it can quantize.",
+    Situation(
+        "run",
+        "Starting, watching and stopping a run",
+        "Checked before or while a run trains: the run directory, the lock that lets one trainer use it, "
+        "the processes torchrun starts, several machines. Errors of the training processes also appear "
+        "in the dashboard with the rank that failed.",
+        "`tunewiz watch RUN` says what state a run is in; `runs/NAME/logs/torchrun.log` and the `error` "
+        "events of `runs/NAME/events.jsonl` keep the traceback. See "
+        "[A run's life](../concepts/run-lifecycle.md).",
     ),
-    ("tunewiz/plan/", "Planning", "The hardware or run description given to the planner is incomplete."),
-    ("tunewiz/plan/hardware.py", "Hardware", "What tunewiz could not find out about this machine."),
-    (
-        "tunewiz/wizard/flow.py",
-        "The wizard (`tunewiz init`)",
-        "An answer or flag of the wizard is not usable. "
-        "Without a terminal every question needs its flag (`tunewiz init --help`).",
-    ),
-    (
-        "tunewiz/train/launcher.py",
-        "Launching a run",
-        "Checked before torchrun starts: the run directory, the "
-        "topology and the preflight of model and data.",
-    ),
-    (
-        "tunewiz/train/distributed.py",
-        "Devices and processes",
-        "The device or process group asked for is not available.",
-    ),
-    (
-        "tunewiz/train/",
-        "During training",
-        "Raised by the training processes; the dashboard shows them with the rank that failed.",
-    ),
-    ("tunewiz/train/checkpoint.py", "Checkpoints", "A checkpoint cannot be written or read."),
-    (
-        "tunewiz/run/lock.py",
-        "A run that is still training",
-        "One trainer per run directory: `train`, `resume`, `chat`, `eval` and `push` refuse a run whose "
-        "trainer is alive, and say who holds it (see the run lifecycle guide).",
-    ),
-    (
-        "tunewiz/train/resume.py",
+    Situation(
+        "resume",
         "Resuming",
-        "`tunewiz resume` checks the run directory and what `--set` may change on a resumed run.",
+        "`tunewiz resume` needs a run directory with a complete checkpoint, and may change only what does "
+        "not define the trained weights or the data order.",
+        "`ls runs/NAME/checkpoints` lists the checkpoints (complete ones hold a `COMPLETE` file); "
+        "[Checkpoints and resume](../concepts/checkpoints.md) explains what may change.",
     ),
-    ("tunewiz/cli/", "Command line", "A combination of flags that cannot work."),
-    ("tunewiz/inference/generate.py", "Generation", "Sampling settings or prompt length out of range."),
-    (
-        "tunewiz/inference/load.py",
-        "Chat and inference",
-        "`tunewiz chat` and `tunewiz eval` load a run, a model "
-        "directory or a cached Hub model; these say which part is missing.",
+    Situation(
+        "use",
+        "Chat, evaluation and export",
+        "`tunewiz chat`, `eval` and `export` load a run directory, a model directory or a cached Hub model; "
+        "these say which part is missing or which options do not go together.",
+        "Point them at a finished run (`runs/NAME`, with `final/`), or finish it first with "
+        "`tunewiz resume runs/NAME`.",
     ),
-    (
-        "tunewiz/inference/evaluate.py",
-        "Evaluation (`tunewiz eval`)",
-        "lm-eval is missing, or a task cannot be found or run offline.",
-    ),
-    ("tunewiz/inference/lm_eval_adapter.py", "Evaluation (`tunewiz eval`)", ""),
-    (
-        "tunewiz/hub/",
+    Situation(
+        "hub",
         "Hugging Face Hub (`download`, `push`)",
-        "The Hub could not be reached, refused the "
-        "token, or the repository is gated, missing or incomplete. Tokens are never printed.",
+        "The Hub could not be reached, refused the token, or the repository is gated, missing or "
+        "incomplete. Tokens are never printed.",
+        "`hf auth login` (or `HF_TOKEN`) for gated models and pushing; accept a gated model's licence on "
+        "its Hub page. [Push to the Hub](../recipes/push.md) walks through a push.",
     ),
-    ("tunewiz/hub/modelcard.py", "Model card", "The model card cannot be written from the run."),
-    ("tunewiz/", "Other", "Errors of modules not listed above."),
 )
+
+# Module path prefix -> situation key; the longest prefix that matches a file wins. A file under no prefix
+# fails tests/test_docs.py: add its package here.
+MODULE_SITUATIONS: dict[str, str] = {
+    "tunewiz/cli/": "command",
+    "tunewiz/cli/cache.py": "data",
+    "tunewiz/cli/chat.py": "use",
+    "tunewiz/cli/eval.py": "use",
+    "tunewiz/cli/export.py": "use",
+    "tunewiz/cli/download.py": "hub",
+    "tunewiz/cli/push.py": "hub",
+    "tunewiz/cli/resume.py": "resume",
+    "tunewiz/cli/stop.py": "run",
+    "tunewiz/cli/watch.py": "run",
+    "tunewiz/preset/": "preset",
+    "tunewiz/wizard/": "preset",
+    "tunewiz/data/": "data",
+    "tunewiz/text/": "data",
+    "tunewiz/text/tokenizer.py": "model",
+    "tunewiz/models/": "model",
+    "tunewiz/models/kv_cache.py": "use",
+    "tunewiz/lora/": "model",
+    "tunewiz/plan/": "memory",
+    "tunewiz/train/": "run",
+    "tunewiz/train/distributed.py": "memory",
+    "tunewiz/train/checkpoint.py": "resume",
+    "tunewiz/train/resume.py": "resume",
+    "tunewiz/run/": "run",
+    "tunewiz/ui/": "run",
+    "tunewiz/tracking/": "run",
+    "tunewiz/inference/": "use",
+    "tunewiz/export/": "use",
+    "tunewiz/hub/": "hub",
+}
+
+# (file, function) -> situation key, for errors whose situation is not their module's.
+OVERRIDES: dict[tuple[str, str], str] = {
+    ("tunewiz/train/launcher.py", "preflight"): "data",  # the dataset file named by the preset is missing
+    ("tunewiz/train/launcher.py", "check_mergeable"): "model",  # lm_head tied to the embeddings
+    ("tunewiz/train/launcher.py", "check"): "command",  # --nproc-per-node, --nnodes, --node-rank values
+    ("tunewiz/train/recipe.py", "__init__"): "data",  # fewer samples than one global batch
+}
 
 
 @dataclass(frozen=True)
@@ -231,7 +286,7 @@ def _builder_entries(
             if isinstance(hint_node, ast.Name):
                 # The assignment that reaches this return: the last one above it.
                 before = [a for a in _assignments(helper, hint_node.id) if a.lineno < node.lineno]
-                hint = template(before[-1].value) if before else "‹computed at run time›"
+                hint = template(before[-1].value) if before else COMPUTED
             else:
                 hint = template(hint_node)
             found.append((template(node.value.elts[message_at]), hint))
@@ -240,7 +295,7 @@ def _builder_entries(
 
 def _resolve_hint(function: ast.AST, name: str) -> str | None:
     values = _assigned(function, name)
-    return " / ".join(template(v) for v in values) if values else "‹computed at run time›"
+    return " / ".join(template(v) for v in values) if values else COMPUTED
 
 
 def _entries_of_call(
@@ -283,7 +338,8 @@ def extract(package: Path = PACKAGE) -> list[ErrorEntry]:
         functions = _functions(tree)
         # Innermost function of each call: walk functions, deepest last, so inner ones overwrite.
         owner: dict[int, tuple[str, ast.AST]] = {}
-        for function in sorted(functions.values(), key=lambda f: f.lineno):
+        every_function = [n for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))]
+        for function in sorted(every_function, key=lambda f: f.lineno):
             for node in ast.walk(function):
                 owner[id(node)] = (function.name, function)
         for node in ast.walk(tree):
@@ -300,59 +356,116 @@ def extract(package: Path = PACKAGE) -> list[ErrorEntry]:
     return sorted(entries, key=lambda e: (e.file, e.line))
 
 
-def _topic(file: str) -> str:
-    return next(title for prefix, title, _ in TOPICS if file.startswith(prefix))
+def _by_content(entry: ErrorEntry) -> str | None:
+    """A situation recognised from the words of the message: a missing package, out of memory."""
+    hint = entry.hint or ""
+    if "not installed" in entry.message or "not importable" in entry.message or "pip install" in hint:
+        return "install"
+    if "out of memory" in entry.message:
+        return "memory"
+    return None
+
+
+def situation(entry: ErrorEntry) -> Situation:
+    """The situation an error belongs to: `OVERRIDES`, then its words, then its module.
+
+    Raises:
+        LookupError: the file is under no prefix of `MODULE_SITUATIONS`; the message says what to add.
+    """
+    key = OVERRIDES.get((entry.file, entry.function)) or _by_content(entry)
+    if key is None:
+        prefixes = [p for p in MODULE_SITUATIONS if entry.file.startswith(p)]
+        if not prefixes:
+            raise LookupError(
+                f"{entry.file} raises TunewizError but no situation covers it: add its package or file to "
+                f"MODULE_SITUATIONS in scripts/gen_error_reference.py (one of "
+                f"{', '.join(s.key for s in SITUATIONS)}), or the function to OVERRIDES, then run "
+                "`python scripts/gen_docs.py`"
+            )
+        key = MODULE_SITUATIONS[max(prefixes, key=len)]
+    return next(s for s in SITUATIONS if s.key == key)
+
+
+def _shown(entry: ErrorEntry, *, computed_hint: bool) -> list[str]:
+    """The lines the CLI prints: `error:` (none for a notice, exit code 0) and `hint:`."""
+    lines = [f"error: {entry.message}" if entry.exit_code else entry.message]
+    if entry.hint and (computed_hint or entry.hint != COMPUTED):
+        lines.append(f"hint: {entry.hint}")
+    return ["```text", *"\n".join(lines).splitlines(), "```", ""]
+
+
+_GENERATED = (
+    "<!-- Generated by scripts/gen_error_reference.py from the TunewizError calls in tunewiz/; "
+    "do not edit by hand. -->"
+)
 
 
 def render() -> str:
-    """The common-errors page as Markdown."""
+    """The user page, `docs/tutorials/common-errors.md`, as Markdown."""
     entries = extract()
     lines = [
         "# Common errors",
         "",
-        "<!-- Generated by scripts/gen_error_reference.py from the TunewizError calls in tunewiz/; "
-        "do not edit by hand. -->",
+        _GENERATED,
         "",
-        "When tunewiz knows what went wrong it prints one `error:` line that names the culprit (the key, "
-        "the file and line, the value) and a `hint:` line with the fix or the next command, on stderr, and "
-        "exits with code 2 for bad input or 1 for other failures. Find your message below: every message "
-        "the code can raise is listed, with `‹name›` where the real value goes, `[...]` around parts that "
-        "appear only sometimes, and the function that raises it.",
+        "When tunewiz knows what went wrong it prints an `error:` line that names the culprit (the key, "
+        "the file and line, the value) and a `hint:` line with the fix or the next command to run, on "
+        "stderr, and exits with code 2 for bad input or 1 for other failures. Find the situation you are "
+        "in below: what its errors mean, what to do, and every message tunewiz can print there, with "
+        "`‹name›` where your value goes and `[...]` around parts that appear only sometimes.",
         "",
-        "Anything else is a bug: the CLI prints `error: unexpected ‹ExceptionType›: ‹message›`; run the "
-        "command again with `TUNEWIZ_DEBUG=1` for the full traceback and report it. During training, the "
-        "dashboard shows the failing rank's error, and `runs/NAME/events.jsonl` (`error` events) and "
-        "`runs/NAME/logs/torchrun.log` keep the traceback.",
-        "",
-        f"{len(entries)} messages.",
+        "Anything else is a bug: tunewiz prints `error: unexpected ‹ExceptionType›: ‹message›`; run the "
+        "command again with `TUNEWIZ_DEBUG=1` for the full traceback and report it. Developers: "
+        "[Error reference](../reference/errors.md) lists each message with the code that raises it.",
         "",
     ]
-    titles: list[str] = []
-    for _, title, _ in TOPICS:
-        if title not in titles:
-            titles.append(title)
-    for title in titles:
-        group = [e for e in entries if _topic(e.file) == title]
+    by_situation = {s.key: [e for e in entries if situation(e) is s] for s in SITUATIONS}
+    lines += [f"- [{s.title}](#{_anchor(s.title)}): {len(by_situation[s.key])}" for s in SITUATIONS]
+    lines.append("")
+    for s in SITUATIONS:
+        group = by_situation[s.key]
         if not group:
             continue
-        about = next(text for _, t, text in TOPICS if t == title)
-        lines += [f"## {title}", "", about, ""]
+        lines += [f"## {s.title}", "", f"**What it means.** {s.means}", "", f"**What to do.** {s.todo}", ""]
         for entry in group:
-            shown = [f"error: {entry.message}" if entry.exit_code else entry.message]
-            if entry.hint:
-                shown.append(f"hint: {entry.hint}")
-            code = " (exit code 0: a notice, not a failure)" if entry.exit_code == 0 else ""
+            lines += _shown(entry, computed_hint=False)
+    return "\n".join(lines)
+
+
+def _anchor(title: str) -> str:
+    """The anchor MkDocs gives a heading (Python-Markdown's ``toc.slugify``): punctuation dropped, lower
+    case, each run of spaces and dashes one dash."""
+    kept = re.sub(r"[^\w\s-]", "", title).strip().lower()
+    return re.sub(r"[-\s]+", "-", kept)
+
+
+def render_reference() -> str:
+    """The developer page, `docs/reference/errors.md`, as Markdown."""
+    entries = extract()
+    lines = [
+        "# Error reference",
+        "",
+        _GENERATED,
+        "",
+        f"Every `TunewizError` message in `tunewiz/` ({len(entries)}), by the file that raises it: the lines "
+        "the CLI prints, the function, the exit code and the situation it is listed under in "
+        "[Common errors](../tutorials/common-errors.md). `‹name›` is a run-time value, `[a | b]` a part "
+        "chosen at run time, and `‹computed at run time›` a hint built outside the raising function.",
+        "",
+    ]
+    for file in sorted({e.file for e in entries}):
+        lines += [f"## `{file}`", ""]
+        for entry in (e for e in entries if e.file == file):
+            lines += _shown(entry, computed_hint=True)
+            notice = ", a notice, not a failure" if entry.exit_code == 0 else ""
             lines += [
-                "```text",
-                *("\n".join(shown).splitlines()),
-                "```",
-                "",
-                f"Raised by `{entry.function}` in `{entry.file}`{code}.",
+                f"`{entry.function}` · exit code {entry.exit_code}{notice} · {situation(entry).title}",
                 "",
             ]
     return "\n".join(lines)
 
 
 if __name__ == "__main__":
-    TARGET.write_text(render(), encoding="utf-8")
-    print(f"wrote {TARGET.relative_to(ROOT)}")
+    for path, make in ((TARGET, render), (REFERENCE, render_reference)):
+        path.write_text(make(), encoding="utf-8")
+        print(f"wrote {path.relative_to(ROOT)}")

@@ -77,13 +77,47 @@ def _tunewiz_error_calls() -> int:
     return count
 
 
-def test_every_tunewiz_error_has_an_entry_in_common_errors() -> None:
-    page = gen_error_reference.TARGET.read_text(encoding="utf-8")
+def test_every_tunewiz_error_has_an_entry_in_common_errors_and_the_reference() -> None:
     entries = gen_error_reference.extract()
-    # Every call yields at least one entry (identical messages share one), so the page covers them all.
+    # Every call yields at least one entry (identical messages share one), so the pages cover them all.
     assert len(entries) >= 0.9 * _tunewiz_error_calls() > 100
-    missing = [f"{e.file} ({e.function}): {e.message}" for e in entries if e.message not in page]
-    assert not missing, "no entry in docs/tutorials/common-errors.md for:\n" + "\n".join(missing)
+    unplaced = []
+    for entry in entries:
+        try:
+            gen_error_reference.situation(entry)
+        except LookupError as exc:
+            unplaced.append(str(exc))
+    assert not unplaced, "\n".join(sorted(set(unplaced)))
+    for path in (gen_error_reference.TARGET, gen_error_reference.REFERENCE):
+        page = path.read_text(encoding="utf-8")
+        missing = [f"{e.file} ({e.function}): {e.message}" for e in entries if e.message not in page]
+        assert not missing, f"no entry in {path.relative_to(ROOT)} for:\n" + "\n".join(missing)
+
+
+def test_common_errors_is_for_users_and_the_reference_for_developers() -> None:
+    """The user page is grouped by situation, each with what it means and what to do, and leaves out
+    the source locations and the hints it cannot show; the reference has both."""
+    page = gen_error_reference.TARGET.read_text(encoding="utf-8")
+    reference = gen_error_reference.REFERENCE.read_text(encoding="utf-8")
+    sections = re.findall(r"^## (.+)$", page, flags=re.M)
+    assert sections == [s.title for s in gen_error_reference.SITUATIONS]
+    for s in gen_error_reference.SITUATIONS:
+        body = page.split(f"## {s.title}\n", 1)[1].split("\n## ", 1)[0]
+        assert "**What it means.**" in body and "**What to do.**" in body and "```text\nerror: " in body
+    assert "Raised by" not in page and not re.search(r"`tunewiz/[\w/]+\.py`", page)
+    assert gen_error_reference.COMPUTED not in page and gen_error_reference.COMPUTED in reference
+    assert (
+        "`tunewiz/train/launcher.py`" in reference
+        and "reference/errors.md" in (ROOT / "mkdocs.yml").read_text()
+    )
+
+
+def test_an_error_in_a_new_package_asks_for_its_situation() -> None:
+    entry = gen_error_reference.ErrorEntry("tunewiz/newpkg/thing.py", "f", "bad thing", None, 2, 1)
+    with pytest.raises(LookupError, match="add its package or file to MODULE_SITUATIONS"):
+        gen_error_reference.situation(entry)
+    install = gen_error_reference.ErrorEntry("tunewiz/newpkg/x.py", "f", "needs y", "`pip install y`", 2, 1)
+    assert gen_error_reference.situation(install).key == "install"
 
 
 def test_error_templates_show_placeholders() -> None:
