@@ -5,14 +5,18 @@ from __future__ import annotations
 import csv
 import json
 import re
+import shlex
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from tunewiz.errors import TunewizError
+from tunewiz.errors import TunewizError, did_you_mean
 
 SHIPPED_PREFIX = "tunewiz:"
 LOCAL_SUFFIXES = (".json", ".jsonl", ".csv", ".parquet")
 _HUB_ID = re.compile(r"^[\w.-]+(/[\w.-]+)?$")
+_DELIMITERS = (",", ";", "\t", "|")  # the first wins a tie
+_NOT_CP1252 = (b"\x81", b"\x8d", b"\x8f", b"\x90", b"\x9d")
 
 
 def shipped_datasets_dir() -> Path:
@@ -62,29 +66,48 @@ def _read(path: str, split: str) -> list[dict[str, Any]]:
     local = Path(path).expanduser()
     if local.is_file():
         return _read_local(local)
+    close = _close_local_file(path)
     if (
-        local.suffix.lower() in LOCAL_SUFFIXES
+        close is not None
+        or local.suffix.lower() in LOCAL_SUFFIXES
         or local.is_absolute()
         or path.startswith((".", "~"))
         or not _HUB_ID.match(path)
     ):
         raise TunewizError(
-            f"data file `{path}` does not exist",
-            hint="check `data.path`; it takes a local .json/.jsonl/.csv/.parquet file, "
+            f"data file `{path}` does not exist" + (f" (did you mean `{close}`?)" if close else ""),
+            hint=f"use `--set data.path={shlex.quote(close)}`"
+            if close
+            else "check `data.path`; it takes a local .json/.jsonl/.csv/.parquet file, "
             "`tunewiz:<sample>` or a Hugging Face dataset id",
         )
     return _read_hub(path, split)
+
+
+def _close_local_file(path: str) -> str | None:
+    """A data file next to ``path`` whose name is close to its name (a typo), as the user would write it."""
+    import difflib
+
+    folder = Path(path).expanduser().parent
+    if not folder.is_dir():
+        return None
+    names = sorted(p.name for p in folder.iterdir() if p.suffix.lower() in LOCAL_SUFFIXES and p.is_file())
+    close = difflib.get_close_matches(Path(path).name, names, n=1, cutoff=0.7)
+    return str(Path(path).parent / close[0]) if close else None
 
 
 def _read_shipped(name: str) -> list[dict[str, Any]]:
     folder = shipped_datasets_dir()
     file = folder / f"{name}.jsonl"
     if not file.is_file():
-        available = sorted(p.stem for p in folder.glob("*.jsonl")) if folder.is_dir() else []
+        available = [f"{SHIPPED_PREFIX}{p.stem}" for p in sorted(folder.glob("*.jsonl"))]
+        guess = did_you_mean(f"{SHIPPED_PREFIX}{name}", available)
         raise TunewizError(
-            f"no shipped dataset `tunewiz:{name}`; available: "
-            + (", ".join(f"`tunewiz:{a}`" for a in available) or "none"),
-            hint="use one of the names above, or a local file path in `data.path`",
+            f"no shipped dataset `{SHIPPED_PREFIX}{name}`{guess}; available: "
+            + (", ".join(f"`{a}`" for a in available) or "none"),
+            hint=f"use `--set data.path={guess.split('`')[1]}`"
+            if guess
+            else "use one of the names above, or a local file path in `data.path`",
         )
     return _read_jsonl(file)
 
@@ -103,39 +126,61 @@ def _read_local(path: Path) -> list[dict[str, Any]]:
     if suffix == ".jsonl":
         return _read_jsonl(path)
     if suffix == ".json":
-        text = path.read_text(encoding="utf-8")
-        if text.lstrip().startswith("["):
-            try:
-                rows = json.loads(text)
-            except json.JSONDecodeError as exc:
-                raise TunewizError(
-                    f"{path.name} line {exc.lineno} is not valid JSON: {exc.msg}",
-                    hint="fix the file (a JSON list of objects, or one object per line)",
-                ) from exc
-            return _objects(rows, path.name)
-        return _read_jsonl(path)
+        return _read_json(path)
     if suffix == ".csv":
-        with open(path, encoding="utf-8", newline="") as f:
-            return [dict(row) for row in csv.DictReader(f)]
+        return _read_csv(path)
     import pyarrow.parquet as pq
 
     return pq.read_table(path).to_pylist()
 
 
-def _read_jsonl(path: Path) -> list[dict[str, Any]]:
-    rows = []
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError as exc:
-                raise TunewizError(
-                    f"{path.name} line {lineno} is not valid JSON: {exc.msg}",
-                    hint="each line of a .jsonl file must be one JSON object",
-                ) from exc
+def _read_json(path: Path) -> list[dict[str, Any]]:
+    """A .json file: a list of objects, or one object per line (JSONL under a .json name)."""
+    data = path.read_bytes()
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise _not_utf8(path) from None
+    if not text.lstrip().startswith("["):
+        return _jsonl_rows(path, text.split("\n"))
+    try:
+        rows = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise TunewizError(
+            f"{path.name} line {exc.lineno} is not valid JSON: {exc.msg}",
+            hint="fix the file (a JSON list of objects, or one object per line)",
+        ) from exc
     return _objects(rows, path.name)
+
+
+def _read_jsonl(path: Path) -> list[dict[str, Any]]:
+    """One JSON object per line (LF or CRLF; a byte-order mark is skipped), read line by line."""
+    try:
+        with open(path, encoding="utf-8-sig") as f:
+            return _jsonl_rows(path, f)
+    except UnicodeDecodeError:
+        raise _not_utf8(path) from None
+
+
+def _jsonl_rows(path: Path, lines: Iterable[str]) -> list[dict[str, Any]]:
+    rows = []
+    for lineno, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise TunewizError(
+                f"{path.name} line {lineno} is not valid JSON: {exc.msg}",
+                hint="each line of a .jsonl file must be one JSON object",
+            ) from exc
+        if not isinstance(row, dict):
+            raise TunewizError(
+                f"{path.name} line {lineno} is a JSON {type(row).__name__}, not an object",
+                hint='each line must be an object such as {"instruction": ..., "output": ...}',
+            )
+        rows.append(row)
+    return rows
 
 
 def _objects(rows: Any, name: str) -> list[dict[str, Any]]:
@@ -151,6 +196,61 @@ def _objects(rows: Any, name: str) -> list[dict[str, Any]]:
                 hint='each row must be an object such as {"instruction": ..., "output": ...}',
             )
     return rows
+
+
+def _read_csv(path: Path) -> list[dict[str, Any]]:
+    """A CSV file as spreadsheets write it: UTF-8 with or without a byte-order mark, CRLF or LF,
+    quoted fields with newlines, fields of any length, and `,`, `;` (European Excel) or tab
+    separated (the separator that splits the header line into the most columns)."""
+    # The csv module refuses fields over 131,072 characters by default; a long document is one field.
+    csv.field_size_limit(max(csv.field_size_limit(), 2**31 - 1))
+    try:
+        with open(path, encoding="utf-8-sig", newline="") as f:
+            header = f.readline()
+            f.seek(0)
+            delimiter = max(_DELIMITERS, key=lambda d: len(next(csv.reader([header], delimiter=d), [])))
+            reader = csv.DictReader(f, delimiter=delimiter)
+            rows = [dict(row) for row in reader]
+            columns = reader.fieldnames or []
+    except UnicodeDecodeError:
+        raise _not_utf8(path) from None
+    if not rows:
+        raise TunewizError(
+            f"{path.name} has a header line ({', '.join(columns)}) but no rows",
+            hint="add rows under the header, or point `data.path` at another file",
+        )
+    return rows
+
+
+def _not_utf8(path: Path) -> TunewizError:
+    """The error for a file that is not UTF-8: its name, the line and byte offset of the first byte that
+    is not, the bytes there, and an ``iconv`` command that re-saves it as UTF-8.
+
+    Called where decoding failed; it reads the file again to find the byte (only on this error path:
+    reading a good file decodes it once).
+    """
+    offset = 0
+    with open(path, "rb") as f:
+        for lineno, raw in enumerate(f, start=1):  # a UTF-8 sequence never holds a newline byte
+            try:
+                raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                line, offset, bad = lineno, offset + exc.start, raw[exc.start : exc.end]
+                break
+            offset += len(raw)
+        else:
+            line, bad = 0, b""  # not reached: the file failed to decode
+        f.seek(0)
+        # Windows-1252 leaves 0x81, 0x8d, 0x8f, 0x90 and 0x9d undefined; a file with them is Latin-1.
+        cp1252 = not any(b in chunk for chunk in iter(lambda: f.read(1 << 20), b"") for b in _NOT_CP1252)
+    fixed = path.with_name(f"{path.stem}-utf8{path.suffix}")
+    return TunewizError(
+        f"{path.name} is not UTF-8: line {line}, byte {offset} is {bad.hex(' ')} "
+        f"(likely {'Windows-1252' if cp1252 else 'Latin-1'}, as Excel and older tools save text)",
+        hint=f"re-save it as UTF-8: `iconv -f {'CP1252' if cp1252 else 'ISO-8859-1'} -t UTF-8 "
+        f"{shlex.quote(str(path))} > {shlex.quote(str(fixed))}`, then use it: "
+        f"`--set data.path={shlex.quote(str(fixed))}`",
+    )
 
 
 def _read_hub(dataset_id: str, split: str) -> list[dict[str, Any]]:
