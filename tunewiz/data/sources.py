@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import difflib
 import json
 import re
 import shlex
@@ -10,7 +11,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from tunewiz.errors import TunewizError, did_you_mean
+from tunewiz.errors import TunewizError
 
 SHIPPED_PREFIX = "tunewiz:"
 LOCAL_SUFFIXES = (".json", ".jsonl", ".csv", ".parquet")
@@ -86,8 +87,6 @@ def _read(path: str, split: str) -> list[dict[str, Any]]:
 
 def _close_local_file(path: str) -> str | None:
     """A data file next to ``path`` whose name is close to its name (a typo), as the user would write it."""
-    import difflib
-
     folder = Path(path).expanduser().parent
     if not folder.is_dir():
         return None
@@ -100,12 +99,15 @@ def _read_shipped(name: str) -> list[dict[str, Any]]:
     folder = shipped_datasets_dir()
     file = folder / f"{name}.jsonl"
     if not file.is_file():
-        available = [f"{SHIPPED_PREFIX}{p.stem}" for p in sorted(folder.glob("*.jsonl"))]
-        guess = did_you_mean(f"{SHIPPED_PREFIX}{name}", available)
+        available = sorted(p.stem for p in folder.glob("*.jsonl"))
+        close = difflib.get_close_matches(name, available, n=1, cutoff=0.6)
+        guess = f"{SHIPPED_PREFIX}{close[0]}" if close else None
         raise TunewizError(
-            f"no shipped dataset `{SHIPPED_PREFIX}{name}`{guess}; available: "
-            + (", ".join(f"`{a}`" for a in available) or "none"),
-            hint=f"use `--set data.path={guess.split('`')[1]}`"
+            f"no shipped dataset `{SHIPPED_PREFIX}{name}`"
+            + (f" (did you mean `{guess}`?)" if guess else "")
+            + "; available: "
+            + (", ".join(f"`{SHIPPED_PREFIX}{a}`" for a in available) or "none"),
+            hint=f"use `--set data.path={guess}`"
             if guess
             else "use one of the names above, or a local file path in `data.path`",
         )
