@@ -103,7 +103,7 @@ def _read_shipped(name: str) -> list[dict[str, Any]]:
         close = difflib.get_close_matches(name, available, n=1, cutoff=0.6)
         guess = f"{SHIPPED_PREFIX}{close[0]}" if close else None
         raise TunewizError(
-            f"no shipped dataset `{SHIPPED_PREFIX}{name}`"
+            f"no shipped dataset `tunewiz:{name}`"
             + (f" (did you mean `{guess}`?)" if guess else "")
             + "; available: "
             + (", ".join(f"`{SHIPPED_PREFIX}{a}`" for a in available) or "none"),
