@@ -250,6 +250,7 @@ def test_cli_writes_results_with_base_deltas(lora_run: Path) -> None:
     assert set(written) == {
         "model",
         "adapter",
+        "checkpoint",
         "tasks",
         "base",
         "limit",
@@ -258,6 +259,7 @@ def test_cli_writes_results_with_base_deltas(lora_run: Path) -> None:
         "date",
     }
     assert written["adapter"] == str(lora_run / "final" / "adapter") and written["limit"] == 3
+    assert written["checkpoint"] == "final"
     assert set(written["tasks"]) == set(written["base"]) == {"story_qa", "story_qa_loglik"}
     assert set(written["tasks"]["story_qa_loglik"]) == {
         "perplexity",

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from tunewiz.cli.options import DeviceOpt
+from tunewiz.cli.options import DeviceOpt, FromOpt
 from tunewiz.errors import TunewizError
 
 if TYPE_CHECKING:
@@ -91,12 +91,7 @@ def chat(
         None, "--adapter", help="A PEFT LoRA adapter directory to apply.", rich_help_panel=_MODEL
     ),
     device: DeviceOpt = "auto",
-    from_step: str = typer.Option(
-        None,
-        "--from",
-        help="Chat with step checkpoint `step-N` of a run instead of final/.",
-        rich_help_panel=_MODEL,
-    ),
+    from_: FromOpt = None,
     prompt: str = typer.Option(
         None,
         "--prompt",
@@ -152,8 +147,20 @@ def chat(
     """
     from rich.console import Console
 
+    from tunewiz.inference.load import resolve_from
+
+    checkpoint = resolve_from(target, from_, command=f"tunewiz chat {target}" + (" --web" if web else ""))
     if web:
-        _web(target, adapter=adapter, device=device, system=system, host=host, port=port, share=share)
+        _web(
+            target,
+            adapter=adapter,
+            checkpoint=checkpoint,
+            device=device,
+            system=system,
+            host=host,
+            port=port,
+            share=share,
+        )
         return
 
     from tunewiz.inference.generate import SamplingParams
@@ -178,7 +185,7 @@ def chat(
             )
     err = Console(stderr=True, highlight=False, soft_wrap=True)
     with err.status(f"loading {target}"):
-        loaded = load_for_inference(target, adapter=adapter, device=device, step=from_step)
+        loaded = load_for_inference(target, adapter=adapter, device=device, checkpoint=checkpoint)
     if compare_base and not loaded.has_adapter:
         raise TunewizError(
             f"--compare-base needs a LoRA adapter, and {loaded.description} has none",

@@ -11,12 +11,13 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from tunewiz.cli.options import DeviceOpt
+from tunewiz.cli.options import DeviceOpt, FromOpt
 
 if TYPE_CHECKING:
     from rich.table import Table
 
     from tunewiz.inference.evaluate import EvalResult
+    from tunewiz.inference.load import StepCheckpoint
 
 
 def register(app: typer.Typer) -> None:
@@ -79,12 +80,7 @@ def eval_command(
         help="Score the run on this data file instead of its validation split (no --tasks).",
         rich_help_panel="Own data",
     ),
-    from_step: str | None = typer.Option(
-        None,
-        "--from",
-        help="Use step checkpoint `step-N` of the run instead of final/.",
-        rich_help_panel="Model",
-    ),
+    from_: FromOpt = None,
     include_path: Path | None = typer.Option(
         None, "--include-path", help="Directory of local lm-eval task YAMLs.", rich_help_panel="Tasks"
     ),
@@ -118,26 +114,31 @@ def eval_command(
     from rich.console import Console
 
     from tunewiz.inference.evaluate import run_eval
+    from tunewiz.inference.load import resolve_from
 
     if not os.environ.get("TUNEWIZ_DEBUG"):
         # lm-eval's progress bars and per-task notices would bury the table.
         os.environ.setdefault("TQDM_DISABLE", "1")
         logging.getLogger("lm_eval").setLevel(logging.ERROR)
     names = [t.strip() for t in tasks.split(",") if t.strip()] if tasks else None
+    command = f"tunewiz eval {target}" + (f" --tasks {','.join(names)}" if names else "")
+    if include_path is not None:
+        command += f" --include-path {include_path}"
+    checkpoint = resolve_from(target, from_, command=command)
     if (
         names is None
         and Path(target, "config.yaml").is_file()
         and (data is not None or not _has_shipped_task(target))
     ):
-        _own_data(target, data=data, limit=limit, device=device, step=from_step, as_json=as_json)
+        _own_data(target, data=data, limit=limit, device=device, checkpoint=checkpoint, as_json=as_json)
         return
-    if data is not None or from_step is not None:
+    if data is not None:
         from tunewiz.errors import TunewizError
 
         raise TunewizError(
-            f"--data/--from score a run directory on its own data; `{target}` "
+            f"--data scores a run directory on its own data; `{target}` "
             + ("is evaluated on lm-eval tasks" if names else "is not a run directory"),
-            hint=f"drop `--tasks` to score the run's data: `tunewiz eval RUN --data {data or 'FILE'}`",
+            hint=f"drop `--tasks` to score the run's data: `tunewiz eval RUN --data {data}`",
         )
     result = run_eval(
         target,
@@ -148,10 +149,12 @@ def eval_command(
         batch_size=_batch_size(batch_size),
         compare_base=compare_base,
         device=device,
+        checkpoint=checkpoint,
     )
     where = "with lm-eval's built-in tasks" if result.index_included_builtins else "local tasks only"
     print(f"indexed tasks in {result.index_seconds:.2f} s ({where})", file=sys.stderr)
-    if Path(target, "trackers.json").is_file():  # a run trained with output.report_to
+    # A run trained with output.report_to; a step checkpoint's scores are not the run's result.
+    if checkpoint is None and Path(target, "trackers.json").is_file():
         from tunewiz.run.directory import RunDir
         from tunewiz.tracking import report_eval
 
@@ -161,13 +164,18 @@ def eval_command(
         print(json.dumps(result.as_json(), indent=2))
         return
     Console(highlight=False).print(results_table(result))
-    if Path(target, "config.yaml").is_file():
-        name = f"results-limit-{limit}.json" if limit else "results.json"
-        print(f"wrote {Path(target, 'eval', name)}", file=sys.stderr)
+    if result.path is not None:
+        print(f"wrote {result.path}", file=sys.stderr)
 
 
 def _own_data(
-    target: str, *, data: str | None, limit: int | None, device: str, step: str | None, as_json: bool
+    target: str,
+    *,
+    data: str | None,
+    limit: int | None,
+    device: str,
+    checkpoint: StepCheckpoint | None,
+    as_json: bool,
 ) -> None:
     """Score base vs fine-tuned on the run's data; merge into eval/results.json (or results-limit-N.json)."""
     from rich.console import Console
@@ -185,8 +193,10 @@ def _own_data(
             last[0] = now
             print(f"eval: {phase} model {done}/{total} (loss, then generations)", file=sys.stderr, flush=True)
 
-    result = evaluate_own_data(target, data=data, limit=limit, device=device, progress=progress, step=step)
-    path = write_own_data(Path(target), result, limit=limit)
+    result = evaluate_own_data(
+        target, data=data, limit=limit, device=device, progress=progress, checkpoint=checkpoint
+    )
+    path = write_own_data(Path(target), result, limit=limit, checkpoint=checkpoint)
     if as_json:
         print(json.dumps(result, indent=2))
     else:

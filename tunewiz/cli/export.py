@@ -8,6 +8,7 @@ from pathlib import Path
 
 import typer
 
+from tunewiz.cli.options import FromOpt
 from tunewiz.errors import TunewizError
 
 FORMATS = ("gguf",)
@@ -31,8 +32,10 @@ def export(
         None,
         "--output",
         metavar="FILE",
-        help="The .gguf file to write, or a folder for it. Default: RUN/export/NAME.QUANT.gguf.",
+        help="The .gguf file to write, or a folder for it. Default: RUN/export/NAME.QUANT.gguf "
+        "(RUN/export/step-N/ with `--from step-N`).",
     ),
+    from_: FromOpt = None,
 ) -> None:
     """Write the merged fine-tuned model as GGUF (weights, tokenizer, the trained chat template) and an
     Ollama Modelfile, then print the commands that run it.
@@ -40,14 +43,18 @@ def export(
     An adapter-only `final/` is merged on the fly; QLoRA runs export the dequantized merged weights.
     """
     from tunewiz.export.gguf import export_gguf
+    from tunewiz.inference.load import resolve_from
 
     if format.lower() not in FORMATS:
         raise TunewizError(
             f"--format `{format}` is not supported; tunewiz exports {', '.join(FORMATS)}",
             hint="use `--format gguf`; `final/` already holds Hugging Face safetensors for everything else",
         )
-    print(f"exporting {run_dir} as GGUF ({quant}) ...", file=sys.stderr)
-    result = export_gguf(run_dir, quant=quant, output=output)
+    command = f"tunewiz export {run_dir} --format {format}" + (f" --quant {quant}" if quant != "q8_0" else "")
+    checkpoint = resolve_from(run_dir, from_, command=command)
+    what = f"{run_dir} ({checkpoint.name})" if checkpoint else str(run_dir)
+    print(f"exporting {what} as GGUF ({quant}) ...", file=sys.stderr)
+    result = export_gguf(run_dir, quant=quant, output=output, checkpoint=checkpoint)
     for warning in result.warnings:
         print(f"warning: {warning}", file=sys.stderr)
     size = result.path.stat().st_size

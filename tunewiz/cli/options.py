@@ -19,6 +19,18 @@ DEVICE_HELP = "Where to run: auto (CUDA when available), cpu or cuda."
 
 # `chat`, `eval`: where the model runs.
 DeviceOpt = Annotated[str, typer.Option("--device", help=DEVICE_HELP, rich_help_panel=MODEL_PANEL)]
+# `chat`, `eval`, `push`, `export`: which of a run's weights to read (resolved by
+# tunewiz.inference.load.resolve_from).
+FromOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--from",
+        metavar="CHECKPOINT",
+        help="Read the run's step checkpoint `step-N` (`latest`: the newest) instead of its final weights "
+        "(`final`, the default).",
+        rich_help_panel=MODEL_PANEL,
+    ),
+]
 # `train`: the same choice, given on the command line instead of the preset's `device`.
 DeviceOverrideOpt = Annotated[
     str | None,

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import typer
 
+from tunewiz.cli.options import FromOpt
+
 
 def register(app: typer.Typer) -> None:
     app.command(
@@ -39,23 +41,32 @@ def push(
         metavar="DIR",
         help="Write the folder that would be uploaded to DIR; upload nothing.",
     ),
+    from_: FromOpt = None,
 ) -> None:
     """Upload a run's LoRA adapter or merged model to the Hugging Face Hub, with a model card.
 
     The card carries the base model, data, hyperparameters, hardware, peak memory, throughput,
     eval results and the loss curve. The token comes from `HF_TOKEN` or `hf auth login`; it is
-    never printed and never needed on the command line.
+    never printed and never needed on the command line. With `--from step-N`, the step checkpoint's
+    weights are published and the card says which step they are.
     """
     import sys
 
     from tunewiz.errors import TunewizError
     from tunewiz.hub import StagedFolder, push_run, stage_push
+    from tunewiz.inference.load import resolve_from
 
     if adapter and merged:
         raise TunewizError(
             "`--adapter` and `--merged` exclude each other", hint="pick one (or neither for the default)"
         )
     kind = "adapter" if adapter else "merged" if merged else None
+    command = (
+        f"tunewiz push {run_dir} --repo-id {repo_id}"
+        + (f" --{kind}" if kind else "")
+        + (f" --dry-run {dry_run}" if dry_run is not None else "")
+    )
+    checkpoint = resolve_from(run_dir, from_, command=command)
 
     def report(staged: StagedFolder) -> None:
         for warning in staged.warnings:
@@ -63,12 +74,27 @@ def push(
         print(f"{staged.kind}: {', '.join(staged.files)}", file=sys.stderr)
 
     if dry_run is not None:
-        staged = stage_push(run_dir, dry_run, repo_id=repo_id, kind=kind, license=license, gguf=gguf)
+        staged = stage_push(
+            run_dir,
+            dry_run,
+            repo_id=repo_id,
+            kind=kind,
+            license=license,
+            gguf=gguf,
+            checkpoint=checkpoint,
+        )
         report(staged)
         print(f"dry run: nothing uploaded; `{staged.path / 'README.md'}` is the model card", file=sys.stderr)
         typer.echo(str(staged.path))
         return
     url = push_run(
-        run_dir, repo_id=repo_id, kind=kind, private=private, license=license, gguf=gguf, on_staged=report
+        run_dir,
+        repo_id=repo_id,
+        kind=kind,
+        private=private,
+        license=license,
+        gguf=gguf,
+        checkpoint=checkpoint,
+        on_staged=report,
     )
     typer.echo(url)

@@ -24,6 +24,7 @@ from tunewiz.export.gguf_file import DIRECT_QUANTS, check_quant
 
 if TYPE_CHECKING:
     from tunewiz.export.merged import MergedWeights
+    from tunewiz.inference.load import StepCheckpoint
     from tunewiz.text.prompt import PromptBuilder
     from tunewiz.text.templates import ChatTemplate
     from tunewiz.text.tokenizer import Tokenizer
@@ -58,24 +59,52 @@ class GGUFExport:
     warnings: list[str]
 
 
-def default_output(run_path: Path, run_name: str, quant: str) -> Path:
-    """``RUN/export/<run name>.<quant>.gguf``.
+def export_dir(run_path: Path, checkpoint: StepCheckpoint | None = None) -> Path:
+    """Where a run's GGUF files and Modelfile go by default: ``RUN/export/``, and
+    ``RUN/export/step-N/`` for a step checkpoint (its own Modelfile, never mixed with the final ones).
+
+    Args:
+        run_path: the run directory.
+        checkpoint: the step checkpoint exported, or None for ``final/``.
+    """
+    return Path(run_path) / "export" / (checkpoint.name if checkpoint is not None else "")
+
+
+def default_output(
+    run_path: Path, run_name: str, quant: str, checkpoint: StepCheckpoint | None = None
+) -> Path:
+    """``RUN/export/<run name>.<quant>.gguf``; ``RUN/export/step-N/<run name>-step-N.<quant>.gguf`` for a
+    step checkpoint.
 
     Args:
         run_path: the run directory.
         run_name: the run's name (``name`` in its config).
         quant: the quant type.
+        checkpoint: the step checkpoint exported, or None for ``final/``.
     """
-    return Path(run_path) / "export" / f"{_slug(run_name)}.{quant}.gguf"
+    return export_dir(run_path, checkpoint) / f"{_slug(_label(run_name, checkpoint))}.{quant}.gguf"
 
 
-def export_gguf(run_path: Path, *, quant: str = "q8_0", output: Path | None = None) -> GGUFExport:
+def _label(run_name: str, checkpoint: StepCheckpoint | None) -> str:
+    """The run's name, with ``-step-N`` for a step checkpoint: file and Ollama model names."""
+    return run_name + (f"-{checkpoint.name}" if checkpoint is not None else "")
+
+
+def export_gguf(
+    run_path: Path,
+    *,
+    quant: str = "q8_0",
+    output: Path | None = None,
+    checkpoint: StepCheckpoint | None = None,
+) -> GGUFExport:
     """Write a run's merged model as GGUF, with an Ollama Modelfile beside it.
 
     Args:
-        run_path: a finished run directory.
+        run_path: a finished run directory (any run directory with ``checkpoint``).
         quant: ``f16``, ``bf16``, ``q8_0`` (written here) or ``q4_k_m``/``q5_k_m``/``q6_k`` (llama.cpp).
-        output: the GGUF file, or a folder for the default file name; default ``RUN/export/``.
+        output: the GGUF file, or a folder for the default file name; default ``RUN/export/``
+            (``RUN/export/step-N/`` for a step checkpoint).
+        checkpoint: a step checkpoint of the run (``--from step-N``) to export instead of ``final/``.
 
     Raises:
         TunewizError: unknown quant type, unfinished run, unsupported architecture or tokenizer, no
@@ -94,9 +123,9 @@ def export_gguf(run_path: Path, *, quant: str = "q8_0", output: Path | None = No
         raise TunewizError(
             f"`--quant {quant}` needs llama.cpp's quantizer, which is not installed", hint=INSTALL_HINT
         )
-    merged = merged_weights(Path(run_path))
+    merged = merged_weights(Path(run_path), checkpoint)
     name = merged.preset.name
-    path = _output_path(Path(run_path), name, quant, output)
+    path = _output_path(Path(run_path), name, quant, output, checkpoint)
     path.parent.mkdir(parents=True, exist_ok=True)
     tokenizer = load_tokenizer(merged.tokenizer_dir)
     prompts, prompt_warning = trained_prompts(Path(run_path), tokenizer)
@@ -136,7 +165,7 @@ def export_gguf(run_path: Path, *, quant: str = "q8_0", output: Path | None = No
         gguf_name=path.name,
         stop=stop,
         parameters=sampling_parameters(merged.tokenizer_dir, merged.config.max_position_embeddings),
-        comment=f"Ollama Modelfile for {name} ({quant}), written by `tunewiz export`; "
+        comment=f"Ollama Modelfile for {_label(name, checkpoint)} ({quant}), written by `tunewiz export`; "
         "the chat template is read from the GGUF (tokenizer.chat_template)",
     )
     modelfile_path = path.parent / "Modelfile"
@@ -148,7 +177,7 @@ def export_gguf(run_path: Path, *, quant: str = "q8_0", output: Path | None = No
         source=merged.source,
         template=prompts.format.template_source or "prompt.json",
         quantizer=quantizer,
-        commands=run_commands(path, modelfile_path, _slug(name)),
+        commands=run_commands(path, modelfile_path, _slug(_label(name, checkpoint))),
         warnings=warnings,
     )
 
@@ -246,12 +275,15 @@ def _sixteen_bit(merged: MergedWeights) -> str:
     return "bf16" if torch.bfloat16 in dtypes else "f16"
 
 
-def _output_path(run_path: Path, run_name: str, quant: str, output: Path | None) -> Path:
+def _output_path(
+    run_path: Path, run_name: str, quant: str, output: Path | None, checkpoint: StepCheckpoint | None
+) -> Path:
+    default = default_output(run_path, run_name, quant, checkpoint)
     if output is None:
-        return default_output(run_path, run_name, quant)
+        return default
     output = Path(output).expanduser()
     if output.is_dir() or str(output).endswith("/"):
-        return output / default_output(run_path, run_name, quant).name
+        return output / default.name
     return output if output.suffix == ".gguf" else output.with_name(output.name + ".gguf")
 
 

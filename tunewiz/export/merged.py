@@ -1,10 +1,13 @@
-"""The merged weights of a finished run, whatever its ``final/`` holds.
+"""The merged weights of a finished run, whatever its ``final/`` holds, or of a step checkpoint.
 
 * ``final/model.safetensors`` (``output.merged: true``, the default, and every full fine-tune): read as is.
   For QLoRA runs the export already folded the adapter into the *dequantized* NF4 base.
 * ``final/adapter`` only (``output.merged: false``): the base model named in ``config.yaml`` plus the
   adapter, merged here as the end of training would have: ``W + (alpha / r) · B · A`` in fp32. A QLoRA
   run's base goes through NF4 and back first, because that is the base the adapter was trained on.
+* a step checkpoint (``--from step-N``): the model rebuilt as training built it (NF4 base for QLoRA)
+  with the checkpoint's trained weights, merged as the end of training merges (:func:`export_step`
+  writes it as a ``final/``-like folder, what ``push --from`` publishes).
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from tunewiz.run.directory import RunDir
 if TYPE_CHECKING:
     import torch
 
+    from tunewiz.inference.load import StepCheckpoint
     from tunewiz.models.config import LlamaConfig
     from tunewiz.preset.schema import Preset
 
@@ -52,11 +56,13 @@ class MergedWeights:
         return self.load()
 
 
-def merged_weights(run_path: Path) -> MergedWeights:
+def merged_weights(run_path: Path, checkpoint: StepCheckpoint | None = None) -> MergedWeights:
     """A finished run's merged weights (read on first use), merging its adapter on the fly when needed.
 
     Args:
         run_path: the run directory.
+        checkpoint: a step checkpoint of the run to merge instead of ``final/`` (the run need not be
+            finished).
 
     Raises:
         TunewizError: not a run directory, the run is unfinished, or ``final/`` has neither merged
@@ -73,10 +79,19 @@ def merged_weights(run_path: Path) -> MergedWeights:
             f"`{run.path}` is not a run directory (it has no config.yaml)",
             hint="pass the directory `tunewiz train` wrote, e.g. `runs/tiny-lora` (`ls runs/`)",
         )
-    if not run.final.is_dir():
+    if checkpoint is None and not run.final.is_dir():
         raise _unfinished_run_error(run)
     preset, _ = load_preset(str(run.config))
     tokenizer_dir = run.final if (run.final / "tokenizer_config.json").is_file() else None
+    if checkpoint is not None:
+        base_dir = resolve_model_dir(preset.model.path, preset.model.revision)
+        return MergedWeights(
+            LlamaConfig.from_file(base_dir / "config.json"),
+            preset,
+            tokenizer_dir or base_dir,
+            f"{checkpoint.name}, merged now",
+            partial(_step_merged, checkpoint),
+        )
     if _has_weights(run.final):
         config = LlamaConfig.from_file(run.final / "config.json")
         return MergedWeights(
@@ -101,6 +116,48 @@ def merged_weights(run_path: Path) -> MergedWeights:
         return _merge_adapter(base, run.adapter)
 
     return MergedWeights(config, preset, tokenizer_dir or base_dir, "base + final/adapter, merged now", load)
+
+
+def _step_merged(checkpoint: StepCheckpoint) -> dict[str, torch.Tensor]:
+    """A step checkpoint's weights merged as ``final/model.safetensors`` would hold them."""
+    from tunewiz.inference.load import build_step_model
+    from tunewiz.train.export import exported_state, merge_lora_state
+
+    model, preset, _ = build_step_model(checkpoint, dtype=None, device="cpu", nf4=True)
+    base, lora = exported_state(model.state_dict(), preset)
+    return merge_lora_state(base, lora, scaling=preset.lora.alpha / preset.lora.rank) if lora else base
+
+
+def export_step(checkpoint: StepCheckpoint, dest: Path, *, adapter: bool, merged: bool) -> Path:
+    """Write a step checkpoint as ``final/`` would hold it, into ``dest``: the PEFT adapter and/or the
+    merged model, the config, and the tokenizer with the run's recorded chat template.
+
+    With the run's last step, the weight files equal ``final/``'s (the same export code, the same
+    tensors).
+
+    Args:
+        checkpoint: the step checkpoint.
+        dest: the folder to write (replaced if it exists).
+        adapter: write ``adapter/`` (LoRA/QLoRA runs).
+        merged: write the merged ``model.safetensors``.
+
+    Returns:
+        ``dest``.
+    """
+    from tunewiz.inference.load import build_step_model
+    from tunewiz.text.prompt import read_prompt_record
+    from tunewiz.train.export import export_final
+
+    model, preset, model_dir = build_step_model(checkpoint, dtype=None, device="cpu", nf4=True)
+    output = preset.output.model_copy(update={"adapter": adapter, "merged": merged})
+    return export_final(
+        checkpoint.run,
+        model.state_dict(),
+        preset=preset.model_copy(update={"output": output}),
+        model_dir=model_dir,
+        prompt=read_prompt_record(checkpoint.run.path),
+        dest=dest,
+    )
 
 
 def _through_nf4(state: dict[str, torch.Tensor], dtype: str) -> dict[str, torch.Tensor]:

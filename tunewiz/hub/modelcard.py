@@ -13,12 +13,15 @@ import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from tunewiz.errors import TunewizError
 from tunewiz.preset.schema import Preset
 from tunewiz.run.directory import RunDir
 from tunewiz.units import fmt_bytes, fmt_count, fmt_duration
+
+if TYPE_CHECKING:
+    from tunewiz.inference.load import StepCheckpoint
 
 HUB_URL = "https://huggingface.co"
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
@@ -95,6 +98,9 @@ class CardFacts:
         model_type: ``llama``, ``mistral``, ``qwen2`` (``final/config.json``), or None.
         has_chat_template: the tokenizer in ``final/`` carries the chat template the run trained with
             (its ``prompt.json``; for older runs: final/ has one and ``data.template`` was the model's).
+        checkpoint: ``step-N`` when the card is for a step checkpoint (``push --from``); ``stats`` and
+            ``eval`` then stop at that step.
+        run_steps: the optimizer steps of the whole run, for a step checkpoint's card.
     """
 
     preset: Preset
@@ -102,9 +108,11 @@ class CardFacts:
     eval: dict[str, Any] | None
     model_type: str | None
     has_chat_template: bool
+    checkpoint: str | None = None
+    run_steps: int | None = None
 
 
-def read_training_stats(events: list[dict[str, Any]]) -> TrainingStats:
+def read_training_stats(events: list[dict[str, Any]], *, up_to: int | None = None) -> TrainingStats:
     """Fold the events of a run (all launches) into the numbers the card shows.
 
     The fold is the dashboard's (:func:`tunewiz.ui.state.fold_events`), so each number is the one the
@@ -112,9 +120,12 @@ def read_training_stats(events: list[dict[str, Any]]) -> TrainingStats:
 
     Args:
         events: as :func:`tunewiz.run.events.read_events` returns them.
+        up_to: fold only the events up to this step (a step checkpoint's card).
     """
     from tunewiz.ui.state import fold_events
 
+    if up_to is not None:  # a resume's start carries its checkpoint's step; steps after it are left out
+        events = [e for e in events if (e.get("step") or 0) <= up_to]
     state = fold_events(events)
     if not state.launches:
         return TrainingStats()
@@ -138,35 +149,44 @@ def read_training_stats(events: list[dict[str, Any]]) -> TrainingStats:
     )
 
 
-def read_card_facts(run: RunDir) -> CardFacts:
+def read_card_facts(run: RunDir, checkpoint: StepCheckpoint | None = None) -> CardFacts:
     """Gather the card's facts from a finished run directory.
 
     Args:
         run: the run directory (``config.yaml`` and ``final/`` must exist).
+        checkpoint: a step checkpoint the card is for: training up to its step, and its own
+            evaluation (``eval/results-step-N.json``) instead of the final weights'.
     """
     from tunewiz.preset.files import load_preset
     from tunewiz.run.events import read_events
 
     preset, _ = load_preset(str(run.config))
+    step = checkpoint.step if checkpoint is not None else None
+    results_path = run.eval_results_for(step=step)
     results = None
-    if run.eval_results.is_file():
+    if results_path.is_file():
         try:
-            results = json.loads(run.eval_results.read_text(encoding="utf-8"))
+            results = json.loads(results_path.read_text(encoding="utf-8"))
         except json.JSONDecodeError as exc:
             raise TunewizError(
-                f"`{run.eval_results}` is not valid JSON: {exc}",
-                hint=f"run `tunewiz eval {run.path}` again, or delete the file",
+                f"`{results_path}` is not valid JSON: {exc}",
+                hint=f"run `tunewiz eval {run.path}"
+                + (f" --from {checkpoint.name}" if checkpoint else "")
+                + "` again, or delete the file",
             ) from None
+    events = read_events(run.events)
     config = run.final / "config.json"
     model_type = (
         json.loads(config.read_text(encoding="utf-8")).get("model_type") if config.is_file() else None
     )
     return CardFacts(
         preset,
-        read_training_stats(read_events(run.events)),
+        read_training_stats(events, up_to=step),
         results,
         model_type,
         _trained_template_in_final(run, preset.data.template),
+        checkpoint=checkpoint.name if checkpoint else None,
+        run_steps=read_training_stats(events).steps if checkpoint else None,
     )
 
 
@@ -366,6 +386,12 @@ def _intro(
     if s.hardware:
         how.append(f"on {s.hardware}")
     line = f"{what}, with tunewiz" + (f": {', '.join(how)}." if how else ".")
+    if facts.checkpoint:
+        of = f" of the run's {facts.run_steps:,}" if facts.run_steps is not None else ""
+        line += (
+            f" These are the weights of step checkpoint `{facts.checkpoint}` (after {s.steps or '?'}{of} "
+            "optimizer steps), not the run's final weights."
+        )
     head = f"# {repo_id.split('/')[-1]}\n\n" + (f"![Trained with tunewiz]({badge})\n\n" if badge else "")
     if kind == "adapter":
         line += (
@@ -525,6 +551,7 @@ def _prompt_snippet(facts: CardFacts) -> str:
 def _training_section(facts: CardFacts, loss_plot: str | None) -> str:
     s, p = facts.stats, facts.preset
     memory_kind = "process RSS" if s.device == "cpu" else "max allocated per GPU"
+    last, at = ("Last", f" by `{facts.checkpoint}`") if facts.checkpoint else ("Final", "")
     rows = [
         ("Hardware", s.hardware),
         ("Precision", p.model.dtype),
@@ -546,8 +573,8 @@ def _training_section(facts: CardFacts, loss_plot: str | None) -> str:
         ),
         ("Peak memory", f"{fmt_bytes(s.peak_memory_bytes)} ({memory_kind})" if s.peak_memory_bytes else None),
         ("Trainable parameters", _params(s.trainable_params, s.total_params)),
-        ("Final training loss", f"{s.final_loss:.4f}" if s.final_loss is not None else None),
-        ("Final validation loss", f"{s.val_loss:.4f}" if s.val_loss is not None else None),
+        (f"{last} training loss{at}", f"{s.final_loss:.4f}" if s.final_loss is not None else None),
+        (f"{last} validation loss{at}", f"{s.val_loss:.4f}" if s.val_loss is not None else None),
     ]
     table = "\n".join(f"| {k} | {v} |" for k, v in rows if v is not None)
     text = "## Training\n\n| | |\n|---|---|\n" + table if table else "## Training"

@@ -14,7 +14,7 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from tunewiz.errors import TunewizError
 from tunewiz.hub.auth import write_token
@@ -22,6 +22,9 @@ from tunewiz.hub.errors import HubContext, explain_hub_error
 from tunewiz.models.loading import HUB_PATTERNS, INDEX_FILE
 from tunewiz.run.directory import RunDir
 from tunewiz.run.lock import probe, refusal
+
+if TYPE_CHECKING:
+    from tunewiz.inference.load import StepCheckpoint
 
 PushKind = Literal["adapter", "merged"]
 BADGE_FILE = "tunewiz-badge.svg"
@@ -57,11 +60,12 @@ class StagedFolder:
     warnings: tuple[str, ...] = ()
 
 
-def check_run_dir(run_dir: Path) -> RunDir:
-    """The run directory, if it has a config and a finished ``final/``.
+def check_run_dir(run_dir: Path, *, needs_final: bool = True) -> RunDir:
+    """The run directory, if it has a config, is not running, and has a finished ``final/``.
 
     Args:
         run_dir: the directory ``tunewiz train`` wrote.
+        needs_final: require ``final/`` (False when a step checkpoint is pushed).
 
     Raises:
         TunewizError: not a run directory, or the run has not finished (with the resume command).
@@ -75,7 +79,7 @@ def check_run_dir(run_dir: Path) -> RunDir:
     status = probe(run)
     if status.running or status.state == "stale":  # final/ is (re)written when the run ends
         raise refusal(run, status, doing="push it")
-    if not run.final.is_dir():
+    if needs_final and not run.final.is_dir():
         latest = run.latest_checkpoint()
         where = f" (its newest checkpoint is `{latest.name}`)" if latest else ""
         raise TunewizError(
@@ -105,38 +109,54 @@ def _choose_kind(run: RunDir, kind: PushKind | None) -> PushKind:
     return kind
 
 
-def _files_to_stage(run: RunDir, kind: PushKind) -> dict[str, Path]:
-    """Staged name -> source file."""
-    tokenizer = {name: run.final / name for name in TOKENIZER_FILES if (run.final / name).is_file()}
+def _step_kind(preset_method: str, kind: PushKind | None, checkpoint: StepCheckpoint) -> PushKind:
+    """What a step checkpoint is pushed as: its adapter for LoRA/QLoRA, else (and with ``--merged``)
+    the merged model; either is written from the checkpoint whatever ``output.*`` said."""
+    if kind == "adapter" and preset_method == "full":
+        raise TunewizError(
+            f"--from {checkpoint.name}: a full fine-tune has no LoRA adapter to push",
+            hint="push the model with `--merged` (or without `--adapter`)",
+        )
+    return kind or ("merged" if preset_method == "full" else "adapter")
+
+
+def _files_to_stage(final: Path, kind: PushKind) -> dict[str, Path]:
+    """Staged name -> source file, from ``final`` (a run's ``final/`` or a step checkpoint's export)."""
+    tokenizer = {name: final / name for name in TOKENIZER_FILES if (final / name).is_file()}
     if kind == "adapter":
-        weights = {p.name: p for p in sorted(run.adapter.iterdir()) if p.is_file()}
+        weights = {p.name: p for p in sorted((final / "adapter").iterdir()) if p.is_file()}
         return {**weights, **tokenizer}
     weights = {
         p.name: p
-        for p in sorted(run.final.iterdir())
+        for p in sorted(final.iterdir())
         if p.is_file() and any(fnmatch.fnmatchcase(p.name, pat) for pat in HUB_PATTERNS)
     }
     return {**weights, **tokenizer}
 
 
-def gguf_files(run: RunDir) -> tuple[dict[str, Path], str | None]:
-    """``RUN/export/``'s GGUF files and Ollama Modelfile, exporting a q8_0 GGUF first when there is none.
+def gguf_files(run: RunDir, checkpoint: StepCheckpoint | None = None) -> tuple[dict[str, Path], str | None]:
+    """``RUN/export/``'s GGUF files and Ollama Modelfile (``RUN/export/step-N/``'s for a step
+    checkpoint), exporting a q8_0 GGUF first when there is none.
 
     Args:
         run: the run directory.
+        checkpoint: the step checkpoint pushed, or None for ``final/``.
 
     Returns:
         Staged name -> file, and a note when the GGUF was written now.
     """
-    export = run.path / "export"
+    from tunewiz.export.gguf import export_dir
+
+    export = export_dir(run.path, checkpoint)
     note = None
     if not (export.is_dir() and any(export.glob("*.gguf"))):
         from tunewiz.export.gguf import export_gguf
 
-        made = export_gguf(run.path)
+        made = export_gguf(run.path, checkpoint=checkpoint)
+        step = f" --from {checkpoint.name}" if checkpoint else ""
         note = (
             f"`{export}` had no GGUF: wrote `{made.path.name}` ({made.quant}) with `tunewiz export`; "
-            f"another type: `tunewiz export {run.path} --format gguf --quant q4_k_m`"
+            f"another type: `tunewiz export {run.path} --format gguf --quant q4_k_m{step}`"
         )
     found = {p.name: p for p in sorted(export.glob("*.gguf"))}
     if (export / "Modelfile").is_file():
@@ -160,6 +180,7 @@ def stage_push(
     kind: PushKind | None = None,
     license: str | None = None,
     gguf: bool = False,
+    checkpoint: StepCheckpoint | None = None,
 ) -> StagedFolder:
     """Write the folder that ``tunewiz push`` uploads: weights, tokenizer, ``README.md``, ``loss.png``, badge.
 
@@ -173,27 +194,62 @@ def stage_push(
         license: license id for the card; None takes the base model's from the catalog.
         gguf: also stage ``RUN/export/``'s GGUF files and Modelfile (a q8_0 one is exported first when
             there is none); the card says how to run them.
+        checkpoint: a step checkpoint of the run to publish instead of ``final/``: its adapter or
+            merged weights are exported as ``final/`` would hold them (:func:`export_step`), and the
+            card names the step.
 
     Raises:
         TunewizError: the run is unfinished, lacks the asked-for weights (or GGUF), or ``out_dir`` is
             not empty.
     """
-    from tunewiz.hub.modelcard import read_card_facts, render_model_card
+    from tunewiz.export.merged import export_step
+    from tunewiz.preset.files import load_preset
 
     check_repo_id(repo_id)
-    run = check_run_dir(run_dir)
-    kind = _choose_kind(run, kind)
+    run = check_run_dir(run_dir, needs_final=checkpoint is None)
+    if checkpoint is None:
+        kind = _choose_kind(run, kind)
+    else:
+        kind = _step_kind(load_preset(str(run.config))[0].method, kind, checkpoint)
     out_dir = Path(out_dir)
     if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
         raise TunewizError(
             f"`{out_dir}` already exists and is not empty; the staged folder would mix with it",
             hint="pass a new or empty directory to `--dry-run`",
         )
-    files = _files_to_stage(run, kind)
-    gguf_names, gguf_note = gguf_files(run) if gguf else ({}, None)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    try:
+        if checkpoint is None:
+            final = run.final
+        else:  # beside the staged folder, so its files are hard-linked in
+            final = export_step(
+                checkpoint, staging / "export", adapter=kind == "adapter", merged=kind == "merged"
+            )
+        return _stage(run, final, staging, out_dir, repo_id, kind, license, gguf, checkpoint)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _stage(
+    run: RunDir,
+    final: Path,
+    staging: Path,
+    out_dir: Path,
+    repo_id: str,
+    kind: PushKind,
+    license: str | None,
+    gguf: bool,
+    checkpoint: StepCheckpoint | None,
+) -> StagedFolder:
+    """Fill ``staging/repo`` from ``final`` and the run, and rename it to ``out_dir``."""
+    from tunewiz.hub.modelcard import read_card_facts, render_model_card
+
+    files = _files_to_stage(final, kind)
+    gguf_names, gguf_note = gguf_files(run, checkpoint) if gguf else ({}, None)
     files.update(gguf_names)
     has_loss_plot = run.loss_plot.is_file()
-    facts = read_card_facts(run)
+    facts = read_card_facts(run, checkpoint)
     card, warnings = render_model_card(
         facts,
         repo_id=repo_id,
@@ -203,21 +259,17 @@ def stage_push(
         loss_plot="loss.png" if has_loss_plot else None,
         gguf_files=[name for name in gguf_names if name.endswith(".gguf")],
     )
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
-    try:
-        for name, source in files.items():
-            _place(source, staging / name)
-        if has_loss_plot:
-            _place(run.loss_plot, staging / "loss.png")
-        shutil.copy2(BADGE_ASSET, staging / BADGE_FILE)
-        (staging / "README.md").write_text(card, encoding="utf-8")
-        if out_dir.exists():
-            out_dir.rmdir()
-        staging.rename(out_dir)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+    repo = staging / "repo"
+    repo.mkdir()
+    for name, source in files.items():
+        _place(source, repo / name)
+    if has_loss_plot:
+        _place(run.loss_plot, repo / "loss.png")
+    shutil.copy2(BADGE_ASSET, repo / BADGE_FILE)
+    (repo / "README.md").write_text(card, encoding="utf-8")
+    if out_dir.exists():
+        out_dir.rmdir()
+    repo.rename(out_dir)
     notes = (*warnings, *([gguf_note] if gguf_note else []))
     return StagedFolder(out_dir, kind, tuple(sorted(p.name for p in out_dir.iterdir())), notes)
 
@@ -253,6 +305,7 @@ def push_run(
     private: bool = False,
     license: str | None = None,
     gguf: bool = False,
+    checkpoint: StepCheckpoint | None = None,
     on_staged: Callable[[StagedFolder], None] | None = None,
 ) -> str:
     """Stage a run's adapter or merged model with its card, create the repo if needed, and upload it.
@@ -264,6 +317,7 @@ def push_run(
         private: create the repository private (an existing repo keeps its visibility).
         license: license id for the card; None takes the base model's.
         gguf: also upload ``RUN/export/``'s GGUF files and Modelfile.
+        checkpoint: a step checkpoint to publish instead of ``final/`` (see :func:`stage_push`).
         on_staged: called with the staged folder before the upload starts.
 
     Returns:
@@ -275,11 +329,17 @@ def push_run(
     from huggingface_hub import HfApi
 
     check_repo_id(repo_id)
-    check_run_dir(run_dir)
+    check_run_dir(run_dir, needs_final=checkpoint is None)
     token = write_token()
     with tempfile.TemporaryDirectory(prefix="tunewiz-push-") as tmp:
         staged = stage_push(
-            run_dir, Path(tmp) / "repo", repo_id=repo_id, kind=kind, license=license, gguf=gguf
+            run_dir,
+            Path(tmp) / "repo",
+            repo_id=repo_id,
+            kind=kind,
+            license=license,
+            gguf=gguf,
+            checkpoint=checkpoint,
         )
         if on_staged is not None:
             on_staged(staged)

@@ -33,6 +33,8 @@ from tunewiz.run.directory import RunDir
 if TYPE_CHECKING:
     from lm_eval.tasks import TaskManager
 
+    from tunewiz.inference.load import StepCheckpoint
+
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +59,8 @@ class EvalResult:
         date: ISO 8601 time the evaluation finished (UTC).
         index_seconds: time spent indexing tasks (local-only or with lm-eval's built-ins).
         index_included_builtins: whether lm-eval's built-in tasks had to be indexed.
+        checkpoint: ``final`` or the step checkpoint evaluated (``step-N``); ``final`` for a model.
+        path: the results file written (a run directory), else None.
     """
 
     model: str
@@ -69,12 +73,15 @@ class EvalResult:
     date: str
     index_seconds: float
     index_included_builtins: bool
+    checkpoint: str = "final"
+    path: Path | None = None
 
     def as_json(self) -> dict[str, Any]:
         """The results.json document (the Hub model card reads it)."""
         return {
             "model": self.model,
             "adapter": self.adapter,
+            "checkpoint": self.checkpoint,
             "tasks": self.tasks,
             "base": self.base,
             "limit": self.limit,
@@ -273,6 +280,7 @@ def run_eval(
     batch_size: int | str = "auto",
     compare_base: bool = False,
     device: str = "auto",
+    checkpoint: StepCheckpoint | None = None,
 ) -> EvalResult:
     """Evaluate a run directory, model directory, `tunewiz:NAME` or cached Hub model with lm-eval;
     write ``eval/results.json`` when the target is a run directory.
@@ -286,6 +294,8 @@ def run_eval(
         batch_size: rows per forward, or ``"auto"``.
         compare_base: also evaluate the base model with the adapter disabled.
         device: ``auto``, ``cpu``, ``cuda``, ...
+        checkpoint: a step checkpoint of the run to evaluate instead of ``final/`` (from
+            :func:`tunewiz.inference.load.resolve_from`); results go to ``eval/results-step-N.json``.
     """
     import lm_eval
 
@@ -305,7 +315,7 @@ def run_eval(
     )
     task_dict = load_tasks(manager, names, builtins=builtins)
 
-    loaded = load_for_inference(target, device=device)
+    loaded = load_for_inference(target, device=device, checkpoint=checkpoint)
     if compare_base and not loaded.has_adapter:
         raise TunewizError(
             f"--compare-base needs an adapter, and `{target}` evaluates {loaded.description} with none",
@@ -324,9 +334,12 @@ def run_eval(
 
     run = RunDir(Path(target))
     is_run = run.config.is_file()
+    # own-data scores in the same file are kept; --limit and step checkpoints write beside the full results
+    path = run.eval_results_for(step=checkpoint.step if checkpoint else None, limit=limit) if is_run else None
+    weights = checkpoint.path if checkpoint is not None else run.adapter
     result = EvalResult(
         model=loaded.base_name,
-        adapter=str(run.adapter) if is_run and loaded.has_adapter else None,
+        adapter=str(weights) if is_run and loaded.has_adapter else None,
         tasks=scores,
         base=base_scores,
         limit=limit,
@@ -335,9 +348,10 @@ def run_eval(
         date=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         index_seconds=index_seconds,
         index_included_builtins=builtins,
+        checkpoint=checkpoint.name if checkpoint else "final",
+        path=path,
     )
-    if is_run:  # own-data scores in the same file are kept; --limit writes beside the full results
-        path = run.eval_results if not limit else run.eval_results.with_name(f"results-limit-{limit}.json")
+    if path is not None:
         doc = result.as_json()
         if path.is_file():
             try:

@@ -114,7 +114,7 @@ def load_for_inference(
     device: str = "auto",
     dtype: str | None = None,
     merged: bool = False,
-    step: str | None = None,
+    checkpoint: StepCheckpoint | None = None,
 ) -> LoadedModel:
     """Load a run, a model directory, a shipped model or a cached Hub model for generation.
 
@@ -127,8 +127,8 @@ def load_for_inference(
         device: ``auto`` (cuda when available, else cpu), ``cpu`` or ``cuda``.
         dtype: ``fp32``, ``bf16`` or ``fp16``; default bf16 on GPU and fp32 on CPU.
         merged: for a run directory, load the merged weights in ``final/`` instead of base + adapter.
-        step: ``step-N`` (or ``N``): for a run directory, the weights of checkpoint
-            ``checkpoints/step-N/`` instead of ``final/`` (LoRA applied unmerged, as training had it).
+        checkpoint: a step checkpoint of the run ``target`` (from :func:`resolve_from`) to load instead
+            of ``final/``: built as ``final/`` is loaded (LoRA unmerged on the base model).
 
     Returns:
         The model in eval mode with its tokenizer.
@@ -145,8 +145,8 @@ def load_for_inference(
         )
     dev, dt = _resolve_device_dtype(device, dtype)
     run = RunDir(Path(target).expanduser())
-    if step is not None:
-        return _load_step(run, step, dev, dt, adapter=adapter, merged=merged)
+    if checkpoint is not None:
+        return _load_step(checkpoint, dev, dt, adapter=adapter, merged=merged)
     if run.config.is_file():
         if not run.final.is_dir():
             raise _unfinished_run_error(run)
@@ -196,51 +196,119 @@ def load_for_inference(
     )
 
 
-def step_dir(run: RunDir, step: str) -> Path:
-    """The complete checkpoint ``--from step-N`` names.
+@dataclass(frozen=True)
+class StepCheckpoint:
+    """A complete step checkpoint of a run, as ``--from`` names it.
+
+    Args:
+        run: the run directory.
+        step: the optimizer step it was saved after.
+        path: its folder, ``RUN/checkpoints/step-N``.
+    """
+
+    run: RunDir
+    step: int
+    path: Path
+
+    @property
+    def name(self) -> str:
+        """``step-N``."""
+        return self.path.name
+
+
+def resolve_from(target: str | Path, value: str | None, *, command: str) -> StepCheckpoint | None:
+    """What ``--from`` names, for every command that reads a run's weights (chat, eval, push, export).
+
+    ``final`` (or no ``--from``) is the run's ``final/`` and gives None; ``step-N`` (or ``N``) is the
+    complete checkpoint of step N; ``latest`` is the newest complete one.
+
+    Args:
+        target: what the command was pointed at.
+        value: the ``--from`` value, or None.
+        command: the command as typed, without ``--from`` (``tunewiz chat runs/x``); hints complete it
+            into a command that works.
 
     Raises:
-        TunewizError: not a run directory, a malformed name, or no complete checkpoint of that step
-            (the message lists the ones there are).
+        TunewizError: ``target`` is not a run directory, the value is not a checkpoint name, the run
+            has no complete step checkpoint, or none of that step (the message lists the ones there are).
     """
+    if value is None or value == "final":
+        return None
+    run = RunDir(Path(target).expanduser())
     if not run.config.is_file():
         raise TunewizError(
-            f"--from {step} needs a run directory; `{run.path}` has no config.yaml", hint="drop `--from`"
+            f"--from {value} names a checkpoint of a run directory; `{target}` is not one (no config.yaml)",
+            hint=f"drop `--from`: `{command}`",
         )
-    number = step.removeprefix("step-")
     complete = run.complete_checkpoints()
-    names = ", ".join(p.name for _, p in complete) or "none"
-    if not number.isdigit() or int(number) not in dict(complete):
+    number = value.removeprefix("step-")
+    if value != "latest" and not number.isdigit():
         raise TunewizError(
-            f"`{run.path}` has no complete checkpoint `{step}`; complete ones: {names}",
-            hint=f"use one of them, e.g. `--from {complete[-1][1].name}`" if complete else "drop `--from`",
+            f"--from `{value}` is not a checkpoint name; expected `step-N`, `latest` or `final`",
+            hint=f"`{command} --from {complete[-1][1].name if complete else 'final'}`",
         )
-    return dict(complete)[int(number)]
+    if not complete:
+        raise _no_checkpoints(run, value, command)
+    steps = dict(complete)
+    step = complete[-1][0] if value == "latest" else int(number)
+    if step not in steps:
+        half = run.checkpoint(step).is_dir()
+        raise TunewizError(
+            f"`{run.path}` has no complete checkpoint `step-{step}`"
+            + (" (it is half-written: the run stopped while saving it)" if half else "")
+            + f"; complete ones: {', '.join(p.name for _, p in complete)}",
+            hint=f"`{command} --from {complete[-1][1].name}`",
+        )
+    return StepCheckpoint(run, step, steps[step])
 
 
-def _load_step(
-    run: RunDir, step: str, dev: torch.device, dt: torch.dtype, *, adapter: Path | None, merged: bool
-) -> LoadedModel:
+def _no_checkpoints(run: RunDir, value: str, command: str) -> TunewizError:
+    """The error for ``--from`` on a run without a complete step checkpoint."""
+    return TunewizError(
+        f"--from {value}: run `{run.path}` has no complete step checkpoint (`{run.checkpoints}` is empty "
+        "or missing: it stopped before its first save, or they were deleted)",
+        hint=f"use its final weights: `{command}`"
+        if run.final.is_dir()
+        else f"train it again: `tunewiz train {run.config} --run-dir {run.path} --overwrite`",
+    )
+
+
+def build_step_model(
+    checkpoint: StepCheckpoint, *, dtype: torch.dtype | None, device: torch.device | str, nf4: bool
+) -> tuple[LlamaForCausalLM, Preset, Path]:
+    """The run's model with a step checkpoint's trained weights, on one process, in eval mode.
+
+    The model is built as training built it (LoRA with the run's targets, rank and alpha in ``dtype``,
+    or every parameter for a full fine-tune) and the checkpoint's trainable weights are loaded into it;
+    the optimizer state is not read.
+
+    Args:
+        checkpoint: from :func:`resolve_from`.
+        dtype: the weights' dtype; None: the run's ``model.dtype``, which gives training's weights exactly.
+        device: where to build it.
+        nf4: for a QLoRA run, quantize the base's decoder linears to NF4 as training did (what
+            ``final/``'s merged weights fold the adapter into); False keeps the base in ``dtype``, as
+            ``final/adapter`` is loaded for chat and eval.
+
+    Returns:
+        The model, the run's preset, and the base model's directory.
+    """
+    import torch
+
     from tunewiz.lora.layer import apply_lora
     from tunewiz.models.loading import load_model, resolve_model_dir
+    from tunewiz.models.nf4 import load_nf4_model
     from tunewiz.preset.files import load_preset
-    from tunewiz.text.tokenizer import load_tokenizer
     from tunewiz.train.checkpoint import load_trained_weights
 
-    path = step_dir(run, step)
-    if merged or adapter is not None:
-        raise TunewizError(
-            f"--from {step} loads the checkpoint's own weights; `--merged`/`--adapter` do not apply",
-            hint="drop one of them",
-        )
-    preset, _ = load_preset(str(run.config))
-    if preset.method == "qlora":
-        raise TunewizError(
-            f"--from {step}: loading a QLoRA step checkpoint for inference is not supported yet",
-            hint=f"finish the run (`tunewiz resume {run.path}`) and use `final/`",
-        )
+    preset, _ = load_preset(str(checkpoint.run.config))
     model_dir = resolve_model_dir(preset.model.path, preset.model.revision)
-    model = load_model(model_dir, dtype=dt, device=dev)
+    if dtype is None:  # as the recipe builds it
+        dtype = torch.float32 if preset.model.dtype == "fp32" else torch.bfloat16
+    if nf4 and preset.method == "qlora":
+        model = load_nf4_model(model_dir, dtype=dtype, device=device)
+    else:
+        model = load_model(model_dir, dtype=dtype, device=device)
     if preset.method == "full":
         model.requires_grad_(True)
     else:
@@ -248,10 +316,26 @@ def _load_step(
         apply_lora(model, targets=lora.targets, rank=lora.rank, alpha=lora.alpha, dropout=0.0, seed=0)
         for param in model.parameters():
             if param.requires_grad:
-                param.data = param.data.to(dt)
-    load_trained_weights(path, model)
+                param.data = param.data.to(dtype)
+    load_trained_weights(checkpoint.path, model)
     model.requires_grad_(False)
     model.eval()
+    return model, preset, model_dir
+
+
+def _load_step(
+    checkpoint: StepCheckpoint, dev: torch.device, dt: torch.dtype, *, adapter: Path | None, merged: bool
+) -> LoadedModel:
+    from tunewiz.text.tokenizer import load_tokenizer
+
+    if merged or adapter is not None:
+        raise TunewizError(
+            f"--from {checkpoint.name} loads the checkpoint's own weights; `--merged`/`--adapter` do not "
+            "apply",
+            hint="drop one of them",
+        )
+    model, preset, model_dir = build_step_model(checkpoint, dtype=dt, device=dev, nf4=False)
+    run = checkpoint.run
     tokenizer_dir = run.final if (run.final / "tokenizer_config.json").is_file() else model_dir
     kind = "full fine-tune" if preset.method == "full" else f"LoRA rank {preset.lora.rank}"
     return LoadedModel(
@@ -259,7 +343,7 @@ def _load_step(
         tokenizer=load_tokenizer(tokenizer_dir),
         device=dev,
         dtype=dt,
-        description=f"{run.path}: {preset.model.path} + {path.name} ({kind})",
+        description=f"{run.path}: {preset.model.path} + {checkpoint.name} ({kind})",
         has_adapter=preset.method != "full",
         base_name=preset.model.path,
     )

@@ -26,7 +26,7 @@ from tunewiz.errors import TunewizError
 
 if TYPE_CHECKING:
     from tunewiz.data import Sample
-    from tunewiz.inference.load import LoadedModel
+    from tunewiz.inference.load import LoadedModel, StepCheckpoint
 
 EXAMPLES = 3  # side-by-side examples kept in the results
 MAX_NEW_TOKENS = 64  # per generation; a reference longer than this is scored on what fits
@@ -126,7 +126,7 @@ def evaluate_own_data(
     device: str = "auto",
     max_new_tokens: int = MAX_NEW_TOKENS,
     progress: Callable[[str, int, int], None] | None = None,
-    step: str | None = None,
+    checkpoint: StepCheckpoint | None = None,
 ) -> dict[str, Any]:
     """Score the base and the fine-tuned model of run ``target`` on its own data.
 
@@ -139,7 +139,8 @@ def evaluate_own_data(
         max_new_tokens: generation length limit.
         progress: called as ``progress(phase, done, total)`` after each sample (phase ``base`` or
             ``tuned``).
-        step: ``step-N``: the fine-tuned model is that step checkpoint instead of ``final/``.
+        checkpoint: a step checkpoint of the run (from :func:`tunewiz.inference.load.resolve_from`):
+            the fine-tuned model is that instead of ``final/``.
 
     Returns:
         The ``own_data`` document: data, samples, ``base`` and ``tuned`` scores (loss, perplexity,
@@ -160,7 +161,7 @@ def evaluate_own_data(
             hint=f"name lm-eval tasks: `tunewiz eval {target} --tasks NAME`",
         )
     preset, _ = load_preset(str(run.config))
-    tuned = load_for_inference(target, device=device, step=step)
+    tuned = load_for_inference(target, device=device, checkpoint=checkpoint)
     builder, _warning = prompt_builder_for(target, tuned.tokenizer)
     cfg = preset.data.model_copy(update={"packing": False})
     if data is not None:
@@ -211,7 +212,7 @@ def evaluate_own_data(
     ]
     return {
         "data": str(where),
-        "checkpoint": step or "final",
+        "checkpoint": checkpoint.name if checkpoint else "final",
         "samples": len(samples),
         "generations": len(pairs),
         "max_new_tokens": max_new_tokens,
@@ -223,9 +224,13 @@ def evaluate_own_data(
     }
 
 
-def write_own_data(run_dir: Path, result: dict[str, Any], *, limit: int | None) -> Path:
+def write_own_data(
+    run_dir: Path, result: dict[str, Any], *, limit: int | None, checkpoint: StepCheckpoint | None = None
+) -> Path:
     """Merge ``result`` as ``own_data`` into ``eval/results.json`` (lm-eval's entries kept); with a
-    ``limit``, into ``eval/results-limit-N.json`` beside it, so a partial score never replaces a full one.
+    ``limit`` or a step ``checkpoint``, into the file beside it that
+    :meth:`tunewiz.run.directory.RunDir.eval_results_for` names, so neither a partial score nor a step
+    checkpoint's replaces the final weights' full one.
 
     Returns:
         The file written.
@@ -235,8 +240,7 @@ def write_own_data(run_dir: Path, result: dict[str, Any], *, limit: int | None) 
     from tunewiz.atomic import atomic_write_json
     from tunewiz.run.directory import RunDir
 
-    full = RunDir(run_dir).eval_results
-    path = full if not limit else full.with_name(f"results-limit-{limit}.json")
+    path = RunDir(run_dir).eval_results_for(step=checkpoint.step if checkpoint else None, limit=limit)
     doc: dict[str, Any] = {}
     if path.is_file():
         try:

@@ -25,7 +25,7 @@ import gradio as gr
 
 from tunewiz.errors import TunewizError
 from tunewiz.inference.generate import SamplingParams
-from tunewiz.inference.load import ChatSession, LoadedModel, base_model_only
+from tunewiz.inference.load import ChatSession, LoadedModel, StepCheckpoint, base_model_only
 
 if TYPE_CHECKING:
     from tunewiz.text.prompt import PromptBuilder
@@ -330,12 +330,13 @@ def serve(app: gr.Blocks, *, host: str, port: int, share: bool, on_ready: Any) -
         app.close()
 
 
-def about_markdown(target: str, loaded: LoadedModel) -> str:
+def about_markdown(target: str, loaded: LoadedModel, checkpoint: StepCheckpoint | None = None) -> str:
     """The model panel: base model, method, steps, final losses and eval results when a run has them.
 
     Args:
         target: what the user pointed at (a run directory gets the full panel).
         loaded: the loaded model (its description heads the panel).
+        checkpoint: the step checkpoint loaded (``--from``): steps, losses and results up to it.
     """
     from tunewiz.hub.modelcard import read_card_facts
     from tunewiz.run.directory import RunDir
@@ -344,7 +345,7 @@ def about_markdown(target: str, loaded: LoadedModel) -> str:
     run = RunDir(Path(target).expanduser())
     if not run.config.is_file():
         return "\n".join(lines)
-    facts = read_card_facts(run)
+    facts = read_card_facts(run, checkpoint)
     stats = facts.stats
     lines.append(f"- **Base model**: `{facts.preset.model.path}` · **method**: {facts.preset.method}")
     if stats.steps is not None:
@@ -403,6 +404,7 @@ def launch_web_chat(
     target: str,
     *,
     adapter: Path | None,
+    checkpoint: StepCheckpoint | None = None,
     device: str,
     system: str | None,
     host: str,
@@ -415,6 +417,7 @@ def launch_web_chat(
     Args:
         target: a run directory, model directory, ``tunewiz:NAME`` or cached Hub id.
         adapter: an extra PEFT adapter directory, as for the terminal chat.
+        checkpoint: a step checkpoint of the run to chat with instead of ``final/`` (``--from``).
         device: ``auto``, ``cpu`` or ``cuda``.
         system: the system prompt the page starts with.
         host: the address to bind; anything but loopback is reachable by others.
@@ -428,12 +431,13 @@ def launch_web_chat(
     from tunewiz.inference.load import load_for_inference, prompt_builder_for
 
     free_port_or_error(host, port)
-    loaded = load_for_inference(target, adapter=adapter, device=device)
+    loaded = load_for_inference(target, adapter=adapter, device=device, checkpoint=checkpoint)
     prompts, warning = prompt_builder_for(target, loaded.tokenizer)
     if warning:
         say(f"warning: {warning}")
     base, refusal = _base_for_compare(target, loaded, device)
-    chat = WebChat(loaded, prompts, about_markdown(target, loaded), base=base, compare_refusal=refusal)
+    about = about_markdown(target, loaded, checkpoint)
+    chat = WebChat(loaded, prompts, about, base=base, compare_refusal=refusal)
     app = build_app(chat, title=loaded.description, system=system or "")
     if host not in ("127.0.0.1", "localhost", "::1") or share:
         say(

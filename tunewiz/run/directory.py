@@ -75,6 +75,19 @@ class RunDir:
         """lm-eval results written by ``tunewiz eval``."""
         return self.path / "eval" / "results.json"
 
+    def eval_results_for(self, *, step: int | None = None, limit: int | None = None) -> Path:
+        """Where ``tunewiz eval`` writes its results: ``eval/results.json`` for the final weights,
+        ``eval/results-step-N.json`` for step checkpoint N, and ``-limit-M`` before ``.json`` for an
+        evaluation of only M documents, so neither replaces the full evaluation of the final weights.
+
+        Args:
+            step: the step checkpoint evaluated (``--from step-N``), or None for ``final/``.
+            limit: documents per task or samples (``--limit``), or None for all.
+        """
+        step_part = f"-step-{step}" if step is not None else ""
+        limit_part = f"-limit-{limit}" if limit else ""
+        return self.eval_results.with_name(f"results{step_part}{limit_part}.json")
+
     @property
     def trackers(self) -> Path:
         """Which experiment tracker runs belong to this run (W&B run id, MLflow run id, TB log dir)."""

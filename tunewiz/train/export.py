@@ -41,6 +41,24 @@ def merge_lora_state(
     return merged
 
 
+def exported_state(
+    full: dict[str, torch.Tensor], preset: Preset
+) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """(base weights, LoRA weights) as ``final/`` stores them: a QLoRA base's NF4 tensors dequantized
+    to the compute dtype (bf16 unless ``model.dtype`` is fp32), the base the adapter was trained on.
+
+    Args:
+        full: the model's full state dict, LoRA weights included.
+        preset: the run's resolved preset.
+    """
+    base, lora = split_lora_state(full)
+    if preset.method == "qlora":
+        from tunewiz.models.nf4 import dequantize_state
+
+        base = dequantize_state(base)
+    return base, lora
+
+
 def export_final(
     run: RunDir,
     full: dict[str, torch.Tensor],
@@ -48,6 +66,7 @@ def export_final(
     preset: Preset,
     model_dir: Path,
     prompt: PromptFormat | None = None,
+    dest: Path | None = None,
 ) -> Path:
     """Write `final/` from the gathered full state dict (rank 0 only).
 
@@ -62,6 +81,11 @@ def export_final(
         prompt: the run's prompt format; its template becomes the exported model's template (see
             ``tunewiz.text.prompt.save_tokenizer_with_prompt``), so chat, eval and transformers build
             the prompts training built. None copies the base tokenizer unchanged.
+        dest: write this folder instead of ``final/`` (a step checkpoint exported for ``push --from``);
+            it must not exist.
+
+    Returns:
+        The folder written.
     """
     from tunewiz.lora.peft_files import save_peft_adapter
     from tunewiz.models.config import LlamaConfig
@@ -69,15 +93,12 @@ def export_final(
     from tunewiz.text.prompt import save_tokenizer_with_prompt
     from tunewiz.text.tokenizer import load_tokenizer
 
-    staging = run.path / ".final.tmp"
+    target = run.final if dest is None else Path(dest)
+    staging = target.with_name(f".{target.name}.tmp")
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
     config = LlamaConfig.from_file(model_dir / "config.json")
-    base, lora = split_lora_state(full)
-    if preset.method == "qlora":
-        from tunewiz.models.nf4 import dequantize_state
-
-        base = dequantize_state(base)  # NF4 -> the compute dtype (bf16 unless model.dtype is fp32)
+    base, lora = exported_state(full, preset)
     if lora and preset.output.adapter:
         save_peft_adapter(
             lora,
@@ -100,9 +121,9 @@ def export_final(
         save_tokenizer_with_prompt(tokenizer, staging, prompt)
     if (model_dir / "generation_config.json").is_file():
         shutil.copy2(model_dir / "generation_config.json", staging / "generation_config.json")
-    shutil.rmtree(run.final, ignore_errors=True)
-    staging.rename(run.final)
-    return run.final
+    shutil.rmtree(target, ignore_errors=True)
+    staging.rename(target)
+    return target
 
 
 def _write_qlora_adapter_card(adapter_dir: Path, preset: Preset) -> None:
