@@ -70,3 +70,39 @@ def test_step_checkpoint_chat_equals_final_at_the_last_step(trained: Path) -> No
     assert "step-24" in last.stderr
     missing = cli(*args, "--from", "step-5", cwd=trained.parent.parent)
     assert missing.returncode != 0 and "has no complete checkpoint `step-5`" in missing.stderr
+
+
+def test_full_fine_tune_is_scored_against_its_base_model(
+    tmp_path: Path, tiny_model_dir: Path, tiny_dataset: Path
+) -> None:
+    """The full-fine-tune path (no adapter to switch off: the base model is loaded from `model.path`
+    with the run's tokenizer), on a run directory built by hand instead of trained: with `final/` holding
+    the base's own weights both sides score the same; with changed weights only the tuned side moves."""
+    import shutil
+
+    import torch
+
+    from tunewiz.inference.own_data import evaluate_own_data
+    from tunewiz.models.config import LlamaConfig
+    from tunewiz.models.loading import load_state_dict_files, save_model
+
+    run = tmp_path / "full-run"
+    run.mkdir()
+    write_preset(run / "config.yaml", tiny_model_dir, tiny_dataset, method="full")
+    config = LlamaConfig.from_file(tiny_model_dir / "config.json")
+    weights = load_state_dict_files(tiny_model_dir)
+
+    def score(state: dict[str, torch.Tensor]) -> dict:
+        shutil.rmtree(run / "final", ignore_errors=True)
+        save_model(state, run / "final", config)
+        for name in ("tokenizer.model", "tokenizer_config.json"):
+            shutil.copyfile(tiny_model_dir / name, run / "final" / name)
+        return evaluate_own_data(str(run), limit=4, device="cpu", max_new_tokens=6)
+
+    same = score(weights)
+    assert same["samples"] == 4 and same["checkpoint"] == "final"
+    assert same["tuned"] == same["base"] and same["base"]["tokens"] > 0
+    assert [e["tuned"] for e in same["examples"]] == [e["base"] for e in same["examples"]]
+    gen = torch.Generator().manual_seed(0)
+    changed = score({k: v + 0.05 * torch.randn(v.shape, generator=gen) for k, v in weights.items()})
+    assert changed["base"] == same["base"] and changed["tuned"]["loss"] != same["base"]["loss"]

@@ -192,6 +192,35 @@ def test_qlora_trains_through_cli_and_exports_loadable_weights(workdir: Path, tm
     torch.testing.assert_close(peft_logits, expected, rtol=1e-4, atol=1e-4)
     torch.testing.assert_close(merged_logits, expected, rtol=1e-4, atol=1e-4)
 
+    # `--from step-N` (chat, eval, push, export): a QLoRA step checkpoint is loaded as final/ is, so the
+    # last step gives final/'s logits exactly and publishes final/'s files byte for byte.
+    from tunewiz.hub import stage_push
+    from tunewiz.inference.load import load_for_inference, resolve_from
+
+    def logits(checkpoint: str | None) -> torch.Tensor:
+        found = resolve_from(run_dir, checkpoint, command="tunewiz chat")
+        with torch.no_grad():
+            return load_for_inference(str(run_dir), device="cpu", checkpoint=found).model(ids)
+
+    final_logits = logits(None)
+    assert torch.equal(logits("step-16"), final_logits)
+    assert not torch.allclose(logits("step-2"), final_logits)
+    for kind in ("adapter", "merged"):
+        folders = [
+            stage_push(
+                run_dir,
+                tmp_path / f"{kind}-{name}",
+                repo_id="alice/q",
+                kind=kind,  # type: ignore[arg-type]
+                checkpoint=resolve_from(run_dir, name, command="tunewiz push"),
+            ).path
+            for name in ("final", "step-16")
+        ]
+        final_files, step_files = (
+            {p.name: p.read_bytes() for p in folder.iterdir() if p.name != "README.md"} for folder in folders
+        )
+        assert step_files == final_files, kind
+
 
 @pytest.mark.slow
 def test_qlora_two_ranks_fsdp2_match_one_rank(workdir: Path, tmp_path: Path) -> None:
