@@ -107,12 +107,28 @@ def test_another_encoding_names_file_line_byte_and_a_working_iconv(
     assert _load(fixed) == (ROWS if suffix == ".csv" else rows)
 
 
+def test_excel_unicode_text_is_utf16_with_a_working_iconv(tmp_path: Path) -> None:
+    path = tmp_path / "sheet.csv"  # Excel's "Unicode Text": UTF-16 with a byte-order mark, tab-separated
+    path.write_bytes(_csv_bytes("\t", "\r\n", "utf-16"))
+    err = _error(path)
+    assert err.message.startswith("sheet.csv is not UTF-8: line 1, byte 0 is ff")
+    assert f"`iconv -f UTF-16 -t UTF-8 {path} > {tmp_path / 'sheet-utf8.csv'}`" in err.hint
+    if shutil.which("iconv") is None:
+        pytest.skip("no iconv to run the hint's command")
+    subprocess.run(err.hint.split("`")[1], shell=True, check=True)
+    assert _load(tmp_path / "sheet-utf8.csv") == ROWS
+
+
 def test_unreadable_files_are_errors_with_hints(tmp_path: Path) -> None:
     (tmp_path / "empty.csv").write_bytes(b"")
     assert _error(tmp_path / "empty.csv").message == "empty.csv is empty"
     (tmp_path / "header.csv").write_bytes(BOM + b"instruction;output\r\n")
     err = _error(tmp_path / "header.csv")
     assert err.message == "header.csv has a header line (instruction, output) but no rows"
+    (tmp_path / "extra.csv").write_bytes(b"prompt,response\r\nhi,hello\r\nhi, you,hello\r\n")
+    err = _error(tmp_path / "extra.csv")
+    assert err.message == "extra.csv line 3 has 3 fields; the header line names 2"
+    assert "quote fields that hold the separator `,`" in err.hint
     (tmp_path / "bad.jsonl").write_text('{"text": "a"}\r\n{"text": }\r\n')
     assert _error(tmp_path / "bad.jsonl").message.startswith("bad.jsonl line 2 is not valid JSON")
     (tmp_path / "list.jsonl").write_text('{"text": "a"}\n\n["text", "b"]\n')

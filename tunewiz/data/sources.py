@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import codecs
 import csv
 import difflib
 import json
@@ -212,10 +213,24 @@ def _read_csv(path: Path) -> list[dict[str, Any]]:
             f.seek(0)
             delimiter = max(_DELIMITERS, key=lambda d: len(next(csv.reader([header], delimiter=d), [])))
             reader = csv.DictReader(f, delimiter=delimiter)
-            rows = [dict(row) for row in reader]
+            rows = []
+            for row in reader:
+                if None in row:  # more fields than the header names
+                    raise TunewizError(
+                        f"{path.name} line {reader.line_num} has {len(row) - 1 + len(row[None])} fields; "
+                        f"the header line names {len(row) - 1}",
+                        hint=f'quote fields that hold the separator `{delimiter}` ("a{delimiter} b"), '
+                        "as spreadsheets do when they save CSV",
+                    )
+                rows.append(row)
             columns = reader.fieldnames or []
     except UnicodeDecodeError:
         raise _not_utf8(path) from None
+    except csv.Error as exc:
+        raise TunewizError(
+            f"{path.name} line {reader.line_num} is not valid CSV: {exc}",
+            hint="save the file from the spreadsheet again as `CSV UTF-8`",
+        ) from None
     if not rows:
         raise TunewizError(
             f"{path.name} has a header line ({', '.join(columns)}) but no rows",
@@ -245,11 +260,16 @@ def _not_utf8(path: Path) -> TunewizError:
         f.seek(0)
         # Windows-1252 leaves 0x81, 0x8d, 0x8f, 0x90 and 0x9d undefined; a file with them is Latin-1.
         cp1252 = not any(b in chunk for chunk in iter(lambda: f.read(1 << 20), b"") for b in _NOT_CP1252)
+        f.seek(0)
+        utf16 = f.read(2) in (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)  # Excel's "Unicode Text"
+    encoding, name = (
+        ("UTF-16", "UTF-16") if utf16 else ("CP1252", "Windows-1252") if cp1252 else ("ISO-8859-1", "Latin-1")
+    )
     fixed = path.with_name(f"{path.stem}-utf8{path.suffix}")
     return TunewizError(
         f"{path.name} is not UTF-8: line {line}, byte {offset} is {bad.hex(' ')} "
-        f"(likely {'Windows-1252' if cp1252 else 'Latin-1'}, as Excel and older tools save text)",
-        hint=f"re-save it as UTF-8: `iconv -f {'CP1252' if cp1252 else 'ISO-8859-1'} -t UTF-8 "
+        f"(likely {name}, as Excel and older tools save text)",
+        hint=f"re-save it as UTF-8: `iconv -f {encoding} -t UTF-8 "
         f"{shlex.quote(str(path))} > {shlex.quote(str(fixed))}`, then use it: "
         f"`--set data.path={shlex.quote(str(fixed))}`",
     )
