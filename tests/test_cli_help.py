@@ -129,3 +129,26 @@ def test_presets_list_descriptions_are_whole_sentences() -> None:
         assert about.endswith((".", "!", "?", ")")), f"{path.name}: `{about}`"
     pretrain = next(p for p in presets if p.stem == "tiny-pretrain")
     assert "synthetic story corpus" in header_comment(pretrain)
+
+
+def test_help_texts_are_shown_as_written() -> None:
+    """Square brackets are not read as markup (`'tunewiz[web]'` kept its `[web]`), and a command's first
+    paragraph is one line in its group's listing at a width that holds it (not broken where the
+    docstring's line ended)."""
+    root = typer.main.get_command(app)
+    bracketed = 0
+    for path in command_paths():
+        command = root
+        for word in path:
+            command = command.commands[word]
+        result = CliRunner().invoke(app, [*path, "--help"], env={"NO_COLOR": "1", "COLUMNS": "200"})
+        shown = " ".join(re.sub(r"[│╭╮╰╯─]", " ", result.output).split())
+        for text in [command.help or "", *(p.help or "" for p in command.params)]:
+            for word in re.findall(r"\w+\[\w+\]", text):
+                bracketed += 1
+                assert word in shown, f"tunewiz {' '.join(path)} --help lost the brackets of {word}"
+        listed = result.output.splitlines()
+        for name, sub in getattr(command, "commands", {}).items():
+            first = " ".join((sub.help or "").split("\n\n")[0].split())
+            assert any(f"{name} " in line and first in line for line in listed), (name, first)
+    assert bracketed >= 2  # tunewiz[web] (chat --web) and tunewiz[tracking] (train --report-to) at least

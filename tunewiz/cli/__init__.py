@@ -6,6 +6,7 @@ inside the library functions they call, so `tunewiz --help` stays fast.
 
 from __future__ import annotations
 
+import inspect
 import os
 import re
 import sys
@@ -104,34 +105,61 @@ def _show_how_to_type(params: list[typer.core.TyperOption | TyperArgument]) -> N
             param.metavar = "N"
 
 
-class TunewizCommand(TyperCommand):
-    """A Typer command whose help shows how to type each parameter (see :func:`_show_how_to_type`)."""
+class _HelpAsWritten:
+    """What Typer's help gets wrong, for commands and groups alike: how to type each parameter
+    (:func:`_show_how_to_type`), `--help` shown without a value, a command's first paragraph on one line
+    in its group's listing and each paragraph of its help wrapped to the terminal (Typer keeps the
+    docstring's line breaks), and help texts shown as written (Typer reads them as Rich markup, so
+    `pip install 'tunewiz[web]'` lost its `[web]`)."""
+
+    params: list[typer.core.TyperOption | TyperArgument]
+    help: str | None
+    short_help: str | None
+    epilog: str | None
 
     def __init__(self, *args: object, **kwargs: object) -> None:
-        super().__init__(*args, **kwargs)
+        super().__init__(*args, **kwargs)  # type: ignore[call-arg]
         _show_how_to_type(self.params)
+        if self.help and not self.short_help:
+            self.short_help = " ".join(inspect.cleandoc(self.help).split("\n\n")[0].split())
 
-    def get_help_option(self, ctx: typer.Context) -> typer.core.TyperOption | None:  # type: ignore[override]
+    def get_help_option(self, ctx: typer.Context) -> typer.core.TyperOption | None:
         """The `--help` flag, shown without a value like every other flag."""
-        option = super().get_help_option(ctx)
+        option = super().get_help_option(ctx)  # type: ignore[misc]
         if option is not None:
             option.metavar = ""
         return option
 
+    def format_help(self, ctx: typer.Context, formatter: object) -> None:
+        """Typer's help, with every help text's paragraphs re-wrapped and square brackets shown as
+        written (not read as Rich markup)."""
+        from rich.markup import escape
 
-class TunewizGroup(TyperGroup):
-    """A Typer group (the root, `presets`) whose help follows :class:`TunewizCommand`'s rules."""
+        def as_written(text: str) -> str:
+            paragraphs = inspect.cleandoc(text).split("\n\n")
+            return escape("\n\n".join(" ".join(p.split()) for p in paragraphs))
 
-    def __init__(self, *args: object, **kwargs: object) -> None:
-        super().__init__(*args, **kwargs)
-        _show_how_to_type(self.params)
+        owners = [self, *self.params]
+        written = [(o, o.help, getattr(o, "epilog", None)) for o in owners]
+        for owner, text, epilog in written:
+            owner.help = as_written(text) if text else text
+            if epilog:
+                owner.epilog = as_written(epilog)  # type: ignore[union-attr]
+        try:
+            super().format_help(ctx, formatter)  # type: ignore[misc]
+        finally:
+            for owner, text, epilog in written:
+                owner.help = text
+                if epilog:
+                    owner.epilog = epilog  # type: ignore[union-attr]
 
-    def get_help_option(self, ctx: typer.Context) -> typer.core.TyperOption | None:  # type: ignore[override]
-        """The `--help` flag, shown without a value like every other flag."""
-        option = super().get_help_option(ctx)
-        if option is not None:
-            option.metavar = ""
-        return option
+
+class TunewizCommand(_HelpAsWritten, TyperCommand):
+    """A Typer command whose help is as written (see :class:`_HelpAsWritten`)."""
+
+
+class TunewizGroup(_HelpAsWritten, TyperGroup):
+    """A Typer group (the root, `presets`) whose help is as written (see :class:`_HelpAsWritten`)."""
 
 
 class TunewizRoot(TunewizGroup):
