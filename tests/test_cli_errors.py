@@ -87,19 +87,36 @@ def test_the_console_script_prints_the_same_lines(tmp_path: Path) -> None:
 def test_a_command_error_is_error_and_hint_in_process_too(tmp_path: Path) -> None:
     result = invoke("watch", str(tmp_path / "nope"))
     assert result.exit_code == 2 and result.exception is not None
-    assert result.stderr.startswith("error: `") and "\nhint: " in result.stderr, result.output
+    assert result.stderr.startswith("error: run directory `") and "\nhint: " in result.stderr, result.output
 
 
-def test_missing_run_directory_says_it_does_not_exist(tmp_path) -> None:
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("resume",),
+        ("watch",),
+        ("stop",),
+        ("unlock",),
+        ("push", "--repo-id", "alice/nope"),
+        ("chat", "--prompt", "hi"),
+        ("eval",),
+    ],
+    ids=lambda a: a[0],
+)
+def test_missing_run_directory_says_it_does_not_exist(args: tuple[str, ...], tmp_path: Path) -> None:
+    """Every command that takes a run directory says the same when it is not there: not that a file in
+    it is missing, and not a hint that cannot help (`tunewiz download`, `--tasks`)."""
     (tmp_path / "runs").mkdir()
-    resume = tunewiz("resume", "runs/nope", cwd=tmp_path)
-    assert resume.returncode == 2
-    assert "`runs/nope` does not exist" in resume.stderr, resume.stderr
-    assert "config.yaml" not in resume.stderr
-    chat = tunewiz("chat", "runs/nope", "--prompt", "hi", cwd=tmp_path)
-    assert chat.returncode == 2
-    assert "`runs/nope` does not exist" in chat.stderr, chat.stderr
-    assert "download" not in chat.stderr
+    result = tunewiz(args[0], "runs/nope", *args[1:], cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    first, hint = result.stderr.splitlines()[:2]
+    assert first.startswith("error: ") and first.endswith("`runs/nope` does not exist"), result.stderr
+    assert hint.startswith("hint: ") and "download" not in hint and "--tasks" not in hint, result.stderr
+    if args[0] not in ("chat", "eval"):  # these also take a model directory
+        assert (
+            hint
+            == f"hint: pass the directory `tunewiz train` created, e.g. `tunewiz {args[0]} runs/tiny-lora`"
+        )
 
 
 def _hint_strings() -> list[tuple[str, str]]:

@@ -121,6 +121,10 @@ def eval_command(
         os.environ.setdefault("TQDM_DISABLE", "1")
         logging.getLogger("lm_eval").setLevel(logging.ERROR)
     names = [t.strip() for t in tasks.split(",") if t.strip()] if tasks else None
+    if not Path(target, "config.yaml").is_file():  # not a run: a target that is not there says so first
+        from tunewiz.models.loading import resolve_model_dir
+
+        resolve_model_dir(target)
     command = f"tunewiz eval {target}" + (f" --tasks {','.join(names)}" if names else "")
     if include_path is not None:
         command += f" --include-path {include_path}"

@@ -56,7 +56,7 @@ def resume(
     from tunewiz.errors import TunewizError
     from tunewiz.models.loading import resolve_model_dir
     from tunewiz.preset.files import dump_preset
-    from tunewiz.run.directory import RunDir
+    from tunewiz.run.directory import existing_run
     from tunewiz.train.checkpoint import check_whole
     from tunewiz.train.detach import start_run
     from tunewiz.train.distributed import resolve_device
@@ -71,12 +71,7 @@ def resume(
     from tunewiz.train.rendezvous import default_rdzv_id
     from tunewiz.train.resume import plan_resume
 
-    run = RunDir(run_dir)
-    if not run.path.is_dir():
-        raise TunewizError(
-            f"run directory `{run.path}` does not exist",
-            hint="pass the directory `tunewiz train` created, e.g. `tunewiz resume runs/tiny-lora`",
-        )
+    run = existing_run(run_dir, "resume")
     rdzv = rdzv_id or default_rdzv_id(recorded_name(run))
     topology = Topology(nproc_per_node, nnodes, node_rank, rdzv_endpoint, rdzv, rdzv_timeout)
     # The lock first: a live run's checkpoints and final/ are still being written.

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from tunewiz.run.directory import RunDir
+from tunewiz.run.directory import existing_run
 
 
 def register(app: typer.Typer) -> None:
@@ -33,7 +33,7 @@ def stop(
     from tunewiz.atomic import atomic_write_text
     from tunewiz.run.status import run_status
 
-    run = _run_dir(run_dir)
+    run = existing_run(run_dir, "stop")
     status = run_status(run)
     if status.phase == "stopping":
         typer.echo(status.headline())
@@ -69,7 +69,7 @@ def unlock(run_dir: Path = typer.Argument(..., help="Run directory, e.g. runs/ti
     """
     from tunewiz.run.lock import clear_stale
 
-    run = _run_dir(run_dir)
+    run = existing_run(run_dir, "unlock")
     holder = clear_stale(run)
     if holder is None:
         typer.echo(f"run {run.path} is not locked; nothing to clear")
@@ -77,18 +77,6 @@ def unlock(run_dir: Path = typer.Argument(..., help="Run directory, e.g. runs/ti
         typer.echo(
             f"cleared the lock of {holder.describe()}; `tunewiz resume {run.path}` may now take the run"
         )
-
-
-def _run_dir(path: Path) -> RunDir:
-    from tunewiz.errors import TunewizError
-
-    run = RunDir(path)
-    if not any(p.is_file() for p in (run.config, run.events, run.path / "lock.json")):
-        raise TunewizError(
-            f"`{path}` is not a run directory: it has no `config.yaml` and no `events.jsonl`",
-            hint="pass the directory `tunewiz train` created, e.g. `runs/<name>`",
-        )
-    return run
 
 
 def _next(commands: list[str]) -> None:

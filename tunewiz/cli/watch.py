@@ -28,8 +28,7 @@ def watch(
     """
     import time
 
-    from tunewiz.errors import TunewizError
-    from tunewiz.run.directory import RunDir
+    from tunewiz.run.directory import existing_run
     from tunewiz.run.events import read_events
     from tunewiz.run.lock import probe
     from tunewiz.run.status import run_status
@@ -43,12 +42,7 @@ def watch(
         status_line,
     )
 
-    run = RunDir(run_dir)
-    if not run.events.is_file() and not run.config.is_file():
-        raise TunewizError(
-            f"`{run_dir}` is not a run directory: `{run.events}` does not exist",
-            hint="pass the directory `tunewiz train` created, e.g. `tunewiz watch runs/<name>`",
-        )
+    run = existing_run(run_dir, "watch")
     mode = choose_mode(no_tui)
     console = make_console(mode)
     status = run_status(run)

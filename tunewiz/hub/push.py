@@ -20,7 +20,7 @@ from tunewiz.errors import TunewizError
 from tunewiz.hub.auth import write_token
 from tunewiz.hub.errors import HubContext, explain_hub_error
 from tunewiz.models.loading import HUB_PATTERNS, INDEX_FILE
-from tunewiz.run.directory import RunDir
+from tunewiz.run.directory import RunDir, existing_run
 from tunewiz.run.lock import probe, refusal
 
 if TYPE_CHECKING:
@@ -70,7 +70,7 @@ def check_run_dir(run_dir: Path, *, needs_final: bool = True) -> RunDir:
     Raises:
         TunewizError: not a run directory, or the run has not finished (with the resume command).
     """
-    run = RunDir(Path(run_dir))
+    run = existing_run(run_dir, "push")
     if not run.config.is_file():
         raise TunewizError(
             f"`{run_dir}` is not a run directory: `{run.config}` does not exist",

@@ -25,6 +25,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from tunewiz.errors import TunewizError
+
 CHECKPOINT_COMPLETE_MARKER = "COMPLETE"
 _STEP_DIR = re.compile(r"^step-(\d+)$")
 
@@ -122,3 +124,25 @@ class RunDir:
         """The newest complete checkpoint, or None."""
         complete = self.complete_checkpoints()
         return complete[-1][1] if complete else None
+
+
+def existing_run(path: str | Path, command: str) -> RunDir:
+    """The run directory at ``path``, or the error every command gives when there is none there.
+
+    Args:
+        path: what the user passed.
+        command: the `tunewiz` command, for the example in the hint (``watch``, ``resume``, ...).
+
+    Raises:
+        TunewizError: ``path`` does not exist, or holds none of ``config.yaml``, ``events.jsonl`` and the
+            lock a starting run writes first.
+    """
+    run = RunDir(Path(path))
+    hint = f"pass the directory `tunewiz train` created, e.g. `tunewiz {command} runs/tiny-lora`"
+    if not run.path.exists():
+        raise TunewizError(f"run directory `{path}` does not exist", hint=hint)
+    if not any(p.is_file() for p in (run.config, run.events, run.path / "lock.json")):
+        raise TunewizError(
+            f"`{path}` is not a run directory: it has no `config.yaml` and no `events.jsonl`", hint=hint
+        )
+    return run

@@ -140,9 +140,9 @@ class DashboardState:
 
     @property
     def eta_s(self) -> float | None:
-        """Seconds left, from this launch's step rate; None until two steps were seen."""
+        """Seconds left, from this launch's step rate; None until two steps were seen and after the last."""
         rate = self.steps_per_s
-        if rate is None or self.total_steps is None or self.finished:
+        if rate is None or self.total_steps is None or self.finished or self.step >= self.total_steps:
             return None
         return max(self.total_steps - self.step, 0) / rate
 
