@@ -39,6 +39,7 @@ def watch(
         print_summary,
         render,
         run_dashboard,
+        samples_lines,
         status_line,
     )
 
@@ -59,7 +60,12 @@ def watch(
     else:
         state = fold_events(read_events(run.events))
         if state.end is not None:  # a finished run: draw its final state once
-            console.print(render(state) if mode == "tui" else status_line(state), highlight=False)
+            if mode == "tui":
+                console.print(render(state), highlight=False)
+            else:
+                console.print(status_line(state), highlight=False)
+                for line in samples_lines(state.samples) if state.samples else []:
+                    console.out(line, highlight=False)
         else:
             console.out(status.headline(), highlight=False)
     if status.phase == "stale" or (status.phase == "not_started" and not state.launches):

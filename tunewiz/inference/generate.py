@@ -15,7 +15,7 @@ Shapes: B rows, P padded prompt length, S keys in the cache, V vocab.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -150,10 +150,16 @@ def _token_steps(
     params: SamplingParams,
     stop_ids: Collection[int],
     pad_id: int,
+    agree: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """Yield ``(tokens [B], live [B] bool)`` once per decoding step; ``live`` is False for a row whose
     token is a stop token or that stopped earlier. Ends when every row stopped or after
     ``max_new_tokens`` steps. Runs under no_grad (the callers' decorators cover the generator).
+
+    The model is called through its root ``forward`` (``output_hidden=True``), never ``model.model``
+    directly: under FSDP2 the root's pre-forward hook gathers the embeddings, final norm and lm_head,
+    and keeps them gathered after forward, so ``model.logits`` can read lm_head right after.
+    ``agree`` (see :func:`generate`) replaces each step's chosen tokens before they are used.
     """
     import torch
 
@@ -195,11 +201,15 @@ def _token_steps(
     alive = torch.ones(B, dtype=torch.bool, device=device)
 
     cache = model.new_kv_cache(B, P + params.max_new_tokens)
-    hidden = model.model(ids, positions, mask, cache)  # [B, P, D]
+    hidden = model(
+        ids, position_ids=positions, attn_mask=mask, kv_cache=cache, output_hidden=True
+    )  # [B, P, D]
     next_pos = lengths.clone()  # [B]: the position of each row's next token
     for step in range(params.max_new_tokens):
         logits = model.logits(hidden[:, -1]).float()  # [B, V]: only the last position is needed
         tokens = choose_next(logits, params, seen, generator)  # [B]
+        if agree is not None:
+            tokens = agree(tokens)
         alive = alive & ~torch.isin(tokens, stops)
         yield tokens, alive
         if not bool(alive.any()) or step == params.max_new_tokens - 1:
@@ -208,7 +218,13 @@ def _token_steps(
         seen.scatter_(1, tokens[:, None], True)  # a stopped row's `seen` no longer matters
         S = cache.length + 1
         step_mask = key_ok[:, None, None, :S] if padded else None  # [B, 1, 1, S]
-        hidden = model.model(tokens[:, None], next_pos[:, None], step_mask, cache)  # [B, 1, D]
+        hidden = model(
+            tokens[:, None],
+            position_ids=next_pos[:, None],
+            attn_mask=step_mask,
+            kv_cache=cache,
+            output_hidden=True,
+        )  # [B, 1, D]
         next_pos += 1
 
 
@@ -219,6 +235,7 @@ def generate(
     *,
     stop_ids: Collection[int],
     pad_id: int,
+    agree: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> list[list[int]]:
     """Generate a continuation for each prompt, all rows decoded together with one KV cache.
 
@@ -230,6 +247,9 @@ def generate(
         params: sampling settings; ``seed`` makes sampled output reproducible.
         stop_ids: a row ends at the first of these (eos, end-of-turn tokens).
         pad_id: the token used for left padding and fed for rows that already stopped.
+        agree: called with each step's chosen tokens ``[B]``, returns the tokens to use instead.
+            Processes that decode together under FSDP2 (every rank runs every forward pass) pass a
+            broadcast of rank 0's choice, so all ranks stop after the same number of steps.
 
     Returns:
         Each row's new tokens, the stop token excluded.
@@ -238,7 +258,7 @@ def generate(
 
     outputs: list[list[int]] = [[] for _ in prompts]
     with torch.no_grad():
-        for tokens, live in _token_steps(model, prompts, params, stop_ids, pad_id):
+        for tokens, live in _token_steps(model, prompts, params, stop_ids, pad_id, agree):
             for row, (token, ok) in enumerate(zip(tokens.tolist(), live.tolist(), strict=True)):
                 if ok:
                     outputs[row].append(token)

@@ -258,6 +258,16 @@ class TrainSection(_Section):
         None, gt=0, description="Validation loss every N steps (null: at the end of each epoch only)."
     )
     log_every_n_steps: int = Field(1, gt=0, description="Write a step event every N steps.")
+    sample_generations: int = Field(
+        3,
+        ge=0,
+        description="At each validation, greedy replies to the first N validation prompts (built as chat "
+        "builds them) go into the events; the dashboard and `tunewiz watch` show the latest. 0: off. "
+        "No random number is drawn, so losses and resumes are unchanged.",
+    )
+    sample_max_new_tokens: int = Field(
+        64, gt=0, description="Longest reply of `sample_generations`, in tokens."
+    )
 
     @model_validator(mode="after")
     def _in_backward_alone(self) -> TrainSection:

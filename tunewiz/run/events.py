@@ -21,6 +21,9 @@ step       step, epoch (1-based epoch of this step; version 1 wrote the 0-based 
            (list, one per rank: CUDA max allocated on GPU, process RSS on CPU), elapsed (s since
            this launch)
 eval       step, val_loss
+samples    step, samples (list of {prompt, reference, output}: greedy replies to the first
+           train.sample_generations validation prompts; prompt is the text of the prompt's last
+           message, reference the validation reply), max_new_tokens, seconds (spent generating)
 checkpoint step, path
 oom_fallback step, micro_batch_size, grad_accum (the new values), reason
 warning    message, step (or null)
@@ -51,6 +54,7 @@ EVENT_KINDS = (
     "start",
     "step",
     "eval",
+    "samples",
     "checkpoint",
     "oom_fallback",
     "warning",

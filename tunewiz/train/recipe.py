@@ -49,6 +49,7 @@ from tunewiz.train.checkpoint import load_checkpoint, save_checkpoint
 from tunewiz.train.export import export_final
 from tunewiz.train.optim import build_optimizer, build_scheduler, eager_step, steps_in_backward
 from tunewiz.train.peak_memory import peak_memory_bytes
+from tunewiz.train.sample_generations import SampleGenerations, validation_prompts
 from tunewiz.train.stop import StopFlag
 
 
@@ -103,6 +104,14 @@ class FineTune:
             preset.data, tokenizer, seed=cfg.seed, prompt=recorded, legacy=legacy
         )
         self.prompt_format = self.data_stats.prompt
+        self.samples = SampleGenerations(
+            validation_prompts(
+                preset.data, tokenizer, self.prompt_format, seed=cfg.seed, count=cfg.sample_generations
+            ),
+            tokenizer,
+            max_new_tokens=cfg.sample_max_new_tokens,
+            env=env,
+        )
         if env.is_main and recorded is None:
             write_prompt_record(run.path, self.prompt_format)
             if legacy:
@@ -402,6 +411,7 @@ def fit(ft: FineTune, stop: StopFlag, resumed_from: Path | None) -> int:
         log.step(result, lr, grad_norm, step_time, elapsed=time.perf_counter() - launch_start)
         if ft.policy.should_validate(p.step, epoch_ended):
             log.validation(ft.validate())
+            log.samples(ft.samples.generate(ft.model))
         stopping = tdist.any_rank(stop.is_set() or ft.run.stop_request.exists(), env.device)
         if ft.policy.should_checkpoint(p.step, epoch_ended, stopping):
             ft.save_checkpoint()
@@ -455,6 +465,11 @@ class RunLog:
         """An ``eval`` event (none when there is no validation set)."""
         if self.is_main and val_loss is not None:
             self.ft.events.write("eval", step=self.ft.progress.step, val_loss=val_loss)
+
+    def samples(self, fields: dict | None) -> None:
+        """A ``samples`` event: the greedy replies to the fixed validation prompts (none without them)."""
+        if self.is_main and fields is not None:
+            self.ft.events.write("samples", step=self.ft.progress.step, **fields)
 
     def stopped(self, stop: StopFlag) -> None:
         """The ``stop`` event after a requested stop (a signal, a STOP file, the launcher gone), with

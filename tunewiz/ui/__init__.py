@@ -6,7 +6,7 @@ Heavy dependencies stay out: Rich only at import time, matplotlib inside ``write
 
 from tunewiz.ui.live import StopControl, choose_mode, make_console, run_dashboard
 from tunewiz.ui.lossplot import write_loss_plot
-from tunewiz.ui.render import plain_lines, render, status_line
+from tunewiz.ui.render import plain_lines, render, samples_lines, status_line
 from tunewiz.ui.state import DashboardState, apply_event, fold_events
 from tunewiz.ui.summary import print_summary
 
@@ -21,6 +21,7 @@ __all__ = [
     "print_summary",
     "render",
     "run_dashboard",
+    "samples_lines",
     "status_line",
     "write_loss_plot",
 ]

@@ -22,6 +22,8 @@ from tunewiz.units import fmt_bytes, fmt_count, fmt_duration
 SHOWN_WARNINGS = 4
 SHOWN_TRACEBACK_LINES = 8
 MAX_RANK_ROWS = 8  # more ranks than this are summarised as max/min
+SAMPLE_PROMPT_CHARS = 60  # a sample's prompt shows its end (the question), cut to this many characters
+SAMPLE_REPLY_CHARS = 80  # a sample's reply and reference show their start, cut to this many characters
 
 
 # ---- formatting ---------------------------------------------------------------------------------
@@ -49,6 +51,37 @@ def _epoch_text(state: DashboardState) -> str:
     if state.epoch is None:
         return ""
     return f"epoch {state.epoch}/{state.epochs}" if state.epochs else f"epoch {state.epoch}"
+
+
+def one_line(text: str, limit: int, *, keep_end: bool = False) -> str:
+    """``text`` on one line of at most ``limit`` characters: whitespace runs become one space, other
+    control characters ``·``; a longer text loses its end (``keep_end``: its start) to ``…``."""
+    flat = " ".join(text.split())
+    flat = "".join(c if c.isprintable() else "·" for c in flat)
+    if len(flat) <= limit:
+        return flat
+    return "…" + flat[-(limit - 1) :] if keep_end else flat[: limit - 1] + "…"
+
+
+def _sample_texts(sample: dict[str, Any]) -> tuple[str, str, str]:
+    """(prompt, reply, reference) of one ``samples`` entry, each on one line."""
+    return (
+        one_line(str(sample.get("prompt", "")), SAMPLE_PROMPT_CHARS, keep_end=True),
+        one_line(str(sample.get("output", "")), SAMPLE_REPLY_CHARS),
+        one_line(str(sample.get("reference", "")), SAMPLE_REPLY_CHARS),
+    )
+
+
+def samples_lines(event: dict[str, Any]) -> list[str]:
+    """Plain lines for a ``samples`` event: a heading, then ``prompt → reply (reference: …)`` each."""
+    samples = event.get("samples") or []
+    seconds = event.get("seconds")
+    took = f" in {seconds:.1f}s" if isinstance(seconds, (int, float)) else ""
+    lines = [f"samples: step {event.get('step')}: greedy replies to {len(samples)} validation prompts{took}"]
+    for sample in samples:
+        prompt, reply, reference = _sample_texts(sample)
+        lines.append(f"  {prompt} → {reply or '(empty)'}  (reference: {reference})")
+    return lines
 
 
 def _warning_text(w: RunWarning) -> str:
@@ -189,6 +222,25 @@ def _status(state: DashboardState) -> RenderableType | None:
     return None
 
 
+def _samples(state: DashboardState) -> Panel | None:
+    event = state.samples
+    if not event or not event.get("samples"):
+        return None
+    table = Table(box=None, expand=True, pad_edge=False, header_style="dim")
+    for name, ratio in (("prompt", 3), ("reply", 3), ("reference", 2)):
+        table.add_column(name, ratio=ratio, no_wrap=True, overflow="ellipsis")
+    for sample in event["samples"]:
+        prompt, reply, reference = _sample_texts(sample)
+        shown = Text(reply) if reply else Text("(empty)", style="dim")
+        table.add_row(Text(prompt), shown, Text(reference, style="dim"))
+    return Panel(
+        table,
+        title=f"replies at step {event.get('step')} (greedy, validation prompts)",
+        title_align="left",
+        border_style="dim",
+    )
+
+
 def _errors(state: DashboardState) -> Panel | None:
     if not state.errors:
         return None
@@ -223,7 +275,13 @@ def render(state: DashboardState) -> RenderableType:
     middle.add_column(no_wrap=True)
     middle.add_column(ratio=1)
     middle.add_row(_metrics(state), LossChart(state.losses))
-    parts: list[RenderableType | None] = [_header(state), _progress(state), middle, _memory(state)]
+    parts: list[RenderableType | None] = [
+        _header(state),
+        _progress(state),
+        middle,
+        _memory(state),
+        _samples(state),
+    ]
     if state.last_checkpoint:
         ckpt_step, ckpt_path = state.last_checkpoint
         at = f"step {ckpt_step} · " if ckpt_step is not None else ""
@@ -314,6 +372,8 @@ def plain_lines(
             f"eval: step {event.get('step')} val loss "
             f"{fmt_loss(state.val_losses[-1][1] if state.val_losses else None)}{best_text}"
         )
+    elif kind == "samples":
+        lines += samples_lines(event)
     elif kind == "checkpoint":
         lines.append(f"checkpoint: step {event.get('step')} saved to {event.get('path')}")
     elif kind in ("oom_fallback", "warning"):

@@ -99,6 +99,7 @@ class DashboardState:
 
     # Other events.
     val_losses: list[tuple[int, float]] = field(default_factory=list)
+    samples: dict[str, Any] | None = None  # the latest `samples` event: greedy replies at a validation
     last_checkpoint: tuple[int | None, str] | None = None  # (step, path)
     warnings: list[RunWarning] = field(default_factory=list)  # the last MAX_WARNINGS
     warnings_total: int = 0  # all warnings ever added, so a reader can tell which ones are new
@@ -293,6 +294,8 @@ def _apply_start(state: DashboardState, e: dict[str, Any]) -> None:
     # Steps after the resumed checkpoint are trained again: the new values replace the old ones.
     state.losses = [(s, v) for s, v in state.losses if s <= resumed_step]
     state.val_losses = [(s, v) for s, v in state.val_losses if s <= resumed_step]
+    if state.samples is not None and int(state.samples.get("step") or 0) > resumed_step:
+        state.samples = None
     state.ema_sum = state.ema_weight = 0.0
     for _, v in state.losses:
         state.ema_sum, state.ema_weight = _ema_update(state.ema_sum, state.ema_weight, v)
@@ -373,6 +376,9 @@ def apply_event(state: DashboardState, event: dict[str, Any]) -> DashboardState:
         val = _float(event.get("val_loss"))
         if val is not None:
             state.val_losses.append((int(event.get("step", state.step)), val))
+    elif kind == "samples":
+        if isinstance(event.get("samples"), list):
+            state.samples = event
     elif kind == "checkpoint":
         state.last_checkpoint = (int(event.get("step", state.step)), str(event.get("path")))
     elif kind == "oom_fallback":
