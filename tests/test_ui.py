@@ -600,3 +600,48 @@ def test_one_run_every_surface_shows_the_same_numbers(tmp_path: Path, trained_ru
     shown_then = re.search(r"\| epoch (\d+)/\d+ \|", status_line(at_4)).group(1)
     plan = plan_resume(run, from_step="4", overrides=[])
     assert plan.total_hint == f"step 4, epoch {shown_then}"
+
+
+def samples(s: int, outputs: list[str]) -> dict[str, Any]:
+    prompts = [
+        "Answer the question.\n\nTom has a red kite. What colour is the kite?",
+        "Summarise [bold]this[/bold]: " + "a very long story " * 10 + "THE END?",
+    ]
+    return {
+        "event": "samples",
+        "time": 1005 + 0.5 * s,
+        "step": s,
+        "samples": [
+            {"prompt": p, "reference": "red", "output": o} for p, o in zip(prompts, outputs, strict=True)
+        ],
+        "max_new_tokens": 64,
+        "seconds": 1.25,
+    }
+
+
+def test_latest_samples_show_in_the_dashboard_and_plain_lines() -> None:
+    events = normal_run(120)
+    events.insert(101, samples(50, ["blue", "old reply"]))
+    events.insert(-5, samples(100, ["red red", "\x19wG" + "x" * 200]))
+    state = fold_events(events)
+    assert state.samples is not None and state.samples["step"] == 100  # the latest
+    text, _ = capture(render(state), width=120)
+    assert "replies at step 100 (greedy, validation prompts)" in text
+    # A prompt is one line ending with its question; markup in a prompt is text, not style.
+    assert "… the question. Tom has a red kite. What colour is the kite?" in text
+    assert "a very long story THE END?" in text and "[bold]" not in text  # cut before the markup
+    assert "→ red red   reference: red" in text and "→ ·wGxxx" in text and "old reply" not in text
+    assert max(len(line) for line in text.splitlines()) <= 120
+
+    lines = plain_lines(events[-6], state, [], every=10)
+    assert lines[:2] == [
+        "samples: step 100: greedy replies to 2 validation prompts in 1.2s",
+        "  … the question. Tom has a red kite. What colour is the kite? → red red  (reference: red)",
+    ]
+    prompt, reply = lines[2].removeprefix("  ").split(" → ")
+    assert prompt == "…ery long story a very long story a very long story THE END?" and len(prompt) == 60
+    assert reply == "·wG" + "x" * 76 + "…  (reference: red)"
+    # A resume from before step 100 trains that step again: its replies are no longer the latest.
+    resumed = fold_events([start(step=80, t=2000.0, resumed_from="runs/demo/checkpoints/step-80")], state)
+    assert resumed.samples is None
+    assert "→ (empty)" in capture(render(fold_events([start(), samples(2, ["", ""])])))[0]

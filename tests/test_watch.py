@@ -51,6 +51,11 @@ for s in range(1, steps + 1):
         sys.exit(0)
 if mode == "end":
     w.write(
+        "samples", step=steps, max_new_tokens=64, seconds=0.5,
+        samples=[{"prompt": "Ann has a red cup. What colour is the cup?", "reference": "red",
+                  "output": "red"}],
+    )
+    w.write(
         "end", step=steps, elapsed=time.time() - t0, final_dir=str(run_dir / "final"),
         tokens_total=64 * steps,
     )
@@ -183,6 +188,10 @@ def test_watch_a_finished_run_prints_the_summary_and_exits(tmp_path: Path) -> No
     result = _watch(str(run.path))
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("step 30/30 (100%) | epoch 1/1 | loss ")
+    assert (
+        "samples: step 30: greedy replies to 1 validation prompt in 0.5s\n"
+        "  Ann has a red cup. What colour is the cup? → red  (reference: red)\n"
+    ) in result.stdout
     assert "✓ run demo finished: 30 steps" in result.stdout
     assert f"tunewiz chat {run.path}" in result.stdout and "tunewiz resume" not in result.stdout
     assert "\x1b" not in result.stdout
@@ -201,6 +210,7 @@ def test_watch_follows_a_running_run_in_plain_mode(tmp_path: Path) -> None:
     assert second.startswith("start: run demo")
     assert steps == ["1/20", "5/20", "10/20", "15/20", "20/20"]
     assert "end: step 20" in result.stdout and "✓ run demo finished" in result.stdout
+    assert "  Ann has a red cup. What colour is the cup? → red  (reference: red)" in result.stdout
 
 
 def test_watch_rejects_a_directory_without_events(tmp_path: Path) -> None:
@@ -232,6 +242,8 @@ def test_watch_draws_the_dashboard_in_a_terminal(tmp_path: Path) -> None:
     child.expect("tiny-llama · lora · cpu float32 · 1 rank · test machine")
     child.expect(r"step \d+/30 \(\d+%\) · epoch 1/1 · elapsed")
     child.expect("memory \\(RSS\\) rank 0")
+    child.expect("replies at step 30 \\(greedy, validation prompts\\)")
+    child.expect("→ red")
     child.expect("✓ finished at step 30")
     child.expect("✓ run demo finished: 30 steps")
     child.expect(pexpect.EOF)

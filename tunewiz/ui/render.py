@@ -77,7 +77,8 @@ def samples_lines(event: dict[str, Any]) -> list[str]:
     samples = event.get("samples") or []
     seconds = event.get("seconds")
     took = f" in {seconds:.1f}s" if isinstance(seconds, (int, float)) else ""
-    lines = [f"samples: step {event.get('step')}: greedy replies to {len(samples)} validation prompts{took}"]
+    prompts = f"{len(samples)} validation prompt{'s' if len(samples) != 1 else ''}"
+    lines = [f"samples: step {event.get('step')}: greedy replies to {prompts}{took}"]
     for sample in samples:
         prompt, reply, reference = _sample_texts(sample)
         lines.append(f"  {prompt} → {reply or '(empty)'}  (reference: {reference})")
@@ -226,15 +227,17 @@ def _samples(state: DashboardState) -> Panel | None:
     event = state.samples
     if not event or not event.get("samples"):
         return None
-    table = Table(box=None, expand=True, pad_edge=False, header_style="dim")
-    for name, ratio in (("prompt", 3), ("reply", 3), ("reference", 2)):
-        table.add_column(name, ratio=ratio, no_wrap=True, overflow="ellipsis")
+    grid = Table.grid()
+    grid.add_column(no_wrap=True, overflow="ellipsis")
     for sample in event["samples"]:
         prompt, reply, reference = _sample_texts(sample)
-        shown = Text(reply) if reply else Text("(empty)", style="dim")
-        table.add_row(Text(prompt), shown, Text(reference, style="dim"))
+        grid.add_row(Text(prompt, style="dim"))
+        line = Text("→ ")
+        line.append(reply) if reply else line.append("(empty)", style="dim")
+        line.append(f"   reference: {reference}", style="dim")
+        grid.add_row(line)
     return Panel(
-        table,
+        grid,
         title=f"replies at step {event.get('step')} (greedy, validation prompts)",
         title_align="left",
         border_style="dim",
