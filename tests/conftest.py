@@ -135,12 +135,13 @@ def trained_run(
 ) -> _Path:
     """THE trained run of the test session, trained once: `tunewiz train` (torchrun, one rank) on
     tests/runs.py's default preset: LoRA on the tiny random Llama, 6 steps of micro-batch 4, a checkpoint
-    every 2 steps. The golden losses, the resume and the planner checks all read it. Tests only read
-    it; one that would change it copies it first (`shutil.copytree`)."""
-    from runs import cli, write_preset
+    every 2 steps, and (`runs.SAMPLED`) a validation every 2 steps with greedy replies to 3 validation
+    prompts. The golden losses, the resume, the replies and the planner checks all read it. Tests only
+    read it; one that would change it copies it first (`shutil.copytree`)."""
+    from runs import SAMPLED, cli, write_preset
 
     work = tmp_path_factory.mktemp("trained_run")
-    preset = write_preset(work / "golden.yaml", tiny_model_dir, tiny_dataset)
+    preset = write_preset(work / "golden.yaml", tiny_model_dir, tiny_dataset, train=SAMPLED)
     result = cli("train", str(preset), "--no-tui", cwd=work)
     assert result.returncode == 0, result.stdout + result.stderr
     return work / "runs" / "golden"

@@ -104,6 +104,11 @@ def write_dataset(path: Path, n: int = 96) -> Path:
     return path
 
 
+# Validation every 2 steps, each with greedy replies of up to 16 tokens to 3 validation prompts: the session's
+# trained run and the runs compared with it (2 ranks, resumed) use it, so their replies can be compared.
+SAMPLED = {"eval_every_n_steps": 2, "sample_generations": 3, "sample_max_new_tokens": 16}
+
+
 def write_preset(path: Path, model_dir: Path, dataset: Path, **sections: dict[str, Any]) -> Path:
     """A CPU fp32 LoRA preset; keyword arguments update its sections (train={...}, lora={...})."""
     preset: dict[str, Any] = {
@@ -142,3 +147,8 @@ def events(run_dir: Path) -> list[dict[str, Any]]:
 def step_losses(run_dir: Path) -> dict[int, float]:
     """The last logged loss of each step (a resumed run logs the steps after its checkpoint again)."""
     return {e["step"]: e["loss"] for e in events(run_dir) if e["event"] == "step"}
+
+
+def samples_by_step(run_dir: Path) -> dict[int, list[dict[str, Any]]]:
+    """The replies of the last ``samples`` event of each step (a resumed run writes a step's again)."""
+    return {e["step"]: e["samples"] for e in events(run_dir) if e["event"] == "samples"}

@@ -9,7 +9,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from runs import cli, events, step_losses, write_preset
+from runs import SAMPLED, cli, events, samples_by_step, step_losses, write_preset
 
 pytestmark = pytest.mark.slow
 
@@ -37,7 +37,9 @@ def test_killed_run_resumes_exactly(
     nproc: int,
 ) -> None:
     mb = 4 // nproc  # the same global batch as the uninterrupted trained run
-    preset = write_preset(tmp_path / "run.yaml", tiny_model_dir, tiny_dataset, train={"micro_batch_size": mb})
+    preset = write_preset(
+        tmp_path / "run.yaml", tiny_model_dir, tiny_dataset, train={"micro_batch_size": mb, **SAMPLED}
+    )
     run = tmp_path / "runs" / "run"
     killed = cli(
         "train",
@@ -59,6 +61,9 @@ def test_killed_run_resumes_exactly(
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     assert f"from {resumes_from}" in resumed.stdout
     assert step_losses(run) == pytest.approx(step_losses(trained_run), rel=1e-5)
+    # Validations with greedy replies before the kill and after the resume change nothing: the same
+    # losses and adapter bytes as the uninterrupted run, and the same replies at each step.
+    assert samples_by_step(run) == samples_by_step(trained_run)
     if nproc == 1:
         assert _final_bytes(run) == _final_bytes(trained_run), "resumed adapter must be bitwise identical"
     starts = [e for e in events(run) if e["event"] == "start"]
