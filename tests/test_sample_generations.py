@@ -3,6 +3,7 @@ leaves the model training, and the replies in the events are what `tunewiz chat 
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -19,33 +20,44 @@ from tunewiz.preset.schema import DataSection
 from tunewiz.text.prompt import PromptBuilder
 from tunewiz.text.tokenizer import load_tokenizer
 from tunewiz.train.distributed import DistEnv, apply_activation_checkpointing
-from tunewiz.train.sample_generations import SampleGenerations, sample_prompts
+from tunewiz.train.sample_generations import SampleGenerations, sample_prompts, validation_prompts
 
 ONE_RANK = DistEnv(rank=0, local_rank=0, world_size=1, device=torch.device("cpu"))
 
 
 def test_replies_to_chat_prompts_draw_no_random_number_and_keep_train_mode(
-    tiny_model_dir: Path, tiny_dataset: Path
+    tiny_model_dir: Path, tiny_dataset: Path, tmp_path: Path
 ) -> None:
     tok = load_tokenizer(tiny_model_dir)
     cfg = DataSection(path=str(tiny_dataset), max_seq_len=128, val_fraction=0.1)
-    _, val, stats = build_datasets(cfg, tok, seed=0, val_conversations=3)
+    _, val, stats = build_datasets(cfg, tok, seed=0)
+    prompts = validation_prompts(cfg, tok, stats.prompt, seed=0, count=3)
     builder = PromptBuilder(tok, stats.prompt)
-    prompts = sample_prompts(stats.val_conversations, builder, max_len=128)
     assert len(prompts) == 3
-    for prompt, sample in zip(prompts, val, strict=False):  # the first three validation samples
+    for prompt, sample in zip(prompts, val[:3], strict=True):  # the first three validation samples
         assert prompt.ids == builder.prompt_ids([{"role": "user", "content": prompt.prompt}])  # chat's
         ids, reference = reference_split(sample, set(tok.stop_ids))
         assert prompt.ids == ids and prompt.reference == tok.decode(reference)
-    unusable = (
+    unusable = [
         [{"role": "assistant", "content": "no prompt before me"}],
         [{"role": "user", "content": "no reply"}],
+        [{"role": "user", "content": "an empty reply"}, {"role": "assistant", "content": ""}],
         [
             {"role": "user", "content": "red " * 200},
             {"role": "assistant", "content": "longer than max_seq_len"},
         ],
-    )
-    assert sample_prompts((*unusable, *stats.val_conversations), builder, max_len=128) == prompts
+    ]
+    usable = [
+        [{"role": "user", "content": p.prompt}, {"role": "assistant", "content": p.reference}]
+        for p in prompts
+    ]
+    assert sample_prompts([*unusable, *usable], builder, max_len=128, count=2) == prompts[:2]
+    assert validation_prompts(cfg, tok, stats.prompt, seed=0, count=0) == []
+    text = tmp_path / "stories.jsonl"  # plain text has no prompts
+    text.write_text("".join(json.dumps({"text": f"story number {i}"}) + "\n" for i in range(10)))
+    text_cfg = DataSection(path=str(text), max_seq_len=128, val_fraction=0.2)
+    text_format = build_datasets(text_cfg, tok, seed=0)[2].prompt
+    assert validation_prompts(text_cfg, tok, text_format, seed=0, count=3) == []
 
     # LoRA with dropout 0.5 and non-zero B: a forward in train mode would draw random numbers and
     # change the replies. Activation checkpointing wraps the blocks as in training.
