@@ -12,7 +12,7 @@ from runs import cli, samples_by_step
 
 from tunewiz.data import build_datasets
 from tunewiz.inference.generate import SamplingParams, generate
-from tunewiz.inference.load import load_for_inference, prompt_builder_for
+from tunewiz.inference.load import load_for_inference, prompt_builder_for, resolve_from
 from tunewiz.inference.own_data import reference_split
 from tunewiz.lora.layer import apply_lora
 from tunewiz.models.loading import load_model
@@ -101,7 +101,8 @@ def test_replies_in_the_events_are_what_chat_says_at_that_step(trained_run: Path
     assert any(s["output"] for s in found[2])  # step 2 still rambles; later steps answer with eos at once
     params = SamplingParams(max_new_tokens=16)
     for step, samples in found.items():
-        loaded = load_for_inference(str(trained_run), step=f"step-{step}", device="cpu")
+        checkpoint = resolve_from(trained_run, f"step-{step}", command="chat")
+        loaded = load_for_inference(str(trained_run), device="cpu", checkpoint=checkpoint)
         builder, _ = prompt_builder_for(str(trained_run), loaded.tokenizer)
         tok = loaded.tokenizer
         for sample in samples:
