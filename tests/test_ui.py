@@ -585,6 +585,7 @@ def test_one_run_every_surface_shows_the_same_numbers(tmp_path: Path, trained_ru
         ],
         "peak memory": [
             re.search(r"\| mem ([\d.]+ [KMG]iB)", status).group(1),
+            re.search(r"rank 0 .*? ([\d.]+ [KMG]iB) of", dashboard).group(1),
             re.search(r"peak memory ([\d.]+ [KMG]iB) per rank", watched.stdout).group(1),
             re.search(r"\| Peak memory \| ([\d.]+ [KMG]iB)", card).group(1),
         ],

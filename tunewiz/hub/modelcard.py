@@ -53,7 +53,7 @@ class TrainingStats:
     """What the event log says about a run (None where it has no record).
 
     Args:
-        hardware: e.g. ``1 × NVIDIA GeForce RTX 4090`` or ``CPU (2 cores), 1 rank(s)``.
+        hardware: e.g. ``1 × NVIDIA GeForce RTX 4090`` or ``CPU (2 cores)``.
         device: ``cuda`` or ``cpu``.
         world_size: ranks of the last launch.
         steps: optimizer steps done.

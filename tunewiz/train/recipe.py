@@ -558,7 +558,7 @@ def _start_fields(ft: FineTune, resumed_from: Path | None) -> dict:
 def _hardware(env: tdist.DistEnv) -> str:
     if env.device.type == "cuda":
         return f"{env.world_size} × {torch.cuda.get_device_name(env.device)}"
-    return f"CPU ({os.cpu_count()} cores), {env.world_size} rank(s)"
+    return f"CPU ({os.cpu_count()} cores)"  # the ranks are in world_size
 
 
 def read_run_preset(run: RunDir) -> Preset:

@@ -84,8 +84,8 @@ class DashboardState:
     grad_norm: float | None = None
     tokens_per_s: float | None = None
     tokens_total: int | None = None
-    peak_memory_bytes: list[int] = field(default_factory=list)  # per rank, latest step of this launch
-    peak_memory_max: int | None = None  # the highest per-rank peak of any step, all launches
+    # Per rank: the highest of any logged step, all launches (a launch with another world size starts over).
+    peak_memory_bytes: list[int] = field(default_factory=list)
     losses: list[tuple[int, float]] = field(default_factory=list)  # (step, loss), non-finite ones too
     tokens_per_s_samples: list[float] = field(default_factory=list)  # first step of a launch left out
     first_step_time: float | None = None  # of this launch: steps/s is measured from here (no setup)
@@ -152,6 +152,11 @@ class DashboardState:
         """(step, loss) of the lowest finite validation loss."""
         finite = [(s, v) for s, v in self.val_losses if math.isfinite(v)]
         return min(finite, key=lambda sv: sv[1]) if finite else None
+
+    @property
+    def peak_memory_max(self) -> int | None:
+        """The run's peak memory: the highest of any rank at any logged step, all launches, in bytes."""
+        return max(self.peak_memory_bytes) if self.peak_memory_bytes else None
 
     @property
     def run_tokens_per_s(self) -> float | None:
@@ -290,7 +295,6 @@ def _apply_start(state: DashboardState, e: dict[str, Any]) -> None:
     state.launch_start_time = _float(e.get("time"))
     state.launch_elapsed = 0.0
     state.first_step = state.first_step_time = state.last_step_time = None
-    state.peak_memory_bytes = []
     # Steps after the resumed checkpoint are trained again: the new values replace the old ones.
     state.losses = [(s, v) for s, v in state.losses if s <= resumed_step]
     state.val_losses = [(s, v) for s, v in state.val_losses if s <= resumed_step]
@@ -321,9 +325,10 @@ def _apply_step(state: DashboardState, e: dict[str, Any]) -> None:
     state.grad_norm = _float(e.get("grad_norm"))
     state.tokens_per_s = _float(e.get("tokens_per_s"))
     state.tokens_total = e.get("tokens_total", state.tokens_total)
-    state.peak_memory_bytes = list(e.get("peak_memory_bytes") or [])
-    peaks = [p for p in (state.peak_memory_max, *state.peak_memory_bytes) if p is not None]
-    state.peak_memory_max = max(peaks) if peaks else None
+    peaks = [int(p) if p is not None else 0 for p in e.get("peak_memory_bytes") or []]
+    if len(peaks) == len(state.peak_memory_bytes):
+        peaks = [max(a, b) for a, b in zip(peaks, state.peak_memory_bytes, strict=True)]
+    state.peak_memory_bytes = peaks or state.peak_memory_bytes
     elapsed = _float(e.get("elapsed"))
     if elapsed is not None:
         state.launch_elapsed = max(state.launch_elapsed, elapsed)
