@@ -282,7 +282,7 @@ def test_bad_inputs_say_what_and_how(
     from tunewiz.export.gguf import export_gguf
 
     run, _ = build_run(tmp_path / "run", models["llama-sp"])
-    done = cli("export", str(run), "--format", "gguf", "--quant", "q4_0", cwd=tmp_path)
+    done = cli("export", str(run), "--quant", "q4_0", cwd=tmp_path)  # --format defaults to gguf
     assert done.returncode == 2
     assert (
         "error: --quant `q4_0` is not a GGUF type tunewiz writes" in done.stderr and "\nhint: " in done.stderr

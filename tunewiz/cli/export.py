@@ -19,14 +19,16 @@ QUANT_HELP = "f16, bf16, q8_0 (written directly), q4_k_m, q5_k_m, q6_k (through 
 def register(app: typer.Typer) -> None:
     app.command(
         "export",
-        epilog="Examples: `tunewiz export runs/tiny-lora --format gguf` (q8_0 into runs/tiny-lora/export/) "
-        "· `tunewiz export runs/tiny-lora --format gguf --quant q4_k_m --output ~/models/`",
+        epilog="Examples: `tunewiz export runs/tiny-lora` (GGUF, q8_0, into runs/tiny-lora/export/) "
+        "· `tunewiz export runs/tiny-lora --quant q4_k_m --output ~/models/`",
     )(export)
 
 
 def export(
     run_dir: Path = typer.Argument(..., help="A finished run directory, e.g. runs/tiny-lora."),
-    format: str = typer.Option(..., "--format", help="Output format: gguf (llama.cpp, Ollama, LM Studio)."),
+    format: str = typer.Option(
+        "gguf", "--format", help="Output format: gguf (llama.cpp, Ollama, LM Studio; the default)."
+    ),
     quant: str = typer.Option("q8_0", "--quant", help=QUANT_HELP),
     output: Path = typer.Option(
         None,
