@@ -277,3 +277,62 @@ def test_prepare_reports_bad_data_without_traceback(tmp_path: Path) -> None:
     assert out.returncode == 2 and "Traceback" not in out.stderr
     assert "error: row 2 of bad.jsonl: `instruction` is a int" in out.stderr
     assert list_entries(tmp_path / "cache") == []
+
+
+# --- the launcher prepares, the ranks map ------------------------------------------------------------
+
+
+def test_bad_data_stops_train_before_any_run_directory(tmp_path: Path, tiny_model_dir: Path) -> None:
+    from runs import cli, write_preset
+
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"instruction": "a", "output": "b"}\n' * 30 + '{"instruction": "a"}\n')
+    preset = write_preset(tmp_path / "bad.yaml", tiny_model_dir, bad)
+    out = cli("train", str(preset), "--no-tui", cwd=tmp_path, env={"TUNEWIZ_CACHE": str(tmp_path / "c")})
+    assert out.returncode == 2, out.stderr
+    assert "error: row 31 of bad.jsonl has no `response` field" in out.stderr
+    assert "Traceback" not in out.stderr and "rank" not in out.stderr
+    assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.slow
+def test_two_ranks_map_what_the_launcher_prepared_and_resume_reuses_it(
+    tmp_path: Path, tiny_model_dir: Path, tiny_dataset: Path
+) -> None:
+    from runs import TUNEWIZ, events, write_preset
+
+    cache = tmp_path / "cache"
+    env = {**ENV, "TUNEWIZ_CACHE": str(cache), "TMPDIR": str(tmp_path)}
+    preset = write_preset(tmp_path / "run.yaml", tiny_model_dir, tiny_dataset, train={"micro_batch_size": 2})
+    proc = subprocess.Popen(
+        [*TUNEWIZ, "train", str(preset), "--no-tui", "--nproc-per-node", "2"],
+        cwd=tmp_path,
+        env={**env, "TUNEWIZ_FAULT_KILL": "step@3"},  # killed after step 2's checkpoint
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    _, err = proc.communicate(timeout=600)
+    assert proc.returncode != 0, err
+    (entry,) = list_entries(cache)
+    meta = json.loads((entry.path / "meta.json").read_text())
+    assert meta["prepared_by"]["pid"] == proc.pid  # the launcher tokenized; the ranks only mapped
+    assert "preparing data: 100%" in err and "made" in err
+    run = tmp_path / "runs" / "run"
+    resumed = subprocess.run(
+        [*TUNEWIZ, "resume", str(run), "--no-tui", "--nproc-per-node", "2"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert resumed.returncode == 0, resumed.stderr
+    assert (
+        "preparing data" not in resumed.stderr and f"prepared entry {entry.key[:12]} found" in resumed.stderr
+    )
+    assert [e.key for e in list_entries(cache)] == [entry.key]
+    starts = [e for e in events(run) if e["event"] == "start"]
+    assert [s["step"] for s in starts] == [0, 2] and starts[1]["num_train_samples"] == meta["made_from"][
+        "samples"
+    ]["train"]

@@ -66,10 +66,13 @@ def resume(
         check_mergeable,
         lock_run,
         recorded_name,
+        run_prompt,
         torchrun_command,
     )
     from tunewiz.train.rendezvous import default_rdzv_id
     from tunewiz.train.resume import plan_resume
+    from tunewiz.ui.data_phase import prepare_data
+    from tunewiz.ui.live import choose_mode
 
     run = existing_run(run_dir, "resume")
     rdzv = rdzv_id or default_rdzv_id(recorded_name(run))
@@ -93,6 +96,8 @@ def resume(
             typer.echo(f"  changed {change}")
         if plan.changes and lock is not None:
             atomic_write_text(run.config, dump_preset(plan.preset))
+        recorded, legacy = run_prompt(run)  # the ranks map what this finds or prepares
+        prepare_data(plan.preset, mode=choose_mode(no_tui), prompt=recorded, legacy=legacy)
         argv = torchrun_command(run, topology, resume_from=plan.checkpoint)
         announce_nodes(topology, sys.argv[1:])
         code = start_run(run, argv, lock, no_tui=no_tui, detach=detach, topology=topology)

@@ -78,6 +78,8 @@ def train(
         torchrun_command,
     )
     from tunewiz.train.rendezvous import default_rdzv_id
+    from tunewiz.ui.data_phase import prepare_data
+    from tunewiz.ui.live import choose_mode
 
     overrides = list(set_) + ([f"device={device}"] if device else [])
     if report_to is not None:
@@ -92,6 +94,9 @@ def train(
         typer.echo(dump_preset(resolved))
         typer.echo(shlex.join(torchrun_command(run, topology)))
         return
+    # The data phase: every data error shows here, before a run directory or a rank exists; the
+    # ranks then map the prepared entry (tunewiz.data.prepared).
+    prepare_data(resolved, mode=choose_mode(no_tui))
     run = RunDir(run_dir or Path("runs") / resolved.name)
     lock = lock_run(run, topology, command=shlex.join(["tunewiz", *sys.argv[1:]]), doing="train into it")
     try:

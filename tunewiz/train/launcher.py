@@ -18,6 +18,7 @@ import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tunewiz.errors import TunewizError
 from tunewiz.preset.schema import Preset
@@ -25,6 +26,9 @@ from tunewiz.run.directory import RunDir
 from tunewiz.run.lock import RunLock, acquire_or_join
 from tunewiz.train.rendezvous import DEFAULT_TIMEOUT_S, check_rdzv_id, split_endpoint
 from tunewiz.train.stop import LAUNCHER_PID_ENV
+
+if TYPE_CHECKING:
+    from tunewiz.text.prompt import PromptFormat
 
 RECIPE_MODULE = "tunewiz.train.recipe"
 
@@ -274,6 +278,22 @@ def preflight(preset: Preset) -> None:
                 f"`{key}`: dataset file `{value}` does not exist",
                 hint="check the path (relative paths are from the current directory)",
             )
+
+
+def run_prompt(run: RunDir) -> tuple[PromptFormat | None, bool]:
+    """The prompt format a run's data is tokenized with: ``(recorded, legacy)`` for build_datasets and
+    tunewiz.data.prepared.
+
+    A run with a complete checkpoint reads its ``prompt.json`` back (``legacy`` when it has none: made
+    before the record existed). A fresh start decides anew, ``(None, False)``: a record left by a launch
+    that failed before its first checkpoint may predate a changed preset.
+    """
+    from tunewiz.text.prompt import read_prompt_record
+
+    if not run.complete_checkpoints():
+        return None, False
+    recorded = read_prompt_record(run.path)
+    return recorded, recorded is None
 
 
 def check_mergeable(preset: Preset, model_dir: Path) -> None:

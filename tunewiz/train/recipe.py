@@ -20,6 +20,7 @@ import os
 import sys
 import time
 import traceback
+from collections.abc import Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -28,7 +29,8 @@ import torch
 import yaml
 from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
-from tunewiz.data import Sample, build_datasets, collate, epoch_order
+from tunewiz.data import Sample, collate, epoch_order
+from tunewiz.data.prepared import prepare
 from tunewiz.data.samples import IGNORE_INDEX
 from tunewiz.errors import TunewizError
 from tunewiz.lora.layer import apply_lora
@@ -39,7 +41,7 @@ from tunewiz.preset.schema import Preset
 from tunewiz.run.directory import RunDir
 from tunewiz.run.events import EVENTS_VERSION, EventWriter, total_epochs
 from tunewiz.run.lock import hold_ranks_lock
-from tunewiz.text.prompt import read_prompt_record, write_prompt_record
+from tunewiz.text.prompt import write_prompt_record
 from tunewiz.text.tokenizer import load_tokenizer
 from tunewiz.tracking import open_tracking
 from tunewiz.train import distributed as tdist
@@ -47,6 +49,7 @@ from tunewiz.train import faults
 from tunewiz.train.batch_shape import BatchShape, Progress, StepBatches
 from tunewiz.train.checkpoint import load_checkpoint, save_checkpoint
 from tunewiz.train.export import export_final
+from tunewiz.train.launcher import run_prompt
 from tunewiz.train.optim import build_optimizer, build_scheduler, eager_step, steps_in_backward
 from tunewiz.train.peak_memory import peak_memory_bytes
 from tunewiz.train.sample_generations import SampleGenerations, validation_prompts
@@ -93,15 +96,14 @@ class FineTune:
         tokenizer = load_tokenizer(self.model_dir)
         self.pad_id = tokenizer.pad_id
         # The prompt format is decided when the run starts and recorded (prompt.json); a resumed run
-        # reads it back. A run with checkpoints but no record was made before the record existed: it
-        # continues with the rule it trained with.
-        # A fresh start (no checkpoint yet) decides anew: a record left by a launch that failed before
-        # its first checkpoint may predate a changed preset.
-        resuming = bool(run.complete_checkpoints())
-        recorded = read_prompt_record(run.path) if resuming else None
-        legacy = resuming and recorded is None
-        self.train_samples, self.val_samples, self.data_stats = build_datasets(
-            preset.data, tokenizer, seed=cfg.seed, prompt=recorded, legacy=legacy
+        # reads it back (tunewiz.train.launcher.run_prompt). The launcher prepared the data
+        # (tunewiz.data.prepared) before torchrun started: the ranks find the entry and map it.
+        recorded, legacy = run_prompt(run)
+        self.data = prepare(preset.data, tokenizer, seed=cfg.seed, prompt=recorded, legacy=legacy, workers=1)
+        self.train_samples, self.val_samples, self.data_stats = (
+            self.data.train,
+            self.data.val,
+            self.data.stats,
         )
         self.prompt_format = self.data_stats.prompt
         self.samples = SampleGenerations(
@@ -122,7 +124,7 @@ class FineTune:
                     "with the prompt rule it trained with (bos id before every sample, eos after every "
                     "reply), now recorded in prompt.json",
                 )
-        self.trained_tokens = [sum(label != IGNORE_INDEX for label in s.labels) for s in self.train_samples]
+        self.trained_tokens = self.train_samples.trained  # per sample (packed row)
         self.batches = StepBatches(
             BatchShape(cfg.micro_batch_size, cfg.grad_accum, env.world_size),
             len(self.train_samples),
@@ -189,7 +191,7 @@ class FineTune:
 
     # -- one optimizer step ------------------------------------------------------------------------
 
-    def _forward(self, indices: list[int], samples: list[Sample]) -> tuple[torch.Tensor, int, int]:
+    def _forward(self, indices: list[int], samples: Sequence[Sample]) -> tuple[torch.Tensor, int, int]:
         batch = {
             k: v.to(self.env.device) for k, v in collate([samples[i] for i in indices], self.pad_id).items()
         }
@@ -227,7 +229,7 @@ class FineTune:
         N is counted before any forward pass, so micro-batch 4 × accumulation 1 and micro-batch 1 ×
         accumulation 4 (same samples, see tunewiz.train.batch_shape) give the same ∇L up to float rounding.
         """
-        local = sum(self.trained_tokens[i] for mb in micro_batches for i in mb)
+        local = int(sum(self.trained_tokens[i] for mb in micro_batches for i in mb))
         total_tokens = int(
             tdist.all_reduce_sum(torch.tensor([local], dtype=torch.float64, device=self.env.device)).item()
         )
