@@ -336,3 +336,47 @@ def test_two_ranks_map_what_the_launcher_prepared_and_resume_reuses_it(
     assert [s["step"] for s in starts] == [0, 2] and starts[1]["num_train_samples"] == meta["made_from"][
         "samples"
     ]["train"]
+
+
+# --- eval and the planner reuse the entry ------------------------------------------------------------
+
+
+def test_eval_on_own_data_reuses_the_runs_entry(
+    tmp_path: Path, tiny_model_dir: Path, tiny_dataset: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from runs import write_preset
+
+    from tunewiz.data.prepared import remove_entry
+    from tunewiz.inference.own_data import own_samples
+    from tunewiz.preset.files import load_preset
+
+    cache = tmp_path / "cache"
+    path = write_preset(
+        tmp_path / "run.yaml", tiny_model_dir, tiny_dataset, data={"packing": True, "cache_dir": str(cache)}
+    )
+    preset, _ = load_preset(str(path))
+    tok = load_tokenizer(tiny_model_dir)
+    made = prepare(preset.data, tok, seed=preset.train.seed)
+    unpacked = preset.data.model_copy(update={"packing": False})
+    _, val, _ = build_datasets(unpacked, tok, seed=preset.train.seed, prompt=made.stats.prompt)
+    assert val and own_samples(preset, tok, made.stats.prompt, None) == val
+
+    def rebuilt(*args: object, **kwargs: object) -> None:
+        raise AssertionError("built again")
+
+    monkeypatch.setattr("tunewiz.data.build_datasets", rebuilt)
+    assert own_samples(preset, tok, made.stats.prompt, None) == val  # from the entry
+    remove_entry(cache, made.entry.name)
+    with pytest.raises(AssertionError, match="built again"):
+        own_samples(preset, tok, made.stats.prompt, None)
+
+
+def test_planner_lengths_come_from_the_prepared_entry(tmp_path: Path, tiny_model_dir: Path) -> None:
+    from tunewiz.data.prepared import prepared_lengths
+
+    path = _jsonl(tmp_path / "d.jsonl", _rows(80))
+    tok = load_tokenizer(tiny_model_dir)
+    assert prepared_lengths(str(path), tok, {}) is None
+    made = prepare(DataSection(path=str(path), packing=True), tok, seed=0)
+    assert list(prepared_lengths(str(path), tok, {})) == list(made.stats.lengths)
+    assert prepared_lengths(str(path), tok, {"prompt": "instruction"}) is None

@@ -6,7 +6,8 @@ An entry is a directory of flat numpy arrays, read with ``numpy.memmap`` (no cop
 - ``{split}.offsets`` (int64, samples + 1): where each sample starts in them;
 - ``{split}.rows`` (int64, rows + 1, packing only): which samples share a packed row
   (:func:`tunewiz.data.batching.pack_bounds`); positions and document ids follow from the offsets;
-- ``{split}.trained`` (int32): trained tokens per sample (per packed row), for the loss normalisation;
+- ``{split}.trained`` (int32): trained tokens per sample, for the loss normalisation; ``{split}.row_trained``
+  per packed row;
 - ``lengths`` (int32): the train samples' lengths before truncation, ascending (DataStats.lengths);
 - ``stats.json`` (the rest of DataStats) and ``meta.json`` (what the entry was made from, when, its size).
 
@@ -89,7 +90,7 @@ class PreparedSamples(Sequence[Sample]):
         self._labels = array("labels", np.int32)
         self._offsets = array("offsets", np.int64)
         self._rows = array("rows", np.int64) if packed else None
-        self.trained = array("trained", np.int32)
+        self.trained = array("row_trained" if packed else "trained", np.int32)
 
     def __len__(self) -> int:
         return len(self._rows if self._rows is not None else self._offsets) - 1
@@ -130,6 +131,10 @@ class Prepared:
     hit: bool
     seconds: float = 0.0  # time to find (hit) or make (miss) it
     meta: dict[str, Any] = field(default_factory=dict)
+
+    def unpacked(self, split: str) -> PreparedSamples:
+        """One split's samples before packing (``train`` or ``validation``): a packed entry keeps them."""
+        return PreparedSamples(self.entry, split, packed=False)
 
 
 # --- the key -----------------------------------------------------------------------------------------
@@ -558,13 +563,12 @@ def _tokenize_into(
         trained_per_sample = (
             np.add.reduceat(labels != -100, offsets[:-1]) if len(split_sizes) else offsets[:0]
         )
+        _write_array(tmp / f"{split}.trained", np.asarray(trained_per_sample, np.int32))
         if cfg.packing:
             rows = np.asarray(pack_bounds(split_sizes.tolist(), cfg.max_seq_len), np.int64)
             _write_array(tmp / f"{split}.rows", rows)
             per_row = np.add.reduceat(trained_per_sample, rows[:-1]) if len(rows) > 1 else rows[:0]
-            _write_array(tmp / f"{split}.trained", np.asarray(per_row, np.int32))
-        else:
-            _write_array(tmp / f"{split}.trained", np.asarray(trained_per_sample, np.int32))
+            _write_array(tmp / f"{split}.row_trained", np.asarray(per_row, np.int32))
         del labels
         joined[split] = np.concatenate(sources[split]) if sources[split] else np.zeros(0, np.int32)
     return counts, lengths, joined
@@ -612,6 +616,40 @@ def _open(entry: Path, *, hit: bool, seconds: float) -> Prepared:
         seconds,
         meta,
     )
+
+
+def prepared_lengths(path: str, tokenizer: Tokenizer, columns: dict[str, str]) -> Sequence[int] | None:
+    """The train samples' untruncated token lengths (ascending) of the most recently used entry made
+    from exactly this one dataset (same content, ``columns`` and ``template: auto``) with this
+    tokenizer, or None: the planner's length sample without tokenizing again.
+
+    Args:
+        path: ``data.path`` (one dataset).
+        tokenizer: the model's tokenizer.
+        columns: ``data.columns``.
+    """
+    import numpy as np
+
+    root = cache_root()
+    ident = _data_identity(path, "train", root)
+    if ident is None:
+        return None
+    digest = _tokenizer_digest(tokenizer, root)
+    for entry in list_entries(root):
+        try:
+            inputs = json.loads((entry.path / "meta.json").read_text(encoding="utf-8"))["inputs"]
+            (dataset,) = inputs["datasets"]
+        except (OSError, ValueError, KeyError):
+            continue
+        if (
+            dataset["content"] == ident
+            and (dataset["columns"] or {}) == columns
+            and inputs["tokenizer"] == digest
+            and inputs["settings"]["template"] == "auto"
+            and (entry.path / "lengths").stat().st_size
+        ):
+            return np.memmap(entry.path / "lengths", np.int32, "r")
+    return None
 
 
 # --- listing and clearing ----------------------------------------------------------------------------

@@ -27,6 +27,9 @@ from tunewiz.errors import TunewizError
 if TYPE_CHECKING:
     from tunewiz.data import Sample
     from tunewiz.inference.load import LoadedModel, StepCheckpoint
+    from tunewiz.preset.schema import Preset
+    from tunewiz.text.prompt import PromptFormat
+    from tunewiz.text.tokenizer import Tokenizer
 
 EXAMPLES = 3  # side-by-side examples kept in the results
 MAX_NEW_TOKENS = 64  # per generation; a reference longer than this is scored on what fits
@@ -149,7 +152,6 @@ def evaluate_own_data(
     Raises:
         TunewizError: not a run directory, no validation split without ``--data``, no scorable sample.
     """
-    from tunewiz.data import build_datasets
     from tunewiz.inference.load import base_model_only, load_for_inference, prompt_builder_for
     from tunewiz.preset.files import load_preset
     from tunewiz.run.directory import RunDir
@@ -163,13 +165,7 @@ def evaluate_own_data(
     preset, _ = load_preset(str(run.config))
     tuned = load_for_inference(target, device=device, checkpoint=checkpoint)
     builder, _warning = prompt_builder_for(target, tuned.tokenizer)
-    cfg = preset.data.model_copy(update={"packing": False})
-    if data is not None:
-        cfg = cfg.model_copy(
-            update={"path": data, "val_path": None, "val_fraction": 0.0, "max_samples": None}
-        )
-    train, val, _ = build_datasets(cfg, tuned.tokenizer, seed=preset.train.seed, prompt=builder.format)
-    samples = train if data is not None else val
+    samples = own_samples(preset, tuned.tokenizer, builder.format, data)
     where = data if data is not None else "the validation split"
     if not samples:
         raise TunewizError(
@@ -222,6 +218,46 @@ def evaluate_own_data(
         "limit": limit,
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
+
+
+def own_samples(preset: Preset, tokenizer: Tokenizer, prompt: PromptFormat, data: str | None) -> list[Sample]:
+    """The samples ``tunewiz eval`` scores, unpacked: the run's validation split, or every row of ``data``.
+
+    The validation split comes from the run's prepared entry when it is still in the cache (the
+    samples the run validated on, read with the base model's tokenizer the run trained with);
+    otherwise, and for ``data``, they are built here with ``tokenizer`` (the same tokens: the
+    prompt format is the run's).
+
+    Args:
+        preset: the run's preset.
+        tokenizer: the fine-tuned model's tokenizer.
+        prompt: the run's prompt format.
+        data: ``--data FILE``, or None for the validation split.
+    """
+    from tunewiz.data import build_datasets
+    from tunewiz.data.prepared import find
+    from tunewiz.models.loading import resolve_model_dir
+    from tunewiz.text.tokenizer import load_tokenizer
+
+    if data is None:
+        try:
+            base_tokenizer = load_tokenizer(resolve_model_dir(preset.model.path, preset.model.revision))
+        except TunewizError:  # the base model is gone: build with the run's own tokenizer
+            base_tokenizer = None
+        found = (
+            None
+            if base_tokenizer is None
+            else find(preset.data, base_tokenizer, seed=preset.train.seed, prompt=prompt)
+        )
+        if found is not None:
+            return list(found.unpacked("validation"))
+    cfg = preset.data.model_copy(update={"packing": False})
+    if data is not None:
+        cfg = cfg.model_copy(
+            update={"path": data, "val_path": None, "val_fraction": 0.0, "max_samples": None}
+        )
+    train, val, _ = build_datasets(cfg, tokenizer, seed=preset.train.seed, prompt=prompt)
+    return train if data is not None else val
 
 
 def write_own_data(

@@ -233,6 +233,15 @@ def sample_token_lengths(
             ),
             len(rows),
         )
+    from tunewiz.data.prepared import prepared_lengths
+
+    known = prepared_lengths(dataset, tokenizer, columns or {})
+    if known is not None:  # `tunewiz prepare` or a run tokenized this dataset already
+        return (
+            [int(n) for n in known],
+            f"measured with the tokenizer of {model.name} on {len(known)} rows (prepared data)",
+            len(rows),
+        )
     cfg = DataSection(
         path=dataset,
         columns=columns or {},
