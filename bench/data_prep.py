@@ -1,0 +1,271 @@
+"""Data preparation at scale (issue 16): today's in-memory path, the tokenizer library's own batch call,
+the first preparation (tunewiz.data.prepared), a cache hit, a rank's memory, and who tokenized.
+
+Generated Alpaca-style JSONL sets (instruction + output of random words, ~450 tokens a row with the
+tokenizer.json tokenizer), two tokenizers side by side: a byte-level BPE ``tokenizer.json`` (vocab 8000,
+trained here on the generated words, ChatML template) and the shipped SentencePiece one
+(``tunewiz/assets/tiny``). Every measurement runs in a fresh process with its own cache directory.
+
+- (a) today's path: ``build_datasets`` in one process (``--today-rows`` rows only, it is slow);
+- (b) the library alone: the same rows rendered by the run's template, then ``tokenizers``'
+  ``encode_batch`` / ``sentencepiece``'s ``encode(list, num_threads=-1)`` (encode time only);
+- (c) first preparation: ``prepare`` with every core (rows/s);
+- (d) cache hit: from calling ``prepare`` to the samples mapped, in a new process (tokenizer load
+  included; the interpreter start and imports not);
+- (e) a rank's memory: RSS and private (anonymous) RSS growth of a process that does what a rank does
+  with the data (map the entry, read the trained-token counts, make an epoch order, read a batch);
+- (f) with ``--ranks``: ``tunewiz train --nproc-per-node 2`` (1 step on the tiny model) on the smallest
+  set; how many processes made an entry (the launcher) and how many only mapped it.
+
+    python bench/data_prep.py --sizes 10000,100000,1000000 [--today-rows 10000] [--ranks] [--work DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+SP_DIR = REPO / "tunewiz" / "assets" / "tiny"
+
+
+def _words(n: int = 3000) -> list[str]:
+    rng = random.Random(1)
+    syllables = ["ka", "lo", "mi", "ne", "ru", "sa", "to", "vi", "pe", "do", "li", "ma", "zu", "chi", "ten"]
+    return sorted({"".join(rng.choice(syllables) for _ in range(rng.randint(1, 4))) for _ in range(n)})
+
+
+def write_rows(path: Path, n: int, words_per_row: int) -> None:
+    """``n`` Alpaca rows of random words: an instruction of ~1/8 of them, the output the rest."""
+    rng = random.Random(n)
+    vocab = _words()
+    with open(path, "w", encoding="utf-8") as f:
+        for _ in range(n):
+            k = rng.randint(words_per_row // 2, words_per_row * 3 // 2)
+            text = [rng.choice(vocab) for _ in range(k)]
+            split = max(1, k // 8)
+            row = {
+                "instruction": " ".join(text[:split]) + "?",
+                "input": "",
+                "output": " ".join(text[split:]) + ".",
+            }
+            f.write(json.dumps(row) + "\n")
+
+
+def build_json_tokenizer(out: Path) -> Path:
+    """A byte-level BPE tokenizer.json (vocab 8000) with a ChatML template, trained on the generated words."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+
+    out.mkdir(parents=True, exist_ok=True)
+    if (out / "tokenizer.json").is_file():
+        return out
+    specials = ["<|begin_of_text|>", "<|end_of_text|>", "<|im_start|>", "<|im_end|>"]
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=8000,
+        special_tokens=specials,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    rng = random.Random(0)
+    vocab = _words()
+    tok.train_from_iterator(
+        (" ".join(rng.choice(vocab) for _ in range(40)) for _ in range(5000)), trainer=trainer
+    )
+    bos = tok.token_to_id("<|begin_of_text|>")
+    tok.post_processor = processors.TemplateProcessing(
+        single="<|begin_of_text|> $A", special_tokens=[("<|begin_of_text|>", bos)]
+    )
+    tok.save(str(out / "tokenizer.json"))
+    chatml = (
+        "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] "
+        "+ '<|im_end|>' + '\\n' }}{% endfor %}{% if add_generation_prompt %}{{ "
+        "'<|im_start|>assistant\\n' }}{% endif %}"
+    )
+    config = {"bos_token": "<|begin_of_text|>", "eos_token": "<|end_of_text|>", "chat_template": chatml}
+    (out / "tokenizer_config.json").write_text(json.dumps(config))
+    return out
+
+
+# --- measurements, each in a child process -----------------------------------------------------------
+
+
+def _rss() -> tuple[int, int]:
+    """(VmRSS, RssAnon) of this process in bytes."""
+    fields = {}
+    for line in Path("/proc/self/status").read_text().splitlines():
+        key, _, value = line.partition(":")
+        if key in ("VmRSS", "RssAnon"):
+            fields[key] = int(value.split()[0]) * 1024
+    return fields["VmRSS"], fields["RssAnon"]
+
+
+def child(kind: str, tok_dir: str, data: str, rows: int) -> dict:
+    """One measurement (``kind``) in this process; returns its numbers."""
+    from tunewiz.data import build_datasets, plan_samples
+    from tunewiz.data.prepared import default_workers, prepare
+    from tunewiz.preset.schema import DataSection
+    from tunewiz.text.tokenizer import load_tokenizer
+
+    cfg = DataSection(path=data, max_seq_len=1024)
+    if kind == "rank":  # what FineTune does with the data, after the imports a rank has anyway
+        import numpy as np
+        import torch  # noqa: F401  (a rank has it loaded)
+
+        from tunewiz.data import epoch_order
+
+        tok = load_tokenizer(Path(tok_dir))
+        before = _rss()
+        started = time.perf_counter()
+        p = prepare(cfg, tok, seed=0)
+        seconds = time.perf_counter() - started
+        total = int(np.asarray(p.train.trained).sum())
+        order = epoch_order(len(p.train), epoch=0, seed=0, shuffle=True)
+        batch = [p.train[i] for i in order[:8]]
+        after = _rss()
+        return {
+            "hit": p.hit,
+            "seconds": seconds,
+            "rss": after[0] - before[0],
+            "anon": after[1] - before[1],
+            "tokens": total,
+            "batch": len(batch),
+        }
+    started = time.perf_counter()
+    tok = load_tokenizer(Path(tok_dir))
+    if kind == "today":
+        train, val, stats = build_datasets(cfg, tok, seed=0)
+        seconds = time.perf_counter() - started
+        return {"seconds": seconds, "rows": rows, "tokens_per_row": sum(stats.lengths) / len(stats.lengths)}
+    if kind in ("prepare", "hit"):
+        p = prepare(cfg, tok, seed=0)
+        seconds = time.perf_counter() - started
+        return {"seconds": seconds, "hit": p.hit, "workers": default_workers(), "bytes": p.meta["bytes"]}
+    if kind == "library":
+        plan = plan_samples(cfg, tok, seed=0)
+        from tunewiz.data.formats import row_to_messages
+
+        texts = [
+            plan.builder.render(row_to_messages(row, src.format, i, src.name), add_generation_prompt=False)
+            for i, row, src in plan.train_rows + plan.val_rows
+        ]
+        backend = tok._backend
+        started = time.perf_counter()
+        if hasattr(backend, "_tk"):
+            backend._tk.encode_batch(texts, add_special_tokens=False)
+        else:
+            backend._sp.encode(texts, num_threads=-1)
+        return {"seconds": time.perf_counter() - started, "rows": len(texts)}
+    raise ValueError(kind)
+
+
+def run_child(kind: str, tok_dir: Path, data: Path, rows: int, cache: Path) -> dict:
+    env = {**os.environ, "TUNEWIZ_CACHE": str(cache), "PYTHONPATH": str(REPO)}
+    out = subprocess.run(
+        [sys.executable, __file__, "--child", kind, str(tok_dir), str(data), str(rows)],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    if out.returncode != 0:
+        raise RuntimeError(out.stderr[-3000:])
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def ranks(work: Path, data: Path) -> str:
+    """`tunewiz train --nproc-per-node 2` for one step; who made the entry and who mapped it."""
+    cache = work / "cache-ranks"
+    env = {**os.environ, "TUNEWIZ_CACHE": str(cache), "PYTHONPATH": str(REPO)}
+    sets = ["data.max_seq_len=1024", "train.max_steps=1", "checkpoint.every_n_steps=1"]
+    argv = [sys.executable, "-m", "tunewiz", "train", "tiny-lora", "--no-tui", "--nproc-per-node", "2"]
+    argv += ["--run-dir", str(work / "run-ranks"), "--overwrite", "--set", f"data.path={data}"]
+    for s in sets:
+        argv += ["--set", s]
+    proc = subprocess.Popen(
+        argv, env=env, cwd=work, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    _, err = proc.communicate()
+    if proc.returncode != 0:
+        raise RuntimeError(err[-3000:])
+    from tunewiz.data.prepared import list_entries
+
+    made = [json.loads((e.path / "meta.json").read_text())["prepared_by"]["pid"] for e in list_entries(cache)]
+    by_launcher = sum(pid == proc.pid for pid in made)
+    return (
+        f"{len(made)} entry made, {by_launcher} of them by the launcher (pid {proc.pid}, with its pool of "
+        "workers); the 2 ranks mapped it and tokenized nothing"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--sizes", default="10000,100000,1000000")
+    parser.add_argument("--today-rows", type=int, default=10000)
+    parser.add_argument("--words", type=int, default=300, help="words per row on average (~450 BPE tokens)")
+    parser.add_argument("--tokenizers", default="json,sp")
+    parser.add_argument("--ranks", action="store_true")
+    parser.add_argument("--work", type=Path, default=None)
+    parser.add_argument("--child", nargs=4, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        kind, tok_dir, data, rows = args.child
+        print(json.dumps(child(kind, tok_dir, data, int(rows))))
+        return
+    work = args.work or Path(tempfile.mkdtemp(prefix="tunewiz-bench-data-"))
+    work.mkdir(parents=True, exist_ok=True)
+    sizes = [int(s) for s in args.sizes.split(",")]
+    files = {n: work / f"alpaca-{n}.jsonl" for n in {*sizes, args.today_rows}}
+    for n, path in files.items():
+        if not path.is_file():
+            write_rows(path, n, args.words)
+    tokenizers = {"tokenizer.json": build_json_tokenizer(work / "json-tok"), "SentencePiece": SP_DIR}
+    tokenizers = {k: v for k, v in tokenizers.items() if ("json" if "json" in k else "sp") in args.tokenizers}
+    print(f"work dir {work}; {os.cpu_count()} cores; load {os.getloadavg()[0]:.1f}")
+    print(
+        "| tokenizer | rows | tokens/row | (a) today rows/s | (b) library rows/s | (c) first prep rows/s | "
+        "(c)/(a) | (b)/(c) | (d) cache hit | (e) rank RSS / private growth | entry size |"
+    )
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for name, tok_dir in tokenizers.items():
+        today = run_child("today", tok_dir, files[args.today_rows], args.today_rows, work / "cache-today")
+        today_rate = args.today_rows / today["seconds"]
+        base_rank = None
+        for n in sizes:
+            cache = work / f"cache-{name}-{n}"
+            lib = run_child("library", tok_dir, files[n], n, cache)
+            first = run_child("prepare", tok_dir, files[n], n, cache)
+            hit = run_child("hit", tok_dir, files[n], n, cache)
+            rank = run_child("rank", tok_dir, files[n], n, cache)
+            base_rank = base_rank or rank
+            lib_rate, first_rate = n / lib["seconds"], n / first["seconds"]
+            mib = 2**20
+            if n == sizes[0]:
+                growth = f"{rank['rss'] / mib:.0f} / {rank['anon'] / mib:.0f} MiB (base)"
+            else:
+                rss, anon = rank["rss"] - base_rank["rss"], rank["anon"] - base_rank["anon"]
+                growth = f"+{rss / mib:.0f} / +{anon / mib:.0f} MiB"
+            print(
+                f"| {name} | {n:,} | {today['tokens_per_row']:.0f} | "
+                f"{today_rate:,.0f} (at {args.today_rows:,}) | {lib_rate:,.0f} | "
+                f"{first_rate:,.0f} ({first['workers']} workers) | {first_rate / today_rate:.1f}× | "
+                f"{lib_rate / first_rate:.2f}× | {hit['seconds']:.2f} s | {growth} | "
+                f"{first['bytes'] / mib:,.0f} MiB |",
+                flush=True,
+            )
+    if args.ranks:
+        print("(f)", ranks(work, files[sizes[0]]))
+
+
+if __name__ == "__main__":
+    main()
