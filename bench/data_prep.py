@@ -59,6 +59,15 @@ def write_rows(path: Path, n: int, words_per_row: int) -> None:
             f.write(json.dumps(row) + "\n")
 
 
+def write_text_rows(path: Path, n: int, words_per_row: int) -> None:
+    """``n`` plain-text rows of ``words_per_row`` random words (cheap to prepare: no template)."""
+    rng = random.Random(n)
+    vocab = _words()
+    with open(path, "w", encoding="utf-8") as f:
+        for _ in range(n):
+            f.write(json.dumps({"text": " ".join(rng.choice(vocab) for _ in range(words_per_row))}) + "\n")
+
+
 def build_json_tokenizer(out: Path) -> Path:
     """A byte-level BPE tokenizer.json (vocab 8000) with a ChatML template, trained on the generated words."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
@@ -168,10 +177,10 @@ def child(kind: str, tok_dir: str, data: str, rows: int) -> dict:
     raise ValueError(kind)
 
 
-def run_child(kind: str, tok_dir: Path, data: Path, rows: int, cache: Path) -> dict:
-    env = {**os.environ, "TUNEWIZ_CACHE": str(cache), "PYTHONPATH": str(REPO)}
+def run_child(kind: str, tok_dir: Path, data: Path, rows: int, cache: Path, code: Path = REPO) -> dict:
+    env = {**os.environ, "TUNEWIZ_CACHE": str(cache), "PYTHONPATH": str(code)}
     out = subprocess.run(
-        [sys.executable, __file__, "--child", kind, str(tok_dir), str(data), str(rows)],
+        [sys.executable, str(Path(__file__).resolve()), "--child", kind, str(tok_dir), str(data), str(rows)],
         env=env,
         capture_output=True,
         text=True,
@@ -215,6 +224,20 @@ def main() -> None:
     parser.add_argument("--words", type=int, default=300, help="words per row on average (~450 BPE tokens)")
     parser.add_argument("--tokenizers", default="json,sp")
     parser.add_argument("--ranks", action="store_true")
+    parser.add_argument(
+        "--today-code",
+        type=Path,
+        default=None,
+        help="a tunewiz source tree (e.g. `git archive d7a958e tunewiz`) whose build_datasets is (a) "
+        "too, to show the per-row speed work's effect",
+    )
+    parser.add_argument(
+        "--hit-rows",
+        type=int,
+        default=0,
+        help="also measure (d) and (e) on this many short plain-text rows (vs 10,000 of them), for a row "
+        "count too slow to prepare as Alpaca rows on this machine",
+    )
     parser.add_argument("--work", type=Path, default=None)
     parser.add_argument("--child", nargs=4, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -240,6 +263,14 @@ def main() -> None:
     for name, tok_dir in tokenizers.items():
         today = run_child("today", tok_dir, files[args.today_rows], args.today_rows, work / "cache-today")
         today_rate = args.today_rows / today["seconds"]
+        if args.today_code is not None:
+            old = run_child(
+                "today", tok_dir, files[args.today_rows], args.today_rows, work / "c", args.today_code
+            )
+            print(
+                f"{name}: (a) with {args.today_code}: {args.today_rows / old['seconds']:,.0f} rows/s; "
+                f"with this tree: {today_rate:,.0f} rows/s"
+            )
         base_rank = None
         for n in sizes:
             cache = work / f"cache-{name}-{n}"
@@ -263,6 +294,25 @@ def main() -> None:
                 f"{first['bytes'] / mib:,.0f} MiB |",
                 flush=True,
             )
+    if args.hit_rows:
+        tok_dir = next(iter(tokenizers.values()))
+        small, big = work / "text-10000.jsonl", work / f"text-{args.hit_rows}.jsonl"
+        for n, path in ((10000, small), (args.hit_rows, big)):
+            if not path.is_file():
+                write_text_rows(path, n, 12)
+        cache = work / "cache-hit-rows"
+        base = run_child("prepare", tok_dir, small, 10000, cache)
+        base_rank = run_child("rank", tok_dir, small, 10000, cache)
+        first = run_child("prepare", tok_dir, big, args.hit_rows, cache)
+        hit = run_child("hit", tok_dir, big, args.hit_rows, cache)
+        rank = run_child("rank", tok_dir, big, args.hit_rows, cache)
+        print(
+            f"plain-text rows ({args.hit_rows:,}): first preparation {first['seconds']:.0f} s "
+            f"({args.hit_rows / first['seconds']:,.0f} rows/s; 10,000 rows {base['seconds']:.1f} s); "
+            f"cache hit {hit['seconds']:.2f} s (a rank's prepare() call: {rank['seconds']:.2f} s); "
+            f"rank growth 10k → {args.hit_rows:,}: RSS +{(rank['rss'] - base_rank['rss']) / 2**20:.0f} MiB, "
+            f"private +{(rank['anon'] - base_rank['anon']) / 2**20:.0f} MiB"
+        )
     if args.ranks:
         print("(f)", ranks(work, files[sizes[0]]))
 
