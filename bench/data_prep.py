@@ -120,12 +120,19 @@ def _rss() -> tuple[int, int]:
 
 def child(kind: str, tok_dir: str, data: str, rows: int) -> dict:
     """One measurement (``kind``) in this process; returns its numbers."""
-    from tunewiz.data import build_datasets, plan_samples
-    from tunewiz.data.prepared import default_workers, prepare
+    from tunewiz.data import build_datasets
     from tunewiz.preset.schema import DataSection
     from tunewiz.text.tokenizer import load_tokenizer
 
     cfg = DataSection(path=data, max_seq_len=1024)
+    if kind == "today":  # also with an older tree (--today-code): only build_datasets
+        started = time.perf_counter()
+        train, val, stats = build_datasets(cfg, load_tokenizer(Path(tok_dir)), seed=0)
+        seconds = time.perf_counter() - started
+        return {"seconds": seconds, "rows": rows, "tokens_per_row": sum(stats.lengths) / len(stats.lengths)}
+    from tunewiz.data import plan_samples
+    from tunewiz.data.prepared import default_workers, prepare
+
     if kind == "rank":  # what FineTune does with the data, after the imports a rank has anyway
         import numpy as np
         import torch  # noqa: F401  (a rank has it loaded)
@@ -151,10 +158,6 @@ def child(kind: str, tok_dir: str, data: str, rows: int) -> dict:
         }
     started = time.perf_counter()
     tok = load_tokenizer(Path(tok_dir))
-    if kind == "today":
-        train, val, stats = build_datasets(cfg, tok, seed=0)
-        seconds = time.perf_counter() - started
-        return {"seconds": seconds, "rows": rows, "tokens_per_row": sum(stats.lengths) / len(stats.lengths)}
     if kind in ("prepare", "hit"):
         p = prepare(cfg, tok, seed=0)
         seconds = time.perf_counter() - started
