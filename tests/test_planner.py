@@ -4,6 +4,7 @@ agreement with a fake-tensor trace of the real step, and the `tunewiz plan` comm
 from __future__ import annotations
 
 import dataclasses
+import io
 import json
 import os
 import subprocess
@@ -226,6 +227,22 @@ def test_plan_cli_table() -> None:
     out = _plan_cli("--model", "llama-3.1-8b", "--gpus", "1", "--gpu-memory", "24GB")
     assert out.returncode == 0, out.stderr
     assert "predicted peak" in out.stdout and "verdict: fits" in out.stdout and "why:" in out.stdout
+
+
+def test_plan_reasons_wrap_under_their_bullet() -> None:
+    from rich.console import Console
+
+    from tunewiz.plan.hardware import describe
+    from tunewiz.plan.recommend import recommend
+    from tunewiz.plan.report import render_recommendation
+
+    console = Console(width=60, record=True, file=io.StringIO())
+    console.print(render_recommendation(recommend(describe(1, "8GB"), lookup("llama-3.1-8b"))))
+    lines = console.export_text().splitlines()
+    why = lines[lines.index("why:") + 1 :]
+    assert len(why) > len(recommend(describe(1, "8GB"), lookup("llama-3.1-8b")).reasons)  # some wrapped
+    for line in why:
+        assert line.startswith(("  • ", "    ", "what would fit:")) and not line.endswith(" "), line
 
 
 def test_plan_cli_json() -> None:

@@ -57,13 +57,29 @@ def render_recommendation(rec: Recommendation) -> Group:
         Text(title, style="bold"),
         table,
         Text(f"verdict: {rec.verdict.label}", style=style),
-        Text(f"  {rec.verdict.explain()}"),
+        _Hanging((rec.verdict.explain(),), first="  ", rest="  "),
     ]
     if rec.fits:
         parts.append(Text(f"grad_accum {rec.grad_accum} → global batch {rec.global_batch} sequences"))
-    parts.append(Text("why:"))
-    parts += [Text(f"  • {r}") for r in (*rec.reasons, *rec.plan.reasons)]
+    parts += [Text("why:"), _Hanging((*rec.reasons, *rec.plan.reasons))]
     if rec.alternatives:
-        parts.append(Text("what would fit:"))
-        parts += [Text(f"  • {a}") for a in rec.alternatives]
+        parts += [Text("what would fit:"), _Hanging(rec.alternatives)]
     return Group(*parts)
+
+
+class _Hanging:
+    """Paragraphs wrapped to the console with a hanging indent: the first line of each starts with
+    ``first`` (a bullet), the wrapped ones with ``rest``, and no line ends in spaces (a table grid would
+    pad every line to the widest)."""
+
+    def __init__(self, items: tuple[str, ...], first: str = "  • ", rest: str = "    ") -> None:
+        self.items, self.first, self.rest = items, first, rest
+
+    def __rich_console__(self, console, options):  # noqa: ANN001, ANN204 (Rich's protocol)
+        from rich.text import Text
+
+        width = max(20, options.max_width - len(self.rest))
+        for item in self.items:
+            for k, line in enumerate(Text(item).wrap(console, width)):
+                line.rstrip()
+                yield Text(self.first if k == 0 else self.rest) + line
