@@ -157,7 +157,7 @@ def test_misspelt_names_get_did_you_mean_and_a_working_setting(
     assert "did you mean" not in _error("nothing-like-it.jsonl").message
 
 
-@pytest.mark.parametrize("command", ["prepare"])
+@pytest.mark.parametrize("command", ["train", "prepare"])
 def test_cli_shows_the_error_and_hint_before_any_run(command: str, tmp_path: Path) -> None:
     from runs import cli
 
