@@ -207,6 +207,7 @@ def _read_csv(path: Path) -> list[dict[str, Any]]:
     separated (the separator that splits the header line into the most columns)."""
     # The csv module refuses fields over 131,072 characters by default; a long document is one field.
     csv.field_size_limit(max(csv.field_size_limit(), 2**31 - 1))
+    reader: csv.DictReader[str] | None = None
     try:
         with open(path, encoding="utf-8-sig", newline="") as f:
             header = f.readline()
@@ -226,9 +227,9 @@ def _read_csv(path: Path) -> list[dict[str, Any]]:
             columns = reader.fieldnames or []
     except UnicodeDecodeError:
         raise _not_utf8(path) from None
-    except csv.Error as exc:
+    except csv.Error as exc:  # e.g. Python 3.10's "line contains NUL"
         raise TunewizError(
-            f"{path.name} line {reader.line_num} is not valid CSV: {exc}",
+            f"{path.name} line {reader.line_num if reader else 1} is not valid CSV: {exc}",
             hint="save the file from the spreadsheet again as `CSV UTF-8`",
         ) from None
     if not rows:
