@@ -228,8 +228,9 @@ def _read_csv(path: Path) -> list[dict[str, Any]]:
     except UnicodeDecodeError:
         raise _not_utf8(path) from None
     except csv.Error as exc:  # e.g. Python 3.10's "line contains NUL"
+        line = reader.line_num if reader else 1
         raise TunewizError(
-            f"{path.name} line {reader.line_num if reader else 1} is not valid CSV: {exc}",
+            f"{path.name} line {line} is not valid CSV: {exc}",
             hint="save the file from the spreadsheet again as `CSV UTF-8`",
         ) from None
     if not rows:
