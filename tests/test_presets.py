@@ -141,7 +141,20 @@ def test_out_of_range_names_key_line_expectation_and_value(tmp_path: Path) -> No
     path = write(tmp_path, GOOD.replace("micro_batch_size: 2", "micro_batch_size: -1"))
     err = error_of(str(path))
     assert err.message == f"`train.micro_batch_size` in `{path}` line 11: expected an integer > 0, got `-1`"
-    assert err.hint == "Samples per rank per forward/backward."
+    assert err.hint == (
+        "write it as `micro_batch_size: 4` (an integer > 0): Samples per rank per forward/backward."
+    )
+
+
+def test_a_bad_value_hint_shows_an_accepted_value_where_it_was_typed() -> None:
+    # From `--set`: the hint is a `--set` that the same command accepts, then what the field is.
+    with pytest.raises(TunewizError) as info:
+        load_preset("tiny-lora", ["lora.rank=abc"])
+    assert info.value.hint.startswith("write it as `--set lora.rank=8` (an integer > 0): ")
+    override = info.value.hint.split("`")[1].removeprefix("--set ")
+    assert load_preset("tiny-lora", [override])[0].lora.rank == 8
+    # A list field takes one bare item as a one-item list, as it takes `a,b`.
+    assert load_preset("tiny-lora", ["lora.targets=q_proj"])[0].lora.targets == ["q_proj"]
 
 
 def test_wrong_type_names_expectation(tmp_path: Path) -> None:
@@ -322,7 +335,8 @@ def test_cli_unknown_key_exits_2_without_traceback(tmp_path: Path) -> None:
         f"error: unknown key `train.lerning_rate` in `{path}` line 10 (did you mean `lr`?)",
         "hint: valid keys in `train`: epochs, max_steps, micro_batch_size, grad_accum, lr, min_lr_ratio, "
         "weight_decay, betas, warmup_steps, schedule, max_grad_norm, seed, activation_checkpointing, "
-        "activation_offloading, optimizer, optimizer_in_backward, eval_every_n_steps, log_every_n_steps",
+        "activation_offloading, optimizer, optimizer_in_backward, eval_every_n_steps, log_every_n_steps, "
+        "sample_generations, sample_max_new_tokens",
     ]
 
 

@@ -12,6 +12,7 @@ from typing import Any, Literal, Union, get_args, get_origin
 import yaml
 from pydantic import BaseModel, ValidationError
 from pydantic.fields import FieldInfo
+from pydantic_core import PydanticUndefined
 
 from tunewiz.errors import TunewizError, did_you_mean
 from tunewiz.preset.schema import Preset
@@ -124,7 +125,11 @@ def _explain_one(
         suggestion = did_you_mean(str(err.get("input")), choices)
         return line, f"`{dotted}`{where} must be one of {', '.join(choices)}; got `{got}`{suggestion}", hint
     if field is not None and kind != "value_error":
-        return line, f"`{dotted}`{where}: expected {_expected(field)}, got `{got}`", hint
+        return (
+            line,
+            f"`{dotted}`{where}: expected {_expected(field)}, got `{got}`",
+            _typed_hint(field, dotted, str(loc[-1]), override),
+        )
     given = "" if kind == "value_error" else f", got `{got}`"
     return line, f"`{dotted}`{where}: {_strip_value_error(err['msg'])}{given}", hint
 
@@ -263,6 +268,31 @@ def _expected(field: FieldInfo) -> str:
     if ann is not field.annotation:
         text += " (or null)"
     return text
+
+
+def _typed_hint(field: FieldInfo, dotted: str, key: str, override: str | None) -> str:
+    """A hint that shows the value written the way it is accepted, where the user wrote it (a ``--set``
+    or the file), then what the field is: ``write it as `--set lora.rank=16` (an integer > 0): Rank r of
+    the low-rank update B·A.``"""
+    example = _example(field)
+    if example is None:
+        shown = f"{_expected(field)}"
+    elif override:
+        shown = f"`--set {dotted}={example}` ({_expected(field)})"
+    else:
+        shown = f"`{key}: {example}` ({_expected(field)})"
+    about = f": {field.description}" if field.description else ""
+    return f"write it as {shown}{about}"
+
+
+def _example(field: FieldInfo) -> str | None:
+    """A value the field accepts, as it would be typed: its default when it has one, else None."""
+    default = field.get_default(call_default_factory=True)
+    if default is None or default is PydanticUndefined:
+        return None
+    if isinstance(default, list | tuple):
+        return "[" + ",".join(_show(item) for item in default) + "]"
+    return _show(default)
 
 
 def _strip_value_error(msg: str) -> str:

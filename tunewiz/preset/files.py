@@ -221,7 +221,8 @@ def apply_overrides(data: dict[str, Any], overrides: list[str] | tuple[str, ...]
 
     Values are parsed as YAML (``1e-4``, ``true``, ``null``, ``[q_proj, v_proj]``), except that a
     string-typed key keeps the text as written (``name=2024`` stays ``"2024"``) and a list-typed key
-    also takes the comma form (``lora.targets=q_proj,v_proj`` is ``[q_proj, v_proj]``).
+    also takes the comma form (``lora.targets=q_proj,v_proj`` is ``[q_proj, v_proj]``, and
+    ``lora.targets=q_proj`` is ``[q_proj]``).
 
     Args:
         data: the preset as plain data (not modified).
@@ -243,8 +244,10 @@ def apply_overrides(data: dict[str, Any], overrides: list[str] | tuple[str, ...]
             ) from None
         if strip_optional(annotation) is str and value is not None and not isinstance(value, str):
             value = raw
-        if get_origin(strip_optional(annotation)) is list and isinstance(value, str) and "," in value:
-            value = [part.strip() for part in value.split(",") if part.strip()]  # `a,b` means `[a, b]`
+        if get_origin(strip_optional(annotation)) is list and isinstance(value, str):
+            value = [
+                part.strip() for part in value.split(",") if part.strip()
+            ]  # `a,b` is `[a, b]`, `a` `[a]`
         target = result
         for depth, key in enumerate(keys[:-1]):
             child = target.setdefault(key, {})
