@@ -308,3 +308,28 @@ def test_overwrite_empties_the_run_but_keeps_the_held_lock_file(
         assert not run.checkpoints.exists() and not run.events.exists() and run.config.is_file()
         assert (run.path / "lock").stat().st_ino == inode  # the very file this process holds
         assert probe(run).state == "held"
+
+
+def test_an_existing_run_gets_the_hint_that_fits_its_state(
+    tmp_path: Path, tiny_model_dir: Path, tiny_dataset: Path, trained_run: Path
+) -> None:
+    import shutil
+
+    from tunewiz.errors import TunewizError
+    from tunewiz.preset.files import load_preset
+    from tunewiz.train.launcher import prepare_run_dir
+
+    preset, _ = load_preset(str(write_preset(tmp_path / "again.yaml", tiny_model_dir, tiny_dataset)))
+    # A finished run has nothing to resume: use it or train it longer.
+    finished = shutil.copytree(trained_run, tmp_path / "finished")
+    with pytest.raises(TunewizError) as info:
+        prepare_run_dir(preset, finished, overwrite=False)
+    assert f"`tunewiz resume {finished} --set train.max_steps=N`" in info.value.hint
+    assert f"`tunewiz chat {finished}`" in info.value.hint and "--overwrite" in info.value.hint
+    # A run that stopped with a checkpoint is continued by resume.
+    stopped = RunDir(tmp_path / "stopped")
+    stopped.checkpoint(2).mkdir(parents=True)
+    stopped.events.write_text('{"event": "start"}\n')
+    with pytest.raises(TunewizError) as info:
+        prepare_run_dir(preset, stopped.path, overwrite=False)
+    assert info.value.hint.startswith(f"continue it with `tunewiz resume {stopped.path}`")

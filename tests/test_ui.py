@@ -405,6 +405,7 @@ def test_summary_names_the_hub_repo_after_the_run_directory(tmp_path: Path) -> N
     text = _summary(state, run)
     assert f"tunewiz push {run.path} --repo-id <your-user>/my-story" in text
     assert "<your-user>/tiny-lora" not in text
+    assert "✓ run my-story finished" in text  # the run's name, as failures name it
 
 
 def test_summary_of_a_stopped_and_a_failed_run(tmp_path: Path) -> None:

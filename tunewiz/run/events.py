@@ -3,7 +3,8 @@
 Every event has ``event`` (its kind) and ``time`` (Unix seconds). The kinds and their fields:
 
 ========== ==================================================================================
-start      events_version (:data:`EVENTS_VERSION`; absent before 2), run, model, method, device,
+start      events_version (:data:`EVENTS_VERSION`; absent before 2), run (the run directory's name),
+           preset (the preset's name), model, method, device,
            dtype, world_size, micro_batch_size, grad_accum, global_batch_size, total_steps,
            steps_per_epoch, epochs (:func:`total_epochs`; version 1 wrote ``train.epochs``), step (0,
            or the step resumed from), resumed_from (checkpoint path or null), planned_peak_bytes (or

@@ -352,11 +352,7 @@ def prepare_run_dir(preset: Preset, run_dir: Path | None, *, overwrite: bool) ->
     )
     if started:
         if not overwrite:
-            raise TunewizError(
-                f"run directory `{run.path}` already exists",
-                hint=f"continue it with `tunewiz resume {run.path}`, choose another with `--run-dir`, "
-                "or start over with `--overwrite`",
-            )
+            raise TunewizError(f"run directory `{run.path}` already exists", hint=_existing_run_hint(run))
         for child in run.path.iterdir():
             if child.name in LOCK_FILES:
                 continue
@@ -373,6 +369,21 @@ def prepare_run_dir(preset: Preset, run_dir: Path | None, *, overwrite: bool) ->
             hint="choose a writable place with `--run-dir`",
         ) from exc
     return run
+
+
+def _existing_run_hint(run: RunDir) -> str:
+    """What to do about a run directory that already holds a run: resume it when it can be resumed;
+    a finished one has nothing to resume, so use it or train it longer."""
+    from tunewiz.run.status import run_status
+
+    path = run.path
+    others = "choose another directory with `--run-dir`, or start over with `--overwrite`"
+    if run_status(run).phase == "finished":
+        return (
+            f"it is finished: use it (`tunewiz chat {path}`), train it longer "
+            f"(`tunewiz resume {path} --set train.max_steps=N`), or {others}"
+        )
+    return f"continue it with `tunewiz resume {path}`, or {others}"
 
 
 def launch(run: RunDir, argv: list[str], *, tui: bool, topology: Topology | None = None) -> int:

@@ -528,7 +528,8 @@ def _start_fields(ft: FineTune, resumed_from: Path | None) -> dict:
     plan = json.loads(ft.run.plan.read_text()) if ft.run.plan.is_file() else {}
     return dict(
         events_version=EVENTS_VERSION,
-        run=preset.name,
+        run=ft.run.path.name,  # what the user calls the run; the preset's name can differ (--run-dir)
+        preset=preset.name,
         model=preset.model.path,
         method=preset.method,
         device=ft.env.device.type,

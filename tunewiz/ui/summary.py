@@ -78,7 +78,7 @@ def print_summary(state: DashboardState, run_dir: RunDir, console: Console, *, r
             wrote no end, stop or error crashed.
     """
     run = str(run_dir.path)
-    name = state.run or run_dir.path.name
+    name = run_dir.path.name  # the run's name, as every message names it (not the preset's)
     out = Text()
     if state.launches == 0:
         code = f" (exit code {state.returncode})" if state.returncode not in (None, 0) else ""
