@@ -6,6 +6,7 @@ complete steps, and at the run's last step the same scores (eval --tasks), the s
 from __future__ import annotations
 
 import json
+import shlex
 import shutil
 import sys
 from pathlib import Path
@@ -62,24 +63,24 @@ def test_from_names_a_step_latest_or_final(trained_run: Path, tmp_path: Path) ->
 
 
 def test_hints_are_commands_that_work(trained_run: Path) -> None:
-    """Each command's error for an unknown step hints at itself with an existing step; the hinted chat
+    """Each command's error for an unknown step repeats the command as typed, every option kept
+    (`--limit` too) and `--from` replaced by an existing step, wherever it was given; the hinted chat
     runs."""
     cwd, run = trained_run.parent.parent, str(trained_run)
-    cases = {  # the command as typed (without --from) -> what its hint says to type
-        ("chat", run, "--prompt", PROMPT): f"tunewiz chat {run}",
-        ("chat", run, "--web"): f"tunewiz chat {run} --web",
-        ("eval", run, "--tasks", "story_qa"): f"tunewiz eval {run} --tasks story_qa",
-        ("push", run, "--repo-id", "alice/tiny", "--dry-run", "staged"): (
-            f"tunewiz push {run} --repo-id alice/tiny --dry-run staged"
-        ),
-        ("export", run, "--format", "gguf"): f"tunewiz export {run} --format gguf",
-    }
-    for args, command in cases.items():
-        done = cli(*args, "--from", "step-7", cwd=cwd)
+    typed = [  # as typed, without --from (each in the order the command declares its options)
+        ("chat", run, "--prompt", PROMPT, "--max-new-tokens", "4"),
+        ("chat", run, "--web"),
+        ("eval", run, "--tasks", "story_qa", "--limit", "5"),
+        ("eval", run, "--limit", "5"),
+        ("push", run, "--repo-id", "alice/tiny", "--merged", "--dry-run"),
+        ("export", run, "--format", "gguf", "--quant", "f16"),
+    ]
+    for args in typed:
+        done = cli(*args[:2], "--from", "step-7", *args[2:], cwd=cwd)
         assert done.returncode == 2, (args, done.stderr)
         assert "error: " in done.stderr and "complete ones: step-2, step-4, step-6" in done.stderr, args
-        assert f"hint: `{command} --from step-6`" in done.stderr, (args, done.stderr)
-    hinted = cli("chat", run, "--from", "step-6", "--prompt", PROMPT, "--max-new-tokens", "4", cwd=cwd)
+        assert f"hint: `{shlex.join(['tunewiz', *args])} --from step-6`" in done.stderr, (args, done.stderr)
+    hinted = cli("chat", run, "--prompt", PROMPT, "--max-new-tokens", "4", "--from", "step-6", cwd=cwd)
     assert hinted.returncode == 0 and "step-6 (LoRA rank 4)" in hinted.stderr, hinted.stderr
 
 

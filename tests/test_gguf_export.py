@@ -322,7 +322,7 @@ def test_push_gguf_uploads_it_beside_the_weights_and_the_card_says_how_to_run_it
     staged = tmp_path / "staged"
     # No GGUF yet: push exports the default q8_0 first and says so.
     done = cli(
-        "push", str(run), "--repo-id", "you/tiny-gguf", "--gguf", "--dry-run", str(staged), cwd=tmp_path
+        "push", str(run), "--repo-id", "you/tiny-gguf", "--gguf", "--dry-run-dir", str(staged), cwd=tmp_path
     )
     assert done.returncode == 0, done.stderr
     assert "had no GGUF: wrote `" in done.stderr and "(q8_0) with `tunewiz export`" in done.stderr

@@ -268,6 +268,30 @@ def test_dry_run_refuses_a_non_empty_folder_and_an_unfinished_run(run: dict, tmp
         stage_push(run["run_dir"], tmp_path / "out", repo_id="just-a-name")
 
 
+def test_dry_run_is_a_flag_that_takes_no_option_after_it(
+    run: dict, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`--dry-run` before `--repo-id` no longer swallows it: it stages into RUN/push-dry-run/, and a second
+    dry run replaces that folder; `--dry-run-dir DIR` stages elsewhere and refuses a non-empty DIR."""
+    copy = Path(shutil.copytree(run["run_dir"], tmp_path / "runs" / "copy"))
+    code, out, output = _invoke(["push", str(copy), "--dry-run", "--repo-id", "alice/tiny"], capsys)
+    staged = copy / "push-dry-run"
+    assert code == 0, output
+    assert out.strip() == str(staged) and "alice/tiny" in (staged / "README.md").read_text()
+    (staged / "stale.txt").write_text("from an earlier dry run")
+    code, _, output = _invoke(["push", str(copy), "--dry-run", "--repo-id", "bob/tiny", "--merged"], capsys)
+    assert code == 0, output
+    assert not (staged / "stale.txt").exists() and "bob/tiny" in (staged / "README.md").read_text()
+    assert "model.safetensors" in os.listdir(staged) and not list(copy.glob(".push-dry-run*"))
+
+    mine = tmp_path / "mine"
+    code, out, output = _invoke(["push", str(copy), "--dry-run-dir", str(mine), "--repo-id", "a/b"], capsys)
+    assert code == 0 and out.strip() == str(mine) and (mine / "README.md").is_file(), output
+    code, _, output = _invoke(["push", str(copy), "--dry-run-dir", str(mine), "--repo-id", "a/b"], capsys)
+    assert code == 2 and f"`{mine}` already exists and is not empty" in output
+    assert "hint: pass a new or empty directory to `--dry-run-dir`" in output
+
+
 # --- push at the HfApi boundary ------------------------------------------------------------------
 
 
@@ -401,7 +425,7 @@ def test_push_without_a_token(
     assert "error: no Hugging Face token: pushing needs one with write access" in output
     assert "hint: `hf auth login` (or set `HF_TOKEN`)" in output
     code, _, output = _invoke(
-        ["push", str(run["run_dir"]), "--repo-id", "alice/tiny", "--dry-run", str(tmp_path / "d")], capsys
+        ["push", str(run["run_dir"]), "--repo-id", "alice/tiny", "--dry-run-dir", str(tmp_path / "d")], capsys
     )
     assert code == 0, output  # a dry run needs no token
 

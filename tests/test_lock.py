@@ -195,7 +195,7 @@ def test_train_resume_chat_and_push_refuse_a_live_run(
         ("train", str(preset), "--overwrite"),
         ("resume", rel),
         ("chat", rel, "--prompt", "hi"),
-        ("push", rel, "--repo-id", "you/live", "--dry-run", str(tmp_path / "staged")),
+        ("push", rel, "--repo-id", "you/live", "--dry-run"),
     ):
         result = _cli(*args, *(["--no-tui"] if args[0] in ("train", "resume") else []), cwd=tmp_path)
         err = result.stderr

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from tunewiz.cli.options import DeviceOpt, FromOpt
+from tunewiz.cli.options import DeviceOpt, FromOpt, typed_command
 from tunewiz.errors import TunewizError
 
 if TYPE_CHECKING:
@@ -84,6 +84,7 @@ def register(app: typer.Typer) -> None:
 
 
 def chat(
+    ctx: typer.Context,
     target: str = typer.Argument(
         ..., help="A run directory, a model directory, `tunewiz:NAME`, or a Hub id in the local cache."
     ),
@@ -149,7 +150,7 @@ def chat(
 
     from tunewiz.inference.load import resolve_from
 
-    checkpoint = resolve_from(target, from_, command=f"tunewiz chat {target}" + (" --web" if web else ""))
+    checkpoint = resolve_from(target, from_, command=typed_command(ctx))
     if web:
         _web(
             target,

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from tunewiz.cli.options import DeviceOpt, FromOpt
+from tunewiz.cli.options import DeviceOpt, FromOpt, typed_command
 
 if TYPE_CHECKING:
     from rich.table import Table
@@ -65,6 +65,7 @@ def _fmt(value: float | None) -> str:
 
 
 def eval_command(
+    ctx: typer.Context,
     target: str = typer.Argument(
         ..., help="Run directory, model directory, `tunewiz:NAME`, or a Hub id in the local cache."
     ),
@@ -125,10 +126,7 @@ def eval_command(
         from tunewiz.models.loading import resolve_model_dir
 
         resolve_model_dir(target)
-    command = f"tunewiz eval {target}" + (f" --tasks {','.join(names)}" if names else "")
-    if include_path is not None:
-        command += f" --include-path {include_path}"
-    checkpoint = resolve_from(target, from_, command=command)
+    checkpoint = resolve_from(target, from_, command=typed_command(ctx))
     if (
         names is None
         and Path(target, "config.yaml").is_file()

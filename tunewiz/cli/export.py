@@ -8,7 +8,7 @@ from pathlib import Path
 
 import typer
 
-from tunewiz.cli.options import FromOpt
+from tunewiz.cli.options import FromOpt, typed_command
 from tunewiz.errors import TunewizError
 
 FORMATS = ("gguf",)
@@ -25,6 +25,7 @@ def register(app: typer.Typer) -> None:
 
 
 def export(
+    ctx: typer.Context,
     run_dir: Path = typer.Argument(..., help="A finished run directory, e.g. runs/tiny-lora."),
     format: str = typer.Option(
         "gguf", "--format", help="Output format: gguf (llama.cpp, Ollama, LM Studio; the default)."
@@ -52,8 +53,7 @@ def export(
             f"--format `{format}` is not supported; tunewiz exports {', '.join(FORMATS)}",
             hint="use `--format gguf`; `final/` already holds Hugging Face safetensors for everything else",
         )
-    command = f"tunewiz export {run_dir} --format {format}" + (f" --quant {quant}" if quant != "q8_0" else "")
-    checkpoint = resolve_from(run_dir, from_, command=command)
+    checkpoint = resolve_from(run_dir, from_, command=typed_command(ctx))
     what = f"{run_dir} ({checkpoint.name})" if checkpoint else str(run_dir)
     print(f"exporting {what} as GGUF ({quant}) ...", file=sys.stderr)
     result = export_gguf(run_dir, quant=quant, output=output, checkpoint=checkpoint)

@@ -7,6 +7,7 @@ typer is imported here: this module is on `tunewiz --help`'s import path.
 
 from __future__ import annotations
 
+import shlex
 from typing import Annotated
 
 import typer
@@ -31,6 +32,7 @@ FromOpt = Annotated[
         rich_help_panel=MODEL_PANEL,
     ),
 ]
+
 # `train`: the same choice, given on the command line instead of the preset's `device`.
 DeviceOverrideOpt = Annotated[
     str | None,
@@ -101,3 +103,40 @@ DetachOpt = Annotated[
         rich_help_panel=LAUNCH_PANEL,
     ),
 ]
+
+
+def typed_command(ctx: typer.Context, *, leave_out: str = "from_") -> str:
+    """The command as the user typed it, for a hint that repeats it with one option changed.
+
+    ``tunewiz``, the command, its arguments, then every option given on the command line (options left
+    at their defaults are not repeated), shell-quoted so that it can be pasted back. Options come in the
+    order the command declares them, each under its long name; the one named ``leave_out`` is left out,
+    for the hint to add its own value (``resolve_from`` adds ``--from step-N``).
+
+    Args:
+        ctx: the running command's context (a ``ctx: typer.Context`` parameter of the command).
+        leave_out: the parameter name (the Python one, e.g. ``from_``) to leave out.
+    """
+    words = ["tunewiz", *ctx.command_path.split()[1:]]
+    options: list[str] = []
+    for param in ctx.command.params:
+        source = ctx.get_parameter_source(param.name) if param.name else None
+        if param.name == leave_out or source is None or source.name != "COMMANDLINE":
+            continue
+        value = ctx.params[param.name]
+        values = list(value) if getattr(param, "multiple", False) else [value]
+        if param.param_type_name == "argument":
+            words += [str(v) for v in values]
+        elif getattr(param, "is_flag", False):
+            options.append(
+                _long(param.opts) if value or not param.secondary_opts else _long(param.secondary_opts)
+            )
+        else:
+            for v in values:
+                options += [_long(param.opts), str(v)]
+    return shlex.join(words + options)
+
+
+def _long(names: list[str]) -> str:
+    """An option's long spelling (``--limit`` rather than ``-l``)."""
+    return next((name for name in names if name.startswith("--")), names[0])

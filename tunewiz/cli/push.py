@@ -6,18 +6,19 @@ from pathlib import Path
 
 import typer
 
-from tunewiz.cli.options import FromOpt
+from tunewiz.cli.options import FromOpt, typed_command
 
 
 def register(app: typer.Typer) -> None:
     app.command(
         "push",
-        epilog="Example: `tunewiz push runs/tiny-lora --repo-id you/tiny-lora --dry-run staged/` "
-        "(look at staged/README.md), then drop `--dry-run`.",
+        epilog="Example: `tunewiz push runs/tiny-lora --repo-id you/tiny-lora --dry-run` "
+        "(look at runs/tiny-lora/push-dry-run/README.md), then drop `--dry-run`.",
     )(push)
 
 
 def push(
+    ctx: typer.Context,
     run_dir: Path = typer.Argument(..., help="A finished run directory, e.g. runs/tiny-lora."),
     repo_id: str = typer.Option(..., "--repo-id", help="The Hub repository: `USER/NAME` or `ORG/NAME`."),
     adapter: bool = typer.Option(
@@ -35,11 +36,17 @@ def push(
     license: str = typer.Option(
         None, "--license", help="License id for the card (default: the base model's)."
     ),
-    dry_run: Path = typer.Option(
-        None,
+    dry_run: bool = typer.Option(
+        False,
         "--dry-run",
+        help="Write the folder that would be uploaded, model card included, to RUN/push-dry-run/ "
+        "(RUN/push-dry-run-step-N/ with `--from step-N`; each dry run replaces its own); upload nothing.",
+    ),
+    dry_run_dir: Path = typer.Option(
+        None,
+        "--dry-run-dir",
         metavar="DIR",
-        help="Write the folder that would be uploaded to DIR; upload nothing.",
+        help="Write the dry run's folder to DIR (new or empty) instead; implies `--dry-run`.",
     ),
     from_: FromOpt = None,
 ) -> None:
@@ -61,27 +68,26 @@ def push(
             "`--adapter` and `--merged` exclude each other", hint="pick one (or neither for the default)"
         )
     kind = "adapter" if adapter else "merged" if merged else None
-    command = (
-        f"tunewiz push {run_dir} --repo-id {repo_id}"
-        + (f" --{kind}" if kind else "")
-        + (f" --dry-run {dry_run}" if dry_run is not None else "")
-    )
-    checkpoint = resolve_from(run_dir, from_, command=command)
+    checkpoint = resolve_from(run_dir, from_, command=typed_command(ctx))
 
     def report(staged: StagedFolder) -> None:
         for warning in staged.warnings:
             print(f"warning: {warning}", file=sys.stderr)
         print(f"{staged.kind}: {', '.join(staged.files)}", file=sys.stderr)
 
-    if dry_run is not None:
+    if dry_run or dry_run_dir is not None:
+        from tunewiz.run.directory import RunDir
+
+        default = RunDir(run_dir).push_dry_run(step=checkpoint.step if checkpoint else None)
         staged = stage_push(
             run_dir,
-            dry_run,
+            dry_run_dir if dry_run_dir is not None else default,
             repo_id=repo_id,
             kind=kind,
             license=license,
             gguf=gguf,
             checkpoint=checkpoint,
+            replace=dry_run_dir is None,
         )
         report(staged)
         print(f"dry run: nothing uploaded; `{staged.path / 'README.md'}` is the model card", file=sys.stderr)

@@ -19,7 +19,7 @@ def write_token() -> str:
     if not token:
         raise TunewizError(
             "no Hugging Face token: pushing needs one with write access",
-            hint=f"{LOGIN_HINT}; `tunewiz push --dry-run DIR` writes the folder without one",
+            hint=f"{LOGIN_HINT}; or add `--dry-run` to write the folder without uploading it",
             exit_code=1,
         )
     return token

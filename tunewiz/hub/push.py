@@ -181,6 +181,7 @@ def stage_push(
     license: str | None = None,
     gguf: bool = False,
     checkpoint: StepCheckpoint | None = None,
+    replace: bool = False,
 ) -> StagedFolder:
     """Write the folder that ``tunewiz push`` uploads: weights, tokenizer, ``README.md``, ``loss.png``, badge.
 
@@ -188,7 +189,7 @@ def stage_push(
 
     Args:
         run_dir: a finished run directory.
-        out_dir: the folder to create; must not exist or be empty.
+        out_dir: the folder to create; must not exist or be empty, unless ``replace``.
         repo_id: ``user/name`` the card's usage snippets name.
         kind: ``adapter`` (the PEFT adapter) or ``merged``; None picks the adapter when there is one.
         license: license id for the card; None takes the base model's from the catalog.
@@ -197,10 +198,12 @@ def stage_push(
         checkpoint: a step checkpoint of the run to publish instead of ``final/``: its adapter or
             merged weights are exported as ``final/`` would hold them (:func:`export_step`), and the
             card names the step.
+        replace: ``out_dir`` is tunewiz's own (``RUN/push-dry-run/``): a previous staged folder there
+            is replaced once the new one is complete.
 
     Raises:
         TunewizError: the run is unfinished, lacks the asked-for weights (or GGUF), or ``out_dir`` is
-            not empty.
+            not empty (and not ``replace``).
     """
     from tunewiz.export.merged import export_step
     from tunewiz.preset.files import load_preset
@@ -212,10 +215,11 @@ def stage_push(
     else:
         kind = _step_kind(load_preset(str(run.config))[0].method, kind, checkpoint)
     out_dir = Path(out_dir)
-    if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
+    if not replace and out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
         raise TunewizError(
             f"`{out_dir}` already exists and is not empty; the staged folder would mix with it",
-            hint="pass a new or empty directory to `--dry-run`",
+            hint="pass a new or empty directory to `--dry-run-dir`, or leave it out (`--dry-run` alone "
+            "writes RUN/push-dry-run/)",
         )
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
@@ -226,7 +230,7 @@ def stage_push(
             final = export_step(
                 checkpoint, staging / "export", adapter=kind == "adapter", merged=kind == "merged"
             )
-        return _stage(run, final, staging, out_dir, repo_id, kind, license, gguf, checkpoint)
+        return _stage(run, final, staging, out_dir, repo_id, kind, license, gguf, checkpoint, replace)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 
@@ -241,8 +245,10 @@ def _stage(
     license: str | None,
     gguf: bool,
     checkpoint: StepCheckpoint | None,
+    replace: bool,
 ) -> StagedFolder:
-    """Fill ``staging/repo`` from ``final`` and the run, and rename it to ``out_dir``."""
+    """Fill ``staging/repo`` from ``final`` and the run, and rename it to ``out_dir`` (replacing a
+    previous one there when ``replace``)."""
     from tunewiz.hub.modelcard import read_card_facts, render_model_card
 
     files = _files_to_stage(final, kind)
@@ -267,7 +273,9 @@ def _stage(
         _place(run.loss_plot, repo / "loss.png")
     shutil.copy2(BADGE_ASSET, repo / BADGE_FILE)
     (repo / "README.md").write_text(card, encoding="utf-8")
-    if out_dir.exists():
+    if replace and out_dir.is_dir():
+        shutil.rmtree(out_dir)
+    elif out_dir.exists():
         out_dir.rmdir()
     repo.rename(out_dir)
     notes = (*warnings, *([gguf_note] if gguf_note else []))

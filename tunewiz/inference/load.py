@@ -225,8 +225,9 @@ def resolve_from(target: str | Path, value: str | None, *, command: str) -> Step
     Args:
         target: what the command was pointed at.
         value: the ``--from`` value, or None.
-        command: the command as typed, without ``--from`` (``tunewiz chat runs/x``); hints complete it
-            into a command that works.
+        command: the command as typed, every option kept but ``--from`` (``tunewiz chat runs/x
+            --prompt Hi``; :func:`tunewiz.cli.options.typed_command` builds it); hints complete it into a
+            command that works.
 
     Raises:
         TunewizError: ``target`` is not a run directory, the value is not a checkpoint name, the run

@@ -13,6 +13,7 @@ Layout::
                            tokenizer files, README.md (model card)
       loss.png             training and validation loss
       eval/results.json    lm-eval results
+      push-dry-run/        what `tunewiz push --dry-run` would upload (push-dry-run-step-N/: --from)
       trackers.json        the experiment tracker runs of this run (tunewiz.tracking), for resume/eval
       tensorboard/         TensorBoard event files (output.report_to: [tensorboard])
       lock, lock.json      the launcher's lock and who holds it (tunewiz.run.lock)
@@ -89,6 +90,15 @@ class RunDir:
         step_part = f"-step-{step}" if step is not None else ""
         limit_part = f"-limit-{limit}" if limit else ""
         return self.eval_results.with_name(f"results{step_part}{limit_part}.json")
+
+    def push_dry_run(self, *, step: int | None = None) -> Path:
+        """Where ``tunewiz push --dry-run`` stages the folder it would upload: ``push-dry-run/`` for the
+        final weights, ``push-dry-run-step-N/`` for step checkpoint N (each dry run replaces its own).
+
+        Args:
+            step: the step checkpoint staged (``--from step-N``), or None for ``final/``.
+        """
+        return self.path / ("push-dry-run" + (f"-step-{step}" if step is not None else ""))
 
     @property
     def trackers(self) -> Path:
