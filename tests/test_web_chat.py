@@ -223,7 +223,11 @@ def test_stop_ends_a_long_generation(tmp_path: Path) -> None:
         stopped = _bot_texts(page)[-1]
         page.wait_for_timeout(2000)
         assert _bot_texts(page)[-1] == stopped  # nothing more arrives after stop
-        assert "done" not in page.inner_text("#prompt-info")
+        assert page.inner_text("#prompt-info").endswith("· stopped")
+        # The model is free again: the next message is answered at once, after the kept partial reply.
+        _fill_slider(page, "max-new-tokens", 4)
+        _ask(page, "Hello")
+        assert len(_bot_texts(page)) == 2 and _bot_texts(page)[0] == stopped
 
 
 def test_compare_mode_shows_base_and_tuned_side_by_side(page, demo_run: Path) -> None:  # noqa: ANN001

@@ -17,7 +17,7 @@ from __future__ import annotations
 import html
 import threading
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -60,6 +60,38 @@ class WebChat:
     about: str = ""
     base: LoadedModel | None = None
     compare_refusal: str | None = None
+    # The stop flag of the generation running for each page session (Gradio's session hash).
+    _stops: dict[str, threading.Event] = field(default_factory=dict, repr=False)
+
+    def begin(self, session: str) -> threading.Event:
+        """A fresh stop flag for the generation that starts now on page session ``session``; Stop sets it.
+
+        Args:
+            session: the page session's key (``gr.Request.session_hash``).
+        """
+        flag = threading.Event()
+        self._stops[session] = flag
+        return flag
+
+    def stop(self, session: str) -> None:
+        """Ask the generation running on page session ``session`` to end at its next token.
+
+        The generator then returns by itself with its last update (the partial reply, kept as a turn),
+        which frees the page's one-at-a-time queue at once. Cancelling the event from Gradio instead
+        dropped updates the page state had not committed: the next reply could be numbered and built
+        on a conversation without the stopped turn.
+
+        Args:
+            session: the page session's key (``gr.Request.session_hash``).
+        """
+        flag = self._stops.get(session)
+        if flag is not None:
+            flag.set()
+
+    def end(self, session: str, flag: threading.Event) -> None:
+        """Forget ``flag`` once its generation is over (a newer generation's flag stays)."""
+        if self._stops.get(session) is flag:
+            del self._stops[session]
 
     @property
     def can_compare(self) -> bool:
@@ -236,18 +268,29 @@ def build_app(chat: WebChat, *, title: str, system: str = "") -> gr.Blocks:
         settings = [system, compare, temperature, top_p, top_k, max_new, penalty, seed]
 
         def answer(
-            user_text: str, turns: list[Turn], count: int, sys_text: str, cmp: bool, *sampling: Any
+            user_text: str,
+            turns: list[Turn],
+            count: int,
+            sys_text: str,
+            cmp: bool,
+            sampling: tuple[Any, ...],
+            session: str,
         ) -> Iterator:
             user_text = (user_text or "").strip()
             if not user_text:
                 raise gr.Error("The message is empty: type something first.")
+            stop_flag = chat.begin(session)
+            replies = None
             try:
                 params = _params(*sampling)
                 n_prompt = len(chat.prompt_ids(turns, sys_text, user_text))
                 turn = Turn(user=user_text, base="" if cmp else None)
                 now, count = [*turns, turn], count + 1
                 status = f"reply {count}: prompt {n_prompt} tokens"
-                for tuned, base in chat.replies(turns, sys_text, user_text, params, cmp):
+                replies = chat.replies(turns, sys_text, user_text, params, cmp)
+                for tuned, base in replies:
+                    if stop_flag.is_set():
+                        break
                     turn.tuned, turn.base = tuned, base
                     yield (
                         "",
@@ -259,21 +302,66 @@ def build_app(chat: WebChat, *, title: str, system: str = "") -> gr.Blocks:
                     )
             except TunewizError as exc:
                 raise gr.Error(exc.message + (f" (hint: {exc.hint})" if exc.hint else "")) from None
-            yield "", _messages(now, TUNED), _messages(now, BASE), now, count, f"{status} · done"
+            finally:
+                if replies is not None:
+                    replies.close()  # ends the decoding loop now, not when the generator is collected
+                chat.end(session, stop_flag)
+            end = "stopped" if stop_flag.is_set() else "done"
+            yield "", _messages(now, TUNED), _messages(now, BASE), now, count, f"{status} · {end}"
+
+        # Gradio passes the request (its session hash keys the stop flag) only to a positional
+        # parameter annotated gr.Request, hence the sampling settings spelled out.
+        def send_message(
+            user_text: str,
+            turns: list[Turn],
+            count: int,
+            sys_text: str,
+            cmp: bool,
+            temp: float,
+            top_p: float,
+            top_k: float,
+            max_new: float,
+            penalty: float,
+            seed: Any,
+            request: gr.Request,
+        ) -> Iterator:
+            sampling = (temp, top_p, top_k, max_new, penalty, seed)
+            yield from answer(user_text, turns, count, sys_text, cmp, sampling, request.session_hash)
 
         outputs = [prompt, tuned_chat, base_chat, turns_state, count_state, info]
         inputs = [prompt, turns_state, count_state, *settings]
         one_at_a_time = {"concurrency_id": "generate", "concurrency_limit": 1}
-        send_event = send.click(answer, inputs, outputs, **one_at_a_time)
-        enter_event = prompt.submit(answer, inputs, outputs, **one_at_a_time)
+        send.click(send_message, inputs, outputs, **one_at_a_time)
+        prompt.submit(send_message, inputs, outputs, **one_at_a_time)
 
-        def retry_last(turns: list[Turn], count: int, *rest: Any) -> Iterator:
+        def retry_last(
+            turns: list[Turn],
+            count: int,
+            sys_text: str,
+            cmp: bool,
+            temp: float,
+            top_p: float,
+            top_k: float,
+            max_new: float,
+            penalty: float,
+            seed: Any,
+            request: gr.Request,
+        ) -> Iterator:
             if not turns:
                 raise gr.Error("Nothing to retry yet.")
-            yield from answer(turns[-1].user, turns[:-1], count, *rest)
+            sampling = (temp, top_p, top_k, max_new, penalty, seed)
+            last, earlier = turns[-1].user, turns[:-1]
+            yield from answer(last, earlier, count, sys_text, cmp, sampling, request.session_hash)
 
-        retry_event = retry.click(retry_last, [turns_state, count_state, *settings], outputs, **one_at_a_time)
-        stop.click(None, None, None, cancels=[send_event, enter_event, retry_event])
+        retry.click(retry_last, [turns_state, count_state, *settings], outputs, **one_at_a_time)
+
+        def stop_generation(request: gr.Request) -> None:
+            chat.stop(request.session_hash)
+
+        # The running generation ends itself at its next token and returns its last update, so the
+        # page keeps the partial reply in its turns and numbering ("· stopped"). Gradio's `cancels`
+        # would drop that update: the page would show a turn its state never recorded.
+        stop.click(stop_generation, None, None, queue=False)
 
         chat_outputs = [prompt, tuned_chat, base_chat, turns_state]
 
