@@ -227,6 +227,9 @@ def _spawn_watch_tty(run: RunDir) -> pexpect.spawn:
         env=_env(),
         dimensions=(40, 120),
         encoding="utf-8",
+        # Ctrl-C makes the terminal driver discard the output it still queues (no NOFLSH), which can cut
+        # a UTF-8 character of the dashboard in two: a terminal draws one replacement glyph there.
+        codec_errors="replace",
         timeout=30,
     )
 
