@@ -97,8 +97,8 @@ def _force_eager() -> Iterator[None]:
 def lr_factor(step: int, *, total_steps: int, cfg: TrainSection) -> float:
     """Multiplier of the peak LR for optimizer step `step` (0-based).
 
-    Warm-up rises linearly to 1 over `warmup_steps`; the decay then goes from 1 to `min_lr_ratio` at
-    the last step.
+    Warm-up rises linearly to 1 over `warmup_steps`; the decay then goes from 1 towards `min_lr_ratio`,
+    which it reaches at step `total_steps` (one past the last, so the last step's factor is just above).
     """
     if cfg.warmup_steps and step < cfg.warmup_steps:
         return (step + 1) / cfg.warmup_steps
@@ -108,6 +108,24 @@ def lr_factor(step: int, *, total_steps: int, cfg: TrainSection) -> float:
     progress = min(1.0, (step - cfg.warmup_steps) / decay_steps)
     shape = 0.5 * (1 + math.cos(math.pi * progress)) if cfg.schedule == "cosine" else 1 - progress
     return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * shape
+
+
+def warmup_warning(total_steps: int, cfg: TrainSection) -> str | None:
+    """A warning when the warm-up does not end before the run does (``train.warmup_steps`` ≥ the run's
+    steps): the learning rate then never reaches ``train.lr``. None when it does.
+
+    Args:
+        total_steps: optimizer steps of the run.
+        cfg: the preset's train section.
+    """
+    if not cfg.warmup_steps or cfg.warmup_steps < total_steps:
+        return None
+    peak = cfg.lr * lr_factor(total_steps - 1, total_steps=total_steps, cfg=cfg)
+    return (
+        f"train.warmup_steps {cfg.warmup_steps} is not shorter than the run's {total_steps} steps: the "
+        f"learning rate peaks at {peak:.3g} and never reaches train.lr {cfg.lr:g} (`--set "
+        f"train.warmup_steps={max(0, total_steps // 10)}` warms up over a tenth of the run)"
+    )
 
 
 def build_scheduler(

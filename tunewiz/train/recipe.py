@@ -50,7 +50,13 @@ from tunewiz.train.batch_shape import BatchShape, Progress, StepBatches
 from tunewiz.train.checkpoint import load_checkpoint, save_checkpoint
 from tunewiz.train.export import export_final
 from tunewiz.train.launcher import run_prompt
-from tunewiz.train.optim import build_optimizer, build_scheduler, eager_step, steps_in_backward
+from tunewiz.train.optim import (
+    build_optimizer,
+    build_scheduler,
+    eager_step,
+    steps_in_backward,
+    warmup_warning,
+)
 from tunewiz.train.peak_memory import peak_memory_bytes
 from tunewiz.train.sample_generations import SampleGenerations, validation_prompts
 from tunewiz.train.stop import StopFlag
@@ -142,6 +148,9 @@ class FineTune:
                 "train.grad_accum=1`), or add data",
             )
         self.total_steps = cfg.max_steps or cfg.epochs * self.steps_per_epoch
+        warmup = warmup_warning(self.total_steps, cfg)
+        if env.is_main and warmup:
+            events.write("warning", step=None, message=warmup)
         self.policy = EvalCheckpointPolicy(
             cfg.eval_every_n_steps, preset.checkpoint.every_n_steps, self.total_steps
         )
