@@ -48,6 +48,9 @@ def invoke(*args: str) -> Result:
         (("pla",), "error: no such command `pla`", "hint: did you mean `tunewiz plan`?"),
         (("presets", "lis"), "error: no such command `lis`", "`tunewiz presets list`"),
         (("plan", "--micro-batc", "2"), "error: no such option: --micro-batc", "`--micro-batch`"),
+        # another tool's name for an option: suggested by meaning, not spelling (not `--no-tui`)
+        (("train", "x.yaml", "--output", "runs/x"), "error: no such option: --output", "`--run-dir`?"),
+        (("chat", "runs/x", "--checkpoint", "step-2"), "error: no such option: --checkpoint", "`--from`?"),
         # a bad option value
         (("plan", "--gpus", "two"), "error: invalid value for `--gpus`", "`tunewiz plan --help`"),
         (("plan", "--micro-batch", "0"), "error: invalid value for `--micro-batch`", "`tunewiz plan --help`"),

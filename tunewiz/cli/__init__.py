@@ -242,6 +242,21 @@ def main() -> None:
 
 
 _BOOLEAN_WORDS = {"true", "false", "yes", "no", "on", "off", "1", "0"}
+# Option names other tools use for what tunewiz calls otherwise: a did-you-mean by meaning, where spelling
+# alone would suggest something unrelated (`--output` is closer to `--no-tui` than to `--run-dir`).
+_OPTION_SYNONYMS = {
+    "--output": "--run-dir",
+    "--output-dir": "--run-dir",
+    "--output_dir": "--run-dir",
+    "--out": "--run-dir",
+    "--outdir": "--run-dir",
+    "--resume": "--from",
+    "--checkpoint": "--from",
+    "--repo": "--repo-id",
+    "--hub-model-id": "--repo-id",
+    "--override": "--set",
+    "--config": "--set",
+}
 
 
 def usage_error_lines(exc: typer.TyperException, argv: list[str]) -> tuple[str, str]:
@@ -266,6 +281,11 @@ def usage_error_lines(exc: typer.TyperException, argv: list[str]) -> tuple[str, 
                 f"write `{flag}` alone to turn it on, and leave it out to keep it off",
             )
         return "unexpected extra argument " + " ".join(f"`{w}`" for w in words), hint
+    unknown = re.match(r"No such option: (\S+)", message)
+    options = {name for p in ctx.command.params for name in p.opts} if ctx is not None else set()
+    if unknown and _OPTION_SYNONYMS.get(unknown.group(1).split("=")[0]) in options:
+        meant = _OPTION_SYNONYMS[unknown.group(1).split("=")[0]]
+        return f"no such option: {unknown.group(1)}", f"did you mean `{meant}`? See `{command} --help`"
     head, sep, tail = message.partition(" Did you mean ")
     if not sep:
         head, sep, tail = message.partition(" (Possible options: ")
