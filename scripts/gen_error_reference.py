@@ -18,15 +18,21 @@ situation covers (a new package: add its prefix to `MODULE_SITUATIONS`).
 from __future__ import annotations
 
 import ast
+import itertools
 import re
 from dataclasses import dataclass
 from pathlib import Path
+
+import error_advice
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "tunewiz"
 TARGET = ROOT / "docs" / "tutorials" / "common-errors.md"
 REFERENCE = ROOT / "docs" / "reference" / "errors.md"
 COMPUTED = "‹computed at run time›"  # a hint assigned outside the function that raises
+# A part chosen at run time (`a if cond else b`) is kept between these markers in a template: the
+# reference shows it as `[a | b]`, the user page as `a` (brackets would clash with `tunewiz[qlora]`).
+OPTIONAL = ("⟦", "¦", "⟧")
 
 # (file, function holding `TunewizError(name, ...)`) -> (helper returning (line, message, hint) tuples,
 # index of the message in them, index of the hint). presets._explain turns pydantic errors into one.
@@ -236,10 +242,10 @@ def template(node: ast.expr) -> str:
     if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Add):
         return template(node.left) + template(node.right)
     if isinstance(node, ast.IfExp):
-        # `" (details)" if cond else ""`: optional text, shown in brackets.
+        # `" (details)" if cond else ""`: optional text, between markers (see `for_developers`).
         shown = [template(branch) for branch in (node.body, node.orelse)]
         shown = [s for s in shown if s]
-        return "[" + " | ".join(shown) + "]" if shown else ""
+        return OPTIONAL[0] + OPTIONAL[1].join(shown) + OPTIONAL[2] if shown else ""
     return _placeholder(node)
 
 
@@ -386,23 +392,127 @@ def situation(entry: ErrorEntry) -> Situation:
     return next(s for s in SITUATIONS if s.key == key)
 
 
-def _shown(entry: ErrorEntry, *, computed_hint: bool) -> list[str]:
-    """The lines the CLI prints: `error:` (none for a notice, exit code 0) and `hint:`."""
-    lines = [f"error: {entry.message}" if entry.exit_code else entry.message]
-    if entry.hint and (computed_hint or entry.hint != COMPUTED):
-        lines.append(f"hint: {entry.hint}")
-    return ["```text", *"\n".join(lines).splitlines(), "```", ""]
+def for_developers(text: str) -> str:
+    """A template as the reference shows it: a part chosen at run time as `[a | b]`."""
+    return text.replace(OPTIONAL[0], "[").replace(OPTIONAL[1], " | ").replace(OPTIONAL[2], "]")
+
+
+def _constants(package: Path = PACKAGE) -> dict[str, str]:
+    """Module-level string and number constants of the package by name (`LOGIN_HINT`), those whose name
+    has one value everywhere, so a placeholder naming one reads as its value on the user page."""
+    values: dict[str, set[str]] = {}
+    for path in sorted(package.rglob("*.py")):
+        for node in ast.parse(path.read_text(encoding="utf-8")).body:
+            if (
+                isinstance(node, ast.Assign)
+                and len(node.targets) == 1
+                and isinstance(node.targets[0], ast.Name)
+                and node.targets[0].id.isupper()
+                and isinstance(node.value, ast.Constant)
+                and isinstance(node.value.value, (str, int, float))
+            ):
+                values.setdefault(node.targets[0].id, set()).add(str(node.value.value))
+    return {name: next(iter(found)) for name, found in values.items() if len(found) == 1}
+
+
+def for_users(text: str, constants: dict[str, str]) -> str:
+    """A template as the user page shows it: a part chosen at run time as its first choice, and each
+    placeholder as its stand-in (`error_advice.STAND_INS`), a constant's value, or its name in capitals.
+
+    Args:
+        text: a message or hint template from `extract`.
+        constants: `_constants()`.
+    """
+    choice = re.compile(f"{OPTIONAL[0]}([^{OPTIONAL[0]}{OPTIONAL[2]}]*){OPTIONAL[2]}")
+    while choice.search(text):
+        text = choice.sub(lambda m: m.group(1).split(OPTIONAL[1])[0], text)
+
+    def stand_in(match: re.Match[str]) -> str:
+        name = match.group(1)
+        if name in error_advice.STAND_INS:
+            return error_advice.STAND_INS[name]
+        return constants.get(name, name.upper())
+
+    return re.sub("‹([^›]+)›", stand_in, text)
+
+
+def relayed(entry: ErrorEntry) -> bool:
+    """Whether the entry passes on an error raised elsewhere (its message is one run-time value): the
+    user page leaves it out, as that error has its own entry."""
+    return re.fullmatch("‹[^›]+›", entry.message) is not None
+
+
+def _fixed_by_hint(hint: str | None) -> bool:
+    """Whether a hint template is an instruction a user can read: not computed, not only placeholders."""
+    return bool(hint) and re.sub(f"‹[^›]*›|[{''.join(OPTIONAL)}]|\\s", "", hint) != ""
+
+
+def advice(entry: ErrorEntry, constants: dict[str, str]) -> str:
+    """The one line under a message on the user page: `error_advice.ADVICE` where a fragment of the
+    message is there, else the hint in the user's terms, else a pointer to the section's advice."""
+    for fragment, text in error_advice.ADVICE.items():
+        if fragment in entry.message:
+            return text
+    if _fixed_by_hint(entry.hint):
+        hint = for_users(entry.hint or "", constants)
+        return hint[:1].upper() + hint[1:]
+    if entry.hint:
+        return "The `hint:` line printed with it says what to do in your case."
+    return "See **What to do** at the top of this section."
+
+
+@dataclass(frozen=True)
+class _Item:
+    """One message on the user page: the lines shown, the advice under them, and where it sorts."""
+
+    text: str
+    shown: str
+    advice: str
+
+
+def _rank(situation_key: str, text: str) -> int:
+    """Place of a message in its situation (`error_advice.ORDER`): its first fragment's, else `REST`'s."""
+    order = error_advice.ORDER.get(situation_key, (error_advice.REST,))
+    for i, fragment in enumerate(order):
+        if fragment != error_advice.REST and fragment in text:
+            return i
+    return order.index(error_advice.REST) if error_advice.REST in order else len(order)
+
+
+def user_items(entries: list[ErrorEntry]) -> dict[str, list[_Item]]:
+    """The user page's messages by situation key, in the reviewed order (`error_advice.ORDER`), errors
+    with a computed or no hint explained by `error_advice.ADVICE`, and the `PRINTED` messages added."""
+    constants = _constants()
+    items: dict[str, list[_Item]] = {s.key: [] for s in SITUATIONS}
+    for entry in entries:
+        if relayed(entry):
+            continue
+        message = for_users(entry.message, constants)
+        shown = f"error: {message}" if entry.exit_code else message
+        items[situation(entry).key].append(_Item(entry.message, shown, advice(entry, constants)))
+    for printed in error_advice.PRINTED:
+        items[printed.situation].append(_Item(printed.shown, printed.shown, printed.advice))
+    return {key: sorted(group, key=lambda item: _rank(key, item.text)) for key, group in items.items()}
+
+
+def _blocks(items: list[_Item]) -> list[str]:
+    """Markdown for a situation's messages: consecutive ones with the same advice share a block."""
+    lines: list[str] = []
+    for text, group in itertools.groupby(items, key=lambda item: item.advice):
+        shown = "\n\n".join(item.shown for item in group)
+        lines += ["```text", *shown.splitlines(), "```", "", f"**To fix:** {text}", ""]
+    return lines
 
 
 _GENERATED = (
-    "<!-- Generated by scripts/gen_error_reference.py from the TunewizError calls in tunewiz/; "
-    "do not edit by hand. -->"
+    "<!-- Generated by scripts/gen_error_reference.py from the TunewizError calls in tunewiz/ and "
+    "scripts/error_advice.py; do not edit by hand. -->"
 )
 
 
 def render() -> str:
     """The user page, `docs/tutorials/common-errors.md`, as Markdown."""
-    entries = extract()
+    by_situation = user_items(extract())
     lines = [
         "# Common errors",
         "",
@@ -411,15 +521,15 @@ def render() -> str:
         "When tunewiz knows what went wrong it prints an `error:` line that names the culprit (the key, "
         "the file and line, the value) and a `hint:` line with the fix or the next command to run, on "
         "stderr, and exits with code 2 for bad input or 1 for other failures. Find the situation you are "
-        "in below: what its errors mean, what to do, and every message tunewiz can print there, with "
-        "`‹name›` where your value goes and `[...]` around parts that appear only sometimes.",
+        "in below: what its errors mean and what to do, then its messages, the most common first, each "
+        "with how to fix it. Your own values appear as examples (`data.csv`, `3`, `org/model`) or as a "
+        "name in capitals (`COLUMN`, `PATH`).",
         "",
-        "Anything else is a bug: tunewiz prints `error: unexpected ‹ExceptionType›: ‹message›`; run the "
-        "command again with `TUNEWIZ_DEBUG=1` for the full traceback and report it. Developers: "
+        "Anything else is a bug: tunewiz prints `error: unexpected TYPE: MESSAGE`; run the command again "
+        "with `TUNEWIZ_DEBUG=1` for the full traceback and report it. Developers: "
         "[Error reference](../reference/errors.md) lists each message with the code that raises it.",
         "",
     ]
-    by_situation = {s.key: [e for e in entries if situation(e) is s] for s in SITUATIONS}
     lines += [f"- [{s.title}](#{_anchor(s.title)}): {len(by_situation[s.key])}" for s in SITUATIONS]
     lines.append("")
     for s in SITUATIONS:
@@ -427,8 +537,7 @@ def render() -> str:
         if not group:
             continue
         lines += [f"## {s.title}", "", f"**What it means.** {s.means}", "", f"**What to do.** {s.todo}", ""]
-        for entry in group:
-            lines += _shown(entry, computed_hint=False)
+        lines += _blocks(group)
     return "\n".join(lines)
 
 
@@ -456,12 +565,23 @@ def render_reference() -> str:
     for file in sorted({e.file for e in entries}):
         lines += [f"## `{file}`", ""]
         for entry in (e for e in entries if e.file == file):
-            lines += _shown(entry, computed_hint=True)
+            shown = [f"error: {entry.message}" if entry.exit_code else entry.message]
+            shown += [f"hint: {entry.hint}"] if entry.hint else []
+            lines += ["```text", *for_developers("\n".join(shown)).splitlines(), "```", ""]
             notice = ", a notice, not a failure" if entry.exit_code == 0 else ""
             lines += [
                 f"`{entry.function}` · exit code {entry.exit_code}{notice} · {situation(entry).title}",
                 "",
             ]
+    lines += [
+        "## Printed without `TunewizError`",
+        "",
+        "Listed on the user page from `scripts/error_advice.py` (`PRINTED`), with realistic values.",
+        "",
+    ]
+    for printed in error_advice.PRINTED:
+        lines += ["```text", *printed.shown.splitlines(), "```", ""]
+        lines += [f"`{printed.file}` · {next(s.title for s in SITUATIONS if s.key == printed.situation)}", ""]
     return "\n".join(lines)
 
 
