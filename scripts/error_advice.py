@@ -175,6 +175,73 @@ STAND_INS: dict[str, str] = {
     "key": "KEY",
     "code": "1",
     "rank": "0",
+    "rdzv_timeout": "0",
+    "nproc_per_node": "4",
+    "max": "2",
+    "expected": "a number",
+    "scope": "`my.yaml`",
+    "strip_value_error": "DETAILS",
+    "kind": "a list",
+    "raw": "[q_proj",
+    "section": "lora.targets",
+    "parent": "train.lr",
+    "item": "question",
+    "role": "question",
+    "names": "tiny-lora, …",
+    "model_type": "gpt2",
+    "checkpoint": "step-130",
+    "have": "step-100, step-120",
+    "poll": "1",
+    "action": "download",
+    "size": "15.0 GiB",
+    "free_size": "9.2 GiB",
+    "counts": "N",
+    "max_seq_len": "512",
+    "truncation": "right",
+    "global_batch": "8",
+    "grad_accum": "2",
+    "world_size": "1",
+    "dataset_id": "org/dataset",
+    "split": "train",
+    "weight": "0.01",
+    "act": "relu",
+    "supported": "llama, mistral, qwen2, qwen3, gemma3",
+    "dropout": "1.0",
+    "unmatched": "…",
+    "misshapen": "…",
+    "missing": "…",
+    "foreign": "…",
+    "shown": "…",
+    "unexpected": "lm_head.bias",
+    "file": "model-00001-of-00004.safetensors",
+    "tuple": "SHAPE",
+    "wire": "6",
+    "window": "0",
+    "local_rank": "1",
+    "device_count": "1",
+    "TINY_CONFIG": "tunewiz/assets/tiny/config.json",
+    "format": "onnx",
+    "what": "the GGUF file",
+    "folder": "runs/my-run/export",
+    "n_tokens": "32002",
+    "vocab_size": "32000",
+    "status": "1",
+    "program": "llama-quantize",
+    "returncode": "1",
+    "hub_names": "arc_easy",
+    "dataset": "allenai/ai2_arc",
+    "include_path": "tasks",
+    "device": "gpu",
+    "dtype": "fp8",
+    "checkpoints": "runs/my-run/checkpoints",
+    "limit": "2048",
+    "max_len": "2048",
+    "end": "2100",
+    "compare_refusal": "DETAILS",
+    "snapshot_path": "~/.cache/huggingface/hub/models--org--model/snapshots/…",
+    "config": "runs/my-run/config.yaml",
+    "out_dir": "staged",
+    "why": "DETAILS",
     "gpus": "2",
     "nnodes": "2",
     "node_rank": "1",
@@ -188,7 +255,108 @@ STAND_INS: dict[str, str] = {
     "command": "watch",
     "doing": "train",
     "who": "pid 4242 on this host",
-    "describe": "pid 4242 on node0",
+}
+
+# Situation key -> stand-ins that read better there than the general ones (a `‹path›` of a run is a run
+# directory, of a dataset a data file).
+SITUATION_STAND_INS: dict[str, dict[str, str]] = {
+    "preset": {"path": "my.yaml", "name": "data.csv"},
+    "data": {
+        "path": "data.csv",
+        "name": "data.csv",
+        "key": "data.path",
+        "close": "data/data.csv",
+        "parent": "~/.cache/tunewiz/data",
+    },
+    "model": {
+        "path": "models/my-model",
+        "source": "models/my-model/config.json",
+        "where": "models/my-model",
+        "name": "model.layers.0.mlp.down_proj.weight",
+        "key": "model.layers.0.mlp.down_proj.weight",
+        "describe": "models/my-model",
+        "name__": "LlamaForCausalLM",
+    },
+    "run": {"path": "runs/my-run", "describe": "pid 4242 on node0", "tail": "DETAILS"},
+    "resume": {"path": "runs/my-run", "key": "model.name"},
+    "use": {
+        "path": "runs/my-run",
+        "name": "step-120",
+        "source": "runs/my-run/export/model-f16.gguf",
+        "target": "runs/my-run",
+        "value": "last",
+        "description": "`models/my-model`",
+        "run_path": "runs/my-run",
+    },
+    "hub": {"path": "runs/my-run", "name": "step-120", "target": "/data/hf-cache"},
+}
+
+# Message fragment -> stand-ins for that message only, where one name stands for different things.
+CONTEXT_STAND_INS: dict[str, dict[str, str]] = {
+    "YAML syntax error": {"where": "my.yaml:3:5"},
+    "preset `‹path_or_name›` not found": {
+        "path_or_name": "tiny-lorra",
+        "did_you_mean": " (did you mean `tiny-lora`?)",
+    },
+    ": expected ‹expected›, got": {"got": "fast"},
+    "must be one of": {
+        "dotted": "method",
+        "…": "`lora`, `qlora`, `full`",
+        "got": "lroa",
+        "suggestion": " (did you mean `lora`?)",
+    },
+    "must be a section": {"dotted": "train", "got": "1"},
+    "appears twice": {"seen": "3", "line": "9"},
+    "is not a valid YAML value": {"override": "lora.targets=[q_proj"},
+    "in the preset, not a section": {"override": "lora.targets.x=1"},
+    "is a single value, not a section": {"override": "train.lr.max=1"},
+    "must have the form KEY=VALUE": {"override": "train.lr"},
+    "does not fit ‹name›": {"name": "RTX 4060 (8 GiB)"},
+    "unsupported data file type": {"suffix": ".xlsx"},
+    "turn ‹turn_no›": {"role_key": "role", "turn": "bot", "content_key": "content"},
+    "--older-than": {"text": "30"},
+    "is not a memory size": {"text": "lots"},
+    "is not a duration": {"text": "2 hours"},
+    "unknown tracker": {"text": "wandbb", "…": "`wandbb`"},
+    "--method `‹method›` is not a method": {"method": "lorra"},
+    "(‹UNSUPPORTED›)": {"model_type": "mixtral", "UNSUPPORTED": "mixture of experts"},
+    "(architectures ‹get›)": {"get": "['GPT2LMHeadModel']"},
+    "layer type `‹unknown›`": {"unknown": "chunked_attention"},
+    "already has a LoRA adapter": {"path": "model.layers.0.self_attn.q_proj"},
+    "`‹path›` is missing": {"path": "adapter/adapter_model.safetensors"},
+    "sets ‹option›=": {"option": "use_dora", "config": "True", "plain": "use_dora=False"},
+    "has rank ‹shape›": {
+        "shape": "16",
+        "wrong_rank": "base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight",
+        "…": "adapter_config.json",
+        "rank": "8",
+    },
+    "is not a multiple of num_key_value_heads": {"num_attention_heads": "32", "num_key_value_heads": "6"},
+    "has no `‹args›`": {"args": "hidden_size"},
+    "checkpoint `‹path›`": {"path": "runs/my-run/checkpoints/step-120"},
+    "unknown task": {"unknown": "hellaswg", "did_you_mean": " (did you mean `hellaswag`?)"},
+    "has weights for `‹unknown›`": {"unknown": "lm_head"},
+    "not found on the Hugging Face Hub": {"catalog_suggestion": ""},
+    "is not a valid Hugging Face repo id": {"repo_id": "meta-llama Llama-3.2-1B", "catalog_suggestion": ""},
+    "--name `‹name›`": {"name": "my run"},
+    "unknown key": {"dotted": "train.lrr", "…": "train.lrr", "suggest_key": " (did you mean `train.lr`?)"},
+    "has no `‹name›` field": {"name": "answer"},
+    "expected text": {"name": "answer", "name__": "number"},
+    "must be a non-empty list of turns": {"name": "messages"},
+    "is a JSON ‹name__›": {"name__": "list"},
+    "holds a JSON ‹name__›": {"name__": "dict"},
+    "chat template `‹name›`": {"name": "model"},
+    "built-in template": {"name": "chatml2", "did_you_mean": " (did you mean `chatml`?)"},
+    "no shipped dataset": {"name": "story-q", "guess": "tunewiz:story-qa"},
+    "prompt record": {"where": "runs/my-run/prompt.json"},
+    "bos/eos rule": {"where": "runs/my-run/prompt.json"},
+    "unknown model": {"key": "llama-3-8", "did_you_mean": " (did you mean `llama-3.1-8b`?)"},
+    "lists `‹absent›`": {
+        "index": "model.safetensors.index.json",
+        "absent": "model-00002-of-00004.safetensors",
+    },
+    "it must be ‹expected›": {"flag": "--top-p", "value": "1.5", "expected": "in (0, 1] (1 = off)"},
+    "not given": {"why": "no terminal to ask on (stdin is not a TTY)", "…": "--model"},
 }
 
 # Message fragment -> the line shown under it, for messages whose hint is computed at run time, absent,
@@ -197,7 +365,20 @@ _PRESET_VALUE = (
     "The key exists but the value does not fit it. The hint says what the key takes; "
     "`tunewiz presets show NAME --resolved` prints the whole preset as tunewiz read it."
 )
+_UNSUPPORTED_MODEL = (
+    "The model uses a part tunewiz does not implement. Pick a model of a supported family "
+    "([Supported models](../reference/models.md))."
+)
 ADVICE: dict[str, str] = {
+    "is not UTF-8": (
+        "The file was saved in another encoding (the message names the likely one, here Windows-1252). "
+        "Convert it: `iconv -f CP1252 -t UTF-8 data.csv > data-utf8.csv`, then "
+        "`--set data.path=data-utf8.csv`; the hint prints this command for your file."
+    ),
+    "missing required": (
+        "The preset lacks a key or section every preset needs. The hint names it and what it holds; "
+        "start from a shipped preset (`tunewiz presets copy tiny-lora my.yaml`) to get them all."
+    ),
     "cannot tell the format": (
         "tunewiz did not recognise the column names. The hint is a ready `--set 'data.columns={prompt: "
         "QUESTION, response: ANSWER}'` built from your file's real columns: add it to the command, or "
@@ -237,10 +418,12 @@ ADVICE: dict[str, str] = {
         "Another command removed the run's lock while this one took it over. Run the command again; "
         "`tunewiz watch runs/NAME` shows the run's state."
     ),
-    "hidden_act": "The model uses an activation tunewiz does not implement: pick a supported model.",
-    "RoPE scaling on the sliding layers": "This model's position scheme is not supported: pick another model.",
-    "sliding_window must be": "The model's `config.json` is malformed: fix `sliding_window` or download it again.",
-    "layer type `‹unknown›`": "The model uses a layer type tunewiz does not implement: pick a supported model.",
+    "hidden_act": _UNSUPPORTED_MODEL,
+    "RoPE scaling on the sliding layers": _UNSUPPORTED_MODEL,
+    "layer type `‹unknown›`": _UNSUPPORTED_MODEL,
+    "sliding_window must be": (
+        "The model's `config.json` is malformed: fix `sliding_window` or download the model again."
+    ),
     "model `‹path›` is a file": "Pass the directory that holds `config.json`, not a file inside it.",
     "`‹path›` is not valid JSON: ‹e›": "The model's `config.json` is damaged: download the model again.",
     "was saved by several nodes": (
@@ -307,8 +490,7 @@ PRINTED: tuple[Printed, ...] = (
         "preset",
         "tunewiz/preset/explain.py",
         "a list of strings",
-        "error: `lora.targets` (from `--set lora.targets=q_proj`): expected a list of strings, got "
-        "`q_proj`",
+        "error: `lora.targets` (from `--set lora.targets=q_proj`): expected a list of strings, got `q_proj`",
         "A list-valued key got one word. Write the list in brackets, quoted for the shell: "
         "`--set 'lora.targets=[q_proj,v_proj]'`.",
     ),

@@ -236,8 +236,14 @@ def template(node: ast.expr) -> str:
     if isinstance(node, ast.Constant) and isinstance(node.value, str):
         return node.value
     if isinstance(node, ast.JoinedStr):
+        # `{"is" if n == 1 else "are"}` is a choice like an `IfExp` outside the f-string.
         return "".join(
-            template(v) if isinstance(v, ast.Constant) else _placeholder(v.value) for v in node.values
+            template(v)
+            if isinstance(v, ast.Constant)
+            else template(v.value)
+            if isinstance(v.value, ast.IfExp)
+            else _placeholder(v.value)
+            for v in node.values
         )
     if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Add):
         return template(node.left) + template(node.right)
@@ -397,31 +403,50 @@ def for_developers(text: str) -> str:
     return text.replace(OPTIONAL[0], "[").replace(OPTIONAL[1], " | ").replace(OPTIONAL[2], "]")
 
 
-def _constants(package: Path = PACKAGE) -> dict[str, str]:
+def constants(package: Path = PACKAGE) -> dict[str, str]:
     """Module-level string and number constants of the package by name (`LOGIN_HINT`), those whose name
     has one value everywhere, so a placeholder naming one reads as its value on the user page."""
     values: dict[str, set[str]] = {}
     for path in sorted(package.rglob("*.py")):
         for node in ast.parse(path.read_text(encoding="utf-8")).body:
-            if (
-                isinstance(node, ast.Assign)
-                and len(node.targets) == 1
-                and isinstance(node.targets[0], ast.Name)
-                and node.targets[0].id.isupper()
-                and isinstance(node.value, ast.Constant)
-                and isinstance(node.value.value, (str, int, float))
-            ):
-                values.setdefault(node.targets[0].id, set()).add(str(node.value.value))
+            if not (isinstance(node, ast.Assign) and len(node.targets) == 1):
+                continue
+            target, value = node.targets[0], node.value
+            pairs = (  # `A = 1` and `A, B = 1, 2`
+                zip(target.elts, value.elts, strict=False)
+                if isinstance(target, ast.Tuple) and isinstance(value, ast.Tuple)
+                else [(target, value)]
+            )
+            for name, constant in pairs:
+                if (
+                    isinstance(name, ast.Name)
+                    and name.id.isupper()
+                    and isinstance(constant, ast.Constant)
+                    and isinstance(constant.value, (str, int, float))
+                ):
+                    values.setdefault(name.id, set()).add(str(constant.value))
     return {name: next(iter(found)) for name, found in values.items() if len(found) == 1}
 
 
-def for_users(text: str, constants: dict[str, str]) -> str:
+def stand_ins(situation_key: str, message: str) -> dict[str, str]:
+    """What each placeholder of a message reads as on the user page: `error_advice.CONTEXT_STAND_INS` for
+    this message, then `SITUATION_STAND_INS` for its situation, then `STAND_INS`."""
+    found = dict(error_advice.STAND_INS)
+    found.update(error_advice.SITUATION_STAND_INS.get(situation_key, {}))
+    for fragment, names in error_advice.CONTEXT_STAND_INS.items():
+        if fragment in message:
+            found.update(names)
+    return found
+
+
+def for_users(text: str, known: dict[str, str], names: dict[str, str]) -> str:
     """A template as the user page shows it: a part chosen at run time as its first choice, and each
-    placeholder as its stand-in (`error_advice.STAND_INS`), a constant's value, or its name in capitals.
+    placeholder as its stand-in (`names`), a constant's value (`known`), or its name in capitals.
 
     Args:
         text: a message or hint template from `extract`.
-        constants: `_constants()`.
+        known: `constants()`.
+        names: `stand_ins(...)` for the message.
     """
     choice = re.compile(f"{OPTIONAL[0]}([^{OPTIONAL[0]}{OPTIONAL[2]}]*){OPTIONAL[2]}")
     while choice.search(text):
@@ -429,9 +454,9 @@ def for_users(text: str, constants: dict[str, str]) -> str:
 
     def stand_in(match: re.Match[str]) -> str:
         name = match.group(1)
-        if name in error_advice.STAND_INS:
-            return error_advice.STAND_INS[name]
-        return constants.get(name, name.upper())
+        if name in names:
+            return names[name]
+        return known.get(name, name.upper())
 
     return re.sub("‹([^›]+)›", stand_in, text)
 
@@ -447,18 +472,29 @@ def _fixed_by_hint(hint: str | None) -> bool:
     return bool(hint) and re.sub(f"‹[^›]*›|[{''.join(OPTIONAL)}]|\\s", "", hint) != ""
 
 
-def advice(entry: ErrorEntry, constants: dict[str, str]) -> str:
+def advice(entry: ErrorEntry, known: dict[str, str], names: dict[str, str]) -> str:
     """The one line under a message on the user page: `error_advice.ADVICE` where a fragment of the
     message is there, else the hint in the user's terms, else a pointer to the section's advice."""
     for fragment, text in error_advice.ADVICE.items():
         if fragment in entry.message:
             return text
     if _fixed_by_hint(entry.hint):
-        hint = for_users(entry.hint or "", constants)
+        hint = for_users(entry.hint or "", known, names)
         return hint[:1].upper() + hint[1:]
     if entry.hint:
         return "The `hint:` line printed with it says what to do in your case."
     return "See **What to do** at the top of this section."
+
+
+def user_message(entry: ErrorEntry, known: dict[str, str]) -> str:
+    """The `error:` line of an entry as the user page shows it, with stand-ins for run-time values.
+
+    Args:
+        entry: from `extract`.
+        known: `constants()`.
+    """
+    message = for_users(entry.message, known, stand_ins(situation(entry).key, entry.message))
+    return f"error: {message}" if entry.exit_code else message
 
 
 @dataclass(frozen=True)
@@ -482,14 +518,15 @@ def _rank(situation_key: str, text: str) -> int:
 def user_items(entries: list[ErrorEntry]) -> dict[str, list[_Item]]:
     """The user page's messages by situation key, in the reviewed order (`error_advice.ORDER`), errors
     with a computed or no hint explained by `error_advice.ADVICE`, and the `PRINTED` messages added."""
-    constants = _constants()
+    known = constants()
     items: dict[str, list[_Item]] = {s.key: [] for s in SITUATIONS}
     for entry in entries:
         if relayed(entry):
             continue
-        message = for_users(entry.message, constants)
-        shown = f"error: {message}" if entry.exit_code else message
-        items[situation(entry).key].append(_Item(entry.message, shown, advice(entry, constants)))
+        key = situation(entry).key
+        names = stand_ins(key, entry.message)
+        shown = user_message(entry, known)
+        items[key].append(_Item(entry.message, shown, advice(entry, known, names)))
     for printed in error_advice.PRINTED:
         items[printed.situation].append(_Item(printed.shown, printed.shown, printed.advice))
     return {key: sorted(group, key=lambda item: _rank(key, item.text)) for key, group in items.items()}

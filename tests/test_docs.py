@@ -2,7 +2,8 @@
 
 - Generated pages (CLI reference, preset fields, common errors, API index, catalog tables) and the
   SVG screenshots equal what their generators in `scripts/` write now.
-- Every `TunewizError` message raised in `tunewiz/` has an entry in the common-errors page.
+- Every `TunewizError` message raised in `tunewiz/` has an entry in the common-errors page (with readable
+  stand-ins, a fix line, in the reviewed order) and in the error reference.
 - Docstring coverage of the public API is at least 95%.
 - The shell commands in README.md and docs/ marked `<!-- docs-test -->` run on the tiny model.
 """
@@ -22,6 +23,7 @@ from typer.testing import CliRunner
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "scripts"))
 
+import error_advice  # noqa: E402
 import gen_api_reference  # noqa: E402
 import gen_docs  # noqa: E402
 import gen_error_reference  # noqa: E402
@@ -88,9 +90,16 @@ def test_every_tunewiz_error_has_an_entry_in_common_errors_and_the_reference() -
         except LookupError as exc:
             unplaced.append(str(exc))
     assert not unplaced, "\n".join(sorted(set(unplaced)))
-    for path in (gen_error_reference.TARGET, gen_error_reference.REFERENCE):
+    known = gen_error_reference.constants()
+    shown = {  # each page's form of every message: stand-ins for users, raw templates for developers
+        gen_error_reference.TARGET: lambda e: (
+            "" if gen_error_reference.relayed(e) else gen_error_reference.user_message(e, known)
+        ),
+        gen_error_reference.REFERENCE: lambda e: gen_error_reference.for_developers(e.message),
+    }
+    for path, form in shown.items():
         page = path.read_text(encoding="utf-8")
-        missing = [f"{e.file} ({e.function}): {e.message}" for e in entries if e.message not in page]
+        missing = [f"{e.file} ({e.function}): {e.message}" for e in entries if form(e) not in page]
         assert not missing, f"no entry in {path.relative_to(ROOT)} for:\n" + "\n".join(missing)
 
 
@@ -112,6 +121,46 @@ def test_common_errors_is_for_users_and_the_reference_for_developers() -> None:
     )
 
 
+def _section(page: str, title: str) -> str:
+    return page.split(f"## {title}\n", 1)[1].split("\n## ", 1)[0]
+
+
+def test_common_errors_reads_as_a_user_meets_it() -> None:
+    """No raw placeholder or run-time choice on the user page; every message block has its own fix line;
+    each situation lists what users meet first before housekeeping; the messages that are not
+    TunewizErrors are there, and still printed by the file named."""
+    page = gen_error_reference.TARGET.read_text(encoding="utf-8")
+    raw = [line for line in page.splitlines() if re.search(r"[‹›⟦⟧¦]", line)]
+    assert not raw, "raw placeholders on the user page:\n" + "\n".join(raw)
+    blocks = re.findall(r"^```text\n.*?^```\n\n([^\n]*)$", page, flags=re.M | re.S)
+    assert page.count("```text\n") == page.count("**To fix:** ") > 200
+    assert len(blocks) == page.count("```text\n") and all(line.startswith("**To fix:** ") for line in blocks)
+    data = _section(page, next(s.title for s in gen_error_reference.SITUATIONS if s.key == "data"))
+    firsts = ["data file `data.csv` does not exist", "is not UTF-8", "cannot tell the format", "--older-than"]
+    assert [data.index(text) for text in firsts] == sorted(data.index(text) for text in firsts)
+    for printed in error_advice.PRINTED:
+        assert printed.source in (ROOT / printed.file).read_text(encoding="utf-8"), printed.file
+        assert printed.shown in page and printed.shown in gen_error_reference.REFERENCE.read_text("utf-8")
+    usage = _section(page, "Typing a command") + _section(page, "Presets, `--set` and `tunewiz init`")
+    for text in ("error: missing option", "error: no such option", "did you mean", "a list of strings"):
+        assert text in usage
+    run = _section(page, "Starting, watching and stopping a run")
+    assert "error: rank 0 failed" in run and "wrote no events" in run
+
+
+def test_error_page_tables_name_existing_messages() -> None:
+    """Each fragment that orders, explains or fills in a message still occurs in one, so a reworded
+    message is noticed instead of silently losing its place or its advice."""
+    texts = [e.message for e in gen_error_reference.extract()] + [p.shown for p in error_advice.PRINTED]
+    fragments = [f for order in error_advice.ORDER.values() for f in order if f != error_advice.REST]
+    fragments += [*error_advice.ADVICE, *error_advice.CONTEXT_STAND_INS]
+    stale = [f for f in fragments if not any(f in text for text in texts)]
+    assert not stale, "fragments in scripts/error_advice.py that match no message: " + ", ".join(stale)
+    keys = {s.key for s in gen_error_reference.SITUATIONS}
+    assert set(error_advice.ORDER) | set(error_advice.SITUATION_STAND_INS) <= keys
+    assert {p.situation for p in error_advice.PRINTED} <= keys
+
+
 def test_an_error_in_a_new_package_asks_for_its_situation() -> None:
     entry = gen_error_reference.ErrorEntry("tunewiz/newpkg/thing.py", "f", "bad thing", None, 2, 1)
     with pytest.raises(LookupError, match="add its package or file to MODULE_SITUATIONS"):
@@ -129,8 +178,17 @@ def test_error_templates_show_placeholders() -> None:
         .body[0]
         .value
     )
-    assert gen_error_reference.template(call.args[0]) == "unknown model `‹key›`‹did_you_mean›: x[ (more)]"
+    message = gen_error_reference.template(call.args[0])
+    assert gen_error_reference.for_developers(message) == "unknown model `‹key›`‹did_you_mean›: x[ (more)]"
     assert gen_error_reference.template(call.keywords[0].value) == "run `tunewiz download ‹repo_id›`"
+    names = {"key": "llama-3-8", "did_you_mean": " (did you mean `llama-3.1-8b`?)"}
+    assert (
+        gen_error_reference.for_users(message, {}, names)
+        == "unknown model `llama-3-8` (did you mean `llama-3.1-8b`?): x (more)"
+    )
+    plural = ast.parse("f\"{n} {'is' if n == 1 else 'are'} {LIMIT} {max_len}\"").body[0].value
+    shown = gen_error_reference.for_users(gen_error_reference.template(plural), {"LIMIT": "8"}, {})
+    assert shown == "N is 8 MAX_LEN"
 
 
 # ---- docstrings --------------------------------------------------------------------------------
