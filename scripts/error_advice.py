@@ -8,8 +8,10 @@ the extractor in `gen_error_reference.py`:
 - `PRINTED`: messages users meet that are not `TunewizError`s (Typer usage errors, a failed rank, a run
   that wrote no events), with the source file that prints them.
 
-Every table is keyed by a fragment of the message template (its raw text, placeholders included), so a
-reworded message falls back to the defaults instead of breaking the page.
+Every table is keyed by a fragment of the message template (its raw text, placeholders included), looked
+up in `"SITUATION: message"` so that a fragment can start with the situation key where one template has
+two meanings. A reworded message falls back to the defaults, and tests/test_docs.py names the fragment
+that no longer matches.
 """
 
 from __future__ import annotations
@@ -188,7 +190,12 @@ STAND_INS: dict[str, str] = {
     "item": "question",
     "role": "question",
     "names": "tiny-lora, …",
-    "model_type": "gpt2",
+    "model_type": "llama",
+    "num_hidden_layers": "28",
+    "rope_type": "yarn",
+    "host": "node1",
+    "port": "29500",
+    "results_path": "runs/my-run/eval/results.json",
     "checkpoint": "step-130",
     "have": "step-100, step-120",
     "poll": "1",
@@ -267,6 +274,7 @@ SITUATION_STAND_INS: dict[str, dict[str, str]] = {
         "key": "data.path",
         "close": "data/data.csv",
         "parent": "~/.cache/tunewiz/data",
+        "splitlines": "DETAILS",
     },
     "model": {
         "path": "models/my-model",
@@ -278,7 +286,7 @@ SITUATION_STAND_INS: dict[str, dict[str, str]] = {
         "name__": "LlamaForCausalLM",
     },
     "run": {"path": "runs/my-run", "describe": "pid 4242 on node0", "tail": "DETAILS"},
-    "resume": {"path": "runs/my-run", "key": "model.name"},
+    "resume": {"path": "runs/my-run", "key": "model.name", "parent": "runs/my-run/checkpoints"},
     "use": {
         "path": "runs/my-run",
         "name": "step-120",
@@ -287,8 +295,15 @@ SITUATION_STAND_INS: dict[str, dict[str, str]] = {
         "value": "last",
         "description": "`models/my-model`",
         "run_path": "runs/my-run",
+        "command": "tunewiz chat runs/my-run",
+        "name__": "ConnectionError",
     },
-    "hub": {"path": "runs/my-run", "name": "step-120", "target": "/data/hf-cache"},
+    "hub": {
+        "path": "runs/my-run",
+        "name": "step-120",
+        "target": "/data/hf-cache",
+        "name__": "ConnectionError",
+    },
 }
 
 # Message fragment -> stand-ins for that message only, where one name stands for different things.
@@ -318,6 +333,36 @@ CONTEXT_STAND_INS: dict[str, dict[str, str]] = {
     "is not a memory size": {"text": "lots"},
     "is not a duration": {"text": "2 hours"},
     "unknown tracker": {"text": "wandbb", "…": "`wandbb`"},
+    "data file `‹path›` does not exist": {"quote": "data/data.csv"},
+    "turn ‹turn_no› of `‹name›`": {"name": "messages", "sorted": "[from, text]"},
+    "could not load Hugging Face dataset": {"name__": "DatasetNotFoundError"},
+    "use: ‹path› is not valid JSON": {"path": "runs/my-run/prompt.json"},
+    "model: `‹path›` does not exist": {"path": "models/my-model/config.json"},
+    "model: `‹path›` is not valid JSON": {"path": "models/my-model/config.json"},
+    "model: ‹path› is not valid JSON": {"path": "models/my-model/tokenizer_config.json"},
+    "layer_types lists": {"len": "26"},
+    "has peft_type": {"get": "IA3"},
+    "use_sliding_window": {"model_type": "qwen2"},
+    "ranks cannot share evenly": {"world_size": "3"},
+    "GGUF export does not know": {"model_type": "phi3"},
+    "query_pre_attn_scalar=": {
+        "model_type": "gemma2",
+        "query_pre_attn_scalar": "224",
+        "expected": "256",
+        "num_hidden_layers": "42",
+    },
+    "has no GGUF name": {"key": "model.layers.0.mlp.gate.weight", "lower": "llama"},
+    "is not a GGUF type": {"quant": "q4km", "did_you_mean": " (did you mean `q4_k_m`?)"},
+    "the disk filled up while writing": {"path": "runs/my-run/export/model.gguf"},
+    "to write into the GGUF": {"source": "runs/my-run/final"},
+    "tokenizer without a byte-level": {"path": "runs/my-run/final/tokenizer.json", "get": "WordPiece"},
+    "no pre-tokenizer known": {"path": "runs/my-run/final/tokenizer.json"},
+    "tokens but the model's embedding": {"path": "runs/my-run/final/tokenizer.json"},
+    "uses rsLoRA/DoRA": {"…": "adapter/adapter_config.json"},
+    "prompt ‹empty› has no tokens": {"empty": "''"},
+    "cannot listen on": {"host": "127.0.0.1", "port": "7860"},
+    "on another host": {"who": "pid 4242 on node1"},
+    "only ‹len› of": {"len": "1"},
     "--method `‹method›` is not a method": {"method": "lorra"},
     "(‹UNSUPPORTED›)": {"model_type": "mixtral", "UNSUPPORTED": "mixture of experts"},
     "(architectures ‹get›)": {"get": "['GPT2LMHeadModel']"},
@@ -339,7 +384,12 @@ CONTEXT_STAND_INS: dict[str, dict[str, str]] = {
     "not found on the Hugging Face Hub": {"catalog_suggestion": ""},
     "is not a valid Hugging Face repo id": {"repo_id": "meta-llama Llama-3.2-1B", "catalog_suggestion": ""},
     "--name `‹name›`": {"name": "my run"},
-    "unknown key": {"dotted": "train.lrr", "…": "train.lrr", "suggest_key": " (did you mean `train.lr`?)"},
+    "unknown key": {
+        "dotted": "train.lrr",
+        "…": "train.lrr",
+        "override": "train.lrr=1e-4",
+        "suggest_key": " (did you mean `train.lr`?)",
+    },
     "has no `‹name›` field": {"name": "answer"},
     "expected text": {"name": "answer", "name__": "number"},
     "must be a non-empty list of turns": {"name": "messages"},
@@ -426,6 +476,14 @@ ADVICE: dict[str, str] = {
     ),
     "model `‹path›` is a file": "Pass the directory that holds `config.json`, not a file inside it.",
     "`‹path›` is not valid JSON: ‹e›": "The model's `config.json` is damaged: download the model again.",
+    "could not save checkpoint": (
+        "The disk is full or the run directory is not writable: free space or fix the permissions, then "
+        "`tunewiz resume runs/my-run` continues from the last complete checkpoint."
+    ),
+    "compare mode is unavailable": (
+        "The chat cannot answer with the base model beside the tuned one here (the message says why): "
+        "chat without comparing."
+    ),
     "was saved by several nodes": (
         "Each node wrote its shards into its own run directory. Put the run directory on storage every "
         "node mounts, copy the shards together, and resume."

@@ -71,11 +71,7 @@ SITUATIONS: tuple[Situation, ...] = (
     Situation(
         "command",
         "Typing a command",
-        "An argument or option is missing, misspelt, or has a value it cannot take; nothing was started. "
-        "Besides the messages below, the command line itself prints "
-        "`` error: missing argument `TARGET` ``, `` error: no such command `pla` `` (with "
-        "`` hint: did you mean `tunewiz plan`? ``), `` error: invalid value for `--gpus`: … `` and "
-        "`` error: `--overwrite` is a flag and takes no value (got `true`) ``.",
+        "An argument or option is missing, misspelt, or has a value it cannot take; nothing was started.",
         "Run the command with `--help` (every command shows an example), or follow the `did you mean` "
         "in the hint. Flags such as `--overwrite` take no value: write them alone to turn them on.",
     ),
@@ -165,6 +161,7 @@ MODULE_SITUATIONS: dict[str, str] = {
     "tunewiz/wizard/": "preset",
     "tunewiz/data/": "data",
     "tunewiz/text/": "data",
+    "tunewiz/text/prompt.py": "use",  # a run's prompt.json, read when it is chatted with or exported
     "tunewiz/text/tokenizer.py": "model",
     "tunewiz/models/": "model",
     "tunewiz/models/kv_cache.py": "use",
@@ -434,9 +431,15 @@ def stand_ins(situation_key: str, message: str) -> dict[str, str]:
     found = dict(error_advice.STAND_INS)
     found.update(error_advice.SITUATION_STAND_INS.get(situation_key, {}))
     for fragment, names in error_advice.CONTEXT_STAND_INS.items():
-        if fragment in message:
+        if fragment in keyed(situation_key, message):
             found.update(names)
     return found
+
+
+def keyed(situation_key: str, text: str) -> str:
+    """`"data: ‹message›"`: what the fragments of `error_advice` are looked up in, so that a fragment may
+    name the situation where one template is raised in two (`"use: ‹path› is not valid JSON"`)."""
+    return f"{situation_key}: {text}"
 
 
 def for_users(text: str, known: dict[str, str], names: dict[str, str]) -> str:
@@ -476,7 +479,7 @@ def advice(entry: ErrorEntry, known: dict[str, str], names: dict[str, str]) -> s
     """The one line under a message on the user page: `error_advice.ADVICE` where a fragment of the
     message is there, else the hint in the user's terms, else a pointer to the section's advice."""
     for fragment, text in error_advice.ADVICE.items():
-        if fragment in entry.message:
+        if fragment in keyed(situation(entry).key, entry.message):
             return text
     if _fixed_by_hint(entry.hint):
         hint = for_users(entry.hint or "", known, names)

@@ -151,7 +151,9 @@ def test_common_errors_reads_as_a_user_meets_it() -> None:
 def test_error_page_tables_name_existing_messages() -> None:
     """Each fragment that orders, explains or fills in a message still occurs in one, so a reworded
     message is noticed instead of silently losing its place or its advice."""
-    texts = [e.message for e in gen_error_reference.extract()] + [p.shown for p in error_advice.PRINTED]
+    entries = gen_error_reference.extract()
+    texts = [gen_error_reference.keyed(gen_error_reference.situation(e).key, e.message) for e in entries]
+    texts += [gen_error_reference.keyed(p.situation, p.shown) for p in error_advice.PRINTED]
     fragments = [f for order in error_advice.ORDER.values() for f in order if f != error_advice.REST]
     fragments += [*error_advice.ADVICE, *error_advice.CONTEXT_STAND_INS]
     stale = [f for f in fragments if not any(f in text for text in texts)]
