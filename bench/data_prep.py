@@ -118,6 +118,14 @@ def _rss() -> tuple[int, int]:
     return fields["VmRSS"], fields["RssAnon"]
 
 
+def _cpu() -> float:
+    """CPU seconds of this process (all threads) and of its waited-for children (the pool's workers)."""
+    import resource
+
+    own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+
+
 def child(kind: str, tok_dir: str, data: str, rows: int) -> dict:
     """One measurement (``kind``) in this process; returns its numbers."""
     from tunewiz.data import build_datasets
@@ -126,10 +134,11 @@ def child(kind: str, tok_dir: str, data: str, rows: int) -> dict:
 
     cfg = DataSection(path=data, max_seq_len=1024)
     if kind == "today":  # also with an older tree (--today-code): only build_datasets
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), _cpu()
         train, val, stats = build_datasets(cfg, load_tokenizer(Path(tok_dir)), seed=0)
         seconds = time.perf_counter() - started
-        return {"seconds": seconds, "rows": rows, "tokens_per_row": sum(stats.lengths) / len(stats.lengths)}
+        mean = sum(stats.lengths) / len(stats.lengths)
+        return {"seconds": seconds, "cpu": _cpu() - cpu, "rows": rows, "tokens_per_row": mean}
     from tunewiz.data import plan_samples
     from tunewiz.data.prepared import default_workers, prepare
 
@@ -156,12 +165,19 @@ def child(kind: str, tok_dir: str, data: str, rows: int) -> dict:
             "tokens": total,
             "batch": len(batch),
         }
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), _cpu()
     tok = load_tokenizer(Path(tok_dir))
     if kind in ("prepare", "hit"):
         p = prepare(cfg, tok, seed=0)
         seconds = time.perf_counter() - started
-        return {"seconds": seconds, "hit": p.hit, "workers": default_workers(), "bytes": p.meta["bytes"]}
+        workers = default_workers()
+        return {
+            "seconds": seconds,
+            "cpu": _cpu() - cpu,
+            "hit": p.hit,
+            "workers": workers,
+            "bytes": p.meta["bytes"],
+        }
     if kind == "library":
         plan = plan_samples(cfg, tok, seed=0)
         from tunewiz.data.formats import row_to_messages
@@ -171,12 +187,12 @@ def child(kind: str, tok_dir: str, data: str, rows: int) -> dict:
             for i, row, src in plan.train_rows + plan.val_rows
         ]
         backend = tok._backend
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), _cpu()
         if hasattr(backend, "_tk"):
             backend._tk.encode_batch(texts, add_special_tokens=False)
         else:
             backend._sp.encode(texts, num_threads=-1)
-        return {"seconds": time.perf_counter() - started, "rows": len(texts)}
+        return {"seconds": time.perf_counter() - started, "cpu": _cpu() - cpu, "rows": len(texts)}
     raise ValueError(kind)
 
 
@@ -259,7 +275,8 @@ def main() -> None:
     tokenizers = {k: v for k, v in tokenizers.items() if ("json" if "json" in k else "sp") in args.tokenizers}
     print(f"work dir {work}; {os.cpu_count()} cores; load {os.getloadavg()[0]:.1f}")
     print(
-        "| tokenizer | rows | tokens/row | (a) today rows/s | (b) library rows/s | (c) first prep rows/s | "
+        "| tokenizer | rows | tokens/row | (a) today rows/s (per CPU-s) | (b) library rows/s (per CPU-s) | "
+        "(c) first prep rows/s (per CPU-s) | "
         "(c)/(a) | (b)/(c) | (d) cache hit | (e) rank RSS / private growth | entry size |"
     )
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
@@ -271,8 +288,9 @@ def main() -> None:
                 "today", tok_dir, files[args.today_rows], args.today_rows, work / "c", args.today_code
             )
             print(
-                f"{name}: (a) with {args.today_code}: {args.today_rows / old['seconds']:,.0f} rows/s; "
-                f"with this tree: {today_rate:,.0f} rows/s"
+                f"{name}: (a) with {args.today_code}: {args.today_rows / old['seconds']:,.0f} rows/s "
+                f"({args.today_rows / old['cpu']:,.0f} per CPU-s); with this tree: {today_rate:,.0f} rows/s "
+                f"({args.today_rows / today['cpu']:,.0f} per CPU-s)"
             )
         base_rank = None
         for n in sizes:
@@ -291,8 +309,10 @@ def main() -> None:
                 growth = f"+{rss / mib:.0f} / +{anon / mib:.0f} MiB"
             print(
                 f"| {name} | {n:,} | {today['tokens_per_row']:.0f} | "
-                f"{today_rate:,.0f} (at {args.today_rows:,}) | {lib_rate:,.0f} | "
-                f"{first_rate:,.0f} ({first['workers']} workers) | {first_rate / today_rate:.1f}× | "
+                f"{today_rate:,.0f} ({args.today_rows / today['cpu']:,.0f}) at {args.today_rows:,} | "
+                f"{lib_rate:,.0f} ({n / lib['cpu']:,.0f}) | "
+                f"{first_rate:,.0f} ({n / first['cpu']:,.0f}; {first['workers']} workers) | "
+                f"{first_rate / today_rate:.1f}× | "
                 f"{lib_rate / first_rate:.2f}× | {hit['seconds']:.2f} s | {growth} | "
                 f"{first['bytes'] / mib:,.0f} MiB |",
                 flush=True,
