@@ -214,7 +214,8 @@ def ranks(work: Path, data: Path) -> str:
     cache = work / "cache-ranks"
     env = {**os.environ, "TUNEWIZ_CACHE": str(cache), "PYTHONPATH": str(REPO)}
     sets = ["data.max_seq_len=1024", "train.max_steps=1", "checkpoint.every_n_steps=1"]
-    argv = [sys.executable, "-m", "tunewiz", "train", "tiny-lora", "--no-tui", "--nproc-per-node", "2"]
+    argv = [sys.executable, "-m", "tunewiz", "train", str(REPO / "presets" / "tiny-lora.yaml"), "--no-tui"]
+    argv += ["--nproc-per-node", "2"]
     argv += ["--run-dir", str(work / "run-ranks"), "--overwrite", "--set", f"data.path={data}"]
     for s in sets:
         argv += ["--set", s]
