@@ -337,3 +337,33 @@ def test_hub_dataset_offline_error(bpe: Tokenizer) -> None:
         "could not load Hugging Face dataset `tunewiz-tests/no-such-dataset` (split `train`)"
     )
     assert "offline" in err.hint
+
+
+def test_blank_responses_are_dropped_as_empty(tmp_path: Path, bpe: Tokenizer) -> None:
+    """A blank answer would train only the end-of-turn token: the row is dropped and counted."""
+    path = tmp_path / "blank.csv"
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(["question", "answer"])
+        writer.writerows([["What is 1+1?", "2"], ["Name a colour", ""], ["Say hi", "  \n "], ["Hi", "hello"]])
+    train, _, stats = build_datasets(_cfg(path, train_on_inputs=True), bpe, seed=0)
+    assert (len(train), stats.dropped_empty, stats.counts["train"]["dropped_empty"]) == (2, 2, 2)
+    chat = [
+        {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": " "}]},
+        {"messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}]},
+        {"messages": [{"role": "user", "content": "c"}, {"role": "assistant", "content": ""}] * 2},
+    ]
+    train, _, stats = build_datasets(_cfg(_jsonl(tmp_path / "chat.jsonl", chat)), bpe, seed=0)
+    assert (len(train), stats.dropped_empty) == (1, 2)
+    train, _, stats = build_datasets(
+        _cfg(_jsonl(tmp_path / "t.jsonl", [{"text": "\n"}, {"text": "x"}])), bpe, seed=0
+    )
+    assert (len(train), stats.dropped_empty) == (1, 1)
+
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        f.write("question,answer\r\nWhat is 1+1?,\r\nName a colour,\r\n")
+    err = _error(path, bpe)
+    assert err.message.startswith(
+        "blank.csv: no training sample has a trained token (2 with an empty response, 0"
+    )
+    assert "fill in the responses" in err.hint and "truncation" not in err.hint

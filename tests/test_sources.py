@@ -5,14 +5,20 @@ CSVs (semicolons, Windows-1252), quoted fields with newlines; and every unreadab
 from __future__ import annotations
 
 import json
+import re
+import shlex
 import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
 
-from tunewiz.data import load_rows
+from tunewiz.data import build_datasets, load_rows
+from tunewiz.data.formats import COLUMN_KEYS
 from tunewiz.errors import TunewizError
+from tunewiz.preset.files import apply_overrides
+from tunewiz.preset.schema import DataSection
+from tunewiz.text.tokenizer import Tokenizer, load_tokenizer
 
 ROWS = [
     {"instruction": "Name the café's dish", "output": "Crème brûlée; sweet, with a crust"},
@@ -177,3 +183,159 @@ def test_cli_shows_the_error_and_hint_before_any_run(command: str, tmp_path: Pat
     assert "hint: re-save it as UTF-8: `iconv -f CP1252 -t UTF-8 data.jsonl > data-utf8.jsonl`" in output
     assert "Traceback" not in output and "rank 0" not in output
     assert not (tmp_path / "runs").exists()  # stopped before a run directory or a rank existed
+
+
+# --- headers as spreadsheets write them, wrapped rows, paths that are not files -------------------------
+
+PAIRS = [("What is 1+1?", "2"), ("Name a colour", "blue"), ("Say hi", "hello")]
+
+
+def _followed(hint: str, path: str) -> DataSection:
+    """The data section after the hint's ``--set``s (every `` `--set …` `` in it), applied by the CLI's
+    own override code to a preset whose ``data.path`` is ``path``."""
+    sets = [shlex.split(arg)[0] for arg in re.findall(r"`--set ([^`]*)`", hint)]
+    assert sets, f"the hint names no --set: {hint}"
+    data = apply_overrides({"data": DataSection(path=path, val_fraction=0.0).model_dump()}, sets)
+    return DataSection.model_validate(data["data"])
+
+
+def _builds(cfg: DataSection, tok: Tokenizer) -> int:
+    """How many train samples ``cfg`` makes (each row of PAIRS is one)."""
+    train, _, _ = build_datasets(cfg, tok, seed=0)
+    return len(train)
+
+
+@pytest.fixture(scope="module")
+def bpe(bpe_tokenizer_dir: Path) -> Tokenizer:
+    return load_tokenizer(bpe_tokenizer_dir)
+
+
+@pytest.mark.parametrize(
+    "header", ["Question,Answer", "QUESTION;Answer", " question , answer ", "Instruction\tOutput "]
+)
+def test_recognised_columns_match_in_any_case_and_with_spaces(
+    header: str, tmp_path: Path, bpe: Tokenizer
+) -> None:
+    delimiter = next(d for d in ",;\t" if d in header)
+    lines = [header, *(delimiter.join(pair) for pair in PAIRS)]
+    path = tmp_path / "excel.csv"
+    path.write_bytes(BOM + "\r\n".join(lines).encode() + b"\r\n")
+    rows = _load(path)
+    assert [list(r.values()) for r in rows] == [list(p) for p in PAIRS]
+    assert all(name in COLUMN_KEYS for name in rows[0])  # renamed to the names the formats know
+    assert _builds(DataSection(path=str(path), val_fraction=0.0), bpe) == len(PAIRS)
+
+
+def test_column_mapping_is_exact_but_tolerant_of_case_and_spaces(tmp_path: Path, bpe: Tokenizer) -> None:
+    path = tmp_path / "frage.csv"
+    path.write_text("Frage , ANTWORT\n" + "".join(f"{q},{a}\n" for q, a in PAIRS), encoding="utf-8")
+    with pytest.raises(TunewizError) as info:
+        _builds(DataSection(path=str(path), val_fraction=0.0), bpe)  # unknown names: the hint maps them
+    rows_cfg = _followed(info.value.hint, str(path))
+    assert rows_cfg.columns == {"prompt": "Frage", "response": "ANTWORT"}
+    assert _builds(rows_cfg, bpe) == len(PAIRS)
+    # A mapping written in another case still finds the column; one that names no column is an error.
+    assert _builds(DataSection(path=str(path), columns={"prompt": "frage", "response": "antwort"}), bpe)
+    with pytest.raises(TunewizError, match=r"frage.csv has no column `reply`"):
+        load_rows(str(path), split="train", columns={"prompt": "frage", "response": "reply"})
+    # A file with both spellings keeps the exact one.
+    both = _jsonl_file(tmp_path / "both.jsonl", [{"output": "exact", "Output": "other", "prompt": "p"}])
+    assert load_rows(str(both), split="train", columns={}) == [
+        {"output": "exact", "Output": "other", "prompt": "p"}
+    ]
+
+
+def _jsonl_file(path: Path, rows: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+@pytest.mark.parametrize("indent", [None, 2], ids=["one-line", "pretty"])
+def test_rows_wrapped_in_one_object_are_read_from_their_key(
+    indent: int | None, tmp_path: Path, bpe: Tokenizer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "dict.json"
+    rows = [{"question": q, "answer": a} for q, a in PAIRS]
+    path.write_text(json.dumps({"version": 2, "data": rows}, indent=indent), encoding="utf-8")
+    assert _load(path) == rows
+    assert (
+        "note: dict.json is one JSON object; reading the 3 row(s) of its `data` list"
+        in capsys.readouterr().err
+    )
+    assert _builds(DataSection(path=str(path), val_fraction=0.0), bpe) == len(PAIRS)
+    # One chat row in a .json file is a row, not a wrapper of its turns.
+    chat = {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]}
+    (tmp_path / "chat.json").write_text(json.dumps(chat), encoding="utf-8")
+    assert _load(tmp_path / "chat.json") == [chat]
+
+
+def test_rows_under_several_keys_get_a_jq_hint_that_works(tmp_path: Path, bpe: Tokenizer) -> None:
+    rows = [{"question": q, "answer": a} for q, a in PAIRS]
+    path = tmp_path / "two.json"
+    path.write_text(json.dumps({"train": rows, "test": rows[:1]}), encoding="utf-8")
+    err = _error(path)
+    assert err.message.startswith("two.json is one JSON object with lists of rows under several keys")
+    if shutil.which("jq") is None:
+        pytest.skip("jq is not installed")
+    command = re.search(r"`(jq [^`]*)`", err.hint).group(1)
+    subprocess.run(command, shell=True, check=True, cwd=tmp_path)
+    assert _builds(_followed(err.hint, str(path)), bpe) == len(PAIRS)
+
+
+def test_a_directory_names_its_data_files_and_the_hint_loads_one(
+    tmp_path: Path, bpe: Tokenizer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    Path("data").mkdir()
+    _jsonl_file(Path("data/qa.jsonl"), [{"question": q, "answer": a} for q, a in PAIRS])
+    Path("data/notes.txt").write_text("not data")
+    err = _error("data")
+    assert err.message == "`data.path` data is a directory; its data files: qa.jsonl"
+    assert _builds(_followed(err.hint, "data"), bpe) == len(PAIRS)
+    Path("empty").mkdir()
+    assert _error("empty").message.startswith("`data.path` empty is a directory with no .json/")
+
+
+def test_a_shipped_name_without_its_prefix_is_suggested_when_the_hub_fails(bpe: Tokenizer) -> None:
+    err = _error("story-qa")  # the tests run offline: the Hub cannot load it
+    assert err.message.startswith("could not load Hugging Face dataset `story-qa`")
+    assert err.hint == "for the shipped sample, use `--set data.path=tunewiz:story-qa`"
+    cfg = _followed(err.hint, "story-qa")
+    assert cfg.path == "tunewiz:story-qa" and _builds(cfg, bpe) > 0
+
+
+def test_did_you_mean_lists_every_closest_name(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    for name in ("pa.jsonl", "qa.jsonl", "zzzz.jsonl"):
+        _jsonl_file(Path(name), [{"text": name}])
+    err = _error("xa.jsonl")
+    assert err.message == "data file `xa.jsonl` does not exist (did you mean `pa.jsonl` or `qa.jsonl`?)"
+    assert _load(_followed(err.hint, "xa.jsonl").path) == [{"text": "pa.jsonl"}]
+
+
+def test_train_and_prepare_say_the_same_about_a_mistyped_path(tmp_path: Path) -> None:
+    from runs import cli
+
+    _jsonl_file(tmp_path / "train-data.jsonl", [{"question": q, "answer": a} for q, a in PAIRS])
+    outputs = []
+    for command in ("train", "prepare"):
+        result = cli(
+            command,
+            "tiny-lora",
+            "--set",
+            "data.path=train-dat.jsonl",
+            "--no-tui",
+            cwd=tmp_path,
+            env={"TUNEWIZ_CACHE": str(tmp_path / "cache")},
+        )
+        assert result.returncode == 2, result.stdout + result.stderr
+        outputs.append([line for line in result.stderr.splitlines() if line.startswith(("error:", "hint:"))])
+    assert (
+        outputs[0]
+        == outputs[1]
+        == [
+            "error: data file `train-dat.jsonl` does not exist (did you mean `train-data.jsonl`?)",
+            "hint: use `--set data.path=train-data.jsonl`",
+        ]
+    )
+    assert not (tmp_path / "runs").exists()

@@ -219,7 +219,7 @@ def plan_samples(
     if cfg.val_path is not None:
         train_rows = rows
         val_columns = sources[0].entry.columns or {}
-        val_loaded = load_rows(cfg.val_path, split=cfg.split, columns=val_columns)
+        val_loaded = load_rows(cfg.val_path, split=cfg.split, columns=val_columns, setting="data.val_path")
         val_name = _source_name(cfg.val_path)
         val_src = _Source(val_name, sources[0].format, sources[0].entry, [])  # read as the first dataset
         val_rows = [(i, row, val_src) for i, row in enumerate(val_loaded, start=1)]
@@ -320,6 +320,10 @@ def tokenize_rows(
     """Samples of ``rows``, tagged with their dataset's index; ``counts`` gets truncated/dropped
     tallies, ``lengths`` the untruncated lengths of the samples that have a trained token.
 
+    A row whose every response (assistant turn) is empty or whitespace, or a text row that is, counts as
+    ``dropped_empty`` and makes no sample, whatever ``train_on_inputs``: it would teach the model to end
+    its turn at once.
+
     Each row's sample depends on that row only, so chunks of ``rows`` tokenized apart and joined in
     order give the same samples as one call.
     """
@@ -327,9 +331,16 @@ def tokenize_rows(
     bos_id = builder.tokenizer.bos_id
     for index, row, src in rows:
         if src.format == "text":
-            tokens, trained = builder.text_sample(row_to_text(row, index, src.name))
+            text = row_to_text(row, index, src.name)
+            if not text.strip():
+                counts["dropped_empty"] += 1
+                continue
+            tokens, trained = builder.text_sample(text)
         else:
             messages = row_to_messages(row, src.format, index, src.name)
+            if not any(m["content"].strip() for m in messages if m["role"] == "assistant"):
+                counts["dropped_empty"] += 1  # a blank answer would train only the end-of-turn token
+                continue
             tokens, trained = builder.chat_sample(messages, train_on_inputs=cfg.train_on_inputs)
         if not any(trained[1:]):  # position 0 is never a target
             counts["dropped_empty"] += 1
@@ -351,7 +362,10 @@ def _no_samples(source: str, counts: dict[str, int], cfg: DataSection) -> Except
         f"and dropped with `data.truncation: {cfg.truncation}`)",
         hint="keep the responses and cut the prompts' beginnings: add `--set 'data.truncation=left'` to the "
         "command; or raise `data.max_seq_len`, check the response column (`data.columns`), or set "
-        "`data.train_on_inputs: true`",
+        "`data.train_on_inputs: true`"
+        if counts["dropped_long"]
+        else "fill in the responses, or map the column that holds them: "
+        "`--set 'data.columns={response: COLUMN}'`",
     )
 
 

@@ -11,6 +11,7 @@ Three formats, recognised from the column names without configuration:
   ``assistant``/``gpt``/``model``.
 - ``text``: ``text``, trained on every token.
 
+Column names match whatever their case and surrounding spaces (``Question``, `` answer ``).
 ``data.columns`` maps a role (``prompt``, ``response``, ``system``, ``input``, ``messages``, ``text``)
 or any name above to a dataset column: ``{prompt: question, response: answer}``; the older
 ``{instruction: question, output: answer}`` means the same.
@@ -19,6 +20,7 @@ or any name above to a dataset column: ``{prompt: question, response: answer}``;
 from __future__ import annotations
 
 import shlex
+from collections.abc import Collection
 from typing import Any, Literal
 
 from tunewiz.errors import TunewizError
@@ -58,6 +60,26 @@ def columns_hint(keys: list[str] | set[str]) -> str:
         f"map the columns by role: add `--set {shlex.quote(mapping)}` to the command "
         f"(or `tunewiz init --columns prompt={prompt},response={response}`), or set `data.format`"
     )
+
+
+def recognised_renames(keys: list[str], *, taken: Collection[str] = ()) -> dict[str, str]:
+    """``{column: name}`` for the columns that are a recognised name (:data:`COLUMN_KEYS`) spelt in
+    another case or with surrounding spaces, as spreadsheets write headers: ``Question`` → ``question``,
+    `` Answer `` → ``answer``. A name already present exactly, or in ``taken`` (a ``data.columns``
+    target), is left alone, as is the second column that means the same name.
+
+    Args:
+        keys: the columns of the first row.
+        taken: names other columns are already renamed to.
+    """
+    renames: dict[str, str] = {}
+    used = set(keys) | set(taken)
+    for key in keys:
+        name = key.strip().lower() if isinstance(key, str) else key
+        if name != key and name in COLUMN_KEYS and name not in used:
+            renames[key] = name
+            used.add(name)
+    return renames
 
 
 def _find(keys: Any, names: tuple[str, ...]) -> str | None:

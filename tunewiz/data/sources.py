@@ -8,10 +8,12 @@ import difflib
 import json
 import re
 import shlex
+import sys
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from tunewiz.data.formats import COLUMN_KEYS, recognised_renames
 from tunewiz.errors import TunewizError
 
 SHIPPED_PREFIX = "tunewiz:"
@@ -26,8 +28,14 @@ def shipped_datasets_dir() -> Path:
     return Path(__file__).resolve().parent.parent / "assets" / "datasets"
 
 
-def load_rows(path: str, *, split: str, columns: dict[str, str]) -> list[dict[str, Any]]:
+def load_rows(
+    path: str, *, split: str, columns: dict[str, str], setting: str = "data.path"
+) -> list[dict[str, Any]]:
     """Read every row of a data source as a dict, with columns renamed to the format's names.
+
+    Column names match whatever their case and surrounding spaces: a mapped column `question` finds a
+    file's `Question`, and a recognised name (`Answer`, ` output `) is renamed to the name
+    :mod:`tunewiz.data.formats` knows (:func:`~tunewiz.data.formats.recognised_renames`).
 
     Args:
         path: ``tunewiz:<name>`` (shipped sample), a local .json (list or JSONL), .jsonl, .csv or
@@ -35,17 +43,20 @@ def load_rows(path: str, *, split: str, columns: dict[str, str]) -> list[dict[st
         split: the split to read from a Hub dataset (local files have one split).
         columns: ``{role: dataset_column}`` renames, e.g. ``{"prompt": "question", "response": "answer"}``
             (see :mod:`tunewiz.data.formats`).
+        setting: the preset key that names ``path`` (``data.path``, ``data.val_path``), for the hints.
 
     Raises:
         TunewizError: no rows, an unreadable source, a mapped column the first row does not have.
     """
-    rows = _read(path, split)
+    rows = _read(path, split, setting)
     if not rows:
         raise TunewizError(
-            f"{_label(path)} has no rows", hint="check the file, or point `data.path` at another one"
+            f"{_label(path)} has no rows", hint=f"check the file, or point `{setting}` at another one"
         )
+    renames: dict[str, str] = {}
     if columns:
-        missing = [c for c in columns.values() if c not in rows[0]]
+        found = {target: _column(rows[0], source) for target, source in columns.items()}
+        missing = [columns[target] for target, column in found.items() if column is None]
         if missing:
             raise TunewizError(
                 f"{_label(path)} has no column {', '.join(f'`{c}`' for c in missing)} "
@@ -53,50 +64,103 @@ def load_rows(path: str, *, split: str, columns: dict[str, str]) -> list[dict[st
                 hint="map existing columns, e.g. `--set 'data.columns={prompt: "
                 f"{next(iter(rows[0]), 'COLUMN')}, response: {list(rows[0])[-1]}}}'`",
             )
-        renames = {source: target for target, source in columns.items()}
+        renames = {column: target for target, column in found.items() if column is not None}
+    renames |= recognised_renames([key for key in rows[0] if key not in renames], taken=set(renames.values()))
+    if renames:
         rows = [{renames.get(key, key): value for key, value in row.items()} for row in rows]
     return rows
+
+
+def _column(row: dict[str, Any], name: str) -> str | None:
+    """The column of ``row`` that ``name`` means: itself, else the one column equal to it whatever the
+    case and surrounding spaces."""
+    if name in row:
+        return name
+    alike = [key for key in row if isinstance(key, str) and key.strip().lower() == name.strip().lower()]
+    return alike[0] if len(alike) == 1 else None
 
 
 def _label(path: str) -> str:
     return Path(path).name if not path.startswith(SHIPPED_PREFIX) else path
 
 
-def _read(path: str, split: str) -> list[dict[str, Any]]:
+def _read(path: str, split: str, setting: str) -> list[dict[str, Any]]:
     if path.startswith(SHIPPED_PREFIX):
-        return _read_shipped(path[len(SHIPPED_PREFIX) :])
+        return _read_shipped(path[len(SHIPPED_PREFIX) :], setting)
+    check_local_path(path, setting)
     local = Path(path).expanduser()
     if local.is_file():
         return _read_local(local)
-    close = _close_local_file(path)
+    return _read_hub(path, split, setting)
+
+
+def check_local_path(path: str, setting: str = "data.path") -> None:
+    """Raise unless ``path`` is a local data file, or a name that can only be a Hugging Face dataset id
+    (or ``tunewiz:<sample>``). Shared by ``tunewiz prepare``, ``train``'s preflight and every read.
+
+    Args:
+        path: the value of ``setting``.
+        setting: ``data.path`` or ``data.val_path``, for the hint's ``--set``.
+
+    Raises:
+        TunewizError: ``path`` is a directory (the hint names a data file in it), or a local-looking path
+            (a data suffix, absolute, starting with ``.`` or ``~``, not an id) that does not exist (the
+            hint names the closest data file next to it, when one is close).
+    """
+    if path.startswith(SHIPPED_PREFIX):
+        return
+    local = Path(path).expanduser()
+    if local.is_file():
+        return
+    if local.is_dir():
+        files = sorted(p.name for p in local.iterdir() if p.is_file() and p.suffix.lower() in LOCAL_SUFFIXES)
+        shown = ", ".join(files[:8]) + (f" and {len(files) - 8} more" if len(files) > 8 else "")
+        raise TunewizError(
+            f"`{setting}` {path} is a directory"
+            + (f"; its data files: {shown}" if files else f" with no {'/'.join(LOCAL_SUFFIXES)} file in it"),
+            hint=f"point `{setting}` at one file in it: "
+            f"`--set {setting}={shlex.quote(str(Path(path) / files[0]))}`"
+            if files
+            else f"point `{setting}` at a data file: `--set {setting}=FILE.jsonl`",
+        )
+    close = close_local_files(path)
     if (
-        close is not None
+        close
         or local.suffix.lower() in LOCAL_SUFFIXES
         or local.is_absolute()
         or path.startswith((".", "~"))
         or not _HUB_ID.match(path)
     ):
+        guesses = " or ".join(f"`{c}`" for c in close)
         raise TunewizError(
-            f"data file `{path}` does not exist" + (f" (did you mean `{close}`?)" if close else ""),
-            hint=f"use `--set data.path={shlex.quote(close)}`"
+            f"data file `{path}` does not exist" + (f" (did you mean {guesses}?)" if close else ""),
+            hint=f"use `--set {setting}={shlex.quote(close[0])}`"
             if close
-            else "check `data.path`; it takes a local .json/.jsonl/.csv/.parquet file, "
-            "`tunewiz:<sample>` or a Hugging Face dataset id",
+            else f"check `{setting}` (relative paths are from the current directory); it takes a local "
+            ".json/.jsonl/.csv/.parquet file, `tunewiz:<sample>` or a Hugging Face dataset id",
         )
-    return _read_hub(path, split)
 
 
-def _close_local_file(path: str) -> str | None:
-    """A data file next to ``path`` whose name is close to its name (a typo), as the user would write it."""
+def close_local_files(path: str) -> list[str]:
+    """The data files next to ``path`` whose names are closest to its name (a typo), as the user would
+    write them: all those tied for the closest, best first; empty when none is close (difflib ratio
+    under 0.7)."""
     folder = Path(path).expanduser().parent
     if not folder.is_dir():
-        return None
+        return []
     names = sorted(p.name for p in folder.iterdir() if p.suffix.lower() in LOCAL_SUFFIXES and p.is_file())
-    close = difflib.get_close_matches(Path(path).name, names, n=1, cutoff=0.7)
-    return str(Path(path).parent / close[0]) if close else None
+    matcher = difflib.SequenceMatcher(b=Path(path).name)
+    scored = []
+    for name in names:
+        matcher.set_seq1(name)
+        scored.append((matcher.ratio(), name))
+    best = max((score for score, _ in scored), default=0.0)
+    if best < 0.7:
+        return []
+    return [str(Path(path).parent / name) for score, name in scored if score == best]
 
 
-def _read_shipped(name: str) -> list[dict[str, Any]]:
+def _read_shipped(name: str, setting: str) -> list[dict[str, Any]]:
     folder = shipped_datasets_dir()
     file = folder / f"{name}.jsonl"
     if not file.is_file():
@@ -108,9 +172,9 @@ def _read_shipped(name: str) -> list[dict[str, Any]]:
             + (f" (did you mean `{guess}`?)" if guess else "")
             + "; available: "
             + (", ".join(f"`{SHIPPED_PREFIX}{a}`" for a in available) or "none"),
-            hint=f"use `--set data.path={guess}`"
+            hint=f"use `--set {setting}={guess}`"
             if guess
-            else "use one of the names above, or a local file path in `data.path`",
+            else f"use one of the names above, or a local file path in `{setting}`",
         )
     return _read_jsonl(file)
 
@@ -144,6 +208,9 @@ def _read_json(path: Path) -> list[dict[str, Any]]:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError:
         raise _not_utf8(path) from None
+    if text.lstrip().startswith("{"):
+        wrapped = _wrapped_rows(path, text)
+        return wrapped if wrapped is not None else _jsonl_rows(path, text.split("\n"))
     if not text.lstrip().startswith("["):
         return _jsonl_rows(path, text.split("\n"))
     try:
@@ -154,6 +221,39 @@ def _read_json(path: Path) -> list[dict[str, Any]]:
             hint="fix the file (a JSON list of objects, or one object per line)",
         ) from exc
     return _objects(rows, path.name)
+
+
+def _wrapped_rows(path: Path, text: str) -> list[dict[str, Any]] | None:
+    """The rows of a .json file that is one object holding them in a list under one key, as
+    ``{"data": [{...}, ...]}`` (what ``datasets``' json ``field=`` reads); says so on stderr. None when the
+    file is not one such object (one row per line, or a single row with a recognised column).
+
+    Raises:
+        TunewizError: the object holds several lists of objects (the message names their keys).
+    """
+    try:
+        whole = json.loads(text)
+    except json.JSONDecodeError:
+        return None
+    if not isinstance(whole, dict) or any(key.strip().lower() in COLUMN_KEYS for key in whole):
+        return None
+    keys = [k for k, v in whole.items() if isinstance(v, list) and v and all(isinstance(r, dict) for r in v)]
+    if len(keys) > 1:
+        raise TunewizError(
+            f"{path.name} is one JSON object with lists of rows under several keys "
+            f"({', '.join(f'`{k}`' for k in keys)}); tunewiz cannot tell which to read",
+            hint=f"write the rows of one key as JSONL and use that file: `jq -c '.{keys[0]}[]' "
+            f"{shlex.quote(str(path))} > {shlex.quote(str(path.with_suffix('.jsonl')))}`, then "
+            f"`--set data.path={shlex.quote(str(path.with_suffix('.jsonl')))}`",
+        )
+    if not keys:
+        return None
+    print(
+        f"note: {path.name} is one JSON object; reading the {len(whole[keys[0]]):,} row(s) of its "
+        f"`{keys[0]}` list",
+        file=sys.stderr,
+    )
+    return whole[keys[0]]
 
 
 def _read_jsonl(path: Path) -> list[dict[str, Any]]:
@@ -214,6 +314,8 @@ def _read_csv(path: Path) -> list[dict[str, Any]]:
             f.seek(0)
             delimiter = max(_DELIMITERS, key=lambda d: len(next(csv.reader([header], delimiter=d), [])))
             reader = csv.DictReader(f, delimiter=delimiter)
+            # Header names without surrounding spaces (`question , answer`): a YAML mapping strips them.
+            reader.fieldnames = [name.strip() for name in reader.fieldnames or []]
             rows = []
             for row in reader:
                 if None in row:  # more fields than the header names
@@ -224,7 +326,7 @@ def _read_csv(path: Path) -> list[dict[str, Any]]:
                         "as spreadsheets do when they save CSV",
                     )
                 rows.append(row)
-            columns = reader.fieldnames or []
+            columns = reader.fieldnames
     except UnicodeDecodeError:
         raise _not_utf8(path) from None
     except csv.Error as exc:  # e.g. Python 3.10's "line contains NUL"
@@ -277,16 +379,20 @@ def _not_utf8(path: Path) -> TunewizError:
     )
 
 
-def _read_hub(dataset_id: str, split: str) -> list[dict[str, Any]]:
+def _read_hub(dataset_id: str, split: str, setting: str) -> list[dict[str, Any]]:
     import datasets
 
     try:
         ds = datasets.load_dataset(dataset_id, split=split)
     except Exception as exc:  # offline, unknown id, unknown split, gated: all surface here
+        shipped = sorted(p.stem for p in shipped_datasets_dir().glob("*.jsonl"))
+        close = difflib.get_close_matches(dataset_id, shipped, n=1, cutoff=0.8)
         raise TunewizError(
             f"could not load Hugging Face dataset `{dataset_id}` (split `{split}`): "
             f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}",
-            hint="check the id and `data.split`; offline, only datasets already in the HF cache "
-            "load (run once online), or download it and point `data.path` at the file",
+            hint=f"for the shipped sample, use `--set {setting}={SHIPPED_PREFIX}{close[0]}`"
+            if close
+            else "check the id and `data.split`; offline, only datasets already in the HF cache "
+            f"load (run once online), or download it and point `{setting}` at the file",
         ) from exc
     return ds.to_list()

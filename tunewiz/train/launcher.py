@@ -262,22 +262,17 @@ def run_dir_sharing(run: RunDir, topology: Topology, started: float) -> str:
 
 
 def preflight(preset: Preset) -> None:
-    """Fail fast, before torchrun starts, on a model or a local data file that is not there."""
+    """Fail fast, before torchrun starts, on a model or a local data file that is not there (the same
+    errors as ``tunewiz prepare``: :func:`tunewiz.data.sources.check_local_path`)."""
+    from tunewiz.data.sources import check_local_path
     from tunewiz.models.loading import check_model_dir, resolve_model_dir
 
     model_dir = check_model_dir(resolve_model_dir(preset.model.path, preset.model.revision))
     check_mergeable(preset, model_dir)
-    data_paths = [("data.path", e.path) for e in preset.data.datasets()]
-    for key, value in (*data_paths, ("data.val_path", preset.data.val_path)):
-        if (
-            value
-            and Path(value).suffix in (".json", ".jsonl", ".csv", ".parquet")
-            and not Path(value).is_file()
-        ):
-            raise TunewizError(
-                f"`{key}`: dataset file `{value}` does not exist",
-                hint="check the path (relative paths are from the current directory)",
-            )
+    for entry in preset.data.datasets():
+        check_local_path(entry.path)
+    if preset.data.val_path:
+        check_local_path(preset.data.val_path, "data.val_path")
 
 
 def run_prompt(run: RunDir) -> tuple[PromptFormat | None, bool]:

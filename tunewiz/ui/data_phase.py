@@ -104,10 +104,13 @@ def prepare_data(
 
 
 def summary_line(prepared: Prepared) -> str:
-    """``data: prepared entry 63fe74df3774 found (1,900 train + 100 validation samples, 0.01 s)``."""
+    """``data: prepared entry 63fe74df3774 found (1,900 train + 100 validation samples, 0.01 s)``, and
+    ``; 3 rows dropped: empty response`` when rows had no response (DataStats.dropped_empty)."""
     stats = prepared.stats
     what = "found" if prepared.hit else "made"
+    empty = stats.dropped_empty
+    dropped = f"; {empty:,} row{'s' if empty != 1 else ''} dropped: empty response" if empty else ""
     return (
         f"data: prepared entry {prepared.entry.name[:12]} {what} ({stats.num_train:,} train + "
-        f"{stats.num_val:,} validation samples, {prepared.seconds:.2f} s; {prepared.entry})"
+        f"{stats.num_val:,} validation samples{dropped}, {prepared.seconds:.2f} s; {prepared.entry})"
     )
