@@ -269,6 +269,45 @@ def test_prepare_command_and_cache_list_clear(tmp_path: Path) -> None:
     assert bad.returncode == 2 and "error: `--older-than soon` is not an age" in bad.stderr
 
 
+def test_cache_list_says_what_sets_entries_of_the_same_data_apart(
+    tmp_path: Path, sp: Tokenizer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import tunewiz.data.prepared as prepared_module
+
+    cache = tmp_path / "cache"
+    path = _jsonl(tmp_path / "qa.jsonl", _rows(20))
+    cfg = DataSection(path=str(path), cache_dir=str(cache))
+    first = prepare(cfg, sp, seed=0)
+    seeded = prepare(cfg, sp, seed=1)
+    # A tunewiz update that changes the data code: the same data, settings and seed make a new entry.
+    monkeypatch.setattr(prepared_module, "_code_digest", lambda: "0123456789abcdef01234567")
+    updated = prepare(cfg, sp, seed=0)
+    listed = _tunewiz("cache", "list", "--cache-dir", str(cache), cwd=tmp_path)
+    assert listed.returncode == 0, listed.stderr
+    lines = {line[:12]: line for line in listed.stdout.splitlines()[1:]}
+    assert f"from {path.resolve()}" in lines[first.entry.name[:12]]
+    apart = "differs from the other entries of this data in: "
+    assert lines[updated.entry.name[:12]].endswith(apart + "code 01234567, seed 0")
+    assert lines[seeded.entry.name[:12]].endswith(f"{apart}code {first.meta['inputs']['code'][:8]}, seed 1")
+    assert lines[first.entry.name[:12]].endswith(f"{apart}code {first.meta['inputs']['code'][:8]}, seed 0")
+    # `cache clear` with no key and no --older-than removes every entry and says how many and how much.
+    size = sum(e.bytes for e in list_entries(cache))
+    cleared = _tunewiz("cache", "clear", "--cache-dir", str(cache), cwd=tmp_path)
+    from tunewiz.units import fmt_bytes
+
+    assert cleared.stdout.strip() == f"removed 3 entries from {cache}, freed {fmt_bytes(size)}"
+    assert list_entries(cache) == []
+
+
+def test_prepare_counts_rows_dropped_for_an_empty_response(tmp_path: Path) -> None:
+    data = tmp_path / "blank.csv"
+    data.write_text("question,answer\n" + "".join(f"q{i},{'a' if i % 3 else ' '}\n" for i in range(30)))
+    env = {**ENV, "TUNEWIZ_CACHE": str(tmp_path / "cache")}
+    out = _tunewiz("prepare", "tiny-lora", "--set", f"data.path={data}", "--no-tui", cwd=tmp_path, env=env)
+    assert out.returncode == 0, out.stderr
+    assert "validation samples; 10 rows dropped: empty response," in out.stderr
+
+
 def test_prepare_reports_bad_data_without_traceback(tmp_path: Path) -> None:
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"instruction": "a", "output": "b"}\n{"instruction": 3, "output": "b"}\n' * 40)

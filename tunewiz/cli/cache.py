@@ -73,11 +73,13 @@ def list_cache(
         help="The cache to list (default: $TUNEWIZ_CACHE, else ~/.cache/tunewiz/prepared).",
     ),
 ) -> None:
-    """List prepared entries: key, size, what each was made from, when made and last used."""
+    """List prepared entries: key, size, what each was made from, when made and last used; entries made
+    from the same data say what sets them apart (the code version after a tunewiz update, seed, a setting,
+    the tokenizer or the prompt format)."""
     import time
     from pathlib import Path
 
-    from tunewiz.data.prepared import cache_root, list_entries
+    from tunewiz.data.prepared import cache_root, differences, list_entries
     from tunewiz.units import fmt_bytes, fmt_duration
 
     root = Path(cache_dir).expanduser() if cache_dir else cache_root()
@@ -90,14 +92,23 @@ def list_cache(
     def ago(t: float) -> str:
         return f"{fmt_duration(max(time.time() - t, 0))} ago"
 
+    differ = differences(entries)
     for e in entries:
         made = e.made_from
         samples = made.get("samples", {})
+        paths = made.get("paths")
         typer.echo(
             f"{e.key[:12]}  {fmt_bytes(e.bytes):>9}  {' + '.join(made.get('data', []))} · "
-            f"{made.get('rows', '?'):,} rows → {samples.get('train', '?'):,} train + "
+            + (f"from {' + '.join(paths)} · " if paths else "")
+            + f"{made.get('rows', '?'):,} rows → {samples.get('train', '?'):,} train + "
             f"{samples.get('validation', '?'):,} val · max_seq_len {made.get('max_seq_len')} · "
-            f"tokenizer {made.get('tokenizer')} · made {ago(e.created)}, used {ago(e.last_used)}"
+            f"template {made.get('template')} · tokenizer {made.get('tokenizer')} · "
+            f"made {ago(e.created)}, used {ago(e.last_used)}"
+            + (
+                f" · differs from the other entries of this data in: {', '.join(differ[e.key])}"
+                if differ.get(e.key)
+                else ""
+            )
         )
 
 

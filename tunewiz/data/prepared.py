@@ -400,6 +400,7 @@ def _make(
             "packing": cfg.packing,
             "made_from": {
                 "data": [f"{d['name']} ({d['content'][:12]})" for d in inputs["datasets"]],
+                "paths": [_where(e.path) for e in cfg.datasets()],
                 "rows": sum(src.num_rows for src in plan.sources),
                 "tokenizer": str(tokenizer.source_dir.resolve()),
                 "template": plan.prompt.template_source,
@@ -424,6 +425,12 @@ def _make(
     if spec != key:
         atomic_write_text(root / _ALIASES / spec, key + "\n")
     return root / key
+
+
+def _where(path: str) -> str:
+    """Where a dataset was read from, for ``cache list``: a local file's absolute path, else as written."""
+    local = Path(path).expanduser()
+    return str(local.resolve()) if local.is_file() else path
 
 
 def _write_json(path: Path, obj: Any) -> None:
@@ -665,6 +672,7 @@ class EntryInfo:
     created: float
     last_used: float
     made_from: dict[str, Any]
+    inputs: dict[str, Any] = field(default_factory=dict)  # the key's inputs (key_inputs)
 
 
 def list_entries(root: Path) -> list[EntryInfo]:
@@ -688,9 +696,53 @@ def list_entries(root: Path) -> list[EntryInfo]:
                 float(meta.get("created", 0)),
                 meta_file.stat().st_mtime,
                 meta.get("made_from", {}),
+                meta.get("inputs", {}),
             )
         )
     return sorted(entries, key=lambda e: -e.last_used)
+
+
+def differences(entries: Sequence[EntryInfo]) -> dict[str, list[str]]:
+    """Per entry key, what sets it apart from the other entries made from the same data (same file names
+    and content), as short labels: ``code 3f2a1b9c`` (the data/text code changed: a tunewiz update),
+    ``layout 1``, ``seed 1``, ``max_seq_len 512``, ``tokenizer files 9e0d…``, ``prompt format 41aa…``.
+    An entry alone with its data gets none.
+    """
+    groups: dict[tuple[str, ...], list[EntryInfo]] = {}
+    for e in entries:
+        groups.setdefault(tuple(e.made_from.get("data", [])), []).append(e)
+    found: dict[str, list[str]] = {}
+    for group in groups.values():
+        if len(group) < 2:
+            continue
+        flat = [dict(_flatten(e.inputs)) for e in group]
+        differing = sorted({k for f in flat for k in f if any(g.get(k) != f.get(k) for g in flat)})
+        for e, f in zip(group, flat, strict=True):
+            labels = [_difference_label(e.inputs, k, f.get(k)) for k in differing]
+            found[e.key] = list(dict.fromkeys(labels))
+    return found
+
+
+def _flatten(obj: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            yield from _flatten(v, f"{prefix}{k}.")
+    elif isinstance(obj, list):
+        for i, v in enumerate(obj):
+            yield from _flatten(v, f"{prefix}{i}.")
+    else:
+        yield prefix[:-1], obj
+
+
+def _difference_label(inputs: dict[str, Any], key: str, value: Any) -> str:
+    head, _, rest = key.partition(".")
+    if head in ("tokenizer", "prompt"):
+        name = "tokenizer files" if head == "tokenizer" else "prompt format"
+        return f"{name} {_digest(inputs.get(head))[:8]}"
+    if head in ("settings", "datasets", "val_path"):
+        key = rest.split(".", 1)[1] if head == "datasets" else rest  # datasets.0.weight -> weight
+    text = "none" if value is None else str(value)
+    return f"{key} {text[:8] if head == 'code' else text[:24]}"
 
 
 def remove_entry(root: Path, key: str) -> None:
