@@ -46,6 +46,7 @@ ORDER: dict[str, tuple[str, ...]] = {
     ),
     "data": (
         "does not exist",
+        "is a directory",
         "no shipped dataset",
         "unsupported data file type",
         "is empty",
@@ -57,6 +58,7 @@ ORDER: dict[str, tuple[str, ...]] = {
         "line ‹lineno› is not valid JSON",
         "is a JSON",
         "holds a JSON",
+        "lists of rows under several keys",
         "cannot tell the format",
         "has no column",
         "has one column",
@@ -272,7 +274,10 @@ SITUATION_STAND_INS: dict[str, dict[str, str]] = {
         "path": "data.csv",
         "name": "data.csv",
         "key": "data.path",
+        "setting": "data.path",
         "close": "data/data.csv",
+        "guesses": "`data/data.csv`",
+        "shown": "qa.jsonl, test.csv",
         "parent": "~/.cache/tunewiz/data",
         "splitlines": "DETAILS",
     },
@@ -334,6 +339,7 @@ CONTEXT_STAND_INS: dict[str, dict[str, str]] = {
     "is not a duration": {"text": "2 hours"},
     "unknown tracker": {"text": "wandbb", "…": "`wandbb`"},
     "data file `‹path›` does not exist": {"quote": "data/data.csv"},
+    "‹path› is a directory⟦": {"path": "data", "quote": "data/qa.jsonl"},
     "turn ‹turn_no› of `‹name›`": {"name": "messages", "sorted": "[from, text]"},
     "could not load Hugging Face dataset": {"name__": "DatasetNotFoundError"},
     "use: ‹path› is not valid JSON": {"path": "runs/my-run/prompt.json"},
@@ -420,6 +426,17 @@ _UNSUPPORTED_MODEL = (
     "([Supported models](../reference/models.md))."
 )
 ADVICE: dict[str, str] = {
+    "could not load Hugging Face dataset": (
+        "A name that is not a local file is read as a Hugging Face dataset id, and the Hub did not give it "
+        "(offline, a wrong id or split, a gated set). Check the id and `data.split`; offline, only datasets "
+        "already in the HF cache load. A shipped sample's name without its prefix gets "
+        "`--set data.path=tunewiz:story-qa` as the hint."
+    ),
+    "lists of rows under several keys": (
+        'The file is one JSON object holding several lists of rows (`{"train": [...], "test": [...]}`). '
+        "Write the rows of one as JSONL: `jq -c '.train[]' data.json > train.jsonl`, then "
+        "`--set data.path=train.jsonl` (the hint prints this for your file)."
+    ),
     "is not UTF-8": (
         "The file was saved in another encoding (the message names the likely one, here Windows-1252). "
         "Convert it: `iconv -f CP1252 -t UTF-8 data.csv > data-utf8.csv`, then "
