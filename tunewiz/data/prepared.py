@@ -38,6 +38,7 @@ import socket
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from itertools import chain
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -483,11 +484,12 @@ def _tokenize_chunk(task: tuple[str, int, int]) -> _Chunk:
         return _Chunk(
             empty, empty, empty.astype(np.int64), empty, counts, [], (exc.message, exc.hint, exc.exit_code)
         )
-    ids = [t.sample.input_ids for t in tagged]
+    sizes = np.fromiter((len(t.sample.input_ids) for t in tagged), np.int64, len(tagged))
+    total = int(sizes.sum())
     return _Chunk(
-        np.fromiter((i for s in ids for i in s), np.int32),
-        np.fromiter((label for t in tagged for label in t.sample.labels), np.int32),
-        np.fromiter((len(s) for s in ids), np.int64, len(ids)),
+        np.fromiter(chain.from_iterable(t.sample.input_ids for t in tagged), np.int32, total),
+        np.fromiter(chain.from_iterable(t.sample.labels for t in tagged), np.int32, total),
+        sizes,
         np.fromiter((t.source for t in tagged), np.int32, len(tagged)),
         counts,
         lengths,
