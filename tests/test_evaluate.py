@@ -272,6 +272,12 @@ def test_cli_writes_results_with_base_deltas(lora_run: Path) -> None:
         written["tasks"]["story_qa_loglik"]["perplexity"] != written["base"]["story_qa_loglik"]["perplexity"]
     )
     assert "indexed tasks in" in proc.stderr and "local tasks only" in proc.stderr
+    # progress for each model and request type, from its start; none of lm-eval's own noise (its git
+    # lookup outside a repository, its bootstrap notes)
+    for model in ("tuned", "base"):
+        for line in ("story_qa: generations 0/3", "story_qa: generations 3/3", "story_qa_loglik: log-lik"):
+            assert f"eval: {model} model, {line}" in proc.stderr, proc.stderr
+    assert "fatal:" not in proc.stderr and "bootstrapping" not in proc.stderr, proc.stderr
 
 
 def test_results_table_shows_deltas() -> None:
@@ -295,6 +301,50 @@ def test_results_table_shows_deltas() -> None:
     console.print(results_table(result))
     text = console.export_text()
     assert "0.5000" in text and "0.2500" in text and "+0.2500" in text and "Δ" in text
+    # a perplexity row: value, stderr, base and change in one format that suits their size
+    tasks = {"ppl": {"perplexity": 1534.469, "perplexity_stderr": 1334.41}}
+    big = replace(result, tasks=tasks, base={"ppl": {"perplexity": 40934.873}})
+    console = Console(record=True, width=120)
+    console.print(results_table(big))
+    row = next(line for line in console.export_text().splitlines() if "perplexity" in line)
+    assert [c.strip() for c in row.split("│")[3:-1]] == ["1534", "1334", "40935", "-39400"]
+
+
+def test_progress_lines_are_regular_and_the_same_for_each_model() -> None:
+    """A line at each tenth of a phase (every step up to 10) and at its start, whatever the speed or batch
+    size; the same lines for a second model; one more after a long quiet stretch."""
+    from tunewiz.cli.eval import PROGRESS_QUIET_S, progress_lines
+
+    lines: list[str] = []
+    now = [0.0]
+    progress = progress_lines(lines.append, clock=lambda: now[0])
+    for model, seconds in (("tuned", 5.0), ("base", 0.001)):
+        for done in range(1, 5):
+            now[0] += seconds
+            progress(f"{model} model, loss", done, 4)
+    assert lines == [f"eval: {m} model, loss {d}/4" for m in ("tuned", "base") for d in range(1, 5)]
+    lines.clear()
+    for done in [0, *range(7, 100, 7), 100]:  # batches of 7 of 100 requests: a line on crossing each tenth
+        progress("x: generations", done, 100)
+    assert lines == [f"eval: x: generations {d}/100" for d in (0, 14, 21, 35, 42, 56, 63, 70, 84, 91, 100)]
+    lines.clear()
+    progress("slow", 1, 1000)
+    now[0] += PROGRESS_QUIET_S
+    progress("slow", 2, 1000)
+    assert lines == ["eval: slow 2/1000"]
+
+
+def test_eval_help_names_the_files_from_and_limit_write(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from tunewiz.cli import app
+    from tunewiz.run.directory import RunDir
+
+    result = CliRunner().invoke(app, ["eval", "--help"], env={"NO_COLOR": "1", "COLUMNS": "200"})
+    run = RunDir(tmp_path)
+    for path in (run.eval_results, run.eval_results_for(step=6, limit=5), run.eval_results_for(limit=1)):
+        name = path.relative_to(tmp_path).as_posix().replace("-1.json", "-N.json")
+        assert name in result.output, (name, result.output)
 
 
 def test_hub_task_offline_and_unknown_task(tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from runs import cli, write_preset
 
-from tunewiz.inference.own_data import score_texts
+from tunewiz.inference.own_data import own_data_table, score_texts
 
 
 @pytest.fixture(scope="module")
@@ -29,12 +29,35 @@ def test_score_texts() -> None:
     assert score_texts(["abc"], ["abc"])["chrf"] == pytest.approx(100.0)
 
 
+def test_own_data_table_writes_a_measure_one_way() -> None:
+    """A measure's base, fine-tuned and change share one format with digits that suit its size: a large
+    perplexity and its change in whole numbers, a loss and a share with four decimals."""
+    from rich.console import Console
+
+    side = {"loss": 10.62, "perplexity": 40934.873, "exact_match": 0.0, "chrf": 3.1}
+    tuned = {"loss": 7.34, "perplexity": 1534.469, "exact_match": 0.25, "chrf": 27.56}
+    result = {"data": "v", "samples": 4, "generations": 4, "checkpoint": "final", "examples": []}
+    console = Console(record=True, width=120)
+    console.print(own_data_table({**result, "base": side, "tuned": tuned}))
+    cells = [[c.strip() for c in line.split("│")[1:-1]] for line in console.export_text().splitlines()]
+    rows = {row[0]: row[1:] for row in cells if row}
+    assert rows["perplexity"] == ["40935", "1534", "-39400"]
+    assert rows["loss (trained tokens)"] == ["10.620", "7.340", "-3.280"]
+    assert rows["exact match"] == ["0.0000", "0.2500", "+0.2500"]
+    assert rows["chrF"] == ["3.100", "27.560", "+24.460"]
+
+
 def test_eval_own_data_base_vs_tuned(trained: Path) -> None:
     (trained / "eval").mkdir(exist_ok=True)
     (trained / "eval" / "results.json").write_text(json.dumps({"tasks": {"story_qa": {"acc": 0.5}}}))
     done = cli("eval", str(trained), cwd=trained.parent.parent)
     assert done.returncode == 0, done.stderr
-    assert "eval: tuned model" in done.stderr and "eval: base model" in done.stderr  # progress
+    # progress: the same regular lines for both models (10 samples, 10 generations: every one)
+    lines = [line for line in done.stderr.splitlines() if line.startswith("eval: ")]
+    tuned_lines = [line for line in lines if line.startswith("eval: tuned model, ")]
+    assert tuned_lines[:2] == ["eval: tuned model, loss 1/10", "eval: tuned model, loss 2/10"]
+    assert len(tuned_lines) == 20 and tuned_lines[-1] == "eval: tuned model, generations 10/10"
+    assert [line.replace("base", "tuned") for line in lines if "base model" in line] == tuned_lines
     assert "perplexity" in done.stdout and "chrF" in done.stdout
     written = json.loads((trained / "eval" / "results.json").read_text())
     assert written["tasks"] == {"story_qa": {"acc": 0.5}}  # lm-eval's results kept

@@ -58,6 +58,21 @@ def fmt_count(n: int | None, *, thousand: str = "K") -> str:
     return str(n)
 
 
+def shared_decimals(values: list[float | None], *, significant: int = 5) -> int:
+    """Decimals for the numbers of one quantity shown side by side (base, fine-tuned, their change), so
+    that they line up: enough for ``significant`` digits of the largest magnitude, ``significant - 1``
+    for magnitudes under 1, and none from 10^``significant`` up (perplexity 40935 beside 1534).
+
+    Args:
+        values: the numbers; None and non-finite ones are skipped.
+        significant: significant digits of the largest.
+    """
+    finite = [abs(v) for v in values if v is not None and math.isfinite(v)]
+    largest = max(finite, default=0.0)
+    magnitude = math.floor(math.log10(largest)) if largest >= 1 else 0
+    return max(0, significant - 1 - magnitude)
+
+
 def fmt_duration(seconds: float | None, *, long: bool = False) -> str:
     """``1h 02m``, ``3m 12s``, ``12s`` (``long``: ``1 h 02 min``, ``3 min 12 s``, ``12 s``); ``-`` for
     None or a non-finite value.

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import sys
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -14,10 +16,16 @@ import typer
 from tunewiz.cli.options import DeviceOpt, FromOpt, typed_command
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from rich.table import Table
 
     from tunewiz.inference.evaluate import EvalResult
     from tunewiz.inference.load import StepCheckpoint
+
+
+PROGRESS_LINES = 10  # a phase's progress: a line at each tenth of its work, and one at its end
+PROGRESS_QUIET_S = 30.0  # and one after this long without a line (slow models, long phases)
 
 
 def register(app: typer.Typer) -> None:
@@ -33,12 +41,15 @@ def _batch_size(value: str) -> int | str:
 
 
 def results_table(result: EvalResult) -> Table:
-    """One row per task and metric; with a base-model run, its value and the change too.
+    """One row per task and metric; with a base-model run, its value and the change too. A row's
+    numbers share one format (:func:`tunewiz.units.shared_decimals`).
 
     Args:
         result: what :func:`tunewiz.inference.evaluate.run_eval` returned.
     """
     from rich.table import Table
+
+    from tunewiz.units import shared_decimals
 
     table = Table(title=f"{result.model}" + (f" + {result.adapter}" if result.adapter else ""))
     for name in ("task", "metric", "value", "± stderr"):
@@ -51,17 +62,52 @@ def results_table(result: EvalResult) -> Table:
             if metric.endswith("_stderr"):
                 continue
             stderr = metrics.get(f"{metric}_stderr")
-            row = [task, metric, _fmt(value), _fmt(stderr)]
+            base = result.base.get(task, {}).get(metric) if result.base is not None else None
+            delta = value - base if value is not None and base is not None else None
+            d = shared_decimals([value, stderr, base, delta])
+            row = [task, metric, _fmt(value, d), _fmt(stderr, d)]
             if result.base is not None:
-                base = result.base.get(task, {}).get(metric)
-                delta = value - base if value is not None and base is not None else None
-                row += [_fmt(base), "" if delta is None else f"{delta:+.4f}"]
+                row += [_fmt(base, d), "" if delta is None else f"{delta:+.{d}f}"]
             table.add_row(*row)
     return table
 
 
-def _fmt(value: float | None) -> str:
-    return "" if value is None else f"{value:.4f}"
+def _fmt(value: float | None, decimals: int) -> str:
+    return "" if value is None else f"{value:.{decimals}f}"
+
+
+def progress_lines(
+    print_line: Callable[[str], None], clock: Callable[[], float] = time.monotonic
+) -> Callable[[str, int, int], None]:
+    """A ``progress(phase, done, total)`` callback that prints ``eval: PHASE done/total`` when ``done``
+    reaches each tenth of ``total`` (every step when ``total`` is 10 or less) and at the end, so phases of
+    the same size print the same lines however fast they run; also after ``PROGRESS_QUIET_S`` without a
+    line, so a slow phase is never silent for long. ``done`` may advance by a whole batch at once; a call
+    with ``done`` 0 (a phase starting) prints too.
+
+    Args:
+        print_line: where the lines go.
+        clock: seconds, monotonic.
+    """
+    seen: dict[str, tuple[int, float]] = {}  # phase -> (done at the last call, time of its last line)
+
+    def progress(phase: str, done: int, total: int) -> None:
+        now = clock()
+        before, printed = seen.get(phase, (0, now))
+        if done < before:  # the phase runs again (a second model)
+            before, printed = 0, now
+        step = max(1, math.ceil(total / PROGRESS_LINES))
+        due = (
+            done == 0
+            or done >= total > before
+            or done // step > before // step
+            or now - printed >= PROGRESS_QUIET_S
+        )
+        if due:
+            print_line(f"eval: {phase} {done}/{total}")
+        seen[phase] = (done, now if due else printed)
+
+    return progress
 
 
 def eval_command(
@@ -89,7 +135,8 @@ def eval_command(
         None,
         "--limit",
         min=1,
-        help="Evaluate only the first N documents of each task.",
+        help="Evaluate only the first N documents of each task (own data: the first N samples); "
+        "results go to `eval/results-limit-N.json`.",
         rich_help_panel="Tasks",
     ),
     num_fewshot: int | None = typer.Option(
@@ -108,7 +155,12 @@ def eval_command(
     device: DeviceOpt = "auto",
     as_json: bool = typer.Option(False, "--json", help="Print results.json to stdout instead of the table."),
 ) -> None:
-    """Evaluate with EleutherAI's lm-evaluation-harness; a run directory gets `eval/results.json`.
+    """Score a run on its own data (base vs fine-tuned), or on EleutherAI's lm-eval tasks.
+
+    A run directory's results go to `RUN/eval/results.json`; with `--from step-N` to
+    `results-step-N.json`, and `--limit M` adds `-limit-M` (`--from step-6 --limit 5`:
+    `eval/results-step-6-limit-5.json`), so neither replaces the final weights' full evaluation. The
+    file written is printed at the end.
 
     Example: `tunewiz eval runs/tiny-lora --compare-base`
     """
@@ -117,8 +169,9 @@ def eval_command(
     from tunewiz.inference.evaluate import run_eval
     from tunewiz.inference.load import resolve_from
 
-    if not os.environ.get("TUNEWIZ_DEBUG"):
-        # lm-eval's progress bars and per-task notices would bury the table.
+    if os.environ.get("TUNEWIZ_DEBUG"):  # lm-eval's notices and its prints (see evaluate._harness_quiet)
+        logging.basicConfig(level=logging.INFO)
+    else:  # lm-eval's progress bars and per-task notices would bury the table; ours are progress_lines
         os.environ.setdefault("TQDM_DISABLE", "1")
         logging.getLogger("lm_eval").setLevel(logging.ERROR)
     names = [t.strip() for t in tasks.split(",") if t.strip()] if tasks else None
@@ -152,6 +205,7 @@ def eval_command(
         compare_base=compare_base,
         device=device,
         checkpoint=checkpoint,
+        progress=progress_lines(_stderr_line),
     )
     where = "with lm-eval's built-in tasks" if result.index_included_builtins else "local tasks only"
     print(f"indexed tasks in {result.index_seconds:.2f} s ({where})", file=sys.stderr)
@@ -185,18 +239,13 @@ def _own_data(
     from tunewiz.inference.own_data import evaluate_own_data, own_data_table, write_own_data
 
     err = Console(stderr=True, highlight=False)
-    last = [0.0]
-
-    def progress(phase: str, done: int, total: int) -> None:
-        import time
-
-        now = time.monotonic()
-        if done == total or now - last[0] >= 2.0:
-            last[0] = now
-            print(f"eval: {phase} model {done}/{total} (loss, then generations)", file=sys.stderr, flush=True)
-
     result = evaluate_own_data(
-        target, data=data, limit=limit, device=device, progress=progress, checkpoint=checkpoint
+        target,
+        data=data,
+        limit=limit,
+        device=device,
+        progress=progress_lines(_stderr_line),
+        checkpoint=checkpoint,
     )
     path = write_own_data(Path(target), result, limit=limit, checkpoint=checkpoint)
     if as_json:
@@ -204,6 +253,10 @@ def _own_data(
     else:
         Console(highlight=False).print(own_data_table(result))
     err.print(f"wrote {path}", markup=False)
+
+
+def _stderr_line(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
 
 
 def _has_shipped_task(target: str) -> bool:

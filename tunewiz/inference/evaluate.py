@@ -12,6 +12,7 @@ that importing this module stays cheap for the CLI.
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import os
@@ -19,7 +20,8 @@ import socket
 import sys
 import time
 import warnings
-from contextlib import redirect_stdout
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, redirect_stdout
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -238,11 +240,53 @@ def _wants_chat(task: Any) -> bool:
     return bool(metadata.get("chat_template"))
 
 
+@contextmanager
+def _harness_quiet() -> Iterator[None]:
+    """Run ``simple_evaluate`` without what it adds to the scores and tunewiz does not keep, and without
+    its prints on the terminal.
+
+    Besides the scores, it records its own git commit (``git describe`` in the working directory, whose
+    ``fatal: not a git repository`` lands on the terminal outside a repository) and the machine's
+    environment (torch's ``collect_env``: pip, conda and nvidia-smi subprocesses, seconds); results.json
+    keeps neither, so both are skipped. Its bootstrap for a metric's stderr runs in one process: it is a
+    single chunk of ``bootstrap_iters`` draws, which a pool of one process per core only delays. Its
+    ``print`` notes (``bootstrapping for stddev: perplexity``) go to the ``lm_eval`` logger at INFO (shown
+    with ``TUNEWIZ_DEBUG=1``); stdout carries only data. Exceptions pass through.
+    """
+    import lm_eval.evaluator
+
+    skipped = {"get_git_commit_hash": lambda: None, "add_env_info": lambda storage: None}
+    saved = {name: getattr(lm_eval.evaluator, name) for name in skipped if hasattr(lm_eval.evaluator, name)}
+    multiproc = os.environ.get("DISABLE_MULTIPROC")
+    printed = io.StringIO()
+    try:
+        for name in saved:
+            setattr(lm_eval.evaluator, name, skipped[name])
+        os.environ["DISABLE_MULTIPROC"] = "1"
+        with redirect_stdout(printed):
+            yield
+    finally:
+        for name, original in saved.items():
+            setattr(lm_eval.evaluator, name, original)
+        if multiproc is None:
+            os.environ.pop("DISABLE_MULTIPROC", None)
+        else:
+            os.environ["DISABLE_MULTIPROC"] = multiproc
+        for line in printed.getvalue().splitlines():
+            logging.getLogger("lm_eval").info("%s", line)
+
+
 def _run(
-    lm: Any, task_dict: dict[str, Any], *, limit: int | None, num_fewshot: int | None
+    lm: Any,
+    task_dict: dict[str, Any],
+    manager: TaskManager,
+    *,
+    limit: int | None,
+    num_fewshot: int | None,
 ) -> dict[str, dict[str, float | None]]:
     """Evaluate; tasks whose metadata says ``chat_template: true`` get prompts through the model's chat
-    template (as training formats samples), the others plain."""
+    template (as training formats samples), the others plain. ``manager`` (from :func:`index_tasks`) is
+    handed on, or ``simple_evaluate`` would index lm-eval's ~14,000 built-in tasks again on every call."""
     from lm_eval import simple_evaluate
 
     chat = [t for t in task_dict.values() if _wants_chat(t)]
@@ -251,10 +295,11 @@ def _run(
     for tasks, use_chat in ((plain, False), (chat, True)):
         if not tasks:
             continue
-        with redirect_stdout(sys.stderr):  # lm-eval prints progress notes; stdout carries only data
+        with _harness_quiet():
             out = simple_evaluate(
                 model=lm,
                 tasks=tasks,
+                task_manager=manager,
                 limit=limit,
                 num_fewshot=num_fewshot,
                 apply_chat_template=use_chat,
@@ -281,6 +326,7 @@ def run_eval(
     compare_base: bool = False,
     device: str = "auto",
     checkpoint: StepCheckpoint | None = None,
+    progress: Callable[[str, int, int], None] | None = None,
 ) -> EvalResult:
     """Evaluate a run directory, model directory, `tunewiz:NAME` or cached Hub model with lm-eval;
     write ``eval/results.json`` when the target is a run directory.
@@ -296,6 +342,9 @@ def run_eval(
         device: ``auto``, ``cpu``, ``cuda``, ...
         checkpoint: a step checkpoint of the run to evaluate instead of ``final/`` (from
             :func:`tunewiz.inference.load.resolve_from`); results go to ``eval/results-step-N.json``.
+        progress: called as ``progress(phase, done, total)`` after each batch, phase
+            ``MODEL, TASKS: WHAT`` (``tuned model, story_qa: generations``; ``base model`` with
+            ``compare_base``; ``model`` when ``target`` is not a run directory).
     """
     import lm_eval
 
@@ -325,15 +374,28 @@ def run_eval(
     prompts, warning = prompt_builder_for(target, loaded.tokenizer)
     if warning:
         log.warning("warning: %s", warning)
-    lm = TunewizLM(loaded, batch_size=batch_size, prompts=prompts)
-    scores = _run(lm, task_dict, limit=limit, num_fewshot=num_fewshot)
-    base_scores = None
-    if compare_base:
-        with base_model_only(loaded):
-            base_scores = _run(lm, task_dict, limit=limit, num_fewshot=num_fewshot)
 
     run = RunDir(Path(target))
     is_run = run.config.is_file()
+
+    def model_progress(model: str) -> Callable[[str, int, int], None] | None:
+        if progress is None:
+            return None
+        return lambda phase, done, total: progress(f"{model}, {phase}", done, total)
+
+    lm = TunewizLM(
+        loaded,
+        batch_size=batch_size,
+        prompts=prompts,
+        progress=model_progress("tuned model" if is_run else "model"),
+    )
+    scores = _run(lm, task_dict, manager, limit=limit, num_fewshot=num_fewshot)
+    base_scores = None
+    if compare_base:
+        lm.progress = model_progress("base model")
+        with base_model_only(loaded):
+            base_scores = _run(lm, task_dict, manager, limit=limit, num_fewshot=num_fewshot)
+
     # own-data scores in the same file are kept; --limit and step checkpoints write beside the full results
     path = run.eval_results_for(step=checkpoint.step if checkpoint else None, limit=limit) if is_run else None
     weights = checkpoint.path if checkpoint is not None else run.adapter

@@ -8,6 +8,7 @@ imports it only when an evaluation runs, so the CLI stays fast.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -39,6 +40,9 @@ class TunewizLM(LM):
         prompts: the run's prompt builder (``tunewiz.inference.load.prompt_builder_for``): what tasks
             with ``metadata.chat_template: true`` render prompts with, and the bos rule every
             sequence follows; default: the loaded model's own template and bos rule.
+        progress: called as ``progress(phase, done, total)`` after each batch of a request type, with
+            phase ``TASKS: WHAT`` (``story_qa: generations``); ``total`` counts requests (scored windows
+            for rolling log-likelihoods). Settable later, e.g. to name a second model.
     """
 
     def __init__(
@@ -48,9 +52,11 @@ class TunewizLM(LM):
         batch_size: int | str = "auto",
         max_length: int | None = None,
         prompts: PromptBuilder | None = None,
+        progress: Callable[[str, int, int], None] | None = None,
     ) -> None:
         super().__init__()
         self.loaded = loaded
+        self.progress = progress
         self.tokenizer = loaded.tokenizer
         if prompts is None:
             prompts = PromptBuilder(
@@ -124,8 +130,24 @@ class TunewizLM(LM):
         per_row = longest * self.loaded.model.config.vocab_size * 4
         return max(1, AUTO_BATCH_LOGITS_BYTES // per_row)
 
+    def _reporter(self, requests: list[Instance], what: str, total: int) -> Callable[[int, int], None]:
+        """``report(done, total)`` for one call of a request type: ``progress`` with its tasks' names;
+        ``report(0, total)`` is sent at once, so the phase shows while its first batch runs."""
+        tasks = ", ".join(dict.fromkeys(str(req.task_name) for req in requests))
+
+        def report(done: int, total: int) -> None:
+            if self.progress is not None:
+                self.progress(f"{tasks}: {what}", done, total)
+
+        report(0, total)
+        return report
+
     @torch.inference_mode()
-    def score_tokens(self, pairs: list[tuple[list[int], list[int]]]) -> list[tuple[float, bool]]:
+    def score_tokens(
+        self,
+        pairs: list[tuple[list[int], list[int]]],
+        report: Callable[[int, int], None] | None = None,
+    ) -> list[tuple[float, bool]]:
         """Sum of log-probabilities of each continuation given its context, and whether it is greedy.
 
         Sequences are sorted longest first, truncated from the left to ``max_length + 1`` tokens
@@ -133,6 +155,7 @@ class TunewizLM(LM):
 
         Args:
             pairs: (context ids, continuation ids); the context is non-empty.
+            report: called as ``report(pairs done, len(pairs))`` after each batch.
         """
         order = sorted(range(len(pairs)), key=lambda i: -(len(pairs[i][0]) + len(pairs[i][1])))
         out: list[tuple[float, bool]] = [(0.0, False)] * len(pairs)
@@ -156,12 +179,15 @@ class TunewizLM(LM):
                 greedy = bool((logp.argmax(-1) == target).all())
                 out[i] = (float(logp.gather(-1, target[:, None]).sum()), greedy)
             pos += len(chunk)
+            if report is not None:
+                report(pos, len(pairs))
         return out
 
     def loglikelihood(self, requests: list[Instance], disable_tqdm: bool = False) -> list[tuple[float, bool]]:
         """(log-probability of the continuation, whether it is the greedy one) per request."""
         return self.score_tokens(
-            [self.encode_pair(*req.args, request=_request_name(req)) for req in requests]
+            [self.encode_pair(*req.args, request=_request_name(req)) for req in requests],
+            self._reporter(requests, "log-likelihoods", len(requests)),
         )
 
     def loglikelihood_rolling(self, requests: list[Instance], disable_tqdm: bool = False) -> list[float]:
@@ -179,7 +205,10 @@ class TunewizLM(LM):
                 windows.append(make_disjoint_window(window))
                 owner.append(n)
         totals = [0.0] * len(requests)
-        for n, (logprob, _) in zip(owner, self.score_tokens(windows), strict=True):
+        scores = self.score_tokens(
+            windows, self._reporter(requests, "rolling log-likelihood windows", len(windows))
+        )
+        for n, (logprob, _) in zip(owner, scores, strict=True):
             totals[n] += logprob
         return totals
 
@@ -187,6 +216,7 @@ class TunewizLM(LM):
     def generate_until(self, requests: list[Instance], disable_tqdm: bool = False) -> list[str]:
         """Batched generation per distinct gen_kwargs; each text is cut at its first stop string."""
         out: list[str] = [""] * len(requests)
+        report, done = self._reporter(requests, "generations", len(requests)), 0
         groups: dict[str, list[int]] = {}
         for i, req in enumerate(requests):
             groups.setdefault(repr(sorted(req.args[1].items())), []).append(i)
@@ -212,6 +242,8 @@ class TunewizLM(LM):
                 )
                 for i, tokens in zip(chunk, new, strict=True):
                     out[i] = _cut_at_stops(self.tokenizer.decode(tokens), until)
+                done += len(chunk)
+                report(done, len(requests))
         return out
 
     # -- chat --

@@ -111,11 +111,11 @@ def _measure(
     samples: list[Sample],
     pairs: list[tuple[list[int], list[int]]],
     max_new_tokens: int,
-    tick: Callable[[], None],
+    ticker: Callable[[str, int], Callable[[], None]],
 ) -> tuple[dict[str, Any], list[str]]:
-    total, count = _losses(loaded, samples, tick)
+    total, count = _losses(loaded, samples, ticker("loss", len(samples)))
     loss = total / max(count, 1)
-    texts = _generations(loaded, [p for p, _ in pairs], max_new_tokens, tick)
+    texts = _generations(loaded, [p for p, _ in pairs], max_new_tokens, ticker("generations", len(pairs)))
     refs = [loaded.tokenizer.decode(r) for _, r in pairs]
     scores = {"loss": loss, "perplexity": math.exp(min(loss, 700.0)), "tokens": count}
     return {**scores, **score_texts(texts, refs)}, texts
@@ -140,8 +140,9 @@ def evaluate_own_data(
         limit: score only the first N samples.
         device: ``auto``, ``cpu`` or ``cuda``.
         max_new_tokens: generation length limit.
-        progress: called as ``progress(phase, done, total)`` after each sample (phase ``base`` or
-            ``tuned``).
+        progress: called as ``progress(phase, done, total)`` after each sample, in four phases:
+            ``tuned model, loss`` (``total``: samples), ``tuned model, generations`` (``total``:
+            generations), then the same for ``base model``.
         checkpoint: a step checkpoint of the run (from :func:`tunewiz.inference.load.resolve_from`):
             the fine-tuned model is that instead of ``final/``.
 
@@ -176,17 +177,18 @@ def evaluate_own_data(
     stop = set(tuned.tokenizer.stop_ids)
     pairs = [p for p in (reference_split(s, stop) for s in samples) if p is not None]
 
-    total = len(samples) + len(pairs)
+    def ticker(model: str) -> Callable[[str, int], Callable[[], None]]:
+        def for_phase(phase: str, total: int) -> Callable[[], None]:
+            done = [0]
 
-    def ticker(phase: str) -> Callable[[], None]:
-        done = [0]
+            def tick() -> None:
+                done[0] += 1
+                if progress is not None:
+                    progress(f"{model} model, {phase}", done[0], total)
 
-        def tick() -> None:
-            done[0] += 1
-            if progress is not None:
-                progress(phase, done[0], total)
+            return tick
 
-        return tick
+        return for_phase
 
     tuned_scores, tuned_texts = _measure(tuned, samples, pairs, max_new_tokens, ticker("tuned"))
     if tuned.has_adapter:
@@ -290,9 +292,12 @@ def write_own_data(
 
 
 def own_data_table(result: dict[str, Any]) -> Any:
-    """A Rich table: each measure for base and fine-tuned and the change, then the examples."""
+    """A Rich table: each measure for base and fine-tuned and the change, then the examples. A measure's
+    three numbers share one format (:func:`tunewiz.units.shared_decimals`)."""
     from rich.console import Group
     from rich.table import Table
+
+    from tunewiz.units import shared_decimals
 
     table = Table(
         title=f"own data: {result['data']} ({result['samples']} samples, {result['generations']} "
@@ -302,14 +307,15 @@ def own_data_table(result: dict[str, Any]) -> Any:
     for name in ("measure", "base", "fine-tuned", "Δ"):
         table.add_column(name, justify="left" if name == "measure" else "right")
     rows = [
-        ("loss (trained tokens)", "loss", "{:.4f}"),
-        ("perplexity", "perplexity", "{:.3f}"),
-        ("exact match", "exact_match", "{:.3f}"),
-        ("chrF", "chrf", "{:.2f}"),
+        ("loss (trained tokens)", "loss"),
+        ("perplexity", "perplexity"),
+        ("exact match", "exact_match"),
+        ("chrF", "chrf"),
     ]
-    for label, key, fmt in rows:
+    for label, key in rows:
         b, t = result["base"][key], result["tuned"][key]
-        table.add_row(label, fmt.format(b), fmt.format(t), f"{t - b:+.4f}")
+        d = shared_decimals([b, t, t - b])
+        table.add_row(label, f"{b:.{d}f}", f"{t:.{d}f}", f"{t - b:+.{d}f}")
     examples = Table(title="examples (greedy)", title_justify="left", show_lines=True)
     for name in ("prompt", "reference", "base", "fine-tuned"):
         examples.add_column(name, overflow="fold", max_width=40)
