@@ -73,9 +73,10 @@ def list_cache(
         help="The cache to list (default: $TUNEWIZ_CACHE, else ~/.cache/tunewiz/prepared).",
     ),
 ) -> None:
-    """List prepared entries: key, size, what each was made from, when made and last used; entries made
-    from the same data say what sets them apart (the code version after a tunewiz update, seed, a setting,
-    the tokenizer or the prompt format)."""
+    """List prepared entries: key, size, what each was made from, when made and last used.
+
+    Entries made from the same data say what sets them apart (the code version after a tunewiz update,
+    seed, a setting, the tokenizer or the prompt format)."""
     import time
     from pathlib import Path
 
