@@ -518,6 +518,8 @@ class Printed:
         source: text that must occur in that file (tests/test_docs.py checks, so a rewording is noticed).
         shown: the lines as the terminal shows them, with realistic values.
         advice: what it means and what to do, in one line.
+        argv: command lines (after `tunewiz`) that print `shown`; tests/test_docs.py runs them and checks
+            every line. Empty for messages only a training run prints.
     """
 
     situation: str
@@ -525,6 +527,7 @@ class Printed:
     source: str
     shown: str
     advice: str
+    argv: tuple[tuple[str, ...], ...] = ()
 
 
 PRINTED: tuple[Printed, ...] = (
@@ -535,6 +538,7 @@ PRINTED: tuple[Printed, ...] = (
         "error: missing option `--repo-id`\nhint: see `tunewiz push --help`\n\n"
         "error: missing argument `RUN_DIR`\nhint: see `tunewiz push --help`",
         "The command needs that option or argument: add it. `--help` shows each one with an example.",
+        (("push", "runs/my-run"), ("push",)),
     ),
     Printed(
         "command",
@@ -543,31 +547,36 @@ PRINTED: tuple[Printed, ...] = (
         "error: no such command `pla`\nhint: did you mean `tunewiz plan`? See `tunewiz --help`\n\n"
         "error: no such option: --micro\nhint: did you mean `--micro-batch`? See `tunewiz plan --help`",
         "A misspelt command or option: use the one the hint suggests. Options are written in full.",
+        (("pla",), ("plan", "tiny-lora", "--micro", "2")),
     ),
     Printed(
         "command",
         "tunewiz/cli/__init__.py",
         "is a flag and takes no value",
-        "error: `--overwrite` is a flag and takes no value (got `true`)",
-        "Write the flag alone to turn it on (`--overwrite`), and leave it out to keep it off.",
+        "error: `--overwrite` is a flag and takes no value (got `true`)\n"
+        "hint: write `--overwrite` alone to turn it on, and leave it out to keep it off",
+        "Flags take no value: write the flag alone to turn it on, and leave it out to keep it off.",
+        (("train", "tiny-lora", "--overwrite", "true"),),
     ),
     Printed(
         "command",
         "tunewiz/cli/__init__.py",
         "Got unexpected extra argument",
-        "error: invalid value for `--gpus`: `two` is not a valid integer\n"
-        "hint: see `tunewiz plan --help`\n\n"
+        "error: invalid value for `--gpus`: Input should be a valid integer, unable to parse string as an "
+        "integer\nhint: see `tunewiz plan --help`\n\n"
         "error: unexpected extra argument `my`\nhint: see `tunewiz train --help`",
         "An option got a value of the wrong kind, or a word has no option before it (quote values with "
         "spaces: `--name 'my run'`). `--help` shows what each option takes.",
+        (("plan", "--gpus", "two"), ("train", "tiny-lora", "my")),
     ),
     Printed(
         "preset",
         "tunewiz/preset/explain.py",
         "a list of strings",
-        "error: `lora.targets` (from `--set lora.targets=q_proj`): expected a list of strings, got `q_proj`",
-        "A list-valued key got one word. Write the list in brackets, quoted for the shell: "
-        "`--set 'lora.targets=[q_proj,v_proj]'`.",
+        "error: `lora.targets` (from `--set lora.targets=5`): expected a list of strings, got `5`",
+        "A key that takes a list got something else. Write the list in brackets, quoted for the shell: "
+        "`--set 'lora.targets=[q_proj,v_proj]'`; names separated by commas, or one name, also work.",
+        (("presets", "show", "tiny-lora", "--resolved", "--set", "lora.targets=5"),),
     ),
     Printed(
         "run",

@@ -148,6 +148,23 @@ def test_common_errors_reads_as_a_user_meets_it() -> None:
     assert "error: rank 0 failed" in run and "wrote no events" in run
 
 
+def test_printed_messages_are_what_the_command_line_prints(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The usage errors the user page shows with realistic values are the lines tunewiz prints for them
+    (run in an empty directory: a command that no longer fails writes nothing into the checkout)."""
+    monkeypatch.chdir(tmp_path)
+    runner = CliRunner()
+    for printed in (p for p in error_advice.PRINTED if p.argv):
+        output = ""
+        for argv in printed.argv:
+            result = runner.invoke(app, list(argv), env={"NO_COLOR": "1", "COLUMNS": "100"})
+            assert result.exit_code == 2, (argv, result.output)
+            output += result.output
+        missing = [line for line in printed.shown.splitlines() if line and line not in output.splitlines()]
+        assert not missing, f"{printed.argv} does not print {missing}:\n{output}"
+
+
 def test_error_page_tables_name_existing_messages() -> None:
     """Each fragment that orders, explains or fills in a message still occurs in one, so a reworded
     message is noticed instead of silently losing its place or its advice."""
