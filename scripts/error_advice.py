@@ -331,7 +331,9 @@ CONTEXT_STAND_INS: dict[str, dict[str, str]] = {
     "in the preset, not a section": {"override": "lora.targets.x=1"},
     "is a single value, not a section": {"override": "train.lr.max=1"},
     "must have the form KEY=VALUE": {"override": "train.lr"},
-    "does not fit ‹name›": {"name": "RTX 4060 (8 GiB)"},
+    "does not fit ‹name›": {"name": "NAME"},  # a model's name, then a machine's: one placeholder
+    "prepared entr": {"root": "~/.cache/tunewiz/data", "key": "3f9a"},
+    "cannot identify the data": {"path_text": "org/dataset"},
     "unsupported data file type": {"suffix": ".xlsx"},
     "turn ‹turn_no›": {"role_key": "role", "turn": "bot", "content_key": "content"},
     "--older-than": {"text": "30"},

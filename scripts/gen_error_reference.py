@@ -561,9 +561,10 @@ def render() -> str:
         "When tunewiz knows what went wrong it prints an `error:` line that names the culprit (the key, "
         "the file and line, the value) and a `hint:` line with the fix or the next command to run, on "
         "stderr, and exits with code 2 for bad input or 1 for other failures. Find the situation you are "
-        "in below: what its errors mean and what to do, then its messages, the most common first, each "
-        "with how to fix it. Your own values appear as examples (`data.csv`, `3`, `org/model`) or as a "
-        "name in capitals (`COLUMN`, `PATH`).",
+        "in below: what its errors mean and what to do, then its `error:` lines, the most common first, "
+        "each followed by how to fix it (mostly what its `hint:` line says, written out where the hint "
+        "depends on your case). Your own values appear as examples (`data.csv`, `3`, `org/model`) or as "
+        "a name in capitals (`COLUMN`, `PATH`).",
         "",
         "Anything else is a bug: tunewiz prints `error: unexpected TYPE: MESSAGE`; run the command again "
         "with `TUNEWIZ_DEBUG=1` for the full traceback and report it. Developers: "
