@@ -647,3 +647,13 @@ def test_latest_samples_show_in_the_dashboard_and_plain_lines() -> None:
     resumed = fold_events([start(step=80, t=2000.0, resumed_from="runs/demo/checkpoints/step-80")], state)
     assert resumed.samples is None
     assert "→ (empty)" in capture(render(fold_events([start(), samples(2, ["", ""])])))[0]
+
+
+def test_summary_of_a_run_that_failed_before_its_start_event_shows_the_error(tmp_path: Path) -> None:
+    """A rank that failed before the start event (loading the model, reading data) left its error in the
+    log: the summary shows it instead of saying the run wrote no events."""
+    run = RunDir(tmp_path / "runs" / "bad")
+    error = {"event": "error", "time": 1.0, "rank": 0, "message": "data.csv is not UTF-8", "step": None}
+    text = _summary(fold_events([error]), run)
+    assert "✗ run bad failed before training started: data.csv is not UTF-8" in text
+    assert "wrote no events" not in text

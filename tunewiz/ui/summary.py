@@ -80,7 +80,10 @@ def print_summary(state: DashboardState, run_dir: RunDir, console: Console, *, r
     run = str(run_dir.path)
     name = run_dir.path.name  # the run's name, as every message names it (not the preset's)
     out = Text()
-    if state.launches == 0:
+    if state.launches == 0 and state.errors:  # failed before its start event: the error says why
+        for err in state.errors:
+            out.append(f"✗ run {name} failed before training started: {err.message}\n", style="bold red")
+    elif state.launches == 0:
         code = f" (exit code {state.returncode})" if state.returncode not in (None, 0) else ""
         out.append(
             f"✗ run {name} wrote no events{code}: it failed before training started\n", style="bold red"
