@@ -657,3 +657,43 @@ def test_summary_of_a_run_that_failed_before_its_start_event_shows_the_error(tmp
     text = _summary(fold_events([error]), run)
     assert "✗ run bad failed before training started: data.csv is not UTF-8" in text
     assert "wrote no events" not in text
+
+
+def test_data_phase_draws_inside_the_dashboard_then_a_cache_hit_in_one_line(
+    tmp_path: Path, tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from runs import write_dataset, write_preset
+
+    from tunewiz.preset.files import load_preset
+    from tunewiz.ui.data_phase import prepare_data
+    from tunewiz.ui.live import Screen
+
+    monkeypatch.setenv("TUNEWIZ_CACHE", str(tmp_path / "cache"))
+    data = write_dataset(tmp_path / "rows.jsonl", 400)
+    preset, _ = load_preset(str(write_preset(tmp_path / "demo.yaml", tiny_model_dir, data)), [])
+
+    def frames() -> tuple[list[str], DashboardState]:
+        """The dashboard's text at each redraw while the launcher finds or prepares the data."""
+        screen = Screen("demo", console=Console(file=io.StringIO(), force_terminal=True, width=100))
+        drawn: list[str] = []
+        screen.draw = lambda: drawn.append(capture(render(screen.state))[0])  # type: ignore[method-assign]
+        with screen:
+            prepared = prepare_data(preset, mode="tui", screen=screen)
+        assert prepared.stats.num_train + prepared.stats.num_val == 400
+        return drawn, screen.state
+
+    made, state = frames()
+    preparing = [f for f in made if re.search(r"│ preparing data: \d+% · [\d,]+ rows/s · ETA \w+", f)]
+    assert preparing and all(f.startswith("╭─ tunewiz · demo") for f in preparing)
+    assert re.search(r"│ preparing data: 100% · 400 rows in [\d.]+ s · [\d,]+ rows/s", "".join(made))
+    assert re.search(r"data: prepared entry \w{12} made \(360 train \+ 40 validation samples", made[-1])
+    assert "preparing data" not in made[-1] and "waiting for the run to start…" in made[-1]
+    # The training view that follows keeps the data line under the run's header.
+    apply_event(state, start())
+    text, _ = capture(render(state), width=200)
+    assert re.search(r"tiny-llama · lora .*\n(.*\n)*.*data: prepared entry \w{12} made", text)
+    assert "waiting for the run to start" not in text
+
+    hit, _ = frames()
+    assert not any("preparing data:" in f and "%" in f for f in hit)
+    assert re.search(r"data: prepared entry \w{12} found \(360 train \+ 40 validation samples", hit[-1])

@@ -72,7 +72,7 @@ def resume(
     from tunewiz.train.rendezvous import default_rdzv_id
     from tunewiz.train.resume import plan_resume
     from tunewiz.ui.data_phase import prepare_data
-    from tunewiz.ui.live import choose_mode
+    from tunewiz.ui.live import choose_mode, open_screen
 
     run = existing_run(run_dir, "resume")
     rdzv = rdzv_id or default_rdzv_id(recorded_name(run))
@@ -97,10 +97,13 @@ def resume(
         if plan.changes and lock is not None:
             atomic_write_text(run.config, dump_preset(plan.preset))
         recorded, legacy = run_prompt(run)  # the ranks map what this finds or prepares
-        prepare_data(plan.preset, mode=choose_mode(no_tui), prompt=recorded, legacy=legacy)
-        argv = torchrun_command(run, topology, resume_from=plan.checkpoint)
-        announce_nodes(topology, sys.argv[1:])
-        code = start_run(run, argv, lock, no_tui=no_tui, detach=detach, topology=topology)
+        mode = choose_mode(no_tui)
+        # In a terminal the dashboard opens now and shows the data phase, then the run (one node, attached).
+        with open_screen(run.path.name, live=mode == "tui" and not detach and nnodes == 1) as screen:
+            prepare_data(plan.preset, mode=mode, prompt=recorded, legacy=legacy, screen=screen)
+            argv = torchrun_command(run, topology, resume_from=plan.checkpoint)
+            announce_nodes(topology, sys.argv[1:])
+            code = start_run(run, argv, lock, no_tui=no_tui, detach=detach, topology=topology, screen=screen)
     finally:
         if lock is not None:
             lock.release()

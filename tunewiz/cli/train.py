@@ -79,7 +79,7 @@ def train(
     )
     from tunewiz.train.rendezvous import default_rdzv_id
     from tunewiz.ui.data_phase import prepare_data
-    from tunewiz.ui.live import choose_mode
+    from tunewiz.ui.live import choose_mode, open_screen
 
     overrides = list(set_) + ([f"device={device}"] if device else [])
     if report_to is not None:
@@ -94,21 +94,24 @@ def train(
         typer.echo(dump_preset(resolved))
         typer.echo(shlex.join(torchrun_command(run, topology)))
         return
-    # The data phase: every data error shows here, before a run directory or a rank exists; the
-    # ranks then map the prepared entry (tunewiz.data.prepared).
-    prepare_data(resolved, mode=choose_mode(no_tui))
     run = RunDir(run_dir or Path("runs") / resolved.name)
-    lock = lock_run(run, topology, command=shlex.join(["tunewiz", *sys.argv[1:]]), doing="train into it")
-    try:
-        if lock is not None:
-            run = prepare_run_dir(resolved, run.path, overwrite=overwrite)
-            write_run_plan(resolved, run, world_size=nproc_per_node * nnodes)
-        elif not run.config.is_file():  # a joining node leaves the directory to the node holding it
-            atomic_write_text(run.config, dump_preset(resolved))
-        announce_nodes(topology, sys.argv[1:])
-        argv = torchrun_command(run, topology)
-        code = start_run(run, argv, lock, no_tui=no_tui, detach=detach, topology=topology)
-    finally:
-        if lock is not None:
-            lock.release()
+    mode = choose_mode(no_tui)
+    # In a terminal the dashboard opens now and shows the data phase, then the run (one node, attached).
+    with open_screen(run.path.name, live=mode == "tui" and not detach and nnodes == 1) as screen:
+        # The data phase: every data error shows here, before a run directory or a rank exists; the
+        # ranks then map the prepared entry (tunewiz.data.prepared).
+        prepare_data(resolved, mode=mode, screen=screen)
+        lock = lock_run(run, topology, command=shlex.join(["tunewiz", *sys.argv[1:]]), doing="train into it")
+        try:
+            if lock is not None:
+                run = prepare_run_dir(resolved, run.path, overwrite=overwrite)
+                write_run_plan(resolved, run, world_size=nproc_per_node * nnodes)
+            elif not run.config.is_file():  # a joining node leaves the directory to the node holding it
+                atomic_write_text(run.config, dump_preset(resolved))
+            announce_nodes(topology, sys.argv[1:])
+            argv = torchrun_command(run, topology)
+            code = start_run(run, argv, lock, no_tui=no_tui, detach=detach, topology=topology, screen=screen)
+        finally:
+            if lock is not None:
+                lock.release()
     raise typer.Exit(code)

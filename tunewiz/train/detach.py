@@ -18,11 +18,15 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tunewiz.errors import TunewizError
 from tunewiz.run.directory import RunDir
 from tunewiz.run.lock import RunLock, read_holder
 from tunewiz.train.launcher import Topology, launch
+
+if TYPE_CHECKING:
+    from tunewiz.ui.live import Screen
 
 HANDOVER_TIMEOUT_S = 60.0
 
@@ -84,6 +88,7 @@ def start_run(
     no_tui: bool,
     detach: bool,
     topology: Topology | None = None,
+    screen: Screen | None = None,
 ) -> int:
     """Run torchrun ``argv`` in this terminal (the dashboard), or hand it and ``lock`` to a background
     launcher (``detach``) and print how to follow and stop it. Returns the exit code (run status table).
@@ -96,11 +101,12 @@ def start_run(
         no_tui: plain lines instead of the live dashboard.
         detach: run in the background.
         topology: this node's place; with several nodes the launch first waits for them to join.
+        screen: the dashboard already on screen (the data phase), which the run's dashboard continues.
     """
     from tunewiz.ui.live import choose_mode
 
     if not detach:
-        return launch(run, argv, tui=choose_mode(no_tui) == "tui", topology=topology)
+        return launch(run, argv, tui=choose_mode(no_tui) == "tui", topology=topology, screen=screen)
     pid = start_detached(run, argv, lock)
     print(
         f"run {run.path} is running in the background (launcher pid {pid})\n"

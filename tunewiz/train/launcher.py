@@ -29,6 +29,7 @@ from tunewiz.train.stop import LAUNCHER_PID_ENV
 
 if TYPE_CHECKING:
     from tunewiz.text.prompt import PromptFormat
+    from tunewiz.ui.live import Screen
 
 RECIPE_MODULE = "tunewiz.train.recipe"
 
@@ -381,13 +382,15 @@ def _existing_run_hint(run: RunDir) -> str:
     return f"continue it with `tunewiz resume {path}`, or {others}"
 
 
-def launch(run: RunDir, argv: list[str], *, tui: bool, topology: Topology | None = None) -> int:
+def launch(
+    run: RunDir, argv: list[str], *, tui: bool, topology: Topology | None = None, screen: Screen | None = None
+) -> int:
     """Start torchrun, draw the dashboard until every rank has exited, print the summary.
 
     Call it holding the run's lock (or joining the node that holds it). With several nodes, first
     show the nodes joining (tunewiz.train.rendezvous) until the rendezvous completes. Returns the exit
     code of the run's life (tunewiz.run.status): 0 finished, 130 stopped on request, 1 failed or
-    interrupted.
+    interrupted. ``screen``: the dashboard already on screen (the data phase), continued by this run's.
 
     Raises:
         TunewizError: (exit 1) the nodes never met (timeout, endpoint unreachable), or torchrun failed
@@ -424,7 +427,7 @@ def launch(run: RunDir, argv: list[str], *, tui: bool, topology: Topology | None
             print(run_dir_sharing(run, topology, started), file=sys.stderr, flush=True)
         # Ranks left behind by a killed torchrun agent still finish their step and checkpoint: the
         # dashboard follows them until they let go of the ranks' lock.
-        state = run_dashboard(run, process, mode=mode, alive=lambda: ranks_running(run))
+        state = run_dashboard(run, process, mode=mode, alive=lambda: ranks_running(run), screen=screen)
     code = process.wait()
     if topology is not None and topology.node_rank > 0 and not read_events(run.events):
         # A node-local run directory of node 1..N-1: node 0's rank 0 writes the events and final/.

@@ -3,14 +3,15 @@
 Shared by ``tunewiz prepare``, ``tunewiz train`` and ``tunewiz resume`` (the launcher prepares before
 torchrun starts, so the ranks only map the entry). A live bar (rows/s, ETA) on a terminal; in plain
 mode a line at most every ``PLAIN_EVERY_S``: ``preparing data: 45% · 3,100 rows/s · ETA 1m 10s``.
-A cache hit prints one line.
+A cache hit prints one line. Under ``train``/``resume`` in a terminal the same line and the found/made
+line show inside the training dashboard's frame (a :class:`tunewiz.ui.live.Screen`).
 """
 
 from __future__ import annotations
 
 import sys
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from tunewiz.ui.live import Mode
 from tunewiz.units import fmt_duration
@@ -19,6 +20,8 @@ if TYPE_CHECKING:
     from tunewiz.data.prepared import Prepared
     from tunewiz.preset.schema import Preset
     from tunewiz.text.prompt import PromptFormat
+    from tunewiz.text.tokenizer import Tokenizer
+    from tunewiz.ui.live import Screen
 
 PLAIN_EVERY_S = 2.0
 
@@ -50,7 +53,12 @@ def progress_line(done: int, total: int, elapsed: float) -> str:
 
 
 def prepare_data(
-    preset: Preset, *, mode: Mode, prompt: PromptFormat | None = None, legacy: bool = False
+    preset: Preset,
+    *,
+    mode: Mode,
+    prompt: PromptFormat | None = None,
+    legacy: bool = False,
+    screen: Screen | None = None,
 ) -> Prepared:
     """Find or prepare ``preset``'s data, showing progress; print one line when it was found.
 
@@ -59,6 +67,8 @@ def prepare_data(
         mode: ``tui`` (a live bar on stderr) or ``plain`` (lines).
         prompt: a resumed run's recorded prompt format (None: a new run's).
         legacy: a resumed run from before prompt.json.
+        screen: the training dashboard already on screen (tunewiz.ui.live.Screen): the progress and
+            the found/made line show in its frame instead, and nothing is printed.
 
     Raises:
         TunewizError: the model's tokenizer or the data cannot be read, or makes no sample.
@@ -69,6 +79,8 @@ def prepare_data(
 
     tokenizer = load_tokenizer(resolve_model_dir(preset.model.path, preset.model.revision))
     kwargs = dict(seed=preset.train.seed, prompt=prompt, legacy=legacy)
+    if screen is not None:
+        return _prepare_on_screen(preset, screen, tokenizer, kwargs)
     if mode == "plain":
         prepared = prepare(preset.data, tokenizer, progress=PlainProgress(), **kwargs)
     else:
@@ -100,6 +112,27 @@ def prepare_data(
                 file=sys.stderr,
             )
     print(summary_line(prepared), file=sys.stderr, flush=True)
+    return prepared
+
+
+def _prepare_on_screen(
+    preset: Preset, screen: Screen, tokenizer: Tokenizer, kwargs: dict[str, Any]
+) -> Prepared:
+    """:func:`prepare_data` inside the dashboard's frame: the progress line, then the summary line."""
+    from tunewiz.data.prepared import prepare
+
+    screen.state.data_progress = "data: finding or preparing the samples…"
+    screen.draw()
+    started = time.monotonic()
+
+    def show(done: int, total: int) -> None:
+        screen.state.data_progress = progress_line(done, total, time.monotonic() - started)
+        screen.draw()
+
+    prepared = prepare(preset.data, tokenizer, progress=show, **kwargs)
+    screen.state.data_progress = None
+    screen.state.data_summary = summary_line(prepared)
+    screen.draw()
     return prepared
 
 

@@ -16,6 +16,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any, Literal
 
 from rich.console import Console
@@ -53,6 +54,53 @@ def make_console(mode: Mode) -> Console:
     if mode == "plain":
         return Console(color_system=None, highlight=False, soft_wrap=True, emoji=False)
     return Console(highlight=False)
+
+
+class Screen:
+    """The live dashboard opened before the run exists: the launcher's data phase
+    (tunewiz.ui.data_phase) draws into its state, then :func:`run_dashboard` draws the run in the same
+    Live, so a terminal sees one frame from ``tunewiz train`` on.
+
+    Use it as a context manager. Leaving it on an exception (a data error, a refused run directory,
+    Ctrl-C) erases the frame, so the ``error:``/``hint:`` lines follow alone.
+
+    Args:
+        run: the run's name (its directory's), the frame's title until the ranks' ``start`` event.
+        console: where to draw; by default one made for ``tui``.
+    """
+
+    def __init__(self, run: str, console: Console | None = None) -> None:
+        self.state = DashboardState(run=run)
+        # stderr goes above the frame too: a note between the data phase and the run (a lock taken over).
+        self.live = Live(
+            render(self.state),
+            console=console or make_console("tui"),
+            auto_refresh=False,
+            redirect_stderr=True,
+        )
+
+    def draw(self) -> None:
+        """Redraw the frame from the state now."""
+        self.live.update(render(self.state), refresh=True)
+
+    def __enter__(self) -> Screen:
+        self.live.start(refresh=True)
+        return self
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        if exc_type is not None:
+            self.live.transient = True
+        self.live.stop()  # a no-op after run_dashboard has stopped it
+
+
+@contextmanager
+def open_screen(run: str, *, live: bool) -> Iterator[Screen | None]:
+    """A :class:`Screen` for run ``run`` when ``live`` (a terminal, one node, not detached), else None."""
+    if not live:
+        yield None
+        return
+    with Screen(run) as screen:
+        yield screen
 
 
 class StopControl:
@@ -187,6 +235,7 @@ def run_dashboard(
     plain_every: int = 10,
     console: Console | None = None,
     alive: Callable[[], bool] | None = None,
+    screen: Screen | None = None,
 ) -> DashboardState:
     """Follow the run's events and draw them until the run is over; return the final state.
 
@@ -199,9 +248,11 @@ def run_dashboard(
         console: where to draw; by default one made for ``mode``.
         alive: whether the run still has live processes (the ranks' lock): with a process, the loop
             also waits for ranks that outlive it; without one, it ends when this turns false.
+        screen: in ``tui`` mode, the dashboard already on screen (the launcher's data phase): its state
+            and Live carry on, and the Live stops here.
     """
     console = console or make_console(mode)
-    state = DashboardState()
+    state = screen.state if screen is not None else DashboardState()
     control = StopControl(run_dir, process, state)
     in_main_thread = threading.current_thread() is threading.main_thread()
     previous = (
@@ -212,7 +263,12 @@ def run_dashboard(
     try:
         if mode == "tui":
             # Live restores the cursor and leaves the last frame on screen when the block exits.
-            with Live(render(state), console=console, auto_refresh=False, redirect_stderr=False) as live:
+            live = (
+                screen.live
+                if screen is not None
+                else Live(render(state), console=console, auto_refresh=False, redirect_stderr=False)
+            )
+            with live:  # an already started Live (a screen's) carries on; either stops at the end
                 for batch in _batches(run_dir, process, control, state, alive):
                     for event in batch:
                         apply_event(state, event)

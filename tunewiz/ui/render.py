@@ -115,6 +115,8 @@ def _header(state: DashboardState) -> Text:
         text.append(f"\n{mix}", style="dim")
     if note := truncation_note(state):
         text.append(f"\n{note[0]}", style="yellow")
+    if state.data_summary:
+        text.append(("\n" if text.plain else "") + state.data_summary, style="dim")
     return text
 
 
@@ -189,6 +191,8 @@ def _memory(state: DashboardState) -> Table | None:
 
 def _status(state: DashboardState) -> RenderableType | None:
     if state.launches == 0:
+        if state.data_progress:
+            return Text(state.data_progress, style="bold")
         return Text("waiting for the run to start…", style="dim")
     if state.stop is not None:
         ckpt = state.stop.get("checkpoint")

@@ -109,6 +109,8 @@ class DashboardState:
     last_event_time: float | None = None
 
     # Set by the parent process, not by events.
+    data_progress: str | None = None  # the data phase while it runs: ``preparing data: 45% · …``
+    data_summary: str | None = None  # once found or made: ``data: prepared entry … found (…)``
     stop_requested: bool = False
     killing: bool = False
     returncode: int | None = None
