@@ -3,14 +3,17 @@ input that changes a token, written atomically, prepared once; `tunewiz prepare`
 
 from __future__ import annotations
 
+import io
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import pexpect
 import pytest
 
 from tunewiz.data import build_datasets
@@ -23,6 +26,7 @@ REPO = Path(__file__).resolve().parent.parent
 TINY_TOKENIZER = REPO / "tunewiz" / "assets" / "tiny"
 SHIPPED = sorted(p.stem for p in shipped_datasets_dir().glob("*.jsonl"))
 ENV = {**os.environ, "PYTHONPATH": str(REPO)}
+ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 
 
 @pytest.fixture(scope="module")
@@ -334,6 +338,42 @@ def test_bad_data_stops_train_before_any_run_directory(tmp_path: Path, tiny_mode
     assert not (tmp_path / "runs").exists()
 
 
+def _train_in_a_terminal(preset: Path, cwd: Path) -> tuple[pexpect.spawn, io.StringIO]:
+    """`tunewiz train PRESET` in a 120×50 pseudo-terminal with its own cache; the log gets what it draws."""
+    env = {k: v for k, v in ENV.items() if k not in ("CI", "NO_COLOR", "FORCE_COLOR")}
+    env = {**env, "TERM": "xterm-256color", "TUNEWIZ_CACHE": str(cwd / "cache"), "TMPDIR": str(cwd)}
+    child = pexpect.spawn(
+        sys.executable,
+        ["-m", "tunewiz", "train", str(preset)],
+        cwd=str(cwd),
+        env=env,
+        dimensions=(50, 120),
+        encoding="utf-8",
+        codec_errors="replace",  # a redraw cut by the terminal driver can split a UTF-8 character
+        timeout=300,
+    )
+    log = io.StringIO()
+    child.logfile_read = log
+    return child, log
+
+
+def test_bad_data_in_a_terminal_leaves_the_error_alone(tmp_path: Path, tiny_model_dir: Path) -> None:
+    from runs import write_preset
+
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"instruction": "a", "output": "b"}\n' * 30 + '{"instruction": "a"}\n')
+    preset = write_preset(tmp_path / "bad.yaml", tiny_model_dir, bad)
+    child, log = _train_in_a_terminal(preset, tmp_path)
+    child.expect(pexpect.EOF)
+    child.close()
+    text = ANSI.sub("", log.getvalue())
+    assert child.exitstatus == 2, text[-3000:]
+    assert "╭─ tunewiz · bad" in text  # the dashboard opened for the data phase, then gave way to the error
+    error = text.index("error: row 31 of bad.jsonl has no `response` field")
+    assert "hint: " in text[error:] and "╭─" not in text[error:] and "Traceback" not in text
+    assert not (tmp_path / "runs").exists()
+
+
 @pytest.mark.slow
 def test_two_ranks_map_what_the_launcher_prepared_and_resume_reuses_it(
     tmp_path: Path, tiny_model_dir: Path, tiny_dataset: Path
@@ -375,6 +415,33 @@ def test_two_ranks_map_what_the_launcher_prepared_and_resume_reuses_it(
     assert [s["step"] for s in starts] == [0, 2] and starts[1]["num_train_samples"] == meta["made_from"][
         "samples"
     ]["train"]
+
+
+@pytest.mark.slow
+def test_train_in_a_terminal_shows_the_data_phase_inside_the_dashboard(
+    tmp_path: Path, tiny_model_dir: Path
+) -> None:
+    from runs import write_dataset, write_preset
+
+    data = write_dataset(tmp_path / "rows.jsonl", 4000)  # a few seconds of preparation here
+    preset = write_preset(tmp_path / "demo.yaml", tiny_model_dir, data, train={"max_steps": 3})
+    child, log = _train_in_a_terminal(preset, tmp_path)
+    child.expect(r"preparing data: \d+% · [\d,]+ rows/s · ETA")
+    child.expect(r"data: prepared entry \w{12} made")
+    child.expect(r"step \d+/3")
+    child.expect("✓ finished at step 3")
+    child.expect(pexpect.EOF)
+    child.close()
+    text = ANSI.sub("", log.getvalue())
+    assert child.exitstatus == 0, text[-3000:]
+    frame = text.index("╭─ tunewiz · demo")
+    preparing = re.search(r"│ preparing data: \d+% · [\d,]+ rows/s · ETA \w+", text)
+    made = re.search(r"│ data: prepared entry \w{12} made \(3,600 train \+ 400 validation samples", text)
+    training = re.search(r"│ \S+tiny_model\w* · lora · cpu fp32 · 1 rank", text)
+    assert preparing and made and training, text[-3000:]
+    # One dashboard from the start: its frame before the data phase, then the run in the same frame.
+    assert frame < preparing.start() < made.start() < training.start()
+    assert "preparing data ━" not in text and "Traceback" not in text  # no separate progress bar
 
 
 # --- eval and the planner reuse the entry ------------------------------------------------------------
