@@ -101,7 +101,7 @@ def test_dry_run_prints_the_torchrun_command(
     ("override", "message"),
     [
         ("model.path=/nonexistent/model", "model directory `/nonexistent/model` does not exist"),
-        ("data.path=missing.jsonl", "dataset file `missing.jsonl` does not exist"),
+        ("data.path=missing.jsonl", "data file `missing.jsonl` does not exist"),
         ("data.max_seq_len=0", "data.max_seq_len"),
         ("device=cuda", "no CUDA GPU"),
     ],

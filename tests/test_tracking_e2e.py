@@ -184,7 +184,9 @@ def test_unreachable_trackers_are_one_warning_each_and_leak_no_secret(
         WANDB_INIT_TIMEOUT="5",
         MLFLOW_TRACKING_URI="http://tunewiz:pa55word-xyz@127.0.0.1:9",
     )
-    preset = write_preset(tmp_path / "offline.yaml", tiny_model_dir, tiny_dataset, train={"max_steps": 2})
+    preset = write_preset(
+        tmp_path / "offline.yaml", tiny_model_dir, tiny_dataset, train={"max_steps": 2, "warmup_steps": 0}
+    )
     result = cli("train", str(preset), "--no-tui", "--report-to", "mlflow,wandb", cwd=tmp_path, env=env)
     assert result.returncode == 0, result.stdout + result.stderr
     run = tmp_path / "runs" / "offline"

@@ -148,9 +148,6 @@ class FineTune:
                 "train.grad_accum=1`), or add data",
             )
         self.total_steps = cfg.max_steps or cfg.epochs * self.steps_per_epoch
-        warmup = warmup_warning(self.total_steps, cfg)
-        if env.is_main and warmup:
-            events.write("warning", step=None, message=warmup)
         self.policy = EvalCheckpointPolicy(
             cfg.eval_every_n_steps, preset.checkpoint.every_n_steps, self.total_steps
         )
@@ -449,6 +446,9 @@ class RunLog:
         """The ``start`` event: what runs, on what, planned peak, sizes."""
         if self.is_main:
             self.ft.events.write("start", **_start_fields(self.ft, resumed_from))
+            warmup = warmup_warning(self.ft.total_steps, self.ft.preset.train)
+            if warmup:
+                self.ft.events.write("warning", step=None, message=warmup)
 
     def step(
         self, result: StepResult, lr: float, grad_norm: float | None, step_time: float, elapsed: float
