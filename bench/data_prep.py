@@ -70,39 +70,15 @@ def write_text_rows(path: Path, n: int, words_per_row: int) -> None:
 
 def build_json_tokenizer(out: Path) -> Path:
     """A byte-level BPE tokenizer.json (vocab 8000) with a ChatML template, trained on the generated words."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from tokenize_speed import make_json_tokenizer
 
-    out.mkdir(parents=True, exist_ok=True)
     if (out / "tokenizer.json").is_file():
         return out
-    specials = ["<|begin_of_text|>", "<|end_of_text|>", "<|im_start|>", "<|im_end|>"]
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=8000,
-        special_tokens=specials,
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-    )
     rng = random.Random(0)
     vocab = _words()
-    tok.train_from_iterator(
-        (" ".join(rng.choice(vocab) for _ in range(40)) for _ in range(5000)), trainer=trainer
+    return make_json_tokenizer(
+        out, (" ".join(rng.choice(vocab) for _ in range(40)) for _ in range(5000)), vocab_size=8000
     )
-    bos = tok.token_to_id("<|begin_of_text|>")
-    tok.post_processor = processors.TemplateProcessing(
-        single="<|begin_of_text|> $A", special_tokens=[("<|begin_of_text|>", bos)]
-    )
-    tok.save(str(out / "tokenizer.json"))
-    chatml = (
-        "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] "
-        "+ '<|im_end|>' + '\\n' }}{% endfor %}{% if add_generation_prompt %}{{ "
-        "'<|im_start|>assistant\\n' }}{% endif %}"
-    )
-    config = {"bos_token": "<|begin_of_text|>", "eos_token": "<|end_of_text|>", "chat_template": chatml}
-    (out / "tokenizer_config.json").write_text(json.dumps(config))
-    return out
 
 
 # --- measurements, each in a child process -----------------------------------------------------------

@@ -22,6 +22,7 @@ import random
 import sys
 import tempfile
 import time
+from collections.abc import Iterable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -58,8 +59,9 @@ def write_alpaca_jsonl(path: Path, rows: int, *, tokens: int = 450, seed: int = 
     return path
 
 
-def make_json_tokenizer(out: Path, corpus_file: Path) -> Path:
-    """A byte-level BPE tokenizer.json (vocab 4,000, Llama-3 style bos post-processor, ChatML template)."""
+def make_json_tokenizer(out: Path, texts: Iterable[str], vocab_size: int = 4000) -> Path:
+    """A byte-level BPE tokenizer.json trained on ``texts`` (Llama-3 style bos post-processor, ChatML
+    template); ``bench/data_prep.py`` uses it too."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 
     specials = ["<|begin_of_text|>", "<|end_of_text|>", "<|im_start|>", "<|im_end|>"]
@@ -67,13 +69,12 @@ def make_json_tokenizer(out: Path, corpus_file: Path) -> Path:
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
-        vocab_size=4000,
+        vocab_size=vocab_size,
         special_tokens=specials,
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
-    lines = corpus_file.read_text(encoding="utf-8").splitlines()[:500]
-    tok.train_from_iterator(lines, trainer=trainer)
+    tok.train_from_iterator(texts, trainer=trainer)
     bos = tok.token_to_id("<|begin_of_text|>")
     tok.post_processor = processors.TemplateProcessing(
         single="<|begin_of_text|> $A", special_tokens=[("<|begin_of_text|>", bos)]
@@ -157,7 +158,12 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         data = write_alpaca_jsonl(Path(tmp) / "alpaca.jsonl", args.rows, tokens=args.tokens)
-        kinds = {"sentencepiece": TINY, "json": make_json_tokenizer(Path(tmp) / "json", data)}
+        kinds = {
+            "sentencepiece": TINY,
+            "json": make_json_tokenizer(
+                Path(tmp) / "json", data.read_text(encoding="utf-8").splitlines()[:500]
+            ),
+        }
         print(
             "| tokenizer | rows | tokens/row | build_datasets rows/s | build_datasets rows per CPU-s | "
             "library batch rows/s | ratio |"
