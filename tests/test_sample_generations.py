@@ -123,3 +123,20 @@ def test_replies_in_the_events_are_what_chat_says_at_that_step(trained_run: Path
     )
     assert chat.returncode == 0, chat.stderr
     assert chat.stdout == first["output"] + "\n"
+
+
+def test_a_rank_takes_the_prompts_from_the_prepared_entry(
+    tiny_model_dir: Path, tiny_dataset: Path, tmp_path: Path
+) -> None:
+    """The entry keeps the first validation conversations, so a rank does not read and split the
+    datasets again: the prompts are the same."""
+    from tunewiz.data.prepared import prepare
+
+    tok = load_tokenizer(tiny_model_dir)
+    cfg = DataSection(path=str(tiny_dataset), max_seq_len=128, val_fraction=0.1, cache_dir=str(tmp_path))
+    entry = prepare(cfg, tok, seed=0, workers=1)
+    kept = entry.validation_conversations()
+    assert 0 < len(kept) <= 32
+    reread = validation_prompts(cfg, tok, entry.stats.prompt, seed=0, count=3)
+    from_entry = validation_prompts(cfg, tok, entry.stats.prompt, seed=0, count=3, conversations=kept)
+    assert from_entry == reread and len(from_entry) == 3

@@ -38,12 +38,13 @@ import socket
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from itertools import chain
+from itertools import chain, islice
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tunewiz.data import DataStats, Sample, SamplePlan, plan_samples, tokenize_rows
 from tunewiz.data.batching import pack_bounds
+from tunewiz.data.formats import row_to_messages
 from tunewiz.errors import TunewizError
 
 if TYPE_CHECKING:
@@ -54,6 +55,7 @@ if TYPE_CHECKING:
     from tunewiz.text.tokenizer import Tokenizer
 
 CACHE_ENV = "TUNEWIZ_CACHE"
+VAL_CONVERSATIONS = "val_conversations.json"  # the replies' prompts (tunewiz.train.sample_generations)
 LAYOUT_VERSION = 1
 # Data settings that do not change a single token (they act after the samples are made); every other
 # field of DataSection / DatasetEntry is part of the key (tests/test_prepared.py checks the choice).
@@ -132,6 +134,10 @@ class Prepared:
     hit: bool
     seconds: float = 0.0  # time to find (hit) or make (miss) it
     meta: dict[str, Any] = field(default_factory=dict)
+
+    def validation_conversations(self) -> list[list[dict[str, str]]]:
+        """The first (up to 32) validation conversations of chat-format datasets, in split order."""
+        return json.loads((self.entry / VAL_CONVERSATIONS).read_text(encoding="utf-8"))
 
     def unpacked(self, split: str) -> PreparedSamples:
         """One split's samples before packing (``train`` or ``validation``): a packed entry keeps them."""
@@ -382,6 +388,11 @@ def _make(
     tmp.mkdir(parents=True)
     try:
         counts, lengths, sources = _tokenize_into(tmp, plan, cfg, progress, workers)
+        # The first validation conversations, for the replies at each validation: ranks read these
+        # instead of reading and splitting the datasets again.
+        chats = ((i, row, src) for i, row, src in plan.val_rows if src.format != "text")
+        conversations = [row_to_messages(row, src.format, i, src.name) for i, row, src in islice(chats, 32)]
+        _write_json(tmp / VAL_CONVERSATIONS, conversations)
         stats = plan.stats(cfg, counts, lengths, sources["train"], sources["validation"])
         np.asarray(stats.lengths, dtype=np.int32).tofile(tmp / "lengths")
         stats_doc = {

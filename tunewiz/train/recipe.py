@@ -114,7 +114,12 @@ class FineTune:
         self.prompt_format = self.data_stats.prompt
         self.samples = SampleGenerations(
             validation_prompts(
-                preset.data, tokenizer, self.prompt_format, seed=cfg.seed, count=cfg.sample_generations
+                preset.data,
+                tokenizer,
+                self.prompt_format,
+                seed=cfg.seed,
+                count=cfg.sample_generations,
+                conversations=self.data.validation_conversations(),
             ),
             tokenizer,
             max_new_tokens=cfg.sample_max_new_tokens,

@@ -83,12 +83,20 @@ def sample_prompts(
 
 
 def validation_prompts(
-    cfg: DataSection, tokenizer: Tokenizer, prompt: PromptFormat, *, seed: int, count: int
+    cfg: DataSection,
+    tokenizer: Tokenizer,
+    prompt: PromptFormat,
+    *,
+    seed: int,
+    count: int,
+    conversations: Iterable[list[dict[str, str]]] | None = None,
 ) -> list[SamplePrompt]:
     """The prompts of the run's first ``count`` usable validation conversations (none for plain text).
 
-    The datasets are read again (``tunewiz.data.plan_samples``: the same rows, weights and split as
-    the samples trained on), but not tokenized beyond these prompts.
+    A training rank passes ``conversations``, the ones its prepared entry keeps
+    (``Prepared.validation_conversations``); without them the datasets are read again
+    (``tunewiz.data.plan_samples``: the same rows, weights and split as the samples trained on), but
+    not tokenized beyond these prompts.
 
     Args:
         cfg: the preset's data section.
@@ -96,9 +104,15 @@ def validation_prompts(
         prompt: the run's prompt format (``prompt.json``).
         seed: ``train.seed`` (it picks the validation rows).
         count: ``train.sample_generations``.
+        conversations: the validation conversations in split order, if already at hand.
     """
     if count == 0:
         return []
+    if conversations is not None:
+        from tunewiz.text.prompt import PromptBuilder
+
+        builder = PromptBuilder(tokenizer, prompt)
+        return sample_prompts(conversations, builder, max_len=cfg.max_seq_len, count=count)
     plan = plan_samples(cfg, tokenizer, seed=seed, prompt=prompt)
     conversations = (
         row_to_messages(row, src.format, index, src.name)
