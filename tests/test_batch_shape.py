@@ -56,6 +56,17 @@ def test_progress_stays_at_the_end_of_the_last_epoch() -> None:
     assert ended and (p.epoch, p.sample_offset) == (0, 8)  # the run is done: no next epoch
 
 
+def test_a_run_resumed_past_its_last_step_starts_the_next_epoch() -> None:
+    # `tunewiz resume RUN --set train.max_steps=N` on a finished run: its last step left the position at
+    # the end of an epoch; the next step takes a full batch of the next epoch, not an empty one.
+    p = Progress()
+    for _ in range(2):
+        p.advance(tokens=1, seconds=1.0, global_batch=4, num_samples=10, total_steps=2)
+    batches = StepBatches(BatchShape(4, 1, 1), num_samples=10, epoch_order=_order)
+    assert batches.micro_batches(p, rank=0) == [[1, 2, 3, 4]]  # epoch 1's order starts at 1
+    assert (p.epoch, p.sample_offset) == (1, 0)
+
+
 def test_progress_json_keeps_the_split_in_use_and_reads_it_back() -> None:
     p = Progress(step=3, epoch=1, sample_offset=8, tokens_total=40, elapsed=2.0)
     saved = json.loads(json.dumps(p.as_json(BatchShape(2, 2, 1))))

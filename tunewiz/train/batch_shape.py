@@ -185,6 +185,10 @@ class StepBatches:
             progress: the run's position (epoch and sample offset).
             rank: this process's rank.
         """
+        if progress.sample_offset + self._shape.global_batch > self.num_samples:
+            # A run's last step leaves the position at its epoch's end (Progress.advance); a resume that
+            # trains further (more max_steps or epochs) starts the next epoch here.
+            progress.epoch, progress.sample_offset = progress.epoch + 1, 0
         if self._order is None or self._order[0] != progress.epoch:
             self._order = progress.epoch, self._epoch_order(progress.epoch)
         return rank_micro_batches(self._order[1], progress.sample_offset, self._shape, rank)

@@ -8,6 +8,7 @@ from pathlib import Path
 from tunewiz.errors import TunewizError
 from tunewiz.preset.schema import Preset
 from tunewiz.run.directory import RunDir
+from tunewiz.run.status import last_launch
 
 # Sections a resume may change. Everything else (model, method, LoRA shape, data) defines the
 # trained weights and the data order: changing it would not be a continuation.
@@ -85,7 +86,10 @@ def plan_resume(run: RunDir, *, from_step: str | None, overrides: list[str]) -> 
                 hint=f"start it again with `tunewiz train {run.config} --run-dir {run.path} --overwrite`",
             )
     progress = read_progress(checkpoint)
-    ended = [e for e in read_events(run.events) if e.get("event") == "end"]
+    # Finished: the last launch ended (one that failed after it, e.g. a resume asked to train further,
+    # leaves something to resume).
+    launch = last_launch(read_events(run.events))
+    ended = [e for e in launch if e.get("event") == "end"]
     if ended and run.final.is_dir() and progress.step >= ended[-1].get("step", 0) and not changes:
         raise TunewizError(
             f"run `{run.path}` is finished (step {progress.step}); there is nothing to resume",
