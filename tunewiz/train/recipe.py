@@ -149,8 +149,7 @@ class FineTune:
                 f"the training set has {len(self.train_samples)} samples, fewer than one global batch "
                 f"({self.batches.shape.global_batch} = micro_batch_size {cfg.micro_batch_size} × grad_accum "
                 f"{cfg.grad_accum} × {env.world_size} rank(s))",
-                hint="lower `train.micro_batch_size` or `train.grad_accum` (`--set "
-                "train.grad_accum=1`), or add data",
+                hint=_smaller_batch_hint(len(self.train_samples), env.world_size),
             )
         self.total_steps = cfg.max_steps or cfg.epochs * self.steps_per_epoch
         self.policy = EvalCheckpointPolicy(
@@ -634,6 +633,17 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         events.close()
         tdist.shutdown()
+
+
+def _smaller_batch_hint(num_samples: int, world_size: int) -> str:
+    """A global batch that fits ``num_samples`` training samples: one micro-batch step, as large as fits."""
+    fitting = num_samples // world_size
+    if fitting == 0:
+        return f"add data: every one of the {world_size} ranks needs at least one sample per step"
+    return (
+        f"`--set train.micro_batch_size={fitting} --set train.grad_accum=1` takes "
+        f"{fitting * world_size} samples per step; or add data"
+    )
 
 
 if __name__ == "__main__":
