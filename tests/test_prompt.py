@@ -231,4 +231,4 @@ def test_runs_without_a_record_fall_back_to_the_old_rule_and_say_so(
     assert ids == [tokenizer.bos_id, *tokenizer.encode(prompts.render(SINGLE[:1]))]
     # Old runs trained with this rule, so a sample built by it starts with the same ids.
     tokens, _ = prompts.chat_sample(SINGLE, train_on_inputs=False)
-    assert tokens[: len(ids)] == ids
+    assert tokens[: len(ids)].tolist() == ids

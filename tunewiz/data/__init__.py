@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from tunewiz.data.batching import collate, epoch_order, pack
 from tunewiz.data.formats import DataFormat, detect_format, row_to_messages, row_to_text
-from tunewiz.data.samples import IGNORE_INDEX, Sample, to_sample, truncate
+from tunewiz.data.samples import IGNORE_INDEX, Sample, SampleColumns, truncate
 from tunewiz.data.sources import load_rows
 from tunewiz.errors import TunewizError
 
@@ -26,6 +26,7 @@ __all__ = [
     "IGNORE_INDEX",
     "DataStats",
     "Sample",
+    "SampleColumns",
     "SamplePlan",
     "build_datasets",
     "collate",
@@ -110,9 +111,8 @@ def build_datasets(
     lengths: list[int] = []
     train = tokenize_rows(plan.train_rows, plan.builder, cfg, counts["train"], lengths)
     val = tokenize_rows(plan.val_rows, plan.builder, cfg, counts["validation"], [])
-    stats = plan.stats(cfg, counts, lengths, [s.source for s in train], [s.source for s in val])
-    train_samples = [s.sample for s in train]
-    val_samples = [s.sample for s in val]
+    stats = plan.stats(cfg, counts, lengths, train.sources, val.sources)
+    train_samples, val_samples = train.samples(), val.samples()
     if cfg.packing:
         train_samples, val_samples = pack(train_samples, cfg.max_seq_len), pack(val_samples, cfg.max_seq_len)
     return train_samples, val_samples, stats
@@ -256,12 +256,6 @@ class _Source:
 _Item = tuple[int, dict[str, Any], _Source]
 
 
-@dataclass(frozen=True)
-class _Tagged:
-    sample: Sample
-    source: int
-
-
 def _load_sources(cfg: DataSection, seed: int) -> list[_Source]:
     """Every dataset's rows, weighted: ``weight`` w keeps floor(w) copies of each row plus a seeded
     (w mod 1) share of them, in file order (a single unweighted dataset is read exactly as it is)."""
@@ -316,9 +310,9 @@ def tokenize_rows(
     cfg: DataSection,
     counts: dict[str, int],
     lengths: list[int],
-) -> list[_Tagged]:
-    """Samples of ``rows``, tagged with their dataset's index; ``counts`` gets truncated/dropped
-    tallies, ``lengths`` the untruncated lengths of the samples that have a trained token.
+) -> SampleColumns:
+    """Samples of ``rows``, with their datasets' indices; ``counts`` gets truncated/dropped tallies,
+    ``lengths`` the untruncated lengths of the samples that have a trained token.
 
     A row whose every response (assistant turn) is empty or whitespace, or a text row that is, counts as
     ``dropped_empty`` and makes no sample, whatever ``train_on_inputs``: it would teach the model to end
@@ -327,7 +321,7 @@ def tokenize_rows(
     Each row's sample depends on that row only, so chunks of ``rows`` tokenized apart and joined in
     order give the same samples as one call.
     """
-    samples = []
+    tokens, trained, sources = [], [], []
     bos_id = builder.tokenizer.bos_id
     for index, row, src in rows:
         if src.format == "text":
@@ -335,24 +329,26 @@ def tokenize_rows(
             if not text.strip():
                 counts["dropped_empty"] += 1
                 continue
-            tokens, trained = builder.text_sample(text)
+            ids, mask = builder.text_sample(text)
         else:
             messages = row_to_messages(row, src.format, index, src.name)
             if not any(m["content"].strip() for m in messages if m["role"] == "assistant"):
                 counts["dropped_empty"] += 1  # a blank answer would train only the end-of-turn token
                 continue
-            tokens, trained = builder.chat_sample(messages, train_on_inputs=cfg.train_on_inputs)
-        if not any(trained[1:]):  # position 0 is never a target
+            ids, mask = builder.chat_sample(messages, train_on_inputs=cfg.train_on_inputs)
+        if not mask[1:].any():  # position 0 is never a target
             counts["dropped_empty"] += 1
             continue
-        lengths.append(len(tokens))
-        fitted = truncate(tokens, trained, cfg.max_seq_len, cfg.truncation, bos_id)
-        if fitted is None or not any(fitted[1][1:]):
+        lengths.append(len(ids))
+        fitted = truncate(ids, mask, cfg.max_seq_len, cfg.truncation, bos_id)
+        if fitted is None or not fitted[1][1:].any():
             counts["dropped_long"] += 1
             continue
-        counts["truncated"] += len(fitted[0]) < len(tokens)
-        samples.append(_Tagged(to_sample(*fitted), src.index))
-    return samples
+        counts["truncated"] += len(fitted[0]) < len(ids)
+        tokens.append(fitted[0])
+        trained.append(fitted[1])
+        sources.append(src.index)
+    return SampleColumns.join(tokens, trained, sources)
 
 
 def _no_samples(source: str, counts: dict[str, int], cfg: DataSection) -> Exception:

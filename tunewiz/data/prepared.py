@@ -38,11 +38,11 @@ import socket
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from itertools import chain, islice
+from itertools import islice
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tunewiz.data import DataStats, Sample, SamplePlan, plan_samples, tokenize_rows
+from tunewiz.data import DataStats, Sample, SampleColumns, SamplePlan, plan_samples, tokenize_rows
 from tunewiz.data.batching import pack_bounds
 from tunewiz.data.formats import row_to_messages
 from tunewiz.errors import TunewizError
@@ -467,10 +467,7 @@ _JOB: tuple[SamplePlan, DataSection] | None = None  # set before the pool forks;
 
 @dataclass
 class _Chunk:
-    tokens: np.ndarray  # int32, the samples' input ids end to end
-    labels: np.ndarray  # int32
-    sizes: np.ndarray  # int64 per sample
-    sources: np.ndarray  # int32 per sample: its dataset's index
+    samples: SampleColumns | None
     counts: dict[str, int]
     lengths: list[int]
     error: tuple[str, str | None, int] | None = None  # a TunewizError's message, hint, exit code
@@ -478,8 +475,6 @@ class _Chunk:
 
 def _tokenize_chunk(task: tuple[str, int, int]) -> _Chunk:
     """Tokenize rows ``start:stop`` of one split of the job (in a worker, or in this process)."""
-    import numpy as np
-
     from tunewiz.data import _zero_counts
 
     assert _JOB is not None
@@ -489,22 +484,9 @@ def _tokenize_chunk(task: tuple[str, int, int]) -> _Chunk:
     counts = _zero_counts()
     lengths: list[int] = []
     try:
-        tagged = tokenize_rows(rows, plan.builder, cfg, counts, lengths)
+        return _Chunk(tokenize_rows(rows, plan.builder, cfg, counts, lengths), counts, lengths)
     except TunewizError as exc:  # sent back whole: the parent raises it as the sources wrote it
-        empty = np.zeros(0, np.int32)
-        return _Chunk(
-            empty, empty, empty.astype(np.int64), empty, counts, [], (exc.message, exc.hint, exc.exit_code)
-        )
-    sizes = np.fromiter((len(t.sample.input_ids) for t in tagged), np.int64, len(tagged))
-    total = int(sizes.sum())
-    return _Chunk(
-        np.fromiter(chain.from_iterable(t.sample.input_ids for t in tagged), np.int32, total),
-        np.fromiter(chain.from_iterable(t.sample.labels for t in tagged), np.int32, total),
-        sizes,
-        np.fromiter((t.source for t in tagged), np.int32, len(tagged)),
-        counts,
-        lengths,
-    )
+        return _Chunk(None, counts, [], (exc.message, exc.hint, exc.exit_code))
 
 
 def default_workers() -> int:
@@ -551,12 +533,13 @@ def _tokenize_into(
         if progress is not None:
             progress(0, total)
         for (split, start, stop), part in zip(tasks, results, strict=True):
-            if part.error is not None:
+            if part.samples is None:
+                assert part.error is not None
                 raise TunewizError(part.error[0], hint=part.error[1], exit_code=part.error[2])
-            files[split, "tokens"].write(part.tokens.tobytes())
-            files[split, "labels"].write(part.labels.tobytes())
-            sizes[split].append(part.sizes)
-            sources[split].append(part.sources)
+            files[split, "tokens"].write(part.samples.tokens.tobytes())
+            files[split, "labels"].write(part.samples.labels.tobytes())
+            sizes[split].append(part.samples.sizes)
+            sources[split].append(part.samples.sources)
             for name, value in part.counts.items():
                 counts[split][name] += value
             if split == "train":

@@ -33,6 +33,8 @@ from typing import TYPE_CHECKING, Any, Literal
 from tunewiz.errors import TunewizError
 
 if TYPE_CHECKING:
+    import numpy as np
+
     from tunewiz.text.templates import ChatTemplate
     from tunewiz.text.tokenizer import Spans, Tokenizer
 
@@ -242,14 +244,20 @@ class PromptBuilder:
             ids = [bos, *ids]
         return ids
 
-    def text_sample(self, text: str) -> tuple[list[int], list[bool]]:
-        """A plain-text training sample: bos (per the rule) + text + eos, every token trained."""
-        tokens = [*self.encode_text(text), self.tokenizer.eos_id]
-        return tokens, [True] * len(tokens)
+    def text_sample(self, text: str) -> tuple[np.ndarray, np.ndarray]:
+        """A plain-text training sample: bos (per the rule) + text + eos, every token trained.
+
+        Returns:
+            ``(ids, trained)``: int64 and bool arrays of one length.
+        """
+        import numpy as np
+
+        ids = np.array([*self.encode_text(text), self.tokenizer.eos_id], dtype=np.int64)
+        return ids, np.ones(len(ids), dtype=bool)
 
     def chat_sample(
         self, messages: list[dict[str, str]], *, train_on_inputs: bool
-    ) -> tuple[list[int], list[bool]]:
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Token ids of a conversation and which of them are trained.
 
         The rendering is encoded once, as at inference; each token goes to the template segment that
@@ -260,47 +268,58 @@ class PromptBuilder:
         Args:
             messages: the conversation.
             train_on_inputs: train on every token, not only the assistant's.
+
+        Returns:
+            ``(ids, trained)``: int64 and bool arrays of one length.
         """
+        import numpy as np
+
         tokenizer = self.tokenizer
         segments = self._require_template().segments(messages)
         ids, spans = tokenizer.encode_with_offsets("".join(piece for piece, _ in segments))
-        groups = _group_by_segment(ids, spans, [len(piece) for piece, _ in segments])
+        bos = tokenizer.bos_id
+        with_bos = self.format.bos == "prepended" and bos is not None and not (len(ids) and ids[0] == bos)
+        which = _segment_of_tokens(spans, [len(piece) for piece, _ in segments])
+        if len(which) and not bool(np.all(which[1:] >= which[:-1])):
+            order = np.argsort(which, kind="stable")  # each segment's tokens together, in segment order
+            ids, which = ids[order], which[order]
+        is_reply = np.array([reply for _, reply in segments], dtype=bool)
+        trained = is_reply[which] | train_on_inputs
+        # eos after a reply whose tokens hold no stop token: where the reply's tokens end.
+        cuts = np.searchsorted(which, np.arange(len(segments) + 1), side="left")
+        stops = np.concatenate(([0], np.cumsum(np.isin(ids, tokenizer.stop_array))))
+        last_reply = max((i for i, (_, reply) in enumerate(segments) if reply), default=-1)
+        ends = [
+            cuts[i + 1]
+            for i, (_, reply) in enumerate(segments)
+            if reply
+            and (self.format.eos == "every_reply" or i == last_reply)
+            and stops[cuts[i + 1]] == stops[cuts[i]]
+        ]
+        if ends:
+            ids, trained = np.insert(ids, ends, tokenizer.eos_id), np.insert(trained, ends, True)
+        if with_bos:
+            ids, trained = np.concatenate(([bos], ids)), np.concatenate(([False], trained))
+        return ids, trained
 
-        last_reply = max((i for i, (_, is_reply) in enumerate(segments) if is_reply), default=-1)
-        tokens = self._with_bos([])
-        trained = [False] * len(tokens)
-        if tokens and ids and ids[0] == tokens[0]:
-            tokens, trained = [], []
-        for i, ((_, is_assistant), group) in enumerate(zip(segments, groups, strict=True)):
-            tokens.extend(group)
-            trained.extend([is_assistant or train_on_inputs] * len(group))
-            wants_eos = self.format.eos == "every_reply" or i == last_reply
-            if is_assistant and wants_eos and not tokenizer.stop_ids.intersection(group):
-                tokens.append(tokenizer.eos_id)
-                trained.append(True)
-        return tokens, trained
 
-
-def _group_by_segment(ids: list[int], spans: Spans, lengths: list[int]) -> list[list[int]]:
-    """The ids of each segment of a text: a token goes to the segment that holds its last character
-    (``end - 1``; an empty span, a dummy-prefix or byte piece, goes by its ``start``), and past the
-    last segment to the last one.
+def _segment_of_tokens(spans: Spans, lengths: list[int]) -> np.ndarray:
+    """Per token, the index of the text segment it belongs to: the segment that holds its last character
+    (``end - 1``; an empty span, a dummy-prefix or byte piece, goes by its ``start``); past the last
+    segment, the last one.
 
     Args:
-        ids: the text's token ids.
         spans: each token's ``(start, end)`` character span, an ``(n, 2)`` int array.
         lengths: the segments' lengths in characters, in order (they add up to the text's length).
+
+    Returns:
+        An ``(n,)`` int64 array.
     """
     import numpy as np
 
     ends = np.cumsum(lengths)
     keys = np.where(spans[:, 1] > spans[:, 0], spans[:, 1] - 1, spans[:, 0])
-    which = np.minimum(np.searchsorted(ends, keys, side="right"), len(lengths) - 1)
-    if len(which) == 0 or bool(np.all(which[1:] >= which[:-1])):  # in order: each group is a slice
-        cuts = np.searchsorted(which, np.arange(len(lengths) + 1), side="left").tolist()
-        return [ids[a:b] for a, b in zip(cuts[:-1], cuts[1:], strict=True)]
-    token_ids = np.asarray(ids, dtype=np.int64)
-    return [token_ids[which == k].tolist() for k in range(len(lengths))]
+    return np.minimum(np.searchsorted(ends, keys, side="right"), len(lengths) - 1)
 
 
 def exported_template(fmt: PromptFormat, tokenizer: Tokenizer) -> str | None:
