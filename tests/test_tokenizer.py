@@ -12,6 +12,8 @@ from tunewiz.errors import TunewizError
 from tunewiz.text.templates import builtin_template, resolve_template
 from tunewiz.text.tokenizer import load_tokenizer
 
+TINY = Path(__file__).resolve().parent.parent / "tunewiz" / "assets" / "tiny"  # the shipped model
+
 TEXTS = [
     "hello world",
     " hello  world\n\nthe",
@@ -283,3 +285,84 @@ def test_tokenizer_config_settings_match_transformers_on_real_text(
     for text in REAL_WORLD:
         assert ours.encode(text) == hf.encode(text, add_special_tokens=False), text
         assert ours.encode(text, add_bos=ours.adds_bos, add_eos=ours.adds_eos) == hf.encode(text), text
+
+
+# --- SentencePiece spans from ids (tunewiz.text.tokenizer._PieceWidths) --------------------------------
+
+SP_ALPHABET = [
+    *"abcdefghij klmnop.,!?\n\t",
+    "  ",
+    "\r\n",
+    "é",
+    "日",
+    "本",
+    "🙂",
+    "\u0301",
+    "▁",
+    "ß",
+    "\u00a0",
+    "\x00",
+]
+SP_ALPHABET += ["Ａ", "ﬁ", "<s>", "</s>", "[INST]", "<|im_start|>"]
+
+
+def _train_sp(out: Path, **options: object) -> Path:
+    """A tiny SentencePiece model with ``options``, and the shipped model's tokenizer_config.json."""
+    import random
+
+    import sentencepiece as spm
+
+    rng = random.Random(0)
+    words = ["hello", "world", "café", "日本", "naïve", "the", "and", "ok", "x", "  "]
+    corpus = [" ".join(rng.choice(words) for _ in range(12)) for _ in range(2000)]
+    out.mkdir(parents=True)
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(corpus),
+        model_prefix=str(out / "tokenizer"),
+        vocab_size=300,
+        hard_vocab_limit=False,
+        character_coverage=0.9995,
+        unk_id=0,
+        bos_id=1,
+        eos_id=2,
+        pad_id=-1,
+        minloglevel=2,
+        **options,
+    )
+    shutil.copy(TINY / "tokenizer_config.json", out)
+    return out
+
+
+IDENTITY = {"normalization_rule_name": "identity", "remove_extra_whitespaces": False}
+SP_MODELS = {
+    # name: (training options, whether spans come from the ids)
+    "shipped": (None, True),
+    "unigram, unknown pieces (no byte fallback)": ({**IDENTITY, "model_type": "unigram"}, True),
+    "bpe, no dummy prefix": ({**IDENTITY, "byte_fallback": True, "add_dummy_prefix": False}, True),
+    "nmt_nfkc, extra whitespace removed (the trainer's default)": ({"byte_fallback": True}, False),
+    "whitespace as suffix": ({**IDENTITY, "byte_fallback": True, "treat_whitespace_as_suffix": True}, False),
+}
+
+
+@pytest.mark.parametrize("name", list(SP_MODELS))
+def test_sentencepiece_spans_from_ids_are_its_own_offsets(name: str, tmp_path: Path) -> None:
+    """Spans computed from piece widths equal SentencePiece's offset_mapping on random text of every kind
+    (byte fallback, unknown pieces, combining marks, literal ▁, whitespace runs, special tokens), and
+    models whose normalizer changes text take SentencePiece's offsets."""
+    import random
+
+    options, from_ids = SP_MODELS[name]
+    tok = load_tokenizer(TINY if options is None else _train_sp(tmp_path / "sp", **options))
+    backend = tok._backend
+    assert backend._plain is from_ids
+    reference = load_tokenizer(tok.source_dir)._backend
+    reference._plain = False  # SentencePiece's own offsets for every chunk
+    rng = random.Random(name)
+    for _ in range(3000):
+        text = "".join(rng.choice(SP_ALPHABET) for _ in range(rng.randint(0, 40)))
+        ids, spans = tok.encode_with_offsets(text)
+        want_ids, want_spans = reference.encode(text)
+        assert ids.tolist() == want_ids.tolist() == tok.encode(text), (name, text)
+        assert spans.tolist() == want_spans.tolist(), (name, text)
+    if from_ids:  # the widths did the work (an unknown piece falls back, and not every text has one)
+        assert backend._widths is not None

@@ -287,7 +287,7 @@ class PromptBuilder:
         trained = is_reply[which] | train_on_inputs
         # eos after a reply whose tokens hold no stop token: where the reply's tokens end.
         cuts = np.searchsorted(which, np.arange(len(segments) + 1), side="left")
-        stops = np.concatenate(([0], np.cumsum(np.isin(ids, tokenizer.stop_array))))
+        stops = np.concatenate(([0], np.cumsum(tokenizer.stop_mask[ids])))
         last_reply = max((i for i, (_, reply) in enumerate(segments) if reply), default=-1)
         ends = [
             cuts[i + 1]

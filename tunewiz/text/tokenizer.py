@@ -98,11 +98,14 @@ class Tokenizer:
         self.adds_eos = adds_eos
 
     @cached_property
-    def stop_array(self) -> np.ndarray:
-        """``stop_ids`` as a sorted int64 array (for ``numpy.isin``)."""
+    def stop_mask(self) -> np.ndarray:
+        """Per token id, whether it is in ``stop_ids``: a bool array (``stop_mask[ids]`` marks the stops
+        of an id array)."""
         import numpy as np
 
-        return np.array(sorted(self.stop_ids), dtype=np.int64)
+        mask = np.zeros(max(self.vocab_size, *self.stop_ids) + 1, dtype=bool)
+        mask[list(self.stop_ids)] = True
+        return mask
 
     def encode(self, text: str, *, add_bos: bool = False, add_eos: bool = False) -> list[int]:
         """Token ids of ``text``; special token strings in it (``<|im_start|>``) become their ids.
