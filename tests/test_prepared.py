@@ -338,6 +338,33 @@ def test_bad_data_stops_train_before_any_run_directory(tmp_path: Path, tiny_mode
     assert not (tmp_path / "runs").exists()
 
 
+def test_train_into_a_started_run_is_refused_before_the_data_phase(
+    tmp_path: Path, tiny_model_dir: Path
+) -> None:
+    """A refused launch costs no data preparation: the run directory is checked first."""
+    from runs import cli, write_preset
+
+    data = _jsonl(tmp_path / "data.jsonl", _rows(40))
+    preset = write_preset(tmp_path / "p.yaml", tiny_model_dir, data)
+    run = tmp_path / "runs" / "p"
+    run.mkdir(parents=True)
+    (run / "events.jsonl").write_text(json.dumps({"event": "start", "time": time.time(), "step": 0}) + "\n")
+    cache = tmp_path / "c"
+    out = cli(
+        "train",
+        str(preset),
+        "--no-tui",
+        "--run-dir",
+        str(run),
+        cwd=tmp_path,
+        env={"TUNEWIZ_CACHE": str(cache)},
+    )
+    assert out.returncode == 2, out.stderr
+    assert f"error: run directory `{run}` already exists" in out.stderr
+    assert "preparing data" not in out.stdout + out.stderr
+    assert list_entries(cache) == []
+
+
 def _train_in_a_terminal(preset: Path, cwd: Path) -> tuple[pexpect.spawn, io.StringIO]:
     """`tunewiz train PRESET` in a 120×50 pseudo-terminal with its own cache; the log gets what it draws."""
     env = {k: v for k, v in ENV.items() if k not in ("CI", "NO_COLOR", "FORCE_COLOR")}

@@ -72,6 +72,7 @@ def train(
     from tunewiz.train.launcher import (
         Topology,
         announce_nodes,
+        check_run_dir,
         lock_run,
         preflight,
         prepare_run_dir,
@@ -95,6 +96,8 @@ def train(
         typer.echo(shlex.join(torchrun_command(run, topology)))
         return
     run = RunDir(run_dir or Path("runs") / resolved.name)
+    if node_rank == 0:  # before the data phase, so a refused launch costs no data preparation
+        check_run_dir(run, overwrite=overwrite)
     mode = choose_mode(no_tui)
     # In a terminal the dashboard opens now and shows the data phase, then the run (one node, attached).
     with open_screen(run.path.name, live=mode == "tui" and not detach and nnodes == 1) as screen:

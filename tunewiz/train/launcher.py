@@ -338,17 +338,9 @@ def prepare_run_dir(preset: Preset, run_dir: Path | None, *, overwrite: bool) ->
 
     from tunewiz.atomic import atomic_write_text
     from tunewiz.preset.files import dump_preset
-    from tunewiz.run.events import read_events
 
     run = RunDir(run_dir or Path("runs") / preset.name)
-    started = (
-        run.checkpoints.exists()
-        or run.final.exists()
-        or any(e.get("event") == "start" for e in read_events(run.events))
-    )
-    if started:
-        if not overwrite:
-            raise TunewizError(f"run directory `{run.path}` already exists", hint=_existing_run_hint(run))
+    if _refuse_started_run(run, overwrite=overwrite):
         for child in run.path.iterdir():
             if child.name in LOCK_FILES:
                 continue
@@ -365,6 +357,42 @@ def prepare_run_dir(preset: Preset, run_dir: Path | None, *, overwrite: bool) ->
             hint="choose a writable place with `--run-dir`",
         ) from exc
     return run
+
+
+def _refuse_started_run(run: RunDir, *, overwrite: bool) -> bool:
+    """Whether ``run`` holds a run that started training (a start event, a checkpoint or ``final/``).
+
+    Raises:
+        TunewizError: it does and ``overwrite`` is not given (the hint: resume it, use it, or another
+            directory).
+    """
+    from tunewiz.run.events import read_events
+
+    started = (
+        run.checkpoints.exists()
+        or run.final.exists()
+        or any(e.get("event") == "start" for e in read_events(run.events))
+    )
+    if started and not overwrite:
+        raise TunewizError(f"run directory `{run.path}` already exists", hint=_existing_run_hint(run))
+    return started
+
+
+def check_run_dir(run: RunDir, *, overwrite: bool) -> None:
+    """Refuse, before the data phase, a run directory that ``train`` would refuse after it (so a refused
+    launch costs no data preparation): a live trainer in it, or a started run without ``overwrite``.
+    ``prepare_run_dir`` asks again under the run's lock.
+
+    Raises:
+        TunewizError: a trainer is alive in it (tunewiz.run.lock.probe: held, on another host, orphaned
+            ranks, a stale lock), or :func:`_refuse_started_run`'s.
+    """
+    from tunewiz.run.lock import probe, refusal
+
+    status = probe(run)
+    if status.state not in ("free", "dead"):  # a dead holder's lock is taken over by lock_run
+        raise refusal(run, status, doing="train into it")
+    _refuse_started_run(run, overwrite=overwrite)
 
 
 def _existing_run_hint(run: RunDir) -> str:
