@@ -331,6 +331,11 @@ CONTEXT_STAND_INS: dict[str, dict[str, str]] = {
     "in the preset, not a section": {"override": "lora.targets.x=1"},
     "is a single value, not a section": {"override": "train.lr.max=1"},
     "must have the form KEY=VALUE": {"override": "train.lr"},
+    "reads as one key with no value": {
+        "override": "data.columns={prompt:question}",
+        "glued": "prompt:question",
+        "fixed": "data.columns={prompt: question}",
+    },
     "does not fit ‹name›": {"name": "NAME"},  # a model's name, then a machine's: one placeholder
     "prepared entr": {"root": "~/.cache/tunewiz/data", "key": "3f9a"},
     "cannot identify the data": {"path_text": "org/dataset"},

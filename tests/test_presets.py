@@ -273,6 +273,29 @@ def test_override_errors_name_the_override(tmp_path: Path, override: str, messag
     assert error_of(str(write(tmp_path, GOOD)), (override,)).message == message
 
 
+@pytest.mark.parametrize(
+    ("override", "fixed"),
+    [
+        ("data.columns={prompt:question}", "data.columns={prompt: question}"),
+        (
+            "data.path=[{path: a.jsonl, columns: {prompt:question, response: answer}}]",
+            "data.path=[{path: a.jsonl, columns: {prompt: question, response: answer}}]",
+        ),
+    ],
+)
+def test_a_colon_without_a_space_gets_the_fixed_override(tmp_path: Path, override: str, fixed: str) -> None:
+    """`{prompt:question}` is YAML for one key `prompt:question` with no value; the hint is the override
+    with the space, and the fixed override loads."""
+    error = error_of(str(write(tmp_path, GOOD)), (override,))
+    assert "`prompt:question` reads as one key with no value" in error.message
+    assert error.hint == f"put a space after the colon: `--set '{fixed}'`"
+    preset, _ = load_preset(str(write(tmp_path, GOOD)), [fixed])
+    assert preset.data.datasets()[0].columns in (
+        {"prompt": "question"},
+        {"prompt": "question", "response": "answer"},
+    )
+
+
 def test_dump_is_resolved_documented_and_loads_back_equal(tmp_path: Path) -> None:
     odd_name = 'run: "one"\n# not a comment'
     preset, _ = load_preset(

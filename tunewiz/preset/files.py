@@ -242,6 +242,15 @@ def apply_overrides(data: dict[str, Any], overrides: list[str] | tuple[str, ...]
                 f"`--set {override}`: `{raw}` is not a valid YAML value",
                 hint="quote strings with special characters, and write lists as `[a, b]`",
             ) from None
+        glued = _glued_colon(value)
+        if glued is not None:
+            key, _, item = glued.partition(":")
+            fixed = f"{'.'.join(keys)}={raw.replace(glued, f'{key}: {item}', 1)}"
+            raise TunewizError(
+                f"`--set {override}`: `{glued}` reads as one key with no value (YAML needs a space after "
+                "the colon)",
+                hint=f"put a space after the colon: `--set '{fixed}'`",
+            )
         if strip_optional(annotation) is str and value is not None and not isinstance(value, str):
             value = raw
         if get_origin(strip_optional(annotation)) is list and isinstance(value, str):
@@ -260,6 +269,20 @@ def apply_overrides(data: dict[str, Any], overrides: list[str] | tuple[str, ...]
             target = child
         target[keys[-1]] = value
     return result
+
+
+def _glued_colon(value: Any) -> str | None:
+    """A mapping key like ``prompt:question`` with no value in a parsed value (``{prompt:question}``:
+    YAML reads ``key:value`` without a space as one key), or None."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if isinstance(key, str) and ":" in key.strip(":") and item is None:
+                return key
+            if (found := _glued_colon(item)) is not None:
+                return found
+    if isinstance(value, list):
+        return next((found for item in value if (found := _glued_colon(item)) is not None), None)
+    return None
 
 
 def _split_override(override: str) -> tuple[list[str], str]:
