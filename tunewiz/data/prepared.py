@@ -506,7 +506,8 @@ def _tokenize_into(
     global _JOB
     total = len(plan.train_rows) + len(plan.val_rows)
     workers = workers or default_workers()
-    chunk = max(16, min(1000, total // (workers * 8) or 1))
+    # ~32 tasks per worker: the last ones are short, so no worker idles long at the end.
+    chunk = max(16, min(1000, total // (workers * 32) or 1))
     tasks = [
         (split, start, min(start + chunk, n))
         for split, n in (("train", len(plan.train_rows)), ("validation", len(plan.val_rows)))
