@@ -4,6 +4,7 @@ CSVs (semicolons, Windows-1252), quoted fields with newlines; and every unreadab
 
 from __future__ import annotations
 
+import codecs
 import json
 import re
 import shlex
@@ -15,6 +16,7 @@ import pytest
 
 from tunewiz.data import build_datasets, load_rows
 from tunewiz.data.formats import COLUMN_KEYS
+from tunewiz.data.sources import data_suffix, is_data_file
 from tunewiz.errors import TunewizError
 from tunewiz.preset.files import apply_overrides
 from tunewiz.preset.schema import DataSection
@@ -113,16 +115,87 @@ def test_another_encoding_names_file_line_byte_and_a_working_iconv(
     assert _load(fixed) == (ROWS if suffix == ".csv" else rows)
 
 
-def test_excel_unicode_text_is_utf16_with_a_working_iconv(tmp_path: Path) -> None:
-    path = tmp_path / "sheet.csv"  # Excel's "Unicode Text": UTF-16 with a byte-order mark, tab-separated
-    path.write_bytes(_csv_bytes("\t", "\r\n", "utf-16"))
-    err = _error(path)
-    assert err.message.startswith("sheet.csv is not UTF-8: line 1, byte 0 is ff")
-    assert f"`iconv -f UTF-16 -t UTF-8 {path} > {tmp_path / 'sheet-utf8.csv'}`" in err.hint
-    if shutil.which("iconv") is None:
-        pytest.skip("no iconv to run the hint's command")
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-16-le", "utf-16-be"])
+@pytest.mark.parametrize("suffix", [".csv", ".tsv", ".jsonl", ".json"])
+def test_utf16_with_a_byte_order_mark_is_read(encoding: str, suffix: str, tmp_path: Path) -> None:
+    """Excel's "Unicode Text" (UTF-16 with a byte-order mark, tab-separated) and other UTF-16 files with
+    one: the mark says the encoding, so they read as they are."""
+    bom = {"utf-16": b"", "utf-16-le": codecs.BOM_UTF16_LE, "utf-16-be": codecs.BOM_UTF16_BE}[encoding]
+    if suffix in (".csv", ".tsv"):
+        data = _csv_bytes("\t", "\r\n", encoding)
+    elif suffix == ".json":
+        data = json.dumps(ROWS, ensure_ascii=False).encode(encoding)
+    else:
+        data = "".join(json.dumps(r, ensure_ascii=False) + "\r\n" for r in ROWS).encode(encoding)
+    path = tmp_path / f"sheet{suffix}"
+    path.write_bytes(bom + data)  # Python's "utf-16" writes its own mark
+    assert _load(path) == ROWS
+
+
+def test_excel_sep_line_names_the_separator(tmp_path: Path) -> None:
+    """Excel writes (and reads) a first line `sep=;` naming the separator; a too-long row's line number
+    counts it."""
+    path = tmp_path / "excel.csv"
+    path.write_bytes(b"sep=;\r\n" + _csv_bytes(";", "\r\n", "utf-8"))
+    assert _load(path) == ROWS
+    path.write_bytes(b"sep=|\r\ninstruction|output\r\na|b\r\nc|d|e\r\n")
+    assert _error(path).message == "excel.csv line 4 has 3 fields; the header line names 2"
+
+
+@pytest.mark.parametrize("suffix", [".jsonl.gz", ".json.bz2", ".csv.xz", ".tsv.gz", ".JSONL.GZ"])
+def test_compressed_files_are_read(suffix: str, tmp_path: Path) -> None:
+    import bz2
+    import gzip
+    import lzma
+
+    inner = suffix.lower().rsplit(".", 1)[0]
+    if inner == ".jsonl":
+        data = "".join(json.dumps(r) + "\n" for r in ROWS).encode()
+    elif inner == ".json":
+        data = json.dumps(ROWS).encode()
+    else:
+        data = _csv_bytes("," if inner == ".csv" else "\t", "\r\n", "utf-8")
+    compress = {"gz": gzip.compress, "bz2": bz2.compress, "xz": lzma.compress}[
+        suffix.lower().rsplit(".", 1)[1]
+    ]
+    path = tmp_path / f"rows{suffix}"
+    path.write_bytes(compress(data))
+    assert (data_suffix(path), is_data_file(path)) == (inner, True)
+    assert _load(path) == ROWS
+
+
+def test_a_compressed_file_in_another_encoding_gets_a_working_command(tmp_path: Path) -> None:
+    import gzip
+
+    path = tmp_path / "excel.csv.gz"
+    data = _csv_bytes(";", "\r\n", "cp1252")
+    path.write_bytes(gzip.compress(data))
+    err = _error(path)  # the line and byte of the decompressed text
+    offset = data.index("é".encode("cp1252"))
+    assert err.message.startswith(f"excel.csv.gz is not UTF-8: line 2, byte {offset} is e9")
+    fixed = tmp_path / "excel-utf8.csv"
+    assert f"`gzip -dc {path} | iconv -f CP1252 -t UTF-8 > {fixed}`" in err.hint
+    if shutil.which("iconv") is None or shutil.which("gzip") is None:
+        pytest.skip("no iconv or gzip to run the hint's command")
     subprocess.run(err.hint.split("`")[1], shell=True, check=True)
-    assert _load(tmp_path / "sheet-utf8.csv") == ROWS
+    assert _load(fixed) == ROWS
+
+
+def test_which_names_are_data_files() -> None:
+    assert [data_suffix(n) for n in ("a.jsonl", "a.CSV", "a.parquet.gz", "a.txt.gz", "a.gz")] == [
+        ".jsonl",
+        ".csv",
+        ".gz",
+        ".gz",
+        ".gz",
+    ]
+    assert [is_data_file(n) for n in ("a.tsv", "a.json.xz", "a.parquet", "a.parquet.gz", "a.txt")] == [
+        True,
+        True,
+        True,
+        False,
+        False,
+    ]
 
 
 def test_unreadable_files_are_errors_with_hints(tmp_path: Path) -> None:

@@ -1,26 +1,70 @@
-"""Reading rows: shipped samples, local .json/.jsonl/.csv/.parquet files, and Hub datasets."""
+"""Reading rows: shipped samples, local .json/.jsonl/.csv/.tsv/.parquet files (the text ones also
+compressed: ``.gz``, ``.bz2``, ``.xz``), and Hub datasets."""
 
 from __future__ import annotations
 
+import bz2
 import codecs
 import csv
 import difflib
+import gzip
+import io
 import json
+import lzma
 import re
 import shlex
 import sys
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from tunewiz.data.formats import COLUMN_KEYS, recognised_renames
 from tunewiz.errors import TunewizError
 
 SHIPPED_PREFIX = "tunewiz:"
-LOCAL_SUFFIXES = (".json", ".jsonl", ".csv", ".parquet")
+LOCAL_SUFFIXES = (".json", ".jsonl", ".csv", ".tsv", ".parquet")
+# Compressed text files (`rows.jsonl.gz`, as Hub repositories and `datasets` exports often hold them).
+_COMPRESSIONS = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}
+_DECOMPRESSORS = {".gz": "gzip -dc", ".bz2": "bzip2 -dc", ".xz": "xz -dc"}  # to stdout, for a hint
 _HUB_ID = re.compile(r"^[\w.-]+(/[\w.-]+)?$")
 _DELIMITERS = (",", ";", "\t", "|")  # the first wins a tie
 _NOT_CP1252 = (b"\x81", b"\x8d", b"\x8f", b"\x90", b"\x9d")
+
+
+def data_suffix(path: Path | str) -> str:
+    """The data type suffix of a file name, lower-case, under a compression suffix: ``rows.jsonl.gz`` →
+    ``.jsonl``, ``Sheet.CSV`` → ``.csv``; a compressed parquet file (not readable) keeps ``.gz``."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix in _COMPRESSIONS:
+        inner = Path(path.stem).suffix.lower()
+        return inner if inner in LOCAL_SUFFIXES and inner != ".parquet" else suffix
+    return suffix
+
+
+def is_data_file(path: Path | str) -> bool:
+    """Whether ``path``'s name is a data file tunewiz reads (:data:`LOCAL_SUFFIXES`, maybe compressed)."""
+    return data_suffix(path) in LOCAL_SUFFIXES
+
+
+def _open_bytes(path: Path) -> IO[bytes]:
+    """``path`` for reading bytes, decompressed when its name says it is compressed."""
+    opener = _COMPRESSIONS.get(path.suffix.lower())
+    return opener(path, "rb") if opener is not None else open(path, "rb")  # type: ignore[operator]
+
+
+def _open_text(path: Path, *, newline: str | None = None) -> IO[str]:
+    """``path`` as text: UTF-16 when it starts with a UTF-16 byte-order mark (Excel's "Unicode Text"),
+    else UTF-8 with or without one; decompressed as :func:`_open_bytes`.
+
+    Raises:
+        UnicodeDecodeError: while reading, at the first byte that is not UTF-8 (see :func:`_not_utf8`).
+    """
+    raw = _open_bytes(path)
+    start = raw.read(2)
+    raw.seek(0)
+    utf16 = start in (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)
+    return io.TextIOWrapper(raw, encoding="utf-16" if utf16 else "utf-8-sig", newline=newline)
 
 
 def shipped_datasets_dir() -> Path:
@@ -113,7 +157,7 @@ def check_local_path(path: str, setting: str = "data.path") -> None:
     if local.is_file():
         return
     if local.is_dir():
-        files = sorted(p.name for p in local.iterdir() if p.is_file() and p.suffix.lower() in LOCAL_SUFFIXES)
+        files = sorted(p.name for p in local.iterdir() if p.is_file() and is_data_file(p))
         shown = ", ".join(files[:8]) + (f" and {len(files) - 8} more" if len(files) > 8 else "")
         raise TunewizError(
             f"`{setting}` {path} is a directory"
@@ -126,7 +170,7 @@ def check_local_path(path: str, setting: str = "data.path") -> None:
     close = close_local_files(path)
     if (
         close
-        or local.suffix.lower() in LOCAL_SUFFIXES
+        or is_data_file(local)
         or local.is_absolute()
         or path.startswith((".", "~"))
         or not _HUB_ID.match(path)
@@ -137,7 +181,8 @@ def check_local_path(path: str, setting: str = "data.path") -> None:
             hint=f"use `--set {setting}={shlex.quote(close[0])}`"
             if close
             else f"check `{setting}` (relative paths are from the current directory); it takes a local "
-            ".json/.jsonl/.csv/.parquet file, `tunewiz:<sample>` or a Hugging Face dataset id",
+            ".json/.jsonl/.csv/.tsv/.parquet file (maybe .gz), `tunewiz:<sample>` or a Hugging Face "
+            "dataset id",
         )
 
 
@@ -148,7 +193,7 @@ def close_local_files(path: str) -> list[str]:
     folder = Path(path).expanduser().parent
     if not folder.is_dir():
         return []
-    names = sorted(p.name for p in folder.iterdir() if p.suffix.lower() in LOCAL_SUFFIXES and p.is_file())
+    names = sorted(p.name for p in folder.iterdir() if is_data_file(p) and p.is_file())
     matcher = difflib.SequenceMatcher(b=Path(path).name)
     scored = []
     for name in names:
@@ -180,11 +225,12 @@ def _read_shipped(name: str, setting: str) -> list[dict[str, Any]]:
 
 
 def _read_local(path: Path) -> list[dict[str, Any]]:
-    suffix = path.suffix.lower()
+    suffix = data_suffix(path)
     if suffix not in LOCAL_SUFFIXES:
         raise TunewizError(
             f"{path.name}: unsupported data file type `{suffix}`",
-            hint=f"convert it to one of {', '.join(LOCAL_SUFFIXES)}",
+            hint=f"convert it to one of {', '.join(LOCAL_SUFFIXES)} (the text ones may be compressed: "
+            f"{', '.join(_COMPRESSIONS)})",
         )
     if path.stat().st_size == 0:
         raise TunewizError(
@@ -194,7 +240,7 @@ def _read_local(path: Path) -> list[dict[str, Any]]:
         return _read_jsonl(path)
     if suffix == ".json":
         return _read_json(path)
-    if suffix == ".csv":
+    if suffix in (".csv", ".tsv"):
         return _read_csv(path)
     import pyarrow.parquet as pq
 
@@ -203,9 +249,9 @@ def _read_local(path: Path) -> list[dict[str, Any]]:
 
 def _read_json(path: Path) -> list[dict[str, Any]]:
     """A .json file: a list of objects, or one object per line (JSONL under a .json name)."""
-    data = path.read_bytes()
     try:
-        text = data.decode("utf-8-sig")
+        with _open_text(path) as f:
+            text = f.read()
     except UnicodeDecodeError:
         raise _not_utf8(path) from None
     if text.lstrip().startswith("{"):
@@ -259,7 +305,7 @@ def _wrapped_rows(path: Path, text: str) -> list[dict[str, Any]] | None:
 def _read_jsonl(path: Path) -> list[dict[str, Any]]:
     """One JSON object per line (LF or CRLF; a byte-order mark is skipped), read line by line."""
     try:
-        with open(path, encoding="utf-8-sig") as f:
+        with _open_text(path) as f:
             return _jsonl_rows(path, f)
     except UnicodeDecodeError:
         raise _not_utf8(path) from None
@@ -302,17 +348,23 @@ def _objects(rows: Any, name: str) -> list[dict[str, Any]]:
 
 
 def _read_csv(path: Path) -> list[dict[str, Any]]:
-    """A CSV file as spreadsheets write it: UTF-8 with or without a byte-order mark, CRLF or LF,
-    quoted fields with newlines, fields of any length, and `,`, `;` (European Excel) or tab
-    separated (the separator that splits the header line into the most columns)."""
+    """A CSV (or .tsv) file as spreadsheets write it: UTF-8 with or without a byte-order mark or UTF-16
+    with one, CRLF or LF, quoted fields with newlines, fields of any length, and `,`, `;` (European
+    Excel), tab or `|` separated: the separator that splits the header line into the most columns, or
+    the one an Excel ``sep=;`` first line names."""
     # The csv module refuses fields over 131,072 characters by default; a long document is one field.
     csv.field_size_limit(max(csv.field_size_limit(), 2**31 - 1))
     reader: csv.DictReader[str] | None = None
+    skipped = 0  # lines before the header (Excel's `sep=` line), for the line numbers of errors
     try:
-        with open(path, encoding="utf-8-sig", newline="") as f:
+        with _open_text(path, newline="") as f:
             header = f.readline()
-            f.seek(0)
-            delimiter = max(_DELIMITERS, key=lambda d: len(next(csv.reader([header], delimiter=d), [])))
+            excel = re.fullmatch(r"sep=(.)\r?\n?", header)
+            if excel:
+                delimiter, skipped = excel.group(1), 1
+            else:
+                f.seek(0)
+                delimiter = max(_DELIMITERS, key=lambda d: len(next(csv.reader([header], delimiter=d), [])))
             reader = csv.DictReader(f, delimiter=delimiter)
             # Header names without surrounding spaces (`question , answer`): a YAML mapping strips them.
             reader.fieldnames = [name.strip() for name in reader.fieldnames or []]
@@ -320,8 +372,8 @@ def _read_csv(path: Path) -> list[dict[str, Any]]:
             for row in reader:
                 if None in row:  # more fields than the header names
                     raise TunewizError(
-                        f"{path.name} line {reader.line_num} has {len(row) - 1 + len(row[None])} fields; "
-                        f"the header line names {len(row) - 1}",
+                        f"{path.name} line {reader.line_num + skipped} has {len(row) - 1 + len(row[None])} "
+                        f"fields; the header line names {len(row) - 1}",
                         hint=f'quote fields that hold the separator `{delimiter}` ("a{delimiter} b"), '
                         "as spreadsheets do when they save CSV",
                     )
@@ -330,7 +382,7 @@ def _read_csv(path: Path) -> list[dict[str, Any]]:
     except UnicodeDecodeError:
         raise _not_utf8(path) from None
     except csv.Error as exc:  # e.g. Python 3.10's "line contains NUL"
-        line = reader.line_num if reader else 1
+        line = (reader.line_num if reader else 1) + skipped
         raise TunewizError(
             f"{path.name} line {line} is not valid CSV: {exc}",
             hint="save the file from the spreadsheet again as `CSV UTF-8`",
@@ -344,14 +396,15 @@ def _read_csv(path: Path) -> list[dict[str, Any]]:
 
 
 def _not_utf8(path: Path) -> TunewizError:
-    """The error for a file that is not UTF-8: its name, the line and byte offset of the first byte that
-    is not, the bytes there, and an ``iconv`` command that re-saves it as UTF-8.
+    """The error for a file that is not UTF-8 (nor UTF-16 with a byte-order mark): its name, the line and
+    byte offset (of the decompressed text) of the first byte that is not, the bytes there, and an
+    ``iconv`` command that re-saves it as UTF-8.
 
     Called where decoding failed; it reads the file again to find the byte (only on this error path:
     reading a good file decodes it once).
     """
     offset = 0
-    with open(path, "rb") as f:
+    with _open_bytes(path) as f:
         for lineno, raw in enumerate(f, start=1):  # a UTF-8 sequence never holds a newline byte
             try:
                 raw.decode("utf-8")
@@ -364,17 +417,20 @@ def _not_utf8(path: Path) -> TunewizError:
         f.seek(0)
         # Windows-1252 leaves 0x81, 0x8d, 0x8f, 0x90 and 0x9d undefined; a file with them is Latin-1.
         cp1252 = not any(b in chunk for chunk in iter(lambda: f.read(1 << 20), b"") for b in _NOT_CP1252)
-        f.seek(0)
-        utf16 = f.read(2) in (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)  # Excel's "Unicode Text"
-    encoding, name = (
-        ("UTF-16", "UTF-16") if utf16 else ("CP1252", "Windows-1252") if cp1252 else ("ISO-8859-1", "Latin-1")
+    encoding, name = ("CP1252", "Windows-1252") if cp1252 else ("ISO-8859-1", "Latin-1")
+    compression = path.suffix.lower() if path.suffix.lower() in _COMPRESSIONS else None
+    stem = Path(path.stem).stem if compression else path.stem  # rows.jsonl.gz -> rows
+    fixed = path.with_name(f"{stem}-utf8{data_suffix(path)}")  # written uncompressed
+    iconv = f"iconv -f {encoding} -t UTF-8"
+    command = (
+        f"{_DECOMPRESSORS[compression]} {shlex.quote(str(path))} | {iconv}"
+        if compression
+        else f"{iconv} {shlex.quote(str(path))}"
     )
-    fixed = path.with_name(f"{path.stem}-utf8{path.suffix}")
     return TunewizError(
         f"{path.name} is not UTF-8: line {line}, byte {offset} is {bad.hex(' ')} "
         f"(likely {name}, as Excel and older tools save text)",
-        hint=f"re-save it as UTF-8: `iconv -f {encoding} -t UTF-8 "
-        f"{shlex.quote(str(path))} > {shlex.quote(str(fixed))}`, then use it: "
+        hint=f"re-save it as UTF-8: `{command} > {shlex.quote(str(fixed))}`, then use it: "
         f"`--set data.path={shlex.quote(str(fixed))}`",
     )
 

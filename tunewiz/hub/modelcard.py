@@ -26,7 +26,6 @@ if TYPE_CHECKING:
 HUB_URL = "https://huggingface.co"
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 _DATASET_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
-_LOCAL_SUFFIXES = (".json", ".jsonl", ".csv", ".parquet", ".txt")
 # Catalog licenses the Hub knows by id; any other one is written as `other` with its name and link.
 _HUB_LICENSES = {
     "apache-2.0",
@@ -215,7 +214,9 @@ def hub_model_id(path: str) -> str | None:
 
 def hub_dataset_id(path: str) -> str | None:
     """``path`` if it names a Hub dataset, None for shipped samples and local files."""
-    if path.startswith(("tunewiz:", ".", "/", "~")) or path.lower().endswith(_LOCAL_SUFFIXES):
+    from tunewiz.data.sources import is_data_file
+
+    if path.startswith(("tunewiz:", ".", "/", "~")) or is_data_file(path):
         return None
     return path if _DATASET_ID.match(path) else None
 

@@ -108,7 +108,7 @@ class DataSection(_Section):
     """The training data and how samples become token sequences."""
 
     path: str | list[str | DatasetEntry] = Field(
-        description="A shipped sample (`tunewiz:story-qa`, ...), a local .json/.jsonl/.csv/.parquet "
+        description="A shipped sample (`tunewiz:story-qa`, ...), a local .json/.jsonl/.csv/.tsv/.parquet "
         "file, or a Hugging Face dataset id; or a list of them, each a path or {path, format, columns, "
         "split, weight}, mixed into one training set."
     )

@@ -60,7 +60,7 @@ def choose_dataset(
     shipped = sorted(p.stem for p in shipped_datasets_dir().glob("*.jsonl") if not p.stem.endswith("-test"))
     choices = [Choice(SHIPPED_PREFIX + s, f"{SHIPPED_PREFIX}{s}  (shipped sample)") for s in shipped]
     choices += [
-        Choice(_LOCAL, "a local file (.jsonl, .json, .csv, .parquet)…"),
+        Choice(_LOCAL, "a local file (.jsonl, .json, .csv, .tsv, .parquet)…"),
         Choice(_HUB, "a Hugging Face dataset id…"),
     ]
     default = f"{SHIPPED_PREFIX}story-qa" if "story-qa" in shipped else None
@@ -173,12 +173,12 @@ def _shorten(value: object, width: int = 120) -> str:
 
 
 def _check_data_file(text: str) -> str | None:
-    from tunewiz.data.sources import LOCAL_SUFFIXES
+    from tunewiz.data.sources import LOCAL_SUFFIXES, is_data_file
 
     path = Path(text).expanduser()
     if not path.is_file():
         return f"`{text}` is not a file"
-    if path.suffix.lower() not in LOCAL_SUFFIXES:
+    if not is_data_file(path):
         return f"expected one of {', '.join(LOCAL_SUFFIXES)}"
     return None
 
