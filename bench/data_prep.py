@@ -102,6 +102,14 @@ def _cpu() -> float:
     return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
 
 
+def _peak_rss() -> tuple[int, int]:
+    """Peak RSS in bytes of this process and of its largest waited-for child (a pool worker)."""
+    import resource
+
+    own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_maxrss * 1024, kids.ru_maxrss * 1024
+
+
 def child(kind: str, tok_dir: str, data: str, rows: int) -> dict:
     """One measurement (``kind``) in this process; returns its numbers."""
     from tunewiz.data import build_datasets
@@ -153,6 +161,7 @@ def child(kind: str, tok_dir: str, data: str, rows: int) -> dict:
             "hit": p.hit,
             "workers": workers,
             "bytes": p.meta["bytes"],
+            "peak_rss": _peak_rss(),
         }
     if kind == "library":
         plan = plan_samples(cfg, tok, seed=0)
@@ -254,9 +263,10 @@ def main() -> None:
     print(
         "| tokenizer | rows | tokens/row | (a) today rows/s (per CPU-s) | (b) library rows/s (per CPU-s) | "
         "(c) first prep rows/s (per CPU-s) | "
-        "(c)/(a) | (b)/(c) | (d) cache hit | (e) rank RSS / private growth | entry size |"
+        "(c)/(a) | (b)/(c) | (d) cache hit | (e) rank RSS / private growth | entry size | preparer peak RSS "
+        "(launcher / a worker) |"
     )
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for name, tok_dir in tokenizers.items():
         today = run_child("today", tok_dir, files[args.today_rows], args.today_rows, work / "cache-today")
         today_rate = args.today_rows / today["seconds"]
@@ -291,7 +301,8 @@ def main() -> None:
                 f"{first_rate:,.0f} ({n / first['cpu']:,.0f}; {first['workers']} workers) | "
                 f"{first_rate / today_rate:.1f}× | "
                 f"{lib_rate / first_rate:.2f}× | {hit['seconds']:.2f} s | {growth} | "
-                f"{first['bytes'] / mib:,.0f} MiB |",
+                f"{first['bytes'] / mib:,.0f} MiB | {first['peak_rss'][0] / mib:,.0f} / "
+                f"{first['peak_rss'][1] / mib:,.0f} MiB |",
                 flush=True,
             )
     if args.hit_rows:
