@@ -523,6 +523,7 @@ def _tokenize_into(
         for kind in ("tokens", "labels")
     }
     _JOB = (plan, cfg)
+    plan.builder.tokenizer.encode_with_offsets("warm up")  # lazily built tables, made once before the fork
     pool = None
     try:
         if workers > 1 and len(tasks) > 1:
