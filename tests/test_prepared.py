@@ -266,9 +266,15 @@ def test_prepare_command_and_cache_list_clear(tmp_path: Path) -> None:
     assert "1 entry" in listed.stdout and key[:12] in listed.stdout and "285 train + 15 val" in listed.stdout
     cleared = _tunewiz("cache", "clear", "--older-than", "1d", cwd=tmp_path, env=env)
     assert "removed 0 entries" in cleared.stdout
+    assert list((tmp_path / "cache" / ".aliases").iterdir()) and list(
+        (tmp_path / "cache" / ".locks").iterdir()
+    )
     cleared = _tunewiz("cache", "clear", key[:8], cwd=tmp_path, env=env)
     assert "removed 1 entry" in cleared.stdout
     assert list_entries(tmp_path / "cache") == []
+    # The bookkeeping goes with it (the alias, the lock file); the hashes of files that exist stay.
+    left = [p for p in (tmp_path / "cache").rglob("*") if p.is_file()]
+    assert left and {p.parent.name for p in left} == {".hashes"}
     bad = _tunewiz("cache", "clear", "--older-than", "soon", cwd=tmp_path, env=env)
     assert bad.returncode == 2 and "error: `--older-than soon` is not an age" in bad.stderr
 

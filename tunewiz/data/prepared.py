@@ -763,8 +763,12 @@ def remove_entry(root: Path, key: str) -> None:
 
 
 def remove_leftovers(root: Path, *, older_than_s: float = 3600.0) -> int:
-    """Delete temporary directories of preparations that were killed (untouched for ``older_than_s``);
-    return how many bytes that freed."""
+    """Delete what no entry needs: temporary directories of preparations that were killed (untouched for
+    ``older_than_s``), aliases of removed entries, content hashes of files that are gone, and lock files
+    nobody holds. Return how many bytes that freed.
+    """
+    import fcntl
+
     freed = 0
     if not root.is_dir():
         return 0
@@ -776,4 +780,27 @@ def remove_leftovers(root: Path, *, older_than_s: float = 3600.0) -> int:
         except OSError:
             continue
         shutil.rmtree(path, ignore_errors=True)
+
+    def unused(path: Path) -> bool:
+        if path.parent.name == _ALIASES:
+            return not (root / path.read_text(encoding="utf-8").strip() / "meta.json").is_file()
+        if path.parent.name == _HASHES:
+            return not Path(json.loads(path.read_text(encoding="utf-8"))["path"]).is_file()
+        fd = os.open(path, os.O_RDWR)  # a lock file: unused when nobody holds it
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except OSError:
+            return False
+        finally:
+            os.close(fd)
+
+    for folder in (_ALIASES, _HASHES, _LOCKS):
+        for path in sorted((root / folder).glob("*")) if (root / folder).is_dir() else []:
+            try:
+                if unused(path):
+                    freed += path.stat().st_size
+                    path.unlink()
+            except (OSError, ValueError, KeyError):
+                continue
     return freed
