@@ -264,11 +264,11 @@ def test_prepare_command_and_cache_list_clear(tmp_path: Path) -> None:
     key = Path(made.stdout.strip()).name
     listed = _tunewiz("cache", "list", cwd=tmp_path, env=env)
     assert "1 entry" in listed.stdout and key[:12] in listed.stdout and "285 train + 15 val" in listed.stdout
+    aliases, locks = tmp_path / "cache" / ".aliases", tmp_path / "cache" / ".locks"
+    assert list(aliases.iterdir()) and list(locks.iterdir())
     cleared = _tunewiz("cache", "clear", "--older-than", "1d", cwd=tmp_path, env=env)
     assert "removed 0 entries" in cleared.stdout
-    assert list((tmp_path / "cache" / ".aliases").iterdir()) and list(
-        (tmp_path / "cache" / ".locks").iterdir()
-    )
+    assert list(aliases.iterdir()) and not list(locks.iterdir())  # the entry's alias stays
     cleared = _tunewiz("cache", "clear", key[:8], cwd=tmp_path, env=env)
     assert "removed 1 entry" in cleared.stdout
     assert list_entries(tmp_path / "cache") == []
