@@ -331,9 +331,9 @@ CONTEXT_STAND_INS: dict[str, dict[str, str]] = {
     "in the preset, not a section": {"override": "lora.targets.x=1"},
     "is a single value, not a section": {"override": "train.lr.max=1"},
     "must have the form KEY=VALUE": {"override": "train.lr"},
-    "reads as one key with no value": {
+    "with no value (YAML needs a space": {
         "override": "data.columns={prompt:question}",
-        "glued": "prompt:question",
+        "glued": "`prompt:question` reads as one key",
         "fixed": "data.columns={prompt: question}",
     },
     "does not fit ‹name›": {"name": "NAME"},  # a model's name, then a machine's: one placeholder

@@ -281,13 +281,28 @@ def test_override_errors_name_the_override(tmp_path: Path, override: str, messag
             "data.path=[{path: a.jsonl, columns: {prompt:question, response: answer}}]",
             "data.path=[{path: a.jsonl, columns: {prompt: question, response: answer}}]",
         ),
+        (
+            "data.columns={prompt:question, response:answer}",
+            "data.columns={prompt: question, response: answer}",
+        ),
+        (
+            "data.path=[{path: a.jsonl, columns: {prompt:question}}, "
+            "{path: b.csv, columns: {prompt:question}}]",
+            "data.path=[{path: a.jsonl, columns: {prompt: question}}, "
+            "{path: b.csv, columns: {prompt: question}}]",
+        ),
     ],
 )
 def test_a_colon_without_a_space_gets_the_fixed_override(tmp_path: Path, override: str, fixed: str) -> None:
     """`{prompt:question}` is YAML for one key `prompt:question` with no value; the hint is the override
-    with the space, and the fixed override loads."""
+    with a space after every such colon, and the fixed override loads."""
     error = error_of(str(write(tmp_path, GOOD)), (override,))
-    assert "`prompt:question` reads as one key with no value" in error.message
+    several = "response:answer" in override
+    assert (
+        "`prompt:question` and `response:answer` read as keys with no value"
+        if several
+        else "`prompt:question` reads as one key with no value"
+    ) in error.message
     assert error.hint == f"put a space after the colon: `--set '{fixed}'`"
     preset, _ = load_preset(str(write(tmp_path, GOOD)), [fixed])
     assert preset.data.datasets()[0].columns in (

@@ -242,13 +242,19 @@ def apply_overrides(data: dict[str, Any], overrides: list[str] | tuple[str, ...]
                 f"`--set {override}`: `{raw}` is not a valid YAML value",
                 hint="quote strings with special characters, and write lists as `[a, b]`",
             ) from None
-        glued = _glued_colon(value)
-        if glued is not None:
-            key, _, item = glued.partition(":")
-            fixed = f"{'.'.join(keys)}={raw.replace(glued, f'{key}: {item}', 1)}"
+        keys_glued = _glued_colons(value)
+        if keys_glued:
+            fixed = raw
+            for key in keys_glued:  # one at a time: a key glued twice is fixed at each place
+                name, _, item = key.partition(":")
+                fixed = fixed.replace(key, f"{name}: {item}", 1)
+            fixed = f"{'.'.join(keys)}={fixed}"
+            distinct = list(dict.fromkeys(keys_glued))
+            glued = " and ".join(f"`{key}`" for key in distinct) + (
+                " reads as one key" if len(distinct) == 1 else " read as keys"
+            )
             raise TunewizError(
-                f"`--set {override}`: `{glued}` reads as one key with no value (YAML needs a space after "
-                "the colon)",
+                f"`--set {override}`: {glued} with no value (YAML needs a space after the colon)",
                 hint=f"put a space after the colon: `--set '{fixed}'`",
             )
         if strip_optional(annotation) is str and value is not None and not isinstance(value, str):
@@ -271,18 +277,20 @@ def apply_overrides(data: dict[str, Any], overrides: list[str] | tuple[str, ...]
     return result
 
 
-def _glued_colon(value: Any) -> str | None:
-    """A mapping key like ``prompt:question`` with no value in a parsed value (``{prompt:question}``:
-    YAML reads ``key:value`` without a space as one key), or None."""
+def _glued_colons(value: Any) -> list[str]:
+    """The mapping keys like ``prompt:question`` with no value in a parsed value (``{prompt:question}``:
+    YAML reads ``key:value`` without a space as one key), in the order they are written."""
+    found: list[str] = []
     if isinstance(value, dict):
         for key, item in value.items():
             if isinstance(key, str) and ":" in key.strip(":") and item is None:
-                return key
-            if (found := _glued_colon(item)) is not None:
-                return found
-    if isinstance(value, list):
-        return next((found for item in value if (found := _glued_colon(item)) is not None), None)
-    return None
+                found.append(key)
+            else:
+                found += _glued_colons(item)
+    elif isinstance(value, list):
+        for item in value:
+            found += _glued_colons(item)
+    return found
 
 
 def _split_override(override: str) -> tuple[list[str], str]:
