@@ -7,6 +7,7 @@ import io
 import json
 import os
 import re
+import shlex
 import signal
 import subprocess
 import sys
@@ -369,6 +370,46 @@ def test_train_into_a_started_run_is_refused_before_the_data_phase(
     assert f"error: run directory `{run}` already exists" in out.stderr
     assert "preparing data" not in out.stdout + out.stderr
     assert list_entries(cache) == []
+
+
+def test_too_few_samples_for_one_step_is_refused_before_an_overwrite(
+    tmp_path: Path, tiny_model_dir: Path
+) -> None:
+    """A training set smaller than one global batch is refused by the launcher, before `--overwrite` empties
+    the run directory (it was found in rank 0, after the old run was deleted); the hint, followed, trains."""
+    from runs import cli, write_preset
+
+    data = _jsonl(tmp_path / "data.jsonl", _rows(3))  # val_fraction 0.1: 2 train samples, 1 validation
+    preset = write_preset(tmp_path / "p.yaml", tiny_model_dir, data, train={"max_steps": 1})
+    run = tmp_path / "runs" / "p"
+    (run / "final").mkdir(parents=True)
+    (run / "final" / "adapter_model.safetensors").write_text("the finished run's adapter")
+    (run / "events.jsonl").write_text(json.dumps({"event": "start", "time": time.time(), "step": 0}) + "\n")
+    env = {"TUNEWIZ_CACHE": str(tmp_path / "c")}
+    out = cli("train", str(preset), "--no-tui", "--run-dir", str(run), "--overwrite", cwd=tmp_path, env=env)
+    assert out.returncode == 2, out.stderr
+    assert "error: the training set has 2 samples, fewer than one global batch (4 = micro_batch_size 4" in (
+        out.stderr
+    )
+    assert "rank" not in out.stderr.split("error:")[1].split("(")[0] and "Traceback" not in out.stderr
+    assert (run / "final" / "adapter_model.safetensors").read_text() == "the finished run's adapter"
+    hint = out.stderr.split("hint: ")[1]
+    assert hint.startswith("`--set train.micro_batch_size=2 --set train.grad_accum=1` takes 2 samples")
+    followed = shlex.split(hint.split("`")[1])
+    again = cli(
+        "train",
+        str(preset),
+        "--no-tui",
+        "--run-dir",
+        str(run),
+        "--overwrite",
+        *followed,
+        cwd=tmp_path,
+        env=env,
+    )
+    assert again.returncode == 0, again.stderr
+    files = [f for f in (run / "final").rglob("*") if f.is_file()]
+    assert files and all(b"the finished run's adapter" not in f.read_bytes() for f in files)
 
 
 def _train_in_a_terminal(preset: Path, cwd: Path) -> tuple[pexpect.spawn, io.StringIO]:

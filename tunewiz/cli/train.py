@@ -67,6 +67,7 @@ def train(
     from tunewiz.plan.runplan import write_run_plan
     from tunewiz.preset.files import dump_preset, load_preset
     from tunewiz.run.directory import RunDir
+    from tunewiz.train.batch_shape import BatchShape, check_one_global_batch
     from tunewiz.train.detach import start_run
     from tunewiz.train.distributed import resolve_device
     from tunewiz.train.launcher import (
@@ -103,12 +104,17 @@ def train(
     with open_screen(run.path.name, live=mode == "tui" and not detach and nnodes == 1) as screen:
         # The data phase: every data error shows here, before a run directory or a rank exists; the
         # ranks then map the prepared entry (tunewiz.data.prepared).
-        prepare_data(resolved, mode=mode, screen=screen)
+        prepared = prepare_data(resolved, mode=mode, screen=screen)
+        world_size = nproc_per_node * nnodes
+        train_cfg = resolved.train
+        check_one_global_batch(
+            len(prepared.train), BatchShape(train_cfg.micro_batch_size, train_cfg.grad_accum, world_size)
+        )
         lock = lock_run(run, topology, command=shlex.join(["tunewiz", *sys.argv[1:]]), doing="train into it")
         try:
             if lock is not None:
                 run = prepare_run_dir(resolved, run.path, overwrite=overwrite)
-                write_run_plan(resolved, run, world_size=nproc_per_node * nnodes)
+                write_run_plan(resolved, run, world_size=world_size)
             elif not run.config.is_file():  # a joining node leaves the directory to the node holding it
                 atomic_write_text(run.config, dump_preset(resolved))
             announce_nodes(topology, sys.argv[1:])

@@ -42,6 +42,36 @@ def steps_per_epoch(num_samples: int, global_batch: int) -> int:
     return num_samples // global_batch
 
 
+def check_one_global_batch(num_samples: int, shape: BatchShape) -> None:
+    """Refuse a training set too small for one optimizer step. The launcher asks right after the data
+    phase (before a run directory is made or emptied), the recipe again with the shape it trains with.
+
+    Args:
+        num_samples: training samples (packed rows when packing).
+        shape: the batch shape.
+
+    Raises:
+        TunewizError: ``num_samples`` < the global batch; the hint is a micro-batch that fits.
+    """
+    from tunewiz.errors import TunewizError
+
+    if steps_per_epoch(num_samples, shape.global_batch) > 0:
+        return
+    fitting = num_samples // shape.world_size
+    hint = (
+        f"`--set train.micro_batch_size={fitting} --set train.grad_accum=1` takes "
+        f"{fitting * shape.world_size} samples per step; or add data"
+        if fitting
+        else f"add data: every one of the {shape.world_size} ranks needs at least one sample per step"
+    )
+    raise TunewizError(
+        f"the training set has {num_samples} samples, fewer than one global batch ({shape.global_batch} = "
+        f"micro_batch_size {shape.micro_batch_size} × grad_accum {shape.grad_accum} × {shape.world_size} "
+        "rank(s))",
+        hint=hint,
+    )
+
+
 def rank_micro_batches(order: list[int], offset: int, shape: BatchShape, rank: int) -> list[list[int]]:
     """Sample indices of this rank's micro-batches for the optimizer step starting at `offset`.
 

@@ -46,7 +46,7 @@ from tunewiz.text.tokenizer import load_tokenizer
 from tunewiz.tracking import open_tracking
 from tunewiz.train import distributed as tdist
 from tunewiz.train import faults
-from tunewiz.train.batch_shape import BatchShape, Progress, StepBatches
+from tunewiz.train.batch_shape import BatchShape, Progress, StepBatches, check_one_global_batch
 from tunewiz.train.checkpoint import load_checkpoint, save_checkpoint
 from tunewiz.train.export import export_final
 from tunewiz.train.launcher import run_prompt
@@ -143,14 +143,8 @@ class FineTune:
                 len(self.train_samples), epoch=epoch, seed=cfg.seed, shuffle=preset.data.shuffle
             ),
         )
+        check_one_global_batch(len(self.train_samples), self.batches.shape)
         self.steps_per_epoch = self.batches.steps_per_epoch
-        if self.steps_per_epoch == 0:
-            raise TunewizError(
-                f"the training set has {len(self.train_samples)} samples, fewer than one global batch "
-                f"({self.batches.shape.global_batch} = micro_batch_size {cfg.micro_batch_size} × grad_accum "
-                f"{cfg.grad_accum} × {env.world_size} rank(s))",
-                hint=_smaller_batch_hint(len(self.train_samples), env.world_size),
-            )
         self.total_steps = cfg.max_steps or cfg.epochs * self.steps_per_epoch
         self.policy = EvalCheckpointPolicy(
             cfg.eval_every_n_steps, preset.checkpoint.every_n_steps, self.total_steps
@@ -633,17 +627,6 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         events.close()
         tdist.shutdown()
-
-
-def _smaller_batch_hint(num_samples: int, world_size: int) -> str:
-    """A global batch that fits ``num_samples`` training samples: one micro-batch step, as large as fits."""
-    fitting = num_samples // world_size
-    if fitting == 0:
-        return f"add data: every one of the {world_size} ranks needs at least one sample per step"
-    return (
-        f"`--set train.micro_batch_size={fitting} --set train.grad_accum=1` takes "
-        f"{fitting * world_size} samples per step; or add data"
-    )
 
 
 if __name__ == "__main__":
