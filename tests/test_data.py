@@ -309,8 +309,8 @@ def test_bad_input_errors(tmp_path: Path, bpe: Tokenizer) -> None:
     (tmp_path / "bad.json").write_text('[\n{"text": "a"},\n{"text": }\n]')
     assert _error(tmp_path / "bad.json", bpe).message.startswith("bad.json line 3 is not valid JSON")
 
-    err = _error(_jsonl(tmp_path / "t.jsonl", [{"text": 3}]), bpe)
-    assert err.message == "row 1 of t.jsonl: `text` is a int, expected text"
+    err = _error(_jsonl(tmp_path / "t.jsonl", [{"text": ["a"]}]), bpe)
+    assert err.message == "row 1 of t.jsonl: `text` is a list, expected text"
     err = _error(_jsonl(tmp_path / "c.jsonl", [{"conversations": [{"from": "robot", "value": "x"}]}]), bpe)
     assert err.message == "row 1 of c.jsonl: turn 1 has unknown from `robot`"
     err = _error(_jsonl(tmp_path / "m.jsonl", [{"messages": [{"role": "user"}]}]), bpe)

@@ -150,7 +150,7 @@ def test_missing_mapped_column(tmp_path: Path, bpe: Tokenizer) -> None:
 
 def _sets(hint: str) -> list[str]:
     """The ``--set`` arguments a hint tells the user to add."""
-    return [shlex.split(m)[1] for m in re.findall(r"`(--set '[^']*')`", hint)]
+    return [shlex.split(m)[1] for m in re.findall(r"`(--set [^`]*)`", hint)]
 
 
 def _follow(hint: str, cfg: DataSection) -> DataSection:
@@ -175,6 +175,57 @@ def test_every_data_hint_followed_works(tmp_path: Path, bpe: Tokenizer) -> None:
         followed = _follow(info.value.hint, cfg)
         train, _, _ = build_datasets(followed, bpe, seed=0)
         assert train, path.name
+
+
+def test_numbers_in_text_fields_are_their_text(tmp_path: Path, bpe: Tokenizer) -> None:
+    """pandas writes a numeric column to JSON and Parquet as numbers (`"answer": 4`): such a field trains
+    as the text a CSV holds for it."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    questions = ["two plus two", "half of five", "a trillion"]
+    answers = [4, 2.5, 10**12]
+    with open(tmp_path / "qa.csv", "w", newline="") as f:
+        csv.writer(f).writerows(
+            [("question", "answer"), *zip(questions, ["4", "2.5", "1000000000000"], strict=True)]
+        )
+    as_text = _build(tmp_path / "qa.csv", bpe, template="chatml")
+    numbers = _jsonl(
+        tmp_path / "qa.jsonl", [{"question": q, "answer": a} for q, a in zip(questions, answers, strict=True)]
+    )
+    assert _build(numbers, bpe, template="chatml") == as_text
+    pq.write_table(pa.table({"question": questions[::2], "answer": answers[::2]}), tmp_path / "qa.parquet")
+    assert pa.types.is_integer(pq.read_schema(tmp_path / "qa.parquet").field("answer").type)
+    assert _build(tmp_path / "qa.parquet", bpe, template="chatml") == as_text[::2]
+    turns = [
+        [{"role": "user", "content": q}, {"role": "assistant", "content": a}]
+        for q, a in zip(questions, answers, strict=True)
+    ]
+    chat = _jsonl(tmp_path / "chat.jsonl", [{"messages": t} for t in turns])
+    assert _build(chat, bpe, template="chatml") == as_text
+
+
+@pytest.mark.parametrize(
+    ("value", "kind"), [([1, 2], "a list"), ({"a": 1}, "an object"), (True, "true/false")]
+)
+def test_a_field_that_is_not_text_names_its_role_and_the_hint_works(
+    tmp_path: Path, bpe: Tokenizer, value: object, kind: str
+) -> None:
+    rows = [{"question": p, "answer": r, "reply": r} for p, r in PAIRS]
+    rows[1]["answer"] = value
+    cfg = DataSection(path=str(_jsonl(tmp_path / "bad.jsonl", rows)), val_fraction=0.0, template="chatml")
+    with pytest.raises(TunewizError) as info:
+        build_datasets(cfg, bpe, seed=0)
+    assert info.value.message == f"row 2 of bad.jsonl: `answer` (the response) is {kind}, expected text"
+    assert info.value.hint.startswith("make `answer` text in that row, or take the response from another")
+    assert build_datasets(_follow(info.value.hint, cfg), bpe, seed=0)[0] == _chat_reference(tmp_path, bpe)
+    alone = _jsonl(tmp_path / "alone.jsonl", [{"text": value}])
+    with pytest.raises(TunewizError) as info:
+        _build(alone, bpe)
+    assert (info.value.message, info.value.hint) == (
+        f"row 1 of alone.jsonl: `text` is {kind}, expected text",
+        "make `text` text in that row",
+    )
 
 
 def test_detect_format_error_hint_uses_the_file_columns() -> None:

@@ -19,6 +19,7 @@ or any name above to a dataset column: ``{prompt: question, response: answer}``;
 
 from __future__ import annotations
 
+import math
 import shlex
 from collections.abc import Collection
 from typing import Any, Literal
@@ -43,6 +44,7 @@ SHAREGPT_ROLES = {
     "system": "system",
 }
 CHAT_ROLES = ("system", "user", "assistant")
+_KINDS = {list: "a list", dict: "an object", bool: "true/false"}  # as a JSON file spells them
 
 
 def columns_hint(keys: list[str] | set[str]) -> str:
@@ -122,21 +124,47 @@ def detect_format(rows: list[dict[str, Any]], *, source: str = "the dataset") ->
     )
 
 
-def _field(row: dict[str, Any], name: str, index: int, source: str, *, optional: bool = False) -> str:
+def _as_text(value: Any) -> str | None:
+    """A text field's value as text: a string as it is, a number (int or float, not a bool) as the text
+    a CSV holds for it (``4``, ``2.5``: pandas writes a numeric column to JSON and Parquet as numbers);
+    None for anything else."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return str(value)
+    return None
+
+
+def _field(
+    row: dict[str, Any], name: str, index: int, source: str, *, role: str, optional: bool = False
+) -> str:
+    """Row ``index``'s field ``name``, which holds the ``role`` (a key of ``data.columns``), as text.
+
+    Raises:
+        TunewizError: the field is missing or null (unless ``optional``: then it is ``""``), or is not
+            text or a number (a list, an object, true/false); the hint maps the role to another text
+            column of the row when it has one.
+    """
     value = row.get(name)
-    if value is None:
+    if value is None or (isinstance(value, float) and math.isnan(value)):  # NaN: pandas' missing number
         if optional:
             return ""
         raise TunewizError(
             f"row {index} of {source} has no `{name}` field; columns are {sorted(row)}",
             hint=columns_hint(list(row)),
         )
-    if not isinstance(value, str):
+    text = _as_text(value)
+    if text is None:
+        others = [k for k, v in row.items() if k != name and isinstance(v, str) and k not in COLUMN_KEYS]
+        column = f"`{name}` (the {role})" if role != name else f"`{name}`"
+        kind = _KINDS.get(type(value), f"a {type(value).__name__}")
+        mapping = shlex.quote(f"data.columns.{role}={others[0]}") if others else None
         raise TunewizError(
-            f"row {index} of {source}: `{name}` is a {type(value).__name__}, expected text",
-            hint="fix that row, or map another column with `--set 'data.columns={prompt: COLUMN}'`",
+            f"row {index} of {source}: {column} is {kind}, expected text",
+            hint=f"make `{name}` text in that row"
+            + (f", or take the {role} from another column: `--set {mapping}`" if mapping else ""),
         )
-    return value
+    return text
 
 
 def row_to_messages(row: dict[str, Any], fmt: DataFormat, index: int, source: str) -> list[dict[str, str]]:
@@ -157,15 +185,17 @@ def row_to_messages(row: dict[str, Any], fmt: DataFormat, index: int, source: st
     if fmt == "alpaca":
         prompt_key = prompt_column(row) or "prompt"
         response_key = response_column(row) or "response"
-        prompt = _field(row, prompt_key, index, source)
-        extra = _field(row, "input", index, source, optional=True) if prompt_key != "input" else ""
+        prompt = _field(row, prompt_key, index, source, role="prompt")
+        extra = (
+            _field(row, "input", index, source, role="input", optional=True) if prompt_key != "input" else ""
+        )
         if extra.strip():
             prompt = f"{prompt}\n\n{extra}"
-        system = _field(row, "system", index, source, optional=True)
+        system = _field(row, "system", index, source, role="system", optional=True)
         return [
             *([{"role": "system", "content": system}] if system.strip() else []),
             {"role": "user", "content": prompt},
-            {"role": "assistant", "content": _field(row, response_key, index, source)},
+            {"role": "assistant", "content": _field(row, response_key, index, source, role="response")},
         ]
     name = _find(row, CHAT_NAMES)
     if name is None:
@@ -196,11 +226,12 @@ def row_to_messages(row: dict[str, Any], fmt: DataFormat, index: int, source: st
                 f"row {index} of {source}: turn {turn_no} has unknown {role_key} `{turn[role_key]}`",
                 hint=f"use one of {', '.join(SHAREGPT_ROLES)}",
             )
-        if not isinstance(turn[content_key], str):
+        content = _as_text(turn[content_key])
+        if content is None:
             raise TunewizError(
                 f"row {index} of {source}: turn {turn_no} `{content_key}` is not text", hint="fix that row"
             )
-        messages.append({"role": role, "content": turn[content_key]})
+        messages.append({"role": role, "content": content})
     return messages
 
 
@@ -212,4 +243,4 @@ def row_to_text(row: dict[str, Any], index: int, source: str) -> str:
         index: 1-based row number, for error messages.
         source: file or dataset name, for error messages.
     """
-    return _field(row, "text", index, source)
+    return _field(row, "text", index, source, role="text")
