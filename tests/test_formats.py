@@ -280,3 +280,31 @@ def test_mixed_list_of_datasets_with_own_mappings_and_weights(tmp_path: Path, bp
     )
     assert all(s in only_faq for s in train[3:6])
     assert train[12:] == _build(Path("tunewiz:story-text"), bpe)
+
+
+@pytest.mark.parametrize("weight", [2.0, 1.5, 0.5])
+def test_weights_repeat_only_training_rows_never_validation_rows(
+    weight: float, tmp_path: Path, bpe: Tokenizer
+) -> None:
+    """Rows are split first and weighted after: a row held out for validation has no copy in training,
+    and validation holds each row once (a weight applied before the split put copies of a row on both
+    sides, so validation loss measured rows the model trained on)."""
+    rows = [{"question": f"question number {i}?", "answer": f"answer {i}"} for i in range(300)]
+    data = _jsonl(tmp_path / "qa.jsonl", rows)
+    other = _jsonl(tmp_path / "other.jsonl", [{"question": f"other {i}?", "answer": "x"} for i in range(50)])
+    cfg = DataSection.model_validate(
+        {
+            "path": [{"path": str(data), "weight": weight}, str(other)],
+            "val_fraction": 0.1,
+            "template": "chatml",
+        }
+    )
+    train, val, stats = build_datasets(cfg, bpe, seed=0)
+    val_ids = [tuple(s.input_ids) for s in val]
+    train_ids = {tuple(s.input_ids) for s in train}
+    assert len(val) == 35 and len(set(val_ids)) == 35 and not train_ids & set(val_ids)
+    held_out_qa = stats.sources[0]["validation"]
+    kept = 300 - held_out_qa
+    whole, part = divmod(weight, 1.0)
+    assert stats.sources[0]["train"] == int(whole) * kept + round(part * kept)
+    assert stats.sources[1]["train"] == 50 - stats.sources[1]["validation"]

@@ -195,8 +195,8 @@ def plan_samples(
     prompt: PromptFormat | None = None,
     legacy: bool = False,
 ) -> SamplePlan:
-    """Read the datasets, weight, cap and split their rows, and fix the prompt format (the arguments
-    are ``build_datasets``'s).
+    """Read the datasets, cap and split their rows, weight the train rows, and fix the prompt format (the
+    arguments are ``build_datasets``'s).
 
     Raises:
         TunewizError: an unreadable dataset or validation file, a weight that keeps no row, a format
@@ -205,7 +205,7 @@ def plan_samples(
     from tunewiz.text.prompt import PromptBuilder, legacy_prompt_format, new_prompt_format
     from tunewiz.text.templates import resolve_template
 
-    sources = _load_sources(cfg, seed)
+    sources = _load_sources(cfg)
     rows = [item for src in sources for item in src.rows]
     if cfg.max_samples is not None:
         rows = rows[: cfg.max_samples]
@@ -225,6 +225,7 @@ def plan_samples(
         val_rows = [(i, row, val_src) for i, row in enumerate(val_loaded, start=1)]
     else:
         train_rows, val_rows = _split(rows, cfg.val_fraction, seed)
+    train_rows = _weighted(train_rows, sources, seed)
     formats = [src.format for src in sources]
     return SamplePlan(
         sources,
@@ -256,32 +257,51 @@ class _Source:
 _Item = tuple[int, dict[str, Any], _Source]
 
 
-def _load_sources(cfg: DataSection, seed: int) -> list[_Source]:
-    """Every dataset's rows, weighted: ``weight`` w keeps floor(w) copies of each row plus a seeded
-    (w mod 1) share of them, in file order (a single unweighted dataset is read exactly as it is)."""
-    import numpy as np
-
+def _load_sources(cfg: DataSection) -> list[_Source]:
+    """Every dataset's rows, numbered from 1 in file order, each once (weights apply to the train rows,
+    after the split: :func:`_weighted`)."""
     sources = []
     for k, entry in enumerate(cfg.datasets()):
         name = _source_name(entry.path)
         loaded = load_rows(entry.path, split=entry.split or cfg.split, columns=entry.columns or {})
         fmt: DataFormat = detect_format(loaded, source=name) if entry.format == "auto" else entry.format
         src = _Source(name, fmt, entry, [], len(loaded), k)
-        numbered = list(enumerate(loaded, start=1))
-        whole, part = divmod(entry.weight, 1.0)
-        picked = numbered * int(whole)
-        if part > 0:
-            extra = round(len(numbered) * part)
-            chosen = set(np.random.default_rng([seed, k]).permutation(len(numbered))[:extra].tolist())
-            picked += [r for i, r in enumerate(numbered) if i in chosen]
-        if not picked:
-            raise TunewizError(
-                f"{name}: weight {entry.weight} keeps no row of its {len(loaded)}",
-                hint="raise this dataset's `weight` in `data.path`",
-            )
-        src.rows = [(index, row, src) for index, row in picked]
+        src.rows = [(index, row, src) for index, row in enumerate(loaded, start=1)]
         sources.append(src)
     return sources
+
+
+def _weighted(rows: list[_Item], sources: list[_Source], seed: int) -> list[_Item]:
+    """The train rows with each dataset's ``weight`` applied, dataset by dataset in ``data.path`` order:
+    weight w keeps floor(w) copies of each of its rows plus a seeded (w mod 1) share of them, in file
+    order. Only train rows are weighted: a row held out for validation has no copy in training, and
+    validation counts each row once. Rows of datasets all weighted 1 come back as they are.
+
+    Raises:
+        TunewizError: a weight keeps none of its dataset's train rows.
+    """
+    import numpy as np
+
+    if all(src.entry.weight == 1 for src in sources):
+        return rows
+    by_source: list[list[_Item]] = [[] for _ in sources]
+    for item in rows:
+        by_source[item[2].index].append(item)
+    weighted = []
+    for k, (src, own) in enumerate(zip(sources, by_source, strict=True)):
+        whole, part = divmod(src.entry.weight, 1.0)
+        picked = own * int(whole)
+        if part > 0:
+            extra = round(len(own) * part)
+            chosen = set(np.random.default_rng([seed, k]).permutation(len(own))[:extra].tolist())
+            picked += [item for i, item in enumerate(own) if i in chosen]
+        if not picked:
+            raise TunewizError(
+                f"{src.name}: weight {src.entry.weight} keeps none of its {len(own)} training row(s)",
+                hint="raise this dataset's `weight` in `data.path`",
+            )
+        weighted += picked
+    return weighted
 
 
 def _source_name(path: str) -> str:

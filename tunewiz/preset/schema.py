@@ -85,8 +85,9 @@ class DatasetEntry(_Section):
     weight: float = Field(
         1.0,
         gt=0,
-        description="Mixing weight: the share of this dataset's rows used per epoch. 0.5 takes a seeded "
-        "half, 2 repeats every row twice (1.5: every row once and a seeded half again).",
+        description="Mixing weight: the share of this dataset's training rows used per epoch (validation "
+        "rows are held out first and counted once). 0.5 takes a seeded half, 2 repeats every row twice "
+        "(1.5: every row once and a seeded half again).",
     )
 
     @field_validator("columns")
