@@ -412,3 +412,217 @@ def test_train_and_prepare_say_the_same_about_a_mistyped_path(tmp_path: Path) ->
         ]
     )
     assert not (tmp_path / "runs").exists()
+
+
+# --- damaged files, stray bytes, names that are not local files, .txt ------------------------------------
+
+
+def _jsonl_bytes(rows: list[dict]) -> bytes:
+    return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows).encode()
+
+
+def _run(command: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    """A hint's shell command, run as the user would."""
+    return subprocess.run(command, shell=True, cwd=cwd, capture_output=True, text=True)
+
+
+@pytest.mark.parametrize(("suffix", "tool"), [(".gz", "gzip"), (".bz2", "bzip2"), (".xz", "xz")])
+def test_a_cut_off_compressed_file_is_named_and_the_check_in_the_hint_tells(
+    suffix: str, tool: str, tmp_path: Path
+) -> None:
+    import bz2
+    import gzip
+    import lzma
+
+    compress = {".gz": gzip.compress, ".bz2": bz2.compress, ".xz": lzma.compress}[suffix]
+    rows = [{"question": f"What is {i} plus {i}?", "answer": str(2 * i)} for i in range(300)]
+    whole = compress(_jsonl_bytes(rows))
+    path = tmp_path / f"rows.jsonl{suffix}"
+    path.write_bytes(whole[: len(whole) // 2])  # an interrupted download
+    err = _error(path)
+    assert err.message == (
+        f"rows.jsonl{suffix} is cut off: its compressed data ends early, as an interrupted download or copy "
+        "leaves it"
+    )
+    check = f"{tool} -t {path}"
+    assert err.hint == f"download or copy it again; `{check}` prints nothing once a copy is whole"
+    if shutil.which(tool) is None:
+        pytest.skip(f"no {tool} to run the hint's check")
+    assert _run(check).returncode != 0
+    path.write_bytes(whole)  # downloaded again
+    done = _run(check)
+    assert (done.returncode, done.stdout, done.stderr) == (0, "", "") and _load(path) == rows
+
+
+def test_corrupt_compressed_data_is_named(tmp_path: Path) -> None:
+    import gzip
+
+    data = bytearray(gzip.compress(_jsonl_bytes([{"text": f"line {i} " * 20} for i in range(200)])))
+    data[len(data) // 2 : len(data) // 2 + 16] = bytes(16)  # bytes overwritten in the middle
+    path = tmp_path / "rows.jsonl.gz"
+    path.write_bytes(bytes(data))
+    err = _error(path)
+    assert err.message.startswith("rows.jsonl.gz is damaged: its compressed data is corrupt (")
+    assert f"`gzip -t {path}`" in err.hint
+
+
+def test_a_compressed_name_on_plain_text_gets_a_rename_that_loads(tmp_path: Path, bpe: Tokenizer) -> None:
+    """A browser that decompresses a download keeps the `.gz` name."""
+    path = tmp_path / "qa.jsonl.gz"
+    path.write_bytes(_jsonl_bytes([{"question": q, "answer": a} for q, a in PAIRS]))
+    err = _error(path)
+    assert err.message == (
+        "qa.jsonl.gz is not compressed with gzip despite its `.gz` name: it holds plain text (already "
+        "decompressed, as browsers do with downloads)"
+    )
+    command = err.hint.split("`")[1]
+    assert command == f"mv {path} {tmp_path / 'qa.jsonl'}"
+    assert _run(command).returncode == 0
+    assert _builds(_followed(err.hint, str(path)), bpe) == len(PAIRS)
+    (tmp_path / "zip.jsonl.xz").write_bytes(b"PK\x03\x04" + bytes(60))  # a zip archive, not xz
+    err = _error(tmp_path / "zip.jsonl.xz")
+    assert err.message == (
+        "zip.jsonl.xz is not compressed with xz despite its `.xz` name: it starts with the bytes "
+        "50 4b 03 04 00 00 00 00"
+    )
+    assert err.hint.startswith(f"see what it is with `file {tmp_path / 'zip.jsonl.xz'}`")
+
+
+def test_a_bad_parquet_file_says_what_is_wrong(tmp_path: Path, bpe: Tokenizer) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pa.table({"question": [q for q, _ in PAIRS], "answer": [a for _, a in PAIRS]})
+    pq.write_table(table, tmp_path / "whole.parquet")
+    whole = (tmp_path / "whole.parquet").read_bytes()
+    cut = tmp_path / "cut.parquet"
+    cut.write_bytes(whole[: len(whole) - 100])
+    err = _error(cut)
+    assert err.message == (
+        "cut.parquet is cut off: it starts as a Parquet file but lacks its end (the footer), as an "
+        "interrupted download or copy leaves it"
+    )
+    assert err.hint == "download or copy it again, or write it again (pandas: `df.to_parquet(...)`)"
+    damaged = tmp_path / "damaged.parquet"
+    damaged.write_bytes(whole[:4] + bytes(len(whole) - 8) + whole[-4:])
+    assert _error(damaged).message.startswith("damaged.parquet is a damaged Parquet file: ")
+
+    csv_named_parquet = tmp_path / "export.parquet"  # CSV text saved under a .parquet name
+    csv_named_parquet.write_bytes(_csv_bytes(",", "\r\n", "utf-8"))
+    err = _error(csv_named_parquet)
+    assert err.message == "export.parquet is not a Parquet file despite its name: it holds text"
+    assert _run(err.hint.split("`")[1]).returncode == 0
+    assert _load(_followed(err.hint, str(csv_named_parquet)).path) == ROWS
+    (tmp_path / "image.parquet").write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(60))
+    assert _error(tmp_path / "image.parquet").message == (
+        "image.parquet is not a Parquet file (one starts with `PAR1`; it starts with the bytes "
+        "89 50 4e 47 0d 0a 1a 0a)"
+    )
+
+
+def test_prepare_names_a_cut_off_file_instead_of_aborting(tmp_path: Path) -> None:
+    """An EOFError that reaches the command line reads as Ctrl-D at a prompt (`error: aborted`)."""
+    import gzip
+
+    from runs import cli
+
+    whole = gzip.compress(_jsonl_bytes([{"question": f"q{i}", "answer": f"a{i}"} for i in range(500)]))
+    (tmp_path / "rows.jsonl.gz").write_bytes(whole[:800])
+    result = cli(
+        "prepare",
+        "tiny-lora",
+        "--set",
+        "data.path=rows.jsonl.gz",
+        cwd=tmp_path,
+        env={"TUNEWIZ_CACHE": str(tmp_path / "cache")},
+    )
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert result.stderr.splitlines()[-2:] == [
+        "error: rows.jsonl.gz is cut off: its compressed data ends early, as an interrupted download or copy "
+        "leaves it",
+        "hint: download or copy it again; `gzip -t rows.jsonl.gz` prints nothing once a copy is whole",
+    ]
+
+
+@pytest.mark.parametrize("compressed", [False, True], ids=["plain", "gz"])
+def test_stray_bytes_in_utf8_get_a_fix_that_keeps_the_utf8(compressed: bool, tmp_path: Path) -> None:
+    """One Windows-1252 apostrophe pasted into a UTF-8 file: converting the whole file from Windows-1252
+    would garble every `é`; the hint's command drops only the stray bytes."""
+    import gzip
+
+    rows = [{"question": f"Où est le café {i}?", "answer": "Ici — à côté."} for i in range(20)]
+    lines = _jsonl_bytes(rows).splitlines(keepends=True)
+    lines[6] = lines[6].replace(b"Ici", b"It\x92s ici")
+    lines[11] = lines[11].replace(b"Ici", b"\x93Ici\x94")
+    data = b"".join(lines)
+    path = tmp_path / ("mixed.jsonl.gz" if compressed else "mixed.jsonl")
+    path.write_bytes(gzip.compress(data) if compressed else data)
+    err = _error(path)
+    offset = data.index(b"\x92")
+    assert err.message == (
+        f"{path.name} is UTF-8 except for 3 bytes: line 7, byte {offset} is 92 (`’` in Windows-1252); "
+        "more on line(s) 12"
+    )
+    fixed = tmp_path / "mixed-utf8.jsonl"
+    command = f"{'gzip -dc ' + str(path) + ' | ' if compressed else ''}iconv -f UTF-8 -t UTF-8 -c"
+    command += "" if compressed else f" {path}"
+    assert f"`{command} > {fixed}`" in err.hint and err.hint.startswith("fix those lines in an editor")
+    if shutil.which("iconv") is None or shutil.which("gzip") is None:
+        pytest.skip("no iconv or gzip to run the hint's command")
+    assert _run(err.hint.split("`")[1]).returncode == 0
+    got = _load(_followed(err.hint, str(path)).path)
+    expected = [dict(r) for r in rows]
+    expected[6]["answer"] = "Its ici — à côté."
+    expected[11]["answer"] = "Ici — à côté."
+    assert got == expected  # every UTF-8 character kept, only the three stray bytes gone
+
+
+def test_a_path_in_a_local_folder_is_local_and_gets_did_you_mean(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, bpe: Tokenizer
+) -> None:
+    """`d/qa` with a folder `d` here is a local path, never a Hub id (no Hub call, no retries)."""
+    import datasets
+
+    def no_hub(*args: object, **kwargs: object) -> None:
+        raise AssertionError(f"the Hub was asked for {args}")
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(datasets, "load_dataset", no_hub)
+    Path("d").mkdir()
+    _jsonl_file(Path("d/qa.jsonl"), [{"question": q, "answer": a} for q, a in PAIRS])
+    err = _error("d/qa")
+    assert err.message == "data file `d/qa` does not exist (did you mean `d/qa.jsonl`?)"
+    assert _builds(_followed(err.hint, "d/qa"), bpe) == len(PAIRS)
+    err = _error("d/other")
+    assert err.message == "data file `d/other` does not exist"
+    assert err.hint.endswith(
+        "; `d` is a folder here, so this is read as a local path (for the Hugging Face dataset, run from "
+        "another directory)"
+    )
+    monkeypatch.undo()
+    assert "could not load Hugging Face dataset `e/qa`" in _error("e/qa").message  # no folder `e`: the Hub
+
+
+def test_a_txt_file_gets_how_to_use_it(tmp_path: Path, bpe: Tokenizer) -> None:
+    """Excel's "Unicode Text" is a tab-separated `.txt` (UTF-16 with a byte-order mark): named `.tsv`, it
+    reads; a plain text file becomes one `text` row per line."""
+    sheet = tmp_path / "Sheet1.txt"
+    sheet.write_bytes(codecs.BOM_UTF16_LE + _csv_bytes("\t", "\r\n", "utf-16-le"))
+    err = _error(sheet)
+    assert err.message == (
+        "Sheet1.txt: unsupported data file type `.txt`; its first line is tab-separated, as Excel's "
+        '"Unicode Text" saves a sheet'
+    )
+    assert _run(err.hint.split("`")[3]).returncode == 0
+    assert _load(_followed(err.hint, str(sheet)).path) == ROWS
+
+    notes = tmp_path / "notes.txt"
+    notes.write_bytes("Once upon a time.\r\n\r\nThe café closed — at last.\r\n".encode())
+    err = _error(notes)
+    assert err.message == "notes.txt: unsupported data file type `.txt`"
+    if shutil.which("jq") is None:
+        pytest.skip("no jq to run the hint's command")
+    assert _run(err.hint.split("`")[3]).returncode == 0
+    cfg = _followed(err.hint, str(notes))
+    assert _load(cfg.path) == [{"text": "Once upon a time."}, {"text": "The café closed — at last."}]
+    assert _builds(cfg, bpe) == 2

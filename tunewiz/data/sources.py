@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import bz2
 import codecs
+import contextlib
 import csv
 import difflib
 import gzip
@@ -14,21 +15,42 @@ import lzma
 import re
 import shlex
 import sys
-from collections.abc import Iterable
+import zlib
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, NamedTuple
 
 from tunewiz.data.formats import COLUMN_KEYS, recognised_renames
 from tunewiz.errors import TunewizError
 
 SHIPPED_PREFIX = "tunewiz:"
 LOCAL_SUFFIXES = (".json", ".jsonl", ".csv", ".tsv", ".parquet")
-# Compressed text files (`rows.jsonl.gz`, as Hub repositories and `datasets` exports often hold them).
-_COMPRESSIONS = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}
-_DECOMPRESSORS = {".gz": "gzip -dc", ".bz2": "bzip2 -dc", ".xz": "xz -dc"}  # to stdout, for a hint
+
+
+class _Compression(NamedTuple):
+    """A compression a text data file may have (``rows.jsonl.gz``, as Hub repositories and ``datasets``
+    exports often hold them)."""
+
+    open: Callable[..., IO[bytes]]
+    tool: str  # its command, for hints: `TOOL -dc FILE` decompresses to stdout, `TOOL -t FILE` checks it
+    magic: bytes  # how every file of this kind starts
+
+
+_COMPRESSIONS = {
+    ".gz": _Compression(gzip.open, "gzip", b"\x1f\x8b"),
+    ".bz2": _Compression(bz2.open, "bzip2", b"BZh"),
+    ".xz": _Compression(lzma.open, "xz", b"\xfd7zXZ\x00"),
+}
+# What a damaged compressed file raises while it is read: EOFError (cut off), zlib/lzma errors and OSError
+# without an errno (gzip's BadGzipFile, bz2's "Invalid data stream"). An OSError with an errno is the
+# system's (a permission, a disk) and is not about the file's content.
+_DAMAGED = (EOFError, OSError, zlib.error, lzma.LZMAError)
+_PARQUET_MAGIC = b"PAR1"  # a Parquet file starts and ends with it
 _HUB_ID = re.compile(r"^[\w.-]+(/[\w.-]+)?$")
 _DELIMITERS = (",", ";", "\t", "|")  # the first wins a tie
 _NOT_CP1252 = (b"\x81", b"\x8d", b"\x8f", b"\x90", b"\x9d")
+_ESCAPED = re.compile("[\udc80-\udcff]")  # a byte that is not UTF-8, decoded with "surrogateescape"
+_NON_ASCII = re.compile("[^\x00-\x7f\udc80-\udcff]")  # a valid UTF-8 character that is not ASCII
 
 
 def data_suffix(path: Path | str) -> str:
@@ -49,8 +71,8 @@ def is_data_file(path: Path | str) -> bool:
 
 def _open_bytes(path: Path) -> IO[bytes]:
     """``path`` for reading bytes, decompressed when its name says it is compressed."""
-    opener = _COMPRESSIONS.get(path.suffix.lower())
-    return opener(path, "rb") if opener is not None else open(path, "rb")  # type: ignore[operator]
+    compression = _COMPRESSIONS.get(path.suffix.lower())
+    return compression.open(path, "rb") if compression is not None else open(path, "rb")
 
 
 def _open_text(path: Path, *, newline: str | None = None) -> IO[str]:
@@ -134,7 +156,7 @@ def _read(path: str, split: str, setting: str) -> list[dict[str, Any]]:
     check_local_path(path, setting)
     local = Path(path).expanduser()
     if local.is_file():
-        return _read_local(local)
+        return _read_local(local, setting)
     return _read_hub(path, split, setting)
 
 
@@ -168,28 +190,38 @@ def check_local_path(path: str, setting: str = "data.path") -> None:
             else f"point `{setting}` at a data file: `--set {setting}=FILE.jsonl`",
         )
     close = close_local_files(path)
+    # `d/qa` where `d` is a folder here is a local path: a Hub id whose owner is a local folder is unlikely.
+    folder = Path(path).parent != Path(".") and local.parent.is_dir()
     if (
         close
+        or folder
         or is_data_file(local)
         or local.is_absolute()
         or path.startswith((".", "~"))
         or not _HUB_ID.match(path)
     ):
         guesses = " or ".join(f"`{c}`" for c in close)
+        hub = (
+            f"; `{Path(path).parent}` is a folder here, so this is read as a local path (for the Hugging "
+            "Face dataset, run from another directory)"
+            if folder and _HUB_ID.match(path)
+            else ""
+        )
         raise TunewizError(
             f"data file `{path}` does not exist" + (f" (did you mean {guesses}?)" if close else ""),
             hint=f"use `--set {setting}={shlex.quote(close[0])}`"
             if close
             else f"check `{setting}` (relative paths are from the current directory); it takes a local "
             ".json/.jsonl/.csv/.tsv/.parquet file (maybe .gz), `tunewiz:<sample>` or a Hugging Face "
-            "dataset id",
+            f"dataset id{hub}",
         )
 
 
 def close_local_files(path: str) -> list[str]:
-    """The data files next to ``path`` whose names are closest to its name (a typo), as the user would
-    write them: all those tied for the closest, best first; empty when none is close (difflib ratio
-    under 0.7)."""
+    """The data files next to ``path`` whose names are closest to its name (a typo; a name without a
+    suffix is also compared with theirs without: ``d/qa`` finds ``d/qa.jsonl``), as the user would write
+    them: all those tied for the closest, in name order; empty when none is close (difflib ratio under
+    0.7)."""
     folder = Path(path).expanduser().parent
     if not folder.is_dir():
         return []
@@ -197,12 +229,22 @@ def close_local_files(path: str) -> list[str]:
     matcher = difflib.SequenceMatcher(b=Path(path).name)
     scored = []
     for name in names:
-        matcher.set_seq1(name)
-        scored.append((matcher.ratio(), name))
+        ratios = []
+        for candidate in (name, _without_suffixes(name)) if not Path(path).suffix else (name,):
+            matcher.set_seq1(candidate)
+            ratios.append(matcher.ratio())
+        scored.append((max(ratios), name))
     best = max((score for score, _ in scored), default=0.0)
     if best < 0.7:
         return []
     return [str(Path(path).parent / name) for score, name in scored if score == best]
+
+
+def _without_suffixes(name: str) -> str:
+    """A data file's name without its type and compression suffixes: ``qa.jsonl.gz`` → ``qa``."""
+    if name.lower().endswith(tuple(_COMPRESSIONS)):
+        name = Path(name).stem
+    return Path(name).stem
 
 
 def _read_shipped(name: str, setting: str) -> list[dict[str, Any]]:
@@ -224,8 +266,21 @@ def _read_shipped(name: str, setting: str) -> list[dict[str, Any]]:
     return _read_jsonl(file)
 
 
-def _read_local(path: Path) -> list[dict[str, Any]]:
+def _read_local(path: Path, setting: str) -> list[dict[str, Any]]:
+    """The rows of a local data file, read by its type (:func:`data_suffix`).
+
+    Args:
+        path: an existing file.
+        setting: the preset key that names it (``data.path``, ``data.val_path``), for the hints.
+
+    Raises:
+        TunewizError: an unsupported type (a ``.txt`` file: how to use it), an empty file, a file that is
+            not what its name says or is damaged (cut off, corrupt), text that is not UTF-8, and the errors
+            of each reader.
+    """
     suffix = data_suffix(path)
+    if suffix == ".txt":
+        raise _txt_error(path, setting)
     if suffix not in LOCAL_SUFFIXES:
         raise TunewizError(
             f"{path.name}: unsupported data file type `{suffix}`",
@@ -234,26 +289,143 @@ def _read_local(path: Path) -> list[dict[str, Any]]:
         )
     if path.stat().st_size == 0:
         raise TunewizError(
-            f"{path.name} is empty", hint="check the file, or point `data.path` at another one"
+            f"{path.name} is empty", hint=f"check the file, or point `{setting}` at another one"
         )
-    if suffix == ".jsonl":
-        return _read_jsonl(path)
-    if suffix == ".json":
-        return _read_json(path)
-    if suffix in (".csv", ".tsv"):
-        return _read_csv(path)
+    if suffix == ".parquet":
+        return _read_parquet(path, setting)
+    reader = {".jsonl": _read_jsonl, ".json": _read_json, ".csv": _read_csv, ".tsv": _read_csv}[suffix]
+    compression = _COMPRESSIONS.get(path.suffix.lower())
+    try:
+        try:
+            return reader(path)
+        except UnicodeDecodeError:  # read again byte by byte, for the line, the byte and the fix
+            raise _not_utf8(path, setting) from None
+    except _DAMAGED as exc:
+        if compression is None or (isinstance(exc, OSError) and exc.errno is not None):
+            raise
+        raise _damaged(path, compression, exc, setting) from None
+
+
+def _txt_error(path: Path, setting: str) -> TunewizError:
+    """The error for a ``.txt`` file, with how to use it: a tab-separated one (Excel's "Unicode Text"
+    saves a sheet so) is a ``.tsv``; other text becomes one ``text`` row (``format: text``) per line."""
+    quoted = shlex.quote(str(path))
+    try:
+        with _open_text(path) as f:
+            first = f.readline()
+    except UnicodeDecodeError:
+        first = ""
+    if "\t" in first:
+        tsv = shlex.quote(str(path.with_suffix(".tsv")))
+        return TunewizError(
+            f"{path.name}: unsupported data file type `.txt`; its first line is tab-separated, as Excel's "
+            '"Unicode Text" saves a sheet',
+            hint=f"name it `.tsv`: `mv {quoted} {tsv}`, then use it: `--set {setting}={tsv}`",
+        )
+    jsonl = shlex.quote(str(path.with_suffix(".jsonl")))
+    return TunewizError(
+        f"{path.name}: unsupported data file type `.txt`",
+        hint="to train on each line as one document (`format: text`), write the lines as JSONL rows: "
+        f"`jq -Rc 'rtrimstr(\"\\r\") | select(length > 0) | {{text: .}}' {quoted} > {jsonl}`, then "
+        f"`--set {setting}={jsonl}`; a tab-separated table with a header line: name it `.tsv`",
+    )
+
+
+def _damaged(path: Path, compression: _Compression, exc: Exception, setting: str) -> TunewizError:
+    """The error for a compressed file that did not decompress: it is not that kind of file at all (a
+    browser that decompressed a download keeps its ``.gz`` name), or it is cut off or corrupt."""
+    with open(path, "rb") as f:
+        head = f.read(64)
+    quoted = shlex.quote(str(path))
+    tool, suffix = compression.tool, path.suffix
+    if not head.startswith(compression.magic):
+        if _looks_like_text(head):
+            inner = shlex.quote(str(path.with_suffix("")))  # rows.jsonl.gz -> rows.jsonl
+            return TunewizError(
+                f"{path.name} is not compressed with {tool} despite its `{suffix}` name: it holds plain text "
+                "(already decompressed, as browsers do with downloads)",
+                hint=f"name it for what it is: `mv {quoted} {inner}`, then use it: `--set {setting}={inner}`",
+            )
+        return TunewizError(
+            f"{path.name} is not compressed with {tool} despite its `{suffix}` name: it starts with the "
+            f"bytes {head[:8].hex(' ')}",
+            hint=f"see what it is with `file {quoted}` and name it for that type, or download it again",
+        )
+    check = f"download or copy it again; `{tool} -t {quoted}` prints nothing once a copy is whole"
+    if isinstance(exc, EOFError):
+        return TunewizError(
+            f"{path.name} is cut off: its compressed data ends early, as an interrupted download or copy "
+            "leaves it",
+            hint=check,
+        )
+    return TunewizError(f"{path.name} is damaged: its compressed data is corrupt ({exc})", hint=check)
+
+
+def _read_parquet(path: Path, setting: str) -> list[dict[str, Any]]:
+    """A Parquet file's rows.
+
+    Raises:
+        TunewizError: the file is not Parquet (text under a ``.parquet`` name: the hint renames it), is
+            cut off (no footer), or is damaged.
+    """
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
-    return pq.read_table(path).to_pylist()
+    try:
+        return pq.read_table(path).to_pylist()
+    except (pa.ArrowException, OSError) as exc:  # pyarrow raises OSError for unreadable content too
+        if isinstance(exc, OSError) and exc.errno is not None:  # the system's: permission, disk
+            raise
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    quoted = shlex.quote(str(path))
+    with open(path, "rb") as f:
+        head = f.read(64)
+        f.seek(max(path.stat().st_size - len(_PARQUET_MAGIC), 0))
+        tail = f.read()
+    if not head.startswith(_PARQUET_MAGIC):
+        if _looks_like_text(head):
+            json_like = head.removeprefix(codecs.BOM_UTF8).lstrip()[:1] in (b"{", b"[")
+            renamed = shlex.quote(str(path.with_suffix(".json" if json_like else ".csv")))
+            raise TunewizError(
+                f"{path.name} is not a Parquet file despite its name: it holds text",
+                hint=f"name it for what it is: `mv {quoted} {renamed}`, then use it: "
+                f"`--set {setting}={renamed}`",
+            )
+        raise TunewizError(
+            f"{path.name} is not a Parquet file (one starts with `PAR1`; it starts with the bytes "
+            f"{head[:8].hex(' ')})",
+            hint=f"see what it is with `file {quoted}` and name it for that type, or download it again",
+        )
+    if tail != _PARQUET_MAGIC:
+        raise TunewizError(
+            f"{path.name} is cut off: it starts as a Parquet file but lacks its end (the footer), as an "
+            "interrupted download or copy leaves it",
+            hint="download or copy it again, or write it again (pandas: `df.to_parquet(...)`)",
+        )
+    raise TunewizError(
+        f"{path.name} is a damaged Parquet file: {reason}",
+        hint="download or copy it again, or write it again (pandas: `df.to_parquet(...)`)",
+    )
+
+
+def _looks_like_text(head: bytes) -> bool:
+    """Whether a file's first bytes are text (UTF-8, or UTF-16 with a byte-order mark), not binary."""
+    if head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        return True
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        if exc.start < len(head) - 3:  # not just a character cut by the end of `head`
+            return False
+        text = head[: exc.start].decode("utf-8")
+    text = text.removeprefix("\ufeff")
+    return bool(text.strip()) and all(c.isprintable() or c in "\t\r\n" for c in text)
 
 
 def _read_json(path: Path) -> list[dict[str, Any]]:
     """A .json file: a list of objects, or one object per line (JSONL under a .json name)."""
-    try:
-        with _open_text(path) as f:
-            text = f.read()
-    except UnicodeDecodeError:
-        raise _not_utf8(path) from None
+    with _open_text(path) as f:
+        text = f.read()
     if text.lstrip().startswith("{"):
         wrapped = _wrapped_rows(path, text)
         return wrapped if wrapped is not None else _jsonl_rows(path, text.split("\n"))
@@ -304,11 +476,8 @@ def _wrapped_rows(path: Path, text: str) -> list[dict[str, Any]] | None:
 
 def _read_jsonl(path: Path) -> list[dict[str, Any]]:
     """One JSON object per line (LF or CRLF; a byte-order mark is skipped), read line by line."""
-    try:
-        with _open_text(path) as f:
-            return _jsonl_rows(path, f)
-    except UnicodeDecodeError:
-        raise _not_utf8(path) from None
+    with _open_text(path) as f:
+        return _jsonl_rows(path, f)
 
 
 def _jsonl_rows(path: Path, lines: Iterable[str]) -> list[dict[str, Any]]:
@@ -379,8 +548,6 @@ def _read_csv(path: Path) -> list[dict[str, Any]]:
                     )
                 rows.append(row)
             columns = reader.fieldnames
-    except UnicodeDecodeError:
-        raise _not_utf8(path) from None
     except csv.Error as exc:  # e.g. Python 3.10's "line contains NUL"
         line = (reader.line_num if reader else 1) + skipped
         raise TunewizError(
@@ -395,44 +562,72 @@ def _read_csv(path: Path) -> list[dict[str, Any]]:
     return rows
 
 
-def _not_utf8(path: Path) -> TunewizError:
+def _not_utf8(path: Path, setting: str) -> TunewizError:
     """The error for a file that is not UTF-8 (nor UTF-16 with a byte-order mark): its name, the line and
-    byte offset (of the decompressed text) of the first byte that is not, the bytes there, and an
-    ``iconv`` command that re-saves it as UTF-8.
+    byte offset (of the decompressed text) of the first byte that is not, the bytes there, and a command
+    that makes a UTF-8 copy.
 
-    Called where decoding failed; it reads the file again to find the byte (only on this error path:
-    reading a good file decodes it once).
+    A file that is UTF-8 but for a few bytes (it holds at least as many valid non-ASCII UTF-8 characters
+    as invalid bytes: a stray Windows-1252 apostrophe pasted into UTF-8 text) gets ``iconv -c``, which
+    drops only the invalid bytes; re-encoding it from Windows-1252 would garble every UTF-8 character
+    (`café` → `cafÃ©`). Any other file is taken as Windows-1252 (or Latin-1, when it holds a byte
+    Windows-1252 leaves undefined) and gets the ``iconv`` that converts it.
+
+    Called where decoding failed; it reads the file again (only on this error path: reading a good file
+    decodes it once).
     """
-    offset = 0
+    first: tuple[int, int, bytes] | None = None  # line, byte offset and bytes of the first invalid sequence
+    bad_lines: list[int] = []
+    invalid = utf8_chars = offset = 0
+    cp1252 = True
     with _open_bytes(path) as f:
         for lineno, raw in enumerate(f, start=1):  # a UTF-8 sequence never holds a newline byte
-            try:
-                raw.decode("utf-8")
-            except UnicodeDecodeError as exc:
-                line, offset, bad = lineno, offset + exc.start, raw[exc.start : exc.end]
-                break
+            text = raw.decode("utf-8", errors="surrogateescape")  # an invalid byte: a lone surrogate
+            bad = len(_ESCAPED.findall(text))
+            if bad:
+                if first is None:
+                    try:
+                        raw.decode("utf-8")
+                    except UnicodeDecodeError as exc:
+                        first = lineno, offset + exc.start, raw[exc.start : exc.end]
+                bad_lines.append(lineno)
+                invalid += bad
+            utf8_chars += len(_NON_ASCII.findall(text))
+            # Windows-1252 leaves 0x81, 0x8d, 0x8f, 0x90 and 0x9d undefined; a file with them is Latin-1.
+            cp1252 = cp1252 and not any(b in raw for b in _NOT_CP1252)
             offset += len(raw)
-        else:
-            line, bad = 0, b""  # not reached: the file failed to decode
-        f.seek(0)
-        # Windows-1252 leaves 0x81, 0x8d, 0x8f, 0x90 and 0x9d undefined; a file with them is Latin-1.
-        cp1252 = not any(b in chunk for chunk in iter(lambda: f.read(1 << 20), b"") for b in _NOT_CP1252)
-    encoding, name = ("CP1252", "Windows-1252") if cp1252 else ("ISO-8859-1", "Latin-1")
-    compression = path.suffix.lower() if path.suffix.lower() in _COMPRESSIONS else None
+    line, offset, bad_bytes = first if first is not None else (0, 0, b"")  # None not reached: it failed
+    compression = _COMPRESSIONS.get(path.suffix.lower())
     stem = Path(path.stem).stem if compression else path.stem  # rows.jsonl.gz -> rows
-    fixed = path.with_name(f"{stem}-utf8{data_suffix(path)}")  # written uncompressed
-    iconv = f"iconv -f {encoding} -t UTF-8"
-    command = (
-        f"{_DECOMPRESSORS[compression]} {shlex.quote(str(path))} | {iconv}"
-        if compression
-        else f"{iconv} {shlex.quote(str(path))}"
-    )
+    fixed = shlex.quote(str(path.with_name(f"{stem}-utf8{data_suffix(path)}")))  # written uncompressed
+    if utf8_chars >= invalid:
+        meant = ""
+        if len(bad_bytes) == 1:
+            with contextlib.suppress(UnicodeDecodeError):  # a byte Windows-1252 leaves undefined
+                meant = f" (`{bad_bytes.decode('cp1252')}` in Windows-1252)"
+        others = [str(n) for n in bad_lines[1:6]] + (["…"] if len(bad_lines) > 6 else [])
+        command = _piped(path, compression, "iconv -f UTF-8 -t UTF-8 -c")
+        return TunewizError(
+            f"{path.name} is UTF-8 except for {invalid} byte{'s' if invalid > 1 else ''}: line {line}, "
+            f"byte {offset} is {bad_bytes.hex(' ')}{meant}"
+            + (f"; more on line(s) {', '.join(others)}" if others else ""),
+            hint=f"fix {'that line' if len(bad_lines) == 1 else 'those lines'} in an editor, or copy the "
+            f"file without the bytes that are not UTF-8 (every other character is kept): `{command} > "
+            f"{fixed}`, then use it: `--set {setting}={fixed}`",
+        )
+    encoding, likely = ("CP1252", "Windows-1252") if cp1252 else ("ISO-8859-1", "Latin-1")
+    command = _piped(path, compression, f"iconv -f {encoding} -t UTF-8")
     return TunewizError(
-        f"{path.name} is not UTF-8: line {line}, byte {offset} is {bad.hex(' ')} "
-        f"(likely {name}, as Excel and older tools save text)",
-        hint=f"re-save it as UTF-8: `{command} > {shlex.quote(str(fixed))}`, then use it: "
-        f"`--set data.path={shlex.quote(str(fixed))}`",
+        f"{path.name} is not UTF-8: line {line}, byte {offset} is {bad_bytes.hex(' ')} (likely {likely}, as "
+        "Excel and older tools save text)",
+        hint=f"re-save it as UTF-8: `{command} > {fixed}`, then use it: `--set {setting}={fixed}`",
     )
+
+
+def _piped(path: Path, compression: _Compression | None, command: str) -> str:
+    """``command`` (which reads stdin, or the file named last) run on ``path``'s text, decompressed."""
+    quoted = shlex.quote(str(path))
+    return f"{compression.tool} -dc {quoted} | {command}" if compression else f"{command} {quoted}"
 
 
 def _read_hub(dataset_id: str, split: str, setting: str) -> list[dict[str, Any]]:
