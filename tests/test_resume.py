@@ -248,3 +248,32 @@ def test_epochs_are_counted_from_one_in_a_run_bounded_by_max_steps(
     resumed = cli("resume", str(run), "--from", "4", "--no-tui", cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     assert "from step-4: step 4, epoch 1" in resumed.stdout
+
+
+def test_resume_finds_relative_data_from_anywhere_and_refuses_changed_data(
+    tmp_path: Path, tiny_model_dir: Path, tiny_dataset: Path
+) -> None:
+    """The run's config.yaml holds its data files as absolute paths (a relative one was relative to
+    where `train` ran, so `resume` from another directory could not find it); a data file whose content
+    changed since the run started is refused (it re-prepared silently: another data order and another
+    validation set)."""
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.mkdir()
+    b.mkdir()
+    shutil.copy(tiny_dataset, a / "data.jsonl")
+    preset = write_preset(a / "p.yaml", tiny_model_dir, Path("data.jsonl"), train={"max_steps": 2})
+    assert cli("train", str(preset), "--no-tui", cwd=a).returncode == 0
+    run = a / "runs" / "p"
+    assert f"path: {a / 'data.jsonl'}" in (run / "config.yaml").read_text()
+    longer = cli("resume", "../a/runs/p", "--set", "train.max_steps=3", "--no-tui", cwd=b)
+    assert longer.returncode == 0, longer.stderr
+    with open(a / "data.jsonl", "a") as f:
+        f.write('{"instruction": "a new row", "output": "changes the data"}\n')
+    changed = cli("resume", "../a/runs/p", "--set", "train.max_steps=4", "--no-tui", cwd=b)
+    assert changed.returncode == 2, changed.stderr
+    assert (
+        "error: the data of run `../a/runs/p` changed since it started: `data.jsonl` has other content"
+        in (changed.stderr)
+    )
+    assert "hint: put back the data it trained on and resume again" in changed.stderr
+    assert [e["step"] for e in events(run) if e["event"] == "start"] == [0, 2]  # nothing started

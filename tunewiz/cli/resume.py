@@ -64,6 +64,7 @@ def resume(
         Topology,
         announce_nodes,
         check_mergeable,
+        check_same_data,
         lock_run,
         recorded_name,
         run_prompt,
@@ -100,7 +101,8 @@ def resume(
         mode = choose_mode(no_tui)
         # In a terminal the dashboard opens now and shows the data phase, then the run (one node, attached).
         with open_screen(run.path.name, live=mode == "tui" and not detach and nnodes == 1) as screen:
-            prepare_data(plan.preset, mode=mode, prompt=recorded, legacy=legacy, screen=screen)
+            prepared = prepare_data(plan.preset, mode=mode, prompt=recorded, legacy=legacy, screen=screen)
+            check_same_data(run, prepared)
             argv = torchrun_command(run, topology, resume_from=plan.checkpoint)
             announce_nodes(topology, sys.argv[1:])
             code = start_run(run, argv, lock, no_tui=no_tui, detach=detach, topology=topology, screen=screen)

@@ -78,6 +78,7 @@ def train(
         preflight,
         prepare_run_dir,
         torchrun_command,
+        with_absolute_data_paths,
     )
     from tunewiz.train.rendezvous import default_rdzv_id
     from tunewiz.ui.data_phase import prepare_data
@@ -91,6 +92,7 @@ def train(
     topology = Topology(nproc_per_node, nnodes, node_rank, rdzv_endpoint, rdzv, rdzv_timeout)
     topology.check(resolve_device(resolved.device))
     preflight(resolved)
+    resolved = with_absolute_data_paths(resolved)  # config.yaml: resume finds the data from anywhere
     if dry_run:
         run = RunDir(run_dir or Path("runs") / resolved.name)
         typer.echo(dump_preset(resolved))

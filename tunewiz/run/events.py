@@ -14,7 +14,8 @@ start      events_version (:data:`EVENTS_VERSION`; absent before 2), run (the ru
            dropped_long, dropped_empty}, validation: {...}}), token_lengths ({p50, p95, max}
            of the train samples before truncation), trainable_params, total_params, datasets
            (one per dataset of data.path: {name, format, rows, weight, train, validation}: samples
-           kept from it)
+           kept from it), data_contents (``name (sha256)`` per dataset and validation file; a
+           resume refuses other content: tunewiz.train.launcher.check_same_data)
 step       step, epoch (1-based epoch of this step; version 1 wrote the 0-based data position, so
            readers of those logs use :func:`epoch_of_step`), loss (mean over trained tokens of this
            optimizer step), lr, grad_norm, tokens (trained tokens this step, all ranks),

@@ -28,6 +28,7 @@ from tunewiz.train.rendezvous import DEFAULT_TIMEOUT_S, check_rdzv_id, split_end
 from tunewiz.train.stop import LAUNCHER_PID_ENV
 
 if TYPE_CHECKING:
+    from tunewiz.data.prepared import Prepared
     from tunewiz.text.prompt import PromptFormat
     from tunewiz.ui.live import Screen
 
@@ -274,6 +275,68 @@ def preflight(preset: Preset) -> None:
         check_local_path(entry.path)
     if preset.data.val_path:
         check_local_path(preset.data.val_path, "data.val_path")
+
+
+def with_absolute_data_paths(preset: Preset) -> Preset:
+    """``preset`` with its local data files (``data.path`` entries, ``data.val_path``) as absolute paths,
+    for the run's config.yaml: `tunewiz resume` finds them from any directory (a relative path is
+    relative to where `train` ran). Shipped samples, Hub ids and paths that are not files stay as written;
+    the prepared-data key is unchanged (it names a file by its name and content).
+    """
+    import os
+
+    def absolute(path: str) -> str:
+        return os.path.abspath(os.path.expanduser(path)) if Path(path).expanduser().is_file() else path
+
+    data = preset.data
+    entries = data.path if isinstance(data.path, list) else None
+    if entries is None:
+        paths: str | list = absolute(data.path)
+    else:
+        paths = [
+            absolute(e) if isinstance(e, str) else e.model_copy(update={"path": absolute(e.path)})
+            for e in entries
+        ]
+    val_path = absolute(data.val_path) if data.val_path is not None else None
+    return preset.model_copy(update={"data": data.model_copy(update={"path": paths, "val_path": val_path})})
+
+
+def data_contents(prepared: Prepared) -> list[str]:
+    """What a prepared entry was made from, as ``name (content hash)`` per dataset and validation file: the
+    start event records it, and a resume compares (:func:`check_same_data`)."""
+    inputs = prepared.meta["inputs"]
+    found = [f"{d['name']} ({d['content']})" for d in inputs["datasets"]]
+    if inputs.get("val_path"):
+        found.append(f"{inputs['val_path']['name']} ({inputs['val_path']['content']})")
+    return found
+
+
+def check_same_data(run: RunDir, prepared: Prepared) -> None:
+    """Refuse to resume ``run`` on data other than it started with: a data file whose content changed
+    (rows edited, added or removed) would silently give another data order and validation set.
+
+    Runs whose start event does not record the data (made before this check) are not checked.
+
+    Raises:
+        TunewizError: a dataset's content differs from the run's first start event.
+    """
+    from tunewiz.run.events import read_events
+
+    start = next((e for e in read_events(run.events) if e.get("event") == "start"), None)
+    recorded = (start or {}).get("data_contents")
+    now = data_contents(prepared)
+    if not recorded or recorded == now:
+        return
+    changed = [name.rsplit(" (", 1)[0] for name in now if name not in recorded] or ["a dataset"]
+    rows = prepared.meta.get("made_from", {}).get("rows")
+    raise TunewizError(
+        f"the data of run `{run.path}` changed since it started: {', '.join(f'`{c}`' for c in changed)} "
+        f"{'has' if len(changed) == 1 else 'have'} other content now"
+        + (f" ({rows:,} rows in all)" if rows else "")
+        + "; resuming would not continue its data order or its validation set",
+        hint=f"put back the data it trained on and resume again; or train a new run on the new data: "
+        f"`tunewiz train {run.config} --run-dir {run.path}-2`",
+    )
 
 
 def run_prompt(run: RunDir) -> tuple[PromptFormat | None, bool]:

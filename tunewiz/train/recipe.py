@@ -49,7 +49,7 @@ from tunewiz.train import faults
 from tunewiz.train.batch_shape import BatchShape, Progress, StepBatches, check_one_global_batch
 from tunewiz.train.checkpoint import load_checkpoint, save_checkpoint
 from tunewiz.train.export import export_final
-from tunewiz.train.launcher import run_prompt
+from tunewiz.train.launcher import data_contents, run_prompt
 from tunewiz.train.optim import (
     build_optimizer,
     build_scheduler,
@@ -560,6 +560,7 @@ def _start_fields(ft: FineTune, resumed_from: Path | None) -> dict:
         truncation=stats.truncation_event(),
         token_lengths=stats.token_lengths,
         datasets=list(stats.sources),
+        data_contents=data_contents(ft.data),  # a resume checks it (launcher.check_same_data)
         trainable_params=sum(p.numel() for p in ft.params),
         total_params=sum(p.numel() for p in ft.model.parameters()),
     )
