@@ -321,11 +321,11 @@ def test_prepare_counts_rows_dropped_for_an_empty_response(tmp_path: Path) -> No
 
 def test_prepare_reports_bad_data_without_traceback(tmp_path: Path) -> None:
     bad = tmp_path / "bad.jsonl"
-    bad.write_text('{"instruction": "a", "output": "b"}\n{"instruction": 3, "output": "b"}\n' * 40)
+    bad.write_text('{"instruction": "a", "output": "b"}\n{"instruction": ["a"], "output": "b"}\n' * 40)
     env = {**ENV, "TUNEWIZ_CACHE": str(tmp_path / "cache")}
     out = _tunewiz("prepare", "tiny-lora", "--set", f"data.path={bad}", "--no-tui", cwd=tmp_path, env=env)
     assert out.returncode == 2 and "Traceback" not in out.stderr
-    assert "error: row 2 of bad.jsonl: `instruction` is a int" in out.stderr
+    assert "error: row 2 of bad.jsonl: `instruction` (the prompt) is a list, expected text" in out.stderr
     assert list_entries(tmp_path / "cache") == []
 
 

@@ -220,7 +220,7 @@ def plan_samples(
         train_rows = rows
         val_columns = sources[0].entry.columns or {}
         val_loaded = load_rows(cfg.val_path, split=cfg.split, columns=val_columns, setting="data.val_path")
-        val_name = _source_name(cfg.val_path)
+        val_name = source_name(cfg.val_path)
         val_src = _Source(val_name, sources[0].format, sources[0].entry, [])  # read as the first dataset
         val_rows = [(i, row, val_src) for i, row in enumerate(val_loaded, start=1)]
     else:
@@ -262,7 +262,7 @@ def _load_sources(cfg: DataSection) -> list[_Source]:
     after the split: :func:`_weighted`)."""
     sources = []
     for k, entry in enumerate(cfg.datasets()):
-        name = _source_name(entry.path)
+        name = source_name(entry.path)
         loaded = load_rows(entry.path, split=entry.split or cfg.split, columns=entry.columns or {})
         fmt: DataFormat = detect_format(loaded, source=name) if entry.format == "auto" else entry.format
         src = _Source(name, fmt, entry, [], len(loaded), k)
@@ -304,7 +304,9 @@ def _weighted(rows: list[_Item], sources: list[_Source], seed: int) -> list[_Ite
     return weighted
 
 
-def _source_name(path: str) -> str:
+def source_name(path: str) -> str:
+    """What a dataset is called in messages, stats and model cards: a local file by its name
+    (``/home/me/qa.jsonl`` → ``qa.jsonl``), a shipped sample or Hub id as written."""
     return path if path.startswith("tunewiz:") or not Path(path).suffix else Path(path).name
 
 

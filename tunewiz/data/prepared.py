@@ -155,7 +155,7 @@ def key_inputs(
     None when a dataset cannot be identified (a missing file, a Hub dataset not loadable): the caller
     then reads the data to report the error.
     """
-    from tunewiz.data import _source_name
+    from tunewiz.data import source_name
 
     root = cache_root(cfg)
     datasets = []
@@ -164,7 +164,7 @@ def key_inputs(
         if ident is None:
             return None
         settings = entry.model_dump(mode="json", exclude={"path"})  # the path as its name and content
-        datasets.append({**settings, "name": _source_name(entry.path), "content": ident})
+        datasets.append({**settings, "name": source_name(entry.path), "content": ident})
     val = None
     if cfg.val_path is not None:
         val = _data_identity(cfg.val_path, cfg.split, root)
@@ -179,7 +179,7 @@ def key_inputs(
         "layout": LAYOUT_VERSION,
         "code": _code_digest(),
         "datasets": datasets,
-        "val_path": None if val is None else {"name": _source_name(str(cfg.val_path)), "content": val},
+        "val_path": None if val is None else {"name": source_name(str(cfg.val_path)), "content": val},
         "settings": settings,
         "seed": seed,
         "tokenizer": _tokenizer_digest(tokenizer, root),

@@ -361,15 +361,19 @@ def _link_model(base_id: str | None, path: str) -> str:
 
 
 def _link_data(dataset_id: str | None, path: str) -> str:
+    """The dataset as the card names it: a Hub link, else its name (a local file's name, not where it
+    is on the author's disk)."""
     return f"[{dataset_id}]({HUB_URL}/datasets/{dataset_id})" if dataset_id else f"`{path}`"
 
 
 def _intro(
     facts: CardFacts, repo_id: str, kind: str, base_id: str | None, dataset_id: str | None, badge: str | None
 ) -> str:
+    from tunewiz.data import source_name
+
     p, s = facts.preset, facts.stats
     base = _link_model(base_id, p.model.path)
-    data = _link_data(dataset_id, p.data.path_text)
+    data = _link_data(dataset_id, " + ".join(source_name(e.path) for e in p.data.datasets()))
     method = _METHOD_TEXT[p.method]
     if kind == "adapter":
         what = f"A {method} adapter for {base}, fine-tuned on {data}"
