@@ -626,3 +626,39 @@ def test_a_txt_file_gets_how_to_use_it(tmp_path: Path, bpe: Tokenizer) -> None:
     cfg = _followed(err.hint, str(notes))
     assert _load(cfg.path) == [{"text": "Once upon a time."}, {"text": "The café closed — at last."}]
     assert _builds(cfg, bpe) == 2
+
+
+@pytest.mark.parametrize("command", ["train", "prepare"])
+def test_train_and_prepare_never_ask_the_hub_about_a_path_in_a_local_folder(
+    command: str, tmp_path: Path
+) -> None:
+    """With the Hub reachable (here: a closed port, so a lookup would retry and print its address), a
+    missing `d/qa` fails at once with the did-you-mean; `prepare` identified the data on the Hub first."""
+    import time
+
+    from runs import cli
+
+    (tmp_path / "d").mkdir()
+    _jsonl_file(tmp_path / "d" / "qa.jsonl", [{"question": q, "answer": a} for q, a in PAIRS])
+    hub = "http://127.0.0.1:9"
+    started = time.monotonic()
+    result = cli(
+        command,
+        "tiny-lora",
+        "--set",
+        "data.path=d/qa",
+        "--no-tui",
+        cwd=tmp_path,
+        env={
+            "TUNEWIZ_CACHE": str(tmp_path / "cache"),
+            "HF_HUB_OFFLINE": "0",
+            "HF_DATASETS_OFFLINE": "0",
+            "HF_ENDPOINT": hub,
+        },
+    )
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert hub not in result.stderr and time.monotonic() - started < 20
+    assert result.stderr.splitlines()[-2:] == [
+        "error: data file `d/qa` does not exist (did you mean `d/qa.jsonl`?)",
+        "hint: use `--set data.path=d/qa.jsonl`",
+    ]

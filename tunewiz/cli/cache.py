@@ -39,11 +39,13 @@ def prepare(
     `tunewiz train` with the same data settings, tokenizer and seed then only maps it. Data errors
     (file, row, field) show here, before any run exists.
     """
+    from tunewiz.data.sources import check_data_paths
     from tunewiz.preset.files import load_preset
     from tunewiz.ui.data_phase import prepare_data
     from tunewiz.ui.live import choose_mode
 
     resolved, _ = load_preset(preset, list(set_))
+    check_data_paths(resolved.data)  # a missing local file fails here, not after a Hub lookup of its name
     prepared = prepare_data(resolved, mode=choose_mode(no_tui))
     typer.echo(str(prepared.entry))
 

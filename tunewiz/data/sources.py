@@ -18,10 +18,13 @@ import sys
 import zlib
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import IO, Any, NamedTuple
+from typing import IO, TYPE_CHECKING, Any, NamedTuple
 
 from tunewiz.data.formats import COLUMN_KEYS, recognised_renames
 from tunewiz.errors import TunewizError
+
+if TYPE_CHECKING:
+    from tunewiz.preset.schema import DataSection
 
 SHIPPED_PREFIX = "tunewiz:"
 LOCAL_SUFFIXES = (".json", ".jsonl", ".csv", ".tsv", ".parquet")
@@ -158,6 +161,19 @@ def _read(path: str, split: str, setting: str) -> list[dict[str, Any]]:
     if local.is_file():
         return _read_local(local, setting)
     return _read_hub(path, split, setting)
+
+
+def check_data_paths(data: DataSection) -> None:
+    """:func:`check_local_path` on every dataset of a preset's ``data`` and its ``val_path``: before
+    anything reads or identifies the data (a Hub id is looked up on the Hub, with retries when offline).
+
+    Raises:
+        TunewizError: as :func:`check_local_path`, for the first path that is not there.
+    """
+    for entry in data.datasets():
+        check_local_path(entry.path)
+    if data.val_path:
+        check_local_path(data.val_path, "data.val_path")
 
 
 def check_local_path(path: str, setting: str = "data.path") -> None:
