@@ -253,7 +253,9 @@ def test_cli_shows_the_error_and_hint_before_any_run(command: str, tmp_path: Pat
     output = result.stdout + result.stderr
     assert result.returncode == 2, output
     assert "error: data.jsonl is not UTF-8: line 1, byte 20 is e9" in output
-    assert "hint: re-save it as UTF-8: `iconv -f CP1252 -t UTF-8 data.jsonl > data-utf8.jsonl`" in output
+    folder = tmp_path if command == "train" else Path()  # train holds data paths absolute (for resume)
+    iconv = f"iconv -f CP1252 -t UTF-8 {folder / 'data.jsonl'} > {folder / 'data-utf8.jsonl'}"
+    assert f"hint: re-save it as UTF-8: `{iconv}`" in output
     assert "Traceback" not in output and "rank 0" not in output
     assert not (tmp_path / "runs").exists()  # stopped before a run directory or a rank existed
 
