@@ -379,6 +379,7 @@ CONTEXT_STAND_INS: dict[str, dict[str, str]] = {
     "turn ‹turn_no›": {"role_key": "role", "turn": "bot", "content_key": "content"},
     "--older-than": {"text": "30"},
     "is not a memory size": {"text": "lots"},
+    "changed since it started": {"…": "`qa.jsonl`", "rows": "1,200"},
     "is not a duration": {"text": "2 hours"},
     "unknown tracker": {"text": "wandbb", "…": "`wandbb`"},
     "data file `‹path›` does not exist": {"quote": "data/data.csv"},

@@ -267,13 +267,24 @@ def test_resume_finds_relative_data_from_anywhere_and_refuses_changed_data(
     assert f"path: {a / 'data.jsonl'}" in (run / "config.yaml").read_text()
     longer = cli("resume", "../a/runs/p", "--set", "train.max_steps=3", "--no-tui", cwd=b)
     assert longer.returncode == 0, longer.stderr
-    with open(a / "data.jsonl", "a") as f:
+    # The data moved: resume says the file is missing and takes its new place (same content).
+    (a / "data.jsonl").rename(b / "moved.jsonl")
+    missing = cli("resume", "../a/runs/p", "--set", "train.max_steps=4", "--no-tui", cwd=b)
+    assert (
+        missing.returncode == 2 and f"error: data file `{a / 'data.jsonl'}` does not exist" in missing.stderr
+    )
+    moved = cli(
+        "resume", "../a/runs/p", "--set", "train.max_steps=4", "--set", "data.path=moved.jsonl", cwd=b
+    )
+    assert moved.returncode == 0, moved.stderr
+    assert f"path: {b / 'moved.jsonl'}" in (run / "config.yaml").read_text()
+    with open(b / "moved.jsonl", "a") as f:
         f.write('{"instruction": "a new row", "output": "changes the data"}\n')
-    changed = cli("resume", "../a/runs/p", "--set", "train.max_steps=4", "--no-tui", cwd=b)
+    changed = cli("resume", "../a/runs/p", "--set", "train.max_steps=5", "--no-tui", cwd=b)
     assert changed.returncode == 2, changed.stderr
     assert (
-        "error: the data of run `../a/runs/p` changed since it started: `data.jsonl` has other content"
+        "error: the data of run `../a/runs/p` changed since it started: `moved.jsonl` has other content"
         in (changed.stderr)
     )
     assert "hint: put back the data it trained on and resume again" in changed.stderr
-    assert [e["step"] for e in events(run) if e["event"] == "start"] == [0, 2]  # nothing started
+    assert [e["step"] for e in events(run) if e["event"] == "start"] == [0, 2, 3]  # nothing started

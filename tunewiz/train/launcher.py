@@ -313,7 +313,8 @@ def data_contents(prepared: Prepared) -> list[str]:
 
 def check_same_data(run: RunDir, prepared: Prepared) -> None:
     """Refuse to resume ``run`` on data other than it started with: a data file whose content changed
-    (rows edited, added or removed) would silently give another data order and validation set.
+    (rows edited, added or removed) would silently give another data order and validation set. The
+    same content under another path or name is the same data (a moved file; `resume --set data.path=`).
 
     Runs whose start event does not record the data (made before this check) are not checked.
 
@@ -325,9 +326,14 @@ def check_same_data(run: RunDir, prepared: Prepared) -> None:
     start = next((e for e in read_events(run.events) if e.get("event") == "start"), None)
     recorded = (start or {}).get("data_contents")
     now = data_contents(prepared)
-    if not recorded or recorded == now:
+
+    def content(entry: str) -> str:  # "qa.jsonl (3f2a…)" -> "3f2a…": a moved or renamed file is the same data
+        return entry.rsplit(" (", 1)[-1]
+
+    if not recorded or [content(e) for e in recorded] == [content(e) for e in now]:
         return
-    changed = [name.rsplit(" (", 1)[0] for name in now if name not in recorded] or ["a dataset"]
+    was = {content(e) for e in recorded}
+    changed = [e.rsplit(" (", 1)[0] for e in now if content(e) not in was] or ["a dataset"]
     rows = prepared.meta.get("made_from", {}).get("rows")
     raise TunewizError(
         f"the data of run `{run.path}` changed since it started: {', '.join(f'`{c}`' for c in changed)} "

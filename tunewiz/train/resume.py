@@ -15,6 +15,8 @@ from tunewiz.run.status import last_launch
 RESUMABLE_PREFIXES = ("train.", "checkpoint.", "output.", "device")
 # Inside `train`, these define the data order and the schedule the checkpoint was made under.
 _FIXED_TRAIN_KEYS = ("train.seed",)
+# Where the data files are: a resume may point at them elsewhere when their content is the same.
+_MOVABLE_DATA_KEYS = ("data.path", "data.val_path")
 
 
 @dataclass(frozen=True)
@@ -49,6 +51,7 @@ def plan_resume(run: RunDir, *, from_step: str | None, overrides: list[str]) -> 
     from tunewiz.preset.files import load_preset
     from tunewiz.run.events import read_events
     from tunewiz.train.checkpoint import read_progress
+    from tunewiz.train.launcher import with_absolute_data_paths
 
     if not run.config.is_file():
         raise TunewizError(
@@ -56,11 +59,18 @@ def plan_resume(run: RunDir, *, from_step: str | None, overrides: list[str]) -> 
             hint="pass the directory `tunewiz train` created, e.g. `tunewiz resume runs/tiny-lora`",
         )
     old, _ = load_preset(str(run.config))
-    new, _ = load_preset(str(run.config), overrides)
+    new = with_absolute_data_paths(load_preset(str(run.config), overrides)[0])  # as `train` records them
     before, after = _flatten(old.model_dump(mode="json")), _flatten(new.model_dump(mode="json"))
+    # A run that recorded its data's content (start event `data_contents`) may be pointed at its moved
+    # data files: the launcher then refuses any other content (tunewiz.train.launcher.check_same_data).
+    start = next((e for e in read_events(run.events) if e.get("event") == "start"), {})
+    movable = _MOVABLE_DATA_KEYS if start.get("data_contents") else ()
     changes = []
     for key in after:
         if before.get(key) != after[key]:
+            if key in movable:
+                changes.append(f"{key}: {before.get(key)} → {after[key]}")
+                continue
             if not key.startswith(RESUMABLE_PREFIXES) or key in _FIXED_TRAIN_KEYS:
                 raise TunewizError(
                     f"`{key}` cannot change on resume: it defines the weights or the data order of this run",
