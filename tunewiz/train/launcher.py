@@ -265,16 +265,13 @@ def run_dir_sharing(run: RunDir, topology: Topology, started: float) -> str:
 
 def preflight(preset: Preset) -> None:
     """Fail fast, before torchrun starts, on a model or a local data file that is not there (the same
-    errors as ``tunewiz prepare``: :func:`tunewiz.data.sources.check_local_path`)."""
-    from tunewiz.data.sources import check_local_path
+    errors as ``tunewiz prepare``: :func:`tunewiz.data.sources.check_data_paths`)."""
+    from tunewiz.data.sources import check_data_paths
     from tunewiz.models.loading import check_model_dir, resolve_model_dir
 
     model_dir = check_model_dir(resolve_model_dir(preset.model.path, preset.model.revision))
     check_mergeable(preset, model_dir)
-    for entry in preset.data.datasets():
-        check_local_path(entry.path)
-    if preset.data.val_path:
-        check_local_path(preset.data.val_path, "data.val_path")
+    check_data_paths(preset.data)
 
 
 def with_absolute_data_paths(preset: Preset) -> Preset:
