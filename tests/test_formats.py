@@ -235,6 +235,71 @@ def test_detect_format_error_hint_uses_the_file_columns() -> None:
     assert "tunewiz init --columns prompt=frage,response=antwort" in info.value.hint
 
 
+def _mapped_until_it_builds(path: Path, tok: Tokenizer, **kw: object) -> list[dict[str, str]]:
+    """Build ``path``, following each error's ``data.columns`` hint until it builds; the mappings tried."""
+    cfg = DataSection(path=str(path), val_fraction=0.0, template="chatml", **kw)
+    tried = []
+    for _ in range(3):
+        try:
+            build_datasets(cfg, tok, seed=0)
+            return tried
+        except TunewizError as exc:
+            cfg = _follow(exc.hint, cfg)
+            tried.append(cfg.columns)
+    raise AssertionError(f"still failing after {tried}")
+
+
+@pytest.mark.parametrize(
+    ("rows", "columns", "mapping"),
+    [
+        (
+            [{"frage": p, "antwort": r} for p, r in PAIRS],
+            {"prompt": "frage"},
+            {"prompt": "frage", "response": "antwort"},
+        ),
+        (
+            [{"frage": p, "antwort": r} for p, r in PAIRS],
+            {"response": "antwrt"},
+            {"prompt": "frage", "response": "antwort"},
+        ),
+        (
+            [
+                {"dialog": [{"role": "user", "content": p}, {"role": "assistant", "content": r}]}
+                for p, r in PAIRS
+            ],
+            {},
+            {"messages": "dialog"},
+        ),
+        ([{"body": p} for p, _ in PAIRS], {}, {"text": "body"}),
+        ([{"Body Text": p, "n": 1} for p, _ in PAIRS], {}, {"prompt": "Body Text", "response": "n"}),
+    ],
+)
+def test_column_hints_name_the_file_columns_and_work_when_followed(
+    tmp_path: Path, bpe: Tokenizer, rows: list[dict], columns: dict[str, str], mapping: dict[str, str]
+) -> None:
+    """A column-mapping hint names the file's columns (not the roles they were renamed to), suggests
+    `messages`/`text` for a lone conversation/text column, and following it once builds the data."""
+    path = _jsonl(tmp_path / "d.jsonl", rows)
+    assert _mapped_until_it_builds(path, bpe, columns=columns) == [mapping]
+
+
+def test_a_null_field_is_an_empty_one(tmp_path: Path, bpe: Tokenizer) -> None:
+    """A null response is dropped and counted as an empty one is; a null prompt is an empty prompt."""
+    rows = [{"question": p, "answer": r} for p, r in PAIRS]
+    built = {}
+    for empty in (None, ""):
+        for key in ("answer", "question"):
+            changed = [dict(row) for row in rows]
+            changed[1][key] = empty
+            cfg = DataSection(
+                path=str(_jsonl(tmp_path / "d.jsonl", changed)), val_fraction=0.0, template="chatml"
+            )
+            train, _, stats = build_datasets(cfg, bpe, seed=0)
+            built[empty, key] = (train, stats.dropped_empty)
+    assert built[None, "answer"] == built["", "answer"] and built[None, "answer"][1] == 1
+    assert built[None, "question"] == built["", "question"] and built[None, "question"][1] == 0
+
+
 def test_mixed_list_of_datasets_with_own_mappings_and_weights(tmp_path: Path, bpe: Tokenizer) -> None:
     qa = _jsonl(tmp_path / "qa.jsonl", [{"question": p, "answer": r} for p, r in PAIRS])
     with open(tmp_path / "faq.csv", "w", newline="") as f:

@@ -19,7 +19,9 @@ or any name above to a dataset column: ``{prompt: question, response: answer}``;
 
 from __future__ import annotations
 
+import json
 import math
+import re
 import shlex
 from collections.abc import Collection
 from typing import Any, Literal
@@ -47,21 +49,78 @@ CHAT_ROLES = ("system", "user", "assistant")
 _KINDS = {list: "a list", dict: "an object", bool: "true/false"}  # as a JSON file spells them
 
 
-def columns_hint(keys: list[str] | set[str]) -> str:
-    """The ``--set`` that maps these columns by role, with real column names when it can guess them.
+class Rows(list[dict[str, Any]]):
+    """A source's rows (dicts, their columns renamed to the format's names by ``data.columns`` and
+    :func:`recognised_renames`) with ``file_names``: ``{renamed: column as the file names it}``, so that
+    messages and hints name a column as the user knows it."""
 
-    The guess: the first unrecognised column is the prompt, the last one the response (files are
-    usually written question first). Used by every "cannot tell the format" hint, so following the
-    hint is a command that runs.
+    def __init__(self, rows: list[dict[str, Any]], file_names: dict[str, str]) -> None:
+        super().__init__(rows)
+        self.file_names = file_names
+
+
+def suggest_columns(row: dict[str, Any]) -> dict[str, str] | None:
+    """The ``data.columns`` mapping (``{role: column}``) a row's columns most likely mean, named as in
+    ``row``: a column of conversation turns is ``messages``; a lone text column is ``text``; else a prompt
+    and a response column, recognised names first (whatever their case), then the first text column is the
+    prompt and the last other one the response (files are usually written question first). None when no
+    column holds text.
+
+    Args:
+        row: a row with the columns as the file names them (numbers and nulls count as text).
     """
-    names = [k for k in keys if k not in COLUMN_KEYS] or list(keys)
-    prompt = _find(keys, PROMPT_NAMES) or (names[0] if names else "COLUMN")
-    response = _find(keys, RESPONSE_NAMES) or next((k for k in reversed(names) if k != prompt), "COLUMN")
-    mapping = f"data.columns={{prompt: {prompt}, response: {response}}}"
+    for key, value in row.items():
+        if _is_turns(value):
+            return {"messages": key}
+    texts = [k for k, v in row.items() if v is None or _as_text(v) is not None]
+    if len(texts) <= 1:
+        return {"text": texts[0]} if texts else None
+    prompt = next((k for k in texts if _norm(k) in (*PROMPT_NAMES, "input")), None)
+    prompt = prompt or next((k for k in texts if _norm(k) not in RESPONSE_NAMES), texts[0])
+    response = next((k for k in texts if k != prompt and _norm(k) in RESPONSE_NAMES), None)
+    return {"prompt": prompt, "response": response or next(k for k in reversed(texts) if k != prompt)}
+
+
+def _norm(key: Any) -> Any:
+    return key.strip().lower() if isinstance(key, str) else key
+
+
+def _is_turns(value: Any) -> bool:
+    """Whether ``value`` is a conversation: a non-empty list of {role, content} or {from, value} turns."""
     return (
-        f"map the columns by role: add `--set {shlex.quote(mapping)}` to the command "
-        f"(or `tunewiz init --columns prompt={prompt},response={response}`), or set `data.format`"
+        isinstance(value, list)
+        and bool(value)
+        and all(isinstance(t, dict) and ("role" in t or "from" in t) for t in value)
     )
+
+
+def columns_hint(row: dict[str, Any]) -> str:
+    """The hint that maps ``row``'s columns by role (:func:`suggest_columns`): a ``--set data.columns=…``
+    that, followed, gets past a "cannot tell the format" error, naming only columns of ``row``.
+
+    Args:
+        row: a row with the columns as the file names them.
+    """
+    mapping = suggest_columns(row)
+    if mapping is None:
+        return "none of its columns holds text: check the file, or point `data.path` at another one"
+    flow = "{" + ", ".join(f"{role}: {flow_scalar(column)}" for role, column in mapping.items()) + "}"
+    init = ",".join(f"{role}={column}" for role, column in mapping.items())
+    return (
+        f"map the columns by role: add `--set {shlex.quote(f'data.columns={flow}')}` to the command "
+        f"(or `tunewiz init --columns {shlex.quote(init)}`), or set `data.format`"
+    )
+
+
+def flow_scalar(text: str) -> str:
+    """``text`` as a YAML flow-style scalar (inside ``{...}`` or ``[...]``): as it is when YAML reads it
+    back so, else double-quoted."""
+    import yaml
+
+    plain = bool(text) and not re.search(r"[,:{}\[\]#&*!|>'\"%@`]|^[-?\s]|\s$", text)
+    if plain and yaml.safe_load(f"[{text}]") == [text]:
+        return text
+    return json.dumps(text, ensure_ascii=False)
 
 
 def recognised_renames(keys: list[str], *, taken: Collection[str] = ()) -> dict[str, str]:
@@ -103,11 +162,13 @@ def detect_format(rows: list[dict[str, Any]], *, source: str = "the dataset") ->
     """The format of ``rows`` from the first row's columns.
 
     Args:
-        rows: rows as dicts (columns already renamed by ``data.columns``).
+        rows: rows as dicts (columns already renamed by ``data.columns``); :class:`Rows` (as ``load_rows``
+            returns them) for messages that name the columns as the file does.
         source: the file or dataset name, for the error message.
 
     Raises:
-        TunewizError: no known column; the hint is a ``--set data.columns=…`` that maps them.
+        TunewizError: no known column; the hint is a ``--set data.columns=…`` that maps the file's
+            columns (:func:`columns_hint`).
     """
     keys = list(rows[0]) if rows else []
     if any(name in keys for name in CHAT_NAMES):
@@ -116,11 +177,13 @@ def detect_format(rows: list[dict[str, Any]], *, source: str = "the dataset") ->
         return "alpaca"
     if "text" in keys:
         return "text"
+    names = rows.file_names if isinstance(rows, Rows) else {}
+    row = {names.get(k, k): v for k, v in rows[0].items()} if rows else {}
     raise TunewizError(
-        f"cannot tell the format of {source} from its columns {sorted(keys)}: expected a prompt column "
+        f"cannot tell the format of {source} from its columns {sorted(row)}: expected a prompt column "
         f"({', '.join(PROMPT_NAMES)}, input) and a response column ({', '.join(RESPONSE_NAMES)}), "
         "`messages` or `conversations` (chat), or `text`",
-        hint=columns_hint(keys),
+        hint=columns_hint(row),
     )
 
 
@@ -140,19 +203,21 @@ def _field(
 ) -> str:
     """Row ``index``'s field ``name``, which holds the ``role`` (a key of ``data.columns``), as text.
 
+    A null (or NaN) field is ``""``, as an empty one is.
+
     Raises:
-        TunewizError: the field is missing or null (unless ``optional``: then it is ``""``), or is not
+        TunewizError: the row lacks the field (unless ``optional``: then it is ``""``), or it is not
             text or a number (a list, an object, true/false); the hint maps the role to another text
             column of the row when it has one.
     """
-    value = row.get(name)
-    if value is None or (isinstance(value, float) and math.isnan(value)):  # NaN: pandas' missing number
-        if optional:
-            return ""
+    if name not in row and not optional:
         raise TunewizError(
             f"row {index} of {source} has no `{name}` field; columns are {sorted(row)}",
-            hint=columns_hint(list(row)),
+            hint=f"give that row its {role} (in the column the other rows hold it in), or remove the row",
         )
+    value = row.get(name)
+    if value is None or (isinstance(value, float) and math.isnan(value)):  # NaN: pandas' missing number
+        return ""  # as an empty field: an empty response drops the row (counted as `dropped_empty`)
     text = _as_text(value)
     if text is None:
         others = [k for k, v in row.items() if k != name and isinstance(v, str) and k not in COLUMN_KEYS]

@@ -20,8 +20,8 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, NamedTuple
 
-from tunewiz.data.formats import COLUMN_KEYS, recognised_renames
-from tunewiz.errors import TunewizError
+from tunewiz.data.formats import COLUMN_KEYS, Rows, columns_hint, recognised_renames
+from tunewiz.errors import TunewizError, did_you_mean
 
 if TYPE_CHECKING:
     from tunewiz.preset.schema import DataSection
@@ -97,9 +97,7 @@ def shipped_datasets_dir() -> Path:
     return Path(__file__).resolve().parent.parent / "assets" / "datasets"
 
 
-def load_rows(
-    path: str, *, split: str, columns: dict[str, str], setting: str = "data.path"
-) -> list[dict[str, Any]]:
+def load_rows(path: str, *, split: str, columns: dict[str, str], setting: str = "data.path") -> Rows:
     """Read every row of a data source as a dict, with columns renamed to the format's names.
 
     Column names match whatever their case and surrounding spaces: a mapped column `question` finds a
@@ -114,8 +112,12 @@ def load_rows(
             (see :mod:`tunewiz.data.formats`).
         setting: the preset key that names ``path`` (``data.path``, ``data.val_path``), for the hints.
 
+    Returns:
+        the rows, as :class:`~tunewiz.data.formats.Rows` (which keeps the file's names of renamed columns).
+
     Raises:
-        TunewizError: no rows, an unreadable source, a mapped column the first row does not have.
+        TunewizError: no rows, an unreadable source, a mapped column the first row does not have (the
+            hint maps the file's columns: :func:`~tunewiz.data.formats.columns_hint`).
     """
     rows = _read(path, split, setting)
     if not rows:
@@ -127,17 +129,17 @@ def load_rows(
         found = {target: _column(rows[0], source) for target, source in columns.items()}
         missing = [columns[target] for target, column in found.items() if column is None]
         if missing:
+            close = [did_you_mean(str(c), [str(k) for k in rows[0]]) for c in missing]
             raise TunewizError(
                 f"{_label(path)} has no column {', '.join(f'`{c}`' for c in missing)} "
-                f"(named in `data.columns`); its columns are {sorted(rows[0])}",
-                hint="map existing columns, e.g. `--set 'data.columns={prompt: "
-                f"{next(iter(rows[0]), 'COLUMN')}, response: {list(rows[0])[-1]}}}'`",
+                f"(named in `data.columns`){''.join(close)}; its columns are {sorted(rows[0])}",
+                hint=columns_hint(rows[0]),
             )
         renames = {column: target for target, column in found.items() if column is not None}
     renames |= recognised_renames([key for key in rows[0] if key not in renames], taken=set(renames.values()))
     if renames:
         rows = [{renames.get(key, key): value for key, value in row.items()} for row in rows]
-    return rows
+    return Rows(rows, {target: column for column, target in renames.items()})
 
 
 def _column(row: dict[str, Any], name: str) -> str | None:
