@@ -440,7 +440,8 @@ CONTEXT_STAND_INS: dict[str, dict[str, str]] = {
         "override": "train.lrr=1e-4",
         "suggest_key": " (did you mean `train.lr`?)",
     },
-    "has no `‹name›` field": {"name": "answer"},
+    "has no `‹name›` field": {"name": "answer", "sorted": "[question]"},
+    "(named in `data.columns`)": {"…": "`answr`", "suggestion": " (did you mean `answer`?)"},
     "expected text": {
         "name": "answer",
         "column": "`answer` (the response)",
@@ -502,8 +503,13 @@ ADVICE: dict[str, str] = {
         "rename the columns to `instruction`/`output`."
     ),
     "has no `‹name›` field; columns are": (
-        "One row lacks a column the others have. The hint is a `--set 'data.columns={...}'` built from "
-        "that row's columns; or fill in the row."
+        "One row lacks a column the others have (the message names the column by its role). Add it to "
+        "that row, or delete the row. A column that is there but empty or null is not this error: such a "
+        "row is dropped and counted (`1 row dropped: empty response`)."
+    ),
+    "(named in `data.columns`)": (
+        "`data.columns` names a column the file does not have (a did-you-mean follows when one is close). "
+        "The hint is a ready `--set 'data.columns={...}'` built from the file's real columns."
     ),
     "`‹dotted›`‹where›: ‹strip_value_error›": _PRESET_VALUE,
     "must be one of": _PRESET_VALUE,

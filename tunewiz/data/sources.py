@@ -129,10 +129,10 @@ def load_rows(path: str, *, split: str, columns: dict[str, str], setting: str = 
         found = {target: _column(rows[0], source) for target, source in columns.items()}
         missing = [columns[target] for target, column in found.items() if column is None]
         if missing:
-            close = [did_you_mean(str(c), [str(k) for k in rows[0]]) for c in missing]
+            suggestion = "".join(did_you_mean(str(c), [str(k) for k in rows[0]]) for c in missing)
             raise TunewizError(
                 f"{_label(path)} has no column {', '.join(f'`{c}`' for c in missing)} "
-                f"(named in `data.columns`){''.join(close)}; its columns are {sorted(rows[0])}",
+                f"(named in `data.columns`){suggestion}; its columns are {sorted(rows[0])}",
                 hint=columns_hint(rows[0]),
             )
         renames = {column: target for target, column in found.items() if column is not None}
