@@ -157,6 +157,54 @@ def test_a_bad_value_hint_shows_an_accepted_value_where_it_was_typed() -> None:
     assert load_preset("tiny-lora", ["lora.targets=q_proj"])[0].lora.targets == ["q_proj"]
 
 
+@pytest.mark.parametrize(
+    ("entry", "field", "fixed"),
+    [
+        ("{path: b.csv, weight: 0}", "weight", "{path: b.csv, weight: 1.0}"),
+        ("{path: b.csv, weight: -1}", "weight", "{path: b.csv, weight: 1.0}"),
+        (
+            "{path: b.csv, wieght: 2, columns: {prompt: q}}",
+            "wieght",
+            "{path: b.csv, columns: {prompt: q}, weight: 2}",
+        ),
+    ],
+)
+def test_a_bad_entry_of_a_dataset_list_is_one_error_and_its_hint_fixes_that_entry(
+    entry: str, field: str, fixed: str
+) -> None:
+    """pydantic reports a bad `data.path` entry once per member of `str | list[str | DatasetEntry]`; the
+    user sees one error naming the entry and its field, and a `--set` of the list with that entry fixed."""
+    override = f"data.path=[a.jsonl, {entry}]"
+    err = error_of("tiny-lora", (override,))
+    assert "\n" not in err.message and "union" not in err.message and "DatasetEntry" not in err.message
+    assert err.message.startswith(
+        f"{'unknown key ' if field == 'wieght' else ''}`data.path[1].{field}` (the entry of `b.csv`)"
+    )
+    if field == "wieght":
+        assert err.message.endswith("(did you mean `weight`?)")
+    assert err.hint.startswith(f"write it as `--set 'data.path=[a.jsonl, {fixed}]'`")
+    followed = err.hint.split("`")[1].removeprefix("--set ").strip("'")
+    assert (
+        load_preset("tiny-lora", [followed])[0].data.path
+        == load_preset("tiny-lora", [f"data.path=[a.jsonl, {fixed}]"])[0].data.path
+    )
+
+
+def test_a_bad_entry_of_a_dataset_list_in_a_file_names_its_line(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        GOOD.replace(
+            "  path: tunewiz:alpaca-sample", "  path:\n    - a.jsonl\n    - path: b.csv\n      weight: 0"
+        ),
+    )
+    err = error_of(str(path))
+    assert (
+        err.message
+        == f"`data.path[1].weight` (the entry of `b.csv`) in `{path}` line 11: expected a number > 0, got `0`"
+    )
+    assert err.hint.startswith("write it as `weight: 1.0` (a number > 0): Mixing weight")
+
+
 def test_wrong_type_names_expectation(tmp_path: Path) -> None:
     path = write(tmp_path, GOOD.replace("lr: 1e-4", "lr: fast"))
     assert error_of(str(path)).message == f"`train.lr` in `{path}` line 10: expected a number > 0, got `fast`"

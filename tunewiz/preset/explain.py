@@ -5,6 +5,8 @@ did-you-mean (a close key, or the name another fine-tuning tool uses for it)."""
 from __future__ import annotations
 
 import difflib
+import re
+import shlex
 import types
 from pathlib import Path
 from typing import Any, Literal, Union, get_args, get_origin
@@ -63,12 +65,78 @@ def explain_validation_error(
         root: the file's YAML node tree (for line numbers).
         overrides: the ``--set`` strings applied, so a message names the one that set a bad value.
     """
-    explained = [_explain_one(err, path, root, overrides) for err in exc.errors()]
+    explained = [_explain_one(err, path, root, overrides) for err in _without_union_tries(exc.errors())]
     explained.sort(key=lambda item: item[0])
     _, message, hint = explained[0]
     for _, other, _ in explained[1:]:
         message += f"\n  also: {other}"
     return TunewizError(message, hint=hint)
+
+
+# How pydantic names the member of a union it tried, in an error's location: `str`, `DatasetEntry`,
+# `list[union[str,DatasetEntry]]`, `function-after[...]`. Preset keys are lower-case words.
+_UNION_TAG = re.compile(r"^(str|int|float|bool|none|[A-Z]\w*|[\w-]+\[.*\])$")
+
+
+def _without_union_tries(errors: list[Any]) -> list[dict[str, Any]]:
+    """pydantic's errors with the union members it tried left out of their locations, and only the
+    errors of the member that got furthest: a bad entry of ``data.path`` (``str | list[str |
+    DatasetEntry]``) fails as a string, as a list item string, and as a DatasetEntry's field; only the
+    last is the user's mistake. The value at each left-out location is kept as the ``input`` of a
+    deeper error's ``container`` (for hints that rewrite the entry)."""
+    cleaned = [
+        {**err, "loc": tuple(p for p in err["loc"] if not (isinstance(p, str) and _UNION_TAG.match(p)))}
+        for err in errors
+    ]
+    inputs = {err["loc"]: err.get("input") for err in cleaned}
+    kept = []
+    for err in cleaned:
+        loc = err["loc"]
+        if any(other["loc"][: len(loc)] == loc and len(other["loc"]) > len(loc) for other in cleaned):
+            continue  # a shallower try of a union whose deeper member matched better
+        if any(other["loc"] == loc for other in kept):
+            continue  # the same place failed as another member of the union
+        kept.append({**err, "containers": {k: v for k, v in inputs.items() if loc[: len(k)] == k}})
+    return kept
+
+
+def set_argument(key: str, value: Any) -> str:
+    """The ``--set`` argument, shell-quoted, that sets ``key`` to ``value`` written in YAML flow style, as
+    ``tunewiz.preset.files.apply_overrides`` reads it back: ``'data.path=[a.jsonl, {path: b.csv,
+    weight: 2.0}]'``.
+
+    Args:
+        key: a dotted preset key.
+        value: plain data (strings, numbers, lists, mappings).
+    """
+    flow = yaml.safe_dump(value, default_flow_style=True, width=10**6, sort_keys=False).strip()
+    return shlex.quote(f"{key}={flow.removesuffix(chr(10) + '...').strip()}")
+
+
+def _entry_hint(err: dict[str, Any], override: str | None, fix: dict[str, Any]) -> str | None:
+    """For an error in an entry of a list that a ``--set`` gave whole (``data.path=[...]``): the ``--set``
+    of that list with the entry changed by ``fix`` (``{key: value}`` sets a key, ``{key: None}`` removes
+    one), the other entries as written; None elsewhere."""
+    loc = err["loc"]
+    where = next((i for i, part in enumerate(loc) if isinstance(part, int)), None)
+    if override is None or where is None:
+        return None
+    keys = override.partition("=")[0].strip()
+    whole = err["containers"].get(loc[:where])
+    if keys != _dotted(loc[:where]) or not isinstance(whole, list) or not isinstance(whole[loc[where]], dict):
+        return None
+    entries = list(whole)
+    entry = {k: v for k, v in entries[loc[where]].items() if k not in fix}
+    entries[loc[where]] = entry | {k: v for k, v in fix.items() if v is not None}
+    return f"write it as `--set {set_argument(keys, entries)}`"
+
+
+def _entry_of(err: dict[str, Any]) -> str:
+    """`` (the entry of `d/qa.jsonl`)`` for an error in a list entry that has a ``path``, else ""."""
+    loc = err["loc"]
+    where = next((i for i, part in enumerate(loc) if isinstance(part, int)), None)
+    entry = err["containers"].get(loc[: where + 1]) if where is not None else None
+    return f" (the entry of `{entry['path']}`)" if isinstance(entry, dict) and "path" in entry else ""
 
 
 def _explain_one(
@@ -86,10 +154,17 @@ def _explain_one(
     if kind == "extra_forbidden":
         section = _dotted(loc[:-1])
         model = parent if parent is not None else Preset
+        suggestion = suggest_key(str(loc[-1]), model, section)
+        close = re.search(r"`([^`]+)`", suggestion)
+        rename = {str(loc[-1]): None} | (
+            {close.group(1): err.get("input")} if close and close.group(1) in model.model_fields else {}
+        )
         return (
             line,
-            f"unknown key `{dotted}`{where}{suggest_key(str(loc[-1]), model, section)}",
-            valid_keys_hint(model, section),
+            f"unknown key `{dotted}`{_entry_of(err)}{where}{suggestion}",
+            f"{entry}; {valid_keys_hint(model, section)}"
+            if (entry := _entry_hint(err, override, rename))
+            else valid_keys_hint(model, section),
         )
     if kind == "missing":
         section = _dotted(loc[:-1])
@@ -125,10 +200,14 @@ def _explain_one(
         suggestion = did_you_mean(str(err.get("input")), choices)
         return line, f"`{dotted}`{where} must be one of {', '.join(choices)}; got `{got}`{suggestion}", hint
     if field is not None and kind != "value_error":
+        example = _example(field)
+        fixed = _entry_hint(err, override, {str(loc[-1]): field.get_default()}) if example else None
         return (
             line,
-            f"`{dotted}`{where}: expected {_expected(field)}, got `{got}`",
-            _typed_hint(field, dotted, str(loc[-1]), override),
+            f"`{dotted}`{_entry_of(err)}{where}: expected {_expected(field)}, got `{got}`",
+            f"{fixed} ({_expected(field)}): {field.description}"
+            if fixed
+            else _typed_hint(field, dotted, str(loc[-1]), override),
         )
     given = "" if kind == "value_error" else f", got `{got}`"
     return line, f"`{dotted}`{where}: {_strip_value_error(err['msg'])}{given}", hint
@@ -173,12 +252,27 @@ def _field_at(loc: tuple[Any, ...]) -> tuple[type[BaseModel] | None, FieldInfo |
     field: FieldInfo | None = None
     last = len(loc) - 1
     for i, part in enumerate(loc):
+        if isinstance(part, int) and field is not None and i < last:  # an item of a list of sections
+            model = _item_model(field.annotation)
+            continue
         if model is None or not isinstance(part, str) or part not in model.model_fields:
             return (model, None) if i == last else (None, None)
         field = model.model_fields[part]
         if i < last:
             model = section_model(field)
     return model, field
+
+
+def _item_model(ann: Any) -> type[BaseModel] | None:
+    """The section model an annotation's list items may be (``list[str | DatasetEntry]`` ->
+    ``DatasetEntry``), or None."""
+    for arg in get_args(ann):
+        if isinstance(arg, type) and issubclass(arg, BaseModel):
+            return arg
+        found = _item_model(arg)
+        if found is not None:
+            return found
+    return None
 
 
 def section_model(field: FieldInfo) -> type[BaseModel] | None:
