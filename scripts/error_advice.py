@@ -322,7 +322,7 @@ CONTEXT_STAND_INS: dict[str, dict[str, str]] = {
         "path_or_name": "tiny-lorra",
         "did_you_mean": " (did you mean `tiny-lora`?)",
     },
-    ": expected ‹expected›, got": {"got": "fast"},
+    ": expected ‹expected›, got": {"got": "fast", "entry_of": ""},
     "must be one of": {
         "dotted": "method",
         "…": "`lora`, `qlora`, `full`",
@@ -439,6 +439,8 @@ CONTEXT_STAND_INS: dict[str, dict[str, str]] = {
         "…": "train.lrr",
         "override": "train.lrr=1e-4",
         "suggest_key": " (did you mean `train.lr`?)",
+        "suggestion": " (did you mean `train.lr`?)",
+        "entry_of": "",
     },
     "has no `‹name›` field": {"name": "answer", "sorted": "[question]"},
     "(named in `data.columns`)": {"…": "`answr`", "suggestion": " (did you mean `answer`?)"},
