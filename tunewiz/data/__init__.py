@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from tunewiz.data.batching import collate, epoch_order, pack
 from tunewiz.data.formats import DataFormat, detect_format, row_to_messages, row_to_text
 from tunewiz.data.samples import IGNORE_INDEX, Sample, SampleColumns, truncate
-from tunewiz.data.sources import load_rows
+from tunewiz.data.sources import list_place, load_rows
 from tunewiz.errors import TunewizError
 
 if TYPE_CHECKING:
@@ -263,7 +263,8 @@ def _load_sources(cfg: DataSection) -> list[_Source]:
     sources = []
     for k, entry in enumerate(cfg.datasets()):
         name = source_name(entry.path)
-        loaded = load_rows(entry.path, split=entry.split or cfg.split, columns=entry.columns or {})
+        split, columns, place = entry.split or cfg.split, entry.columns or {}, list_place(cfg, k)
+        loaded = load_rows(entry.path, split=split, columns=columns, place=place)
         fmt: DataFormat = detect_format(loaded, source=name) if entry.format == "auto" else entry.format
         src = _Source(name, fmt, entry, [], len(loaded), k)
         src.rows = [(index, row, src) for index, row in enumerate(loaded, start=1)]

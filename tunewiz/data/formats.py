@@ -24,7 +24,7 @@ import math
 import re
 import shlex
 from collections.abc import Collection
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 from tunewiz.errors import TunewizError
 
@@ -49,14 +49,40 @@ CHAT_ROLES = ("system", "user", "assistant")
 _KINDS = {list: "a list", dict: "an object", bool: "true/false"}  # as a JSON file spells them
 
 
+class Place(NamedTuple):
+    """A dataset's place in a list ``data.path``, for hints that fix that entry and keep the others."""
+
+    entries: list[Any]  # data.path as the user wrote it: paths and {path, weight, ...} mappings
+    index: int
+
+    def set_argument(self, **changes: Any) -> str:
+        """The ``--set`` argument (shell-quoted) of ``data.path`` with this entry's keys changed
+        (``path=…``, ``columns={…}``), the other entries as written."""
+        from tunewiz.preset.explain import set_argument
+
+        entries = list(self.entries)
+        entry = entries[self.index]
+        entry = (dict(entry) if isinstance(entry, dict) else {"path": entry}) | changes
+        entries[self.index] = entry["path"] if list(entry) == ["path"] else entry
+        return set_argument("data.path", entries)
+
+
+def path_argument(path: str, setting: str, place: Place | None) -> str:
+    """The ``--set`` argument (shell-quoted) that points ``setting`` at ``path``: in a list ``data.path``
+    (``place``), the whole list with that entry's path changed."""
+    return place.set_argument(path=path) if place is not None else shlex.quote(f"{setting}={path}")
+
+
 class Rows(list[dict[str, Any]]):
     """A source's rows (dicts, their columns renamed to the format's names by ``data.columns`` and
     :func:`recognised_renames`) with ``file_names``: ``{renamed: column as the file names it}``, so that
-    messages and hints name a column as the user knows it."""
+    messages and hints name a column as the user knows it, and ``place``: where the source is in a list
+    ``data.path`` (None for a single dataset), so that hints change that entry only."""
 
-    def __init__(self, rows: list[dict[str, Any]], file_names: dict[str, str]) -> None:
+    def __init__(self, rows: list[dict[str, Any]], file_names: dict[str, str], place: Place | None) -> None:
         super().__init__(rows)
         self.file_names = file_names
+        self.place = place
 
 
 def suggest_columns(row: dict[str, Any]) -> dict[str, str] | None:
@@ -94,16 +120,21 @@ def _is_turns(value: Any) -> bool:
     )
 
 
-def columns_hint(row: dict[str, Any]) -> str:
+def columns_hint(row: dict[str, Any], place: Place | None = None) -> str:
     """The hint that maps ``row``'s columns by role (:func:`suggest_columns`): a ``--set data.columns=…``
-    that, followed, gets past a "cannot tell the format" error, naming only columns of ``row``.
+    that, followed, gets past a "cannot tell the format" error, naming only columns of ``row``; for a
+    dataset of a list ``data.path`` (``place``), the list with ``columns:`` on that entry (a
+    ``data.columns`` would apply to every dataset).
 
     Args:
         row: a row with the columns as the file names them.
+        place: where the dataset is in a list ``data.path``, or None.
     """
     mapping = suggest_columns(row)
     if mapping is None:
         return "none of its columns holds text: check the file, or point `data.path` at another one"
+    if place is not None:
+        return f"map its columns by role on its entry: `--set {place.set_argument(columns=mapping)}`"
     flow = "{" + ", ".join(f"{role}: {flow_scalar(column)}" for role, column in mapping.items()) + "}"
     init = ",".join(f"{role}={column}" for role, column in mapping.items())
     return (
@@ -177,13 +208,13 @@ def detect_format(rows: list[dict[str, Any]], *, source: str = "the dataset") ->
         return "alpaca"
     if "text" in keys:
         return "text"
-    names = rows.file_names if isinstance(rows, Rows) else {}
+    names, place = (rows.file_names, rows.place) if isinstance(rows, Rows) else ({}, None)
     row = {names.get(k, k): v for k, v in rows[0].items()} if rows else {}
     raise TunewizError(
         f"cannot tell the format of {source} from its columns {sorted(row)}: expected a prompt column "
         f"({', '.join(PROMPT_NAMES)}, input) and a response column ({', '.join(RESPONSE_NAMES)}), "
         "`messages` or `conversations` (chat), or `text`",
-        hint=columns_hint(row),
+        hint=columns_hint(row, place),
     )
 
 

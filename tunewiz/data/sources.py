@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, NamedTuple
 
-from tunewiz.data.formats import COLUMN_KEYS, Rows, columns_hint, recognised_renames
+from tunewiz.data.formats import COLUMN_KEYS, Place, Rows, columns_hint, path_argument, recognised_renames
 from tunewiz.errors import TunewizError, did_you_mean
 
 if TYPE_CHECKING:
@@ -97,7 +97,9 @@ def shipped_datasets_dir() -> Path:
     return Path(__file__).resolve().parent.parent / "assets" / "datasets"
 
 
-def load_rows(path: str, *, split: str, columns: dict[str, str], setting: str = "data.path") -> Rows:
+def load_rows(
+    path: str, *, split: str, columns: dict[str, str], setting: str = "data.path", place: Place | None = None
+) -> Rows:
     """Read every row of a data source as a dict, with columns renamed to the format's names.
 
     Column names match whatever their case and surrounding spaces: a mapped column `question` finds a
@@ -111,6 +113,8 @@ def load_rows(path: str, *, split: str, columns: dict[str, str], setting: str = 
         columns: ``{role: dataset_column}`` renames, e.g. ``{"prompt": "question", "response": "answer"}``
             (see :mod:`tunewiz.data.formats`).
         setting: the preset key that names ``path`` (``data.path``, ``data.val_path``), for the hints.
+        place: where ``path`` is in a list ``data.path`` (:func:`list_place`), so that hints change that
+            entry only; None for a single dataset.
 
     Returns:
         the rows, as :class:`~tunewiz.data.formats.Rows` (which keeps the file's names of renamed columns).
@@ -119,7 +123,7 @@ def load_rows(path: str, *, split: str, columns: dict[str, str], setting: str = 
         TunewizError: no rows, an unreadable source, a mapped column the first row does not have (the
             hint maps the file's columns: :func:`~tunewiz.data.formats.columns_hint`).
     """
-    rows = _read(path, split, setting)
+    rows = _read(path, split, setting, place)
     if not rows:
         raise TunewizError(
             f"{_label(path)} has no rows", hint=f"check the file, or point `{setting}` at another one"
@@ -133,13 +137,13 @@ def load_rows(path: str, *, split: str, columns: dict[str, str], setting: str = 
             raise TunewizError(
                 f"{_label(path)} has no column {', '.join(f'`{c}`' for c in missing)} "
                 f"(named in `data.columns`){suggestion}; its columns are {sorted(rows[0])}",
-                hint=columns_hint(rows[0]),
+                hint=columns_hint(rows[0], place),
             )
         renames = {column: target for target, column in found.items() if column is not None}
     renames |= recognised_renames([key for key in rows[0] if key not in renames], taken=set(renames.values()))
     if renames:
         rows = [{renames.get(key, key): value for key, value in row.items()} for row in rows]
-    return Rows(rows, {target: column for column, target in renames.items()})
+    return Rows(rows, {target: column for column, target in renames.items()}, place)
 
 
 def _column(row: dict[str, Any], name: str) -> str | None:
@@ -155,13 +159,13 @@ def _label(path: str) -> str:
     return Path(path).name if not path.startswith(SHIPPED_PREFIX) else path
 
 
-def _read(path: str, split: str, setting: str) -> list[dict[str, Any]]:
+def _read(path: str, split: str, setting: str, place: Place | None) -> list[dict[str, Any]]:
     if path.startswith(SHIPPED_PREFIX):
         return _read_shipped(path[len(SHIPPED_PREFIX) :], setting)
-    check_local_path(path, setting)
+    check_local_path(path, setting, place)
     local = Path(path).expanduser()
     if local.is_file():
-        return _read_local(local, setting)
+        return _read_local(local, setting, place)
     return _read_hub(path, split, setting)
 
 
@@ -172,19 +176,30 @@ def check_data_paths(data: DataSection) -> None:
     Raises:
         TunewizError: as :func:`check_local_path`, for the first path that is not there.
     """
-    for entry in data.datasets():
-        check_local_path(entry.path)
+    for k, entry in enumerate(data.datasets()):
+        check_local_path(entry.path, place=list_place(data, k))
     if data.val_path:
         check_local_path(data.val_path, "data.val_path")
 
 
-def check_local_path(path: str, setting: str = "data.path") -> None:
+def list_place(data: DataSection, index: int) -> Place | None:
+    """Where dataset ``index`` of ``data.path`` is when ``data.path`` is a list (the entries as the user
+    wrote them: the keys they set), for hints that change that entry only; None for a single path."""
+    if isinstance(data.path, str):
+        return None
+    entries = [e if isinstance(e, str) else e.model_dump(exclude_unset=True) for e in data.path]
+    return Place(entries, index)
+
+
+def check_local_path(path: str, setting: str = "data.path", place: Place | None = None) -> None:
     """Raise unless ``path`` is a local data file, or a name that can only be a Hugging Face dataset id
     (or ``tunewiz:<sample>``). Shared by ``tunewiz prepare``, ``train``'s preflight and every read.
 
     Args:
         path: the value of ``setting``.
         setting: ``data.path`` or ``data.val_path``, for the hint's ``--set``.
+        place: where ``path`` is in a list ``data.path``: the hint's ``--set`` gives the whole list with
+            this entry changed (one path would drop the others).
 
     Raises:
         TunewizError: ``path`` is a directory (the hint names a data file in it), or a local-looking path
@@ -203,7 +218,7 @@ def check_local_path(path: str, setting: str = "data.path") -> None:
             f"`{setting}` {path} is a directory"
             + (f"; its data files: {shown}" if files else f" with no {'/'.join(LOCAL_SUFFIXES)} file in it"),
             hint=f"point `{setting}` at one file in it: "
-            f"`--set {setting}={shlex.quote(str(Path(path) / files[0]))}`"
+            f"`--set {path_argument(str(Path(path) / files[0]), setting, place)}`"
             if files
             else f"point `{setting}` at a data file: `--set {setting}=FILE.jsonl`",
         )
@@ -227,7 +242,7 @@ def check_local_path(path: str, setting: str = "data.path") -> None:
         )
         raise TunewizError(
             f"data file `{path}` does not exist" + (f" (did you mean {guesses}?)" if close else ""),
-            hint=f"use `--set {setting}={shlex.quote(close[0])}`"
+            hint=f"use `--set {path_argument(close[0], setting, place)}`"
             if close
             else f"check `{setting}` (relative paths are from the current directory); it takes a local "
             ".json/.jsonl/.csv/.tsv/.parquet file (maybe .gz), `tunewiz:<sample>` or a Hugging Face "
@@ -284,12 +299,13 @@ def _read_shipped(name: str, setting: str) -> list[dict[str, Any]]:
     return _read_jsonl(file)
 
 
-def _read_local(path: Path, setting: str) -> list[dict[str, Any]]:
+def _read_local(path: Path, setting: str, place: Place | None) -> list[dict[str, Any]]:
     """The rows of a local data file, read by its type (:func:`data_suffix`).
 
     Args:
         path: an existing file.
         setting: the preset key that names it (``data.path``, ``data.val_path``), for the hints.
+        place: where it is in a list ``data.path``, or None (see :func:`load_rows`).
 
     Raises:
         TunewizError: an unsupported type (a ``.txt`` file: how to use it), an empty file, a file that is
@@ -317,7 +333,7 @@ def _read_local(path: Path, setting: str) -> list[dict[str, Any]]:
         try:
             return reader(path)
         except UnicodeDecodeError:  # read again byte by byte, for the line, the byte and the fix
-            raise _not_utf8(path, setting) from None
+            raise _not_utf8(path, setting, place) from None
     except _DAMAGED as exc:
         if compression is None or (isinstance(exc, OSError) and exc.errno is not None):
             raise
@@ -580,7 +596,7 @@ def _read_csv(path: Path) -> list[dict[str, Any]]:
     return rows
 
 
-def _not_utf8(path: Path, setting: str) -> TunewizError:
+def _not_utf8(path: Path, setting: str, place: Place | None) -> TunewizError:
     """The error for a file that is not UTF-8 (nor UTF-16 with a byte-order mark): its name, the line and
     byte offset (of the decompressed text) of the first byte that is not, the bytes there, and a command
     that makes a UTF-8 copy.
@@ -617,7 +633,8 @@ def _not_utf8(path: Path, setting: str) -> TunewizError:
     line, offset, bad_bytes = first if first is not None else (0, 0, b"")  # None not reached: it failed
     compression = _COMPRESSIONS.get(path.suffix.lower())
     stem = Path(path.stem).stem if compression else path.stem  # rows.jsonl.gz -> rows
-    fixed = shlex.quote(str(path.with_name(f"{stem}-utf8{data_suffix(path)}")))  # written uncompressed
+    fixed_path = str(path.with_name(f"{stem}-utf8{data_suffix(path)}"))  # written uncompressed
+    fixed, use = shlex.quote(fixed_path), path_argument(fixed_path, setting, place)
     if utf8_chars >= invalid:
         meant = ""
         if len(bad_bytes) == 1:
@@ -631,14 +648,14 @@ def _not_utf8(path: Path, setting: str) -> TunewizError:
             + (f"; more on line(s) {', '.join(others)}" if others else ""),
             hint=f"fix {'that line' if len(bad_lines) == 1 else 'those lines'} in an editor, or copy the "
             f"file without the bytes that are not UTF-8 (every other character is kept): `{command} > "
-            f"{fixed}`, then use it: `--set {setting}={fixed}`",
+            f"{fixed}`, then use it: `--set {use}`",
         )
     encoding, likely = ("CP1252", "Windows-1252") if cp1252 else ("ISO-8859-1", "Latin-1")
     command = _piped(path, compression, f"iconv -f {encoding} -t UTF-8")
     return TunewizError(
         f"{path.name} is not UTF-8: line {line}, byte {offset} is {bad_bytes.hex(' ')} (likely {likely}, as "
         "Excel and older tools save text)",
-        hint=f"re-save it as UTF-8: `{command} > {fixed}`, then use it: `--set {setting}={fixed}`",
+        hint=f"re-save it as UTF-8: `{command} > {fixed}`, then use it: `--set {use}`",
     )
 
 
