@@ -664,3 +664,41 @@ def test_train_and_prepare_never_ask_the_hub_about_a_path_in_a_local_folder(
         "error: data file `d/qa` does not exist (did you mean `d/qa.jsonl`?)",
         "hint: use `--set data.path=d/qa.jsonl`",
     ]
+
+
+def test_in_a_list_of_datasets_each_hint_fixes_its_entry_and_keeps_the_others(
+    tmp_path: Path, bpe: Tokenizer
+) -> None:
+    """A misspelt path, a file in another encoding and unknown columns, each one entry of a list
+    `data.path`: every hint is the whole list with that entry fixed (one path, or one `data.columns` for
+    all, would drop or break the others); followed in turn, all four datasets build, weight kept."""
+    from tunewiz.data.sources import check_data_paths
+
+    qa = _jsonl_file(tmp_path / "qa.jsonl", [{"question": p, "answer": r} for p, r in PAIRS])
+    shutil.copy(qa, tmp_path / "more.jsonl")
+    latin = tmp_path / "latin.csv"
+    rows = "".join(f"{p};{r} é\r\n" for p, r in PAIRS)
+    latin.write_bytes(f"question;answer\r\n{rows}".encode("cp1252"))
+    german = _jsonl_file(tmp_path / "de.jsonl", [{"frage": p, "antwort": r} for p, r in PAIRS])
+    entries = [str(qa), {"path": str(tmp_path / "more.jsnol"), "weight": 2}, str(latin), str(german)]
+    cfg = DataSection(path=entries, val_fraction=0.0)
+    with pytest.raises(TunewizError) as info:
+        check_data_paths(cfg)
+    cfg = _followed(info.value.hint, entries)
+    with pytest.raises(TunewizError, match="latin.csv is not UTF-8") as info:
+        build_datasets(cfg, bpe, seed=0)
+    if shutil.which("iconv") is None:
+        pytest.skip("no iconv to run the hint's command")
+    subprocess.run(info.value.hint.split("`")[1], shell=True, check=True)
+    cfg = _followed(info.value.hint, cfg.path)
+    with pytest.raises(TunewizError, match="cannot tell the format of de.jsonl") as info:
+        build_datasets(cfg, bpe, seed=0)
+    cfg = _followed(info.value.hint, cfg.path)
+    assert not cfg.columns
+    _, _, stats = build_datasets(cfg, bpe, seed=0)
+    assert [(s["name"], s["weight"], s["train"]) for s in stats.sources] == [
+        ("qa.jsonl", 1, 3),
+        ("more.jsonl", 2, 6),
+        ("latin-utf8.csv", 1, 3),
+        ("de.jsonl", 1, 3),
+    ]

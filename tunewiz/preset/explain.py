@@ -109,7 +109,7 @@ def set_argument(key: str, value: Any) -> str:
         key: a dotted preset key.
         value: plain data (strings, numbers, lists, mappings).
     """
-    flow = yaml.safe_dump(value, default_flow_style=True, width=10**6, sort_keys=False).strip()
+    flow = yaml.safe_dump(value, default_flow_style=True, width=10**6, sort_keys=False, allow_unicode=True)
     return shlex.quote(f"{key}={flow.removesuffix(chr(10) + '...').strip()}")
 
 
