@@ -702,3 +702,26 @@ def test_in_a_list_of_datasets_each_hint_fixes_its_entry_and_keeps_the_others(
         ("latin-utf8.csv", 1, 3),
         ("de.jsonl", 1, 3),
     ]
+
+
+@pytest.mark.parametrize("culprit", ["rows.jsonl.gz", "sheet.txt", "tunewiz:story-q"])
+def test_a_renaming_hint_for_one_dataset_of_a_list_keeps_the_others(
+    culprit: str, tmp_path: Path, bpe: Tokenizer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Plain text under a `.gz` name, a tab-separated `.txt`, a shipped name misspelt: in a list, the
+    hint (its `mv`, then its `--set`) keeps the other dataset and this one's weight."""
+    monkeypatch.chdir(tmp_path)
+    qa = _jsonl_file(tmp_path / "qa.jsonl", [{"question": p, "answer": r} for p, r in PAIRS])
+    if culprit == "rows.jsonl.gz":
+        shutil.copy(qa, culprit)
+    elif culprit == "sheet.txt":
+        Path(culprit).write_text("".join(f"{p}\t{r}\n" for p, r in [("question", "answer"), *PAIRS]))
+    entries = ["qa.jsonl", {"path": culprit, "weight": 2}]
+    with pytest.raises(TunewizError) as info:
+        build_datasets(DataSection(path=entries, val_fraction=0.0), bpe, seed=0)
+    move = re.search(r"`(mv [^`]*)`", info.value.hint)
+    if move:
+        subprocess.run(move.group(1), shell=True, check=True)
+    _, _, stats = build_datasets(_followed(info.value.hint, entries), bpe, seed=0)
+    assert [(s["name"], s["weight"]) for s in stats.sources][0] == ("qa.jsonl", 1)
+    assert [s["weight"] for s in stats.sources] == [1, 2]

@@ -161,12 +161,12 @@ def _label(path: str) -> str:
 
 def _read(path: str, split: str, setting: str, place: Place | None) -> list[dict[str, Any]]:
     if path.startswith(SHIPPED_PREFIX):
-        return _read_shipped(path[len(SHIPPED_PREFIX) :], setting)
+        return _read_shipped(path[len(SHIPPED_PREFIX) :], setting, place)
     check_local_path(path, setting, place)
     local = Path(path).expanduser()
     if local.is_file():
         return _read_local(local, setting, place)
-    return _read_hub(path, split, setting)
+    return _read_hub(path, split, setting, place)
 
 
 def check_data_paths(data: DataSection) -> None:
@@ -280,7 +280,7 @@ def _without_suffixes(name: str) -> str:
     return Path(name).stem
 
 
-def _read_shipped(name: str, setting: str) -> list[dict[str, Any]]:
+def _read_shipped(name: str, setting: str, place: Place | None) -> list[dict[str, Any]]:
     folder = shipped_datasets_dir()
     file = folder / f"{name}.jsonl"
     if not file.is_file():
@@ -292,7 +292,7 @@ def _read_shipped(name: str, setting: str) -> list[dict[str, Any]]:
             + (f" (did you mean `{guess}`?)" if guess else "")
             + "; available: "
             + (", ".join(f"`{SHIPPED_PREFIX}{a}`" for a in available) or "none"),
-            hint=f"use `--set {setting}={guess}`"
+            hint=f"use `--set {path_argument(guess, setting, place)}`"
             if guess
             else f"use one of the names above, or a local file path in `{setting}`",
         )
@@ -314,7 +314,7 @@ def _read_local(path: Path, setting: str, place: Place | None) -> list[dict[str,
     """
     suffix = data_suffix(path)
     if suffix == ".txt":
-        raise _txt_error(path, setting)
+        raise _txt_error(path, setting, place)
     if suffix not in LOCAL_SUFFIXES:
         raise TunewizError(
             f"{path.name}: unsupported data file type `{suffix}`",
@@ -326,7 +326,7 @@ def _read_local(path: Path, setting: str, place: Place | None) -> list[dict[str,
             f"{path.name} is empty", hint=f"check the file, or point `{setting}` at another one"
         )
     if suffix == ".parquet":
-        return _read_parquet(path, setting)
+        return _read_parquet(path, setting, place)
     reader = {".jsonl": _read_jsonl, ".json": _read_json, ".csv": _read_csv, ".tsv": _read_csv}[suffix]
     compression = _COMPRESSIONS.get(path.suffix.lower())
     try:
@@ -337,10 +337,10 @@ def _read_local(path: Path, setting: str, place: Place | None) -> list[dict[str,
     except _DAMAGED as exc:
         if compression is None or (isinstance(exc, OSError) and exc.errno is not None):
             raise
-        raise _damaged(path, compression, exc, setting) from None
+        raise _damaged(path, compression, exc, setting, place) from None
 
 
-def _txt_error(path: Path, setting: str) -> TunewizError:
+def _txt_error(path: Path, setting: str, place: Place | None) -> TunewizError:
     """The error for a ``.txt`` file, with how to use it: a tab-separated one (Excel's "Unicode Text"
     saves a sheet so) is a ``.tsv``; other text becomes one ``text`` row (``format: text``) per line."""
     quoted = shlex.quote(str(path))
@@ -354,18 +354,22 @@ def _txt_error(path: Path, setting: str) -> TunewizError:
         return TunewizError(
             f"{path.name}: unsupported data file type `.txt`; its first line is tab-separated, as Excel's "
             '"Unicode Text" saves a sheet',
-            hint=f"name it `.tsv`: `mv {quoted} {tsv}`, then use it: `--set {setting}={tsv}`",
+            hint=f"name it `.tsv`: `mv {quoted} {tsv}`, then use it: "
+            f"`--set {path_argument(str(path.with_suffix('.tsv')), setting, place)}`",
         )
     jsonl = shlex.quote(str(path.with_suffix(".jsonl")))
     return TunewizError(
         f"{path.name}: unsupported data file type `.txt`",
         hint="to train on each line as one document (`format: text`), write the lines as JSONL rows: "
         f"`jq -Rc 'rtrimstr(\"\\r\") | select(length > 0) | {{text: .}}' {quoted} > {jsonl}`, then "
-        f"`--set {setting}={jsonl}`; a tab-separated table with a header line: name it `.tsv`",
+        f"`--set {path_argument(str(path.with_suffix('.jsonl')), setting, place)}`; a tab-separated table "
+        "with a header line: name it `.tsv`",
     )
 
 
-def _damaged(path: Path, compression: _Compression, exc: Exception, setting: str) -> TunewizError:
+def _damaged(
+    path: Path, compression: _Compression, exc: Exception, setting: str, place: Place | None
+) -> TunewizError:
     """The error for a compressed file that did not decompress: it is not that kind of file at all (a
     browser that decompressed a download keeps its ``.gz`` name), or it is cut off or corrupt."""
     with open(path, "rb") as f:
@@ -378,7 +382,8 @@ def _damaged(path: Path, compression: _Compression, exc: Exception, setting: str
             return TunewizError(
                 f"{path.name} is not compressed with {tool} despite its `{suffix}` name: it holds plain text "
                 "(already decompressed, as browsers do with downloads)",
-                hint=f"name it for what it is: `mv {quoted} {inner}`, then use it: `--set {setting}={inner}`",
+                hint=f"name it for what it is: `mv {quoted} {inner}`, then use it: "
+                f"`--set {path_argument(str(path.with_suffix('')), setting, place)}`",
             )
         return TunewizError(
             f"{path.name} is not compressed with {tool} despite its `{suffix}` name: it starts with the "
@@ -395,7 +400,7 @@ def _damaged(path: Path, compression: _Compression, exc: Exception, setting: str
     return TunewizError(f"{path.name} is damaged: its compressed data is corrupt ({exc})", hint=check)
 
 
-def _read_parquet(path: Path, setting: str) -> list[dict[str, Any]]:
+def _read_parquet(path: Path, setting: str, place: Place | None) -> list[dict[str, Any]]:
     """A Parquet file's rows.
 
     Raises:
@@ -419,11 +424,11 @@ def _read_parquet(path: Path, setting: str) -> list[dict[str, Any]]:
     if not head.startswith(_PARQUET_MAGIC):
         if _looks_like_text(head):
             json_like = head.removeprefix(codecs.BOM_UTF8).lstrip()[:1] in (b"{", b"[")
-            renamed = shlex.quote(str(path.with_suffix(".json" if json_like else ".csv")))
+            renamed = str(path.with_suffix(".json" if json_like else ".csv"))
             raise TunewizError(
                 f"{path.name} is not a Parquet file despite its name: it holds text",
-                hint=f"name it for what it is: `mv {quoted} {renamed}`, then use it: "
-                f"`--set {setting}={renamed}`",
+                hint=f"name it for what it is: `mv {quoted} {shlex.quote(renamed)}`, then use it: "
+                f"`--set {path_argument(renamed, setting, place)}`",
             )
         raise TunewizError(
             f"{path.name} is not a Parquet file (one starts with `PAR1`; it starts with the bytes "
@@ -665,7 +670,7 @@ def _piped(path: Path, compression: _Compression | None, command: str) -> str:
     return f"{compression.tool} -dc {quoted} | {command}" if compression else f"{command} {quoted}"
 
 
-def _read_hub(dataset_id: str, split: str, setting: str) -> list[dict[str, Any]]:
+def _read_hub(dataset_id: str, split: str, setting: str, place: Place | None) -> list[dict[str, Any]]:
     import datasets
 
     try:
@@ -676,7 +681,8 @@ def _read_hub(dataset_id: str, split: str, setting: str) -> list[dict[str, Any]]
         raise TunewizError(
             f"could not load Hugging Face dataset `{dataset_id}` (split `{split}`): "
             f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}",
-            hint=f"for the shipped sample, use `--set {setting}={SHIPPED_PREFIX}{close[0]}`"
+            hint="for the shipped sample, use "
+            f"`--set {path_argument(SHIPPED_PREFIX + close[0], setting, place)}`"
             if close
             else "check the id and `data.split`; offline, only datasets already in the HF cache "
             f"load (run once online), or download it and point `{setting}` at the file",

@@ -110,7 +110,9 @@ def set_argument(key: str, value: Any) -> str:
         value: plain data (strings, numbers, lists, mappings).
     """
     flow = yaml.safe_dump(value, default_flow_style=True, width=10**6, sort_keys=False, allow_unicode=True)
-    return shlex.quote(f"{key}={flow.removesuffix(chr(10) + '...').strip()}")
+    text = f"{key}={flow.removesuffix(chr(10) + '...').strip()}"
+    # YAML quotes `tunewiz:story-qa` with '...': double quotes read better than shlex's '"'"'.
+    return f'"{text}"' if "'" in text and not re.search(r'[\\"$`!]', text) else shlex.quote(text)
 
 
 def _entry_hint(err: dict[str, Any], override: str | None, fix: dict[str, Any]) -> str | None:
