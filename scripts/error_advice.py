@@ -335,11 +335,17 @@ CONTEXT_STAND_INS: dict[str, dict[str, str]] = {
     "in the preset, not a section": {"override": "lora.targets.x=1"},
     "is a single value, not a section": {"override": "train.lr.max=1"},
     "must have the form KEY=VALUE": {"override": "train.lr"},
-    "type `.txt`": {"name": "notes.txt", "quoted": "notes.txt", "jsonl": "notes.jsonl"},
+    "type `.txt`": {
+        "name": "notes.txt",
+        "quoted": "notes.txt",
+        "jsonl": "notes.jsonl",
+        "path_argument": "data.path=notes.jsonl",
+    },
     "`.txt`; its first line is tab-separated": {
         "name": "Sheet1.txt",
         "quoted": "Sheet1.txt",
         "tsv": "Sheet1.tsv",
+        "path_argument": "data.path=Sheet1.tsv",
     },
     "is not compressed with": {
         "name": "rows.jsonl.gz",
@@ -347,6 +353,7 @@ CONTEXT_STAND_INS: dict[str, dict[str, str]] = {
         "tool": "gzip",
         "suffix": ".gz",
         "inner": "rows.jsonl",
+        "path_argument": "data.path=rows.jsonl",
         "hex": "50 4b 03 04 14 00 00 00",
     },
     "its compressed data": {"name": "rows.jsonl.gz", "quoted": "rows.jsonl.gz", "tool": "gzip"},
@@ -354,6 +361,7 @@ CONTEXT_STAND_INS: dict[str, dict[str, str]] = {
         "name": "data.parquet",
         "quoted": "data.parquet",
         "renamed": "data.csv",
+        "path_argument": "data.path=data.csv",
         "hex": "89 50 4e 47 0d 0a 1a 0a",
     },
     "is UTF-8 except for": {
@@ -457,7 +465,11 @@ CONTEXT_STAND_INS: dict[str, dict[str, str]] = {
     "holds a JSON ‹name__›": {"name__": "dict"},
     "chat template `‹name›`": {"name": "model"},
     "built-in template": {"name": "chatml2", "did_you_mean": " (did you mean `chatml`?)"},
-    "no shipped dataset": {"name": "story-q", "guess": "tunewiz:story-qa"},
+    "no shipped dataset": {
+        "name": "story-q",
+        "guess": "tunewiz:story-qa",
+        "path_argument": "data.path=tunewiz:story-qa",
+    },
     "prompt record": {"where": "runs/my-run/prompt.json"},
     "bos/eos rule": {"where": "runs/my-run/prompt.json"},
     "unknown model": {"key": "llama-3-8", "did_you_mean": " (did you mean `llama-3.1-8b`?)"},
