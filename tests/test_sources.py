@@ -725,3 +725,18 @@ def test_a_renaming_hint_for_one_dataset_of_a_list_keeps_the_others(
     _, _, stats = build_datasets(_followed(info.value.hint, entries), bpe, seed=0)
     assert [(s["name"], s["weight"]) for s in stats.sources][0] == ("qa.jsonl", 1)
     assert [s["weight"] for s in stats.sources] == [1, 2]
+
+
+def test_a_csv_row_short_of_fields_or_an_unclosed_quote_is_named(tmp_path: Path) -> None:
+    """A `"` never closed swallows the rest of the file into one field: named with its line, not read as
+    rows with an empty response (dropped without a word). A row short of fields is named too."""
+    lines = ["question,answer", *(f"q{i},a{i}" for i in range(5))]
+    lines[3] = '"' + lines[3]
+    path = tmp_path / "unclosed.csv"
+    path.write_text("\n".join(lines) + "\n")
+    err = _error(path)
+    assert err.message.startswith('unclosed.csv line 4: a `"` opens a quoted field that is not closed')
+    path.write_text("\n".join(lines).replace('"', "") + "\n")  # the hint's "remove it"
+    assert len(_load(path)) == 5
+    path.write_text("question,answer\nq,a\nq2\n")
+    assert _error(path).message == "unclosed.csv line 3 has 1 field; the header line names 2"

@@ -577,7 +577,11 @@ def _read_csv(path: Path) -> list[dict[str, Any]]:
             # Header names without surrounding spaces (`question , answer`): a YAML mapping strips them.
             reader.fieldnames = [name.strip() for name in reader.fieldnames or []]
             rows = []
+            end = reader.line_num  # the line the previous row ended on
             for row in reader:
+                start, end = end + 1 + skipped, reader.line_num
+                if None in row.values():  # fewer fields than the header names
+                    raise _short_row(path, row, start, end + skipped)
                 if None in row:  # more fields than the header names
                     raise TunewizError(
                         f"{path.name} line {reader.line_num + skipped} has {len(row) - 1 + len(row[None])} "
@@ -599,6 +603,25 @@ def _read_csv(path: Path) -> list[dict[str, Any]]:
             hint="add rows under the header, or point `data.path` at another file",
         )
     return rows
+
+
+def _short_row(path: Path, row: dict[str | None, Any], start: int, end: int) -> TunewizError:
+    """The error for a CSV row with fewer fields than the header names (``None`` for the missing ones),
+    lines ``start`` to ``end``: a quote opened in it and never closed (its field ran on to line ``end``,
+    swallowing the rows after it) or a row that is short."""
+    given = sum(value is not None for value in row.values())
+    if end > start and any("\n" in value for value in row.values() if value):
+        return TunewizError(
+            f'{path.name} line {start}: a `"` opens a quoted field that is not closed before line {end}, so '
+            f"the lines between are read as one field",
+            hint=f'close the quote on line {start} (a `"` inside a quoted field is written `""`), or '
+            "remove it",
+        )
+    return TunewizError(
+        f"{path.name} line {start} has {given} field{'s' if given != 1 else ''}; the header line names "
+        f"{len(row)}",
+        hint="fill in that row's missing fields (an empty field is written with its separator: `a,,c`)",
+    )
 
 
 def _not_utf8(path: Path, setting: str, place: Place | None) -> TunewizError:
