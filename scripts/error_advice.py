@@ -58,6 +58,8 @@ ORDER: dict[str, tuple[str, ...]] = {
         "is UTF-8 except for",
         "is not valid CSV",
         "fields; the header line",
+        "opens a quoted field",
+        "the header line names ‹len›",
         "has a header line",
         "line ‹lineno› is not valid JSON",
         "is a JSON",
@@ -465,6 +467,8 @@ CONTEXT_STAND_INS: dict[str, dict[str, str]] = {
     "holds a JSON ‹name__›": {"name__": "dict"},
     "chat template `‹name›`": {"name": "model"},
     "built-in template": {"name": "chatml2", "did_you_mean": " (did you mean `chatml`?)"},
+    "opens a quoted field": {"start": "12", "end": "101"},
+    "the header line names ‹len›": {"start": "3", "given": "2", "len": "3"},
     "no shipped dataset": {
         "name": "story-q",
         "guess": "tunewiz:story-qa",
