@@ -145,3 +145,21 @@ def trained_run(
     result = cli("train", str(preset), "--no-tui", cwd=work)
     assert result.returncode == 0, result.stdout + result.stderr
     return work / "runs" / "golden"
+
+
+@_pytest.fixture(scope="session")
+def two_rank_run(
+    tmp_path_factory: _pytest.TempPathFactory, tiny_model_dir: _Path, tiny_dataset: _Path
+) -> _Path:
+    """`trained_run`'s preset on one node with two ranks (torchrun, FSDP2 over gloo), micro-batch 2 so the
+    global batch is the same 4, trained once: tests/test_recipe.py checks it against the one-rank run and
+    tests/test_multinode.py compares two one-rank nodes with it. Tests only read it."""
+    from runs import SAMPLED, cli, write_preset
+
+    work = tmp_path_factory.mktemp("two_rank_run")
+    preset = write_preset(
+        work / "fsdp.yaml", tiny_model_dir, tiny_dataset, train={"micro_batch_size": 2, **SAMPLED}
+    )
+    result = cli("train", str(preset), "--no-tui", "--nproc-per-node", "2", cwd=work)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return work / "runs" / "fsdp"

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from runs import TUNEWIZ, cli, events, step_losses, write_preset
+from runs import SAMPLED, TUNEWIZ, cli, events, step_losses, write_preset
 
 from tunewiz.train.rendezvous import default_rdzv_id, other_node_commands
 
@@ -27,13 +27,15 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _node(rank: int, port: int, *args: str, command: str = "train", cwd: Path) -> subprocess.Popen[str]:
+def _node(
+    rank: int, port: int, *args: str, command: str = "train", cwd: Path, env: dict[str, str] | None = None
+) -> subprocess.Popen[str]:
     """One node's launcher (its own session, so a test can signal it like a terminal would)."""
     return subprocess.Popen(
         [*TUNEWIZ, command, *args, "--no-tui", "--nnodes", "2", "--node-rank", str(rank)]
         + ["--rdzv-endpoint", f"127.0.0.1:{port}"],
         cwd=cwd,
-        env={**os.environ, "TMPDIR": str(cwd)},
+        env={**os.environ, "TMPDIR": str(cwd), **(env or {})},
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -84,21 +86,9 @@ def test_other_node_commands_spell_out_rank_and_id() -> None:
     assert default_rdzv_id("my run/v2") == "my-run-v2"
 
 
-@pytest.fixture(scope="module")
-def one_node_two_ranks(
-    tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path, tiny_dataset: Path
-) -> Path:
-    """The reference: one node with two ranks (global batch 4 = 2 ranks x micro-batch 2)."""
-    work = tmp_path_factory.mktemp("ref")
-    preset = write_preset(work / "two.yaml", tiny_model_dir, tiny_dataset, train={"micro_batch_size": 2})
-    result = cli("train", str(preset), "--no-tui", "--nproc-per-node", "2", "--run-dir", "ref", cwd=work)
-    assert result.returncode == 0, result.stderr
-    return work / "ref"
-
-
 @pytest.mark.slow
 def test_two_nodes_train_like_one_node_with_two_ranks(
-    tmp_path: Path, tiny_model_dir: Path, tiny_dataset: Path, one_node_two_ranks: Path
+    tmp_path: Path, tiny_model_dir: Path, tiny_dataset: Path, two_rank_run: Path
 ) -> None:
     preset = write_preset(tmp_path / "two.yaml", tiny_model_dir, tiny_dataset, train={"micro_batch_size": 2})
     # Node-local run directories, named differently: they still meet (the id is the preset's name).
@@ -112,7 +102,7 @@ def test_two_nodes_train_like_one_node_with_two_ranks(
     assert "2 of 2 nodes joined" in out0 and "all 2 nodes joined" in out1
     assert "is this node's own" in out0 and "keeps only this node's checkpoint shards" in out1
     a, b = tmp_path / "disk0" / "a", tmp_path / "disk1" / "b"
-    assert step_losses(a) == pytest.approx(step_losses(one_node_two_ranks), rel=1e-5)
+    assert step_losses(a) == pytest.approx(step_losses(two_rank_run), rel=1e-5)
     assert (a / "final").is_dir() and not (b / "final").exists()
     assert sorted(p.name for p in (b / "checkpoints" / "step-6").glob("*.distcp")) == ["__1_0.distcp"]
     # node 0's checkpoint lacks node 1's shard: resuming it alone is refused, before torchrun starts
@@ -124,16 +114,17 @@ def test_two_nodes_train_like_one_node_with_two_ranks(
 
 @pytest.mark.slow
 def test_ctrl_c_on_node_0_stops_both_and_resumes_to_the_same_adapter(
-    tmp_path: Path, tiny_model_dir: Path, tiny_dataset: Path
+    tmp_path: Path, tiny_model_dir: Path, tiny_dataset: Path, two_rank_run: Path
 ) -> None:
-    train = {"micro_batch_size": 2, "max_steps": 8}
-    preset = write_preset(tmp_path / "cc.yaml", tiny_model_dir, tiny_dataset, train=train)
-    whole = cli("train", str(preset), "--no-tui", "--nproc-per-node", "2", "--run-dir", "whole", cwd=tmp_path)
-    assert whole.returncode == 0, whole.stderr
+    # two_rank_run's preset: the resumed run must end with its losses and adapter bytes.
+    preset = write_preset(
+        tmp_path / "cc.yaml", tiny_model_dir, tiny_dataset, train={"micro_batch_size": 2, **SAMPLED}
+    )
     # One shared run directory (as on NFS): both launchers use it; node 0 holds the lock, node 1 joins.
-    port = _free_port()
-    node0 = _node(0, port, str(preset), "--run-dir", "shared", cwd=tmp_path)
-    node1 = _node(1, port, str(preset), "--run-dir", "shared", cwd=tmp_path)
+    # Each step sleeps 1 s (tunewiz/train/faults.py), so Ctrl-C after step 3 lands before the last step.
+    port, slow = _free_port(), {"TUNEWIZ_FAULT_STEP_DELAY": "1"}
+    node0 = _node(0, port, str(preset), "--run-dir", "shared", cwd=tmp_path, env=slow)
+    node1 = _node(1, port, str(preset), "--run-dir", "shared", cwd=tmp_path, env=slow)
     run = tmp_path / "shared"
     deadline = time.monotonic() + 180
     while not any(e["event"] == "step" and e["step"] >= 3 for e in _events(run)):
@@ -151,9 +142,9 @@ def test_ctrl_c_on_node_0_stops_both_and_resumes_to_the_same_adapter(
     res1 = _node(1, port, str(run), command="resume", cwd=tmp_path)
     (rc0, rout0), (rc1, rout1) = _finish(res0, res1)
     assert rc0 == 0 and rc1 == 0, rout0 + rout1
-    assert step_losses(run) == pytest.approx(step_losses(tmp_path / "whole"), rel=1e-5)
+    assert step_losses(run) == pytest.approx(step_losses(two_rank_run), rel=1e-5)
     adapter = Path("final") / "adapter" / "adapter_model.safetensors"
-    assert (run / adapter).read_bytes() == (tmp_path / "whole" / adapter).read_bytes()
+    assert (run / adapter).read_bytes() == (two_rank_run / adapter).read_bytes()
 
 
 def _events(run: Path) -> list[dict]:
@@ -235,7 +226,7 @@ def two_hosts() -> Iterator[list[str]]:
 
 @pytest.mark.slow
 def test_two_network_hosts_train_like_one_node_with_two_ranks(
-    tmp_path: Path, tiny_model_dir: Path, tiny_dataset: Path, one_node_two_ranks: Path, two_hosts: list[str]
+    tmp_path: Path, tiny_model_dir: Path, tiny_dataset: Path, two_rank_run: Path, two_hosts: list[str]
 ) -> None:
     preset = write_preset(tmp_path / "two.yaml", tiny_model_dir, tiny_dataset, train={"micro_batch_size": 2})
     nodes = []
@@ -258,4 +249,4 @@ def test_two_network_hosts_train_like_one_node_with_two_ranks(
     assert code0 == 0 and code1 == 0, out0 + out1
     assert "all 2 nodes joined" in out0 and "node0 (pid" in out0 and "node1 (pid" in out0, out0
     assert "shared by all 2 nodes" in out1
-    assert step_losses(tmp_path / "shared") == pytest.approx(step_losses(one_node_two_ranks), rel=1e-5)
+    assert step_losses(tmp_path / "shared") == pytest.approx(step_losses(two_rank_run), rel=1e-5)

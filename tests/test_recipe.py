@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from runs import SAMPLED, cli, events, samples_by_step, step_losses, write_preset
+from runs import cli, events, samples_by_step, step_losses, write_preset
 
 pytestmark = pytest.mark.slow
 
@@ -39,15 +39,8 @@ def test_accumulation_gives_the_same_update(
     assert step_losses(tmp_path / "runs" / "acc") == pytest.approx(step_losses(trained_run), rel=1e-5)
 
 
-def test_two_ranks_fsdp_match_one_rank(
-    trained_run: Path, tmp_path: Path, tiny_model_dir: Path, tiny_dataset: Path
-) -> None:
-    preset = write_preset(
-        tmp_path / "fsdp.yaml", tiny_model_dir, tiny_dataset, train={"micro_batch_size": 2, **SAMPLED}
-    )
-    result = cli("train", str(preset), "--no-tui", "--nproc-per-node", "2", cwd=tmp_path)
-    assert result.returncode == 0, result.stderr
-    run = tmp_path / "runs" / "fsdp"
+def test_two_ranks_fsdp_match_one_rank(trained_run: Path, two_rank_run: Path) -> None:
+    run = two_rank_run
     assert events(run)[0]["world_size"] == 2
     assert step_losses(run) == pytest.approx(step_losses(trained_run), rel=1e-5)
     # Both ranks decoded the validation prompts together (FSDP gathers each block for every token):

@@ -23,20 +23,27 @@ def test_step_in_backward_needs_no_accumulation_and_no_clipping() -> None:
     assert TrainSection(optimizer_in_backward=True, max_grad_norm=None).optimizer_in_backward
 
 
+@pytest.fixture(scope="module")
+def in_backward(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path, tiny_dataset: Path) -> Path:
+    """One rank, no clipping, the optimizer step in backward: both tests below compare a run with it."""
+    work = tmp_path_factory.mktemp("in_backward")
+    train = {**NO_CLIP, "optimizer_in_backward": True}
+    preset = write_preset(work / "inbwd.yaml", tiny_model_dir, tiny_dataset, train=train)
+    result = cli("train", str(preset), "--no-tui", cwd=work)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return work / "runs" / "inbwd"
+
+
 @pytest.mark.slow
 def test_step_in_backward_equals_the_ordinary_step(
-    tmp_path: Path, tiny_model_dir: Path, tiny_dataset: Path
+    tmp_path: Path, tiny_model_dir: Path, tiny_dataset: Path, in_backward: Path
 ) -> None:
-    losses = {}
-    for name, extra in (("plain", {}), ("inbwd", {"optimizer_in_backward": True})):
-        preset = write_preset(
-            tmp_path / f"{name}.yaml", tiny_model_dir, tiny_dataset, train={**NO_CLIP, **extra}
-        )
-        result = cli("train", str(preset), "--no-tui", cwd=tmp_path)
-        assert result.returncode == 0, result.stdout + result.stderr
-        losses[name] = step_losses(tmp_path / "runs" / name)
-    assert len(losses["plain"]) == 6
-    assert losses["inbwd"] == pytest.approx(losses["plain"], rel=1e-5)
+    preset = write_preset(tmp_path / "plain.yaml", tiny_model_dir, tiny_dataset, train=NO_CLIP)
+    result = cli("train", str(preset), "--no-tui", cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    plain = step_losses(tmp_path / "runs" / "plain")
+    assert len(plain) == 6
+    assert step_losses(in_backward) == pytest.approx(plain, rel=1e-5)
 
 
 @pytest.mark.slow
@@ -56,17 +63,12 @@ def test_adamw8bit_trains(tmp_path: Path, tiny_model_dir: Path, tiny_dataset: Pa
 
 @pytest.mark.slow
 def test_step_in_backward_with_two_fsdp_ranks(
-    tmp_path: Path, tiny_model_dir: Path, tiny_dataset: Path
+    tmp_path: Path, tiny_model_dir: Path, tiny_dataset: Path, in_backward: Path
 ) -> None:
     # FSDP2 sets each sharded gradient after its reduce-scatter and runs the parameter's
     # post-accumulate-grad hooks: two ranks of micro-batch 2 make the update one rank of 4 makes.
-    runs = {}
-    for name, train, ranks in (
-        ("one", {**NO_CLIP, "optimizer_in_backward": True}, "1"),
-        ("two", {**NO_CLIP, "optimizer_in_backward": True, "micro_batch_size": 2}, "2"),
-    ):
-        preset = write_preset(tmp_path / f"{name}.yaml", tiny_model_dir, tiny_dataset, train=train)
-        result = cli("train", str(preset), "--no-tui", "--nproc-per-node", ranks, cwd=tmp_path)
-        assert result.returncode == 0, result.stdout + result.stderr
-        runs[name] = step_losses(tmp_path / "runs" / name)
-    assert runs["two"] == pytest.approx(runs["one"], rel=1e-5)
+    train = {**NO_CLIP, "optimizer_in_backward": True, "micro_batch_size": 2}
+    preset = write_preset(tmp_path / "two.yaml", tiny_model_dir, tiny_dataset, train=train)
+    result = cli("train", str(preset), "--no-tui", "--nproc-per-node", "2", cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert step_losses(tmp_path / "runs" / "two") == pytest.approx(step_losses(in_backward), rel=1e-5)

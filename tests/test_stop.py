@@ -14,6 +14,11 @@ from runs import TUNEWIZ, cli, events, step_losses, write_preset
 
 pytestmark = pytest.mark.slow
 
+# The stopped run sleeps after each step (tunewiz/train/faults.py), so the signal after its first step lands
+# seconds before its last; the resume runs the rest at full speed.
+STEPS = 12
+DELAY = {"TUNEWIZ_FAULT_STEP_DELAY": "0.5"}
+
 
 def _wait_for_step(run: Path, proc: subprocess.Popen[str], timeout: float = 120) -> None:
     deadline = time.monotonic() + timeout
@@ -45,7 +50,7 @@ def test_stop_saves_a_checkpoint_and_resumes(
         tmp_path / "long.yaml",
         tiny_model_dir,
         tiny_dataset,
-        train={"max_steps": 60},
+        train={"max_steps": STEPS},
         checkpoint={"every_n_steps": 1000},
     )
     run = tmp_path / "runs" / "long"
@@ -55,7 +60,7 @@ def test_stop_saves_a_checkpoint_and_resumes(
         text=True,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
-        env={**os.environ, "TMPDIR": str(tmp_path)},
+        env={**os.environ, "TMPDIR": str(tmp_path), **DELAY},
     )
     _wait_for_step(run, proc)
     if how == "ctrl-c":
@@ -70,14 +75,14 @@ def test_stop_saves_a_checkpoint_and_resumes(
     stop = [e for e in events(run) if e["event"] == "stop"]
     assert stop and stop[0]["reason"] == "signal"
     stopped_at = stop[0]["step"]
-    assert 0 < stopped_at < 60
+    assert 0 < stopped_at < STEPS
     assert (run / "checkpoints" / f"step-{stopped_at}" / "COMPLETE").is_file()
     assert f"tunewiz resume {run}" in out or "tunewiz resume runs/long" in out
     assert not (run / "STOP").exists()
 
     resumed = cli("resume", str(run), "--no-tui", cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stderr
-    assert max(step_losses(run)) == 60
+    assert max(step_losses(run)) == STEPS
 
 
 def test_nan_loss_stops_before_the_update(tmp_path: Path, tiny_model_dir: Path, tiny_dataset: Path) -> None:
