@@ -183,6 +183,7 @@ def test_unreachable_trackers_are_one_warning_each_and_leak_no_secret(
         WANDB_BASE_URL="http://127.0.0.1:9",  # nothing listens: connection refused
         WANDB_INIT_TIMEOUT="5",
         MLFLOW_TRACKING_URI="http://tunewiz:pa55word-xyz@127.0.0.1:9",
+        MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR="0",  # the same refused retries, without backoff sleeps (4+ s)
     )
     preset = write_preset(
         tmp_path / "offline.yaml", tiny_model_dir, tiny_dataset, train={"max_steps": 2, "warmup_steps": 0}
