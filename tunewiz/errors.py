@@ -34,3 +34,23 @@ def did_you_mean(word: str, choices: list[str] | tuple[str, ...] | set[str]) -> 
 
     close = difflib.get_close_matches(word, sorted(choices), n=1, cutoff=0.6)
     return f" (did you mean `{close[0]}`?)" if close else ""
+
+
+def set_argument(key: str, value: object) -> str:
+    """The ``--set`` argument, shell-quoted, that sets ``key`` to ``value`` written in YAML flow style, as
+    ``tunewiz.preset.files.apply_overrides`` reads it back: ``'data.path=[a.jsonl, {path: b.csv,
+    weight: 2.0}]'``.
+
+    Args:
+        key: a dotted preset key.
+        value: plain data (strings, numbers, lists, mappings).
+    """
+    import re
+    import shlex
+
+    import yaml
+
+    flow = yaml.safe_dump(value, default_flow_style=True, width=10**6, sort_keys=False, allow_unicode=True)
+    text = f"{key}={flow.removesuffix(chr(10) + '...').strip()}"
+    # YAML quotes `tunewiz:story-qa` with '...': double quotes read better than shlex's '"'"'.
+    return f'"{text}"' if "'" in text and not re.search(r'[\\"$`!]', text) else shlex.quote(text)

@@ -99,7 +99,8 @@ def train(
         typer.echo(shlex.join(torchrun_command(run, topology)))
         return
     run = RunDir(run_dir or Path("runs") / resolved.name)
-    if node_rank == 0:  # before the data phase, so a refused launch costs no data preparation
+    # Before the data phase, so a refused launch costs no data preparation (several nodes: the lock decides).
+    if nnodes == 1:
         check_run_dir(run, overwrite=overwrite)
     mode = choose_mode(no_tui)
     # In a terminal the dashboard opens now and shows the data phase, then the run (one node, attached).

@@ -58,7 +58,7 @@ class Place(NamedTuple):
     def set_argument(self, **changes: Any) -> str:
         """The ``--set`` argument (shell-quoted) of ``data.path`` with this entry's keys changed
         (``path=…``, ``columns={…}``), the other entries as written."""
-        from tunewiz.preset.explain import set_argument
+        from tunewiz.errors import set_argument
 
         entries = list(self.entries)
         entry = entries[self.index]

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import difflib
 import re
-import shlex
 import types
 from pathlib import Path
 from typing import Any, Literal, Union, get_args, get_origin
@@ -16,7 +15,7 @@ from pydantic import BaseModel, ValidationError
 from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 
-from tunewiz.errors import TunewizError, did_you_mean
+from tunewiz.errors import TunewizError, did_you_mean, set_argument
 from tunewiz.preset.schema import Preset
 
 # Names other fine-tuning tools use for our keys, so a user coming from them gets pointed right.
@@ -98,21 +97,6 @@ def _without_union_tries(errors: list[Any]) -> list[dict[str, Any]]:
             continue  # the same place failed as another member of the union
         kept.append({**err, "containers": {k: v for k, v in inputs.items() if loc[: len(k)] == k}})
     return kept
-
-
-def set_argument(key: str, value: Any) -> str:
-    """The ``--set`` argument, shell-quoted, that sets ``key`` to ``value`` written in YAML flow style, as
-    ``tunewiz.preset.files.apply_overrides`` reads it back: ``'data.path=[a.jsonl, {path: b.csv,
-    weight: 2.0}]'``.
-
-    Args:
-        key: a dotted preset key.
-        value: plain data (strings, numbers, lists, mappings).
-    """
-    flow = yaml.safe_dump(value, default_flow_style=True, width=10**6, sort_keys=False, allow_unicode=True)
-    text = f"{key}={flow.removesuffix(chr(10) + '...').strip()}"
-    # YAML quotes `tunewiz:story-qa` with '...': double quotes read better than shlex's '"'"'.
-    return f'"{text}"' if "'" in text and not re.search(r'[\\"$`!]', text) else shlex.quote(text)
 
 
 def _entry_hint(err: dict[str, Any], override: str | None, fix: dict[str, Any]) -> str | None:
