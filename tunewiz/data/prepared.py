@@ -499,6 +499,7 @@ def _tokenize_into(
 ) -> tuple[dict[str, dict[str, int]], list[int], dict[str, np.ndarray]]:
     """Tokenize both splits of ``plan`` into ``tmp``'s arrays; return the counts, the train lengths
     and each sample's dataset index."""
+    import gc
     import multiprocessing
 
     import numpy as np
@@ -527,7 +528,11 @@ def _tokenize_into(
     pool = None
     try:
         if workers > 1 and len(tasks) > 1:
+            # The rows stay out of the workers' garbage collections: a collection walking them would
+            # touch (and so copy, after the fork) every page that holds them.
+            gc.freeze()
             pool = multiprocessing.get_context("fork").Pool(min(workers, len(tasks)))
+            gc.unfreeze()
             results: Iterator[_Chunk] = pool.imap(_tokenize_chunk, tasks)
         else:
             results = map(_tokenize_chunk, tasks)
