@@ -308,6 +308,15 @@ def data_contents(prepared: Prepared) -> list[str]:
     return found
 
 
+def recorded_data_contents(run: RunDir) -> list[str] | None:
+    """The data ``run`` started with (its first start event's ``data_contents``), or None for a run made
+    before the start event recorded it."""
+    from tunewiz.run.events import read_events
+
+    start = next((e for e in read_events(run.events) if e.get("event") == "start"), {})
+    return start.get("data_contents") or None
+
+
 def check_same_data(run: RunDir, prepared: Prepared) -> None:
     """Refuse to resume ``run`` on data other than it started with: a data file whose content changed
     (rows edited, added or removed) would silently give another data order and validation set. The
@@ -318,10 +327,7 @@ def check_same_data(run: RunDir, prepared: Prepared) -> None:
     Raises:
         TunewizError: a dataset's content differs from the run's first start event.
     """
-    from tunewiz.run.events import read_events
-
-    start = next((e for e in read_events(run.events) if e.get("event") == "start"), None)
-    recorded = (start or {}).get("data_contents")
+    recorded = recorded_data_contents(run)
     now = data_contents(prepared)
 
     def content(entry: str) -> str:  # "qa.jsonl (3f2a…)" -> "3f2a…": a moved or renamed file is the same data

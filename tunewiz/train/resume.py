@@ -51,7 +51,7 @@ def plan_resume(run: RunDir, *, from_step: str | None, overrides: list[str]) -> 
     from tunewiz.preset.files import load_preset
     from tunewiz.run.events import read_events
     from tunewiz.train.checkpoint import read_progress
-    from tunewiz.train.launcher import with_absolute_data_paths
+    from tunewiz.train.launcher import recorded_data_contents, with_absolute_data_paths
 
     if not run.config.is_file():
         raise TunewizError(
@@ -63,8 +63,7 @@ def plan_resume(run: RunDir, *, from_step: str | None, overrides: list[str]) -> 
     before, after = _flatten(old.model_dump(mode="json")), _flatten(new.model_dump(mode="json"))
     # A run that recorded its data's content (start event `data_contents`) may be pointed at its moved
     # data files: the launcher then refuses any other content (tunewiz.train.launcher.check_same_data).
-    start = next((e for e in read_events(run.events) if e.get("event") == "start"), {})
-    movable = _MOVABLE_DATA_KEYS if start.get("data_contents") else ()
+    movable = _MOVABLE_DATA_KEYS if recorded_data_contents(run) else ()
     changes = []
     for key in after:
         if before.get(key) != after[key]:
