@@ -39,6 +39,21 @@ def _error(path: Path | str) -> TunewizError:
     return info.value
 
 
+def _tiny_lora(command: str, data_setting: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    """`tunewiz COMMAND tiny-lora --set DATA_SETTING --no-tui` in ``cwd``, with a cache of its own there."""
+    from runs import cli
+
+    return cli(
+        command,
+        "tiny-lora",
+        "--set",
+        data_setting,
+        "--no-tui",
+        cwd=cwd,
+        env={"TUNEWIZ_CACHE": str(cwd / "cache")},
+    )
+
+
 def _csv_bytes(delimiter: str, newline: str, encoding: str) -> bytes:
     def field(value: str) -> str:
         needs_quotes = any(c in value for c in (delimiter, '"', "\n", "\r"))
@@ -238,18 +253,9 @@ def test_misspelt_names_get_did_you_mean_and_a_working_setting(
 
 @pytest.mark.parametrize("command", ["train", "prepare"])
 def test_cli_shows_the_error_and_hint_before_any_run(command: str, tmp_path: Path) -> None:
-    from runs import cli
 
     (tmp_path / "data.jsonl").write_bytes('{"instruction": "café", "output": "ok"}\n'.encode("cp1252"))
-    result = cli(
-        command,
-        "tiny-lora",
-        "--set",
-        "data.path=data.jsonl",
-        "--no-tui",
-        cwd=tmp_path,
-        env={"TUNEWIZ_CACHE": str(tmp_path / "cache")},
-    )
+    result = _tiny_lora(command, "data.path=data.jsonl", tmp_path)
     output = result.stdout + result.stderr
     assert result.returncode == 2, output
     assert "error: data.jsonl is not UTF-8: line 1, byte 20 is e9" in output
@@ -389,20 +395,11 @@ def test_did_you_mean_lists_every_closest_name(tmp_path: Path, monkeypatch: pyte
 
 
 def test_train_and_prepare_say_the_same_about_a_mistyped_path(tmp_path: Path) -> None:
-    from runs import cli
 
     _jsonl_file(tmp_path / "train-data.jsonl", [{"question": q, "answer": a} for q, a in PAIRS])
     outputs = []
     for command in ("train", "prepare"):
-        result = cli(
-            command,
-            "tiny-lora",
-            "--set",
-            "data.path=train-dat.jsonl",
-            "--no-tui",
-            cwd=tmp_path,
-            env={"TUNEWIZ_CACHE": str(tmp_path / "cache")},
-        )
+        result = _tiny_lora(command, "data.path=train-dat.jsonl", tmp_path)
         assert result.returncode == 2, result.stdout + result.stderr
         outputs.append([line for line in result.stderr.splitlines() if line.startswith(("error:", "hint:"))])
     assert (
@@ -526,18 +523,9 @@ def test_prepare_names_a_cut_off_file_instead_of_aborting(tmp_path: Path) -> Non
     """An EOFError that reaches the command line reads as Ctrl-D at a prompt (`error: aborted`)."""
     import gzip
 
-    from runs import cli
-
     whole = gzip.compress(_jsonl_bytes([{"question": f"q{i}", "answer": f"a{i}"} for i in range(500)]))
     (tmp_path / "rows.jsonl.gz").write_bytes(whole[:800])
-    result = cli(
-        "prepare",
-        "tiny-lora",
-        "--set",
-        "data.path=rows.jsonl.gz",
-        cwd=tmp_path,
-        env={"TUNEWIZ_CACHE": str(tmp_path / "cache")},
-    )
+    result = _tiny_lora("prepare", "data.path=rows.jsonl.gz", tmp_path)
     assert result.returncode == 2, result.stdout + result.stderr
     assert result.stderr.splitlines()[-2:] == [
         "error: rows.jsonl.gz is cut off: its compressed data ends early, as an interrupted download or copy "
