@@ -343,7 +343,27 @@ def tokenize_rows(
 
     Each row's sample depends on that row only, so chunks of ``rows`` tokenized apart and joined in
     order give the same samples as one call.
+
+    The rows are tokenized in a thread of their own. The tokenizer libraries allocate through C
+    ``malloc``, and glibc serves a new thread from an arena of its own, not the main one. The main
+    arena is where the process read its rows: parsing a large JSON/CSV file leaves it holding hundreds
+    of thousands of strings interleaved with freed lines, and ``malloc`` in it is slow. With 100,000
+    Alpaca rows read, ``tokenizers``' ``encode`` took 2.2x as long in the main thread as in a new
+    one (``bench/RESULTS.md``, "malloc arenas").
     """
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(1, thread_name_prefix="tunewiz-tokenize") as thread:
+        return thread.submit(_tokenize_rows, rows, builder, cfg, counts, lengths).result()
+
+
+def _tokenize_rows(
+    rows: Sequence[_Item],
+    builder: PromptBuilder,
+    cfg: DataSection,
+    counts: dict[str, int],
+    lengths: list[int],
+) -> SampleColumns:
     tokens, trained, sources = [], [], []
     bos_id = builder.tokenizer.bos_id
     for index, row, src in rows:
