@@ -366,3 +366,98 @@ def test_sentencepiece_spans_from_ids_are_its_own_offsets(name: str, tmp_path: P
         assert spans.tolist() == want_spans.tolist(), (name, text)
     if from_ids:  # the widths did the work (an unknown piece falls back, and not every text has one)
         assert backend._widths is not None
+
+
+# --- byte-level BPE spans from ids (tunewiz.text.tokenizer._ByteWidths) -------------------------------
+
+LLAMA3_SPLIT = (
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+"
+    r"|\s+(?!\S)|\s+"
+)
+
+
+def _byte_level(out: Path, kind: str) -> Path:
+    """A tiny byte-level BPE tokenizer.json of one family's make-up (``kind``), trained here."""
+    import random
+
+    from tokenizers import (
+        AddedToken,
+        Regex,
+        Tokenizer,
+        decoders,
+        models,
+        normalizers,
+        pre_tokenizers,
+        processors,
+        trainers,
+    )
+
+    tok = Tokenizer(models.BPE())
+    if kind in ("llama3", "qwen2 (NFC)", "NFKC"):
+        tok.pre_tokenizer = pre_tokenizers.Sequence(
+            [
+                pre_tokenizers.Split(Regex(LLAMA3_SPLIT), behavior="isolated"),
+                pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+            ]
+        )
+    else:
+        tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=kind == "prefix space")
+    if kind in ("qwen2 (NFC)", "NFKC"):
+        tok.normalizer = normalizers.NFC() if kind == "qwen2 (NFC)" else normalizers.NFKC()
+    tok.decoder = decoders.ByteLevel()
+    rng = random.Random(0)
+    words = ["hello", "world", "café", "日本語", "naïve", "the", "  ", "\n", "🙂", "ok", "123", "don't"]
+    corpus = [" ".join(rng.choice(words) for _ in range(12)) for _ in range(500)]
+    specials = ["<|begin_of_text|>", "<|end_of_text|>", "<|im_start|>", "<|im_end|>"]
+    trainer = trainers.BpeTrainer(
+        vocab_size=500,
+        special_tokens=specials,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(corpus, trainer=trainer)
+    if kind == "stripping added token":
+        tok.add_special_tokens([AddedToken("<mask>", lstrip=True, rstrip=True)])
+    template = processors.TemplateProcessing(
+        single="<|begin_of_text|> $A", special_tokens=[("<|begin_of_text|>", 0)]
+    )
+    trim = kind == "gpt2 (offsets trimmed)"
+    tok.post_processor = processors.Sequence([processors.ByteLevel(trim_offsets=trim), template])
+    out.mkdir(parents=True)
+    tok.save(str(out / "tokenizer.json"))
+    (out / "tokenizer_config.json").write_text(json.dumps({"eos_token": "<|end_of_text|>"}))
+    return out
+
+
+BYTE_LEVEL = {
+    # name: whether spans come from the ids
+    "llama3": True,
+    "qwen2 (NFC)": True,
+    "NFKC": True,
+    "plain ByteLevel": True,
+    "stripping added token": True,
+    "gpt2 (offsets trimmed)": False,
+    "prefix space": False,
+}
+BYTE_ALPHABET = [a for a in SP_ALPHABET if a != "[INST]"] + ["<mask>", "don't", "12345", "日本語", "  \n"]
+
+
+@pytest.mark.parametrize("name", list(BYTE_LEVEL))
+def test_byte_level_spans_from_ids_are_the_library_offsets(name: str, tmp_path: Path) -> None:
+    """Spans computed from byte-level token widths equal the library's offsets on random text of every
+    kind (characters split between tokens, combining marks, emoji, CRLF, special tokens, an added token
+    that strips spaces, text the normalizer changes), and tokenizers whose offsets are not the tokens'
+    bytes take the library's offsets."""
+    import random
+
+    tok = load_tokenizer(_byte_level(tmp_path / "tok", name))
+    backend = tok._backend
+    assert (backend._forms is not None) is BYTE_LEVEL[name]
+    rng = random.Random(name)
+    for _ in range(3000):
+        text = "".join(rng.choice(BYTE_ALPHABET) for _ in range(rng.randint(0, 40)))
+        ids, spans = tok.encode_with_offsets(text)
+        enc = backend._tk.encode(text, add_special_tokens=False)
+        assert ids.tolist() == enc.ids == tok.encode(text), (name, text)
+        assert spans.tolist() == [list(o) for o in enc.offsets], (name, text)
+    assert (backend._widths is not None) is BYTE_LEVEL[name]

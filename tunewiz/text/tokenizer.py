@@ -215,12 +215,21 @@ class _JsonBackend(_Backend):
         if missing:
             self._tk.add_special_tokens(missing)
         self.vocab_size = self._tk.get_vocab_size(with_added_tokens=True)
+        # Spans from ids (_ByteWidths) for a byte-level BPE whose offsets are the tokens' bytes; else
+        # the library's offsets, whose Python list of tuples costs a tenth of the encode.
+        self._forms = _byte_level_forms(self._tk)
+        self._widths: _ByteWidths | None = None  # made on the first encode with spans
 
     def encode(self, text: str) -> tuple[np.ndarray, Spans]:
         import numpy as np
 
         enc = self._tk.encode(text, add_special_tokens=False)
-        return np.array(enc.ids, dtype=np.int64), _spans(enc.offsets)
+        ids = np.array(enc.ids, dtype=np.int64)
+        spans = None
+        if self._forms is not None:
+            self._widths = self._widths or _ByteWidths(self._tk, self._forms)
+            spans = self._widths.spans(ids, text)
+        return ids, _spans(enc.offsets) if spans is None else spans
 
     def encode_ids(self, text: str) -> list[int]:
         return self._tk.encode(text, add_special_tokens=False).ids
@@ -426,6 +435,91 @@ class _PieceWidths:
         if ends[-1] != length:
             return None
         return np.stack((ends - width, ends), axis=1)
+
+
+class _ByteWidths:
+    """Character spans of a byte-level BPE encoding (``tokenizer.json`` with a ``ByteLevel``
+    pre-tokenizer: Llama 3, Qwen 2/3, GPT-2, Mistral's Tekken) computed from its ids: the same spans as
+    the library's offsets, at the cost of a few numpy operations.
+
+    A byte-level vocabulary token stands for as many bytes of the text as it has characters (one per
+    byte, GPT-2's byte-to-unicode alphabet), an added token for its content's UTF-8 bytes. The tokens'
+    bytes laid end to end are the text's bytes; a token covers, in characters, from the character that
+    holds its first byte to the one that holds its last (``tokenizers``' byte-to-character offset
+    conversion: a character split between two tokens is in both spans).
+
+    Args:
+        tk: the ``tokenizers.Tokenizer``.
+        forms: the Unicode normal forms its normalizer applies (:func:`_byte_level_forms`); a text
+            not already in them takes the library's offsets.
+    """
+
+    def __init__(self, tk: Any, forms: tuple[str, ...]) -> None:
+        import numpy as np
+
+        self._forms = forms
+        added = {i: token.content for i, token in tk.get_added_tokens_decoder().items()}
+        self._width = np.zeros(tk.get_vocab_size(with_added_tokens=True), dtype=np.int64)
+        for token, i in tk.get_vocab(with_added_tokens=True).items():
+            self._width[i] = len(added[i].encode("utf-8")) if i in added else len(token)
+
+    def spans(self, ids: np.ndarray, text: str) -> Spans | None:
+        """``(n, 2)`` int64 character spans of ``ids``, the encoding of ``text``, or None when they
+        cannot be told from the ids (the normalizer changes the text; an added token that strips the
+        spaces around it: widths that do not add up to the text's bytes).
+
+        Args:
+            ids: the text's ids, an ``(n,)`` int64 array.
+            text: the text.
+        """
+        import unicodedata
+
+        import numpy as np
+
+        ascii_text = text.isascii()  # its bytes are its characters, in every normal form
+        if not ascii_text and not all(unicodedata.is_normalized(form, text) for form in self._forms):
+            return None
+        width = self._width[ids]
+        ends = np.cumsum(width)
+        if ascii_text:
+            if (ends[-1] if len(ids) else 0) != len(text):
+                return None
+            return np.stack((ends - width, ends), axis=1)
+        data = np.frombuffer(text.encode("utf-8"), dtype=np.uint8)
+        if (ends[-1] if len(ids) else 0) != len(data):
+            return None
+        char_of_byte = np.cumsum((data & 0xC0) != 0x80) - 1  # a continuation byte is 0b10xxxxxx
+        return np.stack((char_of_byte[ends - width], char_of_byte[ends - 1] + 1), axis=1)
+
+
+def _byte_level_forms(tk: Any) -> tuple[str, ...] | None:
+    """The Unicode normal forms (``NFC``...) a ``tokenizer.json`` normalizes to when its offsets are its
+    tokens' bytes (:class:`_ByteWidths`), else None.
+
+    That holds for a BPE model with a ``ByteLevel`` pre-tokenizer that adds no prefix space, a normalizer
+    that is none or Unicode normal forms only (they leave a text already in them as it is), and no
+    ``ByteLevel`` post-processor that trims the spaces off the offsets.
+    """
+
+    def state(component: Any) -> dict[str, Any]:
+        return {} if component is None else json.loads(component.__getstate__())
+
+    def parts(config: dict[str, Any], key: str) -> list[dict[str, Any]]:
+        return [p for c in config.get(key) or [] for p in parts(c, key)] if key in config else [config]
+
+    if type(tk.model).__name__ != "BPE":
+        return None
+    pre = parts(state(tk.pre_tokenizer), "pretokenizers")
+    byte_level = [p for p in pre if p.get("type") == "ByteLevel"]
+    if not byte_level or any(p.get("add_prefix_space") for p in byte_level):
+        return None
+    post = parts(state(tk.post_processor), "processors")
+    if any(p.get("type") == "ByteLevel" and p.get("trim_offsets") for p in post):
+        return None
+    normalizers = [n for n in parts(state(tk.normalizer), "normalizers") if n]
+    if any(n.get("type") not in ("NFC", "NFD", "NFKC", "NFKD") for n in normalizers):
+        return None
+    return tuple(n["type"] for n in normalizers)
 
 
 def _normalizer(model_proto: bytes) -> tuple[bool, bool]:
