@@ -369,3 +369,31 @@ def test_blank_responses_are_dropped_as_empty(tmp_path: Path, bpe: Tokenizer) ->
         "blank.csv: no training sample has a trained token (2 with an empty response, 0"
     )
     assert "fill in the responses" in err.hint and "truncation" not in err.hint
+
+
+def test_ctrl_c_stops_tokenizing_at_the_next_row(tmp_path: Path, bpe: Tokenizer) -> None:
+    """tokenize_rows works in a thread of its own (a fresh malloc arena); Ctrl-C in the calling thread
+    stops that thread at its next row instead of leaving it to tokenize the whole dataset."""
+    import os
+    import signal
+    import threading
+
+    from tunewiz.data import plan_samples, tokenize_rows
+
+    rows = [{"instruction": f"question {i} " * 20, "output": f"answer {i} " * 60} for i in range(20_000)]
+    cfg = _cfg(_jsonl(tmp_path / "big.jsonl", rows))
+    plan = plan_samples(cfg, bpe, seed=0)
+    lengths: list[int] = []
+    timer = threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGINT))
+    timer.start()
+    with pytest.raises(KeyboardInterrupt):
+        tokenize_rows(
+            plan.train_rows,
+            plan.builder,
+            cfg,
+            {"dropped_empty": 0, "truncated": 0, "dropped_long": 0},
+            lengths,
+        )
+    timer.join()
+    assert 0 < len(lengths) < len(rows)  # interrupted part way, not after the last row
+    assert not any(t.name == "tunewiz-tokenize" and t.is_alive() for t in threading.enumerate())

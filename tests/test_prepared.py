@@ -20,6 +20,7 @@ import pytest
 from tunewiz.data import build_datasets
 from tunewiz.data.prepared import TOKEN_NEUTRAL, key_inputs, list_entries, prepare
 from tunewiz.data.sources import shipped_datasets_dir
+from tunewiz.preset.files import load_preset
 from tunewiz.preset.schema import DataSection, DatasetEntry
 from tunewiz.text.tokenizer import Tokenizer, load_tokenizer
 
@@ -243,6 +244,41 @@ def test_two_processes_prepare_once(tmp_path: Path) -> None:
     assert len(list_entries(cache)) == 1
 
 
+def test_a_second_preparer_says_whom_it_waits_for(tmp_path: Path) -> None:
+    """`tunewiz prepare` of data another process is preparing says it waits, naming that process, and
+    then makes or uses the entry."""
+    import fcntl
+    import os
+    import socket
+
+    from tunewiz.data.prepared import _digest, cache_root
+    from tunewiz.models.loading import resolve_model_dir
+
+    data = _jsonl(tmp_path / "d.jsonl", _rows(50))
+    sets = [f"data.path={data}", f"data.cache_dir={tmp_path / 'cache'}"]
+    resolved, _ = load_preset("tiny-lora", sets)
+    tok = load_tokenizer(resolve_model_dir(resolved.model.path, resolved.model.revision))
+    spec = _digest(key_inputs(resolved.data, tok, seed=resolved.train.seed, prompt=None, legacy=False))
+    lock = cache_root(resolved.data) / ".locks" / f"{spec}.lock"
+    lock.parent.mkdir(parents=True)
+    fd = os.open(lock, os.O_RDWR | os.O_CREAT)
+    fcntl.flock(fd, fcntl.LOCK_EX)  # as a preparing process holds it
+    os.write(fd, f"pid {os.getpid()} on {socket.gethostname()}".encode())
+    argv = [sys.executable, "-m", "tunewiz", "prepare", "tiny-lora", "--no-tui"]
+    argv += [arg for s in sets for arg in ("--set", s)]
+    proc = subprocess.Popen(argv, cwd=tmp_path, env=ENV, stderr=subprocess.PIPE, text=True)
+    assert proc.stderr is not None
+    first = proc.stderr.readline()  # blocks until the preparer says something
+    os.close(fd)  # the other process is done: the waiter goes on
+    rest = proc.stderr.read()
+    assert proc.wait() == 0, first + rest
+    assert first == (
+        f"data: waiting for tunewiz (pid {os.getpid()} on {socket.gethostname()}), which is preparing "
+        "the same data; its entry is used when it is done\n"
+    )
+    assert "made" in rest and len(list_entries(tmp_path / "cache")) == 1
+
+
 def _tunewiz(*args: str, cwd: Path, env: dict | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "tunewiz", *args], cwd=cwd, env=env or ENV, capture_output=True, text=True
@@ -301,12 +337,16 @@ def test_cache_list_says_what_sets_entries_of_the_same_data_apart(
     assert lines[updated.entry.name[:12]].endswith(apart + "code 01234567, seed 0")
     assert lines[seeded.entry.name[:12]].endswith(f"{apart}code {first.meta['inputs']['code'][:8]}, seed 1")
     assert lines[first.entry.name[:12]].endswith(f"{apart}code {first.meta['inputs']['code'][:8]}, seed 0")
+
     # `cache clear` with no key and no --older-than removes every entry and says how many and how much.
-    size = sum(e.bytes for e in list_entries(cache))
+    def stored() -> int:  # the entries and their bookkeeping (aliases, locks, content hashes)
+        return sum(p.stat().st_size for p in cache.rglob("*") if p.is_file())
+
+    before = stored()
     cleared = _tunewiz("cache", "clear", "--cache-dir", str(cache), cwd=tmp_path)
     from tunewiz.units import fmt_bytes
 
-    assert cleared.stdout.strip() == f"removed 3 entries from {cache}, freed {fmt_bytes(size)}"
+    assert cleared.stdout.strip() == f"removed 3 entries from {cache}, freed {fmt_bytes(before - stored())}"
     assert list_entries(cache) == []
 
 
@@ -317,6 +357,20 @@ def test_prepare_counts_rows_dropped_for_an_empty_response(tmp_path: Path) -> No
     out = _tunewiz("prepare", "tiny-lora", "--set", f"data.path={data}", "--no-tui", cwd=tmp_path, env=env)
     assert out.returncode == 0, out.stderr
     assert "validation samples; 10 rows dropped: empty response," in out.stderr
+    # Samples cut to max_seq_len are counted on the same line, as the run's start event counts them.
+    long = tmp_path / "long.csv"
+    long.write_text("question,answer\n" + "".join(f"q{i},{'word ' * (i * 4)}\n" for i in range(1, 31)))
+    sets = [f"data.path={long}", "data.max_seq_len=48"]
+    out = _tunewiz(
+        "prepare", "tiny-lora", *(a for s in sets for a in ("--set", s)), "--no-tui", cwd=tmp_path, env=env
+    )
+    assert out.returncode == 0, out.stderr
+    resolved, _ = load_preset("tiny-lora", sets)
+    stats = build_datasets(resolved.data, load_tokenizer(TINY_TOKENIZER), seed=resolved.train.seed)[2]
+    assert 0 < stats.truncated < 30 and stats.dropped_long == 0
+    assert (
+        f"samples; {stats.truncated} truncated (right) / 0 dropped: longer than max_seq_len 48," in out.stderr
+    )
 
 
 def test_prepare_reports_bad_data_without_traceback(tmp_path: Path) -> None:
@@ -528,7 +582,6 @@ def test_eval_on_own_data_reuses_the_runs_entry(
 
     from tunewiz.data.prepared import remove_entry
     from tunewiz.inference.own_data import own_samples
-    from tunewiz.preset.files import load_preset
 
     cache = tmp_path / "cache"
     path = write_preset(

@@ -151,8 +151,7 @@ def clear_cache(
         entries = [e for e in entries if time.time() - e.last_used >= age]
     freed = 0
     for e in entries:
-        remove_entry(root, e.key)
-        freed += e.bytes
+        freed += remove_entry(root, e.key)
     freed += remove_leftovers(root)
     typer.echo(
         f"removed {len(entries)} entr{'y' if len(entries) == 1 else 'ies'} from {root}, "

@@ -18,6 +18,8 @@ from tunewiz.data.sources import list_place, load_rows
 from tunewiz.errors import TunewizError
 
 if TYPE_CHECKING:
+    import threading
+
     from tunewiz.preset.schema import DataSection, DatasetEntry
     from tunewiz.text.prompt import PromptBuilder, PromptFormat
     from tunewiz.text.tokenizer import Tokenizer
@@ -349,12 +351,33 @@ def tokenize_rows(
     arena is where the process read its rows: parsing a large JSON/CSV file leaves it holding hundreds
     of thousands of strings interleaved with freed lines, and ``malloc`` in it is slow. With 100,000
     Alpaca rows read, ``tokenizers``' ``encode`` took 2.2x as long in the main thread as in a new
-    one (``bench/RESULTS.md``, "malloc arenas").
-    """
-    from concurrent.futures import ThreadPoolExecutor
+    one (``bench/RESULTS.md``, "malloc arenas"). Ctrl-C stops it at the next row.
 
-    with ThreadPoolExecutor(1, thread_name_prefix="tunewiz-tokenize") as thread:
-        return thread.submit(_tokenize_rows, rows, builder, cfg, counts, lengths).result()
+    Raises:
+        TunewizError: a row that cannot be read (the sources' messages).
+    """
+    import threading
+
+    stop = threading.Event()
+    outcome: list[SampleColumns | BaseException] = []
+
+    def run() -> None:
+        try:
+            outcome.append(_tokenize_rows(rows, builder, cfg, counts, lengths, stop))
+        except BaseException as exc:  # re-raised in the calling thread
+            outcome.append(exc)
+
+    thread = threading.Thread(target=run, name="tunewiz-tokenize", daemon=True)
+    thread.start()
+    try:
+        thread.join()
+    except BaseException:  # Ctrl-C while waiting: the thread stops at its next row
+        stop.set()
+        thread.join()
+        raise
+    if isinstance(outcome[0], BaseException):
+        raise outcome[0]
+    return outcome[0]
 
 
 def _tokenize_rows(
@@ -363,10 +386,13 @@ def _tokenize_rows(
     cfg: DataSection,
     counts: dict[str, int],
     lengths: list[int],
+    stop: threading.Event,
 ) -> SampleColumns:
     tokens, trained, sources = [], [], []
     bos_id = builder.tokenizer.bos_id
     for index, row, src in rows:
+        if stop.is_set():
+            break
         if src.format == "text":
             text = row_to_text(row, index, src.name)
             if not text.strip():

@@ -270,6 +270,7 @@ def prepare(
     legacy: bool = False,
     progress: ProgressFn | None = None,
     workers: int | None = None,
+    waiting: Callable[[str], None] | None = None,
 ) -> Prepared:
     """Find the prepared entry of this data, or make it; then map it.
 
@@ -283,6 +284,8 @@ def prepare(
         legacy: a run from before prompt.json (see build_datasets).
         progress: called with (rows done, rows in all) while tokenizing.
         workers: processes that tokenize; default: every core this process may use.
+        waiting: called with a line to show when another process on this host is preparing the same
+            data and this one waits for it (to use its entry).
 
     Raises:
         TunewizError: the data cannot be read or makes no sample (the sources' messages); the cache
@@ -301,7 +304,7 @@ def prepare(
     found = _lookup(root, spec)
     if found is not None:
         return _open(found, hit=True, seconds=time.monotonic() - started)
-    with _held(root, spec):
+    with _held(root, spec, waiting):
         found = _lookup(root, spec)  # made by another process while this one waited
         if found is not None:
             return _open(found, hit=True, seconds=time.monotonic() - started)
@@ -337,10 +340,15 @@ def _lookup(root: Path, spec: str) -> Path | None:
 
 
 class _held:
-    """An exclusive lock on one key's preparation (one host; other hosts race on the rename)."""
+    """An exclusive lock on one key's preparation (one host; other hosts race on the rename).
 
-    def __init__(self, root: Path, spec: str) -> None:
+    The holder writes ``pid N on HOST`` into the lock file; a process that has to wait calls ``waiting``
+    with a line that names it.
+    """
+
+    def __init__(self, root: Path, spec: str, waiting: Callable[[str], None] | None = None) -> None:
         self.path = root / _LOCKS / f"{spec}.lock"
+        self.waiting = waiting
 
     def __enter__(self) -> None:
         import fcntl
@@ -354,7 +362,18 @@ class _held:
                 hint="choose a writable place with `--set data.cache_dir=DIR` or the TUNEWIZ_CACHE "
                 "environment variable",
             ) from exc
-        fcntl.flock(self.fd, fcntl.LOCK_EX)
+        try:
+            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if self.waiting is not None:
+                holder = os.pread(self.fd, 256, 0).decode("utf-8", "replace").strip() or "another process"
+                self.waiting(
+                    f"data: waiting for tunewiz ({holder}), which is preparing the same data; "
+                    "its entry is used when it is done"
+                )
+            fcntl.flock(self.fd, fcntl.LOCK_EX)
+        os.ftruncate(self.fd, 0)
+        os.pwrite(self.fd, f"pid {os.getpid()} on {socket.gethostname()}".encode(), 0)
 
     def __exit__(self, *exc: object) -> None:
         os.close(self.fd)  # closing releases the lock
@@ -748,23 +767,27 @@ def _difference_label(inputs: dict[str, Any], key: str, value: Any) -> str:
     return f"{key} {text[:8] if head == 'code' else text[:24]}"
 
 
-def remove_entry(root: Path, key: str) -> None:
-    """Delete one entry (renamed away first, so no reader sees it half-deleted) and its aliases.
+def remove_entry(root: Path, key: str) -> int:
+    """Delete one entry (renamed away first, so no reader sees it half-deleted) and its aliases; return
+    how many bytes of files that removed.
 
     A rank that has the entry mapped keeps reading it until it exits (POSIX keeps unlinked files).
     """
     path = root / key
     doomed = root / f"{_TMP}removed-{key}-{os.getpid()}"
     os.rename(path, doomed)
+    freed = sum(f.stat().st_size for f in doomed.rglob("*") if f.is_file())
     shutil.rmtree(doomed, ignore_errors=True)
     aliases = root / _ALIASES
     if aliases.is_dir():
         for alias in aliases.iterdir():
             try:
                 if alias.read_text(encoding="utf-8").strip() == key:
+                    freed += alias.stat().st_size
                     alias.unlink()
             except OSError:
                 continue
+    return freed
 
 
 def remove_leftovers(root: Path, *, older_than_s: float = 3600.0) -> int:

@@ -3,8 +3,9 @@
 Shared by ``tunewiz prepare``, ``tunewiz train`` and ``tunewiz resume`` (the launcher prepares before
 torchrun starts, so the ranks only map the entry). A live bar (rows/s, ETA) on a terminal; in plain
 mode a line at most every ``PLAIN_EVERY_S``: ``preparing data: 45% · 3,100 rows/s · ETA 1m 10s``.
-A cache hit prints one line. Under ``train``/``resume`` in a terminal the same line and the found/made
-line show inside the training dashboard's frame (a :class:`tunewiz.ui.live.Screen`).
+A cache hit prints one line; waiting for another process that prepares the same data, one more.
+Under ``train``/``resume`` in a terminal the same line and the found/made line show inside the training
+dashboard's frame (a :class:`tunewiz.ui.live.Screen`).
 """
 
 from __future__ import annotations
@@ -82,7 +83,7 @@ def prepare_data(
     if screen is not None:
         return _prepare_on_screen(preset, screen, tokenizer, kwargs)
     if mode == "plain":
-        prepared = prepare(preset.data, tokenizer, progress=PlainProgress(), **kwargs)
+        prepared = prepare(preset.data, tokenizer, progress=PlainProgress(), waiting=_print_line, **kwargs)
     else:
         from rich.console import Console
         from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeRemainingColumn
@@ -104,7 +105,8 @@ def prepare_data(
                 rate = f"{done / elapsed:,.0f} rows/s" if elapsed > 0 and done else ""
                 bar.update(task, completed=done, total=total, rate=rate)
 
-            prepared = prepare(preset.data, tokenizer, progress=show, **kwargs)
+            waiting = bar.console.print  # above the bar
+            prepared = prepare(preset.data, tokenizer, progress=show, waiting=waiting, **kwargs)
         if not prepared.hit:
             made = prepared.meta.get("made_from", {})
             print(
@@ -129,21 +131,35 @@ def _prepare_on_screen(
         screen.state.data_progress = progress_line(done, total, time.monotonic() - started)
         screen.draw()
 
-    prepared = prepare(preset.data, tokenizer, progress=show, **kwargs)
+    def waiting(line: str) -> None:
+        screen.state.data_progress = line
+        screen.draw()
+
+    prepared = prepare(preset.data, tokenizer, progress=show, waiting=waiting, **kwargs)
     screen.state.data_progress = None
     screen.state.data_summary = summary_line(prepared)
     screen.draw()
     return prepared
 
 
+def _print_line(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
 def summary_line(prepared: Prepared) -> str:
-    """``data: prepared entry 63fe74df3774 found (1,900 train + 100 validation samples, 0.01 s)``, and
-    ``; 3 rows dropped: empty response`` when rows had no response (DataStats.dropped_empty)."""
+    """``data: prepared entry 63fe74df3774 found (1,900 train + 100 validation samples, 0.01 s)``, with
+    what was cut or left out: ``; 3 rows dropped: empty response`` (DataStats.dropped_empty),
+    ``; 12 truncated (right) / 2 dropped: longer than max_seq_len 512`` (truncated, dropped_long)."""
     stats = prepared.stats
     what = "found" if prepared.hit else "made"
-    empty = stats.dropped_empty
-    dropped = f"; {empty:,} row{'s' if empty != 1 else ''} dropped: empty response" if empty else ""
+    empty, cut, long = stats.dropped_empty, stats.truncated, stats.dropped_long
+    notes = f"; {empty:,} row{'s' if empty != 1 else ''} dropped: empty response" if empty else ""
+    if cut or long:
+        notes += (
+            f"; {cut:,} truncated ({stats.truncation}) / {long:,} dropped: longer than max_seq_len "
+            f"{stats.max_seq_len:,}"
+        )
     return (
         f"data: prepared entry {prepared.entry.name[:12]} {what} ({stats.num_train:,} train + "
-        f"{stats.num_val:,} validation samples{dropped}, {prepared.seconds:.2f} s; {prepared.entry})"
+        f"{stats.num_val:,} validation samples{notes}, {prepared.seconds:.2f} s; {prepared.entry})"
     )
