@@ -230,6 +230,29 @@ def test_a_killed_preparation_leaves_no_entry(tmp_path: Path) -> None:
     assert len(list_entries(cache)) == 1
 
 
+def test_ctrl_c_while_preparing_prints_one_line_and_leaves_nothing(tmp_path: Path) -> None:
+    """Ctrl-C reaches the whole process group (the launcher and its pool's workers): one `error:
+    interrupted` line, exit 130, no traceback from a worker, no entry and no temporary directory."""
+    words = " ".join(["llamas graze on the high plains"] * 40)
+    data = _jsonl(
+        tmp_path / "big.jsonl", [{"instruction": f"q{i} {words}", "output": words} for i in range(20_000)]
+    )
+    env = {**ENV, "TUNEWIZ_CACHE": str(tmp_path / "cache")}
+    argv = [sys.executable, "-m", "tunewiz", "prepare", "tiny-lora", "--set", f"data.path={data}", "--no-tui"]
+    proc = subprocess.Popen(
+        argv, cwd=tmp_path, env=env, stderr=subprocess.PIPE, text=True, start_new_session=True
+    )
+    assert proc.stderr is not None
+    first = proc.stderr.readline()  # the first progress line: the pool is tokenizing
+    assert first.startswith("preparing data: ") and "100%" not in first, first
+    os.killpg(proc.pid, signal.SIGINT)  # what the terminal does on Ctrl-C
+    rest = proc.stderr.read()
+    assert proc.wait(timeout=60) == 130, first + rest
+    assert "Traceback" not in rest and rest.endswith("error: interrupted\n"), rest
+    assert list_entries(tmp_path / "cache") == []
+    assert not [p.name for p in (tmp_path / "cache").iterdir() if p.name.startswith(".tmp-")]
+
+
 def test_two_processes_prepare_once(tmp_path: Path) -> None:
     data = _jsonl(tmp_path / "d.jsonl", _rows(400))
     cache = tmp_path / "cache"

@@ -166,6 +166,15 @@ class TunewizRoot(TunewizGroup):
     """The `tunewiz` group. Its :meth:`main` is what the console script and ``CliRunner`` both run, so
     tests see what users see."""
 
+    def invoke(self, ctx: typer.Context) -> object:
+        """Run the command; Ctrl-C in it prints ``error: interrupted`` and exits 130 (Typer would turn
+        it into a silent exit 130 before :meth:`main` sees it)."""
+        try:
+            return super().invoke(ctx)
+        except KeyboardInterrupt:
+            print_error("interrupted")
+            raise typer.Exit(130) from None
+
     def main(  # type: ignore[override]
         self,
         args: list[str] | None = None,
@@ -199,9 +208,6 @@ class TunewizRoot(TunewizGroup):
         except TunewizError as exc:
             print_error(exc.message, exc.hint)
             sys.exit(exc.exit_code)
-        except KeyboardInterrupt:
-            print_error("interrupted")
-            sys.exit(130)
         except Exception as exc:  # unknown failure: short by default, full with TUNEWIZ_DEBUG=1
             if os.environ.get("TUNEWIZ_DEBUG"):
                 raise

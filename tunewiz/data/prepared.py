@@ -34,6 +34,7 @@ import hashlib
 import json
 import os
 import shutil
+import signal
 import socket
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -550,7 +551,11 @@ def _tokenize_into(
             # The rows stay out of the workers' garbage collections: a collection walking them would
             # touch (and so copy, after the fork) every page that holds them.
             gc.freeze()
-            pool = multiprocessing.get_context("fork").Pool(min(workers, len(tasks)))
+            # Ctrl-C reaches every process of the terminal's group: the workers ignore it and this
+            # process stops them (pool.terminate below), so only the CLI's one `interrupted` line shows.
+            pool = multiprocessing.get_context("fork").Pool(
+                min(workers, len(tasks)), initializer=signal.signal, initargs=(signal.SIGINT, signal.SIG_IGN)
+            )
             gc.unfreeze()
             results: Iterator[_Chunk] = pool.imap(_tokenize_chunk, tasks)
         else:
