@@ -19,6 +19,20 @@ from pathlib import Path as _Path
 
 import pytest as _pytest
 
+
+@_pytest.fixture(autouse=True)
+def _restore_signal_handlers() -> object:
+    """Put back the SIGINT/SIGTERM/SIGHUP handlers a test leaves behind: a training recipe run in this
+    process installs its stop flag's (tunewiz.train.stop.StopFlag), after which Ctrl-C would no longer
+    interrupt the rest of the session, nor the tests that send it one."""
+    import signal
+
+    saved = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+    yield
+    for sig, handler in saved.items():
+        signal.signal(sig, handler)
+
+
 _WORDS = (
     "the quick brown fox jumps over lazy dog hello world assistant user answer question tokenizer "
     "model data train learn python code llama chat template is a of to and in it what why how"

@@ -377,6 +377,7 @@ def test_ctrl_c_stops_tokenizing_at_the_next_row(tmp_path: Path, bpe: Tokenizer)
     import os
     import signal
     import threading
+    import time
 
     from tunewiz.data import plan_samples, tokenize_rows
 
@@ -384,16 +385,17 @@ def test_ctrl_c_stops_tokenizing_at_the_next_row(tmp_path: Path, bpe: Tokenizer)
     cfg = _cfg(_jsonl(tmp_path / "big.jsonl", rows))
     plan = plan_samples(cfg, bpe, seed=0)
     lengths: list[int] = []
-    timer = threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGINT))
-    timer.start()
+
+    def ctrl_c_once_tokenizing() -> None:
+        while not lengths:
+            time.sleep(0.01)
+        os.kill(os.getpid(), signal.SIGINT)
+
+    presser = threading.Thread(target=ctrl_c_once_tokenizing)
+    presser.start()
     with pytest.raises(KeyboardInterrupt):
-        tokenize_rows(
-            plan.train_rows,
-            plan.builder,
-            cfg,
-            {"dropped_empty": 0, "truncated": 0, "dropped_long": 0},
-            lengths,
-        )
-    timer.join()
+        counts = {"dropped_empty": 0, "truncated": 0, "dropped_long": 0}
+        tokenize_rows(plan.train_rows, plan.builder, cfg, counts, lengths)
+    presser.join()
     assert 0 < len(lengths) < len(rows)  # interrupted part way, not after the last row
     assert not any(t.name == "tunewiz-tokenize" and t.is_alive() for t in threading.enumerate())
