@@ -320,6 +320,7 @@ SITUATION_STAND_INS: dict[str, dict[str, str]] = {
 # Message fragment -> stand-ins for that message only, where one name stands for different things.
 CONTEXT_STAND_INS: dict[str, dict[str, str]] = {
     "YAML syntax error": {"where": "my.yaml:3:5"},
+    "has no column that `format:": {"fmt": "chat", "reads": "`messages` or `conversations`"},
     "preset `‹path_or_name›` not found": {
         "path_or_name": "tiny-lorra",
         "did_you_mean": " (did you mean `tiny-lora`?)",
@@ -520,6 +521,11 @@ ADVICE: dict[str, str] = {
         "tunewiz did not recognise the column names. The hint is a ready `--set 'data.columns={prompt: "
         "QUESTION, response: ANSWER}'` built from your file's real columns: add it to the command, or "
         "rename the columns to `instruction`/`output`."
+    ),
+    "has no column that `format:": (
+        "The dataset's `format` is set (`data.format`, or `format:` on its entry of a list), and its "
+        "first row lacks the columns that format reads. The hint maps the file's own columns by role, "
+        "and sets the format back to `auto` when the columns are another format's."
     ),
     "has no `‹name›` field; columns are": (
         "One row lacks a column the others have (the message names the column by its role). Add it to "

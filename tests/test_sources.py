@@ -715,6 +715,51 @@ def test_a_renaming_hint_for_one_dataset_of_a_list_keeps_the_others(
     assert [s["weight"] for s in stats.sources] == [1, 2]
 
 
+@pytest.mark.parametrize(
+    ("fmt", "rows", "listed"),
+    [
+        (
+            "chat",
+            [
+                {"dialog": [{"role": "user", "content": p}, {"role": "assistant", "content": r}]}
+                for p, r in PAIRS
+            ],
+            True,
+        ),
+        (
+            "chat",
+            [
+                {"dialog": [{"role": "user", "content": p}, {"role": "assistant", "content": r}]}
+                for p, r in PAIRS
+            ],
+            False,
+        ),
+        ("text", [{"frage": p, "antwort": r} for p, r in PAIRS], True),
+        ("chat", [{"instruction": p, "output": r} for p, r in PAIRS], False),
+        ("alpaca", [{"body": f"{p} {r}"} for p, r in PAIRS], False),
+    ],
+)
+def test_a_set_format_the_columns_do_not_fit_is_found_when_read(
+    fmt: str, rows: list[dict], listed: bool, tmp_path: Path, bpe: Tokenizer
+) -> None:
+    """A dataset whose `format` is set but whose columns are not that format's is named when it is read
+    (not row by row while tokenizing, with a placeholder `COLUMN` hint), and the hint, followed, builds
+    it: its columns mapped on its own entry of a list, the format set back to `auto` when the columns
+    are another format's."""
+    culprit = _jsonl_file(tmp_path / "rows.jsonl", rows)
+    qa = _jsonl_file(tmp_path / "qa.jsonl", [{"question": p, "answer": r} for p, r in PAIRS])
+    path = [str(qa), {"path": str(culprit), "format": fmt, "weight": 2}] if listed else str(culprit)
+    cfg = DataSection(path=path, val_fraction=0.0, **({} if listed else {"format": fmt}))
+    with pytest.raises(TunewizError) as info:
+        build_datasets(cfg, bpe, seed=0)
+    assert info.value.message.startswith(f"rows.jsonl has no column that `format: {fmt}` reads")
+    assert "COLUMN" not in str(info.value.hint)
+    sets = [shlex.split(arg)[0] for arg in re.findall(r"`--set ([^`]*)`", info.value.hint or "")]
+    fixed = apply_overrides({"data": cfg.model_dump(exclude_unset=True)}, sets)
+    _, _, stats = build_datasets(DataSection.model_validate(fixed["data"]), bpe, seed=0)
+    assert [(s["name"], s["train"]) for s in stats.sources][-1] == ("rows.jsonl", 6 if listed else 3)
+
+
 def test_a_csv_row_short_of_fields_or_an_unclosed_quote_is_named(tmp_path: Path) -> None:
     """A `"` never closed swallows the rest of the file into one field: named with its line, not read as
     rows with an empty response (dropped without a word). A row short of fields is named too."""

@@ -223,6 +223,7 @@ def plan_samples(
         val_columns = sources[0].entry.columns or {}
         val_loaded = load_rows(cfg.val_path, split=cfg.split, columns=val_columns, setting="data.val_path")
         val_name = source_name(cfg.val_path)
+        detect_format(val_loaded, source=val_name, fmt=sources[0].format)  # read as the first dataset
         val_src = _Source(val_name, sources[0].format, sources[0].entry, [])  # read as the first dataset
         val_rows = [(i, row, val_src) for i, row in enumerate(val_loaded, start=1)]
     else:
@@ -267,7 +268,7 @@ def _load_sources(cfg: DataSection) -> list[_Source]:
         name = source_name(entry.path)
         split, columns, place = entry.split or cfg.split, entry.columns or {}, list_place(cfg, k)
         loaded = load_rows(entry.path, split=split, columns=columns, place=place)
-        fmt: DataFormat = detect_format(loaded, source=name) if entry.format == "auto" else entry.format
+        fmt = detect_format(loaded, source=name, fmt=entry.format)
         src = _Source(name, fmt, entry, [], len(loaded), k)
         src.rows = [(index, row, src) for index, row in enumerate(loaded, start=1)]
         sources.append(src)

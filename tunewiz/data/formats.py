@@ -24,7 +24,7 @@ import math
 import re
 import shlex
 from collections.abc import Collection
-from typing import Any, Literal, NamedTuple
+from typing import Any, Literal, NamedTuple, cast
 
 from tunewiz.errors import TunewizError
 
@@ -120,23 +120,33 @@ def _is_turns(value: Any) -> bool:
     )
 
 
-def columns_hint(row: dict[str, Any], place: Place | None = None) -> str:
+def columns_hint(row: dict[str, Any], place: Place | None = None, fmt: str = "auto") -> str:
     """The hint that maps ``row``'s columns by role (:func:`suggest_columns`): a ``--set data.columns=…``
     that, followed, gets past a "cannot tell the format" error, naming only columns of ``row``; for a
     dataset of a list ``data.path`` (``place``), the list with ``columns:`` on that entry (a
-    ``data.columns`` would apply to every dataset).
+    ``data.columns`` would apply to every dataset). When the dataset's ``format`` is set (``fmt``) and
+    the columns are another format's, the hint sets it back to ``auto`` too.
 
     Args:
         row: a row with the columns as the file names them.
         place: where the dataset is in a list ``data.path``, or None.
+        fmt: the dataset's ``format`` setting.
     """
     mapping = suggest_columns(row)
     if mapping is None:
         return "none of its columns holds text: check the file, or point `data.path` at another one"
+    mapped = "chat" if "messages" in mapping else "text" if "text" in mapping else "alpaca"
+    auto = fmt not in ("auto", mapped)
     if place is not None:
-        return f"map its columns by role on its entry: `--set {place.set_argument(columns=mapping)}`"
+        changes = {"columns": mapping, **({"format": "auto"} if auto else {})}
+        return f"map its columns by role on its entry: `--set {place.set_argument(**changes)}`"
     flow = "{" + ", ".join(f"{role}: {flow_scalar(column)}" for role, column in mapping.items()) + "}"
     init = ",".join(f"{role}={column}" for role, column in mapping.items())
+    if auto:
+        return (
+            f"its columns are format `{mapped}`'s: add `--set data.format=auto` and "
+            f"`--set {shlex.quote(f'data.columns={flow}')}` to the command"
+        )
     return (
         f"map the columns by role: add `--set {shlex.quote(f'data.columns={flow}')}` to the command "
         f"(or `tunewiz init --columns {shlex.quote(init)}`), or set `data.format`"
@@ -189,33 +199,60 @@ def response_column(keys: Any) -> str | None:
     return _find(keys, RESPONSE_NAMES)
 
 
-def detect_format(rows: list[dict[str, Any]], *, source: str = "the dataset") -> DataFormat:
-    """The format of ``rows`` from the first row's columns.
+def _reads(fmt: str, keys: list[Any]) -> bool:
+    """Whether a row with columns ``keys`` has what format ``fmt`` reads."""
+    if fmt == "chat":
+        return _find(keys, CHAT_NAMES) is not None
+    if fmt == "alpaca":
+        return prompt_column(keys) is not None and response_column(keys) is not None
+    return "text" in keys
+
+
+# What each format reads, for messages.
+_READS = {
+    "alpaca": f"a prompt column ({', '.join(PROMPT_NAMES)}, input) and a response column "
+    f"({', '.join(RESPONSE_NAMES)})",
+    "chat": "`messages` or `conversations`",
+    "text": "`text`",
+}
+
+
+def detect_format(
+    rows: list[dict[str, Any]], *, source: str = "the dataset", fmt: str = "auto"
+) -> DataFormat:
+    """The format of ``rows`` from the first row's columns; with ``fmt`` set (not ``auto``), ``fmt`` once
+    the first row has the columns it reads.
 
     Args:
         rows: rows as dicts (columns already renamed by ``data.columns``); :class:`Rows` (as ``load_rows``
             returns them) for messages that name the columns as the file does.
         source: the file or dataset name, for the error message.
+        fmt: the dataset's ``format`` setting.
 
     Raises:
-        TunewizError: no known column; the hint is a ``--set data.columns=…`` that maps the file's
-            columns (:func:`columns_hint`).
+        TunewizError: no known column, or not the columns ``fmt`` reads (found when the dataset is read,
+            not row by row while tokenizing); the hint is a ``--set data.columns=…`` that maps the
+            file's columns (:func:`columns_hint`).
     """
     keys = list(rows[0]) if rows else []
-    if any(name in keys for name in CHAT_NAMES):
-        return "chat"
-    if prompt_column(keys) is not None and response_column(keys) is not None:
-        return "alpaca"
-    if "text" in keys:
-        return "text"
+    formats = ("chat", "alpaca", "text") if fmt == "auto" else (fmt,)
+    found = next((f for f in formats if not rows or _reads(f, keys)), None)
+    if found is not None:
+        return cast(DataFormat, found)
     names, place = (rows.file_names, rows.place) if isinstance(rows, Rows) else ({}, None)
-    row = {names.get(k, k): v for k, v in rows[0].items()} if rows else {}
-    raise TunewizError(
-        f"cannot tell the format of {source} from its columns {sorted(row)}: expected a prompt column "
-        f"({', '.join(PROMPT_NAMES)}, input) and a response column ({', '.join(RESPONSE_NAMES)}), "
-        "`messages` or `conversations` (chat), or `text`",
-        hint=columns_hint(row, place),
-    )
+    row = {names.get(k, k): v for k, v in rows[0].items()}
+    if fmt == "auto":
+        message = (
+            f"cannot tell the format of {source} from its columns {sorted(row)}: expected a prompt column "
+            f"({', '.join(PROMPT_NAMES)}, input) and a response column ({', '.join(RESPONSE_NAMES)}), "
+            "`messages` or `conversations` (chat), or `text`"
+        )
+    else:
+        reads = _READS[fmt]
+        message = (
+            f"{source} has no column that `format: {fmt}` reads ({reads}); its columns are {sorted(row)}"
+        )
+    raise TunewizError(message, hint=columns_hint(row, place, fmt))
 
 
 def _as_text(value: Any) -> str | None:
@@ -297,7 +334,7 @@ def row_to_messages(row: dict[str, Any], fmt: DataFormat, index: int, source: st
     if name is None:
         raise TunewizError(
             f"row {index} of {source} has no `messages` field; columns are {sorted(row)}",
-            hint="map the conversation column: `--set 'data.columns={messages: COLUMN}'`",
+            hint="give that row its conversation (in the column the other rows hold it in), or remove it",
         )
     turns = row[name]
     if not isinstance(turns, list) or not turns:
