@@ -156,3 +156,45 @@ def test_every_hinted_command_exists() -> None:
         sub = (match.group(2) or "").strip()
         if getattr(command, "commands", None):
             assert sub in command.commands, f"{where}: `tunewiz {match.group(1)} {sub}` does not exist"
+
+
+def test_ctrl_c_during_an_import_takes_effect_once_it_is_done(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ctrl-C while a module imports (torch, at `tunewiz train`'s start) is held until the import is done:
+    cut short, it left numpy half-initialised (`module 'numpy' has no attribute 'logical_and'`)."""
+    import signal
+    import time
+
+    from tunewiz.cli import _interrupt_outside_imports
+
+    (tmp_path / "slow_to_import.py").write_text(
+        "import os, signal, time\nos.kill(os.getpid(), signal.SIGINT)\ntime.sleep(0.3)\ndone = True\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    signal.signal(signal.SIGINT, _interrupt_outside_imports)  # put back by conftest's fixture
+    started = time.monotonic()
+    with pytest.raises(KeyboardInterrupt):
+        import slow_to_import  # noqa: F401
+
+        time.sleep(5)  # the held Ctrl-C arrives here
+    assert sys.modules["slow_to_import"].done
+    assert time.monotonic() - started < 2
+
+
+def test_ctrl_c_prints_one_line_and_exits_130(tmp_path: Path) -> None:
+    """Ctrl-C in any command is one `error: interrupted` line and exit code 130 (Typer made it a silent
+    exit 130 before the root's handler saw it)."""
+    script = (
+        "import os, signal, threading, time\n"
+        "from tunewiz.cli import app, main\n"
+        "@app.command('sleepy')\n"
+        "def sleepy() -> None:\n"
+        "    threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGINT)).start()\n"
+        "    time.sleep(30)\n"
+        "main()\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script, "sleepy"], capture_output=True, text=True, timeout=25, cwd=tmp_path
+    )
+    assert (out.returncode, out.stderr) == (130, "error: interrupted\n")

@@ -218,7 +218,20 @@ def test_a_killed_preparation_leaves_no_entry(tmp_path: Path) -> None:
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert list_entries(cache) == []
-    assert [p.name for p in cache.iterdir() if p.name.startswith(".tmp-")]  # the leftover, never read
+    leftover = [p for p in cache.iterdir() if p.name.startswith(".tmp-")]  # never read as an entry
+    assert len(leftover) == 1
+    # `cache list` shows it; `cache clear` removes it at once: its process is gone (not after an hour).
+    size = sum(f.stat().st_size for f in leftover[0].rglob("*") if f.is_file())
+    listed = _tunewiz("cache", "list", "--cache-dir", str(cache), cwd=tmp_path)
+    from tunewiz.units import fmt_bytes
+
+    assert listed.stdout.splitlines()[1] == (
+        f"and 1 unfinished preparation ({fmt_bytes(size)}; never used as an entry): 1 of a process that is "
+        "gone, which `tunewiz cache clear` removes"
+    )
+    cleared = _tunewiz("cache", "clear", "--cache-dir", str(cache), cwd=tmp_path)
+    assert cleared.stdout.strip() == f"removed 0 entries from {cache}, freed {fmt_bytes(size)}"
+    assert not leftover[0].exists()
     out = subprocess.run(
         [sys.executable, "-c", _prepare_script(cache, data)],
         env=ENV,

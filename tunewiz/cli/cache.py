@@ -82,7 +82,7 @@ def list_cache(
     import time
     from pathlib import Path
 
-    from tunewiz.data.prepared import cache_root, differences, list_entries
+    from tunewiz.data.prepared import cache_root, differences, list_entries, unfinished
     from tunewiz.units import fmt_bytes, fmt_duration
 
     root = Path(cache_dir).expanduser() if cache_dir else cache_root()
@@ -91,6 +91,15 @@ def list_cache(
         f"{root}: {len(entries)} entr{'y' if len(entries) == 1 else 'ies'}, "
         f"{fmt_bytes(sum(e.bytes for e in entries))}"
     )
+    partial = unfinished(root)
+    if partial:
+        gone = sum(abandoned for _, _, abandoned in partial)
+        typer.echo(
+            f"and {len(partial)} unfinished preparation{'s' if len(partial) != 1 else ''} "
+            f"({fmt_bytes(sum(size for _, size, _ in partial))}; never used as an entry): {gone} of a "
+            "process that is gone, which `tunewiz cache clear` removes"
+            + ("; the others are running, or another host's" if gone < len(partial) else "")
+        )
 
     def ago(t: float) -> str:
         return f"{fmt_duration(max(time.time() - t, 0))} ago"

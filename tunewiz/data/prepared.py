@@ -719,7 +719,7 @@ def list_entries(root: Path) -> list[EntryInfo]:
             EntryInfo(
                 path.name,
                 path,
-                int(meta.get("bytes", 0)),
+                _bytes_under(path),
                 float(meta.get("created", 0)),
                 meta_file.stat().st_mtime,
                 meta.get("made_from", {}),
@@ -727,6 +727,33 @@ def list_entries(root: Path) -> list[EntryInfo]:
             )
         )
     return sorted(entries, key=lambda e: -e.last_used)
+
+
+def _bytes_under(path: Path) -> int:
+    """Bytes of the files under ``path`` (what deleting it frees)."""
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+
+
+def unfinished(root: Path) -> list[tuple[Path, int, bool]]:
+    """Temporary directories of preparations under ``root``, running or killed: ``(path, bytes,
+    abandoned)``. Abandoned: made on this host by a process that no longer runs (its name holds the host
+    and pid); a directory of another host's preparation is never called abandoned."""
+    found = []
+    for path in sorted(root.glob(f"{_TMP}*")) if root.is_dir() else []:
+        head, _, pid = path.name.rpartition("-")
+        abandoned = False
+        if pid.isdigit() and head.endswith(f"-{socket.gethostname()}"):
+            try:
+                os.kill(int(pid), 0)
+            except ProcessLookupError:
+                abandoned = True
+            except OSError:  # alive, another user's
+                pass
+        try:
+            found.append((path, _bytes_under(path), abandoned))
+        except OSError:  # removed meanwhile
+            continue
+    return found
 
 
 def differences(entries: Sequence[EntryInfo]) -> dict[str, list[str]]:
@@ -779,9 +806,9 @@ def remove_entry(root: Path, key: str) -> int:
     A rank that has the entry mapped keeps reading it until it exits (POSIX keeps unlinked files).
     """
     path = root / key
-    doomed = root / f"{_TMP}removed-{key}-{os.getpid()}"
+    doomed = root / f"{_TMP}removed-{key}-{socket.gethostname()}-{os.getpid()}"
     os.rename(path, doomed)
-    freed = sum(f.stat().st_size for f in doomed.rglob("*") if f.is_file())
+    freed = _bytes_under(doomed)
     shutil.rmtree(doomed, ignore_errors=True)
     aliases = root / _ALIASES
     if aliases.is_dir():
@@ -796,23 +823,23 @@ def remove_entry(root: Path, key: str) -> int:
 
 
 def remove_leftovers(root: Path, *, older_than_s: float = 3600.0) -> int:
-    """Delete what no entry needs: temporary directories of preparations that were killed (untouched for
-    ``older_than_s``), aliases of removed entries, content hashes of files that are gone, and lock files
-    nobody holds. Return how many bytes that freed.
+    """Delete what no entry needs: temporary directories of preparations that were killed (their process
+    on this host is gone, or untouched for ``older_than_s``: another host's), aliases of removed entries,
+    content hashes of files that are gone, and lock files nobody holds. Return how many bytes that freed.
     """
     import fcntl
 
     freed = 0
     if not root.is_dir():
         return 0
-    for path in root.glob(f"{_TMP}*"):
+    for path, size, abandoned in unfinished(root):
         try:
-            if time.time() - path.stat().st_mtime < older_than_s:
+            if not abandoned and time.time() - path.stat().st_mtime < older_than_s:
                 continue
-            freed += sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
         except OSError:
             continue
         shutil.rmtree(path, ignore_errors=True)
+        freed += size
 
     def unused(path: Path) -> bool:
         if path.parent.name == _ALIASES:
