@@ -321,6 +321,8 @@ SITUATION_STAND_INS: dict[str, dict[str, str]] = {
 CONTEXT_STAND_INS: dict[str, dict[str, str]] = {
     "YAML syntax error": {"where": "my.yaml:3:5"},
     "has no column that `format:": {"fmt": "chat", "reads": "`messages` or `conversations`"},
+    "is not valid JSON (column": {"colno": "17", "reason": "Expecting ',' delimiter"},
+    "the file ends inside it": {"colno": "12", "reason": "Unterminated string"},
     "preset `‹path_or_name›` not found": {
         "path_or_name": "tiny-lorra",
         "did_you_mean": " (did you mean `tiny-lora`?)",
@@ -521,6 +523,17 @@ ADVICE: dict[str, str] = {
         "tunewiz did not recognise the column names. The hint is a ready `--set 'data.columns={prompt: "
         "QUESTION, response: ANSWER}'` built from your file's real columns: add it to the command, or "
         "rename the columns to `instruction`/`output`."
+    ),
+    "is not valid JSON (column": (
+        "A line is not valid JSON; the message gives its line, column and what `json` expected there (a "
+        "missing comma or quote, a raw tab or line break inside a string). Fix that line: each line of a "
+        "`.jsonl` file is one object, a `.json` file one list of objects."
+    ),
+    "no training sample has a trained token": (
+        "No row made a sample with a token to learn. Empty responses: fill them in, or map the column that "
+        "holds them (`--set 'data.columns={response: COLUMN}'`). Too long for `data.max_seq_len`: "
+        "`--set data.truncation=left` keeps the replies and cuts the prompts; when it is already `left`, "
+        "the replies alone are longer, so raise `data.max_seq_len`. The hint says which for your data."
     ),
     "has no column that `format:": (
         "The dataset's `format` is set (`data.format`, or `format:` on its entry of a list), and its "

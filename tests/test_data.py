@@ -331,6 +331,11 @@ def test_bad_input_errors(tmp_path: Path, bpe: Tokenizer) -> None:
         "`data.max_seq_len` 8 and dropped with `data.truncation: right`)"
     )
     assert "--set 'data.truncation=left'" in err.hint
+    # Already `left`: the replies alone are too long, and the hint does not offer `left` again.
+    err = _error(tmp_path / "cut.jsonl", bpe, max_seq_len=1, truncation="left")
+    assert (
+        err.hint is not None and err.hint.startswith("raise `data.max_seq_len`") and "=left" not in err.hint
+    )
 
 
 def test_hub_dataset_offline_error(bpe: Tokenizer) -> None:
@@ -397,5 +402,9 @@ def test_ctrl_c_stops_tokenizing_at_the_next_row(tmp_path: Path, bpe: Tokenizer)
         counts = {"dropped_empty": 0, "truncated": 0, "dropped_long": 0}
         tokenize_rows(plan.train_rows, plan.builder, cfg, counts, lengths)
     presser.join()
-    assert 0 < len(lengths) < len(rows)  # interrupted part way, not after the last row
-    assert not any(t.name == "tunewiz-tokenize" and t.is_alive() for t in threading.enumerate())
+    stopped_at = len(lengths)
+    assert 0 < stopped_at < len(rows)  # interrupted part way, not after the last row
+    for thread in [t for t in threading.enumerate() if t.name == "tunewiz-tokenize"]:
+        thread.join(timeout=10)
+        assert not thread.is_alive()
+    assert len(lengths) == stopped_at  # it tokenized nothing after the call returned

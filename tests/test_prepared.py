@@ -312,6 +312,10 @@ def test_a_second_preparer_says_whom_it_waits_for(tmp_path: Path) -> None:
         f"data: waiting for tunewiz (pid {os.getpid()} on {socket.gethostname()}), which is preparing "
         "the same data; its entry is used when it is done\n"
     )
+    # The holder let go without an entry (as a killed preparer does): this one says it prepares instead.
+    assert rest.startswith(
+        "data: the other preparation stopped before it was done; this one prepares the data\n"
+    )
     assert "made" in rest and len(list_entries(tmp_path / "cache")) == 1
 
 
@@ -328,6 +332,9 @@ def test_prepare_command_and_cache_list_clear(tmp_path: Path) -> None:
     )
     assert made.returncode == 0, made.stderr
     assert "preparing data: 100% · 300 rows" in made.stderr and "made" in made.stderr
+    from tunewiz.ui.data_phase import progress_line
+
+    assert progress_line(1, 1, 0.5) == "preparing data: 100% · 1 row in 0.5 s · 2 rows/s"
     again = _tunewiz(
         "prepare", "tiny-lora", "--set", "data.max_samples=300", "--no-tui", cwd=tmp_path, env=env
     )
@@ -350,6 +357,8 @@ def test_prepare_command_and_cache_list_clear(tmp_path: Path) -> None:
     assert left and {p.parent.name for p in left} == {".hashes"}
     bad = _tunewiz("cache", "clear", "--older-than", "soon", cwd=tmp_path, env=env)
     assert bad.returncode == 2 and "error: `--older-than soon` is not an age" in bad.stderr
+    empty = _tunewiz("cache", "clear", "", cwd=tmp_path, env=env)  # not "every entry"
+    assert empty.returncode == 2 and "error: `tunewiz cache clear` got an empty key" in empty.stderr
 
 
 def test_cache_list_says_what_sets_entries_of_the_same_data_apart(

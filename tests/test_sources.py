@@ -224,7 +224,28 @@ def test_unreadable_files_are_errors_with_hints(tmp_path: Path) -> None:
     assert err.message == "extra.csv line 3 has 3 fields; the header line names 2"
     assert "quote fields that hold the separator `,`" in err.hint
     (tmp_path / "bad.jsonl").write_text('{"text": "a"}\r\n{"text": }\r\n')
-    assert _error(tmp_path / "bad.jsonl").message.startswith("bad.jsonl line 2 is not valid JSON")
+    assert (
+        _error(tmp_path / "bad.jsonl").message
+        == "bad.jsonl line 2 is not valid JSON (column 10): Expecting value"
+    )
+    # json's reason without its dangling "at"; a file that ends inside its last row is called cut off.
+    (tmp_path / "tab.jsonl").write_text('{"text": "a\tb"}\n{"text": "c"}\n')
+    err = _error(tmp_path / "tab.jsonl")
+    assert err.message == "tab.jsonl line 1 is not valid JSON (column 12): Invalid control character"
+    cut = "the file ends inside it ({}): it is cut off, as an interrupted download or copy leaves it"
+    (tmp_path / "cut.jsonl").write_text('{"text": "a"}\n{"text": "bc')
+    err = _error(tmp_path / "cut.jsonl")
+    assert err.message == "cut.jsonl line 2 is not valid JSON: " + cut.format(
+        "Unterminated string, column 10"
+    )
+    assert err.hint == "get the whole file again, or delete its last, unfinished row"
+    (tmp_path / "cut.json").write_text('[{"text": "a"},\n {"text": "b"},\n {"text": ')
+    err = _error(tmp_path / "cut.json")
+    assert err.message == "cut.json line 3 is not valid JSON: " + cut.format("Expecting value, column 11")
+    (tmp_path / "end.jsonl").write_text('{"text": "a"}\n{"text" "b"}')  # a mistake, not an end: no "cut off"
+    assert _error(tmp_path / "end.jsonl").message == (
+        "end.jsonl line 2 is not valid JSON (column 9): Expecting ':' delimiter"
+    )
     (tmp_path / "list.jsonl").write_text('{"text": "a"}\n\n["text", "b"]\n')
     err = _error(tmp_path / "list.jsonl")
     assert err.message == "list.jsonl line 3 is a JSON list, not an object"
@@ -387,11 +408,13 @@ def test_a_shipped_name_without_its_prefix_is_suggested_when_the_hub_fails(bpe: 
 
 def test_did_you_mean_lists_every_closest_name(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
-    for name in ("pa.jsonl", "qa.jsonl", "zzzz.jsonl"):
+    for name in ("pa.jsonl", "qa.jsonl", "zzzz.jsonl", "num.jsonl"):
         _jsonl_file(Path(name), [{"text": name}])
     err = _error("xa.jsonl")
     assert err.message == "data file `xa.jsonl` does not exist (did you mean `pa.jsonl` or `qa.jsonl`?)"
     assert _load(_followed(err.hint, "xa.jsonl").path) == [{"text": "pa.jsonl"}]
+    # Only the names count: a shared `.jsonl` is no likeness (it offered num.jsonl, other data).
+    assert _error("nope.jsonl").message == "data file `nope.jsonl` does not exist"
 
 
 def test_train_and_prepare_say_the_same_about_a_mistyped_path(tmp_path: Path) -> None:

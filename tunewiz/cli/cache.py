@@ -147,6 +147,11 @@ def clear_cache(
 
     root = Path(cache_dir).expanduser() if cache_dir else cache_root()
     entries = list_entries(root)
+    if key is not None and not key.strip():
+        raise TunewizError(
+            "`tunewiz cache clear` got an empty key",
+            hint="copy a key from `tunewiz cache list`, or give none to clear every entry",
+        )
     if key is not None:
         entries = [e for e in entries if e.key.startswith(key)]
         if len(entries) != 1:

@@ -359,7 +359,7 @@ def tokenize_rows(
     """
     import threading
 
-    stop = threading.Event()
+    stop, done = threading.Event(), threading.Event()
     outcome: list[SampleColumns | BaseException] = []
 
     def run() -> None:
@@ -367,14 +367,15 @@ def tokenize_rows(
             outcome.append(_tokenize_rows(rows, builder, cfg, counts, lengths, stop))
         except BaseException as exc:  # re-raised in the calling thread
             outcome.append(exc)
+        finally:
+            done.set()
 
-    thread = threading.Thread(target=run, name="tunewiz-tokenize", daemon=True)
-    thread.start()
+    threading.Thread(target=run, name="tunewiz-tokenize", daemon=True).start()
     try:
-        thread.join()
+        done.wait()  # not Thread.join: interrupted, Python 3.11's join can mark a running thread stopped
     except BaseException:  # Ctrl-C while waiting: the thread stops at its next row
         stop.set()
-        thread.join()
+        done.wait()
         raise
     if isinstance(outcome[0], BaseException):
         raise outcome[0]
@@ -422,16 +423,27 @@ def _tokenize_rows(
 
 
 def _no_samples(source: str, counts: dict[str, int], cfg: DataSection) -> Exception:
+    if not counts["dropped_long"]:
+        hint = (
+            "fill in the responses, or map the column that holds them: "
+            "`--set 'data.columns={response: COLUMN}'`"
+        )
+    elif cfg.truncation != "left":
+        hint = (
+            "keep the responses and cut the prompts' beginnings: add `--set 'data.truncation=left'` to the "
+            "command; or raise `data.max_seq_len`, check the response column (`data.columns`), or set "
+            "`data.train_on_inputs: true`"
+        )
+    else:  # the replies alone are longer than max_seq_len
+        hint = (
+            "raise `data.max_seq_len`, check the response column (`data.columns`), or set "
+            "`data.train_on_inputs: true`"
+        )
     return TunewizError(
         f"{source}: no training sample has a trained token ({counts['dropped_empty']} with an empty "
         f"response, {counts['dropped_long']} longer than `data.max_seq_len` {cfg.max_seq_len} "
         f"and dropped with `data.truncation: {cfg.truncation}`)",
-        hint="keep the responses and cut the prompts' beginnings: add `--set 'data.truncation=left'` to the "
-        "command; or raise `data.max_seq_len`, check the response column (`data.columns`), or set "
-        "`data.train_on_inputs: true`"
-        if counts["dropped_long"]
-        else "fill in the responses, or map the column that holds them: "
-        "`--set 'data.columns={response: COLUMN}'`",
+        hint=hint,
     )
 
 

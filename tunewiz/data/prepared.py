@@ -305,10 +305,12 @@ def prepare(
     found = _lookup(root, spec)
     if found is not None:
         return _open(found, hit=True, seconds=time.monotonic() - started)
-    with _held(root, spec, waiting):
+    with _held(root, spec, waiting) as held:
         found = _lookup(root, spec)  # made by another process while this one waited
         if found is not None:
             return _open(found, hit=True, seconds=time.monotonic() - started)
+        if held.waited and waiting is not None:
+            waiting("data: the other preparation stopped before it was done; this one prepares the data")
         entry = _make(root, spec, inputs, cfg, tokenizer, seed, prompt, legacy, progress, workers)
     return _open(entry, hit=False, seconds=time.monotonic() - started)
 
@@ -350,8 +352,9 @@ class _held:
     def __init__(self, root: Path, spec: str, waiting: Callable[[str], None] | None = None) -> None:
         self.path = root / _LOCKS / f"{spec}.lock"
         self.waiting = waiting
+        self.waited = False
 
-    def __enter__(self) -> None:
+    def __enter__(self) -> _held:
         import fcntl
 
         try:
@@ -366,6 +369,7 @@ class _held:
         try:
             fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
+            self.waited = True
             if self.waiting is not None:
                 holder = os.pread(self.fd, 256, 0).decode("utf-8", "replace").strip() or "another process"
                 self.waiting(
@@ -375,6 +379,7 @@ class _held:
             fcntl.flock(self.fd, fcntl.LOCK_EX)
         os.ftruncate(self.fd, 0)
         os.pwrite(self.fd, f"pid {os.getpid()} on {socket.gethostname()}".encode(), 0)
+        return self
 
     def __exit__(self, *exc: object) -> None:
         os.close(self.fd)  # closing releases the lock

@@ -251,26 +251,30 @@ def check_local_path(path: str, setting: str = "data.path", place: Place | None 
 
 
 def close_local_files(path: str) -> list[str]:
-    """The data files next to ``path`` whose names are closest to its name (a typo; a name without a
-    suffix is also compared with theirs without: ``d/qa`` finds ``d/qa.jsonl``), as the user would write
-    them: all those tied for the closest, in name order; empty when none is close (difflib ratio under
-    0.7)."""
+    """The data files next to ``path`` whose names are closest to its name (a typo), as the user would
+    write them: all those tied for the closest, in name order; empty when none is close.
+
+    Names are compared without their type and compression suffixes (``d/qa`` finds ``d/qa.jsonl``,
+    ``train.jsnol`` finds ``train.jsonl``; a shared ``.jsonl`` alone makes no match: ``nope.jsonl`` does
+    not find ``num.jsonl``), then as written to break ties. Close: a difflib ratio of at least 0.6
+    between the bare names, 0.5 for names of 3 characters or fewer (``xa`` finds ``qa``).
+    """
     folder = Path(path).expanduser().parent
     if not folder.is_dir():
         return []
     names = sorted(p.name for p in folder.iterdir() if is_data_file(p) and p.is_file())
-    matcher = difflib.SequenceMatcher(b=Path(path).name)
-    scored = []
-    for name in names:
-        ratios = []
-        for candidate in (name, _without_suffixes(name)) if not Path(path).suffix else (name,):
-            matcher.set_seq1(candidate)
-            ratios.append(matcher.ratio())
-        scored.append((max(ratios), name))
-    best = max((score for score, _ in scored), default=0.0)
-    if best < 0.7:
+    wanted = Path(path).name
+    bare = _without_suffixes(wanted)
+
+    def score(name: str) -> tuple[float, float]:
+        stems = difflib.SequenceMatcher(a=bare, b=_without_suffixes(name)).ratio()
+        return stems, difflib.SequenceMatcher(a=wanted, b=name).ratio()
+
+    scored = [(score(name), name) for name in names]
+    best = max((s for s, _ in scored), default=(0.0, 0.0))
+    if best[0] < (0.5 if len(bare) <= 3 else 0.6):
         return []
-    return [str(Path(path).parent / name) for score, name in scored if score == best]
+    return [str(Path(path).parent / name) for s, name in scored if s == best]
 
 
 def _without_suffixes(name: str) -> str:
@@ -467,17 +471,30 @@ def _read_json(path: Path) -> list[dict[str, Any]]:
         text = f.read()
     if text.lstrip().startswith("{"):
         wrapped = _wrapped_rows(path, text)
-        return wrapped if wrapped is not None else _jsonl_rows(path, text.split("\n"))
+        return wrapped if wrapped is not None else _jsonl_rows(path, io.StringIO(text))
     if not text.lstrip().startswith("["):
-        return _jsonl_rows(path, text.split("\n"))
+        return _jsonl_rows(path, io.StringIO(text))
     try:
         rows = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise TunewizError(
-            f"{path.name} line {exc.lineno} is not valid JSON: {exc.msg}",
-            hint="fix the file (a JSON list of objects, or one object per line)",
-        ) from exc
+        hint = "fix the file (a JSON list of objects, or one object per line)"
+        raise _invalid_json(path.name, exc.lineno, exc, len(text.rstrip()), hint) from exc
     return _objects(rows, path.name)
+
+
+def _invalid_json(name: str, lineno: int, exc: json.JSONDecodeError, end: int, hint: str) -> TunewizError:
+    """The error for JSON that does not parse at line ``lineno``: json's reason without its dangling
+    position (``Unterminated string starting at`` → ``Unterminated string``) and the column; when the
+    text ends inside the value (an unterminated string, or the error at ``end``, the text's last
+    character), that the file is cut off."""
+    reason = re.sub(r"\s+(starting\s+)?at$", "", exc.msg)
+    if exc.msg.startswith("Unterminated string") or exc.pos >= end:
+        return TunewizError(
+            f"{name} line {lineno} is not valid JSON: the file ends inside it ({reason}, column "
+            f"{exc.colno}): it is cut off, as an interrupted download or copy leaves it",
+            hint="get the whole file again, or delete its last, unfinished row",
+        )
+    return TunewizError(f"{name} line {lineno} is not valid JSON (column {exc.colno}): {reason}", hint=hint)
 
 
 def _wrapped_rows(path: Path, text: str) -> list[dict[str, Any]] | None:
@@ -527,10 +544,10 @@ def _jsonl_rows(path: Path, lines: Iterable[str]) -> list[dict[str, Any]]:
         try:
             row = json.loads(line)
         except json.JSONDecodeError as exc:
-            raise TunewizError(
-                f"{path.name} line {lineno} is not valid JSON: {exc.msg}",
-                hint="each line of a .jsonl file must be one JSON object",
-            ) from exc
+            # Only the last line can lack its newline: there, an error at the end is a cut-off file.
+            end = len(line.rstrip()) if not line.endswith("\n") else len(line) + 1
+            hint = "each line of a .jsonl file must be one JSON object"
+            raise _invalid_json(path.name, lineno, exc, end, hint) from exc
         if not isinstance(row, dict):
             raise TunewizError(
                 f"{path.name} line {lineno} is a JSON {type(row).__name__}, not an object",

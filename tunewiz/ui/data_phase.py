@@ -48,7 +48,8 @@ def progress_line(done: int, total: int, elapsed: float) -> str:
     rate = done / elapsed if elapsed > 0 else 0.0
     percent = 100 * done // max(total, 1)
     if done >= total:
-        return f"preparing data: 100% · {total:,} rows in {elapsed:.1f} s · {rate:,.0f} rows/s"
+        rows = f"{total:,} row{'s' if total != 1 else ''}"
+        return f"preparing data: 100% · {rows} in {elapsed:.1f} s · {rate:,.0f} rows/s"
     eta = f" · ETA {fmt_duration((total - done) / rate)}" if rate > 0 else ""
     return f"preparing data: {percent}% · {rate:,.0f} rows/s{eta}"
 
