@@ -238,14 +238,18 @@ def _interrupt_outside_imports(signum: int, frame: object) -> None:
     An import cut short by ``KeyboardInterrupt`` leaves a half-initialised module behind (torch's
     import of numpy did: ``module 'numpy' has no attribute 'logical_and'``, ``cannot load module more
     than once per process``), and some libraries' import code swallows it (the Ctrl-C was lost).
-    ``tunewiz train`` imports torch for ~1-2 s at its start, when a Ctrl-C is most likely.
+    ``tunewiz train`` imports torch for ~1-2 s at its start, when a Ctrl-C is most likely. Sent again,
+    the Ctrl-C reaches whatever handles it then: this one, or the training dashboard's (which stops the
+    run after its step) once torchrun has started.
     """
     import signal
     import threading
 
     while frame is not None:
         if frame.f_code.co_filename.startswith("<frozen importlib"):  # type: ignore[attr-defined]
-            threading.Timer(0.05, os.kill, (os.getpid(), signal.SIGINT)).start()
+            again = threading.Timer(0.05, os.kill, (os.getpid(), signal.SIGINT))
+            again.daemon = True  # the process may end first
+            again.start()
             return
         frame = frame.f_back  # type: ignore[attr-defined]
     raise KeyboardInterrupt
