@@ -555,13 +555,21 @@ def _tokenize_into(
         if workers > 1 and len(tasks) > 1:
             # The rows stay out of the workers' garbage collections: a collection walking them would
             # touch (and so copy, after the fork) every page that holds them.
-            gc.freeze()
             # Ctrl-C reaches every process of the terminal's group: the workers ignore it and this
             # process stops them (pool.terminate below), so only the CLI's one `interrupted` line shows.
-            pool = multiprocessing.get_context("fork").Pool(
-                min(workers, len(tasks)), initializer=signal.signal, initargs=(signal.SIGINT, signal.SIG_IGN)
-            )
-            gc.unfreeze()
+            # It is held while the pool starts: arriving before `pool` is set, it left the workers
+            # running, orphaned, holding the terminal's output open.
+            signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+            gc.freeze()
+            try:
+                pool = multiprocessing.get_context("fork").Pool(
+                    min(workers, len(tasks)),
+                    initializer=signal.signal,
+                    initargs=(signal.SIGINT, signal.SIG_IGN),
+                )
+            finally:
+                gc.unfreeze()
+                signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
             results: Iterator[_Chunk] = pool.imap(_tokenize_chunk, tasks)
         else:
             results = map(_tokenize_chunk, tasks)
