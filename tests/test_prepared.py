@@ -266,6 +266,30 @@ def test_ctrl_c_while_preparing_prints_one_line_and_leaves_nothing(tmp_path: Pat
     assert not [p.name for p in (tmp_path / "cache").iterdir() if p.name.startswith(".tmp-")]
 
 
+def test_ctrl_c_as_the_pool_starts_leaves_no_worker_behind(
+    tmp_path: Path, sp: Tokenizer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A Ctrl-C just after the pool forked its workers (before `pool` was set) left them running,
+    orphaned, holding the terminal's output open: it is held until the pool can be stopped."""
+    import multiprocessing.pool
+
+    import psutil
+
+    forked = multiprocessing.pool.Pool._repopulate_pool
+
+    def then_ctrl_c(self: multiprocessing.pool.Pool) -> object:
+        started = forked(self)
+        os.kill(os.getpid(), signal.SIGINT)  # the terminal's Ctrl-C, the workers just forked
+        return started
+
+    monkeypatch.setattr(multiprocessing.pool.Pool, "_repopulate_pool", then_ctrl_c)
+    cfg = DataSection(path=str(_jsonl(tmp_path / "d.jsonl", _rows(200))), cache_dir=str(tmp_path / "cache"))
+    with pytest.raises(KeyboardInterrupt):
+        prepare(cfg, sp, seed=0, workers=2)
+    assert psutil.Process().children() == []
+    assert list_entries(tmp_path / "cache") == []
+
+
 def test_two_processes_prepare_once(tmp_path: Path) -> None:
     data = _jsonl(tmp_path / "d.jsonl", _rows(400))
     cache = tmp_path / "cache"
