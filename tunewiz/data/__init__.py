@@ -351,8 +351,9 @@ def tokenize_rows(
     ``malloc``, and glibc serves a new thread from an arena of its own, not the main one. The main
     arena is where the process read its rows: parsing a large JSON/CSV file leaves it holding hundreds
     of thousands of strings interleaved with freed lines, and ``malloc`` in it is slow. With 100,000
-    Alpaca rows read, ``tokenizers``' ``encode`` took 2.2x as long in the main thread as in a new
-    one (``bench/RESULTS.md``, "malloc arenas"). Ctrl-C stops it at the next row.
+    Alpaca rows read, ``tokenizers``' ``encode`` took 1.6-2.2x as long in the main thread as in a new
+    one (``bench/malloc_arena.py``; ``bench/RESULTS.md``, "malloc arenas"). Ctrl-C stops it at the next
+    row.
 
     Raises:
         TunewizError: a row that cannot be read (the sources' messages).
