@@ -22,15 +22,26 @@ import pytest as _pytest
 
 @_pytest.fixture(autouse=True)
 def _restore_signal_handlers() -> object:
-    """Put back the SIGINT/SIGTERM/SIGHUP handlers a test leaves behind: a training recipe run in this
-    process installs its stop flag's (tunewiz.train.stop.StopFlag), after which Ctrl-C would no longer
-    interrupt the rest of the session, nor the tests that send it one."""
+    """Put back the SIGINT/SIGTERM/SIGHUP handlers a test changes (the Ctrl-C tests set Python's own; a
+    command run in this process sets its own while it runs)."""
     import signal
 
     saved = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
     yield
     for sig, handler in saved.items():
         signal.signal(sig, handler)
+
+
+@_pytest.fixture
+def ctrl_c() -> object:
+    """Ctrl-C as a terminal delivers it, also where the suite runs with SIGINT ignored (started in the
+    background by a non-interactive shell, `cmd &`, or under nohup: children inherit the ignore): Python's
+    own handler in this process; the returned function, as a subprocess's ``preexec_fn``, gives the child
+    the default SIGINT disposition, which Python turns into ``KeyboardInterrupt``."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    return lambda: signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 _WORDS = (

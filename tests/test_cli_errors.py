@@ -8,6 +8,7 @@ import os
 import re
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -166,13 +167,13 @@ def test_ctrl_c_during_an_import_takes_effect_once_it_is_done(
     import signal
     import time
 
-    from tunewiz.cli import _interrupt_outside_imports
+    from tunewiz.interrupts import interrupt_outside_imports
 
     (tmp_path / "slow_to_import.py").write_text(
         "import os, signal, time\nos.kill(os.getpid(), signal.SIGINT)\ntime.sleep(0.3)\ndone = True\n"
     )
     monkeypatch.syspath_prepend(str(tmp_path))
-    signal.signal(signal.SIGINT, _interrupt_outside_imports)  # put back by conftest's fixture
+    signal.signal(signal.SIGINT, interrupt_outside_imports)  # put back by conftest's fixture
     started = time.monotonic()
     with pytest.raises(KeyboardInterrupt):
         import slow_to_import  # noqa: F401
@@ -182,7 +183,7 @@ def test_ctrl_c_during_an_import_takes_effect_once_it_is_done(
     assert time.monotonic() - started < 2
 
 
-def test_ctrl_c_prints_one_line_and_exits_130(tmp_path: Path) -> None:
+def test_ctrl_c_prints_one_line_and_exits_130(tmp_path: Path, ctrl_c: Callable[[], None]) -> None:
     """Ctrl-C in any command is one `error: interrupted` line and exit code 130 (Typer made it a silent
     exit 130 before the root's handler saw it)."""
     script = (
@@ -195,6 +196,11 @@ def test_ctrl_c_prints_one_line_and_exits_130(tmp_path: Path) -> None:
         "main()\n"
     )
     out = subprocess.run(
-        [sys.executable, "-c", script, "sleepy"], capture_output=True, text=True, timeout=25, cwd=tmp_path
+        [sys.executable, "-c", script, "sleepy"],
+        capture_output=True,
+        text=True,
+        timeout=25,
+        cwd=tmp_path,
+        preexec_fn=ctrl_c,
     )
     assert (out.returncode, out.stderr) == (130, "error: interrupted\n")

@@ -376,10 +376,9 @@ def test_blank_responses_are_dropped_as_empty(tmp_path: Path, bpe: Tokenizer) ->
     assert "fill in the responses" in err.hint and "truncation" not in err.hint
 
 
-def test_ctrl_c_stops_tokenizing_at_the_next_row(tmp_path: Path, bpe: Tokenizer) -> None:
+def test_ctrl_c_stops_tokenizing_at_the_next_row(tmp_path: Path, bpe: Tokenizer, ctrl_c: object) -> None:
     """tokenize_rows works in a thread of its own (a fresh malloc arena); Ctrl-C in the calling thread
     stops that thread at its next row instead of leaving it to tokenize the whole dataset."""
-    import os
     import signal
     import threading
     import time
@@ -394,7 +393,7 @@ def test_ctrl_c_stops_tokenizing_at_the_next_row(tmp_path: Path, bpe: Tokenizer)
     def ctrl_c_once_tokenizing() -> None:
         while not lengths:
             time.sleep(0.01)
-        os.kill(os.getpid(), signal.SIGINT)
+        signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)  # as a terminal's Ctrl-C
 
     presser = threading.Thread(target=ctrl_c_once_tokenizing)
     presser.start()

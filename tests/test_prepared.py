@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pexpect
@@ -243,7 +244,9 @@ def test_a_killed_preparation_leaves_no_entry(tmp_path: Path) -> None:
     assert len(list_entries(cache)) == 1
 
 
-def test_ctrl_c_while_preparing_prints_one_line_and_leaves_nothing(tmp_path: Path) -> None:
+def test_ctrl_c_while_preparing_prints_one_line_and_leaves_nothing(
+    tmp_path: Path, ctrl_c: Callable[[], None]
+) -> None:
     """Ctrl-C reaches the whole process group (the launcher and its pool's workers): one `error:
     interrupted` line, exit 130, no traceback from a worker, no entry and no temporary directory."""
     words = " ".join(["llamas graze on the high plains"] * 40)
@@ -253,7 +256,13 @@ def test_ctrl_c_while_preparing_prints_one_line_and_leaves_nothing(tmp_path: Pat
     env = {**ENV, "TUNEWIZ_CACHE": str(tmp_path / "cache")}
     argv = [sys.executable, "-m", "tunewiz", "prepare", "tiny-lora", "--set", f"data.path={data}", "--no-tui"]
     proc = subprocess.Popen(
-        argv, cwd=tmp_path, env=env, stderr=subprocess.PIPE, text=True, start_new_session=True
+        argv,
+        cwd=tmp_path,
+        env=env,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+        preexec_fn=ctrl_c,
     )
     assert proc.stderr is not None
     first = proc.stderr.readline()  # the first progress line: the pool is tokenizing
@@ -267,7 +276,7 @@ def test_ctrl_c_while_preparing_prints_one_line_and_leaves_nothing(tmp_path: Pat
 
 
 def test_ctrl_c_as_the_pool_starts_leaves_no_worker_behind(
-    tmp_path: Path, sp: Tokenizer, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, sp: Tokenizer, monkeypatch: pytest.MonkeyPatch, ctrl_c: object
 ) -> None:
     """A Ctrl-C just after the pool forked its workers (before `pool` was set) left them running,
     orphaned, holding the terminal's output open: it is held until the pool can be stopped."""

@@ -169,15 +169,17 @@ class TunewizRoot(TunewizGroup):
     def invoke(self, ctx: typer.Context) -> object:
         """Run the command; Ctrl-C in it prints ``error: interrupted`` and exits 130 (Typer would turn
         it into a silent exit 130 before :meth:`main` sees it). A Ctrl-C during an import takes effect
-        when the import is done (:func:`_interrupt_outside_imports`)."""
+        when the import is done (:func:`tunewiz.interrupts.interrupt_outside_imports`)."""
         import signal
         import threading
+
+        from tunewiz.interrupts import interrupt_outside_imports
 
         held = (
             threading.current_thread() is threading.main_thread()
             and signal.getsignal(signal.SIGINT) is signal.default_int_handler
         )
-        previous = signal.signal(signal.SIGINT, _interrupt_outside_imports) if held else None
+        previous = signal.signal(signal.SIGINT, interrupt_outside_imports) if held else None
         try:
             return super().invoke(ctx)
         except KeyboardInterrupt:
@@ -229,30 +231,6 @@ class TunewizRoot(TunewizGroup):
             )
             sys.exit(1)
         sys.exit(code if isinstance(code, int) else 0)
-
-
-def _interrupt_outside_imports(signum: int, frame: object) -> None:
-    """SIGINT handler: ``KeyboardInterrupt``, except while a module is being imported, when SIGINT is sent
-    again 50 ms later (until no import is running).
-
-    An import cut short by ``KeyboardInterrupt`` leaves a half-initialised module behind (torch's
-    import of numpy did: ``module 'numpy' has no attribute 'logical_and'``, ``cannot load module more
-    than once per process``), and some libraries' import code swallows it (the Ctrl-C was lost).
-    ``tunewiz train`` imports torch for ~1-2 s at its start, when a Ctrl-C is most likely. Sent again,
-    the Ctrl-C reaches whatever handles it then: this one, or the training dashboard's (which stops the
-    run after its step) once torchrun has started.
-    """
-    import signal
-    import threading
-
-    while frame is not None:
-        if frame.f_code.co_filename.startswith("<frozen importlib"):  # type: ignore[attr-defined]
-            again = threading.Timer(0.05, os.kill, (os.getpid(), signal.SIGINT))
-            again.daemon = True  # the process may end first
-            again.start()
-            return
-        frame = frame.f_back  # type: ignore[attr-defined]
-    raise KeyboardInterrupt
 
 
 def _use_command_class(typer_app: typer.Typer) -> None:

@@ -360,6 +360,8 @@ def tokenize_rows(
     """
     import threading
 
+    from tunewiz.interrupts import ctrl_c_held
+
     stop, done = threading.Event(), threading.Event()
     outcome: list[SampleColumns | BaseException] = []
 
@@ -371,9 +373,13 @@ def tokenize_rows(
         finally:
             done.set()
 
-    threading.Thread(target=run, name="tunewiz-tokenize", daemon=True).start()
     try:
-        done.wait()  # not Thread.join: interrupted, Python 3.11's join can mark a running thread stopped
+        with ctrl_c_held():  # a Ctrl-C inside start() would leave the thread running unstopped
+            threading.Thread(target=run, name="tunewiz-tokenize", daemon=True).start()
+        # Not Thread.join (interrupted, Python 3.11's join can mark a running thread stopped), and in
+        # short waits: a Ctrl-C the kernel gave another thread runs its handler when this one wakes.
+        while not done.wait(0.1):
+            pass
     except BaseException:  # Ctrl-C while waiting: the thread stops at its next row
         stop.set()
         done.wait()

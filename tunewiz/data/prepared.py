@@ -47,6 +47,7 @@ from tunewiz.data import DataStats, Sample, SampleColumns, SamplePlan, plan_samp
 from tunewiz.data.batching import pack_bounds
 from tunewiz.data.formats import row_to_messages
 from tunewiz.errors import TunewizError
+from tunewiz.interrupts import ctrl_c_held
 
 if TYPE_CHECKING:
     import numpy as np
@@ -559,17 +560,16 @@ def _tokenize_into(
             # process stops them (pool.terminate below), so only the CLI's one `interrupted` line shows.
             # It is held while the pool starts: arriving before `pool` is set, it left the workers
             # running, orphaned, holding the terminal's output open.
-            signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
-            gc.freeze()
-            try:
-                pool = multiprocessing.get_context("fork").Pool(
-                    min(workers, len(tasks)),
-                    initializer=signal.signal,
-                    initargs=(signal.SIGINT, signal.SIG_IGN),
-                )
-            finally:
-                gc.unfreeze()
-                signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+            with ctrl_c_held():
+                gc.freeze()
+                try:
+                    pool = multiprocessing.get_context("fork").Pool(
+                        min(workers, len(tasks)),
+                        initializer=signal.signal,
+                        initargs=(signal.SIGINT, signal.SIG_IGN),
+                    )
+                finally:
+                    gc.unfreeze()
             results: Iterator[_Chunk] = pool.imap(_tokenize_chunk, tasks)
         else:
             results = map(_tokenize_chunk, tasks)
