@@ -33,15 +33,14 @@ def _restore_signal_handlers() -> object:
 
 
 @_pytest.fixture
-def ctrl_c() -> object:
+def ctrl_c() -> None:
     """Ctrl-C as a terminal delivers it, also where the suite runs with SIGINT ignored (started in the
     background by a non-interactive shell, `cmd &`, or under nohup: children inherit the ignore): Python's
-    own handler in this process; the returned function, as a subprocess's ``preexec_fn``, gives the child
-    the default SIGINT disposition, which Python turns into ``KeyboardInterrupt``."""
+    own handler in this process. A handled signal is reset to its default at exec, so the subprocesses
+    a test starts get the default too, which Python turns into ``KeyboardInterrupt``."""
     import signal
 
     signal.signal(signal.SIGINT, signal.default_int_handler)
-    return lambda: signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 _WORDS = (

@@ -376,7 +376,7 @@ def test_blank_responses_are_dropped_as_empty(tmp_path: Path, bpe: Tokenizer) ->
     assert "fill in the responses" in err.hint and "truncation" not in err.hint
 
 
-def test_ctrl_c_stops_tokenizing_at_the_next_row(tmp_path: Path, bpe: Tokenizer, ctrl_c: object) -> None:
+def test_ctrl_c_stops_tokenizing_at_the_next_row(tmp_path: Path, bpe: Tokenizer, ctrl_c: None) -> None:
     """tokenize_rows works in a thread of its own (a fresh malloc arena); Ctrl-C in the calling thread
     stops that thread at its next row instead of leaving it to tokenize the whole dataset."""
     import signal

@@ -12,7 +12,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pexpect
@@ -244,9 +243,7 @@ def test_a_killed_preparation_leaves_no_entry(tmp_path: Path) -> None:
     assert len(list_entries(cache)) == 1
 
 
-def test_ctrl_c_while_preparing_prints_one_line_and_leaves_nothing(
-    tmp_path: Path, ctrl_c: Callable[[], None]
-) -> None:
+def test_ctrl_c_while_preparing_prints_one_line_and_leaves_nothing(tmp_path: Path, ctrl_c: None) -> None:
     """Ctrl-C reaches the whole process group (the launcher and its pool's workers): one `error:
     interrupted` line, exit 130, no traceback from a worker, no entry and no temporary directory."""
     words = " ".join(["llamas graze on the high plains"] * 40)
@@ -262,7 +259,6 @@ def test_ctrl_c_while_preparing_prints_one_line_and_leaves_nothing(
         stderr=subprocess.PIPE,
         text=True,
         start_new_session=True,
-        preexec_fn=ctrl_c,
     )
     assert proc.stderr is not None
     first = proc.stderr.readline()  # the first progress line: the pool is tokenizing
@@ -276,7 +272,7 @@ def test_ctrl_c_while_preparing_prints_one_line_and_leaves_nothing(
 
 
 def test_ctrl_c_as_the_pool_starts_leaves_no_worker_behind(
-    tmp_path: Path, sp: Tokenizer, monkeypatch: pytest.MonkeyPatch, ctrl_c: object
+    tmp_path: Path, sp: Tokenizer, monkeypatch: pytest.MonkeyPatch, ctrl_c: None
 ) -> None:
     """A Ctrl-C just after the pool forked its workers (before `pool` was set) left them running,
     orphaned, holding the terminal's output open: it is held until the pool can be stopped."""
