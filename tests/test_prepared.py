@@ -248,7 +248,7 @@ def test_ctrl_c_while_preparing_prints_one_line_and_leaves_nothing(tmp_path: Pat
     interrupted` line, exit 130, no traceback from a worker, no entry and no temporary directory."""
     words = " ".join(["llamas graze on the high plains"] * 40)
     data = _jsonl(
-        tmp_path / "big.jsonl", [{"instruction": f"q{i} {words}", "output": words} for i in range(20_000)]
+        tmp_path / "big.jsonl", [{"instruction": f"q{i} {words}", "output": words} for i in range(60_000)]
     )
     env = {**ENV, "TUNEWIZ_CACHE": str(tmp_path / "cache")}
     argv = [sys.executable, "-m", "tunewiz", "prepare", "tiny-lora", "--set", f"data.path={data}", "--no-tui"]
