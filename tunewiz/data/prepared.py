@@ -429,7 +429,7 @@ def _make(
         stats_doc["prompt"] = stats.prompt.as_json()
         stats_doc["prompt_recorded"] = stats.prompt.recorded
         _write_json(tmp / "stats.json", stats_doc)
-        size = sum(f.stat().st_size for f in tmp.iterdir())
+        size = _bytes_under(tmp)
         meta = {
             "key": key,
             "created": started,
