@@ -38,6 +38,24 @@ def ctrl_c_held() -> Iterator[None]:
             signal.raise_signal(signal.SIGINT)
 
 
+@contextmanager
+def ctrl_c_outside_imports() -> Iterator[None]:
+    """Inside the block, a Ctrl-C that arrives during an import takes effect once it is done
+    (:func:`interrupt_outside_imports`). Only where Python's own handler is in place, in the main
+    thread: an ignored SIGINT (``nohup``) or another handler stays as it is."""
+    if (
+        threading.current_thread() is not threading.main_thread()
+        or signal.getsignal(signal.SIGINT) is not signal.default_int_handler
+    ):
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, interrupt_outside_imports)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def interrupt_outside_imports(signum: int, frame: FrameType | None) -> None:
     """SIGINT handler: ``KeyboardInterrupt``, except while a module is being imported, when SIGINT is sent
     again 50 ms later (until no import is running).

@@ -170,24 +170,14 @@ class TunewizRoot(TunewizGroup):
         """Run the command; Ctrl-C in it prints ``error: interrupted`` and exits 130 (Typer would turn
         it into a silent exit 130 before :meth:`main` sees it). A Ctrl-C during an import takes effect
         when the import is done (:func:`tunewiz.interrupts.interrupt_outside_imports`)."""
-        import signal
-        import threading
+        from tunewiz.interrupts import ctrl_c_outside_imports
 
-        from tunewiz.interrupts import interrupt_outside_imports
-
-        held = (
-            threading.current_thread() is threading.main_thread()
-            and signal.getsignal(signal.SIGINT) is signal.default_int_handler
-        )
-        previous = signal.signal(signal.SIGINT, interrupt_outside_imports) if held else None
         try:
-            return super().invoke(ctx)
+            with ctrl_c_outside_imports():
+                return super().invoke(ctx)
         except KeyboardInterrupt:
             print_error("interrupted")
             raise typer.Exit(130) from None
-        finally:
-            if held:
-                signal.signal(signal.SIGINT, previous)
 
     def main(  # type: ignore[override]
         self,
